@@ -1,0 +1,163 @@
+"""The capability contract: a named, typed, resource-declaring pure function.
+
+A capability is what a job runs. It is declared once with `@capability(...)` and the
+same declaration feeds the API (parameter schema), the local worker pool and the Modal
+app (resources), so the three can never drift apart.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Generic, Literal, Protocol, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.errors import UnknownCapability
+
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+
+
+
+class Resources(BaseModel):
+    """What one run of a capability needs; read by the local pool and the Modal app."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpu: float = Field(1.0, gt=0)
+    memory_mib: int = Field(1024, gt=0)
+    gpu: str | None = Field(None, description='None, or a Modal GPU type such as "H100".')
+    timeout_s: int = Field(3600, gt=0)
+    retries: int = Field(0, ge=0, le=10)
+    max_containers: int | None = Field(None, gt=0)
+
+
+class StoredFile(BaseModel):
+    """A file record as a capability sees it: where its bytes are and what it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    owner_id: UUID | None
+    name: str
+    key: str
+    size: int
+    sha256: str | None = None
+    kind: str | None = None
+    content_type: str | None = None
+
+
+class ChildOutcome(BaseModel):
+    """How a child job spawned with `ctx.spawn` ended."""
+
+    job_id: UUID
+    status: str
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class Context(Protocol):
+    """The only way a capability touches the world (database, storage, other jobs)."""
+
+    job_id: UUID
+    owner_id: UUID | None
+    device: Literal["cpu", "gpu"]
+
+    @property
+    def objects(self) -> Any:  # common.objects.ObjectStore; Any avoids an import cycle
+        ...
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress in [0, 1]; cheap to call often (writes are throttled)."""
+
+    def log(self, message: str) -> None:
+        """Append a log line to the job's event stream."""
+
+    def cancelled(self) -> bool:
+        """True once cancellation was asked for; long loops check it between steps."""
+
+    def file(self, file_id: UUID) -> StoredFile:
+        """A stored file the job's owner may read; raises NotFound otherwise."""
+
+    def save_file(
+        self, name: str, source: bytes | IO[bytes], *, content_type: str | None = None,
+        kind: str | None = None,
+    ) -> StoredFile:
+        """Store an artefact as a new file record owned by the job's owner."""
+
+    def spawn(self, function: str, params: BaseModel | dict[str, Any]) -> UUID:
+        """Submit a child job (fan-out); returns its id."""
+
+    def gather(self, job_ids: Sequence[UUID]) -> list[ChildOutcome]:
+        """Wait for child jobs to end; cancels them if this job is cancelled."""
+
+
+@dataclass(frozen=True)
+class Capability(Generic[P, R]):
+    name: str
+    params: type[P]
+    result: type[R]
+    run: Callable[[P, Context], R]
+    resources: Resources = field(default_factory=Resources)
+    description: str = ""
+
+    def params_schema(self) -> dict[str, Any]:
+        return self.params.model_json_schema()
+
+    def result_schema(self) -> dict[str, Any]:
+        return self.result.model_json_schema()
+
+
+_registry: dict[str, Capability[Any, Any]] = {}
+
+
+def capability(
+    name: str,
+    *,
+    params: type[P],
+    result: type[R],
+    resources: Resources | None = None,
+) -> Callable[[Callable[[P, Context], R]], Callable[[P, Context], R]]:
+    """Register `run(params, ctx) -> result` under `name`; its docstring is the description."""
+
+    def register(run: Callable[[P, Context], R]) -> Callable[[P, Context], R]:
+        if name in _registry and _registry[name].run is not run:
+            raise ValueError(f"capability {name!r} is registered twice")
+        doc = (run.__doc__ or "").strip().split("\n\n")[0]
+        _registry[name] = Capability(
+            name=name, params=params, result=result, run=run,
+            resources=resources or Resources(), description=" ".join(doc.split()),
+        )
+        return run
+
+    return register
+
+
+def load_capabilities(extra_modules: Iterable[str] = ()) -> dict[str, Capability[Any, Any]]:
+    """Import every top-level module and package of `functions/` (each registers its
+    capabilities on import), then `extra_modules`. Idempotent.
+
+    Discovery means a new capability needs no edit here; modules keep heavy imports
+    (scipy, openslide, cupy) inside function bodies so this stays cheap.
+    """
+    import functions
+
+    names = [f"functions.{m.name}" for m in pkgutil.iter_modules(functions.__path__)]
+    for module in (*sorted(names), *extra_modules):
+        importlib.import_module(module)
+    return registered()
+
+
+def get_capability(name: str) -> Capability[Any, Any]:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownCapability(f"no capability named {name!r}") from None
+
+
+def registered() -> dict[str, Capability[Any, Any]]:
+    return dict(sorted(_registry.items()))

@@ -1,0 +1,94 @@
+"""The object-store contract shared by the directory and S3 backends.
+
+Keys are `/`-separated relative paths (`users/{owner}/files/{file_id}/{name}`).
+Every backend validates keys with `validate_key` so nothing can address outside
+the store, and every backend passes the same contract tests
+(`tests/common/test_objects.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+#: Bytes per chunk when streaming reads and writes.
+CHUNK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    items: list[ObjectInfo]
+    next_token: str | None  # pass back as `start_after`; None when there is no more
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class ObjectStore(Protocol):
+    """Put, get, list and sign access to objects under validated keys."""
+
+    kind: str  # "dir" | "s3"
+
+    # whole objects
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo: ...
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo: ...
+    def put_stream(
+        self, key: str, stream: BinaryIO | Iterable[bytes], *, content_type: str | None = None
+    ) -> ObjectInfo: ...
+    def get_bytes(self, key: str, *, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes [start, end) of the object; `end=None` reads to the end."""
+    def iter_bytes(
+        self, key: str, *, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        """Stream bytes [start, end) in chunks without holding the object in memory."""
+    def head(self, key: str) -> ObjectInfo:
+        """Raises ObjectNotFound."""
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None:
+        """Idempotent: deleting a missing key is not an error."""
+    def delete_prefix(self, prefix: str) -> int: ...
+    def list(self, prefix: str = "", *, start_after: str | None = None,
+             limit: int = 1000) -> ObjectPage: ...
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def copy(self, src: str, dst: str) -> ObjectInfo: ...
+
+    # signed access (directory backend: URLs served by the API itself)
+    def presigned_get_url(self, key: str, *, expires_s: int, filename: str | None = None) -> str: ...
+    def presigned_put_url(self, key: str, *, expires_s: int) -> str: ...
+
+    # multipart
+    def create_multipart(self, key: str, *, content_type: str | None = None) -> str: ...
+    def part_url(self, key: str, upload_id: str, part_number: int, *, expires_s: int) -> str: ...
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    stream: BinaryIO | Iterable[bytes]) -> PartInfo: ...
+    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]: ...
+    def complete_multipart(self, key: str, upload_id: str,
+                           parts: list[tuple[int, str]]) -> ObjectInfo: ...
+    def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    def list_multipart_uploads(self, prefix: str = "") -> Iterator[MultipartUpload]: ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached (readiness probe)."""

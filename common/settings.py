@@ -1,0 +1,134 @@
+"""One settings class for the whole service, read from `APERTURE_*` variables and `.env`.
+
+The embedded defaults (SQLite + a data directory + local worker processes) need no
+configuration at all; production values (PostgreSQL, S3, Modal, Supabase) come from
+the environment. Validators refuse unsafe combinations instead of warning about them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APERTURE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Environment = Environment.development
+    data_dir: Path = Path(".aperture")
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Base URL clients reach the API on; used to build signed URLs.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Signs URLs and local access tokens. Generated into the data dir "
+        "in development; required in production.",
+    )
+
+    # records
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is a SQLite file in the data dir."
+    )
+
+    # objects
+    object_store: Literal["dir", "s3"] = "dir"
+    objects_dir: Path | None = Field(None, description="Default: <data_dir>/objects.")
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "aperture"
+    s3_region: str = "us-east-1"
+    s3_path_style: bool = False
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    signed_url_ttl_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+
+    # execution
+    executor: Literal["local", "modal"] = "local"
+    workers: int = Field(2, ge=1, le=256, description="Local worker processes.")
+    cancel_grace_s: float = Field(
+        5.0, ge=0, description="Time a cancelled job gets to stop before its worker is killed."
+    )
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    heartbeat_timeout_s: float = Field(
+        30.0, gt=0, description="A running job silent for this long is treated as dead."
+    )
+    extra_capabilities: list[str] = Field(
+        default_factory=list,
+        description="Extra modules to import into the capability registry (plugins, tests).",
+    )
+    modal_app: str = "aperture"
+
+    # identity
+    auth_provider: Literal["local", "supabase", "none"] = "local"
+    supabase_url: str | None = None
+    supabase_jwt_secret: SecretStr | None = None
+
+    # web
+    cors_origins: list[str] = Field(default_factory=list)
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.environment is Environment.production:
+            if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
+                raise ValueError("APERTURE_SECRET_KEY of at least 32 characters is required "
+                                 "in production")
+            if "*" in self.cors_origins:
+                raise ValueError("APERTURE_CORS_ORIGINS='*' is not allowed in production")
+        if self.object_store == "s3" and not self.s3_bucket:
+            raise ValueError("APERTURE_S3_BUCKET is required with APERTURE_OBJECT_STORE=s3")
+        return self
+
+    # derived values -------------------------------------------------------------
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'aperture.db').resolve()}"
+
+    @cached_property
+    def resolved_objects_dir(self) -> Path:
+        return (self.objects_dir or self.data_dir / "objects").resolve()
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        """The secret behind signed URLs and local tokens.
+
+        In development an unset key is generated once and kept in the data dir, so
+        worker processes and restarts agree on it without any configuration.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            # link() refuses to overwrite: two processes racing here agree on one key.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+        return path.read_text().strip().encode()
