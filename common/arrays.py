@@ -1,0 +1,80 @@
+"""One switch between CPU (numpy/scipy/scikit-image) and GPU (cupy/cupyx/cucim) arrays.
+
+Kernels take a `Backend` and use `be.xp`, `be.ndimage`, `be.skimage`, so each kernel is
+written once. `device="auto"` picks the GPU only when cupy imports and sees a device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+Device = Literal["cpu", "gpu", "auto"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: Literal["cpu", "gpu"]
+    xp: ModuleType  # numpy | cupy
+    ndimage: ModuleType  # scipy.ndimage | cupyx.scipy.ndimage
+    _skimage: str  # module name, imported lazily: skimage imports are slow
+
+    @property
+    def skimage(self) -> ModuleType:
+        import importlib
+
+        return importlib.import_module(self._skimage)
+
+    def asarray(self, array: Any) -> Any:
+        return self.xp.asarray(array)
+
+    def to_numpy(self, array: Any) -> np.ndarray:
+        """Host copy of an array of this backend (no copy on the CPU)."""
+        if self.name == "gpu":
+            return array.get()  # type: ignore[no-any-return]
+        return np.asarray(array)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+@cache
+def gpu_available() -> bool:
+    try:
+        import cupy
+
+        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
+    except Exception:  # no cupy, no driver, no device: all mean "no GPU here"
+        return False
+
+
+@cache
+def _cpu() -> Backend:
+    import scipy.ndimage
+
+    return Backend("cpu", np, scipy.ndimage, "skimage")
+
+
+@cache
+def _gpu() -> Backend:
+    import cupy
+    import cupyx.scipy.ndimage
+
+    return Backend("gpu", cupy, cupyx.scipy.ndimage, "cucim.skimage")
+
+
+def get_backend(device: Device = "cpu") -> Backend:
+    """The backend for `device`; "gpu" raises RuntimeError when no GPU can be used."""
+    if device == "cpu":
+        return _cpu()
+    if device == "auto":
+        return _gpu() if gpu_available() else _cpu()
+    if device == "gpu":
+        if not gpu_available():
+            raise RuntimeError("device='gpu' was asked for but no CUDA GPU with cupy is available")
+        return _gpu()
+    raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
