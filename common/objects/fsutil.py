@@ -1,0 +1,143 @@
+"""Filesystem pieces of the directory backend: atomic writes and sidecar metadata.
+
+Writes go to a temporary file, are fsynced, then `os.replace`d into place, so a
+reader sees the old object or the new one, never a torn one. Each file's ETag and
+content type live in a small JSON sidecar that records the size, mtime and inode of
+the file it describes; a sidecar that no longer matches its file (a crash between
+the two renames, a racing writer, a file dropped in by hand) is ignored and the MD5
+is recomputed, so metadata can be stale only in content type, never wrong in ETag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from common.errors import Conflict
+from common.objects.base import CHUNK_SIZE
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A fully written, fsynced temporary file waiting to be published."""
+
+    path: Path
+    size: int
+    digest: bytes  # MD5 of the content
+    mtime_ns: int
+    ino: int
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    etag: str
+    size: int
+    mtime_ns: int
+    ino: int
+    content_type: str | None = None
+
+    def describes(self, st: os.stat_result) -> bool:
+        return (self.size, self.mtime_ns, self.ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def spool(chunks: Iterable[bytes], tmp_dir: Path) -> Spooled:
+    """Write `chunks` to a new fsynced temp file in `tmp_dir`, hashing as it goes."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-", suffix=".tmp")
+    md5, size = hashlib.md5(usedforsecurity=False), 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                md5.update(chunk)
+                f.write(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+            st = os.fstat(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    return Spooled(Path(name), size, md5.digest(), st.st_mtime_ns, st.st_ino)
+
+
+def publish(tmp: Path, dest: Path, *, what: str, make_parents: bool = True) -> None:
+    """Atomically move `tmp` to `dest`, creating parent directories if asked to.
+
+    Another thread deleting the last object under a directory prunes it, which can
+    race with our `mkdir`; replacing is retried a few times for that reason.
+    """
+    for attempt in range(5 if make_parents else 1):
+        try:
+            if make_parents:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+            break
+        except (NotADirectoryError, FileExistsError, IsADirectoryError):
+            discard(tmp)
+            raise Conflict(
+                f"{what}: the directory store cannot hold both a key and "
+                "other keys under it as a prefix"
+            ) from None
+        except FileNotFoundError:
+            if attempt == 4 or not make_parents:
+                discard(tmp)
+                raise
+    fsync_dir(dest.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable (best effort: not every filesystem allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def prune_empty_dirs(start: Path, stop: Path) -> None:
+    """Remove `start` and its parents while empty, never `stop` or above."""
+    current = start
+    while current != stop and current.is_relative_to(stop):
+        try:
+            current.rmdir()
+        except OSError:  # not empty, already gone, or in use: all fine
+            return
+        current = current.parent
+
+
+def write_sidecar(
+    path: Path, sidecar: Sidecar, tmp_dir: Path, *, make_parents: bool = True
+) -> None:
+    data = json.dumps(asdict(sidecar)).encode()
+    publish(
+        spool([data], tmp_dir).path, path, what=f"metadata {path.name!r}", make_parents=make_parents
+    )
+
+
+def read_sidecar(path: Path) -> Sidecar | None:
+    """The sidecar at `path`, or None if it is missing or unreadable."""
+    try:
+        return Sidecar(**json.loads(path.read_bytes()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def file_md5(path: Path) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            md5.update(chunk)
+    return md5.hexdigest()

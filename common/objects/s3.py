@@ -1,0 +1,457 @@
+"""The S3 backend, on boto3: AWS S3, Supabase Storage's S3 endpoint, MinIO, SeaweedFS, R2.
+
+Signature v4 throughout (presigned URLs included), optional path-style addressing
+for servers without virtual-host buckets, and checksums only where S3 requires
+them: boto3's newer default CRC trailers and aws-chunked bodies are not understood
+by every S3-compatible server. Streams go through boto3's managed transfers with a
+bounded number of in-memory chunks; parts of unknown length are spooled (memory up
+to a few MiB, then disk) because UploadPart needs a length.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from common.errors import InvalidInput, NotFound, ObjectNotFound
+from common.objects import rules
+from common.objects.base import CHUNK_SIZE, MultipartUpload, ObjectInfo, ObjectPage, PartInfo
+from common.objects.disposition import content_disposition
+from common.objects.keys import validate_key, validate_prefix
+from common.objects.streams import HashingReader, iter_chunks
+
+if TYPE_CHECKING:
+    from common.settings import Settings
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+#: SigV4 presigned URLs cannot live longer than a week.
+MAX_PRESIGN_S = 7 * 24 * 3600
+_MIB = 1024 * 1024
+#: Spool a part of unknown length in memory up to this size, then on disk.
+_SPOOL_IN_MEMORY = 8 * _MIB
+
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+_BAD_COMPLETION = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _translate(err: ClientError, key: str) -> Exception:
+    """Our error for a botocore ClientError, or the error itself when there is none."""
+    code = _error_code(err)
+    message = str(err.response.get("Error", {}).get("Message") or err)
+    if code in _NOT_FOUND:
+        return ObjectNotFound(f"no object under key {key!r}")
+    if code == "NoSuchUpload":
+        return NotFound(f"no multipart upload for key {key!r}: {message}")
+    if code == "NoSuchBucket":
+        return NotFound(f"the bucket does not exist: {message}")
+    if code in _BAD_COMPLETION:
+        return InvalidInput(message)
+    if code == "InvalidRange":
+        return InvalidInput(f"the requested range of {key!r} is not satisfiable")
+    return err
+
+
+@contextmanager
+def _translated(key: str) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as err:
+        translated = _translate(err, key)
+        if translated is err:
+            raise
+        raise translated from err
+
+
+def _info(key: str, head: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=int(head["ContentLength"]),
+        etag=rules.normalize_etag(head["ETag"]),
+        last_modified=head["LastModified"],
+        content_type=head.get("ContentType"),
+    )
+
+
+def _check_expiry(expires_s: int) -> int:
+    if not 1 <= expires_s <= MAX_PRESIGN_S:
+        raise InvalidInput(f"expires_s must be between 1 and {MAX_PRESIGN_S}, got {expires_s}")
+    return expires_s
+
+
+class S3Store:
+    """ObjectStore over one bucket of an S3-compatible service."""
+
+    kind = "s3"
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        path_style: bool = False,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self._endpoint_url = endpoint_url
+        config = Config(
+            signature_version="s3v4",
+            region_name=region,
+            s3={"addressing_style": "path" if path_style else "auto"},
+            retries={"max_attempts": 4, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=120,
+            max_pool_connections=16,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        # A client of its own session: boto3's default session is not thread-safe.
+        session = boto3.session.Session()
+        self.client = session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=config,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+        )
+        self._region = region
+        # Bounded memory for streams: at most max_in_memory_upload_chunks chunks queued.
+        self._transfer = TransferConfig(
+            multipart_threshold=8 * _MIB,
+            multipart_chunksize=8 * _MIB,
+            max_concurrency=4,
+            max_in_memory_upload_chunks=4,
+            use_threads=True,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Store:
+        secret = settings.s3_secret_access_key
+        return cls(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            path_style=settings.s3_path_style,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+        )
+
+    def __repr__(self) -> str:
+        where = self._endpoint_url or f"aws:{self._region}"
+        return f"S3Store(bucket={self.bucket!r}, endpoint={where!r})"
+
+    # bucket ----------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """HeadBucket: the endpoint answers, the credentials work, the bucket exists."""
+        with _translated(""):
+            self.client.head_bucket(Bucket=self.bucket)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist yet (development and tests)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as err:
+            if _error_code(err) not in _NOT_FOUND | {"NoSuchBucket"}:
+                raise
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self._region != "us-east-1":  # us-east-1 refuses an explicit location
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        try:
+            self.client.create_bucket(**kwargs)
+        except ClientError as err:
+            if _error_code(err) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise
+
+    # writes ----------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+        validate_key(key)
+        with _translated(key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=bytes(data),
+                ContentMD5=_md5_b64(data),
+                ContentType=content_type or DEFAULT_CONTENT_TYPE,
+            )
+        return self.head(key)
+
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
+        validate_key(key)
+        with _translated(key):
+            self.client.upload_file(
+                str(path),
+                self.bucket,
+                key,
+                Config=self._transfer,
+                ExtraArgs={"ContentType": content_type or DEFAULT_CONTENT_TYPE},
+            )
+        return self.head(key)
+
+    def put_stream(
+        self, key: str, stream: BinaryIO | Iterable[bytes], *, content_type: str | None = None
+    ) -> ObjectInfo:
+        if isinstance(stream, bytes | bytearray | memoryview):
+            return self.put_bytes(key, bytes(stream), content_type=content_type)
+        validate_key(key)
+        reader = HashingReader(iter_chunks(stream))
+        with _translated(key):
+            self.client.upload_fileobj(
+                reader,
+                self.bucket,
+                key,
+                Config=self._transfer,
+                ExtraArgs={"ContentType": content_type or DEFAULT_CONTENT_TYPE},
+            )
+        return self.head(key)
+
+    def copy(self, src: str, dst: str) -> ObjectInfo:
+        source = self.head(src)
+        validate_key(dst)
+        copy_source = {"Bucket": self.bucket, "Key": src}
+        with _translated(src):
+            if source.size > rules.MAX_SINGLE_PUT:  # CopyObject's limit: copy in parts
+                self.client.copy(copy_source, self.bucket, dst, Config=self._transfer)
+            else:
+                self.client.copy_object(Bucket=self.bucket, Key=dst, CopySource=copy_source)
+        return self.head(dst)
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        with _translated(key):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        if not validate_prefix(prefix):
+            raise InvalidInput("refusing to delete with an empty prefix (the whole store)")
+        deleted = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:  # at most 1000 keys a page, DeleteObjects' limit too
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if not keys:
+                continue
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}
+            )
+            if errors := response.get("Errors"):
+                raise RuntimeError(
+                    f"could not delete {len(errors)} objects under {prefix!r}: "
+                    f"{errors[0].get('Key')}: {errors[0].get('Message')}"
+                )
+            deleted += len(keys)
+        return deleted
+
+    # reads -----------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectInfo:
+        validate_key(key)
+        with _translated(key):
+            return _info(key, self.client.head_object(Bucket=self.bucket, Key=key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def get_bytes(self, key: str, *, start: int = 0, end: int | None = None) -> bytes:
+        return b"".join(self.iter_bytes(key, start=start, end=end))
+
+    def iter_bytes(
+        self, key: str, *, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        rules.check_range(start, end)
+        validate_key(key)
+        if end == start:  # an empty range cannot be expressed as a Range header
+            self.head(key)
+            return iter(())
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if start or end is not None:
+            kwargs["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        with _translated(key):
+            body = self.client.get_object(**kwargs)["Body"]
+        return _stream_body(body, chunk_size)
+
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
+    ) -> ObjectPage:
+        validate_prefix(prefix)
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "MaxKeys": rules.check_limit(limit),
+        }
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        with _translated(prefix):
+            response = self.client.list_objects_v2(**kwargs)
+        items = [_listed(item) for item in response.get("Contents", [])]
+        truncated = bool(response.get("IsTruncated")) and bool(items)
+        return ObjectPage(items=items, next_token=items[-1].key if truncated else None)
+
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:
+            yield from (_listed(item) for item in page.get("Contents", []))
+
+    # signed access ---------------------------------------------------------------
+
+    def presigned_get_url(self, key: str, *, expires_s: int, filename: str | None = None) -> str:
+        params = {"Bucket": self.bucket, "Key": validate_key(key)}
+        if filename:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        return str(
+            self.client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=_check_expiry(expires_s)
+            )
+        )
+
+    def presigned_put_url(self, key: str, *, expires_s: int) -> str:
+        params = {"Bucket": self.bucket, "Key": validate_key(key)}
+        return str(
+            self.client.generate_presigned_url(
+                "put_object", Params=params, ExpiresIn=_check_expiry(expires_s)
+            )
+        )
+
+    # multipart -------------------------------------------------------------------
+
+    def create_multipart(self, key: str, *, content_type: str | None = None) -> str:
+        validate_key(key)
+        with _translated(key):
+            response = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type or DEFAULT_CONTENT_TYPE
+            )
+        return str(response["UploadId"])
+
+    def part_url(self, key: str, upload_id: str, part_number: int, *, expires_s: int) -> str:
+        params = {
+            "Bucket": self.bucket,
+            "Key": validate_key(key),
+            "UploadId": upload_id,
+            "PartNumber": rules.check_part_number(part_number),
+        }
+        return str(
+            self.client.generate_presigned_url(
+                "upload_part", Params=params, ExpiresIn=_check_expiry(expires_s)
+            )
+        )
+
+    def upload_part(
+        self, key: str, upload_id: str, part_number: int, stream: BinaryIO | Iterable[bytes]
+    ) -> PartInfo:
+        validate_key(key)
+        rules.check_part_number(part_number)
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+            reader = HashingReader(iter_chunks(stream))
+            while chunk := reader.read(CHUNK_SIZE):
+                spool.write(chunk)
+            spool.seek(0)
+            with _translated(key):
+                response = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=part_number,
+                    Body=spool,
+                    ContentLength=reader.size,
+                    ContentMD5=base64.b64encode(reader.md5.digest()).decode("ascii"),
+                )
+        return PartInfo(
+            number=part_number, etag=rules.normalize_etag(response["ETag"]), size=reader.size
+        )
+
+    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        validate_key(key)
+        pages = self.client.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=key, UploadId=upload_id
+        )
+        with _translated(key):
+            return [
+                PartInfo(
+                    number=int(part["PartNumber"]),
+                    etag=rules.normalize_etag(part["ETag"]),
+                    size=int(part["Size"]),
+                )
+                for page in pages
+                for part in page.get("Parts", [])
+            ]
+
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectInfo:
+        validate_key(key)
+        wanted = rules.check_completion(parts)
+        with _translated(key):
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [
+                        {"PartNumber": number, "ETag": f'"{etag}"'} for number, etag in wanted
+                    ]
+                },
+            )
+        return self.head(key)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        validate_key(key)
+        with _translated(key):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def list_multipart_uploads(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        validate_prefix(prefix)
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                yield MultipartUpload(
+                    key=upload["Key"], upload_id=upload["UploadId"], initiated=upload["Initiated"]
+                )
+
+
+def _listed(item: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        key=item["Key"],
+        size=int(item["Size"]),
+        etag=rules.normalize_etag(item["ETag"]),
+        last_modified=item["LastModified"],
+    )
+
+
+def _md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+
+
+def _stream_body(body: Any, chunk_size: int) -> Iterator[bytes]:
+    """Chunks of a GetObject body; the connection is released however iteration ends."""
+    try:
+        yield from body.iter_chunks(chunk_size)
+    finally:
+        body.close()
