@@ -1,0 +1,77 @@
+"""The FastAPI app factory: routers under /api/v1, problem details, middleware, lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
+
+from common.executors import make_executor
+from common.jobs.service import JobService
+from common.records import migrate
+from common.runtime import Runtime
+from common.settings import Settings
+from web.errors import install_error_handlers
+from web.hub import EventHub
+from web.middleware import RequestContextMiddleware
+from web.routes import files, functions, health, jobs, signed, ws
+from web.state import AppState
+
+log = logging.getLogger("aperture.web")
+
+API_PREFIX = "/api/v1"
+
+
+def _api_router() -> APIRouter:
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (health, functions, files, jobs, ws, signed):
+        api.include_router(module.router)
+    return api
+
+
+def create_app(settings: Settings | None = None, *, migrate_on_start: bool | None = None
+               ) -> FastAPI:
+    """Build the app. The database is migrated on start for the embedded SQLite default
+    (production runs `aperture migrate` as a deploy step instead)."""
+    settings = settings or Settings()
+    if migrate_on_start is None:
+        migrate_on_start = settings.database_url is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await run_in_threadpool(Runtime.from_settings, settings)
+        if migrate_on_start:
+            await run_in_threadpool(migrate, runtime.engine)
+        executor = make_executor(runtime)
+        await run_in_threadpool(executor.start)
+        hub = EventHub(runtime.queries)
+        await hub.start()
+        app.state.aperture = AppState(settings=settings, runtime=runtime, executor=executor,
+                                      jobs=JobService(runtime, executor), hub=hub)
+        log.info("aperture started", extra={"executor": executor.name,
+                                            "objects": runtime.objects.kind})
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await run_in_threadpool(executor.stop)
+            runtime.close()
+
+    app = FastAPI(
+        title="Aperture", version="0.1.0", lifespan=lifespan,
+        description="Microscopy and digital-pathology image analysis: metadata, processing "
+                    "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,
+            allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID", "ETag"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(_api_router())
+    return app

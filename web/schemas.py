@@ -1,0 +1,83 @@
+"""Request and response bodies of the API (per resource: XCreate, XUpdate, XPublic, XList)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.capabilities import Resources
+from common.jobs.models import JobEventRecord, JobRecord
+
+T = TypeVar("T")
+
+Tag = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    function: str = Field(min_length=1, max_length=128)
+    params: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = Field(None, max_length=256)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+
+class JobUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=256)
+    tags: list[str] | None = Field(None, max_length=32)
+
+
+JobPublic = JobRecord
+JobEventPublic = JobEventRecord
+
+
+class JobStatsPublic(BaseModel):
+    total: int
+    by_status: dict[str, int]
+    by_function: dict[str, dict[str, int]]
+    duration_p50_s: float | None
+    duration_p95_s: float | None
+
+
+class FunctionPublic(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+    result_schema: dict[str, Any]
+    resources: Resources
+
+
+class FilePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    owner_id: uuid.UUID | None
+    name: str
+    size: int
+    sha256: str | None
+    kind: str | None
+    content_type: str | None
+    created_at: datetime | None = None
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class HealthPublic(BaseModel):
+    status: str = Field(description='"ok" when every check passes, else "degraded".')
+    version: str
+    checks: dict[str, Check]
