@@ -1,0 +1,152 @@
+"""Fit many traces: validation, chunking over the array backend, standard errors, R²."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from common.arrays import Device, get_backend
+from functions.fitting.solver import CONVERGED, REASONS, SolverOptions, solve
+from functions.fitting.spec import FitSpec
+
+GPU_WORKING_SET = 1 << 17  # traces iterated together on a GPU: big arrays keep it busy
+
+
+@dataclass(frozen=True)
+class FitArrays:
+    """Per-trace fit outputs as host arrays; parameters in the order of `names`."""
+
+    names: tuple[str, ...]
+    free: np.ndarray  # (P,) bool
+    params: np.ndarray  # (N, P)
+    stderr: np.ndarray  # (N, P); NaN for fixed parameters and unfitted traces
+    ss_res: np.ndarray  # (N,)
+    r_squared: np.ndarray  # (N,)
+    n_points: np.ndarray  # (N,) valid points per trace
+    iterations: np.ndarray  # (N,)
+    status: np.ndarray  # (N,) solver status codes
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> np.ndarray:
+        return self.status == CONVERGED
+
+    @property
+    def reasons(self) -> list[str]:
+        return [REASONS[int(c)] for c in self.status]
+
+    def __len__(self) -> int:
+        return int(self.params.shape[0])
+
+
+def fit_traces(
+    spec: FitSpec,
+    t: np.ndarray,
+    y: np.ndarray,
+    *,
+    device: Device = "cpu",
+    options: SolverOptions | None = None,
+    workers: int = 1,
+    progress: Callable[[float], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> FitArrays:
+    """Fit `spec.model` to every row of `y`.
+
+    Parameters
+    ----------
+    spec : FitSpec
+        Model, start values, bounds and free mask (see `resolve_spec`).
+    t : (T,) or (N, T) ndarray
+        Sample times in the model's units (hours for the expression models).
+    y : (N, T) ndarray
+        Traces; NaN marks missing points (ragged traces are NaN-padded).
+    device : {"cpu", "gpu", "auto"}, optional
+    options : SolverOptions, optional
+    workers : int, optional
+        CPU threads, each iterating its own working set (numpy releases the GIL).
+    progress : callable, optional
+        Called with the fraction of traces done, once per solver iteration.
+    cancelled : callable, optional
+        Checked once per solver iteration; when it returns True, `JobCancelled` is raised.
+
+    Returns
+    -------
+    FitArrays
+
+    Raises
+    ------
+    ValueError
+        If `t` and `y` have incompatible shapes.
+    """
+    t2, y2 = _validate(t, y)
+    opt = options or SolverOptions()
+    be = get_backend(device)
+    if be.name == "gpu":
+        opt = replace(opt, working_set=max(opt.working_set, GPU_WORKING_SET))
+    n = y2.shape[0]
+    xp = be.xp
+    valid = np.isfinite(y2) & np.isfinite(t2)
+    w = be.asarray(valid.astype(np.float64))
+    yd = be.asarray(np.where(valid, y2, 0.0))
+    td = be.asarray(np.where(np.isfinite(t2), t2, 0.0))
+    report = None
+    if progress is not None:
+
+        def report(done: int) -> None:
+            progress(done / n)
+
+    out = solve(xp, spec, td, yd, w, opt, progress=report, cancelled=cancelled,
+                workers=workers if be.name == "cpu" else 1)
+    npts = w.sum(axis=1)
+    ss_res = 2.0 * out.cost
+    with np.errstate(all="ignore"):
+        stderr = _stderr(xp, spec, out.hess, ss_res, npts)
+        mean = (yd * w).sum(axis=1) / xp.maximum(npts, 1.0)
+        ss_tot = (((yd - mean[:, None]) * w) ** 2).sum(axis=1)
+        r2 = xp.where(ss_tot > 0, 1.0 - ss_res / ss_tot, xp.where(ss_res <= 0, 1.0, 0.0))
+        r2 = xp.where(xp.isfinite(ss_res), xp.clip(r2, 0.0, 1.0), xp.nan)
+    if progress is not None:
+        progress(1.0)
+    return FitArrays(
+        names=spec.names, free=spec.free.copy(), device=be.name,
+        params=be.to_numpy(out.params), stderr=be.to_numpy(stderr),
+        ss_res=be.to_numpy(ss_res), r_squared=be.to_numpy(r2),
+        n_points=be.to_numpy(npts).astype(np.int64),
+        iterations=be.to_numpy(out.iterations).astype(np.int64),
+        status=be.to_numpy(out.status).astype(np.int64),
+    )
+
+
+def _validate(t: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    y2 = np.asarray(y, dtype=np.float64)
+    t2 = np.asarray(t, dtype=np.float64)
+    if y2.ndim != 2 or y2.shape[0] == 0 or y2.shape[1] == 0:
+        raise ValueError(f"y must be a non-empty (N, T) array, got shape {y2.shape}")
+    if t2.ndim == 1:
+        t2 = t2[None, :]
+    if t2.ndim != 2 or t2.shape[1] != y2.shape[1] or t2.shape[0] not in (1, y2.shape[0]):
+        raise ValueError(
+            f"t must be (T,) or (N, T) matching y {y2.shape}, got shape {np.shape(t)}"
+        )
+    return t2, y2
+
+
+def _stderr(xp: ModuleType, spec: FitSpec, hess: Any, ss_res: Any, npts: Any) -> Any:
+    """sqrt(diag(s²·(JᵀJ)⁺)) with s² = SS_res/(n - k); NaN where undefined."""
+    n, k = hess.shape[0], hess.shape[1]
+    ok = xp.isfinite(hess).all(axis=(1, 2)) & (npts > k)
+    safe = xp.where(ok[:, None, None], hess, xp.eye(k))
+    vals, vecs = xp.linalg.eigh(safe)
+    cutoff = 1e-13 * xp.abs(vals).max(axis=1, keepdims=True)
+    inv = xp.where(vals > cutoff, 1.0 / xp.where(vals > cutoff, vals, 1.0), 0.0)
+    var = xp.einsum("nij,nj->ni", vecs * vecs, inv)
+    s2 = ss_res / xp.maximum(npts - k, 1.0)
+    se_free = xp.where(ok[:, None], xp.sqrt(var * s2[:, None]), xp.nan)
+    out = xp.full((n, len(spec.names)), xp.nan)
+    out[:, np.flatnonzero(spec.free)] = se_free
+    return out
