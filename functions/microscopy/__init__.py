@@ -1,0 +1,1 @@
+"""Microscopy time-lapse analysis: metadata, per-FOV workflow, merge, synthetic data."""

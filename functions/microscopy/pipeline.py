@@ -1,0 +1,221 @@
+"""Per-FOV workflow: segment, correct background, track, extract, filter — in frame batches.
+
+Frames are read in batches of about ``batch_pixels`` pixels, so a FOV is never held in
+memory whole; only the tracker's last few frames and the (small) per-cell rows persist
+between batches. The label stack is streamed to a zlib-compressed TIFF as it is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.arrays import get_backend
+from functions.microscopy.background import estimate_background, subtract_background
+from functions.microscopy.extraction import (
+    FLUORESCENCE_FEATURES,
+    PHASE_FEATURES,
+    Foreground,
+    intensity_features,
+    shape_features,
+)
+from functions.microscopy.filters import flag_traces, summarise
+from functions.microscopy.readers import Reader
+from functions.microscopy.segmentation import _SQUARE, segment_logstd
+from functions.microscopy.traces import build_table, feature_column, write_table
+from functions.microscopy.tracking import IoUTracker
+
+
+class WorkflowOptions(BaseModel):
+    """Every tunable of the per-FOV workflow, with PyAMA's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phase_channel: int = Field(0, ge=0)
+    fluorescence_channels: list[int] = Field(default_factory=lambda: [1])
+    z: int = Field(0, ge=0, description="z plane to analyse")
+    # segmentation
+    logstd_size: int = Field(3, ge=1)
+    histogram_bins: int = Field(200, ge=2)
+    threshold_n_std: float = 3.0
+    structure_size: int = Field(7, ge=1)
+    morphology_iterations: int = Field(3, ge=1)
+    # background
+    tile_size: int = Field(256, ge=2)
+    mask_dilation: int = Field(21, ge=0)
+    background_weight: float = Field(1.0, ge=0.0, le=1.0)
+    median_step: int = Field(2, ge=1, description="pixel step inside tiles for medians")
+    # tracking
+    min_iou: float = Field(0.1, gt=0.0, le=1.0)
+    max_gap: int = Field(2, ge=0)
+    # extraction and filters
+    erosion: int = Field(0, ge=0, description="erode masks by this many px for totals")
+    min_length: int = Field(30, ge=0)
+    border_margin: int = Field(50, ge=0)
+    # execution
+    batch_pixels: int = Field(2**21, ge=1, description="pixels per frame batch")
+    device: str = Field("cpu", pattern="^(cpu|gpu|auto)$")
+
+    @model_validator(mode="after")
+    def _channels_differ(self) -> WorkflowOptions:
+        if self.phase_channel in self.fluorescence_channels:
+            raise ValueError("the phase channel cannot also be a fluorescence channel")
+        if len(set(self.fluorescence_channels)) != len(self.fluorescence_channels):
+            raise ValueError("fluorescence_channels has duplicates")
+        return self
+
+
+@dataclass
+class FovResult:
+    """What one FOV produced: the traces table, artefact paths and a summary."""
+
+    fov: int
+    table: Any  # pyarrow.Table
+    csv: Path
+    parquet: Path
+    labels: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+_LABEL_STRUCTURE = _SQUARE  # 8-connected cells, frames never connected
+
+
+def run_fov(
+    reader: Reader,
+    fov: int,
+    out_dir: str | Path,
+    options: WorkflowOptions | None = None,
+    *,
+    progress: Callable[[float, str], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> FovResult:
+    """Run the whole workflow on one FOV of an open reader.
+
+    Parameters
+    ----------
+    reader : Reader
+        From :func:`functions.microscopy.readers.open_reader`.
+    fov : int
+        FOV index.
+    out_dir : path
+        Receives ``fov_<fov>_traces.{csv,parquet}`` and ``fov_<fov>_labels.tif``.
+    options : WorkflowOptions, optional
+    progress : callable(fraction, message), optional
+        Called after every frame batch.
+    cancelled : callable() -> bool, optional
+        Checked before every batch; when true, raises ``common.errors.JobCancelled``.
+
+    Returns
+    -------
+    result : FovResult
+    """
+    opts = options or WorkflowOptions()
+    meta = reader.metadata
+    _validate(meta, fov, opts)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    be = get_backend(opts.device)  # type: ignore[arg-type]
+    tracker = IoUTracker(min_iou=opts.min_iou, max_gap=opts.max_gap)
+    batch = max(1, min(meta.n_frames, opts.batch_pixels // (meta.height * meta.width)))
+    parts: list[dict[str, np.ndarray]] = []
+    labels_path = out / f"fov_{fov:03d}_labels.tif"
+    import tifffile
+
+    with tifffile.TiffWriter(labels_path, bigtiff=True) as labels_out:
+        for start in range(0, meta.n_frames, batch):
+            if cancelled is not None and cancelled():
+                from common.errors import JobCancelled
+
+                raise JobCancelled()
+            stop = min(start + batch, meta.n_frames)
+            part, track_labels = _process_batch(reader, fov, start, stop, opts, be, tracker)
+            parts.append(part)
+            for frame in track_labels:
+                labels_out.write(frame, compression="zlib", compressionargs={"level": 1},
+                                 contiguous=False)
+            if progress is not None:
+                progress(stop / meta.n_frames, f"FOV {fov}: frames {stop}/{meta.n_frames}")
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    columns["time"] = np.asarray(meta.timepoints, dtype=np.float64)[columns["frame"]]
+    good, reason = flag_traces(
+        columns["cell"],
+        (columns["bbox_y0"], columns["bbox_x0"], columns["bbox_y1"], columns["bbox_x1"]),
+        height=meta.height, width=meta.width, min_length=opts.min_length,
+        border_margin=opts.border_margin,
+    )
+    columns["good"], columns["filter_reason"] = good, reason.astype(str)
+    table = build_table(columns)
+    csv_path, parquet_path = write_table(table, out / f"fov_{fov:03d}_traces")
+    summary = {"fov": fov, "frames": meta.n_frames, **summarise(columns["cell"], good, reason),
+               "time_units": meta.time_units}
+    return FovResult(fov, table, csv_path, parquet_path, labels_path, summary)
+
+
+def _validate(meta: Any, fov: int, opts: WorkflowOptions) -> None:
+    channels = [opts.phase_channel, *opts.fluorescence_channels]
+    if not 0 <= fov < meta.n_fovs:
+        raise ValueError(f"fov {fov} outside 0..{meta.n_fovs - 1}")
+    if max(channels) >= meta.n_channels:
+        raise ValueError(f"channels {channels} outside 0..{meta.n_channels - 1}")
+    if opts.z >= meta.n_z:
+        raise ValueError(f"z {opts.z} outside 0..{meta.n_z - 1}")
+
+
+def _process_batch(reader: Reader, fov: int, start: int, stop: int, opts: WorkflowOptions,
+                   be: Any, tracker: IoUTracker) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    phase = be.asarray(reader.read(fov, opts.phase_channel, start, stop, z=opts.z))
+    mask = segment_logstd(
+        phase, size=opts.logstd_size, bins=opts.histogram_bins, n_std=opts.threshold_n_std,
+        structure_size=opts.structure_size, iterations=opts.morphology_iterations, backend=be,
+    )
+    del phase
+    from scipy import ndimage
+
+    # labelled on the host: scipy numbers components in scan order, frame by frame,
+    # which _track relies on
+    comp, _ = ndimage.label(be.to_numpy(mask), structure=_LABEL_STRUCTURE)
+    lut = _track(comp, tracker)
+    fg = Foreground.from_labels(comp)
+    shape = shape_features(fg)
+    present = np.bincount(fg.label, minlength=fg.n + 1) > 0
+    present[0] = False
+    part: dict[str, np.ndarray] = {
+        "fov": np.full(int(present.sum()), fov, dtype=np.int64),
+        "cell": lut[present],
+        "frame": shape["frame"][present] + start,
+    }
+    for key in ("position_x", "position_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"):
+        part[key] = shape[key][present]
+    for name in PHASE_FEATURES:
+        part[feature_column(name, opts.phase_channel)] = shape[name][present]
+    for ch in opts.fluorescence_channels:
+        raw = be.asarray(reader.read(fov, ch, start, stop, z=opts.z))
+        bg = estimate_background(raw, mask, tile=opts.tile_size, dilation=opts.mask_dilation,
+                                 sample_step=opts.median_step, backend=be)
+        corrected = be.to_numpy(subtract_background(raw, bg, weight=opts.background_weight,
+                                                    backend=be))
+        del raw, bg
+        stats = intensity_features(fg, corrected, erosion=opts.erosion)
+        for name in FLUORESCENCE_FEATURES:
+            part[feature_column(name, ch)] = stats[name][present]
+    return part, lut.astype(np.uint32)[comp]
+
+
+def _track(comp: np.ndarray, tracker: IoUTracker) -> np.ndarray:
+    """Track ids of every component of a batch (components numbered frame by frame)."""
+    lut = np.zeros(int(comp.max()) + 1, dtype=np.int64)
+    for frame in comp:
+        present = frame > 0
+        if not present.any():
+            tracker.update(np.zeros(frame.shape, dtype=np.int32))
+            continue
+        lo = int(frame[present].min()) - 1
+        local = np.where(present, frame - lo, 0)
+        ids = tracker.update(local)
+        lut[lo + 1: lo + len(ids)] = ids[1:]
+    return lut

@@ -1,0 +1,285 @@
+"""Phase-contrast segmentation by log local standard deviation (PyAMA's log-std method).
+
+Per frame: local variance over a ``size x size`` window (E[x²] - E[x]²), log std
+``½·ln(var)`` where ``var > 0`` else 0, threshold ``mode + n_std · std(values ≤ mode)``
+of a ``bins``-bin histogram, then fill holes, binary opening and binary closing with a
+``structure_size`` square repeated ``iterations`` times. Every step works on a whole
+``(T, Y, X)`` batch; only the histogram is taken per frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from common.arrays import Backend, get_backend
+
+#: In-plane structuring elements for 3-D ``(T, Y, X)`` batches: frames never connect.
+_CROSS = np.zeros((3, 3, 3), dtype=bool)
+_CROSS[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+_SQUARE = np.zeros((3, 3, 3), dtype=bool)
+_SQUARE[1] = True
+
+
+def _as_stack(frames: Any, name: str = "frames") -> Any:
+    if frames.ndim == 2:
+        return frames[None]
+    if frames.ndim != 3:
+        raise ValueError(f"{name} must be (Y, X) or (T, Y, X), got shape {frames.shape}")
+    return frames
+
+
+def local_logstd(frames: Any, *, size: int = 3, backend: Backend | None = None) -> Any:
+    """Log of the local standard deviation of each frame.
+
+    Parameters
+    ----------
+    frames : (T, Y, X) or (Y, X) ndarray
+        Phase-contrast frames, any real dtype.
+    size : int, optional
+        Side of the square window.
+    backend : Backend, optional
+        Array backend (CPU by default).
+
+    Returns
+    -------
+    logstd : (T, Y, X) float32 ndarray
+        ``½·ln(var)`` where the local variance is positive, else 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> local_logstd(np.zeros((1, 4, 4))).max()
+    np.float32(0.0)
+    """
+    be = backend or get_backend("cpu")
+    x = _as_stack(be.asarray(frames))
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    xp = be.xp
+    x = x.astype(xp.float32, copy=True)
+    # Centring each frame keeps E[x²] - E[x]² accurate in float32 for 16-bit data.
+    x -= x.mean(axis=(1, 2), dtype=xp.float64, keepdims=True).astype(xp.float32)
+    mean = _box_mean(x, size)
+    x *= x
+    var = _box_mean(x, size)
+    del x
+    mean *= mean
+    var -= mean
+    del mean
+    out = xp.zeros_like(var)
+    xp.log(var, out=out, where=var > 0)
+    out *= 0.5
+    return out
+
+
+def _box_mean(x: Any, size: int) -> Any:
+    """Mean over a ``size x size`` window per frame, edges reflected (scipy's 'reflect').
+
+    Shifted slice additions: several times faster than ``uniform_filter`` for small
+    windows, and identical up to float32 rounding.
+    """
+    out = x
+    for axis in (1, 2):
+        out = _box_sum1d(out, axis, size)
+    out /= size * size
+    return out
+
+
+def _box_sum1d(a: Any, axis: int, size: int) -> Any:
+    before = size // 2
+    after = size - 1 - before
+    n = a.shape[axis]
+    if before >= n:
+        raise ValueError(f"window {size} is too large for an axis of length {n}")
+    out = a.copy()
+
+    def sl(start: int, stop: int) -> tuple[slice, ...]:
+        idx = [slice(None)] * a.ndim
+        idx[axis] = slice(start, stop)
+        return tuple(idx)
+
+    for d in range(1, before + 1):  # neighbour at i - d, reflected: a[d - 1 - i] for i < d
+        out[sl(d, n)] += a[sl(0, n - d)]
+        for i in range(d):
+            out[sl(i, i + 1)] += a[sl(d - 1 - i, d - i)]
+    for d in range(1, after + 1):  # neighbour at i + d, reflected past the end
+        out[sl(0, n - d)] += a[sl(d, n)]
+        for i in range(n - d, n):
+            j = 2 * n - 1 - (i + d)
+            out[sl(i, i + 1)] += a[sl(j, j + 1)]
+    return out
+
+
+def logstd_threshold(logstd: Any, *, bins: int = 200, n_std: float = 3.0) -> float:
+    """Threshold of one frame's log std: histogram mode + ``n_std`` x std of values ≤ mode.
+
+    Parameters
+    ----------
+    logstd : (Y, X) ndarray
+        Output of :func:`local_logstd` for one frame.
+    bins : int, optional
+        Histogram bins; the mode is the centre of the fullest bin.
+    n_std : float, optional
+        How many standard deviations above the mode.
+
+    Returns
+    -------
+    threshold : float
+    """
+    if bins < 2:
+        raise ValueError(f"bins must be >= 2, got {bins}")
+    xp = np if isinstance(logstd, np.ndarray) else _xp_of(logstd)
+    counts, edges = xp.histogram(logstd, bins=bins)
+    i = int(xp.argmax(counts))
+    mode = float((edges[i] + edges[i + 1]) / 2)
+    below = logstd[logstd <= mode]
+    sigma = float(below.astype(xp.float64).std()) if below.size else 0.0
+    return mode + n_std * sigma
+
+
+def _xp_of(array: Any) -> Any:
+    import cupy
+
+    return cupy.get_array_module(array)
+
+
+def _run(mask: Any, axis: int, width: int, op: Any, xp: Any) -> Any:
+    """``op``-reduction (and / or) over a centred run of `width` pixels along `axis`,
+    with False outside; by binary doubling, so cost grows with log(width)."""
+    half = width // 2
+    pad = [(0, 0)] * mask.ndim
+    pad[axis] = (half, width - 1 - half)
+    cur = xp.pad(mask, pad)
+    n = mask.shape[axis]
+
+    def take(arr: Any, start: int, stop: int) -> Any:
+        idx = [slice(None)] * arr.ndim
+        idx[axis] = slice(start, stop)
+        return arr[tuple(idx)]
+
+    result, offset, k, rem = None, 0, 1, width
+    while True:
+        if rem & 1:
+            piece = take(cur, offset, offset + n)
+            result = piece if result is None else op(result, piece)
+            offset += k
+        rem >>= 1
+        if not rem:
+            return result
+        length = cur.shape[axis]
+        cur = op(take(cur, 0, length - k), take(cur, k, length))
+        k *= 2
+
+
+def _erode(mask: Any, width: int, xp: Any) -> Any:
+    """Binary erosion by a ``width²`` square with zero border (scipy's border_value=0)."""
+    return _run(_run(mask, 1, width, xp.logical_and, xp), 2, width, xp.logical_and, xp)
+
+
+def _dilate(mask: Any, width: int, xp: Any) -> Any:
+    """Binary dilation by a ``width²`` square."""
+    return _run(_run(mask, 1, width, xp.logical_or, xp), 2, width, xp.logical_or, xp)
+
+
+def fill_holes(mask: Any, *, backend: Backend | None = None) -> Any:
+    """Fill background regions of each frame that do not touch the frame's border.
+
+    Parameters
+    ----------
+    mask : (T, Y, X) bool ndarray
+
+    Returns
+    -------
+    filled : (T, Y, X) bool ndarray
+        Same as ``scipy.ndimage.binary_fill_holes`` applied frame by frame.
+    """
+    be = backend or get_backend("cpu")
+    mask = _as_stack(mask, "mask")
+    xp = be.xp
+    bg, n = be.ndimage.label(~mask, structure=be.asarray(_CROSS))
+    edge = xp.concatenate(
+        [bg[:, 0, :].ravel(), bg[:, -1, :].ravel(), bg[:, :, 0].ravel(), bg[:, :, -1].ravel()]
+    )
+    touches = xp.zeros(int(n) + 1, dtype=bool)
+    touches[edge] = True
+    touches[0] = False
+    return ~touches[bg]
+
+
+def clean_mask(
+    mask: Any, *, structure_size: int = 7, iterations: int = 3, backend: Backend | None = None
+) -> Any:
+    """Fill holes, then binary opening and closing with a square, frame by frame.
+
+    Parameters
+    ----------
+    mask : (T, Y, X) bool ndarray
+    structure_size : int, optional
+        Side of the square structuring element.
+    iterations : int, optional
+        Repetitions of each erosion / dilation (a square repeated ``k`` times equals one
+        square of side ``k·(s - 1) + 1``, which is what is applied).
+
+    Returns
+    -------
+    cleaned : (T, Y, X) bool ndarray
+        Equal to ``binary_closing(binary_opening(binary_fill_holes(m), s, k), s, k)``.
+    """
+    if structure_size < 1 or iterations < 1:
+        raise ValueError(
+            f"structure_size and iterations must be >= 1, got {structure_size}, {iterations}"
+        )
+    be = backend or get_backend("cpu")
+    xp = be.xp
+    width = iterations * (structure_size - 1) + 1
+    m = fill_holes(mask, backend=be)
+    m = _dilate(_erode(m, width, xp), width, xp)
+    return _erode(_dilate(m, width, xp), width, xp)
+
+
+def segment_logstd(
+    frames: Any,
+    *,
+    size: int = 3,
+    bins: int = 200,
+    n_std: float = 3.0,
+    structure_size: int = 7,
+    iterations: int = 3,
+    backend: Backend | None = None,
+) -> Any:
+    """Segment cells in phase-contrast frames.
+
+    Parameters
+    ----------
+    frames : (T, Y, X) or (Y, X) ndarray
+        Phase-contrast frames.
+    size, bins, n_std, structure_size, iterations
+        See :func:`local_logstd`, :func:`logstd_threshold`, :func:`clean_mask`.
+    backend : Backend, optional
+
+    Returns
+    -------
+    mask : (T, Y, X) bool ndarray
+
+    References
+    ----------
+    PyAMA (pyama-core), ``processing/segmentation/log_std.py``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.normal(100, 1, (1, 64, 64)).astype(np.float32)
+    >>> img[0, 20:40, 20:40] += rng.normal(0, 30, (20, 20))
+    >>> bool(segment_logstd(img)[0, 30, 30])
+    True
+    """
+    be = backend or get_backend("cpu")
+    logstd = local_logstd(frames, size=size, backend=be)
+    thresholds = [logstd_threshold(f, bins=bins, n_std=n_std) for f in logstd]
+    t = be.xp.asarray(thresholds, dtype=be.xp.float32)[:, None, None]
+    raw = logstd > t
+    del logstd
+    return clean_mask(raw, structure_size=structure_size, iterations=iterations, backend=be)

@@ -1,0 +1,170 @@
+"""Cell tracking by mask overlap (IoU) with optimal assignment and gap closing.
+
+Frames are fed in order to an :class:`IoUTracker`; each call maps the frame's connected
+components to track ids. Differences from PyAMA: cells that appear after the first
+frame get new ids, a cell missing for up to ``max_gap`` frames keeps its id when it
+reappears, and ids are int64 (never capped at 65,535).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+
+def overlap_iou(prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intersection over union of every overlapping pair of labels of two frames.
+
+    Parameters
+    ----------
+    prev, cur : (Y, X) integer ndarray
+        Label images (0 = background).
+
+    Returns
+    -------
+    a, b : (K,) int64 ndarray
+        Label pairs that overlap (``a`` from `prev`, ``b`` from `cur`).
+    iou : (K,) float64 ndarray
+    """
+    if prev.shape != cur.shape:
+        raise ValueError(f"label images differ in shape: {prev.shape} and {cur.shape}")
+    both = (prev > 0) & (cur > 0)
+    a_px = prev[both].astype(np.int64)
+    b_px = cur[both].astype(np.int64)
+    if a_px.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    nb = int(cur.max()) + 1
+    pairs, inter = np.unique(a_px * nb + b_px, return_counts=True)
+    a, b = pairs // nb, pairs % nb
+    area_a = np.bincount(prev.ravel(), minlength=int(a.max()) + 1)[a]
+    area_b = np.bincount(cur.ravel(), minlength=nb)[b]
+    return a, b, inter / (area_a + area_b - inter)
+
+
+def match_pairs(a: np.ndarray, b: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of candidate pairs maximising the total score.
+
+    Unambiguous pairs (each side appears once) are taken directly; each connected group
+    of competing pairs is solved with ``scipy.optimize.linear_sum_assignment``.
+
+    Returns
+    -------
+    a, b : (M,) int64 ndarray
+        Matched pairs.
+    """
+    if a.size == 0:
+        return a, b
+    ua, ia = np.unique(a, return_inverse=True)
+    ub, ib = np.unique(b, return_inverse=True)
+    single = (np.bincount(ia)[ia] == 1) & (np.bincount(ib)[ib] == 1)
+    out_a, out_b = [a[single]], [b[single]]
+    if not single.all():
+        from scipy.optimize import linear_sum_assignment
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        ia, ib, s = ia[~single], ib[~single], score[~single]
+        na = len(ua)
+        graph = coo_matrix((np.ones(len(ia)), (ia, na + ib)), shape=(na + len(ub),) * 2)
+        _, comp = connected_components(graph, directed=False)
+        group = comp[ia]
+        for g in np.unique(group):
+            sel = group == g
+            ra, rinv_a = np.unique(ia[sel], return_inverse=True)
+            rb, rinv_b = np.unique(ib[sel], return_inverse=True)
+            cost = np.zeros((len(ra), len(rb)))
+            cost[rinv_a, rinv_b] = -s[sel]
+            r, c = linear_sum_assignment(cost)
+            keep = cost[r, c] < 0
+            out_a.append(ua[ra[r[keep]]])
+            out_b.append(ub[rb[c[keep]]])
+    return np.concatenate(out_a), np.concatenate(out_b)
+
+
+class IoUTracker:
+    """Assign track ids to the labelled cells of consecutive frames.
+
+    Parameters
+    ----------
+    min_iou : float, optional
+        Smallest IoU that links two masks.
+    max_gap : int, optional
+        Frames a cell may be missing and still keep its id.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> tr = IoUTracker()
+    >>> f = np.zeros((8, 8), np.int32); f[2:5, 2:5] = 1
+    >>> tr.update(f).tolist(), tr.update(f).tolist()
+    ([0, 1], [0, 1])
+    """
+
+    def __init__(self, *, min_iou: float = 0.1, max_gap: int = 2) -> None:
+        if not 0.0 < min_iou <= 1.0:
+            raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+        if max_gap < 0:
+            raise ValueError(f"max_gap must be >= 0, got {max_gap}")
+        self.min_iou = min_iou
+        self.max_gap = max_gap
+        self.next_id = 1
+        # (track-id image, ids present) of the last max_gap + 1 frames, newest first
+        self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=max_gap + 1)
+        self._last_seen: dict[int, int] = {}
+        self._frame = -1
+
+    def __repr__(self) -> str:
+        return f"IoUTracker(min_iou={self.min_iou}, max_gap={self.max_gap})"
+
+    def update(self, labels: np.ndarray) -> np.ndarray:
+        """Track ids for one frame.
+
+        Parameters
+        ----------
+        labels : (Y, X) integer ndarray
+            Connected components of the frame, 1..n (0 = background).
+
+        Returns
+        -------
+        ids : (n + 1,) int64 ndarray
+            ``ids[label]`` is the track id of component ``label``; ``ids[0] = 0``.
+        """
+        if labels.ndim != 2:
+            raise ValueError(f"labels must be (Y, X), got shape {labels.shape}")
+        self._frame += 1
+        n = int(labels.max()) if labels.size else 0
+        ids = np.zeros(n + 1, dtype=np.int64)
+        unmatched = np.ones(n + 1, dtype=bool)
+        unmatched[0] = False
+        used: set[int] = set()
+        for age, (track_img, _present) in enumerate(self._history, start=1):
+            if not unmatched.any():
+                break
+            cur = np.where(unmatched[labels], labels, 0)
+            a, b, iou = overlap_iou(track_img, cur)
+            # only tracks last seen exactly `age` frames ago and not yet taken
+            ok = iou >= self.min_iou
+            if age > 1:
+                last = np.array([self._last_seen.get(int(t), -1) for t in a])
+                ok &= last == self._frame - age
+            if used:
+                ok &= ~np.isin(a, np.fromiter(used, dtype=np.int64))
+            ma, mb = match_pairs(a[ok], b[ok], iou[ok])
+            ids[mb] = ma
+            unmatched[mb] = False
+            used.update(ma.tolist())
+        new = np.flatnonzero(unmatched)
+        ids[new] = np.arange(self.next_id, self.next_id + len(new))
+        self.next_id += len(new)
+        for t in ids[1:].tolist():
+            self._last_seen[t] = self._frame
+        self._history.appendleft((ids[labels], ids[1:]))
+        return ids
+
+
+def relabel(labels: Any, ids: np.ndarray) -> np.ndarray:
+    """Replace component labels with track ids: ``ids[labels]`` (int64 kept as given)."""
+    return ids[labels]
