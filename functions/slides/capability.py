@@ -1,0 +1,175 @@
+"""The `tiles.pyramid` capability: a slide's whole Deep Zoom pyramid in object storage.
+
+Small slides run as one `dzsave`. Large ones fan out: child jobs (this same capability
+with `part="band"`) write bands of full-resolution tile rows while the parent builds the
+lower levels; the output is identical tile for tile (see pyramid.py). The `.dzi` is
+uploaded last, so its presence means the pyramid is complete; a failed or cancelled run
+removes everything it wrote under `slides/{slide_id}/dzi/`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.capabilities import Context, Resources, capability
+from common.errors import ApertureError, JobCancelled
+
+#: Slides with more full-resolution pixels than this fan out when band_rows is 0.
+FAN_OUT_PIXELS = 400_000_000
+#: Tile rows per band when fanning out automatically (about 8,000 pixels at 254).
+AUTO_BAND_ROWS = 32
+
+
+class PyramidParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: uuid.UUID = Field(description="The stored slide file.")
+    slide_id: uuid.UUID = Field(description="Output goes under slides/{slide_id}/dzi/.")
+    tile_size: int = Field(254, ge=1, le=4096)
+    overlap: int = Field(1, ge=0, le=64)
+    format: Literal["jpeg", "png"] = "jpeg"
+    quality: int = Field(75, ge=1, le=100)
+    band_rows: int = Field(0, ge=0, description="Tile rows per child job; 0 = automatic "
+                           "(one job below 400 megapixels).")
+    part: Literal["all", "band"] = Field("all", description="Internal: 'band' for children.")
+    band: tuple[int, int] | None = Field(None, description="Internal: [start, stop) rows.")
+
+
+class PyramidResult(BaseModel):
+    slide_id: uuid.UUID
+    prefix: str
+    dzi_key: str | None
+    width: int
+    height: int
+    levels: int
+    tiles: int
+    bands: int
+
+
+def dzi_prefix(slide_id: uuid.UUID) -> str:
+    return f"slides/{slide_id}/dzi"
+
+
+def _localise(ctx: Context, file_id: uuid.UUID, workdir: Path) -> Path:
+    """Copy the stored slide to a local file (OpenSlide and libvips need a path)."""
+    stored = ctx.file(file_id)
+    target = workdir / Path(stored.name).name
+    with target.open("wb") as out:
+        for chunk in ctx.objects.iter_bytes(stored.key):
+            out.write(chunk)
+    return target
+
+
+@capability(
+    "tiles.pyramid", params=PyramidParams, result=PyramidResult,
+    resources=Resources(cpu=2, memory_mib=4096, timeout_s=4 * 3600, retries=1),
+)
+def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
+    """Pre-generate a slide's Deep Zoom pyramid with libvips dzsave into object storage."""
+    from functions.slides import pyramid
+
+    options = pyramid.PyramidOptions(tile_size=params.tile_size, overlap=params.overlap,
+                                     format=params.format, quality=params.quality)
+    prefix = dzi_prefix(params.slide_id)
+    try:
+        with tempfile.TemporaryDirectory(prefix="aperture-pyramid-") as tmp:
+            work = Path(tmp)
+            image = pyramid.open_level0(_localise(ctx, params.file_id, work), work)
+            if params.part == "band":
+                return _run_band(params, ctx, image, options, work, prefix)
+            rows = params.band_rows or (
+                AUTO_BAND_ROWS if image.width * image.height > FAN_OUT_PIXELS else 0)
+            if rows:
+                return _run_fan_out(params, ctx, image, options, work, prefix, rows)
+            return _run_single(params, ctx, image, options, work, prefix)
+    except BaseException:
+        if params.part == "all":
+            ctx.objects.delete_prefix(prefix + "/")
+        raise
+
+
+def _result(params: PyramidParams, image: Any, options: Any, prefix: str, tiles: int,
+            bands: int, complete: bool) -> PyramidResult:
+    from functions.slides.pyramid import NAME, full_geometry
+
+    geometry = full_geometry(image, options)
+    return PyramidResult(
+        slide_id=params.slide_id, prefix=prefix,
+        dzi_key=f"{prefix}/{NAME}.dzi" if complete else None,
+        width=image.width, height=image.height, levels=geometry.level_count,
+        tiles=tiles, bands=bands)
+
+
+def _upload(ctx: Context, root: Path, prefix: str) -> int:
+    """Upload tiles first and the .dzi last, so a visible .dzi means a whole pyramid."""
+    from functions.slides.pyramid import NAME, upload_tree
+
+    count = upload_tree(ctx.objects, root / f"{NAME}_files", f"{prefix}/{NAME}_files",
+                        cancelled=ctx.cancelled)
+    dzi = root / f"{NAME}.dzi"
+    if dzi.exists():
+        ctx.objects.put_file(f"{prefix}/{NAME}.dzi", dzi, content_type="application/xml")
+    return count
+
+
+def _run_single(params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path,
+                prefix: str) -> PyramidResult:
+    from functions.slides.pyramid import build_pyramid
+
+    out = work / "out"
+    build_pyramid(image, out, options, cancelled=ctx.cancelled,
+                  progress=lambda f, m: ctx.progress(0.9 * f, m))
+    ctx.progress(0.9, "uploading")
+    tiles = _upload(ctx, out, prefix)
+    ctx.progress(1.0, f"{tiles} tiles")
+    return _result(params, image, options, prefix, tiles, 1, True)
+
+
+def _run_band(params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path,
+              prefix: str) -> PyramidResult:
+    from functions.slides.pyramid import build_band
+
+    if params.band is None:
+        raise ApertureError("a band job needs band=[start, stop)")
+    out = work / "out"
+    build_band(image, out, options, params.band, cancelled=ctx.cancelled,
+               progress=lambda f, m: ctx.progress(0.9 * f, m))
+    tiles = _upload(ctx, out, prefix)
+    ctx.progress(1.0, f"rows {params.band[0]}-{params.band[1]}: {tiles} tiles")
+    return _result(params, image, options, prefix, tiles, 1, False)
+
+
+def _run_fan_out(params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path,
+                 prefix: str, rows: int) -> PyramidResult:
+    from functions.slides.pyramid import NAME, build_lower_levels, plan_bands
+
+    bands = plan_bands(image, options, rows)
+    children = [
+        ctx.spawn("tiles.pyramid", params.model_copy(update={"part": "band", "band": band}))
+        for band in bands
+    ]
+    ctx.log(f"{len(bands)} bands of {rows} tile rows spawned")
+    out = work / "out"
+    build_lower_levels(image, out, options, cancelled=ctx.cancelled,
+                       progress=lambda f, m: ctx.progress(0.4 * f, m))
+    dzi = out / f"{NAME}.dzi"
+    staged = dzi.rename(work / dzi.name)  # held back until every band is in
+    tiles = _upload(ctx, out, prefix)
+    ctx.progress(0.5, "lower levels uploaded; waiting for bands")
+    outcomes = ctx.gather(children)
+    failed = [o for o in outcomes if o.status != "succeeded"]
+    if ctx.cancelled() or any(o.status == "cancelled" for o in failed):
+        raise JobCancelled()
+    if failed:
+        detail = failed[0].error or {}
+        raise ApertureError(f"{len(failed)} of {len(bands)} bands failed: "
+                            f"{detail.get('message', failed[0].status)}")
+    tiles += sum(int((o.result or {}).get("tiles", 0)) for o in outcomes)
+    ctx.objects.put_file(f"{prefix}/{NAME}.dzi", staged, content_type="application/xml")
+    ctx.progress(1.0, f"{tiles} tiles in {len(bands)} bands")
+    return _result(params, image, options, prefix, tiles, len(bands), True)

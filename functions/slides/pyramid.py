@@ -1,0 +1,238 @@
+"""Pre-generated Deep Zoom pyramids with libvips `dzsave`, in one job or in bands.
+
+Single job: `dzsave` of the full-resolution image. Fan-out: the full-resolution Deep
+Zoom level is cut into bands of tile rows, each written by its own `dzsave`
+(`depth="one"`), and the lower levels come from one `dzsave` of the image halved exactly
+the way `dzsave` halves it (2 x 2 mean, `(a + b + c + d + 2) // 4`, edges copied). Both
+give the same tiles, byte for byte: a band is cropped from one tile row above its first
+row, so every tile it keeps sees the same pixels, overlap included, as in the single run.
+
+Output layout (`name` = "slide"): `name.dzi` and `name_files/{level}/{col}_{row}.{ext}`.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.errors import JobCancelled, UnsupportedFile
+from functions.slides.dzi import DziDescriptor
+from functions.slides.geometry import DeepZoomGeometry
+from functions.slides.tiff_levels import TIFF_VENDORS
+
+Progress = Callable[[float, str], None]
+Cancelled = Callable[[], bool]
+NAME = "slide"
+
+
+class PyramidOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tile_size: int = Field(254, ge=1, le=4096)
+    overlap: int = Field(1, ge=0, le=64)
+    format: str = Field("jpeg", pattern="^(jpeg|png)$")
+    quality: int = Field(75, ge=1, le=100)
+
+    @property
+    def suffix(self) -> str:
+        if self.format == "jpeg":
+            return f".jpeg[Q={self.quality},keep=none]"
+        return ".png[keep=none]"
+
+    def dzsave_args(self) -> dict[str, Any]:
+        return {"tile_size": self.tile_size, "overlap": self.overlap, "suffix": self.suffix}
+
+
+def open_level0(path: str | Path, workdir: Path) -> Any:
+    """The slide's full-resolution image as a libvips image.
+
+    TIFF-based slides are read directly; any other format OpenSlide reads is first
+    written, strip by strip, to a raw file in `workdir` (composited on the background).
+    """
+    import openslide
+    import pyvips
+
+    from functions.slides.handles import open_openslide
+
+    osr = open_openslide(path)
+    try:
+        vendor = osr.properties.get("openslide.vendor")
+        width, height = osr.dimensions
+        if vendor in TIFF_VENDORS:
+            image = pyvips.Image.tiffload(str(path), page=_level0_page(path, width, height))
+            return image[:3] if image.bands > 3 else image
+        return _openslide_raw(osr, workdir / "level0.raw", width, height)
+    except openslide.OpenSlideError as exc:
+        raise UnsupportedFile(f"{Path(path).name}: pixel data cannot be read: {exc}") from None
+    finally:
+        osr.close()
+
+
+def _level0_page(path: str | Path, width: int, height: int) -> int:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        for index, page in enumerate(tif.pages):
+            if page.is_tiled and (page.imagewidth, page.imagelength) == (width, height):
+                return index
+    raise UnsupportedFile(f"{Path(path).name}: no tiled full-resolution page")
+
+
+def _openslide_raw(osr: Any, target: Path, width: int, height: int) -> Any:
+    import numpy as np
+    import pyvips
+
+    from functions.slides.handles import parse_background
+
+    bg = np.asarray(parse_background(dict(osr.properties)), np.uint16)
+    with target.open("wb") as out:
+        for y in range(0, height, 512):
+            rgba = np.asarray(osr.read_region((0, y), 0, (width, min(512, height - y))))
+            a = rgba[..., 3:4].astype(np.uint16)
+            out.write(((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8))
+    return pyvips.Image.rawload(str(target), width, height, 3)
+
+
+def halve(image: Any) -> Any:
+    """`image` at half size, exactly as `dzsave` builds its next level: 2 x 2 means
+    rounded `(a + b + c + d + 2) // 4`, odd edges extended by copying."""
+    w, h = image.width, image.height
+    w2, h2 = (w + 1) // 2, (h + 1) // 2
+    padded = image.embed(0, 0, 2 * w2 + 2, 2 * h2 + 2, extend="copy").cast("ushort")
+    parts = [padded.crop(dx, dy, padded.width - dx, padded.height - dy)
+             .subsample(2, 2).crop(0, 0, w2, h2) for dy in (0, 1) for dx in (0, 1)]
+    total = parts[0] + parts[1] + parts[2] + parts[3]
+    return ((total + 2) / 4).cast("uchar")
+
+
+def _watch(image: Any, cancelled: Cancelled | None, report: Callable[[float], None]) -> None:
+    """Report dzsave's progress and stop it (`set_kill`) once cancellation is asked for."""
+    image.set_progress(True)
+
+    def on_eval(img: Any, progress: Any) -> None:
+        report(min(1.0, progress.percent / 100))
+        if cancelled is not None and cancelled():
+            img.set_kill(True)
+
+    image.signal_connect("eval", on_eval)
+
+
+def _dzsave(image: Any, base: Path, options: PyramidOptions, cancelled: Cancelled | None,
+            report: Callable[[float], None], **extra: Any) -> None:
+    import pyvips
+
+    image = image.copy()  # a private node, so signals and kill flags stay ours
+    _watch(image, cancelled, report)
+    try:
+        image.dzsave(str(base), **options.dzsave_args(), **extra)
+    except pyvips.Error as exc:
+        if cancelled is not None and cancelled():
+            raise JobCancelled() from None
+        raise UnsupportedFile(f"dzsave failed: {exc}") from None
+    if cancelled is not None and cancelled():
+        raise JobCancelled()
+
+
+def _finish(out_dir: Path, geometry: DeepZoomGeometry, options: PyramidOptions) -> Path:
+    """Write our own .dzi (identical in both modes) and drop dzsave's side files."""
+    (out_dir / f"{NAME}_files" / "vips-properties.xml").unlink(missing_ok=True)
+    dzi = out_dir / f"{NAME}.dzi"
+    dzi.write_text(DziDescriptor.from_geometry(geometry, options.format).to_xml())
+    return dzi
+
+
+def full_geometry(image: Any, options: PyramidOptions) -> DeepZoomGeometry:
+    return DeepZoomGeometry([(image.width, image.height)], [1.0],
+                            tile_size=options.tile_size, overlap=options.overlap)
+
+
+def build_pyramid(image: Any, out_dir: Path, options: PyramidOptions, *,
+                  progress: Progress | None = None, cancelled: Cancelled | None = None) -> Path:
+    """The whole pyramid in one `dzsave`; returns the .dzi path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = (lambda f: progress(f, "dzsave")) if progress else (lambda f: None)
+    _dzsave(image, out_dir / NAME, options, cancelled, report)
+    return _finish(out_dir, full_geometry(image, options), options)
+
+
+def plan_bands(image: Any, options: PyramidOptions, rows_per_band: int) -> list[tuple[int, int]]:
+    """Split the full-resolution level's tile rows into [start, stop) bands."""
+    if rows_per_band < 1:
+        raise ValueError(f"rows_per_band must be >= 1, got {rows_per_band}")
+    rows = math.ceil(image.height / options.tile_size)
+    return [(r, min(rows, r + rows_per_band)) for r in range(0, rows, rows_per_band)]
+
+
+def build_band(image: Any, out_dir: Path, options: PyramidOptions, band: tuple[int, int], *,
+               progress: Progress | None = None, cancelled: Cancelled | None = None) -> int:
+    """Tiles of rows [start, stop) of the full-resolution level into
+    `out_dir/slide_files/{top}/`; returns how many were written."""
+    start, stop = band
+    ts, ov = options.tile_size, options.overlap
+    top = full_geometry(image, options).level_count - 1
+    y0 = ts * (start - 1) if start > 0 else 0
+    y1 = min(image.height, ts * stop + ov)
+    work = out_dir / f".band-{start}-{stop}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    report = (lambda f: progress(f, f"band rows {start}-{stop}")) if progress else (lambda f: None)
+    try:
+        _dzsave(image.crop(0, y0, image.width, y1 - y0), work / "band", options, cancelled,
+                report, depth="one")
+        level_dir = out_dir / f"{NAME}_files" / str(top)
+        level_dir.mkdir(parents=True, exist_ok=True)
+        shift = start - 1 if start > 0 else 0
+        written = 0
+        for tile in (work / "band_files" / "0").iterdir():
+            col, row = (int(v) for v in tile.stem.split("_"))
+            if start <= row + shift < stop:
+                tile.rename(level_dir / f"{col}_{row + shift}{tile.suffix}")
+                written += 1
+        return written
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_lower_levels(image: Any, out_dir: Path, options: PyramidOptions, *,
+                       progress: Progress | None = None,
+                       cancelled: Cancelled | None = None) -> Path:
+    """Every level below full resolution, from the exactly halved image; returns the .dzi."""
+    geometry = full_geometry(image, options)
+    if geometry.level_count > 1:
+        report = (lambda f: progress(f, "lower levels")) if progress else (lambda f: None)
+        work = out_dir / ".lower"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            _dzsave(halve(image), work / NAME, options, cancelled, report)
+            files = out_dir / f"{NAME}_files"
+            files.mkdir(parents=True, exist_ok=True)
+            for level_dir in (work / f"{NAME}_files").iterdir():
+                if level_dir.is_dir():
+                    level_dir.rename(files / level_dir.name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return _finish(out_dir, geometry, options)
+
+
+def upload_tree(objects: Any, root: Path, prefix: str, *,
+                cancelled: Cancelled | None = None) -> int:
+    """Upload every file under `root` to `prefix/<relative path>`; returns the count."""
+    count = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if cancelled is not None and cancelled():
+            raise JobCancelled()
+        key = f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
+        objects.put_file(key, path, content_type=_content_type(path.suffix))
+        count += 1
+    return count
+
+
+def _content_type(suffix: str) -> str:
+    return {".jpeg": "image/jpeg", ".png": "image/png", ".dzi": "application/xml"}.get(
+        suffix, "application/octet-stream")

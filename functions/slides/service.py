@@ -1,0 +1,170 @@
+"""The tile service the web layer calls: settings, open handles, cached tiles, ETags.
+
+One `SlideTiles` per process. Every method is synchronous and thread-safe; `async`
+callers use the `a*` variants, which run the work in a worker thread so the event loop
+never renders. The web layer resolves a slide id to a local file path (downloading from
+object storage if need be) and passes both in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import InvalidInput, NotFound
+from functions.slides.dzi import DziDescriptor
+from functions.slides.geometry import DeepZoomGeometry, parse_tile_format
+from functions.slides.handles import HandleCache, SlideHandle
+from functions.slides.render import MEDIA_TYPES, encode, render_tile, resize
+from functions.slides.tile_cache import ByteLRU
+
+#: Tiles of a slide never change under a given URL (settings are part of the ETag).
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: Bump when rendering changes in a way that changes bytes.
+RENDERER_VERSION = "1"
+
+
+class TileSettings(BaseSettings):
+    """Deep Zoom settings, read from `APERTURE_TILES_*` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="APERTURE_TILES_", extra="ignore", frozen=True)
+
+    tile_size: int = Field(254, ge=1, le=4096)
+    overlap: int = Field(1, ge=0, le=64)
+    format: str = Field("jpeg", pattern="^(jpeg|png)$")
+    quality: int = Field(75, ge=1, le=100)
+    limit_bounds: bool = False
+    max_handles: int = Field(32, ge=1, description="Open slides kept in the handle LRU.")
+    cache_bytes: int = Field(256 << 20, ge=0, description="Rendered-tile cache budget.")
+    decoded_cache_bytes: int = Field(128 << 20, ge=0,
+                                     description="Decoded stored-tile cache budget.")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """An encoded image ready to send."""
+
+    content: bytes
+    media_type: str
+    etag: str
+    cache_control: str = CACHE_CONTROL
+
+
+class SlideTiles:
+    """Deep Zoom descriptors, tiles, thumbnails and associated images of slides."""
+
+    def __init__(self, settings: TileSettings | None = None) -> None:
+        self.settings = settings or TileSettings()
+        s = self.settings
+        self.handles = HandleCache(s.max_handles, decoded_cache=ByteLRU(
+            s.decoded_cache_bytes, size_of=lambda a: a.nbytes))
+        self.cache: ByteLRU[Tile] = ByteLRU(s.cache_bytes, size_of=lambda t: len(t.content))
+
+    def __repr__(self) -> str:
+        return f"SlideTiles({self.handles!r}, {self.cache!r})"
+
+    def handle(self, slide_id: str, path: str | Path) -> SlideHandle:
+        return self.handles.get(str(slide_id), path)
+
+    def geometry(self, slide_id: str, path: str | Path) -> DeepZoomGeometry:
+        s = self.settings
+        return self.handle(slide_id, path).geometry(s.tile_size, s.overlap, s.limit_bounds)
+
+    def descriptor(self, slide_id: str, path: str | Path) -> DziDescriptor:
+        """The DZI descriptor (`.to_xml()` / `.to_json(tiles_url)`)."""
+        return DziDescriptor.from_geometry(self.geometry(slide_id, path), self.settings.format)
+
+    def _etag(self, handle: SlideHandle, *parts: object) -> str:
+        s = self.settings
+        identity = handle.properties.get("openslide.quickhash-1") or handle.path
+        text = "|".join(map(str, (RENDERER_VERSION, identity, s.tile_size, s.overlap,
+                                  s.limit_bounds, s.quality, *parts)))
+        return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+    def tile(self, slide_id: str, path: str | Path, level: int, col: int, row: int,
+             fmt: str) -> Tile:
+        """One Deep Zoom tile. Raises NotFound (level/tile out of range) or InvalidInput
+        (format not jpeg/png)."""
+        fmt = parse_tile_format(fmt)
+        key = (str(slide_id), level, col, row, fmt)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        handle = self.handle(slide_id, path)
+        geometry = self.geometry(slide_id, path)
+        content = render_tile(handle, geometry, level, col, row, fmt=fmt,
+                              quality=self.settings.quality)
+        tile = Tile(content, MEDIA_TYPES[fmt], self._etag(handle, level, col, row, fmt))
+        self.cache.put(key, tile)
+        return tile
+
+    def thumbnail(self, slide_id: str, path: str | Path, max_size: int = 512) -> Tile:
+        """A JPEG of the whole slide fitting in max_size x max_size, read from the best
+        level (never level 0 of a pyramid)."""
+        if not 1 <= max_size <= 4096:
+            raise InvalidInput(f"thumbnail max must be within 1..4096, got {max_size}")
+        key = (str(slide_id), "thumbnail", max_size)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        handle = self.handle(slide_id, path)
+        pixels = _thumbnail_pixels(handle, max_size)
+        tile = Tile(encode(pixels, "jpeg", 85), "image/jpeg",
+                    self._etag(handle, "thumbnail", max_size))
+        self.cache.put(key, tile)
+        return tile
+
+    def associated_image(self, slide_id: str, path: str | Path, name: str) -> Tile:
+        """An associated image (label, macro, thumbnail, ...) as PNG; NotFound if absent."""
+        import openslide
+
+        handle = self.handle(slide_id, path)
+        if name not in handle.osr.associated_images:
+            raise NotFound(f"the slide has no associated image {name!r}")
+        try:
+            image = handle.osr.associated_images[name].convert("RGB")
+        except openslide.OpenSlideError as exc:
+            raise InvalidInput(f"the {name} image cannot be read: {exc}") from None
+        content = encode(np.asarray(image), "png")
+        return Tile(content, "image/png", self._etag(handle, "associated", name))
+
+    def evict(self, slide_id: str) -> None:
+        """Forget a deleted or replaced slide."""
+        self.handles.evict(str(slide_id))
+        self.cache.discard_where(lambda k: k[0] == str(slide_id))
+
+    async def atile(self, slide_id: str, path: str | Path, level: int, col: int, row: int,
+                    fmt: str) -> Tile:
+        return await asyncio.to_thread(self.tile, slide_id, path, level, col, row, fmt)
+
+    async def athumbnail(self, slide_id: str, path: str | Path, max_size: int = 512) -> Tile:
+        return await asyncio.to_thread(self.thumbnail, slide_id, path, max_size)
+
+    async def aassociated_image(self, slide_id: str, path: str | Path, name: str) -> Tile:
+        return await asyncio.to_thread(self.associated_image, slide_id, path, name)
+
+    async def adescriptor(self, slide_id: str, path: str | Path) -> DziDescriptor:
+        return await asyncio.to_thread(self.descriptor, slide_id, path)
+
+
+def _thumbnail_pixels(handle: SlideHandle, max_size: int) -> np.ndarray:
+    width, height = handle.level_dimensions[0]
+    scale = max(width, height) / max_size
+    out = (max(1, round(width / scale)), max(1, round(height / scale))) if scale > 1 else (
+        width, height)
+    downsample = max(width / out[0], height / out[1])
+    from functions.slides.geometry import best_level_for_downsample
+
+    level = best_level_for_downsample(handle.level_downsamples, downsample)
+    lw, lh = handle.level_dimensions[level]
+    if handle.tiff is not None:
+        pixels = handle.tiff.read_region(level, 0, 0, lw, lh)
+    else:
+        pixels = handle.read_openslide((0, 0), level, (lw, lh))
+    return resize(pixels, out) if (lw, lh) != out else pixels
