@@ -321,10 +321,11 @@ _register(Model(
     equation="y = scale·(ktl·[e^{-(β+km)dt}/(b+km) - e^{-β·dt}/b + km·e^{-δ·dt}/(b·(b+km))]"
     "·[dt>0] + offset), dt = t - t0, b = β - δ",
     parameters=(
-        Parameter("t0", 0.0, -1.0, 1.0, "h", grid="linear", n_starts=5,
+        Parameter("t0", 0.0, -1.0, 1.0, "h", grid="linear", n_starts=3,
                   description="onset of expression"),
         Parameter("ktl", 1e3, 1.0, 5e8, "a.u./h", linear=True, description="translation rate"),
-        Parameter("delta", 1e-2, 1e-5, 11.0, "1/h", description="protein degradation rate"),
+        Parameter("delta", 1e-2, 1e-5, 11.0, "1/h", grid="rate", n_starts=4,
+                  description="protein degradation rate"),
         Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True, description="background"),
         Parameter("km", 1.28, 1e-5, 30.0, "1/h", fixed=True, description="maturation rate"),
         Parameter("beta", 5.22e-3, 1e-5, 10.0, "1/h", fixed=True,

@@ -290,10 +290,15 @@ class _Stream:
         r_new, cost_new, J_new = self._evaluate(s, trial)
         actual = s.cost - cost_new
         rho = actual / xp.where(pred > 0, pred, 1.0)
+        # A clipped step can leave the model's descent cone (pred <= 0): it is rejected
+        # like any other, and a larger λ turns the next one towards the gradient.
         accept = xp.isfinite(cost_new) & (pred > 0) & (rho > 1e-4)
-        small_f = accept & (actual <= opt.ftol * s.cost)
-        small_x = accept & (xp.abs(step) <= opt.xtol * (opt.xtol + xp.abs(pf))).all(axis=1)
-        s.done = small_f | small_x | ((pred <= 0) & xp.isfinite(cost_new))
+        # Small changes only mean convergence when the step was a trusted, lightly
+        # damped Gauss-Newton step; a heavily damped step is short for other reasons.
+        trusted = accept & (rho > 0.25) & (s.lam <= 1.0)
+        small_f = trusted & (actual <= opt.ftol * s.cost)
+        small_x = trusted & (xp.abs(step) <= opt.xtol * (opt.xtol + xp.abs(pf))).all(axis=1)
+        s.done = small_f | small_x
         s.p = xp.where(accept[:, None], trial, s.p)
         s.r = xp.where(accept[:, None], r_new, s.r)
         s.cost = xp.where(accept, cost_new, s.cost)

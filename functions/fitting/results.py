@@ -1,0 +1,126 @@
+"""Per-trace fit results as a table (CSV, Parquet, JSON pages) and a summary."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from functions.fitting.fit import FitArrays
+
+GOOD_R2, FAIR_R2 = 0.9, 0.7
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def quality_band(r_squared: np.ndarray, success: np.ndarray) -> np.ndarray:
+    """"good" (R² > 0.9), "fair" (0.7 < R² ≤ 0.9), "poor" (R² ≤ 0.7), "failed"."""
+    r2 = np.nan_to_num(np.asarray(r_squared, dtype=np.float64), nan=0.0)
+    band = np.where(r2 > GOOD_R2, "good", np.where(r2 > FAIR_R2, "fair", "poor"))
+    return np.where(np.asarray(success, dtype=bool), band, "failed").astype(object)
+
+
+def results_table(fit: FitArrays, fov: np.ndarray, cell: np.ndarray, model: str) -> Any:
+    """A pyarrow Table, one row per trace.
+
+    Columns: fov, cell, model_type, success, r_squared, <parameters>, se_<parameter>
+    (free parameters only), n_points, iterations, quality, reason.
+    """
+    import pyarrow as pa
+
+    n = len(fit)
+    if len(fov) != n or len(cell) != n:
+        raise ValueError(f"fov {len(fov)} and cell {len(cell)} must match {n} fitted traces")
+    cols: dict[str, Any] = {
+        "fov": _column(fov), "cell": _column(cell),
+        "model_type": pa.array([model] * n, type=pa.string()),
+        "success": pa.array(fit.success),
+        "r_squared": pa.array(fit.r_squared),
+    }
+    for i, name in enumerate(fit.names):
+        cols[name] = pa.array(fit.params[:, i])
+    for i, name in enumerate(fit.names):
+        if fit.free[i]:
+            cols[f"se_{name}"] = pa.array(fit.stderr[:, i])
+    cols["n_points"] = pa.array(fit.n_points)
+    cols["iterations"] = pa.array(fit.iterations)
+    cols["quality"] = pa.array(quality_band(fit.r_squared, fit.success), type=pa.string())
+    cols["reason"] = pa.array(fit.reasons, type=pa.string())
+    return pa.table(cols)
+
+
+def _column(values: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iuf":
+        return pa.array(arr)
+    return pa.array([str(v) for v in arr], type=pa.string())
+
+
+def to_csv(table: Any) -> bytes:
+    """CSV bytes with the table's column order."""
+    import pyarrow.csv as pacsv
+
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    return buf.getvalue()
+
+
+def to_parquet(table: Any) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def results_page(table: Any, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    """Rows `offset .. offset + limit` as JSON-ready dicts (NaN becomes None)."""
+    if offset < 0 or limit < 0:
+        raise ValueError(f"offset and limit must be >= 0, got {offset}, {limit}")
+    rows = table.slice(offset, limit).to_pylist()
+    return [{k: _json(v) for k, v in row.items()} for row in rows]
+
+
+def _json(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def summarize_fit(fit: FitArrays, model: str) -> dict[str, Any]:
+    """Totals, failures by reason, mean/median R², quality counts and quantiles of each
+    fitted parameter over the successful fits."""
+    ok = fit.success
+    reasons: dict[str, int] = {}
+    for reason, good in zip(fit.reasons, ok, strict=True):
+        if not good:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    r2 = fit.r_squared[ok & np.isfinite(fit.r_squared)]
+    bands = quality_band(fit.r_squared, ok)
+    params: dict[str, Any] = {}
+    for i, name in enumerate(fit.names):
+        if not fit.free[i]:
+            continue
+        values = fit.params[ok, i]
+        values = values[np.isfinite(values)]
+        params[name] = (
+            {"mean": float(values.mean()), "std": float(values.std()),
+             **{f"q{int(q * 100):02d}": float(v)
+                for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True)}}
+            if values.size else None
+        )
+    return {
+        "model_type": model,
+        "total": len(fit),
+        "succeeded": int(ok.sum()),
+        "failed": int((~ok).sum()),
+        "failures_by_reason": reasons,
+        "r_squared": {"mean": float(r2.mean()) if r2.size else None,
+                      "median": float(np.median(r2)) if r2.size else None},
+        "quality": {b: int((bands == b).sum()) for b in ("good", "fair", "poor", "failed")},
+        "parameters": params,
+        "fixed": {n: float(fit.params[0, i]) for i, n in enumerate(fit.names)
+                  if not fit.free[i] and len(fit)},
+        "device": fit.device,
+    }
