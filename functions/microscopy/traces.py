@@ -40,12 +40,12 @@ def build_table(columns: dict[str, np.ndarray]) -> Any:
 
 def write_table(table: Any, stem: str | Path) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.parquet``; returns both paths."""
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     stem = Path(stem)
     csv_path, parquet_path = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
-    pacsv.write_csv(table, csv_path)
+    with open(csv_path, "wb") as fh:
+        write_csv(table, fh)
     pq.write_table(table, parquet_path, compression="zstd")
     return csv_path, parquet_path
 
@@ -60,3 +60,11 @@ def read_table(path: str | Path) -> Any:
     import pyarrow.csv as pacsv
 
     return pacsv.read_csv(path)
+
+
+def write_csv(table: Any, fh: Any) -> None:
+    """CSV with a plain (unquoted) header line, as pandas and PyAMA write it."""
+    import pyarrow.csv as pacsv
+
+    fh.write((",".join(table.column_names) + "\n").encode())
+    pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False))

@@ -1,0 +1,195 @@
+"""Capabilities ``workflow`` (fans out per FOV), ``workflow.fov`` and ``merge``.
+
+The ``metadata`` capability (shared with slides) is registered by the platform; it
+calls :func:`functions.microscopy.readers.read_metadata`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.capabilities import Context, Resources, capability
+from common.errors import InvalidInput, JobCancelled
+from functions.microscopy.pipeline import WorkflowOptions
+
+
+class WorkflowParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: uuid.UUID = Field(description="The stored microscopy file (ND2, OME-TIFF, TIFF).")
+    fovs: str | list[int] | None = Field(
+        None, description='FOVs to process, e.g. "0-5, 7" or [0, 1]; all when omitted.')
+    options: WorkflowOptions = Field(default_factory=WorkflowOptions)
+
+
+class FovOutcome(BaseModel):
+    fov: int
+    status: str
+    job_id: uuid.UUID
+    summary: dict[str, Any] | None = None
+    traces_csv: uuid.UUID | None = None
+    traces_parquet: uuid.UUID | None = None
+    labels: uuid.UUID | None = None
+    error: str | None = None
+
+
+class WorkflowResult(BaseModel):
+    file_id: uuid.UUID
+    fovs: list[FovOutcome]
+    succeeded: list[int]
+    failed: list[int]
+
+
+class FovParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: uuid.UUID
+    fov: int = Field(ge=0)
+    options: WorkflowOptions = Field(default_factory=WorkflowOptions)
+
+
+class FovResultModel(BaseModel):
+    fov: int
+    summary: dict[str, Any]
+    traces_csv: uuid.UUID
+    traces_parquet: uuid.UUID
+    labels: uuid.UUID
+
+
+class MergeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    traces: list[uuid.UUID] = Field(min_length=1, description="Traces tables (CSV/Parquet).")
+    samples: dict[str, str | list[int]] = Field(
+        min_length=1, description='Sample name -> FOV spec, e.g. {"ctrl": "0-5, 7"}.')
+    features: list[str] | None = None
+
+
+class MergeResult(BaseModel):
+    files: dict[str, uuid.UUID]
+
+
+@contextlib.contextmanager
+def local_copy(ctx: Context, file_id: uuid.UUID) -> Iterator[Path]:
+    """A stored file as a real path (readers need one), removed afterwards."""
+    stored = ctx.file(file_id)
+    tmp = Path(tempfile.mkdtemp(prefix="aperture-"))
+    try:
+        path = tmp / Path(stored.name).name
+        with open(path, "wb") as fh:
+            for chunk in ctx.objects.iter_bytes(stored.key):
+                fh.write(chunk)
+        yield path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@capability("workflow", params=WorkflowParams, result=WorkflowResult,
+            resources=Resources(cpu=0.25, memory_mib=512, timeout_s=6 * 3600))
+def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
+    """Segment, track and measure every cell of the chosen FOVs, one child job per FOV."""
+    from functions.microscopy.merge import parse_fov_spec
+    from functions.microscopy.readers import read_metadata
+
+    with local_copy(ctx, params.file_id) as path:
+        meta = read_metadata(path)
+    fovs = (list(range(meta.n_fovs)) if params.fovs is None
+            else parse_fov_spec(params.fovs, n_fovs=meta.n_fovs))
+    channels = [params.options.phase_channel, *params.options.fluorescence_channels]
+    if max(channels) >= meta.n_channels:
+        raise InvalidInput(f"channels {channels} do not exist (the file has {meta.n_channels})")
+    jobs: list[uuid.UUID] = []
+    for fov in fovs:
+        if ctx.cancelled():
+            raise JobCancelled()
+        jobs.append(ctx.spawn("workflow.fov", FovParams(file_id=params.file_id, fov=fov,
+                                                        options=params.options)))
+    outcomes = []
+    for i, (fov, job) in enumerate(zip(fovs, jobs, strict=True)):
+        (child,) = ctx.gather([job])
+        outcomes.append(_fov_outcome(fov, child))
+        ctx.progress((i + 1) / len(fovs), f"FOV {fov}: {child.status}")
+    if ctx.cancelled():
+        raise JobCancelled()
+    ok = [o.fov for o in outcomes if o.status == "succeeded"]
+    failed = [o.fov for o in outcomes if o.status != "succeeded"]
+    if failed:
+        ctx.log(f"FOVs that did not succeed: {failed}")
+    return WorkflowResult(file_id=params.file_id, fovs=outcomes, succeeded=ok, failed=failed)
+
+
+def _fov_outcome(fov: int, child: Any) -> FovOutcome:
+    result = child.result or {}
+    error = child.error.get("message") if child.error else None
+    return FovOutcome(fov=fov, status=child.status, job_id=child.job_id,
+                      summary=result.get("summary"), traces_csv=result.get("traces_csv"),
+                      traces_parquet=result.get("traces_parquet"),
+                      labels=result.get("labels"), error=error)
+
+
+@capability("workflow.fov", params=FovParams, result=FovResultModel,
+            resources=Resources(cpu=1, memory_mib=4096, timeout_s=4 * 3600, retries=1))
+def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
+    """Run the per-FOV pipeline on one FOV and store its traces and label stack."""
+    from functions.microscopy.pipeline import run_fov
+    from functions.microscopy.readers import open_reader
+
+    opts = params.options
+    if opts.device == "auto":
+        opts = opts.model_copy(update={"device": ctx.device})
+    with local_copy(ctx, params.file_id) as path, open_reader(path) as reader:
+        if params.fov >= reader.metadata.n_fovs:
+            raise InvalidInput(f"FOV {params.fov} does not exist "
+                               f"(the file has {reader.metadata.n_fovs})")
+        out = path.parent / "out"
+        result = run_fov(reader, params.fov, out, opts, progress=ctx.progress,
+                         cancelled=ctx.cancelled)
+        base = f"{reader.metadata.base_name}_fov_{params.fov:03d}"
+        with open(result.csv, "rb") as fh:
+            csv_file = ctx.save_file(f"{base}_traces.csv", fh, content_type="text/csv",
+                                     kind="traces")
+        with open(result.parquet, "rb") as fh:
+            pq_file = ctx.save_file(f"{base}_traces.parquet", fh,
+                                    content_type="application/vnd.apache.parquet",
+                                    kind="traces")
+        with open(result.labels, "rb") as fh:
+            labels = ctx.save_file(f"{base}_labels.tif", fh, content_type="image/tiff",
+                                   kind="labels")
+    summary = json.loads(json.dumps(result.summary))
+    return FovResultModel(fov=params.fov, summary=summary, traces_csv=csv_file.id,
+                          traces_parquet=pq_file.id, labels=labels.id)
+
+
+@capability("merge", params=MergeParams, result=MergeResult,
+            resources=Resources(cpu=1, memory_mib=2048, timeout_s=3600))
+def run_merge(params: MergeParams, ctx: Context) -> MergeResult:
+    """Long CSVs (time, fov, cell, value) of good cells per sample, feature and channel."""
+    from functions.microscopy.merge import merge_samples, parse_fov_spec
+    from functions.microscopy.traces import read_table
+
+    for spec in params.samples.values():
+        parse_fov_spec(spec)  # invalid specs fail before any file is fetched
+    tables = []
+    for file_id in params.traces:
+        with local_copy(ctx, file_id) as path:
+            try:
+                tables.append(read_table(path))
+            except Exception as exc:
+                raise InvalidInput(f"{path.name} is not a traces table: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="aperture-merge-") as tmp:
+        paths = merge_samples(tables, params.samples, tmp, features=params.features)
+        files = {}
+        for p in paths:
+            with open(p, "rb") as fh:
+                files[p.name] = ctx.save_file(p.name, fh, content_type="text/csv",
+                                              kind="merged-traces").id
+    return MergeResult(files=files)
