@@ -1,0 +1,21 @@
+"""Kinetic-model fitting of single-cell traces, all traces of a request at once.
+
+Public entry points: `list_models` / `get_model` (the model registry), `read_traces` /
+`summarize_traces` (load-traces), `resolve_spec` + `fit_traces` (the batched solver),
+`results_table` / `summarize_fit` (outputs). Importing the package registers the
+`fitting` and `fitting.chunk` capabilities.
+"""
+
+from functions.fitting import capability as capability
+from functions.fitting.fit import FitArrays, fit_traces
+from functions.fitting.models import MODELS, Model, Parameter, get_model, list_models
+from functions.fitting.results import results_page, results_table, summarize_fit
+from functions.fitting.solver import SolverOptions
+from functions.fitting.spec import FitSpec, resolve_spec
+from functions.fitting.traces import Traces, read_traces, summarize_traces
+
+__all__ = [
+    "MODELS", "FitArrays", "FitSpec", "Model", "Parameter", "SolverOptions", "Traces",
+    "capability", "fit_traces", "get_model", "list_models", "read_traces", "resolve_spec",
+    "results_page", "results_table", "summarize_fit", "summarize_traces",
+]

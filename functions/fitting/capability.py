@@ -1,0 +1,197 @@
+"""Capabilities `fitting` (fits every trace of a file, fanning out above a size) and
+`fitting.chunk` (one slice of traces, a child of `fitting`).
+
+Input is a stored file given by `file_id` (long CSV, wide CSV or Parquet). Paths under
+the import roots are turned into stored files by the files API's import, so this
+capability only ever reads stored files.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.capabilities import Context, Resources, capability
+from common.errors import ApertureError, JobCancelled
+
+FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
+
+
+class FittingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: uuid.UUID = Field(
+        description="Stored traces file: long CSV (time,fov,cell,value), wide CSV or Parquet.")
+    model_type: str = Field("maturation", description="A model from GET /analysis/models.")
+    model_params: dict[str, float] | None = Field(
+        None, description="Start values (or values of fixed parameters) by name.")
+    model_bounds: dict[str, tuple[float, float]] | None = Field(
+        None, description="[lower, upper] by parameter name.")
+    fixed: dict[str, bool] | list[str] | None = Field(
+        None, description="Per-name fixed flags, or the complete list of fixed parameters.")
+    time_unit: Literal["h", "min", "s"] | None = Field(
+        None, description="Unit of the time column when the file does not say (default h).")
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    chunk_size: int = Field(FAN_OUT_TRACES, ge=1000,
+                            description="Traces per child job when the file has more.")
+
+
+class FittingResult(BaseModel):
+    summary: dict[str, Any]
+    results_file_id: uuid.UUID
+    parquet_file_id: uuid.UUID
+    plot_file_ids: dict[str, uuid.UUID]
+
+
+class FittingChunkParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_file_id: uuid.UUID = Field(description="npz with t (T,)|(n, T) and y (n, T).")
+    model_type: str
+    model_params: dict[str, float] | None = None
+    model_bounds: dict[str, tuple[float, float]] | None = None
+    fixed: dict[str, bool] | list[str] | None = None
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+
+class FittingChunkResult(BaseModel):
+    arrays_file_id: uuid.UUID
+    n: int
+
+
+def _spec(params: FittingParams | FittingChunkParams) -> Any:
+    from functions.fitting.spec import resolve_spec
+
+    return resolve_spec(params.model_type, params=params.model_params,
+                        bounds=params.model_bounds, fixed=params.fixed)
+
+
+def _device(requested: str, ctx: Context) -> Literal["cpu", "gpu"]:
+    return ctx.device if requested == "auto" else requested  # type: ignore[return-value]
+
+
+@capability("fitting", params=FittingParams, result=FittingResult,
+            resources=Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600))
+def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
+    """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary, plots."""
+    from functions.fitting.fit import fit_traces
+    from functions.fitting.traces import read_traces
+
+    spec = _spec(params)  # a bad model or bounds fails before the file is read
+    stored = ctx.file(params.file_id)
+    traces = read_traces(ctx.objects.get_bytes(stored.key), name=stored.name,
+                         time_unit=params.time_unit)
+    ctx.progress(0.05, f"{len(traces)} traces read")
+    if len(traces) > params.chunk_size:
+        fit = _fan_out(params, traces, ctx)
+    else:
+        fit = fit_traces(spec, traces.t, traces.y, device=_device(params.device, ctx),
+                         progress=lambda f: ctx.progress(0.05 + 0.85 * f, "fitting"),
+                         cancelled=ctx.cancelled)
+    ctx.progress(0.9, "writing results")
+    return _save_outputs(params, spec, traces, fit, PurePosixPath(stored.name).stem, ctx)
+
+
+@capability("fitting.chunk", params=FittingChunkParams, result=FittingChunkResult,
+            resources=Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600, retries=1))
+def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkResult:
+    """Fit one slice of traces for a `fitting` job and store the per-trace arrays."""
+    from functions.fitting.fit import fit_traces
+
+    spec = _spec(params)
+    with np.load(io.BytesIO(ctx.objects.get_bytes(ctx.file(params.chunk_file_id).key))) as z:
+        t, y = z["t"], z["y"]
+    fit = fit_traces(spec, t, y, device=_device(params.device, ctx),
+                     progress=lambda f: ctx.progress(f, "fitting"), cancelled=ctx.cancelled)
+    saved = ctx.save_file("fit-arrays.npz", _pack_fit(fit), kind="fitting-chunk",
+                          content_type="application/octet-stream")
+    return FittingChunkResult(arrays_file_id=saved.id, n=len(fit))
+
+
+def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
+    """Store each slice of traces, fit them in child jobs, merge the arrays in order."""
+    n, size = len(traces), params.chunk_size
+    jobs = []
+    for start in range(0, n, size):
+        if ctx.cancelled():
+            raise JobCancelled()
+        stop = min(start + size, n)
+        t = traces.t if traces.t.ndim == 1 else traces.t[start:stop]
+        buf = io.BytesIO()
+        np.savez(buf, t=t, y=traces.y[start:stop])
+        chunk = ctx.save_file(f"fitting-chunk-{start}.npz", buf.getvalue(),
+                              kind="fitting-chunk", content_type="application/octet-stream")
+        child = FittingChunkParams(
+            chunk_file_id=chunk.id, model_type=params.model_type,
+            model_params=params.model_params, model_bounds=params.model_bounds,
+            fixed=params.fixed, device=params.device)
+        jobs.append(ctx.spawn("fitting.chunk", child))
+    ctx.log(f"fitting {n} traces in {len(jobs)} child jobs of up to {size}")
+    parts = []
+    for i, job in enumerate(jobs):
+        (outcome,) = ctx.gather([job])
+        if outcome.status != "succeeded" or not outcome.result:
+            message = (outcome.error or {}).get("message", outcome.status)
+            raise ApertureError(f"child job {outcome.job_id} (traces from {i * size}) "
+                                f"did not succeed: {message}")
+        arrays = ctx.file(uuid.UUID(str(outcome.result["arrays_file_id"])))
+        parts.append(_unpack_fit(ctx.objects.get_bytes(arrays.key)))
+        ctx.progress(0.05 + 0.85 * (i + 1) / len(jobs), f"chunk {i + 1}/{len(jobs)} done")
+    return _merge(parts)
+
+
+_FIT_FIELDS = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
+
+
+def _pack_fit(fit: Any) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, names=np.array(fit.names), free=fit.free, device=np.array(fit.device),
+             **{k: getattr(fit, k) for k in _FIT_FIELDS})
+    return buf.getvalue()
+
+
+def _unpack_fit(data: bytes) -> Any:
+    from functions.fitting.fit import FitArrays
+
+    with np.load(io.BytesIO(data)) as z:
+        return FitArrays(names=tuple(str(v) for v in z["names"]), free=z["free"],
+                         device=str(z["device"]), **{k: z[k] for k in _FIT_FIELDS})
+
+
+def _merge(parts: list[Any]) -> Any:
+    from functions.fitting.fit import FitArrays
+
+    first = parts[0]
+    return FitArrays(names=first.names, free=first.free, device=first.device,
+                     **{k: np.concatenate([getattr(p, k) for p in parts]) for k in _FIT_FIELDS})
+
+
+def _save_outputs(
+    params: FittingParams, spec: Any, traces: Any, fit: Any, base: str, ctx: Context
+) -> FittingResult:
+    from functions.fitting.plots import fit_plots
+    from functions.fitting.results import results_table, summarize_fit, to_csv, to_parquet
+
+    model = params.model_type
+    table = results_table(fit, traces.fov, traces.cell, model)
+    csv = ctx.save_file(f"{base}_{model}_fits.csv", to_csv(table), content_type="text/csv",
+                        kind="fit-results")
+    parquet = ctx.save_file(f"{base}_{model}_fits.parquet", to_parquet(table),
+                            content_type="application/vnd.apache.parquet", kind="fit-results")
+    plots = {}
+    for name, png in fit_plots(fit, traces.t, traces.y, model).items():
+        if ctx.cancelled():
+            raise JobCancelled()
+        plots[name.removesuffix(".png")] = ctx.save_file(
+            f"{base}_{model}_{name}", png, content_type="image/png", kind="fit-plot").id
+    summary = summarize_fit(fit, model)
+    summary["spec"] = spec.as_dict()
+    summary["time_units"] = traces.time_unit
+    ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
+    return FittingResult(summary=summary, results_file_id=csv.id, parquet_file_id=parquet.id,
+                         plot_file_ids=plots)
