@@ -8,6 +8,7 @@ the store, and every backend passes the same contract tests
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,10 @@ from typing import BinaryIO, Protocol
 
 #: Bytes per chunk when streaming reads and writes.
 CHUNK_SIZE = 1024 * 1024
+
+#: What a store accepts as content: bytes, a binary file object, or an iterable of
+#: byte chunks (a generator, say), read chunk by chunk.
+ByteSource = bytes | bytearray | memoryview | BinaryIO | Iterable[bytes]
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class ObjectStore(Protocol):
     ) -> ObjectInfo: ...
     def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo: ...
     def put_stream(
-        self, key: str, stream: BinaryIO | Iterable[bytes], *, content_type: str | None = None
+        self, key: str, stream: ByteSource, *, content_type: str | None = None
     ) -> ObjectInfo: ...
     def get_bytes(self, key: str, *, start: int = 0, end: int | None = None) -> bytes:
         """Bytes [start, end) of the object; `end=None` reads to the end."""
@@ -92,11 +97,11 @@ class ObjectStore(Protocol):
     def create_multipart(self, key: str, *, content_type: str | None = None) -> str: ...
     def part_url(self, key: str, upload_id: str, part_number: int, *, expires_s: int) -> str: ...
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, stream: BinaryIO | Iterable[bytes]
+        self, key: str, upload_id: str, part_number: int, stream: ByteSource
     ) -> PartInfo: ...
-    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]: ...
+    def list_parts(self, key: str, upload_id: str) -> builtins.list[PartInfo]: ...
     def complete_multipart(
-        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+        self, key: str, upload_id: str, parts: builtins.list[tuple[int, str]]
     ) -> ObjectInfo: ...
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
     def list_multipart_uploads(self, prefix: str = "") -> Iterator[MultipartUpload]: ...

@@ -15,15 +15,15 @@ import json
 import re
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from common.errors import Conflict, InvalidInput, NotFound
 from common.objects import fsutil, rules
-from common.objects.base import CHUNK_SIZE, MultipartUpload, PartInfo
+from common.objects.base import CHUNK_SIZE, ByteSource, MultipartUpload, PartInfo
 from common.objects.streams import iter_chunks
 
 # What `secrets.token_urlsafe` produces; anything else cannot name an upload, and
@@ -80,9 +80,7 @@ class DirectoryUploads:
             raise NotFound(f"no multipart upload {upload_id[:64]!r} for key {key!r}")
         return self._root / upload_id, record
 
-    def upload_part(
-        self, key: str, upload_id: str, number: int, stream: BinaryIO | Iterable[bytes]
-    ) -> PartInfo:
+    def upload_part(self, key: str, upload_id: str, number: int, stream: ByteSource) -> PartInfo:
         directory, _ = self._open(key, upload_id)
         rules.check_part_number(number)
         spooled = fsutil.spool(iter_chunks(stream), self._tmp)
@@ -139,8 +137,10 @@ class DirectoryUploads:
         shutil.rmtree(self._root / upload_id, ignore_errors=True)
 
     def abort(self, key: str, upload_id: str) -> None:
-        self._open(key, upload_id)
-        self.remove(upload_id)
+        """Idempotent; an upload made for another key is left alone."""
+        record = self._record(upload_id)
+        if record is not None and record.get("key") == key:
+            self.remove(upload_id)
 
     def list(self, prefix: str) -> Iterator[MultipartUpload]:
         """Uploads in progress whose key starts with `prefix`, by key then age."""

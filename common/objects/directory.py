@@ -15,17 +15,25 @@ routes (see `signing`).
 
 from __future__ import annotations
 
+import builtins
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from common.errors import InvalidInput, InvalidKey, ObjectNotFound
 from common.objects import fsutil, rules, signing
-from common.objects.base import CHUNK_SIZE, MultipartUpload, ObjectInfo, ObjectPage, PartInfo
+from common.objects.base import (
+    CHUNK_SIZE,
+    ByteSource,
+    MultipartUpload,
+    ObjectInfo,
+    ObjectPage,
+    PartInfo,
+)
 from common.objects.dir_multipart import DirectoryUploads
 from common.objects.keys import validate_key, validate_prefix
 from common.objects.listing import walk_keys
@@ -83,7 +91,7 @@ class DirectoryStore:
             return self.put_stream(key, f, content_type=content_type)
 
     def put_stream(
-        self, key: str, stream: BinaryIO | Iterable[bytes], *, content_type: str | None = None
+        self, key: str, stream: ByteSource, *, content_type: str | None = None
     ) -> ObjectInfo:
         dest = self._path(key)
         spooled = fsutil.spool(iter_chunks(stream), self._tmp)
@@ -193,7 +201,7 @@ class DirectoryStore:
     ) -> ObjectPage:
         validate_prefix(prefix)
         rules.check_limit(limit)
-        items: list[ObjectInfo] = []
+        items: builtins.list[ObjectInfo] = []
         keys = walk_keys(self._root, prefix, start_after=start_after)
         for key in keys:
             if len(items) == limit:
@@ -254,17 +262,17 @@ class DirectoryStore:
         return self._signed_url(signing.PART_PATH, params, expires_s)
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, stream: BinaryIO | Iterable[bytes]
+        self, key: str, upload_id: str, part_number: int, stream: ByteSource
     ) -> PartInfo:
         validate_key(key)
         return self._uploads.upload_part(key, upload_id, part_number, stream)
 
-    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+    def list_parts(self, key: str, upload_id: str) -> builtins.list[PartInfo]:
         validate_key(key)
         return self._uploads.list_parts(key, upload_id)
 
     def complete_multipart(
-        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+        self, key: str, upload_id: str, parts: builtins.list[tuple[int, str]]
     ) -> ObjectInfo:
         dest = self._path(key)
         assembled = self._uploads.assemble(key, upload_id, parts)

@@ -11,12 +11,13 @@ to a few MiB, then disk) because UploadPart needs a length.
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -25,7 +26,14 @@ from botocore.exceptions import ClientError
 
 from common.errors import InvalidInput, NotFound, ObjectNotFound
 from common.objects import rules
-from common.objects.base import CHUNK_SIZE, MultipartUpload, ObjectInfo, ObjectPage, PartInfo
+from common.objects.base import (
+    CHUNK_SIZE,
+    ByteSource,
+    MultipartUpload,
+    ObjectInfo,
+    ObjectPage,
+    PartInfo,
+)
 from common.objects.disposition import content_disposition
 from common.objects.keys import validate_key, validate_prefix
 from common.objects.streams import HashingReader, iter_chunks
@@ -65,15 +73,19 @@ def _translate(err: ClientError, key: str) -> Exception:
     return err
 
 
+def _raise_translated(err: ClientError, key: str) -> NoReturn:
+    translated = _translate(err, key)
+    if translated is err:
+        raise err
+    raise translated from err
+
+
 @contextmanager
 def _translated(key: str) -> Iterator[None]:
     try:
         yield
     except ClientError as err:
-        translated = _translate(err, key)
-        if translated is err:
-            raise
-        raise translated from err
+        _raise_translated(err, key)
 
 
 def _info(key: str, head: dict[str, Any]) -> ObjectInfo:
@@ -131,14 +143,16 @@ class S3Store:
             aws_secret_access_key=secret_access_key,
         )
         self._region = region
-        # Bounded memory for streams: at most max_in_memory_upload_chunks chunks queued.
         self._transfer = TransferConfig(
             multipart_threshold=8 * _MIB,
             multipart_chunksize=8 * _MIB,
             max_concurrency=4,
-            max_in_memory_upload_chunks=4,
             use_threads=True,
+            preferred_transfer_client="classic",
         )
+        # Bounded memory for streams of unknown length: s3transfer reads at most this
+        # many chunks ahead (boto3's constructor does not take it, the base class does).
+        self._transfer.max_in_memory_upload_chunks = 2
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
@@ -207,7 +221,7 @@ class S3Store:
         return self.head(key)
 
     def put_stream(
-        self, key: str, stream: BinaryIO | Iterable[bytes], *, content_type: str | None = None
+        self, key: str, stream: ByteSource, *, content_type: str | None = None
     ) -> ObjectInfo:
         if isinstance(stream, bytes | bytearray | memoryview):
             return self.put_bytes(key, bytes(stream), content_type=content_type)
@@ -362,7 +376,7 @@ class S3Store:
         )
 
     def upload_part(
-        self, key: str, upload_id: str, part_number: int, stream: BinaryIO | Iterable[bytes]
+        self, key: str, upload_id: str, part_number: int, stream: ByteSource
     ) -> PartInfo:
         validate_key(key)
         rules.check_part_number(part_number)
@@ -385,24 +399,29 @@ class S3Store:
             number=part_number, etag=rules.normalize_etag(response["ETag"]), size=reader.size
         )
 
-    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+    def list_parts(self, key: str, upload_id: str) -> builtins.list[PartInfo]:
+        """Parts by number; of a part uploaded twice, only the newer upload.
+
+        AWS replaces a re-uploaded part; SeaweedFS keeps both and lists both (and
+        completes with whichever the ETag names), so keep the later one here.
+        """
         validate_key(key)
         pages = self.client.get_paginator("list_parts").paginate(
             Bucket=self.bucket, Key=key, UploadId=upload_id
         )
+        latest: dict[int, dict[str, Any]] = {}
         with _translated(key):
-            return [
-                PartInfo(
-                    number=int(part["PartNumber"]),
-                    etag=rules.normalize_etag(part["ETag"]),
-                    size=int(part["Size"]),
-                )
-                for page in pages
-                for part in page.get("Parts", [])
-            ]
+            for part in (part for page in pages for part in page.get("Parts", [])):
+                seen = latest.get(part["PartNumber"])
+                if seen is None or part["LastModified"] > seen["LastModified"]:
+                    latest[part["PartNumber"]] = part
+        return [
+            PartInfo(number=int(n), etag=rules.normalize_etag(p["ETag"]), size=int(p["Size"]))
+            for n, p in sorted(latest.items())
+        ]
 
     def complete_multipart(
-        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+        self, key: str, upload_id: str, parts: builtins.list[tuple[int, str]]
     ) -> ObjectInfo:
         validate_key(key)
         wanted = rules.check_completion(parts)
@@ -420,20 +439,31 @@ class S3Store:
         return self.head(key)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Idempotent, like delete: an unknown or finished upload is not an error."""
         validate_key(key)
-        with _translated(key):
+        try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as err:
+            if _error_code(err) != "NoSuchUpload":
+                _raise_translated(err, key)
 
     def list_multipart_uploads(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        """Uploads in progress by key, then initiation time (as AWS lists them).
+
+        Collected before sorting, because not every S3 server lists in that order.
+        """
         validate_prefix(prefix)
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=prefix
         )
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                yield MultipartUpload(
-                    key=upload["Key"], upload_id=upload["UploadId"], initiated=upload["Initiated"]
-                )
+        with _translated(prefix):
+            uploads = [
+                MultipartUpload(key=u["Key"], upload_id=u["UploadId"], initiated=u["Initiated"])
+                for page in pages
+                for u in page.get("Uploads", [])
+            ]
+        uploads.sort(key=lambda upload: (upload.key, upload.initiated))
+        return iter(uploads)
 
 
 def _listed(item: dict[str, Any]) -> ObjectInfo:

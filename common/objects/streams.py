@@ -10,15 +10,12 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
 
 from common.errors import InvalidInput
-from common.objects.base import CHUNK_SIZE
-
-Source = bytes | bytearray | memoryview | BinaryIO | Iterable[bytes]
+from common.objects.base import CHUNK_SIZE, ByteSource
 
 
-def iter_chunks(source: Source, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def iter_chunks(source: ByteSource, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Yield the bytes of `source` in chunks of at most about `chunk_size`."""
     if isinstance(source, bytes | bytearray | memoryview):
         view = memoryview(source)
@@ -63,17 +60,27 @@ class HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            try:
-                self._pending = memoryview(_as_bytes(next(self._chunks)))
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self.md5.update(self._pending[:n])
-        self.size += n
-        self._pending = self._pending[n:]
-        return n
+        """Fill `buffer` completely unless the stream ends first.
+
+        Short reads would be legal for a raw stream, but s3transfer takes a short
+        read as the end of the data and would then read the rest in one go.
+        """
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._pending:
+                try:
+                    self._pending = memoryview(_as_bytes(next(self._chunks)))
+                except StopIteration:
+                    break
+                continue
+            n = min(len(view) - filled, len(self._pending))
+            view[filled : filled + n] = self._pending[:n]
+            self.md5.update(self._pending[:n])
+            self._pending = self._pending[n:]
+            filled += n
+        self.size += filled
+        return filled
 
     def __repr__(self) -> str:
         return f"HashingReader(size={self.size})"

@@ -6,7 +6,7 @@ wheel) bound to 127.0.0.1 on free ports with a temporary data directory, unless
 at a server already running. It never skips: a server that does not come up fails
 the tests with the tail of its log.
 
-`s3_store` gives an S3Store on a fresh bucket, `dir_store` a DirectoryStore in
+`s3_store` gives an S3Store on an empty bucket, `dir_store` a DirectoryStore in
 tmp_path, and `object_store` is parametrised over both (ids "dir", "s3") for
 contract tests. `s3_settings_env` gives the APERTURE_* variables that run the whole
 service against the server.
@@ -192,10 +192,19 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         return
     process.terminate()
     try:
-        process.wait(timeout=5)
+        process.wait(timeout=3)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+def _remove_grpc_sockets(ports: list[int]) -> None:
+    """SeaweedFS also serves gRPC on /tmp/seaweedfs-<role>-grpc-<port>.sock and only
+    removes them on a graceful stop; remove the ones this server made."""
+    for role in ("master", "volume", "filer", "s3"):
+        for port in ports:
+            with contextlib.suppress(OSError):
+                Path(f"/tmp/seaweedfs-{role}-grpc-{port}.sock").unlink()
 
 
 @contextlib.contextmanager
@@ -227,6 +236,7 @@ def run_seaweedfs(data_dir: Path) -> Iterator[S3Server]:
         yield server
     finally:
         _stop(process)
+        _remove_grpc_sockets(ports)
 
 
 # fixtures -------------------------------------------------------------------------
@@ -250,6 +260,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 def empty_and_remove_bucket(store: S3Store) -> None:
     """Delete every object and pending upload in the store's bucket, then the bucket."""
+    empty_bucket(store)
+    store.client.delete_bucket(Bucket=store.bucket)
+
+
+def empty_bucket(store: S3Store) -> None:
+    """Delete every object and pending multipart upload in the store's bucket."""
     client: Any = store.client
     for upload in store.list_multipart_uploads():
         with contextlib.suppress(Exception):
@@ -259,16 +275,29 @@ def empty_and_remove_bucket(store: S3Store) -> None:
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if keys:
             client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys, "Quiet": True})
-    client.delete_bucket(Bucket=store.bucket)
 
 
-@pytest.fixture
-def s3_store(s3_server: S3Server) -> Iterator[S3Store]:
-    """An S3Store on a bucket of its own, removed with everything in it afterwards."""
+@pytest.fixture(scope="session")
+def _s3_shared_store(s3_server: S3Server) -> Iterator[S3Store]:
+    # One bucket (and one boto3 client) for the session: a new client costs ~0.2 s and
+    # a new SeaweedFS bucket's first write another ~0.2 s, which adds up over
+    # dozens of contract tests. `s3_store` empties it after each test.
     store = s3_server.store(unique_bucket())
     store.ensure_bucket()
     yield store
     empty_and_remove_bucket(store)
+
+
+@pytest.fixture
+def s3_store(_s3_shared_store: S3Store) -> Iterator[S3Store]:
+    """An S3Store on an empty bucket, emptied again afterwards.
+
+    The bucket is shared by the session's tests (one at a time); use
+    `s3_server.store(unique_bucket())` + `ensure_bucket()` for a bucket of your own.
+    """
+    empty_bucket(_s3_shared_store)
+    yield _s3_shared_store
+    empty_bucket(_s3_shared_store)
 
 
 @pytest.fixture
