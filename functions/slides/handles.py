@@ -33,14 +33,14 @@ def open_openslide(path: str | Path) -> Any:
     import openslide
 
     name = Path(path).name
+    if not Path(path).is_file():
+        raise UnsupportedFile(f"{name} does not exist")
     try:
         return openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:
         raise UnsupportedFile(f"{name} is not a whole-slide image OpenSlide can read") from None
     except openslide.OpenSlideError as exc:
         raise UnsupportedFile(f"{name} cannot be opened as a slide: {exc}") from None
-    except FileNotFoundError:
-        raise UnsupportedFile(f"{name} does not exist") from None
 
 
 def parse_background(properties: dict[str, str]) -> tuple[int, int, int]:
