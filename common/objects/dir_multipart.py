@@ -169,7 +169,11 @@ def _concatenate(directory: Path, parts: list[tuple[int, str]]) -> Iterator[byte
     """
     for number, etag in parts:
         md5 = hashlib.md5(usedforsecurity=False)
-        with (directory / f"{number:05d}.part").open("rb") as f:
+        try:
+            f = (directory / f"{number:05d}.part").open("rb")
+        except FileNotFoundError:
+            raise NotFound("the multipart upload was completed or aborted meanwhile") from None
+        with f:
             while chunk := f.read(CHUNK_SIZE):
                 md5.update(chunk)
                 yield chunk

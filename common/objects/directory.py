@@ -16,13 +16,13 @@ routes (see `signing`).
 from __future__ import annotations
 
 import builtins
+import hashlib
 import os
 import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from common.errors import InvalidInput, InvalidKey, ObjectNotFound
 from common.objects import fsutil, rules, signing
@@ -40,6 +40,10 @@ from common.objects.listing import walk_keys
 from common.objects.streams import iter_chunks
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+#: Longest file name most filesystems allow, in bytes; longer key segments are refused.
+NAME_MAX = 255
+#: Temporary files older than this are leftovers of a crash, swept at start-up.
+STALE_TMP_S = 24 * 3600
 
 
 class DirectoryStore:
@@ -57,6 +61,7 @@ class DirectoryStore:
         self._public_url = public_url.rstrip("/")
         self._signing_key = signing_key
         self._uploads = DirectoryUploads(self._root / ".uploads", tmp_dir=self._tmp)
+        fsutil.sweep_stale(self._tmp, older_than_s=STALE_TMP_S)
 
     def __repr__(self) -> str:
         return f"DirectoryStore({str(self._root)!r})"
@@ -70,6 +75,11 @@ class DirectoryStore:
     def _path(self, key: str) -> Path:
         """The file for `key`, refusing anything that resolves outside the object area."""
         validate_key(key)
+        if any(len(segment.encode()) > NAME_MAX for segment in key.split("/")):
+            raise InvalidKey(
+                f"object key {key[:100]!r} has a segment longer than {NAME_MAX} bytes, "
+                "which the directory store cannot hold as a file name"
+            )
         path = self._root / key
         real = path.resolve()
         if not real.is_relative_to(self._root) or real == self._root:
@@ -79,7 +89,10 @@ class DirectoryStore:
         return path
 
     def _meta_path(self, key: str) -> Path:
-        return self._meta / f"{key}.json"
+        # Named by hash, not by key: `a` and `a.json/b` are both valid keys, and a
+        # sidecar named after the key could collide with a directory of another.
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self._meta / digest[:2] / f"{digest}.json"
 
     # writes --------------------------------------------------------------------
 
@@ -137,7 +150,6 @@ class DirectoryStore:
         finally:
             fsutil.discard(self._meta_path(key))
         fsutil.prune_empty_dirs(path.parent, self._root)
-        fsutil.prune_empty_dirs(self._meta_path(key).parent, self._meta)
 
     def delete_prefix(self, prefix: str) -> int:
         if not validate_prefix(prefix):
@@ -182,19 +194,21 @@ class DirectoryStore:
         rules.check_range(start, end)
         path = self._path(key)
         try:
-            f = path.open("rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(f"no object under key {key!r}") from None
-        size = os.fstat(f.fileno()).st_size
-        # S3 semantics: an empty range is empty, a range starting past the end is an
-        # error (416) unless the whole object was asked for, and the end is clipped.
-        if end == start or (start >= size and start == 0 and end is None):
-            f.close()
+        if not path.is_file():
+            raise ObjectNotFound(f"no object under key {key!r}")
+        # S3 semantics: an empty range is empty, a range starting at or past the end is
+        # an error (416) unless the whole object was asked for, and the end is clipped.
+        if end == start or (size == 0 and start == 0 and end is None):
             return iter(())
         if start >= size:
-            f.close()
             raise rules.range_unsatisfiable(start, size)
-        return _read_range(f, start, min(size, end if end is not None else size), chunk_size)
+        stop = size if end is None else min(size, end)
+        # Errors above are raised now; the file is opened only once iteration starts,
+        # so an iterator that is never consumed holds no file descriptor.
+        return _read_range(key, path, start, stop, chunk_size)
 
     def list(
         self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
@@ -294,8 +308,12 @@ class DirectoryStore:
             raise OSError(f"object store directory {self._root} is not a writable directory")
 
 
-def _read_range(f: BinaryIO, start: int, stop: int, chunk_size: int) -> Iterator[bytes]:
-    """Yield bytes [start, stop) of the open file `f`, closing it when done."""
+def _read_range(key: str, path: Path, start: int, stop: int, chunk_size: int) -> Iterator[bytes]:
+    """Yield bytes [start, stop) of the file at `path`."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:  # deleted since it was looked up
+        raise ObjectNotFound(f"no object under key {key!r}") from None
     with f:
         f.seek(start)
         remaining = stop - start

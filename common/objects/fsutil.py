@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,6 +106,16 @@ def fsync_dir(path: Path) -> None:
 def discard(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def sweep_stale(directory: Path, *, older_than_s: float) -> None:
+    """Remove files in `directory` not modified for `older_than_s` (crash leftovers)."""
+    cutoff = time.time() - older_than_s
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
 
 
 def prune_empty_dirs(start: Path, stop: Path) -> None:

@@ -149,6 +149,18 @@ def test_dir_store_cannot_hold_a_key_and_keys_below_it(dir_store: DirectoryStore
     assert dir_store.get_bytes("c/d") == b"3"
 
 
+def test_dir_store_metadata_never_collides_and_survives_outside_edits(
+    dir_store: DirectoryStore,
+) -> None:
+    dir_store.put_bytes("a", b"1", content_type="text/plain")
+    dir_store.put_bytes("a.json/b", b"2")  # a sidecar named after "a" would be in the way
+    assert dir_store.head("a").content_type == "text/plain"
+    (dir_store.root / "a").write_bytes(b"changed behind the store's back")
+    assert dir_store.head("a").etag == md5(b"changed behind the store's back")
+    with pytest.raises(InvalidKey, match="255 bytes"):
+        dir_store.put_bytes("x/" + "y" * 256, b"too long a file name")
+
+
 # whole objects ----------------------------------------------------------------------
 
 
