@@ -20,7 +20,7 @@ PHASE_FEATURES: dict[str, tuple[str, str]] = {
     "aspect_ratio": ("major / minor axis length of the mask's inertia ellipse", "1"),
     "circularity": ("4π·area / perimeter²", "1"),
     "eccentricity": ("eccentricity of the mask's inertia ellipse", "1"),
-    "solidity": ("area / area of the convex hull of the mask's pixel squares", "1"),
+    "solidity": ("area / pixels in the convex hull of the mask", "1"),
 }
 FLUORESCENCE_FEATURES: dict[str, tuple[str, str]] = {
     "intensity_total": ("Σ (I - w·B) over the (optionally eroded) mask", "counts"),
@@ -166,12 +166,13 @@ def perimeters(fg: Foreground) -> np.ndarray:
 
 
 def convex_areas(fg: Foreground) -> np.ndarray:
-    """Area of the convex hull of each component's pixel squares (unit-square pixels).
+    """Pixels in each component's convex hull, as scikit-image's ``area_convex``.
 
-    Uses the boundary pixels only (the hull of a set is the hull of its boundary);
-    a loop over cells, each a small Qhull call.
+    The hull is that of the midpoints of the boundary pixels' edges; pixels whose
+    centres lie inside or on it are counted. A loop over cells, each a small Qhull call
+    and a half-plane test over the cell's bounding box.
     """
-    from scipy.spatial import ConvexHull
+    from scipy.spatial import ConvexHull, QhullError
 
     border = _border(fg)
     lab = fg.label[border]
@@ -181,16 +182,21 @@ def convex_areas(fg: Foreground) -> np.ndarray:
     lab, y, x = lab[order], y[order], x[order]
     out = np.zeros(fg.n + 1)
     bounds = np.flatnonzero(np.diff(lab)) + 1
-    corners = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
-    for sl_y, sl_x, sl_l in zip(np.split(y, bounds), np.split(x, bounds), np.split(lab, bounds),
-                                strict=True):
-        if not len(sl_l):
+    diamond = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]])
+    for cy, cx, cl in zip(np.split(y, bounds), np.split(x, bounds), np.split(lab, bounds),
+                          strict=True):
+        if not len(cl):
             continue
-        pts = (np.stack([sl_y, sl_x], axis=1)[:, None, :] + corners).reshape(-1, 2)
-        if len(sl_l) <= 2:
-            out[sl_l[0]] = float(len(sl_l))
+        pts = (np.stack([cy, cx], axis=1)[:, None, :] + diamond).reshape(-1, 2)
+        y0, x0 = int(cy.min()), int(cx.min())
+        gy, gx = np.mgrid[y0:int(cy.max()) + 1, x0:int(cx.max()) + 1]
+        try:
+            eq = ConvexHull(pts).equations
+        except QhullError:  # collinear: a one-pixel-wide line, every pixel is in the hull
+            out[cl[0]] = gy.size
             continue
-        out[sl_l[0]] = ConvexHull(pts).volume
+        dist = eq[:, :1] * gy.ravel() + eq[:, 1:2] * gx.ravel() + eq[:, 2:]
+        out[cl[0]] = np.count_nonzero((dist <= 1e-9).all(axis=0))
     return out
 
 

@@ -9,8 +9,11 @@ metadata: pixel data are read by :meth:`TiffReader.read` alone.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,30 @@ class _Series:
         return flat, (c if self.samples > 1 else None)
 
 
+class _Errors(logging.Handler):
+    """Collects the errors tifffile logs (instead of raising) for broken IFD chains."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _tifffile_errors() -> Iterator[_Errors]:
+    log = logging.getLogger("tifffile")
+    handler, propagate = _Errors(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
 class TiffReader(_Base):
     """OME-TIFF (multi-series: FOVs) and plain or ImageJ TIFF stacks."""
 
@@ -85,25 +112,34 @@ class TiffReader(_Base):
         import tifffile
 
         self.path = Path(path)
+        with _tifffile_errors() as errors:
+            try:
+                self._tf = tifffile.TiffFile(self.path)
+            except Exception as exc:
+                raise UnsupportedFile(f"{self.path.name} is not a readable TIFF file: {exc}"
+                                      ) from None
+            try:
+                self.metadata = self._read_metadata()
+                if errors.messages:
+                    raise UnsupportedFile(f"{self.path.name} is truncated or corrupt: "
+                                          f"{errors.messages[0]}")
+            except Exception:
+                self._tf.close()
+                raise
+
+    def _read_metadata(self) -> MicroscopyMetadata:
         try:
-            self._tf = tifffile.TiffFile(self.path)
-        except Exception as exc:
-            raise UnsupportedFile(f"{self.path.name} is not a readable TIFF file: {exc}"
-                                  ) from None
-        try:
-            self.metadata = self._read_metadata()
+            return self._parse()
         except UnsupportedFile:
-            self._tf.close()
             raise
         except Exception as exc:
-            self._tf.close()
             raise UnsupportedFile(f"{self.path.name}: TIFF structure is unreadable: {exc}"
                                   ) from None
 
     def close(self) -> None:
         self._tf.close()
 
-    def _read_metadata(self) -> MicroscopyMetadata:
+    def _parse(self) -> MicroscopyMetadata:
         tf, name = self._tf, self.path.name
         series = list(tf.series)
         if not series:
