@@ -8,6 +8,7 @@ app (resources), so the three can never drift apart.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import UnknownCapability
+
+log = logging.getLogger("aperture.capabilities")
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -113,6 +116,7 @@ class Capability(Generic[P, R]):
 
 
 _registry: dict[str, Capability[Any, Any]] = {}
+_import_errors: dict[str, str] = {}
 
 
 def capability(
@@ -148,8 +152,18 @@ def load_capabilities(extra_modules: Iterable[str] = ()) -> dict[str, Capability
 
     names = [f"functions.{m.name}" for m in pkgutil.iter_modules(functions.__path__)]
     for module in (*sorted(names), *extra_modules):
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+            _import_errors.pop(module, None)
+        except Exception as error:  # one broken module must not take the others down
+            _import_errors[module] = f"{type(error).__name__}: {error}"
+            log.error("capability module %s failed to import", module, exc_info=True)
     return registered()
+
+
+def import_errors() -> dict[str, str]:
+    """Capability modules that failed to import, with the error (shown by /health)."""
+    return dict(_import_errors)
 
 
 def get_capability(name: str) -> Capability[Any, Any]:

@@ -27,18 +27,17 @@ def worker_main(settings: Settings, conn: Connection) -> None:
             conn.send(("waiting", current[0], blocked))
 
     runtime = Runtime.from_settings(settings, waiting=waiting)
-    conn.send(("ready", None, None))
     try:
+        conn.send(("ready", None, None))
         while True:
-            try:
-                message, job_id, handle = conn.recv()
-            except EOFError:
-                return
+            message, job_id, handle = conn.recv()
             if message != "run":
                 continue
             current[:] = [job_id]
             status = run_job(job_id, runtime, handle=handle)
             current.clear()
             conn.send(("done", job_id, status.value if status else None))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the supervisor closed our pipe: the pool is stopping
     finally:
         runtime.close()

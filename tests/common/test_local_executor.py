@@ -26,9 +26,11 @@ def _runtime(settings: Settings) -> Runtime:
     return runtime
 
 
-@pytest.fixture
-def pool(tmp_path: Path) -> Iterator[JobService]:
-    runtime = _runtime(make_settings(tmp_path / "data", workers=1))
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobService]:
+    """One single-worker pool for the module: a worker spawn costs seconds, and each
+    test only looks at its own jobs."""
+    runtime = _runtime(make_settings(tmp_path_factory.mktemp("pool") / "data", workers=1))
     executor = LocalExecutor(runtime)
     executor.start()
     yield JobService(runtime, executor)

@@ -54,13 +54,11 @@ def wait_for_job(client: httpx.Client | TestClient, job_id: str, *, timeout: flo
         time.sleep(0.05)
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "data")
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The real app (lifespan, executor, worker processes) in process, shared by a test
+    module: starting workers costs seconds. Tests tag or name what they create."""
+    settings = make_settings(tmp_path_factory.mktemp("app") / "data")
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from common.capabilities import import_errors, registered
 from web.deps import State
 from web.schemas import Check, HealthPublic
 
@@ -32,6 +33,11 @@ def _objects(state: State) -> Check:
         return Check(ok=False, detail={"error": f"{type(error).__name__}: {error}"})
 
 
+def _capabilities() -> Check:
+    failed = import_errors()
+    return Check(ok=not failed, detail={"loaded": len(registered()), "failed": failed})
+
+
 def _executor(state: State) -> Check:
     detail = state.executor.health()
     return Check(ok=bool(detail.pop("ok", False)), detail=detail)
@@ -40,11 +46,13 @@ def _executor(state: State) -> Check:
 @router.get("/health", response_model=HealthPublic,
             responses={503: {"model": HealthPublic, "description": "a dependency is down"}})
 async def read_health(state: State) -> JSONResponse:
-    """Liveness (this answers) plus readiness of database, object store and executor."""
+    """Liveness (this answers) plus readiness of database, object store, executor and
+    capability modules."""
     checks = {
         "database": await run_in_threadpool(_database, state),
         "objects": await run_in_threadpool(_objects, state),
         "executor": _executor(state),
+        "capabilities": _capabilities(),
     }
     healthy = all(check.ok for check in checks.values())
     body = HealthPublic(status="ok" if healthy else "degraded", version=version("aperture"),

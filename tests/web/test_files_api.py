@@ -1,0 +1,85 @@
+"""Minimal files API: streamed multipart upload, info, download, and the directory
+backend's signed URLs served by the app."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+
+from fastapi.testclient import TestClient
+
+
+def _upload(client: TestClient, name: str, data: bytes, **form: str) -> dict:
+    response = client.post("/api/v1/files", files={"file": (name, data, "image/tiff")},
+                           data=form)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_upload_info_download_round_trip(client: TestClient) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    stored = _upload(client, "stack ü.tif", data, kind="tiff")
+    assert stored["size"] == len(data) and stored["name"] == "stack ü.tif"
+    assert stored["sha256"] == hashlib.sha256(data).hexdigest() and stored["kind"] == "tiff"
+    assert client.get(f"/api/v1/files/{stored['id']}").json() == stored
+    download = client.get(f"/api/v1/files/{stored['id']}/download")
+    assert download.content == data
+    assert download.headers["content-type"] == "image/tiff"
+    assert "filename*=UTF-8''stack%20%C3%BC.tif" in download.headers["content-disposition"]
+
+
+def test_empty_file_is_fine(client: TestClient) -> None:
+    stored = _upload(client, "empty.csv", b"")
+    assert stored["size"] == 0
+    assert client.get(f"/api/v1/files/{stored['id']}/download").content == b""
+
+
+def test_bad_uploads_are_refused_without_leaving_anything(client: TestClient) -> None:
+    objects = client.app.state.aperture.runtime.objects  # type: ignore[attr-defined]
+    before = sum(1 for _ in objects.iter_objects("users/"))
+    no_file = client.post("/api/v1/files", data={"kind": "x"},
+                          files={"other": ("a.txt", b"x")})
+    assert no_file.status_code == 422 and "no file part" in no_file.json()["detail"]
+    for name in ("../evil", "a/b", "x" * 300):
+        refused = client.post("/api/v1/files", files={"file": (name, b"data")})
+        assert refused.status_code == 422, name
+    for raw_name in (b"nul\x00.tif", b"latin1-\xe9.tif"):  # httpx would clean these
+        body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+                + raw_name + b"\"\r\n\r\ndata\r\n--B--\r\n")
+        refused = client.post("/api/v1/files", content=body,
+                              headers={"content-type": "multipart/form-data; boundary=B"})
+        assert refused.status_code == 422, raw_name
+    truncated = client.post("/api/v1/files", content=b"--B\r\nContent-Disposition: "
+                            b"form-data; name=\"file\"; filename=\"t.bin\"\r\n\r\nabc",
+                            headers={"content-type": "multipart/form-data; boundary=B"})
+    assert truncated.status_code == 422 and "ended before" in truncated.json()["detail"]
+    not_form = client.post("/api/v1/files", json={"file": "x"})
+    assert not_form.status_code == 422
+    assert sum(1 for _ in objects.iter_objects("users/")) == before
+
+
+def test_unknown_file_is_404(client: TestClient) -> None:
+    assert client.get(f"/api/v1/files/{uuid.uuid4()}").status_code == 404
+    assert client.get(f"/api/v1/files/{uuid.uuid4()}/download").status_code == 404
+
+
+def test_signed_urls_of_the_directory_store(client: TestClient) -> None:
+    objects = client.app.state.aperture.runtime.objects  # type: ignore[attr-defined]
+    put = objects.presigned_put_url("scratch/signed.bin", expires_s=60)
+    assert client.put(put, content=b"signed bytes").status_code == 200
+    get = objects.presigned_get_url("scratch/signed.bin", expires_s=60, filename="s.bin")
+    response = client.get(get)
+    assert response.content == b"signed bytes"
+    assert 'filename="s.bin"' in response.headers["content-disposition"]
+    assert client.put(get, content=b"overwrite").status_code == 403  # GET URL can't PUT
+    assert client.get(get.replace("signed.bin", "other.bin")).status_code == 403
+    assert client.get("/api/v1/signed/object?k=scratch/signed.bin").status_code == 403
+    upload_id = objects.create_multipart("scratch/multi.bin")
+    part = objects.part_url("scratch/multi.bin", upload_id, 1, expires_s=60)
+    answer = client.put(part, content=b"part one")
+    assert answer.status_code == 200 and answer.headers["etag"].strip('"') == \
+        hashlib.md5(b"part one").hexdigest()
+    info = objects.complete_multipart("scratch/multi.bin", upload_id,
+                                      [(1, answer.headers["etag"])])
+    assert objects.get_bytes(info.key) == b"part one"
