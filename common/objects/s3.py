@@ -13,18 +13,16 @@ from __future__ import annotations
 import base64
 import builtins
 import hashlib
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from common.errors import InvalidInput, NotFound, ObjectNotFound
+from common.errors import InvalidInput, ObjectNotFound
 from common.objects import rules
 from common.objects.base import (
     CHUNK_SIZE,
@@ -36,72 +34,20 @@ from common.objects.base import (
 )
 from common.objects.disposition import content_disposition
 from common.objects.keys import validate_key, validate_prefix
+from common.objects.s3_multipart import S3Uploads
+from common.objects.s3_support import (
+    DEFAULT_CONTENT_TYPE,
+    NOT_FOUND_CODES,
+    check_expiry,
+    error_code,
+    translated,
+)
 from common.objects.streams import HashingReader, iter_chunks
 
 if TYPE_CHECKING:
     from common.settings import Settings
 
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-#: SigV4 presigned URLs cannot live longer than a week.
-MAX_PRESIGN_S = 7 * 24 * 3600
 _MIB = 1024 * 1024
-#: Spool a part of unknown length in memory up to this size, then on disk.
-_SPOOL_IN_MEMORY = 8 * _MIB
-
-_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
-_BAD_COMPLETION = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
-
-
-def _error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _translate(err: ClientError, key: str) -> Exception:
-    """Our error for a botocore ClientError, or the error itself when there is none."""
-    code = _error_code(err)
-    message = str(err.response.get("Error", {}).get("Message") or err)
-    if code in _NOT_FOUND:
-        return ObjectNotFound(f"no object under key {key!r}")
-    if code == "NoSuchUpload":
-        return NotFound(f"no multipart upload for key {key!r}: {message}")
-    if code == "NoSuchBucket":
-        return NotFound(f"the bucket does not exist: {message}")
-    if code in _BAD_COMPLETION:
-        return InvalidInput(message)
-    if code == "InvalidRange":
-        return InvalidInput(f"the requested range of {key!r} is not satisfiable")
-    return err
-
-
-def _raise_translated(err: ClientError, key: str) -> NoReturn:
-    translated = _translate(err, key)
-    if translated is err:
-        raise err
-    raise translated from err
-
-
-@contextmanager
-def _translated(key: str) -> Iterator[None]:
-    try:
-        yield
-    except ClientError as err:
-        _raise_translated(err, key)
-
-
-def _info(key: str, head: dict[str, Any]) -> ObjectInfo:
-    return ObjectInfo(
-        key=key,
-        size=int(head["ContentLength"]),
-        etag=rules.normalize_etag(head["ETag"]),
-        last_modified=head["LastModified"],
-        content_type=head.get("ContentType"),
-    )
-
-
-def _check_expiry(expires_s: int) -> int:
-    if not 1 <= expires_s <= MAX_PRESIGN_S:
-        raise InvalidInput(f"expires_s must be between 1 and {MAX_PRESIGN_S}, got {expires_s}")
-    return expires_s
 
 
 class S3Store:
@@ -153,6 +99,7 @@ class S3Store:
         # Bounded memory for streams of unknown length: s3transfer reads at most this
         # many chunks ahead (boto3's constructor does not take it, the base class does).
         self._transfer.max_in_memory_upload_chunks = 2
+        self._uploads = S3Uploads(self.client, bucket)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
@@ -174,7 +121,7 @@ class S3Store:
 
     def ping(self) -> None:
         """HeadBucket: the endpoint answers, the credentials work, the bucket exists."""
-        with _translated(""):
+        with translated(""):
             self.client.head_bucket(Bucket=self.bucket)
 
     def ensure_bucket(self) -> None:
@@ -183,7 +130,7 @@ class S3Store:
             self.client.head_bucket(Bucket=self.bucket)
             return
         except ClientError as err:
-            if _error_code(err) not in _NOT_FOUND | {"NoSuchBucket"}:
+            if error_code(err) not in NOT_FOUND_CODES | {"NoSuchBucket"}:
                 raise
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if self._region != "us-east-1":  # us-east-1 refuses an explicit location
@@ -191,14 +138,14 @@ class S3Store:
         try:
             self.client.create_bucket(**kwargs)
         except ClientError as err:
-            if _error_code(err) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+            if error_code(err) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 raise
 
     # writes ----------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
         validate_key(key)
-        with _translated(key):
+        with translated(key):
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
@@ -210,7 +157,7 @@ class S3Store:
 
     def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
         validate_key(key)
-        with _translated(key):
+        with translated(key):
             self.client.upload_file(
                 str(path),
                 self.bucket,
@@ -227,7 +174,7 @@ class S3Store:
             return self.put_bytes(key, bytes(stream), content_type=content_type)
         validate_key(key)
         reader = HashingReader(iter_chunks(stream))
-        with _translated(key):
+        with translated(key):
             self.client.upload_fileobj(
                 reader,
                 self.bucket,
@@ -241,7 +188,7 @@ class S3Store:
         source = self.head(src)
         validate_key(dst)
         copy_source = {"Bucket": self.bucket, "Key": src}
-        with _translated(src):
+        with translated(src):
             if source.size > rules.MAX_SINGLE_PUT:  # CopyObject's limit: copy in parts
                 self.client.copy(copy_source, self.bucket, dst, Config=self._transfer)
             else:
@@ -250,7 +197,7 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         validate_key(key)
-        with _translated(key):
+        with translated(key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def delete_prefix(self, prefix: str) -> int:
@@ -279,7 +226,7 @@ class S3Store:
 
     def head(self, key: str) -> ObjectInfo:
         validate_key(key)
-        with _translated(key):
+        with translated(key):
             return _info(key, self.client.head_object(Bucket=self.bucket, Key=key))
 
     def exists(self, key: str) -> bool:
@@ -303,7 +250,7 @@ class S3Store:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if start or end is not None:
             kwargs["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        with _translated(key):
+        with translated(key):
             body = self.client.get_object(**kwargs)["Body"]
         return _stream_body(body, chunk_size)
 
@@ -318,7 +265,7 @@ class S3Store:
         }
         if start_after:
             kwargs["StartAfter"] = start_after
-        with _translated(prefix):
+        with translated(prefix):
             response = self.client.list_objects_v2(**kwargs)
         items = [_listed(item) for item in response.get("Contents", [])]
         truncated = bool(response.get("IsTruncated")) and bool(items)
@@ -329,8 +276,9 @@ class S3Store:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix
         )
-        for page in pages:
-            yield from (_listed(item) for item in page.get("Contents", []))
+        with translated(prefix):
+            for page in pages:
+                yield from (_listed(item) for item in page.get("Contents", []))
 
     # signed access ---------------------------------------------------------------
 
@@ -340,7 +288,7 @@ class S3Store:
             params["ResponseContentDisposition"] = content_disposition(filename)
         return str(
             self.client.generate_presigned_url(
-                "get_object", Params=params, ExpiresIn=_check_expiry(expires_s)
+                "get_object", Params=params, ExpiresIn=check_expiry(expires_s)
             )
         )
 
@@ -348,122 +296,49 @@ class S3Store:
         params = {"Bucket": self.bucket, "Key": validate_key(key)}
         return str(
             self.client.generate_presigned_url(
-                "put_object", Params=params, ExpiresIn=_check_expiry(expires_s)
+                "put_object", Params=params, ExpiresIn=check_expiry(expires_s)
             )
         )
 
-    # multipart -------------------------------------------------------------------
+    # multipart -----------------------------------------------------------------
 
     def create_multipart(self, key: str, *, content_type: str | None = None) -> str:
-        validate_key(key)
-        with _translated(key):
-            response = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ContentType=content_type or DEFAULT_CONTENT_TYPE
-            )
-        return str(response["UploadId"])
+        return self._uploads.create(validate_key(key), content_type=content_type)
 
     def part_url(self, key: str, upload_id: str, part_number: int, *, expires_s: int) -> str:
-        params = {
-            "Bucket": self.bucket,
-            "Key": validate_key(key),
-            "UploadId": upload_id,
-            "PartNumber": rules.check_part_number(part_number),
-        }
-        return str(
-            self.client.generate_presigned_url(
-                "upload_part", Params=params, ExpiresIn=_check_expiry(expires_s)
-            )
+        return self._uploads.part_url(
+            validate_key(key), upload_id, part_number, expires_s=expires_s
         )
 
     def upload_part(
         self, key: str, upload_id: str, part_number: int, stream: ByteSource
     ) -> PartInfo:
-        validate_key(key)
-        rules.check_part_number(part_number)
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
-            reader = HashingReader(iter_chunks(stream))
-            while chunk := reader.read(CHUNK_SIZE):
-                spool.write(chunk)
-            spool.seek(0)
-            with _translated(key):
-                response = self.client.upload_part(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=part_number,
-                    Body=spool,
-                    ContentLength=reader.size,
-                    ContentMD5=base64.b64encode(reader.md5.digest()).decode("ascii"),
-                )
-        return PartInfo(
-            number=part_number, etag=rules.normalize_etag(response["ETag"]), size=reader.size
-        )
+        return self._uploads.upload_part(validate_key(key), upload_id, part_number, stream)
 
     def list_parts(self, key: str, upload_id: str) -> builtins.list[PartInfo]:
-        """Parts by number; of a part uploaded twice, only the newer upload.
-
-        AWS replaces a re-uploaded part; SeaweedFS keeps both and lists both (and
-        completes with whichever the ETag names), so keep the later one here.
-        """
-        validate_key(key)
-        pages = self.client.get_paginator("list_parts").paginate(
-            Bucket=self.bucket, Key=key, UploadId=upload_id
-        )
-        latest: dict[int, dict[str, Any]] = {}
-        with _translated(key):
-            for part in (part for page in pages for part in page.get("Parts", [])):
-                seen = latest.get(part["PartNumber"])
-                if seen is None or part["LastModified"] > seen["LastModified"]:
-                    latest[part["PartNumber"]] = part
-        return [
-            PartInfo(number=int(n), etag=rules.normalize_etag(p["ETag"]), size=int(p["Size"]))
-            for n, p in sorted(latest.items())
-        ]
+        return self._uploads.list_parts(validate_key(key), upload_id)
 
     def complete_multipart(
         self, key: str, upload_id: str, parts: builtins.list[tuple[int, str]]
     ) -> ObjectInfo:
-        validate_key(key)
-        wanted = rules.check_completion(parts)
-        with _translated(key):
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [
-                        {"PartNumber": number, "ETag": f'"{etag}"'} for number, etag in wanted
-                    ]
-                },
-            )
+        self._uploads.complete(validate_key(key), upload_id, parts)
         return self.head(key)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        """Idempotent, like delete: an unknown or finished upload is not an error."""
-        validate_key(key)
-        try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except ClientError as err:
-            if _error_code(err) != "NoSuchUpload":
-                _raise_translated(err, key)
+        self._uploads.abort(validate_key(key), upload_id)
 
     def list_multipart_uploads(self, prefix: str = "") -> Iterator[MultipartUpload]:
-        """Uploads in progress by key, then initiation time (as AWS lists them).
+        return self._uploads.list(validate_prefix(prefix))
 
-        Collected before sorting, because not every S3 server lists in that order.
-        """
-        validate_prefix(prefix)
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=self.bucket, Prefix=prefix
-        )
-        with _translated(prefix):
-            uploads = [
-                MultipartUpload(key=u["Key"], upload_id=u["UploadId"], initiated=u["Initiated"])
-                for page in pages
-                for u in page.get("Uploads", [])
-            ]
-        uploads.sort(key=lambda upload: (upload.key, upload.initiated))
-        return iter(uploads)
+
+def _info(key: str, head: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=int(head["ContentLength"]),
+        etag=rules.normalize_etag(head["ETag"]),
+        last_modified=head["LastModified"],
+        content_type=head.get("ContentType"),
+    )
 
 
 def _listed(item: dict[str, Any]) -> ObjectInfo:
