@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import anyio.from_thread
+import anyio.lowlevel
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -127,10 +128,16 @@ class MultipartFile:
 
 
 def to_sync(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
-    """Pull an async byte stream from a worker thread started by anyio (run_in_threadpool):
-    each chunk is awaited on the event loop, so at most one chunk is in flight."""
-    while True:
-        try:
-            yield anyio.from_thread.run(stream.__anext__)
-        except StopAsyncIteration:
-            return
+    """Pull an async byte stream from any thread: each chunk is awaited on the event loop
+    (at most one in flight). Call it on the event loop: it captures the loop's token there,
+    since the consumer may be a thread anyio did not start (boto3's transfer threads)."""
+    token = anyio.lowlevel.current_token()
+
+    def chunks() -> Iterator[bytes]:
+        while True:
+            try:
+                yield anyio.from_thread.run(stream.__anext__, token=token)
+            except StopAsyncIteration:
+                return
+
+    return chunks()
