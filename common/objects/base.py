@@ -53,7 +53,15 @@ class MultipartUpload:
 
 
 class ObjectStore(Protocol):
-    """Put, get, list and sign access to objects under validated keys."""
+    """Put, get, list and sign access to objects under validated keys.
+
+    Semantics follow S3 in both backends: an object's content type defaults to
+    `application/octet-stream`; its ETag is the MD5 hex of the content for a single
+    upload (S3 may use the multipart form `md5-of-part-md5s-N` for large streams);
+    listing is in UTF-8 byte order and its items carry no content type. Invalid
+    keys raise InvalidKey before anything is read or written. Stores are
+    synchronous; call them from async code through a thread.
+    """
 
     kind: str  # "dir" | "s3"
 
@@ -66,12 +74,19 @@ class ObjectStore(Protocol):
         self, key: str, stream: ByteSource, *, content_type: str | None = None
     ) -> ObjectInfo: ...
     def get_bytes(self, key: str, *, start: int = 0, end: int | None = None) -> bytes:
-        """Bytes [start, end) of the object; `end=None` reads to the end."""
+        """Bytes [start, end) of the object; `end=None` reads to the end.
+
+        As in S3, an `end` past the object is clipped, `start == end` gives b"", and a
+        `start` at or past the end (of a non-empty range) raises InvalidInput.
+        """
 
     def iter_bytes(
         self, key: str, *, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
     ) -> Iterator[bytes]:
-        """Stream bytes [start, end) in chunks without holding the object in memory."""
+        """Stream bytes [start, end) in chunks without holding the object in memory.
+
+        Missing objects and bad ranges raise here, before iteration starts.
+        """
 
     def head(self, key: str) -> ObjectInfo:
         """Raises ObjectNotFound."""
@@ -80,7 +95,9 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key is not an error."""
 
-    def delete_prefix(self, prefix: str) -> int: ...
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with `prefix` (not ""); return how many."""
+
     def list(
         self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
     ) -> ObjectPage: ...
@@ -102,9 +119,18 @@ class ObjectStore(Protocol):
     def list_parts(self, key: str, upload_id: str) -> builtins.list[PartInfo]: ...
     def complete_multipart(
         self, key: str, upload_id: str, parts: builtins.list[tuple[int, str]]
-    ) -> ObjectInfo: ...
-    def abort_multipart(self, key: str, upload_id: str) -> None: ...
-    def list_multipart_uploads(self, prefix: str = "") -> Iterator[MultipartUpload]: ...
+    ) -> ObjectInfo:
+        """Join the parts (number, ETag), ascending; all but the last at least 5 MiB.
+
+        A part list that breaks S3's rules raises InvalidInput and leaves the upload
+        open; an unknown upload raises NotFound.
+        """
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Idempotent, like delete: an unknown or finished upload is not an error."""
+
+    def list_multipart_uploads(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        """Uploads in progress whose key starts with `prefix`, by key then age."""
 
     def ping(self) -> None:
         """Raise if the store cannot be reached (readiness probe)."""

@@ -50,6 +50,50 @@ if TYPE_CHECKING:
 _MIB = 1024 * 1024
 
 
+def _make_client(
+    *,
+    endpoint_url: str | None,
+    region: str,
+    path_style: bool,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+) -> Any:
+    config = Config(
+        signature_version="s3v4",
+        region_name=region,
+        s3={"addressing_style": "path" if path_style else "auto"},
+        retries={"max_attempts": 4, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=120,
+        max_pool_connections=16,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    # A session of its own: boto3's default session is not thread-safe (clients are).
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=config,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+    )
+
+
+def _transfer_config() -> TransferConfig:
+    transfer = TransferConfig(
+        multipart_threshold=8 * _MIB,
+        multipart_chunksize=8 * _MIB,
+        max_concurrency=4,
+        use_threads=True,
+        preferred_transfer_client="classic",
+    )
+    # Bounded memory for streams of unknown length: s3transfer reads at most this
+    # many chunks ahead (boto3's constructor does not take it, the base class does).
+    transfer.max_in_memory_upload_chunks = 2
+    return transfer
+
+
 class S3Store:
     """ObjectStore over one bucket of an S3-compatible service."""
 
@@ -67,38 +111,15 @@ class S3Store:
     ) -> None:
         self.bucket = bucket
         self._endpoint_url = endpoint_url
-        config = Config(
-            signature_version="s3v4",
-            region_name=region,
-            s3={"addressing_style": "path" if path_style else "auto"},
-            retries={"max_attempts": 4, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=120,
-            max_pool_connections=16,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        # A client of its own session: boto3's default session is not thread-safe.
-        session = boto3.session.Session()
-        self.client = session.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            config=config,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-        )
         self._region = region
-        self._transfer = TransferConfig(
-            multipart_threshold=8 * _MIB,
-            multipart_chunksize=8 * _MIB,
-            max_concurrency=4,
-            use_threads=True,
-            preferred_transfer_client="classic",
+        self.client = _make_client(
+            endpoint_url=endpoint_url,
+            region=region,
+            path_style=path_style,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
         )
-        # Bounded memory for streams of unknown length: s3transfer reads at most this
-        # many chunks ahead (boto3's constructor does not take it, the base class does).
-        self._transfer.max_in_memory_upload_chunks = 2
+        self._transfer = _transfer_config()
         self._uploads = S3Uploads(self.client, bucket)
 
     @classmethod
