@@ -126,7 +126,7 @@ def run_fov(
     labels_path = out / f"fov_{fov:03d}_labels.tif"
     import tifffile
 
-    with tifffile.TiffWriter(labels_path, bigtiff=True) as labels_out:
+    def label_frames() -> Any:
         for start in range(0, meta.n_frames, batch):
             if cancelled is not None and cancelled():
                 from common.errors import JobCancelled
@@ -135,11 +135,15 @@ def run_fov(
             stop = min(start + batch, meta.n_frames)
             part, track_labels = _process_batch(reader, fov, start, stop, opts, be, tracker)
             parts.append(part)
-            for frame in track_labels:
-                labels_out.write(frame, compression="zlib", compressionargs={"level": 1},
-                                 contiguous=False)
-            if progress is not None:
+            if progress is not None:  # before yielding: the writer stops after the last frame
                 progress(stop / meta.n_frames, f"FOV {fov}: frames {stop}/{meta.n_frames}")
+            yield from track_labels
+
+    # one series of T pages, written as the batches are made
+    with tifffile.TiffWriter(labels_path, bigtiff=True) as labels_out:
+        labels_out.write(label_frames(), shape=(meta.n_frames, meta.height, meta.width),
+                         dtype=np.uint32, photometric="minisblack", compression="zlib",
+                         compressionargs={"level": 1})
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     columns["time"] = np.asarray(meta.timepoints, dtype=np.float64)[columns["frame"]]
     good, reason = flag_traces(
