@@ -15,6 +15,7 @@ import re
 import time
 import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -238,6 +239,37 @@ def test_put_stream_from_generator_is_streamed(object_store: ObjectStore) -> Non
         got.update(chunk)
     assert got.hexdigest() == expected.hexdigest()
     assert sum(sizes) == count * MIB and max(sizes) <= MIB
+
+
+def test_a_failing_stream_leaves_nothing_behind(object_store: ObjectStore) -> None:
+    object_store.put_bytes("s/kept", b"old content")
+
+    def broken() -> Iterator[bytes]:
+        yield from _chunks(9, pattern(MIB))  # past the S3 multipart threshold
+        raise RuntimeError("the client went away")
+
+    for key in ("s/new", "s/kept"):
+        with pytest.raises(RuntimeError, match="went away"):
+            object_store.put_stream(key, broken())
+    assert not object_store.exists("s/new")
+    assert object_store.get_bytes("s/kept") == b"old content"
+    assert list(object_store.list_multipart_uploads()) == []
+    if isinstance(object_store, DirectoryStore):
+        assert list((object_store.root / ".tmp").iterdir()) == []
+
+
+def test_dir_store_concurrent_writers_never_tear_or_mislabel(dir_store: DirectoryStore) -> None:
+    contents = [bytes([n]) * (64 * 1024 + n) for n in range(8)]
+
+    def write(data: bytes) -> None:
+        for _ in range(5):
+            dir_store.put_bytes("race", data)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(write, contents))
+    data = dir_store.get_bytes("race")
+    assert data in contents
+    assert dir_store.head("race").etag == md5(data)
 
 
 # byte ranges (S3 semantics: clipped end, 416 for a start at or past the end) --------
