@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from common.executors import make_executor
@@ -61,7 +62,9 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool | Non
             await run_in_threadpool(executor.stop)
             runtime.close()
 
-    app = FastAPI(
+    # FastAPIOffline serves the Swagger UI and ReDoc assets itself (no CDN), so /docs
+    # works on lab machines without internet access.
+    app = FastAPIOffline(
         title="Aperture", version="0.1.0", lifespan=lifespan,
         description="Microscopy and digital-pathology image analysis: metadata, processing "
                     "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 
 
@@ -32,3 +34,6 @@ def test_openapi_and_docs_are_served(client: TestClient) -> None:
     assert "/api/v1/jobs" in schema["paths"] and "/api/v1/files" in schema["paths"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "cdn." not in docs.text  # the UI's assets come from this server
+    scripts = re.findall(r'src="([^"]+\.js)"', docs.text)
+    assert scripts and all(client.get(src).status_code == 200 for src in scripts)
