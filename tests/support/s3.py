@@ -187,12 +187,16 @@ def _wait_until_up(process: subprocess.Popen[bytes], server: S3Server, log: Path
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate, and kill if it does not stop promptly (its graceful stop is slow)."""
+    """Terminate, and kill if it does not stop promptly.
+
+    SeaweedFS's graceful stop takes many seconds, and the data dir is thrown away,
+    so it gets only a moment before being killed.
+    """
     if process.poll() is not None:
         return
     process.terminate()
     try:
-        process.wait(timeout=3)
+        process.wait(timeout=1)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
