@@ -22,7 +22,7 @@ import numpy as np
 
 from common.errors import InvalidInput
 
-StartGrid = Literal["linear", "log", "time", "rate", "dose"]
+StartGrid = Literal["linear", "log", "time", "rate", "dose", "frames"]
 Kernel = Callable[[ModuleType, Any, Mapping[str, Any], frozenset[str]], tuple[Any, dict[str, Any]]]
 
 
@@ -32,8 +32,10 @@ class Parameter:
 
     `linear` marks parameters the model is linear in (used to project starting points);
     `grid` and `n_starts` describe the deterministic multi-start candidates: "linear"
-    or "log" spacing over the bounds, "time" over each trace's time span, "rate" over
-    rates 1/span ... 30/span, "dose" log-spaced over the positive x range.
+    or "log" spacing inside the bounds, "time" over each trace's time span, "rate" over
+    rates 0.3/span ... 300/span, "dose" log-spaced over the positive x range, "frames"
+    mid-points between consecutive sample times (one start per smooth piece of a
+    model with a step at that parameter).
     """
 
     name: str
@@ -64,6 +66,7 @@ class Model:
     equation: str
     parameters: tuple[Parameter, ...]
     kernel: Kernel
+    lm_starts: int = 1  # solver runs per trace from the best start candidates
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -340,14 +343,15 @@ _register(Model(
     "mature (G0) and unmaturated (Gu0) pools at t0.",
     equation="y = [dt>0]·(G0·e^{-β·dt} + Gu0·(e^{-β·dt} - e^{-(β+km)·dt})) + offset",
     parameters=(
-        Parameter("t0", 0.0, 0.0, 1.0, "h", grid="linear", n_starts=3),
+        Parameter("t0", 0.0, 0.0, 1.0, "h", grid="frames", n_starts=6),
         Parameter("G0", 100.0, 0.0, _BIG, "a.u.", linear=True),
         Parameter("Gu0", 100.0, 0.0, _BIG, "a.u.", linear=True),
-        Parameter("km", 1.28, 1e-5, 30.0, "1/h", grid="rate", n_starts=3),
-        Parameter("beta", 5.22e-3, 1e-5, 10.0, "1/h"),
+        Parameter("km", 1.28, 1e-5, 30.0, "1/h", grid="rate", n_starts=2),
+        Parameter("beta", 5.22e-3, 1e-5, 10.0, "1/h", grid="rate", n_starts=2),
         Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True),
     ),
     kernel=_maturation_blocked,
+    lm_starts=6,  # the [dt > 0] step makes the cost jump at every sample time
 ))
 _register(Model(
     name="trivial",

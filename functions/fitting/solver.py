@@ -45,6 +45,8 @@ class SolverOptions:
     """Stopping rules (as in MINPACK/scipy: relative cost decrease `ftol`, relative step
     `xtol`, cosine between residual and Jacobian columns `gtol`) and batching.
 
+    `lm_starts` is how many of the best start candidates each trace is solved from
+    (None: the model's `lm_starts`); the best converged run is kept.
     `working_set` is how many traces iterate together; finished traces are replaced by
     waiting ones, so a few slow traces never leave the arrays nearly empty. On the CPU a
     few hundred traces keep every temporary in cache.
@@ -55,6 +57,7 @@ class SolverOptions:
     xtol: float = 1e-8
     gtol: float = 1e-8
     multistart: bool = True
+    lm_starts: int | None = None
     working_set: int = 256
 
 
@@ -110,22 +113,25 @@ def solve(
     """
     n = y.shape[0]
     k = int(spec.free.sum())
+    m = max(options.lm_starts or spec.model.lm_starts, 1) if options.multistart else 1
     npts = w.sum(axis=1)
-    status = xp.full(n, MAX_ITER, dtype=xp.int8)
-    status[npts < max(k, 1)] = TOO_FEW_POINTS
+    status = xp.full(n * m, MAX_ITER, dtype=xp.int8)
+    status[xp.repeat(npts < max(k, 1), m)] = TOO_FEW_POINTS
     out = SolveOutput(
-        params=xp.tile(xp.asarray(spec.start)[None, :], (n, 1)), cost=xp.full(n, xp.nan),
-        hess=xp.full((n, k, k), xp.nan), iterations=xp.zeros(n, dtype=xp.int32),
-        status=status,
+        params=xp.tile(xp.asarray(spec.start)[None, :], (n * m, 1)),
+        cost=xp.full(n * m, xp.nan), hess=xp.full((n * m, k, k), xp.nan),
+        iterations=xp.zeros(n * m, dtype=xp.int32), status=status,
     )
+    # With m > 1 every trace is fitted from its m best start candidates as m virtual
+    # rows (trace i -> rows i*m .. i*m+m-1), and the best converged run is kept.
     queue = np.flatnonzero(_host(xp, status) == MAX_ITER)
-    streams = [_Stream(xp, spec, t, y, w, out, options) for _ in range(max(workers, 1))]
+    streams = [_Stream(xp, spec, t, y, w, out, options, m) for _ in range(max(workers, 1))]
     parts = np.array_split(queue, len(streams))
     report = None
     if progress is not None:
 
         def report(_: int) -> None:
-            progress(sum(st.finished for st in streams))
+            progress(sum(st.finished for st in streams) // m)
 
     def run(i: int) -> None:
         with np.errstate(all="ignore"):  # thread-local: set in each worker thread
@@ -136,7 +142,20 @@ def solve(
     else:
         with ThreadPoolExecutor(max_workers=len(streams)) as pool:
             list(pool.map(run, range(len(streams))))
-    return out
+    return out if m == 1 else _best_of(xp, out, n, m)
+
+
+def _best_of(xp: ModuleType, out: SolveOutput, n: int, m: int) -> SolveOutput:
+    """Per trace, the converged run with the lowest cost (else the lowest cost)."""
+    cost = out.cost.reshape(n, m)
+    ok = out.status.reshape(n, m) == CONVERGED
+    rank = xp.where(ok, cost, xp.inf)
+    rank = xp.where(ok.any(axis=1, keepdims=True), rank, xp.where(xp.isnan(cost), xp.inf, cost))
+    pick = xp.arange(n) * m + xp.argmin(rank, axis=1)
+    return SolveOutput(
+        params=out.params[pick], cost=out.cost[pick], hess=out.hess[pick],
+        iterations=out.iterations.reshape(n, m).sum(axis=1), status=out.status[pick],
+    )
 
 
 def _host(xp: ModuleType, a: Any) -> np.ndarray:
@@ -146,7 +165,8 @@ def _host(xp: ModuleType, a: Any) -> np.ndarray:
 class _State:
     """Working arrays of the traces being iterated (their rows of the input in `idx`)."""
 
-    FIELDS = ("t", "y", "w", "p", "idx", "lam", "nu", "it", "D", "done", "r", "cost", "J")
+    FIELDS = ("t", "y", "w", "p", "idx", "lo", "hi", "lam", "nu", "it", "D", "done", "r",
+              "cost", "J")
 
     def __init__(self, **arrays: Any) -> None:
         self.__dict__.update(arrays)
@@ -177,9 +197,10 @@ class _Stream:
 
     def __init__(
         self, xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, out: SolveOutput,
-        opt: SolverOptions,
+        opt: SolverOptions, m: int = 1,
     ) -> None:
         self.xp, self.spec, self.t, self.y, self.w, self.out, self.opt = xp, spec, t, y, w, out, opt
+        self.m = m
         self.free = np.flatnonzero(spec.free)
         self.lo = xp.asarray(spec.lower[self.free])
         self.hi = xp.asarray(spec.upper[self.free])
@@ -212,14 +233,23 @@ class _Stream:
                 progress(self.finished)
 
     def _enter(self, rows_host: np.ndarray) -> _State:
-        """Starting points and first evaluation of new traces."""
-        xp = self.xp
+        """Starting points and first evaluation of new (virtual) rows."""
+        xp, m = self.xp, self.m
+        real_host = rows_host // m
+        uniq, inverse = np.unique(real_host, return_inverse=True)
+        real = xp.asarray(uniq)
+        t = self.t if self.t.shape[0] == 1 else self.t[real]
+        starts = choose_starts(xp, self.spec, t, self.y[real], self.w[real],
+                               multistart=self.opt.multistart, keep=m)
+        inv = xp.asarray(inverse)
+        p = starts[xp.asarray(rows_host % m), inv]
+        t = t if t.shape[0] == 1 else t[inv]
+        y, w = self.y[real][inv], self.w[real][inv]
         rows = xp.asarray(rows_host)
-        t = self.t if self.t.shape[0] == 1 else self.t[rows]
-        y, w = self.y[rows], self.w[rows]
-        p = choose_starts(xp, self.spec, t, y, w, multistart=self.opt.multistart)
         n, k = rows.shape[0], self.free.size
-        s = _State(t=t, y=y, w=w, p=p, idx=rows, lam=xp.full(n, 1e-3), nu=xp.full(n, 2.0),
+        lo, hi = self._piece_bounds(t, w, p)
+        s = _State(t=t, y=y, w=w, p=p, idx=rows, lo=lo, hi=hi,
+                   lam=xp.full(n, 1e-3), nu=xp.full(n, 2.0),
                    it=xp.ones(n, dtype=xp.int32), D=xp.zeros((n, k)),
                    done=xp.zeros(n, dtype=bool))
         s.r, s.cost, s.J = self._evaluate(s, p)
@@ -228,6 +258,28 @@ class _Stream:
             self._finish(s, bad, None, NOT_FINITE)
             s.take(xp, ~bad)
         return s
+
+    def _piece_bounds(self, t: Any, w: Any, p: Any) -> tuple[Any, Any]:
+        """Per-row bounds (n, k). A parameter with a "frames" start grid places a step
+        in the model (an onset); the cost jumps whenever it crosses a sample time, so
+        each run keeps it between the samples around its start, where the cost is
+        smooth (the multi-start visits the other intervals)."""
+        xp, n = self.xp, p.shape[0]
+        lo = xp.tile(self.lo[None, :], (n, 1))
+        hi = xp.tile(self.hi[None, :], (n, 1))
+        params = self.spec.model.parameters
+        t_full = xp.broadcast_to(t, w.shape)
+        valid = w > 0
+        for j, col in enumerate(self.free):
+            if params[col].grid != "frames":
+                continue
+            start = p[:, col : col + 1]
+            below = xp.where(valid & (t_full <= start), t_full, -xp.inf).max(axis=1)
+            above = xp.where(valid & (t_full > start), t_full, xp.inf).min(axis=1)
+            # [below, above): at `above` itself the next sample switches off
+            lo[:, j] = xp.maximum(lo[:, j], below)
+            hi[:, j] = xp.minimum(hi[:, j], above - 1e-9 * (above - below))
+        return lo, hi
 
     def _evaluate(self, s: _State, p: Any) -> tuple[Any, Any, Any]:
         """Weighted residuals, cost and weighted Jacobian columns (k, n, T) at `p`."""
@@ -254,12 +306,19 @@ class _Stream:
         return A, g
 
     def _iterate(self, s: _State) -> None:
-        xp, opt, lo, hi, free = self.xp, self.opt, self.lo, self.hi, self.free
+        xp, opt, lo, hi, free = self.xp, self.opt, s.lo, s.hi, self.free
         A, g = self._normal(s.J, s.r)
         diag = xp.diagonal(A, axis1=1, axis2=2)
         pf = s.p[:, free]
-        # A parameter on a bound whose gradient points outwards is held for this step.
-        blocked = ((pf <= lo) & (g < 0)) | ((pf >= hi) & (g > 0))
+        # Marquardt scaling by the current diagonal, floored for empty columns.
+        top = diag.max(axis=1, keepdims=True)
+        s.D = xp.maximum(diag, xp.where(top > 0, 1e-12 * top, 1.0))
+        eye = xp.eye(free.size, dtype=bool)
+        step = xp.linalg.solve(A + eye * (s.lam[:, None] * s.D)[:, :, None], g[..., None])[..., 0]
+        # A parameter on a bound is held there only when the damped Gauss-Newton step
+        # pushes it outwards. (Holding it whenever the gradient points outwards stalls
+        # at saddles such as an amplitude at 0 whose rate then has no gradient.)
+        blocked = ((pf <= lo) & (step < 0)) | ((pf >= hi) & (step > 0))
         g_eff = xp.where(blocked, 0.0, g)
         # Cosine between the residual and each Jacobian column (MINPACK's gtol test).
         cosine = xp.abs(g_eff) / (xp.sqrt(diag) * xp.sqrt(2.0 * s.cost)[:, None] + 1e-300)
@@ -271,15 +330,20 @@ class _Stream:
             self._finish(s, hit_max, A, MAX_ITER)
             keep = ~stop
             s.take(xp, keep)
-            A, g_eff, blocked, diag, pf = A[keep], g_eff[keep], blocked[keep], diag[keep], pf[keep]
+            A, g, g_eff, blocked = A[keep], g[keep], g_eff[keep], blocked[keep]
+            pf, step = pf[keep], step[keep]
+            lo, hi = s.lo, s.hi
             if s.size == 0:
                 return
-        # Damped step; Moré's scaling keeps the largest diagonal seen per parameter.
-        s.D = xp.maximum(s.D, xp.where(diag > 0, diag, 1.0))
-        off = blocked[:, :, None] | blocked[:, None, :]
-        eye = xp.eye(free.size, dtype=bool)
-        M = xp.where(off, 0.0, A) + eye * (s.lam[:, None] * s.D + blocked)[:, :, None]
-        step = xp.linalg.solve(M, g_eff[..., None])[..., 0]
+        damped = A + eye * (s.lam[:, None] * s.D)[:, :, None]
+        if bool(blocked.any()):
+            step = self._held_step(damped, g, step, blocked, xp.zeros_like(step))
+        # Components that would leave the box stop on it; the others are re-solved with
+        # them held there, so the step stays a descent step of the damped model.
+        leaving = ((pf + step < lo) | (pf + step > hi)) & ~blocked
+        if bool(leaving.any()):
+            to_bound = xp.where(leaving, xp.clip(pf + step, lo, hi) - pf, 0.0)
+            step = self._held_step(damped, g, step, blocked | leaving, to_bound)
         trial_f = xp.clip(pf + step, lo, hi)
         step = trial_f - pf
         trial = s.p.copy()
@@ -304,9 +368,20 @@ class _Stream:
         s.cost = xp.where(accept, cost_new, s.cost)
         s.J = xp.where(accept[None, :, None], J_new, s.J)
         shrink = xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-        s.lam = xp.where(accept, s.lam * shrink, s.lam * s.nu)
+        s.lam = xp.maximum(xp.where(accept, s.lam * shrink, s.lam * s.nu), 1e-15)
         s.nu = xp.where(accept, 2.0, 2.0 * s.nu)
         s.it = s.it + 1
+
+    def _held_step(self, M: Any, g: Any, step: Any, held: Any, fixed: Any) -> Any:
+        """Re-solve `M s = g` with the `held` components of s fixed to `fixed` (rows
+        without held components keep `step`)."""
+        xp = self.xp
+        eye = xp.eye(M.shape[1], dtype=bool)
+        rhs = xp.where(held, fixed, g - xp.einsum("nij,nj->ni", M, fixed))
+        off = held[:, :, None] | held[:, None, :]
+        reduced = xp.where(off, 0.0, M) + eye * held[:, :, None]
+        solved = xp.linalg.solve(reduced, rhs[..., None])[..., 0]
+        return xp.where(held.any(axis=1, keepdims=True), solved, step)
 
     def _finish(self, s: _State, which: Any, A: Any, code: int) -> None:
         out = self.out

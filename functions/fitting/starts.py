@@ -38,8 +38,15 @@ def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any) ->
         span = xp.maximum(tmax - tmin, 1e-12)
         if p.grid == "time":
             values = tmin + span * mid
+        elif p.grid == "frames":  # mid-points between samples: one per smooth piece
+            mids = 0.5 * (t_full[:, 1:] + t_full[:, :-1])
+            inside = valid[:, 1:] & valid[:, :-1] & (mids > lo) & (mids < hi)
+            ranked = xp.where(inside, mids, xp.inf)
+            ranked = xp.sort(ranked, axis=1)[:, :k]
+            fallback = lo + (hi - lo) * mid[:, : ranked.shape[1]]
+            values = xp.where(xp.isfinite(ranked), ranked, fallback)
         elif p.grid == "rate":
-            values = xp.geomspace(0.3, 30.0, k)[None, :] / span
+            values = xp.geomspace(0.3, 300.0, k)[None, :] / span
         else:  # dose: log-spaced over the positive x range
             pos_min = xp.where(valid & (t_full > 0), t_full, xp.inf).min(axis=1, keepdims=True)
             pos_min = xp.where(xp.isfinite(pos_min), pos_min, 1.0)
@@ -49,23 +56,28 @@ def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any) ->
     return xp.clip(values, lo, hi)
 
 
-def _candidates(xp: ModuleType, spec: FitSpec, t: Any, w: Any, n: int) -> list[Any]:
-    """(n, P) parameter arrays: the request start first, then the grid product."""
+def _candidates(
+    xp: ModuleType, spec: FitSpec, t: Any, w: Any, n: int
+) -> tuple[list[Any], list[int]]:
+    """(n, P) parameter arrays (the request start first, then the grid product) and a
+    group per candidate: candidates sharing a "frames" value form one group, so the
+    starts kept for several solver runs sit in different smooth pieces."""
     start = xp.tile(xp.asarray(spec.start)[None, :], (n, 1))
     gridded = [
         (i, _grid(xp, p, spec.lower[i], spec.upper[i], t, w))
         for i, p in enumerate(spec.model.parameters)
         if spec.free[i] and p.grid is not None and p.n_starts > 0
     ]
-    out = [start]
-    if not gridded:
-        return out
-    for combo in itertools.product(*(range(g.shape[1]) for _, g in gridded)):
+    frames = [k for k, (i, _) in enumerate(gridded)
+              if spec.model.parameters[i].grid == "frames"]
+    out, groups = [start], [-1]
+    for c, combo in enumerate(itertools.product(*(range(g.shape[1]) for _, g in gridded))):
         cand = start.copy()
         for (i, values), j in zip(gridded, combo, strict=True):
             cand[:, i] = values[:, j]
         out.append(cand)
-    return out
+        groups.append(combo[frames[0]] if frames else c)
+    return out, groups
 
 
 def _project(
@@ -85,11 +97,21 @@ def _project(
     A = xp.einsum("int,jnt->nij", J, J)
     g = xp.einsum("int,nt->ni", J, r)
     ridge = 1e-12 * xp.diagonal(A, axis1=1, axis2=2).max(axis=1) + 1e-300
-    A_r = A + ridge[:, None, None] * xp.eye(len(lin))
-    delta = xp.linalg.solve(A_r, g[..., None])[..., 0]
+    eye = xp.eye(len(lin))
+    A_r = A + ridge[:, None, None] * eye
     lo, hi = xp.asarray(spec.lower[lin]), xp.asarray(spec.upper[lin])
-    new_lin = xp.clip(p[:, lin] + delta, lo, hi)
-    d = new_lin - p[:, lin]
+    p_lin = p[:, lin]
+    d = xp.linalg.solve(A_r, g[..., None])[..., 0]
+    clipped = (p_lin + d < lo) | (p_lin + d > hi)
+    if len(lin) > 1 and bool(clipped.any()):
+        # One active-set pass: hold the clipped parameters on their bound and re-solve
+        # for the others (clipping a coupled solution alone can be far from optimal).
+        d_c = xp.where(clipped, xp.clip(p_lin + d, lo, hi) - p_lin, 0.0)
+        rhs = xp.where(clipped, d_c, g - xp.einsum("nij,nj->ni", A_r, d_c))
+        off = clipped[:, :, None] | clipped[:, None, :]
+        M = xp.where(off, 0.0, A_r) + eye * clipped[:, :, None]
+        d = xp.linalg.solve(M, rhs[..., None])[..., 0]
+    d = xp.clip(p_lin + d, lo, hi) - p_lin
     d = xp.where(xp.isfinite(d), d, 0.0)
     cost = raw - xp.einsum("ni,ni->n", d, g) + 0.5 * xp.einsum("ni,nij,nj->n", d, A, d)
     q = p.copy()
@@ -98,7 +120,8 @@ def _project(
 
 
 def choose_starts(
-    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, *, multistart: bool = True
+    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, *, multistart: bool = True,
+    keep: int = 1,
 ) -> Any:
     """Best starting point per trace, `(n, P)`.
 
@@ -112,28 +135,46 @@ def choose_starts(
         Data (0 where missing) and 0/1 weights.
     multistart : bool, optional
         False: the request start only, with its linear parameters projected.
+    keep : int, optional
+        How many of the best candidates to return.
+
+    Returns
+    -------
+    (keep, n, P) array
+        Starting points, best first.
     """
     n = y.shape[0]
-    cands = _candidates(xp, spec, t, w, n) if multistart else _candidates_plain(xp, spec, n)
-    if len(cands) > 1 and y.shape[1] > 2 * SCREEN_POINTS:
+    if multistart:
+        cands, groups = _candidates(xp, spec, t, w, n)
+    else:
+        cands, groups = [xp.tile(xp.asarray(spec.start)[None, :], (n, 1))], [-1]
+    frames = any(p.grid == "frames" for p in spec.model.parameters)
+    if len(cands) > 1 and y.shape[1] > 2 * SCREEN_POINTS and not frames:
         # Ranking candidates needs the trace's shape, not every point: screen on a
         # strided subset, which makes the multi-start a fraction of one LM run.
         stride = -(-y.shape[1] // SCREEN_POINTS)
         t, y, w = t[:, ::stride], y[:, ::stride], w[:, ::stride]
-    best_p = cands[0]
-    best_cost = xp.full(n, xp.inf)
+    points, costs, member = [], [], []
     for c, cand in enumerate(cands):
         q, cost, raw = _project(xp, spec, t, y, w, cand)
-        if c == 0:
-            raw = xp.where(xp.isfinite(raw), raw, xp.inf)
-            best_cost = raw
-        cost = xp.where(xp.isfinite(cost), cost, xp.inf)
-        better = cost < best_cost
-        best_p = xp.where(better[:, None], q, best_p)
-        best_cost = xp.where(better, cost, best_cost)
-    return best_p
-
-
-def _candidates_plain(xp: ModuleType, spec: FitSpec, n: int) -> list[Any]:
-    return [xp.tile(xp.asarray(spec.start)[None, :], (n, 1))]
+        if c == 0:  # the request start itself, unprojected, competes too
+            points.append(cand)
+            costs.append(xp.where(xp.isfinite(raw), raw, xp.inf))
+            member.append(groups[c])
+        points.append(q)
+        costs.append(xp.where(xp.isfinite(cost), cost, xp.inf))
+        member.append(groups[c])
+    stacked, all_costs = xp.stack(points), xp.stack(costs)  # (C, n, P), (C, n)
+    # Best candidate of each group, then the groups ranked by their best cost.
+    best_idx, best_cost = [], []
+    for g in dict.fromkeys(member):
+        idx = xp.asarray([c for c, m in enumerate(member) if m == g])
+        sub = all_costs[idx]
+        best_idx.append(idx[xp.argmin(sub, axis=0)])
+        best_cost.append(sub.min(axis=0))
+    order = xp.argsort(xp.stack(best_cost), axis=0, kind="stable")  # (G, n)
+    best = xp.stack(best_idx)
+    cols = xp.arange(n)
+    picks = [best[order[min(j, len(best_idx) - 1)], cols] for j in range(keep)]
+    return xp.stack([stacked[pick, cols] for pick in picks])  # (keep, n, P)
 
