@@ -136,10 +136,11 @@ class DirectoryStore:
         )
 
     def copy(self, src: str, dst: str) -> ObjectInfo:
+        dest = self._path(dst)  # before spooling, so a bad key leaves no temp file
         source = self.head(src)
         with self._path(src).open("rb") as f:
             spooled = fsutil.spool(iter_chunks(f), self._tmp)
-        return self._commit(dst, self._path(dst), spooled, source.etag, source.content_type)
+        return self._commit(dst, dest, spooled, source.etag, source.content_type)
 
     def delete(self, key: str) -> None:
         path = self._path(key)

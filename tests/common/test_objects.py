@@ -114,6 +114,8 @@ def test_bad_keys_are_refused_and_nothing_is_written(object_store: ObjectStore, 
             attempt()
     assert [info.key for info in object_store.iter_objects()] == ["ok"]
     assert list(object_store.list_multipart_uploads()) == []
+    if isinstance(object_store, DirectoryStore):
+        assert list((object_store.root / ".tmp").iterdir()) == []
 
 
 def test_dir_store_writes_nothing_for_bad_keys(dir_store: DirectoryStore) -> None:
