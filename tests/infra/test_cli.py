@@ -1,0 +1,54 @@
+"""The `aperture` command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect
+
+from infra.cli import build_parser
+from tests.support.app import REPO, make_settings
+from web.app import create_app
+
+
+def _aperture(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APERTURE_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "infra.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_migrate_creates_the_default_database_in_dot_aperture(tmp_path: Path) -> None:
+    result = _aperture("migrate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    database = tmp_path / ".aperture" / "aperture.db"
+    assert database.exists() and "head" in result.stdout
+    tables = inspect(create_engine(f"sqlite:///{database}")).get_table_names()
+    assert {"jobs", "job_events", "files"} <= set(tables)
+
+
+def test_serve_options() -> None:
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "9000",
+                                      "--workers", "3"])
+    assert (args.host, args.port, args.workers) == ("0.0.0.0", 9000, 3)
+    defaults = build_parser().parse_args(["serve"])
+    assert (defaults.host, defaults.port) == ("127.0.0.1", 8000)
+
+
+def test_unknown_command_fails_with_usage(tmp_path: Path) -> None:
+    result = _aperture("fly", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_cors_origins_come_from_settings(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", cors_origins=["https://app.example"], workers=1)
+    with TestClient(create_app(settings)) as client:
+        allowed = client.options("/api/v1/jobs", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.get("/api/v1/health", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers

@@ -1,0 +1,21 @@
+"""The README documents what the code does: every setting, and the two set-up commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.settings import Settings
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    missing = [name for name in Settings.model_fields
+               if f"`APERTURE_{name.upper()}`" not in README]
+    assert missing == []
+
+
+def test_the_readme_shows_the_two_commands() -> None:
+    assert "uv run aperture serve" in README and "uv run pytest" in README
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert "run pytest" in ci
