@@ -31,12 +31,12 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cpu: float = Field(1.0, gt=0)
-    memory_mib: int = Field(1024, gt=0)
-    gpu: str | None = Field(None, description='None, or a Modal GPU type such as "H100".')
-    timeout_s: int = Field(3600, gt=0)
-    retries: int = Field(0, ge=0, le=10)
-    max_containers: int | None = Field(None, gt=0)
+    cpu: float = Field(default=1.0, gt=0)
+    memory_mib: int = Field(default=1024, gt=0)
+    gpu: str | None = Field(default=None, description='None, or a Modal GPU type such as "H100".')
+    timeout_s: int = Field(default=3600, gt=0)
+    retries: int = Field(default=0, ge=0, le=10)
+    max_containers: int | None = Field(default=None, gt=0)
 
 
 class StoredFile(BaseModel):

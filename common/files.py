@@ -17,8 +17,15 @@ from common.objects.base import CHUNK_SIZE
 from common.records import File, transaction
 from common.records.types import utcnow
 
-#: Sentinel for "any owner" (admins, the system): distinct from owner None (anonymous).
-ANY_OWNER: Any = object()
+
+class _AnyOwner:
+    """Sentinel for "any owner" (admins, the system): distinct from owner None (anonymous)."""
+
+    def __repr__(self) -> str:
+        return "ANY_OWNER"
+
+
+ANY_OWNER = _AnyOwner()
 
 
 def file_key(owner_id: uuid.UUID | None, file_id: uuid.UUID, name: str) -> str:
@@ -56,13 +63,13 @@ class Files:
         self.db = db
         self.objects = objects
 
-    def get(self, file_id: uuid.UUID, *, owner_id: uuid.UUID | None | Any = ANY_OWNER
+    def get(self, file_id: uuid.UUID, *, owner_id: uuid.UUID | Any | None = ANY_OWNER
             ) -> StoredFile:
         """The file, if `owner_id` may see it; another owner's file is NotFound, not Forbidden,
         so ids do not leak."""
         with self.db() as session:
             row = session.get(File, file_id)
-        if row is None or (owner_id is not ANY_OWNER and row.owner_id != owner_id):
+        if row is None or (not isinstance(owner_id, _AnyOwner) and row.owner_id != owner_id):
             raise NotFound(f"no file with id {file_id}")
         return StoredFile.model_validate(row, from_attributes=True)
 

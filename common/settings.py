@@ -32,40 +32,42 @@ class Settings(BaseSettings):
     environment: Environment = Environment.development
     data_dir: Path = Path(".aperture")
     public_url: str = Field(
-        "http://127.0.0.1:8000",
+        default="http://127.0.0.1:8000",
         description="Base URL clients reach the API on; used to build signed URLs.",
     )
     secret_key: SecretStr | None = Field(
-        None,
+        default=None,
         description="Signs URLs and local access tokens. Generated into the data dir "
         "in development; required in production.",
     )
 
     # records
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default is a SQLite file in the data dir."
+        default=None, description="SQLAlchemy URL; default is a SQLite file in the data dir."
     )
 
     # objects
     object_store: Literal["dir", "s3"] = "dir"
-    objects_dir: Path | None = Field(None, description="Default: <data_dir>/objects.")
+    objects_dir: Path | None = Field(default=None, description="Default: <data_dir>/objects.")
     s3_endpoint_url: str | None = None
     s3_bucket: str = "aperture"
     s3_region: str = "us-east-1"
     s3_path_style: bool = False
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
-    signed_url_ttl_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    signed_url_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
 
     # execution
     executor: Literal["local", "modal"] = "local"
-    workers: int = Field(2, ge=1, le=256, description="Local worker processes.")
+    workers: int = Field(default=2, ge=1, le=256, description="Local worker processes.")
     cancel_grace_s: float = Field(
-        5.0, ge=0, description="Time a cancelled job gets to stop before its worker is killed."
+        default=5.0,
+        ge=0,
+        description="Time a cancelled job gets to stop before its worker is killed.",
     )
-    heartbeat_interval_s: float = Field(2.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
     heartbeat_timeout_s: float = Field(
-        30.0, gt=0, description="A running job silent for this long is treated as dead."
+        default=30.0, gt=0, description="A running job silent for this long is treated as dead."
     )
     extra_capabilities: list[str] = Field(
         default_factory=list,
@@ -92,8 +94,9 @@ class Settings(BaseSettings):
     def _refuse_unsafe(self) -> Settings:
         if self.environment is Environment.production:
             if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
-                raise ValueError("APERTURE_SECRET_KEY of at least 32 characters is required "
-                                 "in production")
+                raise ValueError(
+                    "APERTURE_SECRET_KEY of at least 32 characters is required in production"
+                )
             if "*" in self.cors_origins:
                 raise ValueError("APERTURE_CORS_ORIGINS='*' is not allowed in production")
         if self.object_store == "s3" and not self.s3_bucket:

@@ -46,7 +46,7 @@ def checksum(params: ChecksumParams, ctx: Context) -> ChecksumResult:
 class NoopParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sleep_s: float = Field(0.0, ge=0, le=60, description="Seconds to wait (cancellable).")
+    sleep_s: float = Field(default=0.0, ge=0, le=60, description="Seconds to wait (cancellable).")
 
 
 class NoopResult(BaseModel):

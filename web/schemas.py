@@ -28,15 +28,15 @@ class JobCreate(BaseModel):
 
     function: str = Field(min_length=1, max_length=128)
     params: dict[str, Any] = Field(default_factory=dict)
-    name: str | None = Field(None, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
     tags: list[str] = Field(default_factory=list, max_length=32)
 
 
 class JobUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=256)
-    tags: list[str] | None = Field(None, max_length=32)
+    name: str | None = Field(default=None, max_length=256)
+    tags: list[str] | None = Field(default=None, max_length=32)
 
 
 JobPublic = JobRecord

@@ -127,6 +127,10 @@ class MultipartFile:
         return to_sync(self.chunks())
 
 
+async def _next_chunk(stream: AsyncIterator[bytes]) -> bytes:
+    return await anext(stream)
+
+
 def to_sync(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
     """Pull an async byte stream from any thread: each chunk is awaited on the event loop
     (at most one in flight). Call it on the event loop: it captures the loop's token there,
@@ -136,7 +140,7 @@ def to_sync(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
     def chunks() -> Iterator[bytes]:
         while True:
             try:
-                yield anyio.from_thread.run(stream.__anext__, token=token)
+                yield anyio.from_thread.run(_next_chunk, stream, token=token)
             except StopAsyncIteration:
                 return
 

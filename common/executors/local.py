@@ -12,6 +12,7 @@ held by an earlier local instance are recovered as that instance is gone.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -149,10 +150,8 @@ class LocalExecutor:
     # -- supervisor -----------------------------------------------------------------
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the pipe is full or closed: already awake
             os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):  # the pipe is full or closed: already awake
-            pass
 
     def _supervise(self) -> None:
         next_scan = next_reap = 0.0
@@ -214,10 +213,8 @@ class LocalExecutor:
                 worker.job_id = job_id
             worker.started = time.monotonic()
             worker.timeout_s = _timeout_of(self.runtime, job_id)
-            try:
+            with contextlib.suppress(OSError):  # a death is reported by the sentinel
                 worker.conn.send(("run", job_id, self.prefix + str(job_id)))
-            except (BrokenPipeError, OSError):
-                pass  # the sentinel reports the death and the job is recovered
 
     def _idle_worker(self) -> _Worker | None:
         """An idle ready worker; spawns an extra one while parents block in `gather`."""

@@ -72,7 +72,7 @@ class JobQueries:
     def __init__(self, db: sessionmaker[Session]) -> None:
         self.db = db
 
-    def list(self, f: JobFilter, *, limit: int = 50, offset: int = 0
+    def find(self, f: JobFilter, *, limit: int = 50, offset: int = 0
              ) -> tuple[list[JobRecord], int]:
         """A page of jobs, newest first, and the total number that match."""
         with self.db() as session:
@@ -128,7 +128,7 @@ class JobQueries:
             return session.scalar(select(func.max(JobEvent.id))) or 0
 
     def children(self, parent_id: uuid.UUID) -> list[JobRecord]:
-        return self.list(JobFilter(parent_id=parent_id, all_owners=True), limit=100_000)[0]
+        return self.find(JobFilter(parent_id=parent_id, all_owners=True), limit=100_000)[0]
 
     def unclaimed(self, executor: str, *, limit: int = 100) -> list[uuid.UUID]:
         """Queued jobs of `executor` that no executor instance holds yet, oldest first."""

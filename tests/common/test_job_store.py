@@ -155,18 +155,18 @@ def test_list_filters_and_pagination(stores) -> None:  # type: ignore[no-untyped
     _new(jobs, owner_id=owner, function="checksum", tags=['we"ird'])
     _new(jobs, owner_id=uuid.uuid4(), tags=["batch"])
     mine = JobFilter(owner_id=owner)
-    page, total = queries.list(mine, limit=2, offset=0)
+    page, total = queries.find(mine, limit=2, offset=0)
     assert total == 6 and len(page) == 2
-    assert queries.list(JobFilter(owner_id=owner, tag="batch"))[1] == 5
-    assert queries.list(JobFilter(owner_id=owner, tag='we"ird'))[1] == 1
-    assert queries.list(JobFilter(owner_id=owner, tag="n3"))[0][0].id == ids[3]
-    assert queries.list(JobFilter(owner_id=owner, function="checksum"))[1] == 1
-    assert queries.list(JobFilter(all_owners=True, tag="batch"))[1] == 6
-    assert queries.list(JobFilter())[1] == 0  # no owner given: only ownerless jobs
+    assert queries.find(JobFilter(owner_id=owner, tag="batch"))[1] == 5
+    assert queries.find(JobFilter(owner_id=owner, tag='we"ird'))[1] == 1
+    assert queries.find(JobFilter(owner_id=owner, tag="n3"))[0][0].id == ids[3]
+    assert queries.find(JobFilter(owner_id=owner, function="checksum"))[1] == 1
+    assert queries.find(JobFilter(all_owners=True, tag="batch"))[1] == 6
+    assert queries.find(JobFilter())[1] == 0  # no owner given: only ownerless jobs
     later = datetime.now(UTC) + timedelta(minutes=1)
-    assert queries.list(JobFilter(owner_id=owner, created_after=later))[1] == 0
+    assert queries.find(JobFilter(owner_id=owner, created_after=later))[1] == 0
     jobs.start(ids[0], "h")
-    assert queries.list(JobFilter(owner_id=owner, status=Status.running))[1] == 1
+    assert queries.find(JobFilter(owner_id=owner, status=Status.running))[1] == 1
 
 
 def test_stats_count_and_time(stores) -> None:  # type: ignore[no-untyped-def]

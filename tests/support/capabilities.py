@@ -18,7 +18,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seconds: float = 0.0
-    children: int = Field(0, ge=0, le=50)
+    children: int = Field(default=0, ge=0, le=50)
     exit_code: int = 3
 
 

@@ -56,7 +56,7 @@ def read_jobs(
 ) -> Page[JobPublic]:
     """Jobs, newest first, filtered by status, function, tag and creation time."""
     f = _filter(user, status, function, tag, created_after, created_before)
-    items, total = state.runtime.queries.list(f, limit=limit, offset=offset)
+    items, total = state.runtime.queries.find(f, limit=limit, offset=offset)
     return Page[JobPublic](items=items, total=total, limit=limit, offset=offset)
 
 
@@ -139,10 +139,10 @@ async def _job_stream(state: State, job_id: uuid.UUID, after: int
             for event in await run_in_threadpool(queries.events, job_id, after_seq=after):
                 yield _sse(event)
             return
-        while (event := await queue.get()) is not None:
-            if event.seq <= after:
+        while (news := await queue.get()) is not None:
+            if news.seq <= after:
                 continue
-            yield _sse(event)
-            after = event.seq
-            if event.kind == "status" and event.status.terminal:
+            yield _sse(news)
+            after = news.seq
+            if news.kind == "status" and news.status.terminal:
                 return
