@@ -141,10 +141,14 @@ def _stderr(xp: ModuleType, spec: FitSpec, hess: Any, ss_res: Any, npts: Any) ->
     n, k = hess.shape[0], hess.shape[1]
     ok = xp.isfinite(hess).all(axis=(1, 2)) & (npts > k)
     safe = xp.where(ok[:, None, None], hess, xp.eye(k))
-    vals, vecs = xp.linalg.eigh(safe)
+    # Invert in correlation form: parameters differ in scale by many orders of
+    # magnitude, and a cutoff on the raw eigenvalues would drop well-determined ones.
+    d = xp.sqrt(xp.diagonal(safe, axis1=1, axis2=2))
+    d = xp.where(d > 0, d, 1.0)
+    vals, vecs = xp.linalg.eigh(safe / (d[:, :, None] * d[:, None, :]))
     cutoff = 1e-13 * xp.abs(vals).max(axis=1, keepdims=True)
     inv = xp.where(vals > cutoff, 1.0 / xp.where(vals > cutoff, vals, 1.0), 0.0)
-    var = xp.einsum("nij,nj->ni", vecs * vecs, inv)
+    var = xp.einsum("nij,nj->ni", vecs * vecs, inv) / (d * d)
     s2 = ss_res / xp.maximum(npts - k, 1.0)
     se_free = xp.where(ok[:, None], xp.sqrt(var * s2[:, None]), xp.nan)
     out = xp.full((n, len(spec.names)), xp.nan)

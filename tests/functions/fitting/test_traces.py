@@ -1,0 +1,118 @@
+"""Reading long CSV, wide CSV and Parquet traces; the load-traces summary; bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from common.errors import InvalidInput
+from functions.fitting.synthetic import synthetic_traces, to_long_csv, to_wide_csv
+from functions.fitting.traces import read_traces, summarize_traces
+
+
+@pytest.fixture(scope="module")
+def ragged():
+    return synthetic_traces("maturation", n=30, n_times=24, missing=0.1, ragged=True, seed=4)
+
+
+@pytest.mark.parametrize("unit", ["min", "h", "s"])
+def test_long_csv_round_trips_with_units(ragged, unit: str) -> None:
+    tr = read_traces(to_long_csv(ragged, time_unit=unit))
+    assert tr.layout == "long" and tr.time_unit == unit
+    np.testing.assert_allclose(tr.t, ragged.t, rtol=1e-9)  # converted to hours
+    np.testing.assert_array_equal(np.isnan(tr.y), np.isnan(ragged.y))
+    np.testing.assert_allclose(np.nan_to_num(tr.y), np.nan_to_num(ragged.y), rtol=1e-9)
+    np.testing.assert_array_equal(tr.fov, ragged.fov)
+    np.testing.assert_array_equal(tr.cell, ragged.cell)
+
+
+def test_time_unit_argument_applies_without_header(ragged) -> None:
+    body = to_long_csv(ragged, time_unit="min").split(b"\n", 1)[1]
+    tr = read_traces(body, time_unit="min")
+    np.testing.assert_allclose(tr.t, ragged.t, rtol=1e-9)
+    assert read_traces(body).time_unit == "h"  # default when nobody says
+
+
+def test_wide_csv(ragged) -> None:
+    tr = read_traces(to_wide_csv(ragged))
+    assert tr.layout == "wide"
+    np.testing.assert_allclose(np.nan_to_num(tr.y), np.nan_to_num(ragged.y), rtol=1e-9)
+    np.testing.assert_array_equal(tr.cell, ragged.cell)
+    named = read_traces(b"time,a,b\n0,1,2\n1,3,\n")
+    assert list(named.cell) == ["a", "b"] and np.isnan(named.y[1, 1])
+
+
+@pytest.mark.parametrize("layout", ["long", "wide"])
+def test_parquet(ragged, layout: str) -> None:
+    if layout == "long":
+        valid = np.isfinite(ragged.y)
+        rows, cols = np.nonzero(valid)
+        table = pa.table({"time": ragged.t[cols] * 60, "fov": ragged.fov[rows],
+                          "cell": ragged.cell[rows], "value": ragged.y[valid]})
+        table = table.replace_schema_metadata({"time_units": "min"})
+    else:
+        names = [f"{f}_{c}" for f, c in zip(ragged.fov, ragged.cell, strict=True)]
+        table = pa.table({"time": ragged.t, **dict(zip(names, ragged.y, strict=True))})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    tr = read_traces(buf.getvalue())
+    np.testing.assert_allclose(tr.t, ragged.t, rtol=1e-9)
+    np.testing.assert_allclose(np.nan_to_num(tr.y), np.nan_to_num(ragged.y), rtol=1e-9)
+
+
+def test_per_cell_time_grids_are_packed() -> None:
+    # every cell has its own sampling times (no shared frame grid)
+    data = b"time,fov,cell,value\n0,0,0,1\n1,0,0,2\n0.5,0,1,5\n1.5,0,1,6\n0.7,0,2,8\n0.9,0,2,9\n"
+    tr = read_traces(data)
+    assert tr.t.shape == tr.y.shape == (3, 2)
+    np.testing.assert_allclose(tr.t, [[0, 1], [0.5, 1.5], [0.7, 0.9]])
+    np.testing.assert_allclose(tr.y, [[1, 2], [5, 6], [8, 9]])
+
+
+def test_summary_counts_all_cells(ragged) -> None:
+    tr = read_traces(to_long_csv(ragged))
+    summary = summarize_traces(tr, preview=3)
+    per_cell = np.isfinite(ragged.y).sum(axis=1)
+    assert summary["cell_count"] == 30
+    assert summary["time_points"] == {"min": int(per_cell.min()),
+                                      "median": float(np.median(per_cell)),
+                                      "max": int(per_cell.max())}
+    assert summary["value_range"] == pytest.approx([np.nanmin(ragged.y), np.nanmax(ragged.y)])
+    assert summary["missing_points"] == int((~np.isfinite(ragged.y)).sum())
+    assert len(summary["preview"]) == 3 and summary["preview"][0]["cell"] == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"# Time units: min\n", "no header"),
+        (b"time,fov,cell,value\n", "no data rows"),
+        (b"time,fov,value\n0,0,1\n", "needs columns time,fov,cell,value"),
+        (b"value\n1\n2\n", "long format needs columns"),
+        (b"time\n1\n2\n", "expected long format"),
+        (b"time,fov,cell,value\n0,0,0,abc\n", "'value' is not numeric: row 1 holds 'abc'"),
+        (b"time,fov,cell,value\nx,0,0,1\n", "'time' is not numeric"),
+        (b"time,fov,cell,value\n0,0,0,inf\n1,0,0,2\n", "1 infinite values"),
+        (b"time,fov,cell,value\n0,0,0,1\n,0,0,2\n", "missing or infinite"),
+        (b"time,fov,cell,value\n0,0,0,1\n0,0,0,2\n", "duplicate rows"),
+        (b"# Time units: fortnights\ntime,a\n0,1\n", "unknown time unit"),
+        (b"time,a\n0,1\n0,2\n", "duplicate times"),
+        (b"PAR1 not really parquet", "not a readable Parquet"),
+    ],
+)
+def test_bad_files_are_invalid_input(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        read_traces(data, name="x.csv")
+
+
+def test_all_nan_cells_are_kept() -> None:
+    tr = read_traces(b"time,fov,cell,value\n0,0,0,1\n1,0,0,2\n0,0,1,\n1,0,1,nan\n")
+    assert len(tr) == 2 and np.isnan(tr.y[1]).all()
+    summary = summarize_traces(tr)
+    assert summary["empty_cells"] == 1 and summary["nan_count"] == 2
