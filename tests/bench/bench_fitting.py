@@ -1,0 +1,138 @@
+"""Batched trace fitting against the field's per-trace `scipy.optimize.least_squares` loop.
+
+    uv run python tests/bench/bench_fitting.py [--traces 10000] [--reference 500]
+        [--workers 1] [--gpu-traces 1000000]
+
+Data: synthetic `maturation` traces (180 points, 10-minute frames, 2 % noise) with known
+parameters (`functions.fitting.synthetic`). In one run:
+
+- aperture: `fit_traces` on all traces on the CPU (default start, bounds; multi-start on).
+- reference: `least_squares` (method "trf", 2-point Jacobian: the usual practice) with
+  the same model, bounds and start, one call per trace, on an evenly spaced subsample,
+  its rate scaled to fits/s. The residual is the plain textbook formula in numpy.
+- parity, on the subsample where the reference converged: the fraction of traces where
+  our SS_res <= reference x (1 + 1e-6), where parameters agree within 1e-3 relative,
+  and where either holds (the acceptance criterion). Goal: ratio >= 100, parity 1.0.
+- gpu (where cupy sees a device): fits/s for `--gpu-traces` traces.
+
+Prints one JSON line per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from common.arrays import gpu_available
+from functions.fitting.fit import FitArrays, fit_traces
+from functions.fitting.reference import ReferenceFit, parity
+from functions.fitting.solver import SolverOptions
+from functions.fitting.spec import FitSpec, resolve_spec
+from functions.fitting.synthetic import synthetic_traces
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def textbook_maturation(t: np.ndarray, p: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """The maturation model as a per-trace script writes it (fitted t0, ktl, delta, offset)."""
+    t0, ktl, delta, offset = p
+    km, beta, scale = fixed
+    dt = t - t0
+    b = beta - delta
+    bracket = (np.exp(-(beta + km) * dt) / (b + km) - np.exp(-beta * dt) / b
+               + km * np.exp(-delta * dt) / (b * (b + km)))
+    return scale * (ktl * bracket * (dt > 0) + offset)
+
+
+def reference_loop(spec: FitSpec, t: np.ndarray, y: np.ndarray) -> tuple[ReferenceFit, float]:
+    from scipy.optimize import least_squares
+
+    free = spec.free
+    fixed = spec.start[~free]
+    lower, upper, x0 = spec.lower[free], spec.upper[free], spec.start[free]
+    n = y.shape[0]
+    params = np.tile(spec.start, (n, 1))
+    ss = np.full(n, np.nan)
+    ok = np.zeros(n, dtype=bool)
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):
+        for i in range(n):
+            yi = y[i]
+            res = least_squares(lambda p, yi=yi: textbook_maturation(t, p, fixed) - yi,
+                                x0, bounds=(lower, upper))
+            params[i, free] = res.x
+            ss[i] = 2.0 * res.cost
+            ok[i] = res.status > 0
+    return ReferenceFit(params, ss, ok), time.perf_counter() - start
+
+
+def subset(fit: FitArrays, rows: np.ndarray) -> FitArrays:
+    fields = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
+    return FitArrays(names=fit.names, free=fit.free, device=fit.device,
+                     **{k: getattr(fit, k)[rows] for k in fields})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--traces", type=int, default=10_000)
+    parser.add_argument("--points", type=int, default=180)
+    parser.add_argument("--reference", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--gpu-traces", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    spec = resolve_spec("maturation")
+    data = synthetic_traces("maturation", n=args.traces, n_times=args.points, noise=0.02,
+                            seed=args.seed)
+    fit_traces(spec, data.t, data.y[:64])  # imports and caches out of the timing
+
+    start = time.perf_counter()
+    ours = fit_traces(spec, data.t, data.y, workers=args.workers)
+    ours_s = time.perf_counter() - start
+    ours_rate = args.traces / ours_s
+
+    rows = np.linspace(0, args.traces - 1, min(args.reference, args.traces)).astype(int)
+    ref, ref_s = reference_loop(spec, data.t, data.y[rows])
+    ref_rate = rows.size / ref_s
+    agreement = parity(subset(ours, rows), ref)
+    emit(
+        bench="fitting", measure="cpu", model="maturation", traces=args.traces,
+        points=args.points, workers=args.workers, cpu_count=os.cpu_count(),
+        aperture_fits_per_s=round(ours_rate, 1), aperture_seconds=round(ours_s, 3),
+        reference="scipy.optimize.least_squares per trace (trf, 2-point jac), "
+                  f"{rows.size}-trace subsample, scaled",
+        reference_fits_per_s=round(ref_rate, 1),
+        reference_ms_per_fit=round(1e3 / ref_rate, 3),
+        ratio=round(ours_rate / ref_rate, 1), goal_ratio=100,
+        parity_cost_rate=agreement["cost_rate"], parity_params_rate=agreement["params_rate"],
+        parity_either_rate=agreement["either_rate"], parity_compared=agreement["compared"],
+        success_rate=float(ours.success.mean()),
+        median_iterations=float(np.median(ours.iterations)),
+        median_r_squared=float(np.median(ours.r_squared)),
+    )
+
+    if gpu_available() and args.gpu_traces > 0:
+        big = synthetic_traces("maturation", n=args.gpu_traces, n_times=args.points,
+                               noise=0.02, seed=args.seed + 1)
+        fit_traces(spec, big.t, big.y[:1024], device="gpu")  # kernels compiled and cached
+        start = time.perf_counter()
+        gpu = fit_traces(spec, big.t, big.y, device="gpu",
+                         options=SolverOptions(working_set=1 << 18))
+        gpu_s = time.perf_counter() - start
+        emit(bench="fitting", measure="gpu", model="maturation", traces=args.gpu_traces,
+             points=args.points, gpu_fits_per_s=round(args.gpu_traces / gpu_s, 1),
+             gpu_seconds=round(gpu_s, 3), cpu_fits_per_s=round(ours_rate, 1),
+             ratio_vs_reference=round(args.gpu_traces / gpu_s / ref_rate, 1),
+             success_rate=float(gpu.success.mean()))
+
+
+if __name__ == "__main__":
+    main()
