@@ -192,9 +192,12 @@ def estimate_background(
     med = _fill_missing(med, frames, xp)
     _, h, w = frames.shape
     ay = be.asarray(interpolation_matrix(h, tile, degree))
-    ax = be.asarray(interpolation_matrix(w, tile, degree))
-    surface = xp.matmul(xp.matmul(ay, med), ax.T)
-    return surface.astype(xp.float32)
+    ax_t = be.asarray(np.ascontiguousarray(interpolation_matrix(w, tile, degree).T,
+                                           dtype=np.float32))
+    surface = xp.empty(frames.shape, dtype=xp.float32)
+    for f in range(frames.shape[0]):  # (Y, ny) @ (ny, nx) in float64, then one float32 GEMM
+        xp.matmul((ay @ med[f]).astype(xp.float32), ax_t, out=surface[f])
+    return surface
 
 
 def subtract_background(frames: Any, background: Any, *, weight: float = 1.0,

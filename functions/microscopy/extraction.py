@@ -168,36 +168,70 @@ def perimeters(fg: Foreground) -> np.ndarray:
 def convex_areas(fg: Foreground) -> np.ndarray:
     """Pixels in each component's convex hull, as scikit-image's ``area_convex``.
 
-    The hull is that of the midpoints of the boundary pixels' edges; pixels whose
-    centres lie inside or on it are counted. A loop over cells, each a small Qhull call
-    and a half-plane test over the cell's bounding box.
-    """
-    from scipy.spatial import ConvexHull, QhullError
+    scikit-image takes the hull of the midpoints of the boundary pixels' edges and counts
+    the pixel centres inside or on it. Only each row's outermost pixels matter; the hull's
+    left boundary is then the greatest convex minorant of the left points (x as a
+    function of y) and its right boundary the least concave majorant of the right ones,
+    both found for every component at once by pruning points that lie on or beyond the
+    segment joining their neighbours, until none does.
 
-    border = _border(fg)
-    lab = fg.label[border]
+    Returns
+    -------
+    convex_area : (n + 1,) float64 ndarray
+    """
     _, y, x = fg.coords()
-    y, x = y[border].astype(np.float64), x[border].astype(np.float64)
-    order = np.argsort(lab, kind="stable")
-    lab, y, x = lab[order], y[order], x[order]
-    out = np.zeros(fg.n + 1)
-    bounds = np.flatnonzero(np.diff(lab)) + 1
-    diamond = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]])
-    for cy, cx, cl in zip(np.split(y, bounds), np.split(x, bounds), np.split(lab, bounds),
-                          strict=True):
-        if not len(cl):
-            continue
-        pts = (np.stack([cy, cx], axis=1)[:, None, :] + diamond).reshape(-1, 2)
-        y0, x0 = int(cy.min()), int(cx.min())
-        gy, gx = np.mgrid[y0:int(cy.max()) + 1, x0:int(cx.max()) + 1]
-        try:
-            eq = ConvexHull(pts).equations
-        except QhullError:  # collinear: a one-pixel-wide line, every pixel is in the hull
-            out[cl[0]] = gy.size
-            continue
-        dist = eq[:, :1] * gy.ravel() + eq[:, 1:2] * gx.ravel() + eq[:, 2:]
-        out[cl[0]] = np.count_nonzero((dist <= 1e-9).all(axis=0))
-    return out
+    _, h, w = fg.padded.shape
+    order = np.argsort((fg.label * h + y) * w + x)
+    lab, y, x = fg.label[order], y[order], x[order]
+    row = lab * h + y
+    first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    last = np.r_[first[1:] - 1, len(row) - 1]
+    rl, ry = lab[first], y[first]
+    xl, xr = x[first].astype(np.float64), x[last].astype(np.float64)
+    left = _minorant_at_rows(rl, ry, xl, -1.0, h)
+    right = -_minorant_at_rows(rl, ry, -xr, -1.0, h)
+    tol = 1e-9
+    count = np.floor(right + tol) - np.ceil(left - tol) + 1
+    return _bincount(rl, fg.n, np.maximum(count, 0))
+
+
+def _minorant_at_rows(lab: np.ndarray, ry: np.ndarray, xe: np.ndarray, outward: float,
+                      h: int) -> np.ndarray:
+    """Greatest convex minorant (x of y) of each component's edge-midpoint points
+    ``(y ± ½, xe)`` and ``(y, xe + outward·½)``, evaluated at every row ``ry``.
+
+    ``lab, ry`` are sorted by label then row; returns an array aligned with them.
+    """
+    # points in half-pixel row units: 2y - 1, 2y, 2y + 1
+    py = np.concatenate([2 * ry - 1, 2 * ry, 2 * ry + 1])
+    px = np.concatenate([xe, xe + outward * 0.5, xe])
+    pl = np.concatenate([lab, lab, lab])
+    key = pl * (2 * h + 4) + (py + 1)
+    order = np.argsort(key, kind="stable")
+    key, py, px, pl = key[order], py[order], px[order], pl[order]
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    px = np.minimum.reduceat(px, start)  # rows meeting at y ± ½: keep the outermost
+    key, py, pl = key[start], py[start].astype(np.float64), pl[start]
+    while True:
+        inner = np.zeros(len(key), dtype=bool)
+        inner[1:-1] = (pl[1:-1] == pl[:-2]) & (pl[1:-1] == pl[2:])
+        i = np.flatnonzero(inner)
+        if not len(i):
+            break
+        # on or above the chord of its neighbours: not a vertex of the minorant
+        chord = px[i - 1] + (px[i + 1] - px[i - 1]) * (py[i] - py[i - 1]) / (py[i + 1] - py[i - 1])
+        drop = i[px[i] >= chord - 1e-12]
+        if not len(drop):
+            break
+        keep = np.ones(len(key), dtype=bool)
+        keep[drop] = False
+        key, py, px, pl = key[keep], py[keep], px[keep], pl[keep]
+    qkey = lab * (2 * h + 4) + (2 * ry + 1)
+    j = np.clip(np.searchsorted(key, qkey, side="right") - 1, 0, len(key) - 2)
+    same = key[j] == qkey
+    k = np.minimum(j + 1, len(key) - 1)
+    frac = (2 * ry - py[j]) / np.where(py[k] != py[j], py[k] - py[j], 1.0)
+    return np.where(same, px[j], px[j] + (px[k] - px[j]) * frac)
 
 
 def intensity_features(fg: Foreground, values: np.ndarray, *, erosion: int = 0

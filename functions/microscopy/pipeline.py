@@ -58,7 +58,7 @@ class WorkflowOptions(BaseModel):
     min_length: int = Field(30, ge=0)
     border_margin: int = Field(50, ge=0)
     # execution
-    batch_pixels: int = Field(2**21, ge=1, description="pixels per frame batch")
+    batch_pixels: int = Field(2**20, ge=1, description="pixels per frame batch")
     device: str = Field("cpu", pattern="^(cpu|gpu|auto)$")
 
     @model_validator(mode="after")

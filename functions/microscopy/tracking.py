@@ -9,18 +9,21 @@ reappears, and ids are int64 (never capped at 65,535).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 import numpy as np
 
 
-def overlap_iou(prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def overlap_iou(prev: np.ndarray, cur: np.ndarray, *, prev_area: np.ndarray | None = None,
+                cur_area: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Intersection over union of every overlapping pair of labels of two frames.
 
     Parameters
     ----------
     prev, cur : (Y, X) integer ndarray
         Label images (0 = background).
+    prev_area, cur_area : ndarray, optional
+        ``bincount`` of each image when already known.
 
     Returns
     -------
@@ -36,12 +39,14 @@ def overlap_iou(prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if a_px.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
-    nb = int(cur.max()) + 1
+    nb = int(b_px.max()) + 1
     pairs, inter = np.unique(a_px * nb + b_px, return_counts=True)
     a, b = pairs // nb, pairs % nb
-    area_a = np.bincount(prev.ravel(), minlength=int(a.max()) + 1)[a]
-    area_b = np.bincount(cur.ravel(), minlength=nb)[b]
-    return a, b, inter / (area_a + area_b - inter)
+    if prev_area is None:
+        prev_area = np.bincount(prev.ravel())
+    if cur_area is None:
+        cur_area = np.bincount(cur.ravel())
+    return a, b, inter / (prev_area[a] + cur_area[b] - inter)
 
 
 def match_pairs(a: np.ndarray, b: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +116,7 @@ class IoUTracker:
         self.min_iou = min_iou
         self.max_gap = max_gap
         self.next_id = 1
-        # (track-id image, ids present) of the last max_gap + 1 frames, newest first
+        # (track-id image, pixel count per track id) of the last max_gap + 1 frames
         self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=max_gap + 1)
         self._last_seen: dict[int, int] = {}
         self._frame = -1
@@ -140,11 +145,12 @@ class IoUTracker:
         unmatched = np.ones(n + 1, dtype=bool)
         unmatched[0] = False
         used: set[int] = set()
-        for age, (track_img, _present) in enumerate(self._history, start=1):
+        area = np.bincount(labels.ravel(), minlength=n + 1)
+        for age, (track_img, track_area) in enumerate(self._history, start=1):
             if not unmatched.any():
                 break
-            cur = np.where(unmatched[labels], labels, 0)
-            a, b, iou = overlap_iou(track_img, cur)
+            cur = labels if age == 1 else np.where(unmatched[labels], labels, 0)
+            a, b, iou = overlap_iou(track_img, cur, prev_area=track_area, cur_area=area)
             # only tracks last seen exactly `age` frames ago and not yet taken
             ok = iou >= self.min_iou
             if age > 1:
@@ -161,10 +167,9 @@ class IoUTracker:
         self.next_id += len(new)
         for t in ids[1:].tolist():
             self._last_seen[t] = self._frame
-        self._history.appendleft((ids[labels], ids[1:]))
+        id_type = np.int32 if self.next_id < 2**31 else np.int64
+        track_img = ids.astype(id_type)[labels]
+        track_area = np.zeros(self.next_id, dtype=np.int64)
+        track_area[ids[1:]] = area[1:]
+        self._history.appendleft((track_img, track_area))
         return ids
-
-
-def relabel(labels: Any, ids: np.ndarray) -> np.ndarray:
-    """Replace component labels with track ids: ``ids[labels]`` (int64 kept as given)."""
-    return ids[labels]
