@@ -179,6 +179,8 @@ def convex_areas(fg: Foreground) -> np.ndarray:
     -------
     convex_area : (n + 1,) float64 ndarray
     """
+    if not len(fg.label):
+        return np.zeros(fg.n + 1)
     _, y, x = fg.coords()
     _, h, w = fg.padded.shape
     order = np.argsort((fg.label * h + y) * w + x)

@@ -93,10 +93,9 @@ def open_reader(path: str | Path) -> Reader:
     if kind == "nd2":
         return Nd2Reader(path)
     if kind == "czi":
-        raise UnsupportedFile(
-            f"{Path(path).name} is a CZI file; CZI reading is not available in this "
-            "deployment (neither pylibCZIrw nor czifile is installed)"
-        )
+        from functions.microscopy.readers_czi import CziReader
+
+        return CziReader(path)
     from functions.microscopy.readers_tiff import TiffReader
 
     return TiffReader(path)

@@ -85,3 +85,9 @@ def test_feature_list_has_units() -> None:
               "intensity_total", "intensity_mean", "intensity_max", "intensity_std",
               "intensity_median"):
         assert names[n]["unit"] and names[n]["description"]
+
+
+def test_frames_without_cells() -> None:
+    fg = Foreground.from_labels(np.zeros((2, 8, 9), np.int32))
+    assert shape_features(fg)["area"].tolist() == [0.0]
+    assert intensity_features(fg, np.ones((2, 8, 9)))["intensity_total"].tolist() == [0.0]

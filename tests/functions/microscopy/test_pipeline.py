@@ -123,3 +123,23 @@ def test_options_are_checked_against_the_file(synthetic_512: dict[str, Any], tmp
                                               bad: dict[str, Any]) -> None:
     with open_reader(synthetic_512["paths"].image) as reader, pytest.raises(ValueError):
         run_fov(reader, 0, tmp_path, WorkflowOptions(**bad))
+
+
+@pytest.mark.parametrize("kind", ["czi", "tiff", "ome-tiff"])
+def test_every_format_runs_through_the_same_path(real_dir: Path, tmp_path: Path,
+                                                 kind: str) -> None:
+    from tests.functions.microscopy.test_readers import write_czi, write_ome
+
+    if kind == "czi":
+        path = tmp_path / "s.czi"
+        write_czi(path)
+    elif kind == "tiff":
+        path = real_dir / "boxes.tiff"
+    else:
+        path = tmp_path / "t.ome.tif"
+        write_ome(path, {"TimeIncrement": 90.0, "TimeIncrementUnit": "s"})
+    with open_reader(path) as reader:
+        result = run_fov(reader, 0, tmp_path / "out",
+                         WorkflowOptions(min_length=1, border_margin=0))
+    assert result.summary["frames"] == reader.metadata.n_frames
+    assert result.csv.exists() and result.labels.exists()

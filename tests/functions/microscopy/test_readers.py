@@ -144,3 +144,37 @@ def test_metadata_does_not_read_pixels(tmp_path: Path) -> None:
     path.write_bytes(bytes(raw))
     after = read_metadata(path)
     assert before.model_dump(exclude={"file_path"}) == after.model_dump(exclude={"file_path"})
+
+
+def write_czi(path: Path, scenes: int = 2, frames: int = 3) -> None:
+    from pylibCZIrw import czi as pyczi
+
+    with pyczi.create_czi(str(path), exist_ok=True) as w:
+        for s in range(scenes):
+            for t in range(frames):
+                for c in range(2):
+                    w.write(data=np.full((20, 30), 100 * s + 10 * t + c, np.uint16),
+                            plane={"T": t, "C": c, "Z": 0}, scene=s, location=(1000 * s, 0))
+        w.write_metadata(document_name="x", channel_names={0: "Phase", 1: "GFP"},
+                         scale_x=0.65e-6, scale_y=0.65e-6)
+
+
+def test_czi_scenes_are_fovs(tmp_path: Path) -> None:
+    write_czi(tmp_path / "s.czi")
+    m = read_metadata(tmp_path / "s.czi")
+    assert (m.file_type, m.n_fovs, m.n_frames, m.n_channels, m.n_z) == ("czi", 2, 3, 2, 1)
+    assert (m.height, m.width, m.dtype) == (20, 30, "uint16")
+    assert m.channel_names == ["Phase", "GFP"]
+    assert m.pixel_size_um == pytest.approx(0.65)
+    assert m.time_units == "frame"  # no stated time unit: frame indices
+    with open_reader(tmp_path / "s.czi") as r:
+        a = r.read(1, 1, 1, 3)
+    assert a.shape == (2, 20, 30) and a[:, 0, 0].tolist() == [111, 121]
+
+
+def test_truncated_czi_is_refused(tmp_path: Path) -> None:
+    write_czi(tmp_path / "s.czi")
+    data = (tmp_path / "s.czi").read_bytes()
+    (tmp_path / "cut.czi").write_bytes(data[: len(data) // 3])
+    with pytest.raises(UnsupportedFile):
+        read_metadata(tmp_path / "cut.czi")
