@@ -68,8 +68,12 @@ def local_logstd(frames: Any, *, size: int = 3, backend: Backend | None = None) 
     mean *= mean
     var -= mean
     del mean
-    out = xp.zeros_like(var)
-    xp.log(var, out=out, where=var > 0)
+    if be.name == "cpu":  # log only where positive: no temporaries, no masked scatter
+        out = xp.zeros_like(var)
+        xp.log(var, out=out, where=var > 0)
+    else:  # cupy ufuncs take no `where=`
+        out = xp.log(xp.maximum(var, xp.float32(1e-30)))
+        xp.copyto(out, xp.float32(0), where=var <= 0)
     out *= 0.5
     return out
 
