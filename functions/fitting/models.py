@@ -141,24 +141,44 @@ _TINY_RATE = 1e-200  # |b| below this is treated as exactly 0 (b·u would underf
 
 
 def _q(xp: ModuleType, b: Any, u: Any) -> tuple[Any, Any, Any]:
-    """q = (e^{bu} - 1)/b with its b → 0 limit u; also returns x = bu and e^{bu} - 1."""
+    """q = (e^{bu} - 1)/b with its b → 0 limit u; also returns x = bu and e^{bu} - 1.
+
+    `b` is a per-trace column (n, 1), so the b = 0 branch is chosen per trace.
+    """
     x = b * u
     em = xp.expm1(x)
     zero = xp.abs(b) < _TINY_RATE
-    q = em / xp.where(zero, 1.0, b) + zero * u
+    q = em * (1.0 / xp.where(zero, 1.0, b))
+    if xp is not np or zero.any():
+        q += zero * u
     return q, x, em
+
+
+_SERIES_SWITCH = 1e-3
+
+
+def _q_series(x: Any, u: Any) -> Any:
+    return (u * u) * (0.5 + x * (1 / 3 + x * (1 / 8 + x * (1 / 30 + x / 144))))
 
 
 def _q_b(xp: ModuleType, b: Any, u: Any, q: Any, x: Any, em: Any) -> Any:
     """dq/db = (u e^{bu} - q)/b, and u²(1/2 + x/3 + x²/8 + x³/30 + x⁴/144) for |x| < 1e-3.
 
     The series truncation error is below x⁵/840 < 1.2e-18 relative; the direct form loses
-    at most eps/|x| ≈ 2e-13 relative at the switch.
+    at most eps/|x| ≈ 2e-13 relative at the switch. On the CPU only the few points near
+    x = 0 are patched with the series; on the GPU a select is cheaper.
     """
     zero = xp.abs(b) < _TINY_RATE
-    direct = (u * (em + 1.0) - q) / xp.where(zero, 1.0, b)
-    series = (u * u) * (0.5 + x * (1 / 3 + x * (1 / 8 + x * (1 / 30 + x / 144))))
-    return xp.where(xp.abs(x) < 1e-3, series, direct)
+    direct = u * (em + 1.0)
+    direct -= q
+    direct *= 1.0 / xp.where(zero, 1.0, b)
+    small = xp.abs(x) < _SERIES_SWITCH
+    if xp is not np:
+        return xp.where(small, _q_series(x, u), direct)
+    if small.any():
+        xu = np.broadcast_arrays(x, u)
+        direct[small] = _q_series(xu[0][small], xu[1][small])
+    return direct
 
 
 # --- kernels ---------------------------------------------------------------------------
@@ -167,7 +187,8 @@ def _q_b(xp: ModuleType, b: Any, u: Any, q: Any, x: Any, em: Any) -> Any:
 def _maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str]) -> Any:
     km, beta, scale = p["km"], p["beta"], p["scale"]
     t0, ktl, offset = p["t0"], p["ktl"], p["offset"]
-    u = xp.maximum(t - t0, 0.0)  # B(0) = 0 and every derivative vanishes there
+    u = t - t0
+    xp.maximum(u, 0.0, out=u)  # the bracket and all its derivatives vanish at u = 0
     b = beta - p["delta"]
     # b + km = 0 is a second removable singularity (δ = β + km); a 1e-9 relative
     # nudge keeps it finite with an error far below any measurement noise.
@@ -175,17 +196,24 @@ def _maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[st
     tiny = 1e-9 * xp.abs(km)
     c = xp.where(xp.abs(c) < tiny, xp.where(c < 0, -tiny, tiny), c)
     b = c - km
+    inv_c = 1.0 / c
     q, x, em_b = _q(xp, b, u)
     em_k = xp.expm1(-km * u)
-    h = (km * q + em_k) / c  # bracket · e^{βu}
+    h = q * (km * inv_c)  # h = bracket · e^{βu} = (km q + e^{-km u} - 1)/c
+    h += em_k * inv_c
     eb = xp.exp(-beta * u)
     bracket = eb * h
-    value = scale * (ktl * bracket + offset)
-    cols: dict[str, Any] = {}
     sk = scale * ktl
+    value = bracket * sk
+    value += scale * offset
+    cols: dict[str, Any] = {}
     if "t0" in want:
-        h_u = km * (em_b - em_k) / c
-        cols["t0"] = -sk * eb * (h_u - beta * h)
+        h_u = em_b - em_k  # dh/du = km (e^{bu} - e^{-km u})/c
+        h_u *= eb
+        h_u *= km * inv_c
+        h_u -= beta * bracket
+        h_u *= -sk
+        cols["t0"] = h_u
     if "ktl" in want:
         cols["ktl"] = scale * bracket
     if "offset" in want:
@@ -193,13 +221,17 @@ def _maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[st
     if "scale" in want:
         cols["scale"] = ktl * bracket + offset
     if want & {"delta", "beta"}:
-        h_b = (km * _q_b(xp, b, u, q, x, em_b) - h) / c
+        h_b = _q_b(xp, b, u, q, x, em_b)  # dh/db = (km dq/db - h)/c
+        h_b *= km
+        h_b -= h
+        h_b *= eb
+        h_b *= inv_c  # now e^{-βu} dh/db
         if "delta" in want:
-            cols["delta"] = -sk * eb * h_b
+            cols["delta"] = h_b * -sk
         if "beta" in want:
-            cols["beta"] = sk * (eb * h_b - u * bracket)
+            cols["beta"] = sk * (h_b - u * bracket)
     if "km" in want:
-        h_km = (q - u * (em_k + 1.0) - h) / c
+        h_km = (q - u * (em_k + 1.0) - h) * inv_c
         cols["km"] = sk * eb * h_km
     return value, cols
 
@@ -324,7 +356,7 @@ _register(Model(
     equation="y = scale·(ktl·[e^{-(β+km)dt}/(b+km) - e^{-β·dt}/b + km·e^{-δ·dt}/(b·(b+km))]"
     "·[dt>0] + offset), dt = t - t0, b = β - δ",
     parameters=(
-        Parameter("t0", 0.0, -1.0, 1.0, "h", grid="linear", n_starts=3,
+        Parameter("t0", 0.0, -1.0, 1.0, "h", grid="linear", n_starts=2,
                   description="onset of expression"),
         Parameter("ktl", 1e3, 1.0, 5e8, "a.u./h", linear=True, description="translation rate"),
         Parameter("delta", 1e-2, 1e-5, 11.0, "1/h", grid="rate", n_starts=4,

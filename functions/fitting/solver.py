@@ -285,7 +285,8 @@ class _Stream:
         """Weighted residuals, cost and weighted Jacobian columns (k, n, T) at `p`."""
         xp, names = self.xp, self.spec.free_names
         f, cols = self.spec.model.evaluate(xp, s.t, p, frozenset(names))
-        r = (s.y - f) * s.w
+        r = s.y - f
+        r *= s.w
         cost = 0.5 * xp.einsum("nt,nt->n", r, r)
         J = xp.empty((len(names), *r.shape))
         for i, name in enumerate(names):
@@ -364,9 +365,12 @@ class _Stream:
         small_x = trusted & (xp.abs(step) <= opt.xtol * (opt.xtol + xp.abs(pf))).all(axis=1)
         s.done = small_f | small_x
         s.p = xp.where(accept[:, None], trial, s.p)
-        s.r = xp.where(accept[:, None], r_new, s.r)
         s.cost = xp.where(accept, cost_new, s.cost)
-        s.J = xp.where(accept[None, :, None], J_new, s.J)
+        if bool(accept.all()):  # the usual case: take the new arrays without copying
+            s.r, s.J = r_new, J_new
+        elif bool(accept.any()):
+            s.r[accept] = r_new[accept]
+            s.J[:, accept] = J_new[:, accept]
         shrink = xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         s.lam = xp.maximum(xp.where(accept, s.lam * shrink, s.lam * s.nu), 1e-15)
         s.nu = xp.where(accept, 2.0, 2.0 * s.nu)

@@ -17,7 +17,7 @@ from typing import Any
 from functions.fitting.models import Parameter
 from functions.fitting.spec import FitSpec
 
-SCREEN_POINTS = 60  # time points used to rank start candidates
+SCREEN_POINTS = 30  # time points used to rank start candidates
 
 
 def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any) -> Any:
@@ -93,9 +93,12 @@ def _project(
     raw = 0.5 * xp.einsum("nt,nt->n", r, r)
     if not lin:
         return p, raw, raw
-    J = xp.stack([xp.broadcast_to(cols[name], r.shape) * w for name in names])
-    A = xp.einsum("int,jnt->nij", J, J)
-    g = xp.einsum("int,nt->ni", J, r)
+    J = [xp.broadcast_to(cols[name], r.shape) * w for name in names]
+    A = xp.empty((r.shape[0], len(lin), len(lin)))
+    for i in range(len(lin)):
+        for j in range(i, len(lin)):
+            A[:, i, j] = A[:, j, i] = xp.einsum("nt,nt->n", J[i], J[j])
+    g = xp.stack([xp.einsum("nt,nt->n", Ji, r) for Ji in J], axis=1)
     ridge = 1e-12 * xp.diagonal(A, axis1=1, axis2=2).max(axis=1) + 1e-300
     eye = xp.eye(len(lin))
     A_r = A + ridge[:, None, None] * eye
@@ -153,17 +156,15 @@ def choose_starts(
         # Ranking candidates needs the trace's shape, not every point: screen on a
         # strided subset, which makes the multi-start a fraction of one LM run.
         stride = -(-y.shape[1] // SCREEN_POINTS)
-        t, y, w = t[:, ::stride], y[:, ::stride], w[:, ::stride]
-    points, costs, member = [], [], []
-    for c, cand in enumerate(cands):
-        q, cost, raw = _project(xp, spec, t, y, w, cand)
-        if c == 0:  # the request start itself, unprojected, competes too
-            points.append(cand)
-            costs.append(xp.where(xp.isfinite(raw), raw, xp.inf))
-            member.append(groups[c])
-        points.append(q)
-        costs.append(xp.where(xp.isfinite(cost), cost, xp.inf))
-        member.append(groups[c])
+        t, y, w = (xp.ascontiguousarray(a[:, ::stride]) for a in (t, y, w))
+    # All candidates in one batch: rows c*n .. c*n+n-1 hold candidate c.
+    count = len(cands)
+    tiled = [a if a.shape[0] == 1 else xp.concatenate([a] * count) for a in (t, y, w)]
+    q, cost, raw = _project(xp, spec, *tiled, xp.concatenate(cands))
+    points = [cands[0], *(q[c * n : (c + 1) * n] for c in range(count))]
+    costs = [raw[:n], *(cost[c * n : (c + 1) * n] for c in range(count))]
+    costs = [xp.where(xp.isfinite(c), c, xp.inf) for c in costs]
+    member = [groups[0], *groups]  # the unprojected request start competes too
     stacked, all_costs = xp.stack(points), xp.stack(costs)  # (C, n, P), (C, n)
     # Best candidate of each group, then the groups ranked by their best cost.
     best_idx, best_cost = [], []
