@@ -28,7 +28,7 @@ class WorkflowParams(BaseModel):
     file_id: uuid.UUID = Field(description="The stored microscopy file (ND2, OME-TIFF, TIFF).")
     fovs: str | list[int] | None = Field(
         None, description='FOVs to process, e.g. "0-5, 7" or [0, 1]; all when omitted.')
-    options: WorkflowOptions = Field(default_factory=WorkflowOptions)
+    options: WorkflowOptions = WorkflowOptions()
 
 
 class FovOutcome(BaseModel):
@@ -54,7 +54,7 @@ class FovParams(BaseModel):
 
     file_id: uuid.UUID
     fov: int = Field(ge=0)
-    options: WorkflowOptions = Field(default_factory=WorkflowOptions)
+    options: WorkflowOptions = WorkflowOptions()
 
 
 class FovResultModel(BaseModel):

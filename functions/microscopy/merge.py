@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ def feature_columns(names: Sequence[str]) -> list[tuple[str, str, int]]:
 
 def merge_samples(
     tables: Sequence[Any],
-    samples: dict[str, str | Sequence[int]],
+    samples: Mapping[str, str | Sequence[int]],
     out_dir: str | Path,
     *,
     features: Sequence[str] | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,30 +36,30 @@ class WorkflowOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    phase_channel: int = Field(0, ge=0)
+    phase_channel: int = Field(default=0, ge=0)
     fluorescence_channels: list[int] = Field(default_factory=lambda: [1])
-    z: int = Field(0, ge=0, description="z plane to analyse")
+    z: int = Field(default=0, ge=0, description="z plane to analyse")
     # segmentation
-    logstd_size: int = Field(3, ge=1)
-    histogram_bins: int = Field(200, ge=2)
+    logstd_size: int = Field(default=3, ge=1)
+    histogram_bins: int = Field(default=200, ge=2)
     threshold_n_std: float = 3.0
-    structure_size: int = Field(7, ge=1)
-    morphology_iterations: int = Field(3, ge=1)
+    structure_size: int = Field(default=7, ge=1)
+    morphology_iterations: int = Field(default=3, ge=1)
     # background
-    tile_size: int = Field(256, ge=2)
-    mask_dilation: int = Field(21, ge=0)
-    background_weight: float = Field(1.0, ge=0.0, le=1.0)
-    median_step: int = Field(2, ge=1, description="pixel step inside tiles for medians")
+    tile_size: int = Field(default=256, ge=2)
+    mask_dilation: int = Field(default=21, ge=0)
+    background_weight: float = Field(default=1.0, ge=0.0, le=1.0)
+    median_step: int = Field(default=2, ge=1, description="pixel step inside tiles for medians")
     # tracking
-    min_iou: float = Field(0.1, gt=0.0, le=1.0)
-    max_gap: int = Field(2, ge=0)
+    min_iou: float = Field(default=0.1, gt=0.0, le=1.0)
+    max_gap: int = Field(default=2, ge=0)
     # extraction and filters
-    erosion: int = Field(0, ge=0, description="erode masks by this many px for totals")
-    min_length: int = Field(30, ge=0)
-    border_margin: int = Field(50, ge=0)
+    erosion: int = Field(default=0, ge=0, description="erode masks by this many px for totals")
+    min_length: int = Field(default=30, ge=0)
+    border_margin: int = Field(default=50, ge=0)
     # execution
-    batch_pixels: int = Field(2**20, ge=1, description="pixels per frame batch")
-    device: str = Field("cpu", pattern="^(cpu|gpu|auto)$")
+    batch_pixels: int = Field(default=2**20, ge=1, description="pixels per frame batch")
+    device: Literal["cpu", "gpu", "auto"] = "cpu"
 
     @model_validator(mode="after")
     def _channels_differ(self) -> WorkflowOptions:
@@ -119,7 +119,7 @@ def run_fov(
     _validate(meta, fov, opts)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    be = get_backend(opts.device)  # type: ignore[arg-type]
+    be = get_backend(opts.device)
     tracker = IoUTracker(min_iou=opts.min_iou, max_gap=opts.max_gap)
     batch = max(1, min(meta.n_frames, opts.batch_pixels // (meta.height * meta.width)))
     parts: list[dict[str, np.ndarray]] = []

@@ -35,7 +35,8 @@ class Reader(Protocol):
 
     def __enter__(self) -> Reader: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
 
 
 class _Base:
@@ -151,8 +152,7 @@ class Nd2Reader(_Base):
                                         excitation_nm=ch.channel.excitationLambdaNm))
         if len(channels) != n_c:
             channels = [ChannelInfo(index=i, name=f"C{i}") for i in range(n_c)]
-        first = (f.metadata.channels or [None])[0]
-        micro = first.microscope if first is not None else None
+        micro = f.metadata.channels[0].microscope if f.metadata.channels else None
         vx = f.voxel_size()
         n_t = sizes.get("T", 1)
         times, source = self._timepoints(n_t)
@@ -175,7 +175,7 @@ class Nd2Reader(_Base):
         try:
             times = []
             for t in range(n_t):
-                meta = self._f.frame_metadata(self._seq[(0, t, 0)])
+                meta: Any = self._f.frame_metadata(self._seq[(0, t, 0)])
                 times.append(meta.channels[0].time.relativeTimeMs / 60_000.0)
             return [x - times[0] for x in times], "timestamps"
         except Exception:  # frame metadata missing: fall back below

@@ -77,7 +77,7 @@ def _plan_cells(size: int, frames: int, rng: np.random.Generator) -> list[dict[s
             kind = rng.choice(["empty", "late", "divide", "normal"], p=[0.08, 0.12, 0.1, 0.7])
             if kind == "divide" and (j + 1 >= n or frames < 8):
                 kind = "normal"
-            base = {
+            base: dict[str, Any] = {
                 "a": float(rng.uniform(23, 27)), "b": float(rng.uniform(19, 23)),
                 "theta": float(rng.uniform(0, np.pi)),
                 "ktl": float(rng.uniform(1.2e5, 2e5)), "delta": float(rng.uniform(0.03, 0.08)),
