@@ -49,7 +49,7 @@ class SolverOptions:
     (None: the model's `lm_starts`); the best converged run is kept.
     `working_set` is how many traces iterate together; finished traces are replaced by
     waiting ones, so a few slow traces never leave the arrays nearly empty. On the CPU a
-    few hundred traces keep every temporary in cache.
+    thousand traces keep Python overhead small per array operation.
     """
 
     max_iter: int = 200
@@ -58,7 +58,7 @@ class SolverOptions:
     gtol: float = 1e-8
     multistart: bool = True
     lm_starts: int | None = None
-    working_set: int = 256
+    working_set: int = 1024
 
 
 @dataclass

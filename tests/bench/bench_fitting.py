@@ -1,12 +1,14 @@
 """Batched trace fitting against the field's per-trace `scipy.optimize.least_squares` loop.
 
     uv run python tests/bench/bench_fitting.py [--traces 10000] [--reference 500]
-        [--workers 1] [--gpu-traces 1000000]
+        [--workers 0] [--gpu-traces 1000000]
 
 Data: synthetic `maturation` traces (180 points, 10-minute frames, 2 % noise) with known
 parameters (`functions.fitting.synthetic`). In one run:
 
-- aperture: `fit_traces` on all traces on the CPU (default start, bounds; multi-start on).
+- aperture: `fit_traces` on all traces on the CPU (default start, bounds; multi-start on),
+  on one thread ("ratio", against the one-core reference) and, with `--workers 0`, also
+  with one thread per core ("ratio_all_cores").
 - reference: `least_squares` (method "trf", 2-point Jacobian: the usual practice) with
   the same model, bounds and start, one call per trace, on an evenly spaced subsample,
   its rate scaled to fits/s. The residual is the plain textbook formula in numpy.
@@ -84,7 +86,8 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=10_000)
     parser.add_argument("--points", type=int, default=180)
     parser.add_argument("--reference", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="CPU threads for the batched fit; 0: also run with all cores")
     parser.add_argument("--gpu-traces", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -94,10 +97,18 @@ def main() -> None:
                             seed=args.seed)
     fit_traces(spec, data.t, data.y[:64])  # imports and caches out of the timing
 
-    start = time.perf_counter()
-    ours = fit_traces(spec, data.t, data.y, workers=args.workers)
-    ours_s = time.perf_counter() - start
+    def timed(workers: int) -> tuple[FitArrays, float]:
+        start = time.perf_counter()
+        fit = fit_traces(spec, data.t, data.y, workers=workers)
+        return fit, time.perf_counter() - start
+
+    ours, ours_s = timed(max(args.workers, 1))
     ours_rate = args.traces / ours_s
+    cores = os.cpu_count() or 1
+    all_cores_rate = None
+    if args.workers == 0 and cores > 1:
+        _, all_s = timed(cores)
+        all_cores_rate = args.traces / all_s
 
     rows = np.linspace(0, args.traces - 1, min(args.reference, args.traces)).astype(int)
     ref, ref_s = reference_loop(spec, data.t, data.y[rows])
@@ -105,13 +116,15 @@ def main() -> None:
     agreement = parity(subset(ours, rows), ref)
     emit(
         bench="fitting", measure="cpu", model="maturation", traces=args.traces,
-        points=args.points, workers=args.workers, cpu_count=os.cpu_count(),
+        points=args.points, workers=max(args.workers, 1), cpu_count=cores,
         aperture_fits_per_s=round(ours_rate, 1), aperture_seconds=round(ours_s, 3),
         reference="scipy.optimize.least_squares per trace (trf, 2-point jac), "
                   f"{rows.size}-trace subsample, scaled",
         reference_fits_per_s=round(ref_rate, 1),
         reference_ms_per_fit=round(1e3 / ref_rate, 3),
         ratio=round(ours_rate / ref_rate, 1), goal_ratio=100,
+        aperture_all_cores_fits_per_s=round(all_cores_rate, 1) if all_cores_rate else None,
+        ratio_all_cores=round(all_cores_rate / ref_rate, 1) if all_cores_rate else None,
         parity_cost_rate=agreement["cost_rate"], parity_params_rate=agreement["params_rate"],
         parity_either_rate=agreement["either_rate"], parity_compared=agreement["compared"],
         success_rate=float(ours.success.mean()),
