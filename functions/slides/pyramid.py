@@ -3,7 +3,8 @@
 Single job: `dzsave` of the full-resolution image. Fan-out: the full-resolution Deep
 Zoom level is cut into bands of tile rows, each written by its own `dzsave`
 (`depth="one"`), and the lower levels come from one `dzsave` of the image halved exactly
-the way `dzsave` halves it (2 x 2 mean, `(a + b + c + d + 2) // 4`, edges copied). Both
+the way `dzsave` halves it (2 x 2 mean, `(a + b + c + d + 2) // 4`, edges copied; the
+halved image is a temporary raw file of a quarter of the full-resolution pixels). Both
 give the same tiles, byte for byte: a band is cropped from one tile row above its first
 row, so every tile it keeps sees the same pixels, overlap included, as in the single run.
 
@@ -98,16 +99,34 @@ def _openslide_raw(osr: Any, target: Path, width: int, height: int) -> Any:
     return pyvips.Image.rawload(str(target), width, height, 3)
 
 
-def halve(image: Any) -> Any:
+def halve(image: Any, target: Path, *, strip: int = 512,
+          cancelled: Cancelled | None = None) -> Any:
     """`image` at half size, exactly as `dzsave` builds its next level: 2 x 2 means
-    rounded `(a + b + c + d + 2) // 4`, odd edges extended by copying."""
-    w, h = image.width, image.height
-    w2, h2 = (w + 1) // 2, (h + 1) // 2
-    padded = image.embed(0, 0, 2 * w2 + 2, 2 * h2 + 2, extend="copy").cast("ushort")
-    parts = [padded.crop(dx, dy, padded.width - dx, padded.height - dy)
-             .subsample(2, 2).crop(0, 0, w2, h2) for dy in (0, 1) for dx in (0, 1)]
-    total = parts[0] + parts[1] + parts[2] + parts[3]
-    return ((total + 2) / 4).cast("uchar")
+    rounded `(a + b + c + d + 2) // 4`, odd edges extended by copying.
+
+    Computed strip by strip with numpy into the raw file `target` (each source tile is
+    decoded once; a lazy libvips graph of four shifted subsamples decodes each up to four
+    times) and returned as a libvips image over that file.
+    """
+    import numpy as np
+    import pyvips
+
+    if strip % 2:
+        raise ValueError(f"strip must be even, got {strip}")
+    w, h, bands = image.width, image.height, image.bands
+    with target.open("wb") as out:
+        for y in range(0, h, strip):
+            if cancelled is not None and cancelled():
+                raise JobCancelled()
+            rows = min(strip, h - y)
+            block = np.ndarray(buffer=image.crop(0, y, w, rows).write_to_memory(),
+                               dtype=np.uint8, shape=(rows, w, bands))
+            if rows % 2 or w % 2:
+                block = np.pad(block, ((0, rows % 2), (0, w % 2), (0, 0)), mode="edge")
+            wide = block.astype(np.uint16)
+            total = wide[0::2, 0::2] + wide[1::2, 0::2] + wide[0::2, 1::2] + wide[1::2, 1::2]
+            out.write(((total + 2) >> 2).astype(np.uint8).tobytes())
+    return pyvips.Image.rawload(str(target), (w + 1) // 2, (h + 1) // 2, bands)
 
 
 def _watch(image: Any, cancelled: Cancelled | None, report: Callable[[float], None]) -> None:
@@ -122,12 +141,21 @@ def _watch(image: Any, cancelled: Cancelled | None, report: Callable[[float], No
     image.signal_connect("eval", on_eval)
 
 
+def _silent(fraction: float) -> None:
+    """The report of a caller that asked for no progress."""
+
+
+def progress_wanted(report: Callable[[float], None]) -> bool:
+    return report is not _silent
+
+
 def _dzsave(image: Any, base: Path, options: PyramidOptions, cancelled: Cancelled | None,
             report: Callable[[float], None], **extra: Any) -> None:
     import pyvips
 
-    image = image.copy()  # a private node, so signals and kill flags stay ours
-    _watch(image, cancelled, report)
+    if cancelled is not None or progress_wanted(report):
+        image = image.copy()  # a private node, so signals and kill flags stay ours
+        _watch(image, cancelled, report)
     try:
         image.dzsave(str(base), **options.dzsave_args(), **extra)
     except pyvips.Error as exc:
@@ -155,7 +183,7 @@ def build_pyramid(image: Any, out_dir: Path, options: PyramidOptions, *,
                   progress: Progress | None = None, cancelled: Cancelled | None = None) -> Path:
     """The whole pyramid in one `dzsave`; returns the .dzi path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = (lambda f: progress(f, "dzsave")) if progress else (lambda f: None)
+    report = (lambda f: progress(f, "dzsave")) if progress else _silent
     _dzsave(image, out_dir / NAME, options, cancelled, report)
     return _finish(out_dir, full_geometry(image, options), options)
 
@@ -180,7 +208,7 @@ def build_band(image: Any, out_dir: Path, options: PyramidOptions, band: tuple[i
     work = out_dir / f".band-{start}-{stop}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    report = (lambda f: progress(f, f"band rows {start}-{stop}")) if progress else (lambda f: None)
+    report = (lambda f: progress(f, f"band rows {start}-{stop}")) if progress else _silent
     try:
         _dzsave(image.crop(0, y0, image.width, y1 - y0), work / "band", options, cancelled,
                 report, depth="one")
@@ -204,12 +232,13 @@ def build_lower_levels(image: Any, out_dir: Path, options: PyramidOptions, *,
     """Every level below full resolution, from the exactly halved image; returns the .dzi."""
     geometry = full_geometry(image, options)
     if geometry.level_count > 1:
-        report = (lambda f: progress(f, "lower levels")) if progress else (lambda f: None)
+        report = (lambda f: progress(f, "lower levels")) if progress else _silent
         work = out_dir / ".lower"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
-            _dzsave(halve(image), work / NAME, options, cancelled, report)
+            half = halve(image, work / "half.raw", cancelled=cancelled)
+            _dzsave(half, work / NAME, options, cancelled, report)
             files = out_dir / f"{NAME}_files"
             files.mkdir(parents=True, exist_ok=True)
             for level_dir in (work / f"{NAME}_files").iterdir():

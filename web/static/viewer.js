@@ -21,7 +21,10 @@
     });
     if (!response.ok) {
       let detail = response.statusText;
-      try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+      try {
+        const body = await response.json();
+        detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
+      } catch (e) { /* not JSON */ }
       throw new Error(`${url}: ${response.status} ${detail}`);
     }
     return response.json();

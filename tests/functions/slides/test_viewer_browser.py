@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 STATIC = Path(__file__).resolve().parents[3] / "web" / "static"
@@ -26,11 +29,7 @@ pytestmark = [
 ]
 
 
-def make_app(slide: Path) -> Any:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
-
+def make_app(slide: Path) -> FastAPI:
     from functions.slides.info import read_slide_info
     from functions.slides.service import SlideTiles
 
