@@ -159,16 +159,18 @@ def _unpack_fit(data: bytes) -> Any:
     from functions.fitting.fit import FitArrays
 
     with np.load(io.BytesIO(data)) as z:
+        arrays: dict[str, Any] = {k: z[k] for k in _FIT_FIELDS}
         return FitArrays(names=tuple(str(v) for v in z["names"]), free=z["free"],
-                         device=str(z["device"]), **{k: z[k] for k in _FIT_FIELDS})
+                         device=str(z["device"]), **arrays)
 
 
 def _merge(parts: list[Any]) -> Any:
     from functions.fitting.fit import FitArrays
 
     first = parts[0]
-    return FitArrays(names=first.names, free=first.free, device=first.device,
-                     **{k: np.concatenate([getattr(p, k) for p in parts]) for k in _FIT_FIELDS})
+    arrays: dict[str, Any] = {
+        k: np.concatenate([getattr(p, k) for p in parts]) for k in _FIT_FIELDS}
+    return FitArrays(names=first.names, free=first.free, device=first.device, **arrays)
 
 
 def _save_outputs(

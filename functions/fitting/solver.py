@@ -167,6 +167,21 @@ class _State:
 
     FIELDS = ("t", "y", "w", "p", "idx", "lo", "hi", "lam", "nu", "it", "D", "done", "r",
               "cost", "J")
+    t: Any  # (n, T) or (1, T) times
+    y: Any  # (n, T) data, 0 where missing
+    w: Any  # (n, T) weights
+    p: Any  # (n, P) parameters
+    idx: Any  # (n,) rows of the output
+    lo: Any  # (n, k) bounds of the free parameters
+    hi: Any
+    lam: Any  # (n,) damping
+    nu: Any  # (n,) damping growth
+    it: Any  # (n,) evaluations so far
+    D: Any  # (n, k) scaling
+    done: Any  # (n,) converged at the last step
+    r: Any  # (n, T) weighted residuals
+    cost: Any  # (n,) ½·SS_res
+    J: Any  # (k, n, T) weighted Jacobian columns
 
     def __init__(self, **arrays: Any) -> None:
         self.__dict__.update(arrays)

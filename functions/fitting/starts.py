@@ -159,8 +159,9 @@ def choose_starts(
         t, y, w = (xp.ascontiguousarray(a[:, ::stride]) for a in (t, y, w))
     # All candidates in one batch: rows c*n .. c*n+n-1 hold candidate c.
     count = len(cands)
-    tiled = [a if a.shape[0] == 1 else xp.concatenate([a] * count) for a in (t, y, w)]
-    q, cost, raw = _project(xp, spec, *tiled, xp.concatenate(cands))
+    t_all, y_all, w_all = (
+        a if a.shape[0] == 1 else xp.concatenate([a] * count) for a in (t, y, w))
+    q, cost, raw = _project(xp, spec, t_all, y_all, w_all, xp.concatenate(cands))
     points = [cands[0], *(q[c * n : (c + 1) * n] for c in range(count))]
     costs = [raw[:n], *(cost[c * n : (c + 1) * n] for c in range(count))]
     costs = [xp.where(xp.isfinite(c), c, xp.inf) for c in costs]
