@@ -88,10 +88,11 @@ def test_a_job_runs_end_to_end(runtime: Runtime) -> None:
     job = runtime.jobs.get(job_id)
     assert (job.status, job.progress, job.attempts, job.handle) == (Status.succeeded, 1.0, 1,
                                                                      "test:1")
-    artefact = runtime.files.get(uuid.UUID(job.result["artefact_id"]), owner_id=owner)
+    result = ArtefactResult.model_validate(job.result)
+    artefact = runtime.files.get(result.artefact_id, owner_id=owner)
     stored = runtime.objects.get_bytes(artefact.key)
     assert stored == (b"aperture" * 1000)[::-1]
-    assert job.result["sha256"] == artefact.sha256 == hashlib.sha256(stored).hexdigest()
+    assert result.sha256 == artefact.sha256 == hashlib.sha256(stored).hexdigest()
     assert runtime.files.record(artefact.id).source_job_id == job_id
     events = runtime.queries.events(job_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
