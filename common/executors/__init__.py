@@ -12,6 +12,10 @@ def make_executor(runtime: Runtime) -> Executor:
         from common.executors.local import LocalExecutor
 
         return LocalExecutor(runtime)
+    if kind == "modal":
+        from common.executors.modal import ModalExecutor
+
+        return ModalExecutor(runtime)
     raise ValueError(f"the {kind!r} executor is not available in this build")
 
 
