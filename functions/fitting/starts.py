@@ -14,6 +14,8 @@ import itertools
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from functions.fitting.models import Parameter
 from functions.fitting.spec import FitSpec
 
@@ -29,7 +31,7 @@ def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any) ->
     if p.grid == "linear":
         values = lo + (hi - lo) * mid
     elif p.grid == "log" and lo > 0:
-        values = xp.geomspace(lo, hi, k)[None, :]
+        values = xp.exp(np.log(lo) + (np.log(hi) - np.log(lo)) * mid)
     else:
         valid = w > 0
         t_full = xp.broadcast_to(t, w.shape)
@@ -46,7 +48,7 @@ def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any) ->
             fallback = lo + (hi - lo) * mid[:, : ranked.shape[1]]
             values = xp.where(xp.isfinite(ranked), ranked, fallback)
         elif p.grid == "rate":
-            values = xp.geomspace(0.3, 300.0, k)[None, :] / span
+            values = xp.exp(xp.linspace(np.log(0.3), np.log(300.0), k))[None, :] / span
         else:  # dose: log-spaced over the positive x range
             pos_min = xp.where(valid & (t_full > 0), t_full, xp.inf).min(axis=1, keepdims=True)
             pos_min = xp.where(xp.isfinite(pos_min), pos_min, 1.0)
@@ -174,7 +176,9 @@ def choose_starts(
         sub = all_costs[idx]
         best_idx.append(idx[xp.argmin(sub, axis=0)])
         best_cost.append(sub.min(axis=0))
-    order = xp.argsort(xp.stack(best_cost), axis=0, kind="stable")  # (G, n)
+    ranked = xp.stack(best_cost)
+    # ties keep candidate order (the request start first); cupy's sort is stable anyway
+    order = np.argsort(ranked, axis=0, kind="stable") if xp is np else xp.argsort(ranked, axis=0)
     best = xp.stack(best_idx)
     cols = xp.arange(n)
     picks = [best[order[min(j, len(best_idx) - 1)], cols] for j in range(keep)]
