@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from common.arrays import Device, get_backend
-from functions.fitting.solver import CONVERGED, REASONS, SolverOptions, solve
+from functions.fitting.solver import CONVERGED, REASONS, SolveOutput, SolverOptions, solve
 from functions.fitting.spec import FitSpec
 
 GPU_WORKING_SET = 1 << 17  # traces iterated together on a GPU: big arrays keep it busy
@@ -106,8 +106,12 @@ def fit_traces(
         def report(done: int) -> None:
             progress(done / n)
 
+    threads = workers if be.name == "cpu" else 1
     out = solve(xp, spec, td, yd, w, opt, progress=report, cancelled=cancelled,
-                workers=workers if be.name == "cpu" else 1)
+                workers=threads)
+    kinks = [i for i, p in enumerate(spec.model.parameters) if p.kink and spec.free[i]]
+    if kinks and opt.multistart:
+        _cross_kink(xp, spec, td, yd, w, out, opt, kinks[0], threads)
     npts = w.sum(axis=1)
     ss_res = 2.0 * out.cost
     with np.errstate(all="ignore"):
@@ -126,6 +130,47 @@ def fit_traces(
         iterations=be.to_numpy(out.iterations).astype(np.int64),
         status=be.to_numpy(out.status).astype(np.int64),
     )
+
+
+def _cross_kink(
+    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, out: SolveOutput,
+    opt: SolverOptions, col: int, workers: int,
+) -> None:
+    """Retry fits whose onset ended within a quarter sample interval of a sample time,
+    from the mirror point on that sample's other side; keep the better fit.
+
+    The model's slope jumps at the onset, so the cost has a kink wherever the onset
+    crosses a sample time and can have a local minimum on each side of it.
+    """
+    t_full = xp.broadcast_to(t, y.shape)
+    onset = out.params[:, col : col + 1]
+    dist = xp.where(w > 0, xp.abs(t_full - onset), xp.inf)
+    nearest = xp.argmin(dist, axis=1)
+    rows = xp.arange(y.shape[0])
+    sample = t_full[rows, nearest]
+    step = xp.diff(xp.where(w > 0, t_full, xp.nan), axis=1)
+    spacing = xp.nanmedian(xp.where(step > 0, step, xp.nan), axis=1)
+    gap = xp.abs(out.params[:, col] - sample)
+    mirror = 2.0 * sample - out.params[:, col]
+    retry = (out.status == CONVERGED) & (gap > 0) & (gap < 0.25 * spacing)
+    retry &= (mirror >= spec.lower[col]) & (mirror <= spec.upper[col])
+    retry_rows = np.flatnonzero(be_host(xp, retry))
+    if retry_rows.size == 0:
+        return
+    starts = out.params.copy()
+    starts[:, col] = mirror
+    again = solve(xp, spec, t, y, w, replace(opt, multistart=False), workers=workers,
+                  starts=starts, rows=retry_rows)
+    better = xp.zeros(y.shape[0], dtype=bool)
+    better[xp.asarray(retry_rows)] = True
+    better &= (again.status == CONVERGED) & (again.cost < out.cost)
+    for name in ("params", "cost", "hess", "status"):
+        getattr(out, name)[better] = getattr(again, name)[better]
+    out.iterations[xp.asarray(retry_rows)] += again.iterations[xp.asarray(retry_rows)]
+
+
+def be_host(xp: ModuleType, a: Any) -> np.ndarray:
+    return a.get() if xp is not np else a  # type: ignore[no-any-return]
 
 
 @cache

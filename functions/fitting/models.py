@@ -34,7 +34,8 @@ class Parameter:
     or "log" spacing inside the bounds, "time" over each trace's time span, "rate" over
     rates 0.3/span ... 300/span, "dose" log-spaced over the positive x range, "frames"
     mid-points between consecutive sample times (one start per smooth piece of a
-    model with a step at that parameter).
+    model with a step at that parameter). `kink` marks an onset where the model's slope
+    jumps: a fit ending next to a sample time is retried from the sample's other side.
     """
 
     name: str
@@ -46,6 +47,7 @@ class Parameter:
     linear: bool = False
     grid: StartGrid | None = None
     n_starts: int = 0
+    kink: bool = False
     description: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -186,7 +188,7 @@ _register(Model(
     "(β) and protein degradation (δ).",
     equation="y = offset + [dt>0]·(ktl/(δ-β))·(1 - e^{-(δ-β)dt})·e^{-β·dt}",
     parameters=(
-        Parameter("t0", 2.0, 0.0, 30.0, "h", grid="time", n_starts=7),
+        Parameter("t0", 2.0, 0.0, 30.0, "h", grid="time", n_starts=7, kink=True),
         Parameter("ktl", 20.0, 1.0, _BIG, "a.u./h", linear=True),
         Parameter("delta", 0.07, 1e-5, 10.1, "1/h"),
         Parameter("beta", 0.0436275356035, 1e-5, 10.0, "1/h"),

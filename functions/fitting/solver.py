@@ -84,6 +84,8 @@ def solve(
     progress: Callable[[int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     workers: int = 1,
+    starts: Any | None = None,
+    rows: np.ndarray | None = None,
 ) -> SolveOutput:
     """Fit every row of `y`.
 
@@ -106,6 +108,10 @@ def solve(
     workers : int, optional
         Threads, each iterating its own working set over a share of the traces (CPU;
         numpy releases the GIL inside its kernels).
+    starts : (N, P) array, optional
+        Given starting points (no multi-start).
+    rows : (M,) int ndarray, optional
+        Fit only these rows; the others keep the start and status `MAX_ITER`.
 
     Returns
     -------
@@ -113,7 +119,8 @@ def solve(
     """
     n = y.shape[0]
     k = int(spec.free.sum())
-    m = max(options.lm_starts or spec.model.lm_starts, 1) if options.multistart else 1
+    multi = options.multistart and starts is None
+    m = max(options.lm_starts or spec.model.lm_starts, 1) if multi else 1
     npts = w.sum(axis=1)
     status = xp.full(n * m, MAX_ITER, dtype=xp.int8)
     status[xp.repeat(npts < max(k, 1), m)] = TOO_FEW_POINTS
@@ -125,7 +132,10 @@ def solve(
     # With m > 1 every trace is fitted from its m best start candidates as m virtual
     # rows (trace i -> rows i*m .. i*m+m-1), and the best converged run is kept.
     queue = np.flatnonzero(_host(xp, status) == MAX_ITER)
-    streams = [_Stream(xp, spec, t, y, w, out, options, m) for _ in range(max(workers, 1))]
+    if rows is not None:
+        queue = np.intersect1d(queue, rows)
+    streams = [_Stream(xp, spec, t, y, w, out, options, m, starts)
+               for _ in range(max(workers, 1))]
     parts = np.array_split(queue, len(streams))
     report = None
     if progress is not None:
@@ -212,10 +222,10 @@ class _Stream:
 
     def __init__(
         self, xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, out: SolveOutput,
-        opt: SolverOptions, m: int = 1,
+        opt: SolverOptions, m: int = 1, starts: Any | None = None,
     ) -> None:
         self.xp, self.spec, self.t, self.y, self.w, self.out, self.opt = xp, spec, t, y, w, out, opt
-        self.m = m
+        self.m, self.starts = m, starts
         self.free = np.flatnonzero(spec.free)
         self.lo = xp.asarray(spec.lower[self.free])
         self.hi = xp.asarray(spec.upper[self.free])
@@ -254,8 +264,11 @@ class _Stream:
         uniq, inverse = np.unique(real_host, return_inverse=True)
         real = xp.asarray(uniq)
         t = self.t if self.t.shape[0] == 1 else self.t[real]
-        starts = choose_starts(xp, self.spec, t, self.y[real], self.w[real],
-                               multistart=self.opt.multistart, keep=m)
+        if self.starts is not None:
+            starts = self.starts[real][None]
+        else:
+            starts = choose_starts(xp, self.spec, t, self.y[real], self.w[real],
+                                   multistart=self.opt.multistart, keep=m)
         inv = xp.asarray(inverse)
         p = starts[xp.asarray(rows_host % m), inv]
         t = t if t.shape[0] == 1 else t[inv]
