@@ -90,3 +90,12 @@ class JobCancelled(ApertureError):
 class WorkerLost(ApertureError):
     code = "worker-lost"
     default_message = "the worker running the job stopped unexpectedly"
+
+
+class RateLimited(ApertureError):
+    code = "rate-limited"
+    default_message = "too many attempts; try again later"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

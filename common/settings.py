@@ -74,9 +74,25 @@ class Settings(BaseSettings):
         description="Extra modules to import into the capability registry (plugins, tests).",
     )
     modal_app: str = "aperture"
+    modal_cleanup_cron: str = Field(
+        default="0 3 * * *",
+        description="Modal schedule (cron, UTC) of the cleanup function; read at deploy.",
+    )
 
     # identity
-    auth_provider: Literal["local", "supabase", "none"] = "local"
+    auth_provider: Literal["local", "supabase"] = "local"
+    allow_registration: bool = Field(
+        default=True, description="Local provider: anyone may register an account."
+    )
+    access_token_ttl_s: int = Field(default=900, ge=60, le=24 * 3600)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
+    login_window_s: int = Field(default=900, ge=1, description="Failed-login counting window.")
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_ip: int = Field(default=50, ge=1)
+    cookie_secure: bool = Field(
+        default=True, description="Send auth cookies only over HTTPS (localhost is exempt in "
+        "browsers)."
+    )
     supabase_url: str | None = None
     supabase_jwt_secret: SecretStr | None = None
 

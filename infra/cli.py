@@ -41,6 +41,42 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise SystemExit("the passwords differ")
+    return first
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from common.errors import ApertureError
+    from common.identity import Identity
+    from common.records import migrate
+    from common.runtime import Runtime
+
+    runtime = Runtime.from_settings(_settings())
+    try:
+        if runtime.settings.database_url is None:
+            migrate(runtime.engine)
+        identity = Identity.from_runtime(runtime)
+        try:
+            user = identity.accounts.create_user(
+                args.email, _read_password(args), role="admin" if args.admin else "user")
+        except ApertureError as error:
+            print(f"error: {error.message}", file=sys.stderr)
+            return 1
+        identity.audit.record("user.created", actor=None, target_type="user",
+                              target_id=user.id, via="cli", role=user.role)
+        print(f"created {user.role} {user.email} ({user.id})")
+        return 0
+    finally:
+        runtime.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aperture", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     mig = commands.add_parser("migrate", help="apply database migrations")
     mig.add_argument("--revision", default="head")
     mig.set_defaults(run=cmd_migrate)
+
+    users = commands.add_parser("users", help="manage accounts").add_subparsers(
+        dest="users_command", required=True)
+    create = users.add_parser("create", help="create an account (there is no default one)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--admin", action="store_true", help="give it the admin role")
+    create.add_argument("--password-stdin", action="store_true",
+                        help="read the password from standard input instead of prompting")
+    create.set_defaults(run=cmd_users_create)
     return parser
 
 

@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from common.executors import make_executor
+from common.identity import Identity
 from common.jobs.service import JobService
 from common.records import migrate
 from common.runtime import Runtime
@@ -19,7 +20,7 @@ from common.settings import Settings
 from web.errors import install_error_handlers
 from web.hub import EventHub
 from web.middleware import RequestContextMiddleware
-from web.routes import files, functions, health, jobs, signed, ws
+from web.routes import auth, events, files, functions, health, jobs, signed, users, ws
 from web.state import AppState
 
 log = logging.getLogger("aperture.web")
@@ -29,7 +30,7 @@ API_PREFIX = "/api/v1"
 
 def _api_router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, functions, files, jobs, ws, signed):
+    for module in (health, auth, users, events, functions, files, jobs, ws, signed):
         api.include_router(module.router)
     return api
 
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool | Non
         hub = EventHub(runtime.queries)
         await hub.start()
         app.state.aperture = AppState(settings=settings, runtime=runtime, executor=executor,
-                                      jobs=JobService(runtime, executor), hub=hub)
+                                      jobs=JobService(runtime, executor), hub=hub,
+                                      identity=Identity.from_runtime(runtime))
         log.info("aperture started", extra={"executor": executor.name,
                                             "objects": runtime.objects.kind})
         try:

@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
+from starlette.concurrency import run_in_threadpool
 
-from common.errors import NotFound
+from common.errors import Forbidden, NotFound
+from common.identity import Client, Principal
 from common.jobs.models import JobRecord
+from web.auth import authenticate
 from web.state import AppState
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is asking. Until an identity provider is configured every caller is the
-    anonymous principal, who owns (and sees) the resources with no owner."""
-
-    id: uuid.UUID | None
-    role: str = "user"
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    def may_see(self, owner_id: uuid.UUID | None) -> bool:
-        return self.is_admin or owner_id == self.id
-
-
-ANONYMOUS = Principal(id=None)
 
 
 def get_state(request: Request) -> AppState:
@@ -40,12 +23,32 @@ def get_ws_state(websocket: WebSocket) -> AppState:
     return websocket.app.state.aperture  # type: ignore[no-any-return]
 
 
-def current_principal() -> Principal:
-    return ANONYMOUS
-
-
 State = Annotated[AppState, Depends(get_state)]
+
+
+async def current_principal(request: Request, state: State) -> Principal:
+    """Who is asking (401 without valid credentials)."""
+    return await run_in_threadpool(authenticate, request, state.identity)
+
+
 CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require_admin(user: CurrentUser) -> Principal:
+    if not user.is_admin:
+        raise Forbidden("this needs the admin role")
+    return user
+
+
+Admin = Annotated[Principal, Depends(require_admin)]
+
+
+def client_of(request: Request) -> Client:
+    return Client(ip=request.client.host if request.client else None,
+                  user_agent=request.headers.get("user-agent"))
+
+
+RequestClient = Annotated[Client, Depends(client_of)]
 
 
 def owned_job(job_id: uuid.UUID, state: State, user: CurrentUser) -> JobRecord:

@@ -32,6 +32,7 @@ STATUS_OF: dict[type[errors.ApertureError], int] = {
     errors.Unauthorized: 401,
     errors.TooLarge: 413,
     errors.QuotaExceeded: 413,
+    errors.RateLimited: 429,
 }
 
 
@@ -61,7 +62,10 @@ def status_of(error: errors.ApertureError) -> int:
 
 async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, errors.ApertureError)  # registered for this class only
-    return problem(status_of(error), error.code, error.message, request)
+    response = problem(status_of(error), error.code, error.message, request)
+    if isinstance(error, errors.RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after_s)
+    return response
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,3 +81,61 @@ class HealthPublic(BaseModel):
     status: str = Field(description='"ok" when every check passes, else "degraded".')
     version: str
     checks: dict[str, Check]
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str | None
+    role: str
+    is_active: bool
+    display_name: str | None
+    provider: str
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+    role: Literal["admin", "user"] = "user"
+    display_name: str | None = Field(default=None, max_length=128)
+
+
+class UserUpdate(BaseModel):
+    """Admin edit of an account; every field optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(default=None, min_length=3, max_length=320)
+    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    role: Literal["admin", "user"] | None = None
+    display_name: str | None = Field(default=None, max_length=128)
+
+
+class MeUpdate(BaseModel):
+    """What users may change of their own account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = Field(default=None, max_length=128)
+    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    current_password: str | None = Field(default=None, max_length=1024)
+
+
+class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    owner_id: uuid.UUID | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    subject: str | None
+    client_ip: str | None
+    request_id: str | None
+    details: dict[str, Any]
+    created_at: datetime

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.executors.base import Executor
+from common.identity import Identity
 from common.jobs.service import JobService
 from common.runtime import Runtime
 from common.settings import Settings
@@ -18,3 +19,4 @@ class AppState:
     executor: Executor
     jobs: JobService
     hub: EventHub
+    identity: Identity

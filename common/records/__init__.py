@@ -2,13 +2,28 @@
 
 from common.records.engine import make_engine, make_sessionmaker, normalise_url, transaction
 from common.records.migrate import migrate
-from common.records.models import Base, File, Job, JobEvent
+from common.records.models import (
+    ApiKey,
+    AuditEvent,
+    AuthSession,
+    Base,
+    File,
+    Job,
+    JobEvent,
+    RefreshToken,
+    User,
+)
 
 __all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "AuthSession",
     "Base",
     "File",
     "Job",
     "JobEvent",
+    "RefreshToken",
+    "User",
     "make_engine",
     "make_sessionmaker",
     "migrate",

@@ -56,12 +56,15 @@ def policy_name(table: str, operation: str) -> str:
     return f"{table}_owner_{operation}"
 
 
-def enable_owner_rls(op: Any, table: str, *, owner_column: str = "owner_id") -> None:
-    """Index `owner_column`; on Supabase also enable RLS with owner-only policies."""
+def enable_owner_rls(op: Any, table: str, *, owner_column: str = "owner_id",
+                     index: bool = True) -> None:
+    """Index `owner_column` (unless `index=False`, e.g. when it is the primary key); on
+    Supabase also enable RLS with owner-only policies."""
     if not _is_postgres(op):
         return
     table, owner = _identifier(table), _identifier(owner_column)
-    op.execute(f'CREATE INDEX IF NOT EXISTS "ix_{table}_{owner}" ON "{table}" ("{owner}")')
+    if index:
+        op.execute(f'CREATE INDEX IF NOT EXISTS "ix_{table}_{owner}" ON "{table}" ("{owner}")')
     condition = f"(SELECT auth.uid()) = {owner}"
     statements = [f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY;']
     for operation, clauses in _OPERATIONS.items():

@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.support.app import LiveServer  # noqa: E402
+from tests.support.app import LiveServer, register
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -80,10 +80,11 @@ def _sequential(client: httpx.Client, n: int) -> tuple[list[float], list[float]]
     return server, observed
 
 
-async def _burst(url: str, n: int) -> float:
+async def _burst(url: str, n: int, headers: dict[str, str]) -> float:
     """Jobs per second from the first submission until all n are terminal."""
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits,
+                                 headers=headers) as client:
         start = time.perf_counter()
         responses = await asyncio.gather(*[
             client.post("/api/v1/jobs", json={"function": "noop", "tags": ["burst"]})
@@ -109,10 +110,12 @@ def main() -> None:
         server.start(workers=2)
         try:
             with server.client() as client:
+                headers = register(client)
+                client.headers.update(headers)
                 _sequential(client, 10)  # warm up
                 health_ms = _health_round_trip_ms(client, 200)
                 server_ms, observed_ms = _sequential(client, args.jobs)
-            jobs_per_s = asyncio.run(_burst(server.url, args.burst))
+            jobs_per_s = asyncio.run(_burst(server.url, args.burst, headers))
         finally:
             server.stop()
     p50 = statistics.median(server_ms)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def wait_for_job(client: httpx.Client | TestClient, job_id: str, *, timeout: flo
                  statuses: set[str] = TERMINAL) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json()
+        response = client.get(f"/api/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
         if job["status"] in statuses:
             return job
         if time.monotonic() > deadline:
@@ -54,21 +57,65 @@ def wait_for_job(client: httpx.Client | TestClient, job_id: str, *, timeout: flo
         time.sleep(0.05)
 
 
+PASSWORD = "correct horse battery staple"
+
+
+def register(client: httpx.Client | TestClient, email: str | None = None,
+             password: str = PASSWORD) -> dict[str, str]:
+    """Register and log in a new user; returns the Authorization header for them."""
+    email = email or f"user-{uuid.uuid4().hex[:10]}@example.org"
+    created = client.post("/api/v1/auth/register", json={"email": email, "password": password})
+    assert created.status_code == 201, created.text
+    return login(client, email, password)
+
+
+def login(client: httpx.Client | TestClient, email: str, password: str = PASSWORD
+          ) -> dict[str, str]:
+    response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    client.cookies.clear()  # the caller's client stays anonymous; the header is the identity
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def signed_in(app_client: TestClient, headers: dict[str, str]) -> TestClient:
+    """Another client of the same running app (same event loop, via its portal) that sends
+    `headers` with every request."""
+    other = TestClient(app_client.app, raise_server_exceptions=False, headers=headers)
+    other.portal = app_client.portal  # type: ignore[attr-defined]
+    return other
+
+
+def make_admin(client: TestClient, email: str | None = None) -> dict[str, str]:
+    """An admin account made the way `aperture users create --admin` makes one."""
+    email = email or f"admin-{uuid.uuid4().hex[:10]}@example.org"
+    identity = client.app.state.aperture.identity  # type: ignore[attr-defined]
+    identity.accounts.create_user(email, PASSWORD, role="admin")
+    return login(client, email)
+
+
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The real app (lifespan, executor, worker processes) in process, shared by a test
-    module: starting workers costs seconds. Tests tag or name what they create."""
+    module: starting workers costs seconds. Tests tag or name what they create. It
+    carries no credentials; `client` is the same app signed in."""
     settings = make_settings(tmp_path_factory.mktemp("app") / "data")
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
+@pytest.fixture(scope="module")
+def client(app_client: TestClient) -> Iterator[TestClient]:
+    """The shared app, signed in as one ordinary user for the module (bearer token)."""
+    yield signed_in(app_client, register(app_client))
+
+
 class LiveServer:
     """`aperture serve` in a child process on a free port, as a user would run it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "APERTURE_DATA_DIR": str(data_dir),
                     "APERTURE_EXTRA_CAPABILITIES": f'["{TEST_CAPABILITIES}"]',

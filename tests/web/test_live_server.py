@@ -9,14 +9,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.app import TERMINAL, LiveServer, wait_for_job
+from tests.support.app import TERMINAL, LiveServer, register, wait_for_job
 
 N_JOBS = 200
 
 
-async def _submit_all(url: str, n: int) -> list[dict]:
+async def _submit_all(url: str, n: int, headers: dict[str, str]) -> list[dict]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
+                                 headers=headers) as client:
         responses = await asyncio.gather(*[
             client.post("/api/v1/jobs", json={"function": "noop", "tags": ["burst"],
                                               "name": f"job-{i}"})
@@ -39,9 +40,10 @@ def _wait_all_terminal(client: httpx.Client, tag: str, total: int, timeout: floa
 def test_200_concurrent_submissions_all_finish_with_consistent_events(
     live_server: LiveServer,
 ) -> None:
-    jobs = asyncio.run(_submit_all(live_server.url, N_JOBS))
-    assert len({j["id"] for j in jobs}) == N_JOBS
     with live_server.client() as client:
+        client.headers.update(register(client))
+        jobs = asyncio.run(_submit_all(live_server.url, N_JOBS, dict(client.headers)))
+        assert len({j["id"] for j in jobs}) == N_JOBS
         _wait_all_terminal(client, "burst", N_JOBS, timeout=240)
         stats = client.get("/api/v1/jobs/stats", params={"tag": "burst"}).json()
         assert stats["total"] == N_JOBS and stats["by_status"]["succeeded"] == N_JOBS
@@ -58,6 +60,7 @@ def test_a_dying_worker_fails_its_job_and_the_server_keeps_serving(
     live_server: LiveServer,
 ) -> None:
     with live_server.client() as client:
+        client.headers.update(register(client))
         crashed = client.post("/api/v1/jobs", json={"function": "test.exit"}).json()
         failed = wait_for_job(client, crashed["id"])
         assert failed["status"] == "failed"
@@ -71,6 +74,8 @@ def test_jobs_end_terminal_after_the_server_is_killed_and_restarted(tmp_path: Pa
     data_dir = tmp_path / "data"
     server = LiveServer(data_dir).start(workers=2)
     with server.client() as client:
+        headers = register(client)
+        client.headers.update(headers)
         ids = [client.post("/api/v1/jobs", json={"function": "noop",
                                                  "params": {"sleep_s": 3}}).json()["id"]
                for _ in range(5)]
@@ -79,9 +84,10 @@ def test_jobs_end_terminal_after_the_server_is_killed_and_restarted(tmp_path: Pa
             assert time.monotonic() < deadline
             time.sleep(0.1)
     server.kill()
-    restarted = LiveServer(data_dir).start(workers=2)
+    restarted = LiveServer(data_dir, port=server.port).start(workers=2)  # same URL
     try:
         with restarted.client() as client:
+            client.headers.update(headers)  # tokens are signed with the data dir's key
             finals = [wait_for_job(client, job_id, timeout=60) for job_id in ids]
         statuses = [job["status"] for job in finals]
         assert statuses.count("failed") == 2, statuses  # the two that were running

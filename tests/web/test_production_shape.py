@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from common.objects.s3 import S3Store
-from tests.support.app import make_settings, wait_for_job
+from tests.support.app import make_settings, register, wait_for_job
 from tests.support.s3 import S3Server, unique_bucket
 from web.app import create_app
 
@@ -30,6 +30,7 @@ def pg_s3_client(tmp_path: Path, postgres_url: str, s3_server: S3Server
         s3_secret_access_key=s3_server.secret_key, workers=1,
     )
     with TestClient(create_app(settings, migrate_on_start=True)) as client:
+        client.headers.update(register(client))
         yield client
 
 

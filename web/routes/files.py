@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from common.capabilities import StoredFile
 from common.errors import NotFound
 from common.objects.disposition import content_disposition
-from web.deps import CurrentUser, State
+from web.deps import CurrentUser, RequestClient, State
 from web.schemas import FilePublic
 from web.upload import MultipartFile
 
@@ -37,7 +37,8 @@ OwnedFile = Annotated[StoredFile, Depends(owned_file)]
             "file": {"type": "string", "format": "binary"},
             "kind": {"type": "string"}}}}}}},
 )
-async def create_file(request: Request, state: State, user: CurrentUser) -> FilePublic:
+async def create_file(request: Request, state: State, user: CurrentUser,
+                      client: RequestClient) -> FilePublic:
     """Upload a file as multipart/form-data (field `file`, last), streamed to storage."""
     form = MultipartFile(request)
     await form.open()
@@ -45,6 +46,9 @@ async def create_file(request: Request, state: State, user: CurrentUser) -> File
         state.runtime.files.add, form.sync_chunks(), name=form.filename or "",
         owner_id=user.id, content_type=form.content_type, kind=form.fields.get("kind"),
     )
+    await run_in_threadpool(
+        state.identity.audit.record, "file.uploaded", actor=user.id, target_type="file",
+        target_id=stored.id, client_ip=client.ip, name=stored.name, size=stored.size)
     return FilePublic.model_validate(state.runtime.files.record(stored.id))
 
 

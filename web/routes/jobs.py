@@ -15,7 +15,7 @@ from common.errors import InvalidInput
 from common.jobs.models import JobEventRecord
 from common.jobs.queries import JobFilter
 from common.jobs.status import Status
-from web.deps import CurrentUser, OwnedJob, State
+from web.deps import CurrentUser, OwnedJob, RequestClient, State
 from web.schemas import JobCreate, JobEventPublic, JobPublic, JobStatsPublic, JobUpdate, Page
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -40,10 +40,14 @@ def _filter(user: CurrentUser, status: Status | None, function: str | None, tag:
 
 
 @router.post("", status_code=201)
-def create_job(body: JobCreate, state: State, user: CurrentUser) -> JobPublic:
+def create_job(body: JobCreate, state: State, user: CurrentUser,
+               client: RequestClient) -> JobPublic:
     """Submit a job: params are validated against the function's schema."""
-    return state.jobs.submit(body.function, body.params, owner_id=user.id, name=body.name,
-                             tags=_check_tags(body.tags))
+    job = state.jobs.submit(body.function, body.params, owner_id=user.id, name=body.name,
+                            tags=_check_tags(body.tags))
+    state.identity.audit.record("job.submitted", actor=user.id, target_type="job",
+                                target_id=job.id, client_ip=client.ip, function=body.function)
+    return job
 
 
 @router.get("")
@@ -88,15 +92,20 @@ def update_job(job: OwnedJob, body: JobUpdate, state: State) -> JobPublic:
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job: OwnedJob, state: State) -> JobPublic:
+def cancel_job(job: OwnedJob, state: State, user: CurrentUser,
+               client: RequestClient) -> JobPublic:
     """Cancel: a queued job ends at once; a running one winds down, then is stopped."""
-    return state.jobs.cancel(job.id)
+    cancelled = state.jobs.cancel(job.id)
+    state.identity.audit.record("job.cancelled", actor=user.id, target_type="job",
+                                target_id=job.id, client_ip=client.ip)
+    return cancelled
 
 
 @router.delete("/{job_id}/cancel")
-def cancel_job_by_delete(job: OwnedJob, state: State) -> JobPublic:
+def cancel_job_by_delete(job: OwnedJob, state: State, user: CurrentUser,
+                         client: RequestClient) -> JobPublic:
     """Same as POST /jobs/{id}/cancel, for clients that cancel with DELETE."""
-    return state.jobs.cancel(job.id)
+    return cancel_job(job, state, user, client)
 
 
 @router.get("/{job_id}/logs")

@@ -8,9 +8,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
 
+from common.errors import ApertureError
 from common.jobs.models import JobEventRecord
-from web.deps import Principal, current_principal, get_ws_state
+from web.auth import authenticate
+from web.deps import get_ws_state
 from web.state import AppState
 
 router = APIRouter(tags=["jobs"])
@@ -20,11 +23,17 @@ router = APIRouter(tags=["jobs"])
 async def stream_jobs(
     websocket: WebSocket,
     state: Annotated[AppState, Depends(get_ws_state)],
-    user: Annotated[Principal, Depends(current_principal)],
     job_id: Annotated[uuid.UUID | None, Query()] = None,
 ) -> None:
     """Push `{"type": "job.event", "event": {...}}` for each change of the caller's jobs
-    (or of one job with `?job_id=`)."""
+    (or of one job with `?job_id=`). Authenticate with a bearer header, an API key, the
+    session cookie, or `?access_token=` (browsers cannot set headers on WebSockets)."""
+    try:
+        user = await run_in_threadpool(authenticate, websocket, state.identity,
+                                       allow_query_token=True)
+    except ApertureError as error:
+        await websocket.close(code=1008, reason=error.message[:120])
+        return
 
     def accepts(event: JobEventRecord) -> bool:
         return user.may_see(event.owner_id) and (job_id is None or event.job_id == job_id)
