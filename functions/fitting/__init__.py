@@ -2,20 +2,22 @@
 
 Public entry points: `list_models` / `get_model` (the model registry), `read_traces` /
 `summarize_traces` (load-traces), `resolve_spec` + `fit_traces` (the batched solver),
-`results_table` / `summarize_fit` (outputs). Importing the package registers the
-`fitting` and `fitting.chunk` capabilities.
+`results_table` / `summarize_fit` (outputs), `load_results` + `results_page` (paginated
+results from the Parquet artefact). Importing the package registers the `fitting` and
+`fitting.chunk` capabilities.
 """
 
 from functions.fitting import capability as capability
 from functions.fitting.fit import FitArrays, fit_traces
 from functions.fitting.models import MODELS, Model, Parameter, get_model, list_models
-from functions.fitting.results import results_page, results_table, summarize_fit
+from functions.fitting.results import load_results, results_page, results_table, summarize_fit
 from functions.fitting.solver import SolverOptions
 from functions.fitting.spec import FitSpec, resolve_spec
 from functions.fitting.traces import Traces, read_traces, summarize_traces
 
 __all__ = [
     "MODELS", "FitArrays", "FitSpec", "Model", "Parameter", "SolverOptions", "Traces",
-    "capability", "fit_traces", "get_model", "list_models", "read_traces", "resolve_spec",
+    "capability", "fit_traces", "get_model", "list_models", "load_results", "read_traces",
+    "resolve_spec",
     "results_page", "results_table", "summarize_fit", "summarize_traces",
 ]

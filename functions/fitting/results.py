@@ -76,6 +76,13 @@ def to_parquet(table: Any) -> bytes:
     return buf.getvalue()
 
 
+def load_results(data: bytes) -> Any:
+    """The results table back from the Parquet artefact (for paginated `results`)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(data))
+
+
 def results_page(table: Any, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
     """Rows `offset .. offset + limit` as JSON-ready dicts (NaN becomes None)."""
     if offset < 0 or limit < 0:

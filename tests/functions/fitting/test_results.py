@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import pytest
 
 from functions.fitting.fit import fit_traces
 from functions.fitting.plots import fit_plots
 from functions.fitting.results import (
+    load_results,
     quality_band,
     results_page,
     results_table,
@@ -51,7 +51,7 @@ def test_table_columns_and_files(fitted) -> None:
     back = pacsv.read_csv(io.BytesIO(to_csv(table)))
     assert back.column_names == names and back.num_rows == 25
     np.testing.assert_allclose(back.column("ktl").to_numpy(), fit.params[:, 1], rtol=1e-12)
-    pq_back = pq.read_table(io.BytesIO(to_parquet(table)))
+    pq_back = load_results(to_parquet(table))
     assert pq_back.column_names == names
     np.testing.assert_array_equal(pq_back.column("r_squared").to_numpy(), fit.r_squared)
     row = results_page(table, offset=2, limit=1)[0]
