@@ -380,6 +380,18 @@ class _Stream:
         pred = xp.einsum("nk,nk->n", step, g_eff) - 0.5 * xp.einsum(
             "nk,nkj,nj->n", step, A, step
         )
+        # A lightly damped step that promises less than ftol of the cost: the point is
+        # converged (MINPACK's predicted-reduction test); skip evaluating the step.
+        settled = (s.lam <= 1e-2) & (pred >= 0) & (pred <= 0.1 * opt.ftol * s.cost)
+        if bool(settled.any()):
+            self._finish(s, settled, A, CONVERGED)
+            keep = ~settled
+            s.take(xp, keep)
+            if s.size == 0:
+                return
+            A, g_eff, pf, step, trial, pred = (
+                A[keep], g_eff[keep], pf[keep], step[keep], trial[keep], pred[keep])
+            lo, hi = s.lo, s.hi
         r_new, cost_new, J_new = self._evaluate(s, trial)
         actual = s.cost - cost_new
         rho = actual / xp.where(pred > 0, pred, 1.0)
