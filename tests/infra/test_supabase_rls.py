@@ -23,8 +23,17 @@ from common.records.models import Base
 from common.records.rls import policy_name
 from infra.supabase import install_local_auth
 
-#: Every table with an `owner_id` that row-level security must protect.
-OWNED_TABLES = ["jobs", "job_events", "files"]
+#: Every table row-level security must protect, with its owner column. Add a table here
+#: (one line) and every test below covers it.
+OWNED_TABLES = {
+    "jobs": "owner_id",
+    "job_events": "owner_id",
+    "files": "owner_id",
+    "users": "id",  # an account owns itself
+    "api_keys": "owner_id",
+    "auth_sessions": "owner_id",
+    "events": "owner_id",
+}
 REALTIME_TABLES = {"jobs", "job_events"}
 
 
@@ -56,11 +65,11 @@ def supabase_engine(postgres_server_url: str) -> Iterator[Engine]:
 def _value(table: Table, column: Column[Any], owner: uuid.UUID, made: dict[str, dict[str, Any]]
            ) -> Any:
     """A valid value for a NOT NULL column; foreign keys point at the owner's own rows."""
-    if column.name == "owner_id":
+    if column.name == OWNED_TABLES[table.name]:
         return owner
     for key in column.foreign_keys:
         return made[key.column.table.name][key.column.name]
-    kind = column.type.python_type
+    kind = getattr(column.type, "impl_instance", column.type).python_type  # TypeDecorators
     values: dict[type, Any] = {
         uuid.UUID: uuid.uuid4(), datetime: datetime.now(UTC), dict: {}, list: [],
         bool: False, int: 1, float: 1.0, str: uuid.uuid4().hex[:8],
@@ -77,7 +86,7 @@ def _seed(connection: Connection, owner: uuid.UUID) -> None:
         if table.name not in OWNED_TABLES:
             continue
         row = {c.name: _value(table, c, owner, made) for c in table.columns
-               if c.name == "owner_id"
+               if c.name == OWNED_TABLES[table.name]
                or not (c.nullable or c.default is not None or c.autoincrement is True)}
         inserted = connection.execute(table.insert().values(**row).returning(*table.c))
         made[table.name] = dict(inserted.mappings().one())
@@ -91,7 +100,8 @@ def _as_role(connection: Connection, role: str, sub: uuid.UUID | None) -> None:
 
 
 def _owners(connection: Connection, table: str) -> set[uuid.UUID | None]:
-    return set(connection.execute(text(f"SELECT owner_id FROM {table}")).scalars())
+    owner = OWNED_TABLES[table]
+    return set(connection.execute(text(f"SELECT {owner} FROM {table}")).scalars())
 
 
 def _visible(engine: Engine, table: str, role: str, sub: uuid.UUID | None
@@ -129,17 +139,18 @@ def test_a_user_sees_only_their_own_rows(supabase_engine: Engine, two_users: Any
 def test_a_user_cannot_change_others_rows(supabase_engine: Engine, two_users: Any,
                                           table: str) -> None:
     alice, bob = two_users
+    owner = OWNED_TABLES[table]
     with supabase_engine.connect() as connection, connection.begin():
         _as_role(connection, "authenticated", alice)
-        changed = connection.execute(text(f"UPDATE {table} SET owner_id = owner_id "
-                                          "WHERE owner_id = :bob"), {"bob": bob})
+        changed = connection.execute(text(f"UPDATE {table} SET {owner} = {owner} "
+                                          f"WHERE {owner} = :bob"), {"bob": bob})
         assert changed.rowcount == 0
-        deleted = connection.execute(text(f"DELETE FROM {table} WHERE owner_id = :bob"),
+        deleted = connection.execute(text(f"DELETE FROM {table} WHERE {owner} = :bob"),
                                      {"bob": bob})
         assert deleted.rowcount == 0
         with pytest.raises(Exception, match="row-level security"):
-            connection.execute(text(f"UPDATE {table} SET owner_id = :bob "
-                                    "WHERE owner_id = :alice"), {"bob": bob, "alice": alice})
+            connection.execute(text(f"UPDATE {table} SET {owner} = :bob "
+                                    f"WHERE {owner} = :alice"), {"bob": bob, "alice": alice})
     with supabase_engine.connect() as connection:
         assert _owners(connection, table) == {alice, bob}
 
@@ -160,7 +171,14 @@ def test_policies_realtime_and_owner_indexes(supabase_engine: Engine) -> None:
     assert {policy_name(t, op) for t in OWNED_TABLES
             for op in ("select", "insert", "update", "delete")} <= policies
     assert published == REALTIME_TABLES
-    assert set(OWNED_TABLES) <= indexed
+    assert {t for t, owner in OWNED_TABLES.items() if owner == "owner_id"} <= indexed
+
+
+def test_every_table_with_an_owner_is_covered() -> None:
+    """A new owned table must call `enable_owner_rls` in its migration and join
+    OWNED_TABLES here."""
+    owned = {t.name for t in Base.metadata.sorted_tables if "owner_id" in t.c}
+    assert owned <= set(OWNED_TABLES)
 
 
 def test_plain_postgres_is_left_without_rls(postgres_url: str) -> None:
