@@ -37,7 +37,7 @@ def render() -> str:
     buffer = io.StringIO()
     config = Config(output_buffer=buffer)
     config.set_main_option("path_separator", "os")
-    config.set_main_option("script_location", str(HERE / "alembic"))
+    config.set_main_option("script_location", str(HERE / "alembic_offline"))
     config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
     command.upgrade(config, "head", sql=True)
     return HEADER + buffer.getvalue().strip() + "\n"
