@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     )
     supabase_url: str | None = None
     supabase_jwt_secret: SecretStr | None = None
+    supabase_jwks_cooldown_s: float = Field(
+        default=30.0, ge=0, description="Least time between two JWKS fetches forced by "
+        "unknown key ids (a flood of made-up kids cannot hammer Supabase)."
+    )
 
     # web
     cors_origins: list[str] = Field(default_factory=list)

@@ -30,9 +30,11 @@ class SupabaseVerifier:
         self.issuer = f"{settings.supabase_url.rstrip('/')}/auth/v1"
         self.secret = (settings.supabase_jwt_secret.get_secret_value()
                        if settings.supabase_jwt_secret else None)
-        # PyJWKClient caches keys and fetches the set again when a kid is unknown.
+        # PyJWKClient caches keys and fetches the set again when a kid is unknown, at
+        # most once per cooldown.
         self.jwks = jwt.PyJWKClient(f"{self.issuer}/.well-known/jwks.json", cache_keys=True,
-                                    lifespan=600, timeout=5)
+                                    lifespan=600, timeout=5,
+                                    cooldown_duration=settings.supabase_jwks_cooldown_s)
 
     def claims(self, token: str) -> dict[str, Any]:
         try:
