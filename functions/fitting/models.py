@@ -190,7 +190,7 @@ _register(Model(
     parameters=(
         Parameter("t0", 2.0, 0.0, 30.0, "h", grid="time", n_starts=7, kink=True),
         Parameter("ktl", 20.0, 1.0, _BIG, "a.u./h", linear=True),
-        Parameter("delta", 0.07, 1e-5, 10.1, "1/h"),
+        Parameter("delta", 0.07, 1e-5, 10.1, "1/h", grid="rate", n_starts=3),
         Parameter("beta", 0.0436275356035, 1e-5, 10.0, "1/h"),
         Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True),
     ),

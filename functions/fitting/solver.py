@@ -30,6 +30,8 @@ from common.errors import JobCancelled
 from functions.fitting.spec import FitSpec
 from functions.fitting.starts import choose_starts
 
+COMPACT_BELOW = 0.8  # compact the working set when fewer than this share still iterate
+
 # Status codes per trace; `REASONS` names them in results.
 CONVERGED, MAX_ITER, TOO_FEW_POINTS, NOT_FINITE = 0, 1, 2, 3
 REASONS = {
@@ -175,8 +177,8 @@ def _host(xp: ModuleType, a: Any) -> np.ndarray:
 class _State:
     """Working arrays of the traces being iterated (their rows of the input in `idx`)."""
 
-    FIELDS = ("t", "y", "w", "p", "idx", "lo", "hi", "lam", "nu", "it", "D", "done", "r",
-              "cost", "J")
+    FIELDS = ("t", "y", "w", "p", "idx", "lo", "hi", "lam", "nu", "it", "D", "done", "live",
+              "r", "cost", "J")
     t: Any  # (n, T) or (1, T) times
     y: Any  # (n, T) data, 0 where missing
     w: Any  # (n, T) weights
@@ -189,6 +191,7 @@ class _State:
     it: Any  # (n,) evaluations so far
     D: Any  # (n, k) scaling
     done: Any  # (n,) converged at the last step
+    live: Any  # (n,) still iterating (finished rows stay until the next compaction)
     r: Any  # (n, T) weighted residuals
     cost: Any  # (n,) ½·SS_res
     J: Any  # (k, n, T) weighted Jacobian columns
@@ -199,6 +202,20 @@ class _State:
     @property
     def size(self) -> int:
         return int(self.idx.shape[0])
+
+    @property
+    def live_count(self) -> int:
+        return int(self.live.sum())
+
+    def compact(self, xp: ModuleType, *, below: float = 1.0) -> Any:
+        """Drop finished rows when the live fraction is below `below`; returns the kept
+        mask (for the caller's own per-row arrays) or None when nothing was dropped."""
+        live = self.live
+        count = self.live_count
+        if count == self.size or count > below * self.size:
+            return None
+        self.take(xp, live)
+        return live
 
     def take(self, xp: ModuleType, keep: Any) -> None:
         for name in self.FIELDS:
@@ -238,7 +255,7 @@ class _Stream:
         size = max(self.opt.working_set, 1)
         pos, s = 0, None
         while True:
-            current = 0 if s is None else s.size
+            current = 0 if s is None else s.live_count
             if pos < queue.size and current <= 0.75 * size:
                 rows = queue[pos : pos + size - current]
                 pos += rows.size
@@ -246,8 +263,9 @@ class _Stream:
                 if s is None:
                     s = new
                 else:
+                    s.compact(self.xp)
                     s.extend(self.xp, new)
-            if s is None or s.size == 0:
+            if s is None or s.live_count == 0:
                 if pos >= queue.size:
                     return
                 continue
@@ -279,7 +297,7 @@ class _Stream:
         s = _State(t=t, y=y, w=w, p=p, idx=rows, lo=lo, hi=hi,
                    lam=xp.full(n, 1e-3), nu=xp.full(n, 2.0),
                    it=xp.ones(n, dtype=xp.int32), D=xp.zeros((n, k)),
-                   done=xp.zeros(n, dtype=bool))
+                   done=xp.zeros(n, dtype=bool), live=xp.ones(n, dtype=bool))
         s.r, s.cost, s.J = self._evaluate(s, p)
         bad = ~xp.isfinite(s.cost)
         if bool(bad.any()):
@@ -352,18 +370,22 @@ class _Stream:
         # Cosine between the residual and each Jacobian column (MINPACK's gtol test).
         cosine = xp.abs(g_eff) / (xp.sqrt(diag) * xp.sqrt(2.0 * s.cost)[:, None] + 1e-300)
         converged = s.done | (cosine.max(axis=1) <= opt.gtol) | (s.cost == 0) | (s.lam > 1e16)
-        hit_max = ~converged & (s.it >= opt.max_iter)
+        converged &= s.live
+        hit_max = ~converged & (s.it >= opt.max_iter) & s.live
         stop = converged | hit_max
         if bool(stop.any()):
             self._finish(s, converged, A, CONVERGED)
             self._finish(s, hit_max, A, MAX_ITER)
-            keep = ~stop
-            s.take(xp, keep)
-            A, g, g_eff, blocked = A[keep], g[keep], g_eff[keep], blocked[keep]
-            pf, step = pf[keep], step[keep]
-            lo, hi = s.lo, s.hi
-            if s.size == 0:
+            s.live &= ~stop
+            if s.live_count == 0:
                 return
+            # Finished rows ride along (their results are stored) until they are a
+            # sizeable share: compacting copies every working array.
+            keep = s.compact(xp, below=COMPACT_BELOW)
+            if keep is not None:
+                A, g, g_eff, blocked = A[keep], g[keep], g_eff[keep], blocked[keep]
+                pf, step = pf[keep], step[keep]
+                lo, hi = s.lo, s.hi
         damped = A + eye * (s.lam[:, None] * s.D)[:, :, None]
         if bool(blocked.any()):
             step = self._held_step(damped, g, step, blocked, xp.zeros_like(step))
@@ -382,16 +404,17 @@ class _Stream:
         )
         # A lightly damped step that promises less than ftol of the cost: the point is
         # converged (MINPACK's predicted-reduction test); skip evaluating the step.
-        settled = (s.lam <= 1e-2) & (pred >= 0) & (pred <= 0.1 * opt.ftol * s.cost)
+        settled = (s.lam <= 1e-2) & (pred >= 0) & (pred <= 0.1 * opt.ftol * s.cost) & s.live
         if bool(settled.any()):
             self._finish(s, settled, A, CONVERGED)
-            keep = ~settled
-            s.take(xp, keep)
-            if s.size == 0:
+            s.live &= ~settled
+            if s.live_count == 0:
                 return
-            A, g_eff, pf, step, trial, pred = (
-                A[keep], g_eff[keep], pf[keep], step[keep], trial[keep], pred[keep])
-            lo, hi = s.lo, s.hi
+            keep = s.compact(xp, below=COMPACT_BELOW)
+            if keep is not None:
+                A, g_eff, pf, step, trial, pred = (
+                    A[keep], g_eff[keep], pf[keep], step[keep], trial[keep], pred[keep])
+                lo, hi = s.lo, s.hi
         r_new, cost_new, J_new = self._evaluate(s, trial)
         actual = s.cost - cost_new
         rho = actual / xp.where(pred > 0, pred, 1.0)
