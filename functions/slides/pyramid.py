@@ -78,7 +78,8 @@ def _level0_page(path: str | Path, width: int, height: int) -> int:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        for index, page in enumerate(tif.pages):
+        pages: list[Any] = list(tif.pages)
+        for index, page in enumerate(pages):
             if page.is_tiled and (page.imagewidth, page.imagelength) == (width, height):
                 return index
     raise UnsupportedFile(f"{Path(path).name}: no tiled full-resolution page")
@@ -95,7 +96,8 @@ def _openslide_raw(osr: Any, target: Path, width: int, height: int) -> Any:
         for y in range(0, height, 512):
             rgba = np.asarray(osr.read_region((0, y), 0, (width, min(512, height - y))))
             a = rgba[..., 3:4].astype(np.uint16)
-            out.write(((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8))
+            out.write(((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
+                      .tobytes())
     return pyvips.Image.rawload(str(target), width, height, 3)
 
 

@@ -60,7 +60,7 @@ class SlideTiles:
     """Deep Zoom descriptors, tiles, thumbnails and associated images of slides."""
 
     def __init__(self, settings: TileSettings | None = None) -> None:
-        self.settings = settings or TileSettings()
+        self.settings = settings or TileSettings.model_validate({})
         s = self.settings
         self.handles = HandleCache(s.max_handles, decoded_cache=ByteLRU(
             s.decoded_cache_bytes, size_of=lambda a: a.nbytes))
@@ -137,7 +137,7 @@ class SlideTiles:
     def evict(self, slide_id: str) -> None:
         """Forget a deleted or replaced slide."""
         self.handles.evict(str(slide_id))
-        self.cache.discard_where(lambda k: k[0] == str(slide_id))
+        self.cache.discard_where(lambda k: isinstance(k, tuple) and k[0] == str(slide_id))
 
     async def atile(self, slide_id: str, path: str | Path, level: int, col: int, row: int,
                     fmt: str) -> Tile:

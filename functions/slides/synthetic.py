@@ -148,11 +148,12 @@ def _assemble(
                 if level:
                     size = f"{width}x{height} -> {page.imagewidth}x{page.imagelength}"
                 tiles = _raw_tiles(src, page)
+                tables = page.jpegtables or b""
                 out.write(
                     tiles, shape=page.shape, dtype=np.uint8, tile=(tile, tile),
                     compression=7, photometric="ycbcr", subsampling=(2, 2),
                     description=head + size + props, metadata=None,
-                    extratags=[(347, 7, len(page.jpegtables), page.jpegtables, True)],
+                    extratags=[(347, 7, len(tables), tables, True)] if tables else [],
                 )
             if level == 0:
                 out.write(thumb_pixels, photometric="rgb", metadata=None,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import UnsupportedFile
 from functions.slides.tile_cache import ByteLRU
 
 #: OpenSlide vendors whose levels are plain tiled TIFF pages.
@@ -102,11 +103,12 @@ class TiffPyramid:
 
         try:
             with tifffile.TiffFile(path) as tif:
-                tiled = [(i, p) for i, p in enumerate(tif.pages) if p.is_tiled]
+                pages: list[Any] = list(tif.pages)
+                tiled = [(i, p) for i, p in enumerate(pages) if p.is_tiled]
                 by_size = {(p.imagewidth, p.imagelength): (i, p) for i, p in reversed(tiled)}
                 levels = []
                 for dims in level_dimensions:
-                    found = by_size.get(tuple(dims))
+                    found = by_size.get((int(dims[0]), int(dims[1])))
                     level = _level_from_page(*found) if found else None
                     if level is None:
                         return None
@@ -160,14 +162,21 @@ class TiffPyramid:
         if lv.counts[index] == 0:  # a missing tile reads as background, like OpenSlide
             return np.broadcast_to(self._background, (lv.tile_height, lv.tile_width, 3))
         raw = self.raw_tile(level, index)
-        if lv.compression == JPEG:
-            import imagecodecs
+        try:
+            if lv.compression == JPEG:
+                import imagecodecs
 
-            colorspace = "RGB" if lv.photometric == RGB else None
-            tile = imagecodecs.jpeg8_decode(raw, tables=lv.jpegtables, colorspace=colorspace,
-                                            outcolorspace="RGB")
-        else:
-            tile = lv.decode(raw, index, jpegtables=lv.jpegtables)[0][0]
+                colorspace = "RGB" if lv.photometric == RGB else None
+                tile = imagecodecs.jpeg8_decode(raw, tables=lv.jpegtables,
+                                                colorspace=colorspace, outcolorspace="RGB")
+            else:
+                tile = lv.decode(raw, index, jpegtables=lv.jpegtables)[0][0]
+        except Exception as exc:  # codec errors have no common base class
+            raise UnsupportedFile(f"{os.path.basename(self.path)}: stored tile {index} of "
+                                  f"level {level} cannot be decoded: {exc}") from None
+        if tile.shape != (lv.tile_height, lv.tile_width, 3):
+            raise UnsupportedFile(f"{os.path.basename(self.path)}: stored tile {index} of "
+                                  f"level {level} decodes to {tile.shape}")
         return tile
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
-from common.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound, UnsupportedFile
 from functions.slides.service import CACHE_CONTROL, SlideTiles, TileSettings
 
 
@@ -59,6 +59,16 @@ def test_errors(synthetic: Path) -> None:
         tiles.associated_image("s", synthetic, "nope")
     with pytest.raises(InvalidInput):
         tiles.thumbnail("s", synthetic, 0)
+
+
+def test_unreadable_pixels_are_a_clear_error_not_a_crash(real: Path) -> None:
+    tiles = SlideTiles()
+    with pytest.raises(UnsupportedFile, match=r"unreadable\.svs.*cannot be (read|decoded)"):
+        tiles.thumbnail("u", real / "unreadable.svs", 512)
+    with pytest.raises(UnsupportedFile, match=r"unreadable\.svs"):
+        tiles.tile("u", real / "unreadable.svs", 0, 0, 0, "jpeg")
+    with pytest.raises(UnsupportedFile, match=r"unopenable\.tiff cannot be opened"):
+        tiles.descriptor("x", real / "unopenable.tiff")
 
 
 def test_thumbnail_and_associated_images(synthetic: Path) -> None:
