@@ -1,11 +1,13 @@
 """Batched, bounded Levenberg-Marquardt over many traces at once.
 
-All traces of a chunk advance together with array operations: parameters are `(n, P)`,
-data `(n, T)` with a 0/1 weight for missing points, Jacobian columns `(k, n, T)` for the
-k free parameters. Each trace has its own damping λ, its own convergence test and its
-own active bound set (projected LM: a parameter on a bound whose gradient points
-outwards is held there for the step; trial points are clipped into the box). Finished
-traces stop being updated and are compacted out of the working arrays.
+A working set of traces advances together with array operations: parameters are
+`(n, P)`, data `(n, T)` with a 0/1 weight for missing points, Jacobian columns
+`(k, n, T)` for the k free parameters, normal equations solved as a batch of `(k, k)`
+systems. Each trace has its own damping λ (Nielsen's update, Marquardt scaling), its own
+convergence test and its own active bound set: a parameter on a bound is held there
+when the damped Gauss-Newton step pushes it outwards, and components that would leave
+the box stop on it while the others are re-solved. Finished traces are stored, then
+compacted out and replaced by waiting ones.
 
 The same code runs on numpy and on cupy (`common.arrays` backend switch).
 
