@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,7 @@ from common.runtime import Runtime
 from common.settings import Settings
 from web.errors import install_error_handlers
 from web.hub import EventHub
+from web.deps import current_principal
 from web.middleware import RequestContextMiddleware
 from web.routes import auth, events, files, functions, health, jobs, signed, users, ws
 from web.state import AppState
@@ -28,10 +29,21 @@ log = logging.getLogger("aperture.web")
 API_PREFIX = "/api/v1"
 
 
+#: Routers open to anyone: health, signed URLs (they carry their own signature and
+#: expiry), and auth (whose register/login/refresh are how an identity is obtained; its
+#: other routes ask for the principal themselves).
+PUBLIC_ROUTERS = (health, signed, auth)
+#: Everything else needs an identity: a router added here is protected by default.
+PROTECTED_ROUTERS = (users, events, functions, files, jobs)
+
+
 def _api_router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, events, functions, files, jobs, ws, signed):
+    for module in PUBLIC_ROUTERS:
         api.include_router(module.router)
+    for module in PROTECTED_ROUTERS:
+        api.include_router(module.router, dependencies=[Depends(current_principal)])
+    api.include_router(ws.router)  # authenticates inside: WebSockets answer with close codes
     return api
 
 
