@@ -431,7 +431,7 @@ class _Stream:
         s.done = small_f | small_x
         s.p = xp.where(accept[:, None], trial, s.p)
         s.cost = xp.where(accept, cost_new, s.cost)
-        if bool(accept.all()):  # the usual case: take the new arrays without copying
+        if bool((accept | ~s.live).all()):  # usual: take the new arrays without copying
             s.r, s.J = r_new, J_new
         elif bool(accept.any()):
             s.r[accept] = r_new[accept]
