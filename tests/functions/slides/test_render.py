@@ -124,3 +124,33 @@ def test_low_levels_never_read_full_resolution(synthetic: Path) -> None:
     for level in range(geometry.level_count - 5):
         render_tile(handle, geometry, level, 0, 0)
     assert handle.openslide_reads[0] == 0 and handle.openslide_reads[lowest] > 0
+
+
+def test_rgb_jpeg_tiles_without_adobe_marker(tmp_path: Path) -> None:
+    """Aperio's "RGB" JPEG tiles skip the colour transform and carry no Adobe marker:
+    decoding and pass-through must not treat them as YCbCr."""
+    import imagecodecs
+
+    rng = np.random.default_rng(0)
+    image = np.kron((rng.random((64, 64, 3)) * 255).astype(np.uint8), np.ones((8, 8, 1),
+                                                                              np.uint8))
+
+    def encoded(tile: np.ndarray) -> bytes:
+        data = bytes(imagecodecs.jpeg8_encode(tile, level=90, colorspace="RGB",
+                                              outcolorspace="RGB"))
+        at = data.find(b"\xff\xee")  # drop the APP14 segment libjpeg adds
+        return data[:at] + data[at + 2 + int.from_bytes(data[at + 2:at + 4], "big"):]
+
+    path = tmp_path / "rgb-jpeg.tiff"
+    tiles = [encoded(image[y:y + 256, x:x + 256]) for y in (0, 256) for x in (0, 256)]
+    assert all(b"\xff\xee" not in t for t in tiles)
+    tifffile.imwrite(path, iter(tiles), shape=image.shape, dtype=np.uint8, tile=(256, 256),
+                     compression=7, photometric="rgb", subsampling=(1, 1),
+                     compressionargs={"outcolorspace": 2})
+    reference = np.asarray(openslide.OpenSlide(path).read_region((256, 0), 0, (256, 256)))
+    handle = SlideHandle(path)
+    geometry = handle.geometry(256, 0, False)
+    stored = passthrough_tile(handle, geometry, geometry.level_count - 1, 1, 0)
+    assert stored is not None
+    for pixels in (decode(stored), handle.tiff.read_region(0, 256, 0, 256, 256)):  # type: ignore[union-attr]
+        assert np.abs(pixels.astype(np.int16) - reference[..., :3]).mean() < 0.5
