@@ -52,3 +52,25 @@ def test_cors_origins_come_from_settings(tmp_path: Path) -> None:
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
         other = client.get("/api/v1/health", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_users_create_makes_the_first_admin(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APERTURE_")}
+    env["PYTHONPATH"] = str(REPO)
+    command = [sys.executable, "-m", "infra.cli", "users", "create", "--email",
+               "Boss@Lab.org", "--admin", "--password-stdin"]
+    made = subprocess.run(command, cwd=tmp_path, env=env, input="a long enough secret\n",
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert "created admin boss@lab.org" in made.stdout
+    weak = subprocess.run([*command[:-4], "--email", "x@lab.org", "--password-stdin"],
+                          cwd=tmp_path, env=env, input="short\n", capture_output=True,
+                          text=True, timeout=120)
+    assert weak.returncode == 1 and "at least 10" in weak.stderr
+    settings = make_settings(tmp_path / ".aperture", workers=1)
+    with TestClient(create_app(settings)) as client:
+        tokens = client.post("/api/v1/auth/login", json={"email": "boss@lab.org",
+                                                         "password": "a long enough secret"})
+        me = client.get("/api/v1/auth/me",
+                        headers={"Authorization": f"Bearer {tokens.json()['access_token']}"})
+        assert me.json()["role"] == "admin"
