@@ -51,8 +51,20 @@ class PyramidResult(BaseModel):
     bands: int
 
 
-def dzi_prefix(slide_id: uuid.UUID) -> str:
+def dzi_prefix(slide_id: uuid.UUID | str) -> str:
     return f"slides/{slide_id}/dzi"
+
+
+def pyramid_dzi_key(slide_id: uuid.UUID | str) -> str:
+    """Where a finished pyramid's descriptor is; its presence means every tile is there."""
+    return f"{dzi_prefix(slide_id)}/slide.dzi"
+
+
+def pyramid_tile_key(slide_id: uuid.UUID | str, level: int, col: int, row: int,
+                     fmt: str) -> str:
+    """The object key of one pre-generated tile (what the web layer serves when the
+    pyramid's settings equal the live ones)."""
+    return f"{dzi_prefix(slide_id)}/slide_files/{level}/{col}_{row}.{fmt}"
 
 
 def _localise(ctx: Context, file_id: uuid.UUID, workdir: Path) -> Path:

@@ -156,6 +156,10 @@ def test_capability_single_and_fan_out_store_the_same_objects(
         return {o.key[len(prefix):]: store.get_bytes(o.key) for o in store.iter_objects(prefix)}
 
     assert objects(single_id) == objects(banded_id)
+    from functions.slides.capability import pyramid_dzi_key, pyramid_tile_key
+
+    assert store.exists(pyramid_dzi_key(single_id))
+    assert store.exists(pyramid_tile_key(single_id, single.levels - 1, 0, 0, "jpeg"))
     assert any("band" in message for _, message in ctx.progress_log)
 
 
