@@ -37,7 +37,7 @@ class FittingParams(BaseModel):
     time_unit: Literal["h", "min", "s"] | None = Field(
         None, description="Unit of the time column when the file does not say (default h).")
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    chunk_size: int = Field(FAN_OUT_TRACES, ge=1000,
+    chunk_size: int = Field(FAN_OUT_TRACES, ge=100,
                             description="Traces per child job when the file has more.")
 
 
