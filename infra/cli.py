@@ -77,6 +77,24 @@ def cmd_users_create(args: argparse.Namespace) -> int:
         runtime.close()
 
 
+def cmd_demo_timelapse(args: argparse.Namespace) -> int:
+    from functions.microscopy.synthetic import write_timelapse
+
+    paths = write_timelapse(args.out, fovs=args.fovs, frames=args.frames, size=args.size,
+                            seed=args.seed)
+    print(f"wrote {paths}")
+    return 0
+
+
+def cmd_demo_slide(args: argparse.Namespace) -> int:
+    from functions.slides.synthetic import write_synthetic_slide
+
+    write_synthetic_slide(args.out, width=args.width, height=args.height, tile=args.tile,
+                          levels=args.levels, seed=args.seed)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aperture", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--password-stdin", action="store_true",
                         help="read the password from standard input instead of prompting")
     create.set_defaults(run=cmd_users_create)
+
+    demo = commands.add_parser("demo-data", help="write synthetic data with ground truth"
+                               ).add_subparsers(dest="demo_command", required=True)
+    timelapse = demo.add_parser("timelapse", help="multi-FOV OME-TIFF time-lapse + truth JSON")
+    timelapse.add_argument("out", help="output folder")
+    timelapse.add_argument("--fovs", type=int, default=4)
+    timelapse.add_argument("--frames", type=int, default=60)
+    timelapse.add_argument("--size", type=int, default=512)
+    timelapse.add_argument("--seed", type=int, default=0)
+    timelapse.set_defaults(run=cmd_demo_timelapse)
+    slide = demo.add_parser("slide", help="SVS-like pyramidal JPEG TIFF")
+    slide.add_argument("out", help="output file, e.g. out.svs")
+    slide.add_argument("--width", type=int, default=50_000)
+    slide.add_argument("--height", type=int, default=40_000)
+    slide.add_argument("--tile", type=int, default=256)
+    slide.add_argument("--levels", type=int, default=4)
+    slide.add_argument("--seed", type=int, default=0)
+    slide.set_defaults(run=cmd_demo_slide)
     return parser
 
 

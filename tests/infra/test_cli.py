@@ -74,3 +74,18 @@ def test_users_create_makes_the_first_admin(tmp_path: Path) -> None:
         me = client.get("/api/v1/auth/me",
                         headers={"Authorization": f"Bearer {tokens.json()['access_token']}"})
         assert me.json()["role"] == "admin"
+
+
+def test_demo_data_writes_a_timelapse_and_a_slide(tmp_path: Path) -> None:
+    made = _aperture("demo-data", "timelapse", str(tmp_path / "tl"), "--fovs", "2",
+                     "--frames", "3", "--size", "64", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "tl" / "timelapse.ome.tif").exists()
+    assert (tmp_path / "tl" / "timelapse.truth.json").exists()
+    slide = _aperture("demo-data", "slide", str(tmp_path / "s.svs"), "--width", "2000",
+                      "--height", "1500", cwd=tmp_path)
+    assert slide.returncode == 0, slide.stderr
+    import openslide
+
+    with openslide.OpenSlide(str(tmp_path / "s.svs")) as opened:
+        assert opened.dimensions == (2000, 1500) and opened.level_count >= 2
