@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     s3_path_style: bool = False
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
+    import_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server folders whose files users may import by path (JSON list).",
+    )
     signed_url_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
 
     # execution
