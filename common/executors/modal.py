@@ -3,10 +3,13 @@
 `submit` spawns `cap_<name>(job_id)` on the deployed app and stores the FunctionCall id on
 the job; the container runs `run_job` and writes status, progress and results to the
 database itself. This side only watches from outside, in a supervisor thread of the web
-process (and in one pass of the scheduled cleanup, when no web container is up):
+process (and in one pass of the scheduled cleanup, when no web container is up). Running
+jobs beat; only quiet ones (no recent heartbeat, or queued a while) have their call
+polled, so a healthy job costs no Modal request:
 
 - a call that ended while its job is still active (container crash, out of memory, Modal
   timeout after its retries) recovers the job: retried while attempts remain, else failed;
+  a job silent past `APERTURE_HEARTBEAT_TIMEOUT_S` is recovered too (its call cancelled);
 - a job that stayed `cancelling` past the grace period gets `FunctionCall.cancel()` and
   ends cancelled;
 - queued jobs nobody submitted (a retry whose spawn failed) are submitted.
@@ -26,20 +29,17 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 
 from common.errors import NotFound
 from common.executors.base import HandleState
 from common.jobs.runner import run_job
 from common.jobs.status import ACTIVE, Status
-from common.records import Job
+from common.records import Job, JobEvent
 from common.records.types import utcnow
 from common.runtime import Runtime
 
 log = logging.getLogger("aperture.executor.modal")
-
-#: Statuses whose FunctionCall the supervisor watches (queued: spawned, not yet started).
-_WATCHED = ACTIVE | {Status.queued}
 
 NAME = "modal"
 #: Seconds between supervisor passes (each polls every active job's FunctionCall).
@@ -69,11 +69,15 @@ class ModalExecutor:
     name = NAME
 
     def __init__(self, runtime: Runtime, *, api: Any = None,
-                 sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
+                 sweep_interval_s: float = SWEEP_INTERVAL_S,
+                 quiet_after_s: float | None = None) -> None:
         self.runtime = runtime
         self.app_name = runtime.settings.modal_app
         self.api = api if api is not None else importlib.import_module("modal")
         self.sweep_interval_s = sweep_interval_s
+        #: A job this quiet (no heartbeat, or queued this long) has its call polled.
+        self.quiet_after_s = (quiet_after_s if quiet_after_s is not None
+                              else max(3 * runtime.settings.heartbeat_interval_s, 10.0))
         self._functions: dict[str, Any] = {}
         self._stopping = threading.Event()
         self._wakeup = threading.Event()
@@ -189,47 +193,77 @@ class ModalExecutor:
             status = session.scalar(select(Job.status).where(Job.handle == handle))
         return Status(status) if status else None
 
-    def _active_jobs(self) -> list[Any]:
+    def _suspects(self) -> list[Any]:
+        """Jobs whose call is worth a look: queued with a call for a while (not started
+        yet), or active with no recent heartbeat. Healthy running jobs beat every
+        `heartbeat_interval_s`, so they cost no Modal request."""
+        quiet = utcnow() - timedelta(seconds=self.quiet_after_s)
         with self.runtime.db() as session:
             return list(session.execute(
-                select(Job.id, Job.status, Job.handle, Job.updated_at)
-                .where(Job.executor == self.name, Job.status.in_(_WATCHED),
-                       Job.handle.is_not(None), Job.handle != _SUBMITTING)
+                select(Job.id, Job.status, Job.handle, Job.heartbeat_at)
+                .where(Job.executor == self.name, Job.handle.is_not(None),
+                       Job.handle != _SUBMITTING,
+                       or_(and_(Job.status == Status.queued, Job.updated_at < quiet),
+                           and_(Job.status.in_(ACTIVE),
+                                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < quiet))))
+                .limit(500)
             ).all())
 
     def _recover_ended_calls(self) -> None:
-        for job_id, _status, handle, _updated in self._active_jobs():
+        silent_since = utcnow() - timedelta(seconds=self.runtime.settings.heartbeat_timeout_s)
+        for job_id, status, handle, heartbeat_at in self._suspects():
+            silent = status is not Status.queued and (heartbeat_at is None
+                                                      or heartbeat_at < silent_since)
             try:
                 state, error = self._outcome(handle)
-            except Exception:
+            except Exception as failure:  # Modal unreachable or the call unknown
                 log.warning("could not poll Modal call %s", handle, exc_info=True)
+                if silent:
+                    self._recover(job_id, handle, f"no heartbeat for "
+                                  f"{self.runtime.settings.heartbeat_timeout_s:.0f} s and "
+                                  f"Modal could not be asked ({type(failure).__name__})")
                 continue
-            if state in (HandleState.pending, HandleState.running):
-                continue
-            status = self.runtime.jobs.status_of(job_id)
-            if status not in _WATCHED:
-                continue  # the container finished the record just now
-            reason = ("the Modal call ended without finishing the job"
-                      + (f" ({error})" if error else ""))
-            if status is Status.queued:
-                # The call never started the job (e.g. its container failed at import):
-                # fail it rather than spawn the same failure again.
-                self.runtime.jobs.try_transition(
-                    job_id, Status.failed, guards=[Job.handle == handle],
-                    error={"type": "executor", "message": reason}, message=reason,
-                )
-                continue
-            recovered = self.runtime.jobs.lose(job_id, reason)
-            if recovered is not None and recovered.status is Status.queued:
-                self.submit_or_fail(job_id)
+            if state is HandleState.running and silent:
+                with contextlib.suppress(Exception):  # frozen: stop it before retrying
+                    self._cancel_call(handle)
+                self._recover(job_id, handle, f"no heartbeat for "
+                              f"{self.runtime.settings.heartbeat_timeout_s:.0f} s")
+            elif state in (HandleState.finished, HandleState.lost):
+                self._recover(job_id, handle, "the Modal call ended without finishing the "
+                              "job" + (f" ({error})" if error else ""))
+
+    def _recover(self, job_id: uuid.UUID, handle: str, reason: str) -> None:
+        """The call behind `handle` is gone: retry the job while attempts remain, else
+        fail it. A job the call never started fails (retrying would repeat the cause)."""
+        status = self.runtime.jobs.status_of(job_id)
+        if status is Status.queued:
+            self.runtime.jobs.try_transition(
+                job_id, Status.failed, guards=[Job.handle == handle],
+                error={"type": "executor", "message": reason}, message=reason,
+            )
+            return
+        if status not in ACTIVE:
+            return  # the container finished the record just now
+        recovered = self.runtime.jobs.lose(job_id, reason)
+        if recovered is not None and recovered.status is Status.queued:
+            self.submit_or_fail(job_id)
 
     def _enforce_cancels(self) -> None:
+        """Cancel the calls of jobs still `cancelling` after the grace period."""
         cutoff = utcnow() - timedelta(seconds=self.runtime.settings.cancel_grace_s)
-        for job_id, status, handle, updated_at in self._active_jobs():
-            if status != Status.cancelling or updated_at > cutoff:
-                continue
-            with contextlib.suppress(Exception):  # an ended call cannot be cancelled
-                self._cancel_call(handle)
+        asked = (select(func.max(JobEvent.created_at))
+                 .where(JobEvent.job_id == Job.id, JobEvent.status == Status.cancelling)
+                 .scalar_subquery())
+        with self.runtime.db() as session:
+            due = list(session.execute(
+                select(Job.id, Job.handle)
+                .where(Job.executor == self.name, Job.status == Status.cancelling,
+                       asked < cutoff)
+            ).all())
+        for job_id, handle in due:
+            if handle and handle != _SUBMITTING:
+                with contextlib.suppress(Exception):  # an ended call cannot be cancelled
+                    self._cancel_call(handle)
             self.runtime.jobs.try_transition(
                 job_id, Status.cancelled, guards=[Job.status == Status.cancelling],
                 message="cancelled: stopped after the grace period",

@@ -115,7 +115,7 @@ def cleanup_runtime(tmp_path: Path) -> Iterator[tuple[Runtime, ModalExecutor, Mo
     runtime = Runtime.from_settings(make_settings(tmp_path / "data", executor="modal"))
     migrate(runtime.engine)
     standin = ModalStandIn(runtime)
-    executor = ModalExecutor(runtime, api=standin)
+    executor = ModalExecutor(runtime, api=standin, quiet_after_s=0.0)
     runtime.submit = executor.submit_or_fail
     try:
         yield runtime, executor, standin

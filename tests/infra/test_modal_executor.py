@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import modal
 import pytest
+from sqlalchemy import update
 
 from common.capabilities import load_capabilities
 from common.executors import HandleState, make_executor
@@ -19,7 +21,8 @@ from common.executors.modal import ModalExecutor, function_name, run_call
 from common.jobs.models import JobRecord
 from common.jobs.service import JobService
 from common.jobs.status import Status
-from common.records import migrate
+from common.records import Job, migrate
+from common.records.types import utcnow
 from common.runtime import Runtime
 from tests.support.app import TEST_CAPABILITIES, make_settings
 from tests.support.modal_standin import ModalStandIn
@@ -32,7 +35,8 @@ class Harness:
         self.runtime = Runtime.from_settings(settings)
         migrate(self.runtime.engine)
         self.modal = ModalStandIn(self.runtime)
-        self.executor = ModalExecutor(self.runtime, api=self.modal, sweep_interval_s=0.1)
+        self.executor = ModalExecutor(self.runtime, api=self.modal, sweep_interval_s=0.1,
+                                      quiet_after_s=0.0)
         self.runtime.submit = self.executor.submit_or_fail  # as in a container
         self.jobs = JobService(self.runtime, self.executor)
 
@@ -125,6 +129,21 @@ def test_a_call_that_dies_fails_its_job_with_the_cause(supervised: Harness) -> N
     failed = supervised.wait(job.id)
     assert failed.status is Status.failed and failed.error is not None
     assert "exited with code 137" in failed.error.message
+
+
+def test_a_silent_job_is_recovered_and_its_call_cancelled(harness: Harness) -> None:
+    harness.modal.hold.clear()  # the call stays "running" in Modal's eyes
+    job = harness.submit("noop")
+    handle = harness.runtime.jobs.get(job.id).handle or ""
+    harness.runtime.jobs.start(job.id, handle)  # it started, then froze: no more beats
+    with harness.runtime.engine.begin() as connection:
+        connection.execute(update(Job).where(Job.id == job.id).values(
+            heartbeat_at=utcnow() - timedelta(seconds=60)))
+    harness.executor.sweep()
+    failed = harness.runtime.jobs.get(job.id)
+    assert failed.status is Status.failed and failed.error is not None
+    assert "no heartbeat" in failed.error.message
+    assert harness.modal.calls[handle].cancelled
 
 
 def test_a_retried_call_counts_as_an_attempt(harness: Harness) -> None:

@@ -33,6 +33,7 @@ class _Call:
     result: Any = None
     error: BaseException | None = None
     cancelled: bool = False
+    started: bool = False  # past `hold`, running the job
 
 
 @dataclass
@@ -72,6 +73,7 @@ class ModalStandIn:
     def _run(self, call: _Call) -> None:
         self.hold.wait()
         try:
+            call.started = True
             if call.cancelled:
                 raise modal.exception.InputCancellation("cancelled before it started")
             if call.job_id in self.crash:
@@ -139,7 +141,7 @@ class _CallHandle:
         call = self._call()
         call.cancelled = True
         thread = call.thread
-        if thread is not None and thread.is_alive() and thread.ident is not None:
+        if call.started and thread is not None and thread.is_alive() and thread.ident:
             # Modal interrupts the running input with InputCancellation; so do we.
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(thread.ident), ctypes.py_object(modal.exception.InputCancellation)
