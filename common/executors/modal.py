@@ -42,7 +42,7 @@ from common.runtime import Runtime
 log = logging.getLogger("aperture.executor.modal")
 
 NAME = "modal"
-#: Seconds between supervisor passes (each polls every active job's FunctionCall).
+#: Seconds between supervisor passes (each polls the calls of quiet jobs only).
 SWEEP_INTERVAL_S = 5.0
 #: Seconds a queued job may go without a FunctionCall before a sweep submits it.
 UNCLAIMED_AFTER_S = 30.0
