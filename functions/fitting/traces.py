@@ -67,7 +67,8 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
     ------
     InvalidInput
         Empty file, unreadable CSV/Parquet, wrong or missing columns, non-numeric or
-        infinite values, duplicate (fov, cell, time) rows, unknown time unit.
+        infinite values, no value at all (every one missing or NaN), duplicate
+        (fov, cell, time) rows, unknown time unit.
     """
     label = f"{name!r}: " if name else ""
     if not data or not data.strip():
@@ -95,6 +96,9 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
         t, y, fov, cell = _from_wide(table, label)
         layout = "wide"
         nan_values = int(np.isnan(y).sum())
+    if not np.isfinite(y).any():
+        raise InvalidInput(f"{label}the traces file has no values: every value is missing "
+                           "or NaN")
     return Traces(t * UNIT_HOURS[unit], y, fov, cell, unit, layout, nan_values)
 
 

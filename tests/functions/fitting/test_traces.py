@@ -104,6 +104,8 @@ def test_summary_counts_all_cells(ragged) -> None:
         (b"# Time units: fortnights\ntime,a\n0,1\n", "unknown time unit"),
         (b"time,a\n0,1\n0,2\n", "duplicate times"),
         (b"PAR1 not really parquet", "not a readable Parquet"),
+        (b"time,fov,cell,value\n0,0,0,\n1,0,0,nan\n", "has no values"),
+        (b"time,a,b\n0,,\n1,nan,\n", "has no values"),
     ],
 )
 def test_bad_files_are_invalid_input(data: bytes, message: str) -> None:
