@@ -33,7 +33,12 @@ OWNED_TABLES = {
     "api_keys": "owner_id",
     "auth_sessions": "owner_id",
     "events": "owner_id",
+    "datasets": "owner_id",
+    "uploads": "owner_id",
+    "slides": "owner_id",
 }
+#: Those the schema has now: a table listed ahead of its migration joins when it lands.
+PRESENT = [table for table in OWNED_TABLES if table in Base.metadata.tables]
 REALTIME_TABLES = {"jobs", "job_events"}
 
 
@@ -121,7 +126,7 @@ def two_users(supabase_engine: Engine) -> tuple[uuid.UUID, uuid.UUID]:
     return alice, bob
 
 
-@pytest.mark.parametrize("table", OWNED_TABLES)
+@pytest.mark.parametrize("table", PRESENT)
 def test_a_user_sees_only_their_own_rows(supabase_engine: Engine, two_users: Any,
                                          table: str) -> None:
     alice, bob = two_users
@@ -135,7 +140,7 @@ def test_a_user_sees_only_their_own_rows(supabase_engine: Engine, two_users: Any
     assert _visible(supabase_engine, table, "anon", alice) == set()
 
 
-@pytest.mark.parametrize("table", OWNED_TABLES)
+@pytest.mark.parametrize("table", PRESENT)
 def test_a_user_cannot_change_others_rows(supabase_engine: Engine, two_users: Any,
                                           table: str) -> None:
     alice, bob = two_users
@@ -167,18 +172,22 @@ def test_policies_realtime_and_owner_indexes(supabase_engine: Engine) -> None:
         )).scalars())
         indexed = set(connection.execute(text(
             "SELECT tablename FROM pg_indexes WHERE indexdef LIKE '%(owner_id)%'")).scalars())
-    assert set(OWNED_TABLES) <= secured
-    assert {policy_name(t, op) for t in OWNED_TABLES
+    assert set(PRESENT) <= secured
+    assert {policy_name(t, op) for t in PRESENT
             for op in ("select", "insert", "update", "delete")} <= policies
     assert published == REALTIME_TABLES
-    assert {t for t, owner in OWNED_TABLES.items() if owner == "owner_id"} <= indexed
+    assert {t for t in PRESENT if OWNED_TABLES[t] == "owner_id"} <= indexed
 
 
 def test_every_table_with_an_owner_is_covered() -> None:
     """A new owned table must call `enable_owner_rls` in its migration and join
     OWNED_TABLES here."""
     owned = {t.name for t in Base.metadata.sorted_tables if "owner_id" in t.c}
-    assert owned <= set(OWNED_TABLES)
+    assert owned <= set(OWNED_TABLES), (
+        f"tables with an owner but no RLS test: {sorted(owned - set(OWNED_TABLES))}; add "
+        "each to OWNED_TABLES in tests/infra/test_supabase_rls.py and call "
+        "common.records.rls.enable_owner_rls in its migration"
+    )
 
 
 def test_plain_postgres_is_left_without_rls(postgres_url: str) -> None:
