@@ -189,6 +189,14 @@ class DirectoryStore:
     def get_bytes(self, key: str, *, start: int = 0, end: int | None = None) -> bytes:
         return b"".join(self.iter_bytes(key, start=start, end=end))
 
+    def local_path(self, key: str) -> Path | None:
+        """The object's file, for readers that need a real path (read it, never write it);
+        ObjectNotFound if there is none."""
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"no object under key {key!r}")
+        return path
+
     def iter_bytes(
         self, key: str, *, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
     ) -> Iterator[bytes]:

@@ -260,6 +260,11 @@ class S3Store:
     def get_bytes(self, key: str, *, start: int = 0, end: int | None = None) -> bytes:
         return b"".join(self.iter_bytes(key, start=start, end=end))
 
+    def local_path(self, key: str) -> Path | None:
+        """None: S3 objects have no local file (read them with `RangedReader`)."""
+        validate_key(key)
+        return None
+
     def iter_bytes(
         self, key: str, *, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
     ) -> Iterator[bytes]:

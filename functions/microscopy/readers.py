@@ -2,7 +2,10 @@
 
 ``open_reader(path)`` picks the reader from the file's leading bytes (never from its
 name), so a mislabelled file is read as what it is or refused with
-:class:`common.errors.UnsupportedFile`. Every reader reports the same
+:class:`common.errors.UnsupportedFile`. ND2 and TIFF readers also take a seekable
+binary file object (e.g. :class:`common.objects.ranged.RangedReader` over S3), so
+metadata can be read without a local copy; CZI needs a real path (pylibCZIrw opens
+files by name only). Every reader reports the same
 :class:`MicroscopyMetadata` and reads ``(n, Y, X)`` frame batches of one FOV, channel
 and z plane, so a workflow never holds more than one batch.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -21,6 +24,21 @@ from functions.microscopy.metadata import ChannelInfo, MicroscopyMetadata
 _ND2_MAGIC = (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  ")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _CZI_MAGIC = b"ZISRAWFILE"
+
+#: What a reader opens: a path, or a seekable binary file object (ND2 and TIFF only).
+Source = str | Path | IO[bytes]
+
+
+def is_file_object(source: Source) -> bool:
+    return hasattr(source, "read") and hasattr(source, "seek")
+
+
+def source_path(source: Source, name: str | None = None) -> Path:
+    """The path (or, for a file object, the `name` given for it) that messages and
+    ``base_name`` use."""
+    if is_file_object(source):
+        return Path(name or "unnamed")
+    return Path(source)  # type: ignore[arg-type]
 
 
 class Reader(Protocol):
@@ -62,13 +80,19 @@ class _Base:
             )
 
 
-def sniff(path: str | Path) -> str:
+def sniff(path: Source, *, name: str | None = None) -> str:
     """File type from the leading bytes: "nd2", "tiff" or "czi"; UnsupportedFile else."""
+    shown = source_path(path, name).name
     try:
-        with open(path, "rb") as fh:
+        if is_file_object(path):
+            fh: Any = path
+            fh.seek(0)
             head = fh.read(16)
+        else:
+            with open(path, "rb") as fh:  # type: ignore[arg-type]
+                head = fh.read(16)
     except OSError as exc:
-        raise UnsupportedFile(f"cannot open {Path(path).name}: {exc.strerror}") from None
+        raise UnsupportedFile(f"cannot open {shown}: {exc.strerror or exc}") from None
     if head.startswith(_ND2_MAGIC):
         return "nd2"
     if head[:4] in _TIFF_MAGIC:
@@ -76,13 +100,13 @@ def sniff(path: str | Path) -> str:
     if head.startswith(_CZI_MAGIC):
         return "czi"
     raise UnsupportedFile(
-        f"{Path(path).name} is not an ND2, CZI or TIFF file (unrecognised leading bytes)"
+        f"{shown} is not an ND2, CZI or TIFF file (unrecognised leading bytes)"
     )
 
 
-def open_reader(path: str | Path) -> Reader:
-    """Open a microscopy file; raises UnsupportedFile for unknown, corrupt or truncated
-    files.
+def open_reader(path: Source, *, name: str | None = None) -> Reader:
+    """Open a microscopy file (a path, or a seekable binary file object named `name`);
+    raises UnsupportedFile for unknown, corrupt or truncated files.
 
     Examples
     --------
@@ -90,33 +114,38 @@ def open_reader(path: str | Path) -> Reader:
     ...     r.metadata.n_z
     10
     """
-    kind = sniff(path)
+    kind = sniff(path, name=name)
     if kind == "nd2":
-        return Nd2Reader(path)
+        return Nd2Reader(path, name=name)
     if kind == "czi":
         from functions.microscopy.readers_czi import CziReader
 
-        return CziReader(path)
+        if is_file_object(path):
+            raise TypeError("CZI files need a path: pylibCZIrw cannot read file objects")
+        return CziReader(path)  # type: ignore[arg-type]
     from functions.microscopy.readers_tiff import TiffReader
 
-    return TiffReader(path)
+    return TiffReader(path, name=name)
 
 
-def read_metadata(path: str | Path) -> MicroscopyMetadata:
-    """Metadata of a microscopy file without reading pixel data."""
-    with open_reader(path) as reader:
+def read_metadata(path: Source, *, name: str | None = None) -> MicroscopyMetadata:
+    """Metadata of a microscopy file (a path, or for ND2 and TIFF a seekable binary file
+    object named `name`) without reading pixel data."""
+    with open_reader(path, name=name) as reader:
         return reader.metadata
 
 
 class Nd2Reader(_Base):
     """Nikon ND2 through the ``nd2`` package; XY positions are FOVs."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: Source, *, name: str | None = None) -> None:
         import nd2
 
-        self.path = Path(path)
+        self.path = source_path(path, name)
+        self._file_path = None if is_file_object(path) else str(self.path)
         try:
-            self._f = nd2.ND2File(self.path)
+            source: Any = path if is_file_object(path) else self.path
+            self._f = nd2.ND2File(source)
         except Exception as exc:  # nd2 raises many types for corrupt files
             raise UnsupportedFile(f"{self.path.name} is not a readable ND2 file: {exc}"
                                   ) from None
@@ -157,7 +186,7 @@ class Nd2Reader(_Base):
         n_t = sizes.get("T", 1)
         times, source = self._timepoints(n_t)
         return MicroscopyMetadata(
-            base_name=self.path.stem, file_type="nd2", file_path=str(self.path),
+            base_name=self.path.stem, file_type="nd2", file_path=self._file_path,
             height=sizes["Y"], width=sizes["X"], n_frames=n_t, n_fovs=sizes.get("P", 1),
             n_channels=n_c, n_z=sizes.get("Z", 1), dtype=str(np.dtype(f.dtype)),
             channel_names=[c.name for c in channels], channels=channels,

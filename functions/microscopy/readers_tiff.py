@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,7 @@ from functions.microscopy.metadata import (
     to_micrometres,
     to_minutes,
 )
-from functions.microscopy.readers import _Base
+from functions.microscopy.readers import Source, _Base, is_file_object, source_path
 
 
 def _float(el: Any, name: str) -> float | None:
@@ -108,13 +106,15 @@ def _tifffile_errors() -> Iterator[_Errors]:
 class TiffReader(_Base):
     """OME-TIFF (multi-series: FOVs) and plain or ImageJ TIFF stacks."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: Source, *, name: str | None = None) -> None:
         import tifffile
 
-        self.path = Path(path)
+        self.path = source_path(path, name)
+        self._source = path
+        self._file_path = None if is_file_object(path) else str(self.path)
         with _tifffile_errors() as errors:
             try:
-                self._tf = tifffile.TiffFile(self.path)
+                self._tf = tifffile.TiffFile(path if is_file_object(path) else self.path)
             except Exception as exc:
                 raise UnsupportedFile(f"{self.path.name} is not a readable TIFF file: {exc}"
                                       ) from None
@@ -160,7 +160,7 @@ class TiffReader(_Base):
         fields = _ome_fields(images[0], ome, first) if images else _plain_fields(tf, first)
         channels = fields.pop("channels")
         return MicroscopyMetadata(
-            base_name=self.path.name.split(".")[0], file_path=str(self.path),
+            base_name=self.path.name.split(".")[0], file_path=self._file_path,
             file_type="ome-tiff" if images else "tiff",
             height=first.height, width=first.width, n_frames=first.n_t,
             n_fovs=len(self._series), n_channels=first.n_c, n_z=first.n_z,
@@ -170,7 +170,7 @@ class TiffReader(_Base):
 
     def _check_pages(self, name: str) -> None:
         """Refuse truncated files and undecodable compression without reading pixels."""
-        size = os.path.getsize(self.path)
+        size = self._tf.filehandle.size
         for s in self._series:
             import tifffile
 
