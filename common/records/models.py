@@ -234,3 +234,48 @@ class AuditEvent(Base):
         Index("ix_events_subject_created", "subject", "created_at"),
         Index("ix_events_ip_created", "client_ip", "created_at"),
     )
+
+
+class Slide(Base):
+    """A whole-slide image: what OpenSlide reports of a stored file, read once by the
+    `metadata` job. Pixels stay in the file; this row is what lists and viewers read."""
+
+    __tablename__ = "slides"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    file_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("files.id", ondelete="CASCADE")
+    )
+    dataset_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("datasets.id", ondelete="SET NULL"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    vendor: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int] = mapped_column(BigInteger)
+    height: Mapped[int] = mapped_column(BigInteger)
+    level_count: Mapped[int] = mapped_column(Integer)
+    #: Per level: {"width", "height", "downsample"}, level 0 first.
+    levels: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    tile_width: Mapped[int | None] = mapped_column(Integer)
+    tile_height: Mapped[int | None] = mapped_column(Integer)
+    mpp_x: Mapped[float | None] = mapped_column(Float)
+    mpp_y: Mapped[float | None] = mapped_column(Float)
+    objective_power: Mapped[float | None] = mapped_column(Float)
+    #: The non-empty region in level-0 pixels: {"x", "y", "width", "height"}.
+    bounds: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    background_color: Mapped[str | None] = mapped_column(String(16))
+    quickhash: Mapped[str | None] = mapped_column(String(128))
+    #: Every vendor property, as OpenSlide names them.
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    #: Associated images (label, macro, thumbnail...): {"name", "width", "height"}.
+    associated: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    prediction_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    source_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    #: One slide per file: a retried metadata job updates the row it made.
+    __table_args__ = (UniqueConstraint("file_id", name="uq_slides_file_id"),)
