@@ -21,7 +21,7 @@ from web.errors import install_error_handlers
 from web.hub import EventHub
 from web.deps import current_principal
 from web.middleware import RequestContextMiddleware
-from web.routes import auth, events, files, functions, health, jobs, signed, users, ws
+from web.routes import analysis, auth, events, files, functions, health, jobs, signed, users, ws
 from web.state import AppState
 
 log = logging.getLogger("aperture.web")
@@ -34,7 +34,7 @@ API_PREFIX = "/api/v1"
 #: other routes ask for the principal themselves).
 PUBLIC_ROUTERS = (health, signed, auth)
 #: Everything else needs an identity: a router added here is protected by default.
-PROTECTED_ROUTERS = (users, events, functions, files, jobs)
+PROTECTED_ROUTERS = (users, events, functions, files, jobs, analysis)
 
 
 def _api_router() -> APIRouter:

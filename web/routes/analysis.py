@@ -1,0 +1,229 @@
+"""Trace analysis: kinetic models, load-traces, and fitting jobs (start, status, cancel,
+results). Compute lives in `functions.fitting`; this module checks input and ownership."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.capabilities import StoredFile
+from common.errors import Conflict, InvalidInput
+from common.imports import resolve_import_path
+from common.jobs.models import JobError, JobRecord
+from common.jobs.status import Status
+from functions.fitting.capability import FAN_OUT_TRACES
+from functions.fitting.models import list_models
+from functions.fitting.results import load_results, results_page
+from functions.fitting.spec import resolve_spec
+from functions.fitting.traces import read_traces, summarize_traces
+from web.deps import CurrentUser, OwnedJob, RequestClient, State
+
+router = APIRouter(prefix="/analysis", tags=["analysis"])
+
+FITTING = "fitting"
+TimeUnit = Literal["h", "min", "s"]
+
+
+class ParameterPublic(BaseModel):
+    name: str
+    description: str
+    default: float
+    bounds: tuple[float, float]
+    unit: str
+    fixed: bool = Field(description="Held at its value by default (else fitted).")
+
+
+class ModelPublic(BaseModel):
+    name: str
+    description: str
+    equation: str
+    parameters: list[ParameterPublic]
+
+
+class TracesSource(BaseModel):
+    """Exactly one of a stored file (`file_id`) or a server path under the import roots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: uuid.UUID | None = None
+    file_path: str | None = Field(None, description="Absolute path under the import roots.")
+    time_unit: TimeUnit | None = Field(
+        None, description="Unit of the time column when the file does not say (default h).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TracesSource:
+        if (self.file_id is None) == (self.file_path is None):
+            raise ValueError("give exactly one of file_id or file_path")
+        return self
+
+
+class TimePoints(BaseModel):
+    min: int
+    median: float
+    max: int
+
+
+class TracePreview(BaseModel):
+    fov: int | str
+    cell: int | str
+    time_h: list[float]
+    value: list[float]
+
+
+class TracesPublic(BaseModel):
+    file_id: uuid.UUID
+    cell_count: int
+    time_points: TimePoints = Field(description="Valid points per cell, over all cells.")
+    time_units: str
+    time_range_h: tuple[float, float] | None
+    value_range: tuple[float, float] | None
+    nan_count: int
+    missing_points: int
+    empty_cells: int
+    layout: str
+    preview: list[TracePreview]
+
+
+class FittingStart(TracesSource):
+    model_type: str = Field("maturation", description="A model from GET /analysis/models.")
+    model_params: dict[str, float] | None = None
+    model_bounds: dict[str, tuple[float, float]] | None = None
+    fixed: dict[str, bool] | list[str] | None = None
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    chunk_size: int = Field(FAN_OUT_TRACES, ge=100,
+                            description="Traces per child job when the file has more.")
+
+
+class FittingStarted(BaseModel):
+    success: Literal[True] = True
+    job_id: uuid.UUID
+    file_id: uuid.UUID
+
+
+class FittingStatus(BaseModel):
+    job_id: uuid.UUID
+    status: Status
+    progress: float
+    message: str | None
+    error: JobError | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class FittingResults(BaseModel):
+    job_id: uuid.UUID
+    summary: dict[str, Any]
+    results_file_id: uuid.UUID = Field(description="The per-trace results as CSV.")
+    parquet_file_id: uuid.UUID
+    plot_file_ids: list[uuid.UUID]
+    plots: dict[str, uuid.UUID] = Field(description="The same plots by name.")
+    results: list[dict[str, Any]] = Field(description="Per-trace rows, one page.")
+    total: int
+    limit: int
+    offset: int
+
+
+def fitting_job(job: OwnedJob) -> JobRecord:
+    """The caller's job, if it is a fitting job."""
+    if job.function != FITTING:
+        raise InvalidInput(f"job {job.id} is a {job.function!r} job, not a fitting job")
+    return job
+
+
+FittingJob = Annotated[JobRecord, Depends(fitting_job)]
+
+
+def _traces_file(source: TracesSource, state: State, user: CurrentUser) -> StoredFile:
+    """The caller's stored file; a server path is imported as one first."""
+    if source.file_id is not None:
+        return state.runtime.files.get(source.file_id, owner_id=user.id)
+    real = resolve_import_path(source.file_path or "", state.settings.import_roots)
+    return state.runtime.files.import_path(real, owner_id=user.id)
+
+
+def _status(job: JobRecord) -> FittingStatus:
+    return FittingStatus(job_id=job.id, status=job.status, progress=job.progress,
+                         message=job.progress_message, error=job.error,
+                         created_at=job.created_at, started_at=job.started_at,
+                         finished_at=job.finished_at)
+
+
+@router.get("/models")
+def read_models() -> list[ModelPublic]:
+    """Every fitting model: equation and parameters with defaults, bounds and units."""
+    return [
+        ModelPublic(**{k: m[k] for k in ("name", "description", "equation")}, parameters=[
+            ParameterPublic(bounds=(p["lower"], p["upper"]),
+                            **{k: p[k] for k in ("name", "description", "default", "unit",
+                                                 "fixed")})
+            for p in m["parameters"]])
+        for m in list_models()
+    ]
+
+
+@router.post("/load-traces")
+def load_traces(body: TracesSource, state: State, user: CurrentUser) -> TracesPublic:
+    """Read a traces file and describe it: cells, points per cell, units, ranges."""
+    stored = _traces_file(body, state, user)
+    traces = read_traces(state.runtime.objects.get_bytes(stored.key), name=stored.name,
+                         time_unit=body.time_unit)
+    return TracesPublic(file_id=stored.id, **summarize_traces(traces))
+
+
+@router.post("/fitting/start", status_code=201)
+def start_fitting(body: FittingStart, state: State, user: CurrentUser,
+                  client: RequestClient) -> FittingStarted:
+    """Fit a model to every trace of a file, as a job (params checked before it exists)."""
+    resolve_spec(body.model_type, params=body.model_params, bounds=body.model_bounds,
+                 fixed=body.fixed)
+    stored = _traces_file(body, state, user)
+    params = body.model_dump(exclude={"file_path"}, exclude_none=True)
+    params["file_id"] = str(stored.id)
+    job = state.jobs.submit(FITTING, params, owner_id=user.id)
+    state.identity.audit.record("job.submitted", actor=user.id, target_type="job",
+                                target_id=job.id, client_ip=client.ip, function=FITTING)
+    return FittingStarted(job_id=job.id, file_id=stored.id)
+
+
+@router.get("/fitting/status/{job_id}")
+def read_fitting_status(job: FittingJob) -> FittingStatus:
+    """A fitting job's status and progress."""
+    return _status(job)
+
+
+@router.post("/fitting/cancel/{job_id}")
+def cancel_fitting(job: FittingJob, state: State, user: CurrentUser,
+                   client: RequestClient) -> FittingStatus:
+    """Cancel a fitting job and its child jobs."""
+    cancelled = state.jobs.cancel(job.id)
+    state.identity.audit.record("job.cancelled", actor=user.id, target_type="job",
+                                target_id=job.id, client_ip=client.ip)
+    return _status(cancelled)
+
+
+@router.get("/fitting/results/{job_id}")
+def read_fitting_results(
+    job: FittingJob, state: State,
+    limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> FittingResults:
+    """Summary, artefact file ids and one page of per-trace results of a finished fit."""
+    if job.status is not Status.succeeded or not job.result:
+        why = f": {job.error.message}" if job.error else ""
+        raise Conflict(f"job {job.id} is {job.status.value}; results exist once it has "
+                       f"succeeded{why}")
+    result = job.result
+    parquet = state.runtime.files.get(uuid.UUID(result["parquet_file_id"]))
+    table = load_results(state.runtime.objects.get_bytes(parquet.key))
+    plots = {name: uuid.UUID(str(i)) for name, i in result["plot_file_ids"].items()}
+    return FittingResults(
+        job_id=job.id, summary=result["summary"], results_file_id=result["results_file_id"],
+        parquet_file_id=parquet.id, plot_file_ids=list(plots.values()), plots=plots,
+        results=results_page(table, offset=offset, limit=limit), total=table.num_rows,
+        limit=limit, offset=offset,
+    )
