@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
-from xml.etree.ElementTree import Element, SubElement, tostring
+from xml.etree.ElementTree import Element, SubElement, fromstring, tostring
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +30,24 @@ class DziDescriptor(BaseModel):
         width, height = geometry.dimensions
         return cls(width=width, height=height, tile_size=geometry.tile_size,
                    overlap=geometry.overlap, format=fmt, level_count=geometry.level_count)
+
+    @classmethod
+    def from_xml(cls, text: str | bytes) -> DziDescriptor:
+        """Parse a `.dzi` document (e.g. the one `dzsave` wrote); ValueError if it is not
+        one."""
+        try:
+            image = fromstring(text)
+            size = image.find(f"{{{DZI_NAMESPACE}}}Size")
+            if size is None:
+                size = image.find("Size")
+            if size is None:
+                raise ValueError("no Size element")
+            width, height = int(size.attrib["Width"]), int(size.attrib["Height"])
+            return cls(width=width, height=height, tile_size=int(image.attrib["TileSize"]),
+                       overlap=int(image.attrib["Overlap"]), format=image.attrib["Format"],
+                       level_count=math.ceil(math.log2(max(width, height, 1))) + 1)
+        except (KeyError, ValueError, SyntaxError) as exc:
+            raise ValueError(f"not a Deep Zoom descriptor: {exc}") from None
 
     def to_xml(self) -> str:
         """The `.dzi` document, as `DeepZoomGenerator.get_dzi` writes it."""

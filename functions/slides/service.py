@@ -44,6 +44,11 @@ class TileSettings(BaseSettings):
     cache_bytes: int = Field(256 << 20, ge=0, description="Rendered-tile cache budget.")
     decoded_cache_bytes: int = Field(128 << 20, ge=0,
                                      description="Decoded stored-tile cache budget.")
+    local_cache_bytes: int = Field(10 << 30, ge=0,
+                                   description="Local copies of slides from stores without "
+                                   "local files (S3), least recently used evicted.")
+    pyramid_check_s: float = Field(30.0, ge=0, description="How long the answer to 'has "
+                                   "this slide a pre-generated pyramid?' is reused.")
 
 
 @dataclass(frozen=True)

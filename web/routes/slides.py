@@ -1,0 +1,154 @@
+"""Slides: whole-slide image records (made by the `metadata` job), their properties,
+thumbnails and associated images."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.errors import NotFound
+from common.slides import SlideFilter, SlideRecord
+from functions.slides.service import Tile
+from web.deps import CurrentUser, RequestClient, State
+from web.schemas import Page
+from web.slides import OwnedSlide, SlideService, SlideServiceDep
+
+router = APIRouter(prefix="/slides", tags=["slides"])
+
+SlidePublic = SlideRecord
+
+
+class SlideUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class SlideBulkDelete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+class SlideBulkDeleted(BaseModel):
+    deleted: list[uuid.UUID]
+    not_found: list[uuid.UUID]
+
+
+def image_response(tile: Tile, request: Request) -> Response:
+    """An image with its ETag and caching headers; 304 when the client has it."""
+    headers = {"ETag": tile.etag, "Cache-Control": tile.cache_control}
+    if tile.etag in _etags(request.headers.get("if-none-match", "")):
+        return Response(status_code=304, headers=headers)
+    return Response(tile.content, media_type=tile.media_type, headers=headers)
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+@router.get("")
+def read_slides(
+    service: SlideServiceDep, user: CurrentUser,
+    file_id: uuid.UUID | None = None, dataset_id: uuid.UUID | None = None,
+    vendor: str | None = None,
+    name: Annotated[str | None, Query(max_length=255, description="Substring.")] = None,
+    created_after: datetime | None = None, created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[SlidePublic]:
+    """Slides, newest first, filtered by file, dataset, vendor, name and creation time."""
+    f = SlideFilter(owner_id=user.id, all_owners=user.is_admin, file_id=file_id,
+                    dataset_id=dataset_id, vendor=vendor, name=name,
+                    created_after=created_after, created_before=created_before)
+    items, total = service.records.find(f, limit=limit, offset=offset)
+    return Page[SlidePublic](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post("/bulk-delete")
+def delete_slides(body: SlideBulkDelete, service: SlideServiceDep, user: CurrentUser,
+                  state: State, client: RequestClient) -> SlideBulkDeleted:
+    """Delete several slides; ids that are not the caller's are reported as not found."""
+    mine, missing = [], []
+    for slide_id in dict.fromkeys(body.ids):
+        try:
+            mine.append(_owned(service, slide_id, user))
+        except LookupError:
+            missing.append(slide_id)
+    for slide in mine:
+        _delete(service, state, slide, user, client)
+    return SlideBulkDeleted(deleted=[s.id for s in mine], not_found=missing)
+
+
+@router.get("/{slide_id}")
+def read_slide(slide: OwnedSlide) -> SlidePublic:
+    """One slide: levels, tile size, microns per pixel, properties, associated images."""
+    return slide
+
+
+@router.patch("/{slide_id}")
+def update_slide(slide: OwnedSlide, body: SlideUpdate, service: SlideServiceDep
+                 ) -> SlidePublic:
+    """Rename a slide (the file keeps its name)."""
+    if body.name is None:
+        return slide
+    return service.records.rename(slide.id, body.name)
+
+
+@router.delete("/{slide_id}", status_code=204)
+def delete_slide(slide: OwnedSlide, service: SlideServiceDep, user: CurrentUser,
+                 state: State, client: RequestClient) -> Response:
+    """Delete a slide's record, pyramid and cached tiles (its file stays)."""
+    _delete(service, state, slide, user, client)
+    return Response(status_code=204)
+
+
+@router.get("/{slide_id}/properties")
+def read_slide_properties(slide: OwnedSlide) -> dict[str, str]:
+    """Every vendor property, as OpenSlide names them."""
+    return {key: str(value) for key, value in slide.properties.items()}
+
+
+@router.get("/{slide_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
+async def read_slide_thumbnail(
+    slide: OwnedSlide, service: SlideServiceDep, request: Request,
+    max: Annotated[int, Query(ge=1, le=4096, description="Longest side, pixels.")] = 512,
+) -> Response:
+    """A JPEG of the whole slide fitting in max x max pixels."""
+    path = await service.apath(slide)
+    tile = await service.tiles.athumbnail(str(slide.id), path, max)
+    return image_response(tile, request)
+
+
+@router.get("/{slide_id}/associated/{image}", responses={200: {"content": {"image/png": {}}}})
+async def read_slide_associated_image(slide: OwnedSlide, image: str,
+                                      service: SlideServiceDep, request: Request) -> Response:
+    """An associated image (label, macro, thumbnail, ...) as PNG."""
+    path = await service.apath(slide)
+    tile = await service.tiles.aassociated_image(str(slide.id), path, image)
+    return image_response(tile, request)
+
+
+def _owned(service: SlideService, slide_id: uuid.UUID, user: CurrentUser) -> SlideRecord:
+    try:
+        slide = service.records.get(slide_id)
+    except NotFound:
+        raise LookupError(slide_id) from None
+    if not user.may_see(slide.owner_id):
+        raise LookupError(slide_id)
+    return slide
+
+
+def _delete(service: SlideService, state: State, slide: SlideRecord, user: CurrentUser,
+            client: RequestClient) -> None:
+    from functions.slides.capability import dzi_prefix
+
+    service.records.delete([slide.id])
+    service.forget(slide)
+    state.runtime.objects.delete_prefix(dzi_prefix(slide.id) + "/")
+    state.identity.audit.record("slide.deleted", actor=user.id, target_type="slide",
+                                target_id=slide.id, client_ip=client.ip, name=slide.name)

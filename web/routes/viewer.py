@@ -1,0 +1,83 @@
+"""Deep Zoom for the viewer: the `.dzi` descriptor and tiles of a slide.
+
+Tiles render off the event loop (the tile service's async variants). A slide with a
+finished pre-generated pyramid (`tiles.pyramid`, same tile settings) has its tiles
+served from storage: streamed from the directory store, or a redirect to a presigned
+URL with S3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from common.errors import InvalidInput, NotFound
+from functions.slides.capability import pyramid_tile_key
+from functions.slides.geometry import parse_tile_format
+from functions.slides.render import MEDIA_TYPES
+from functions.slides.service import CACHE_CONTROL, Tile
+from web.deps import State
+from web.routes.slides import image_response
+from web.slides import OwnedSlide, SlideServiceDep
+
+router = APIRouter(prefix="/viewer", tags=["viewer"])
+
+Responses = dict[int | str, dict[str, Any]]
+DZI_RESPONSES: Responses = {200: {"content": {"application/xml": {}, "application/json": {}}}}
+TILE_RESPONSES: Responses = {200: {"content": {"image/jpeg": {}, "image/png": {}}},
+                             304: {"description": "Not modified (If-None-Match)"}}
+
+
+@router.get("/{slide_id:uuid}.dzi", responses=DZI_RESPONSES)
+async def read_dzi(slide: OwnedSlide, service: SlideServiceDep, request: Request
+                   ) -> Response:
+    """The slide's Deep Zoom descriptor: XML, or JSON with `Accept: application/json`."""
+    descriptor = await run_in_threadpool(service.pyramid, slide.id)
+    if descriptor is None:
+        path = await service.apath(slide)
+        descriptor = await service.tiles.adescriptor(str(slide.id), path)
+    if "application/json" in request.headers.get("accept", ""):
+        tiles_url = request.url.path.removesuffix(".dzi") + "_files/"
+        return JSONResponse(descriptor.to_json(tiles_url))
+    return Response(descriptor.to_xml(), media_type="application/xml")
+
+
+@router.get("/{slide_id:uuid}_files/{level:int}/{col:int}_{row:int}.{fmt}",
+            responses=TILE_RESPONSES)
+async def read_tile(slide: OwnedSlide, level: int, col: int, row: int, fmt: str,
+                    service: SlideServiceDep, state: State, request: Request) -> Response:
+    """One Deep Zoom tile (JPEG or PNG), with an ETag; `If-None-Match` gives 304."""
+    try:
+        fmt = parse_tile_format(fmt)
+    except InvalidInput:  # the URL names no tile
+        raise NotFound(f"no tile format {fmt!r}: tiles are .jpeg or .png") from None
+    pyramid = await run_in_threadpool(service.pyramid, slide.id)
+    if pyramid is not None and pyramid.format == fmt:
+        return await _stored_tile(state, slide.id, level, col, row, fmt, request)
+    path = await service.apath(slide)
+    tile = await service.tiles.atile(str(slide.id), path, level, col, row, fmt)
+    return image_response(tile, request)
+
+
+async def _stored_tile(state: State, slide_id: object, level: int, col: int, row: int,
+                       fmt: str, request: Request) -> Response:
+    objects = state.runtime.objects
+    key = pyramid_tile_key(str(slide_id), level, col, row, fmt)
+    try:
+        if objects.kind == "s3":
+            await run_in_threadpool(objects.head, key)
+            url = await run_in_threadpool(objects.presigned_get_url, key,
+                                          expires_s=state.settings.signed_url_ttl_s)
+            return RedirectResponse(url, status_code=307)
+        info = await run_in_threadpool(objects.head, key)
+        etag = f'"{info.etag}"'
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers={"ETag": etag,
+                                                      "Cache-Control": CACHE_CONTROL})
+        content = await run_in_threadpool(objects.get_bytes, key)
+    except NotFound:
+        raise NotFound(f"no tile {level}/{col}_{row} in this slide's pyramid") from None
+    return image_response(Tile(content, MEDIA_TYPES[fmt], etag), request)

@@ -1,0 +1,109 @@
+"""What the slide and viewer routes share: one tile service per app, slide ownership,
+local slide files and pre-generated pyramids."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from common.errors import NotFound
+from common.runtime import Runtime
+from common.slides import LocalSlideFiles, SlideRecord, Slides
+from functions.slides.capability import pyramid_dzi_key
+from functions.slides.dzi import DziDescriptor
+from functions.slides.service import SlideTiles, TileSettings
+from web.deps import CurrentUser
+
+
+class SlideService:
+    """The app's slides: records, the tile service and local copies of slide files."""
+
+    def __init__(self, runtime: Runtime, settings: TileSettings | None = None) -> None:
+        self.runtime = runtime
+        self.records = Slides(runtime.db)
+        self.tiles = SlideTiles(settings)
+        self.local = LocalSlideFiles(runtime.objects,
+                                     Path(runtime.settings.data_dir) / "cache" / "slides",
+                                     self.tiles.settings.local_cache_bytes)
+        self._pyramids: dict[uuid.UUID, tuple[float, DziDescriptor | None]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SlideService({self.tiles!r}, {self.local!r})"
+
+    def path(self, slide: SlideRecord) -> Path:
+        """A local file with the slide's bytes (NotFound once its file is deleted)."""
+        return self.local.path(self.runtime.files.get(slide.file_id))
+
+    async def apath(self, slide: SlideRecord) -> Path:
+        return await run_in_threadpool(self.path, slide)
+
+    def pyramid(self, slide_id: uuid.UUID) -> DziDescriptor | None:
+        """The descriptor of the slide's finished pre-generated pyramid if it has one
+        made with the live tile settings (otherwise tiles are rendered)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._pyramids.get(slide_id)
+        if cached is not None and now - cached[0] < self.tiles.settings.pyramid_check_s:
+            return cached[1]
+        found = self._read_pyramid(slide_id)
+        with self._lock:
+            self._pyramids[slide_id] = (now, found)
+        return found
+
+    def _read_pyramid(self, slide_id: uuid.UUID) -> DziDescriptor | None:
+        objects = self.runtime.objects
+        try:
+            descriptor = DziDescriptor.from_xml(objects.get_bytes(pyramid_dzi_key(slide_id)))
+        except (NotFound, ValueError):
+            return None
+        s = self.tiles.settings
+        if (descriptor.tile_size, descriptor.overlap, descriptor.format) != (
+                s.tile_size, s.overlap, s.format) or s.limit_bounds:
+            return None
+        return descriptor
+
+    def forget(self, slide: SlideRecord) -> None:
+        """Drop everything held for a deleted slide: handles, cached tiles, local copy."""
+        self.tiles.evict(str(slide.id))
+        self.local.evict(slide.file_id)
+        with self._lock:
+            self._pyramids.pop(slide.id, None)
+
+
+_create_lock = threading.Lock()
+
+
+def get_slide_service(request: Request) -> SlideService:
+    """The app's one SlideService, made on first use (open handles and caches live in
+    it, so there must be exactly one per process)."""
+    app_state = request.app.state
+    service: SlideService | None = getattr(app_state, "slides", None)
+    if service is None:
+        with _create_lock:
+            service = getattr(app_state, "slides", None)
+            if service is None:
+                service = SlideService(app_state.aperture.runtime)
+                app_state.slides = service
+    return service
+
+
+SlideServiceDep = Annotated[SlideService, Depends(get_slide_service)]
+
+
+def owned_slide(slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser
+                ) -> SlideRecord:
+    """The slide if the caller may see it; another owner's slide is 404."""
+    slide = service.records.get(slide_id)
+    if not user.may_see(slide.owner_id):
+        raise NotFound(f"no slide with id {slide_id}")
+    return slide
+
+
+OwnedSlide = Annotated[SlideRecord, Depends(owned_slide)]
