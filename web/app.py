@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
@@ -21,7 +22,21 @@ from web.errors import install_error_handlers
 from web.hub import EventHub
 from web.deps import current_principal
 from web.middleware import RequestContextMiddleware
-from web.routes import analysis, auth, events, files, functions, health, jobs, signed, users, ws
+from web.routes import (
+    analysis,
+    auth,
+    events,
+    files,
+    functions,
+    health,
+    jobs,
+    signed,
+    slides,
+    users,
+    viewer,
+    viewer_page,
+    ws,
+)
 from web.state import AppState
 
 log = logging.getLogger("aperture.web")
@@ -31,10 +46,11 @@ API_PREFIX = "/api/v1"
 
 #: Routers open to anyone: health, signed URLs (they carry their own signature and
 #: expiry), and auth (whose register/login/refresh are how an identity is obtained; its
-#: other routes ask for the principal themselves).
-PUBLIC_ROUTERS = (health, signed, auth)
+#: other routes ask for the principal themselves), and the viewer page (its data
+#: routes need an identity; the browser's session cookie gives it).
+PUBLIC_ROUTERS = (health, signed, auth, viewer_page)
 #: Everything else needs an identity: a router added here is protected by default.
-PROTECTED_ROUTERS = (users, events, functions, files, jobs, analysis)
+PROTECTED_ROUTERS = (users, events, functions, files, jobs, analysis, slides, viewer)
 
 
 def _api_router() -> APIRouter:
@@ -91,4 +107,7 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool | Non
         )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(_api_router())
+    app.include_router(viewer_page.alias_router)
+    # Public viewer assets: the page's script, styles and OpenSeadragon.
+    app.mount("/static", StaticFiles(directory=viewer_page.STATIC), name="static")
     return app
