@@ -414,3 +414,65 @@ END
 $$;
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
+
+-- Running upgrade 0004 -> 0005
+
+CREATE TABLE slides (
+    id UUID NOT NULL, 
+    owner_id UUID, 
+    file_id UUID NOT NULL, 
+    dataset_id UUID, 
+    name VARCHAR(255) NOT NULL, 
+    vendor VARCHAR(64), 
+    width BIGINT NOT NULL, 
+    height BIGINT NOT NULL, 
+    level_count INTEGER NOT NULL, 
+    levels JSONB NOT NULL, 
+    tile_width INTEGER, 
+    tile_height INTEGER, 
+    mpp_x FLOAT, 
+    mpp_y FLOAT, 
+    objective_power FLOAT, 
+    bounds JSONB, 
+    background_color VARCHAR(16), 
+    quickhash VARCHAR(128), 
+    properties JSONB NOT NULL, 
+    associated JSONB NOT NULL, 
+    prediction_count INTEGER DEFAULT '0' NOT NULL, 
+    source_job_id UUID, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(dataset_id) REFERENCES datasets (id) ON DELETE SET NULL, 
+    FOREIGN KEY(file_id) REFERENCES files (id) ON DELETE CASCADE, 
+    FOREIGN KEY(source_job_id) REFERENCES jobs (id) ON DELETE SET NULL, 
+    CONSTRAINT uq_slides_file_id UNIQUE (file_id)
+);
+
+CREATE INDEX ix_slides_created_at ON slides (created_at);
+
+CREATE INDEX ix_slides_dataset_id ON slides (dataset_id);
+
+CREATE INDEX ix_slides_owner_id ON slides (owner_id);
+
+CREATE INDEX ix_slides_vendor ON slides (vendor);
+
+CREATE INDEX IF NOT EXISTS "ix_slides_owner_id" ON "slides" ("owner_id");
+
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') AND to_regprocedure('auth.uid()') IS NOT NULL THEN
+    ALTER TABLE "slides" ENABLE ROW LEVEL SECURITY;
+    DROP POLICY IF EXISTS "slides_owner_select" ON "slides";
+    CREATE POLICY "slides_owner_select" ON "slides" AS PERMISSIVE FOR SELECT TO authenticated USING ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "slides_owner_insert" ON "slides";
+    CREATE POLICY "slides_owner_insert" ON "slides" AS PERMISSIVE FOR INSERT TO authenticated WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "slides_owner_update" ON "slides";
+    CREATE POLICY "slides_owner_update" ON "slides" AS PERMISSIVE FOR UPDATE TO authenticated USING ((SELECT auth.uid()) = owner_id) WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "slides_owner_delete" ON "slides";
+    CREATE POLICY "slides_owner_delete" ON "slides" AS PERMISSIVE FOR DELETE TO authenticated USING ((SELECT auth.uid()) = owner_id);
+  END IF;
+END
+$$;
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
