@@ -3,17 +3,21 @@
 Readers that parse a file's structure (tifffile, nd2) seek around and read small
 pieces: headers, IFDs, XML, chunk maps. `RangedReader` serves those reads with ranged
 `get_bytes` calls, so reading metadata from S3 costs a few small requests however
-large the object is, instead of a full download. A small read-ahead buffer turns runs
-of tiny reads (an IFD's entries, one tag at a time) into one request.
+large the object is, instead of a full download. Small reads are served from a few
+cached aligned blocks (the read-ahead), so runs of tiny reads (an IFD's entries, one
+tag at a time) and parsers that come back to a header cost one request.
 """
 
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from typing import Any
 
 #: Bytes fetched per request when a read is smaller than this (the read-ahead).
 READ_AHEAD = 64 * 1024
+#: Aligned blocks of READ_AHEAD bytes kept for later reads.
+CACHED_BLOCKS = 8
 
 
 class RangedReader(io.RawIOBase):
@@ -28,7 +32,8 @@ class RangedReader(io.RawIOBase):
     size : int, optional
         The object's size; read with `store.head(key)` when omitted.
     read_ahead : int
-        Reads shorter than this fetch this many bytes and keep them for the next read.
+        Block size: reads shorter than this fetch the aligned block(s) that hold them
+        and keep the last few blocks for later reads.
 
     Attributes
     ----------
@@ -46,8 +51,7 @@ class RangedReader(io.RawIOBase):
         self.size = store.head(key).size if size is None else size
         self._read_ahead = read_ahead
         self._pos = 0
-        self._buffer = b""
-        self._buffer_start = 0
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self.bytes_fetched = 0
         self.requests = 0
 
@@ -94,15 +98,27 @@ class RangedReader(io.RawIOBase):
         return self.read(max(self.size - self._pos, 0))
 
     def _take(self, start: int, n: int) -> bytes:
-        """Bytes [start, start+n) from the buffer, refilling it when it misses."""
-        offset = start - self._buffer_start
-        if offset >= 0 and offset + n <= len(self._buffer):
-            return self._buffer[offset:offset + n]
-        if n >= self._read_ahead:  # large reads bypass the buffer
+        """Bytes [start, start+n): large reads straight from the store, small ones from
+        the cached blocks that cover them."""
+        if n >= self._read_ahead:
             return self._fetch(start, start + n)
-        self._buffer = self._fetch(start, min(self.size, start + self._read_ahead))
-        self._buffer_start = start
-        return self._buffer[:n]
+        size = self._read_ahead
+        first, last = start // size, (start + n - 1) // size
+        joined = b"".join(self._block(i) for i in range(first, last + 1))
+        offset = start - first * size
+        return joined[offset:offset + n]
+
+    def _block(self, index: int) -> bytes:
+        block = self._blocks.get(index)
+        if block is None:
+            start = index * self._read_ahead
+            block = self._fetch(start, min(self.size, start + self._read_ahead))
+            self._blocks[index] = block
+            if len(self._blocks) > CACHED_BLOCKS:
+                self._blocks.popitem(last=False)
+        else:
+            self._blocks.move_to_end(index)
+        return block
 
     def _fetch(self, start: int, end: int) -> bytes:
         data: bytes = self._store.get_bytes(self.key, start=start, end=end)
@@ -115,5 +131,5 @@ class RangedReader(io.RawIOBase):
             raise ValueError("I/O operation on a closed RangedReader")
 
     def close(self) -> None:
-        self._buffer = b""
+        self._blocks.clear()
         super().close()

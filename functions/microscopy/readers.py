@@ -88,6 +88,7 @@ def sniff(path: Source, *, name: str | None = None) -> str:
             fh: Any = path
             fh.seek(0)
             head = fh.read(16)
+            fh.seek(0)  # tifffile takes a file object's position as the file's start
         else:
             with open(path, "rb") as fh:  # type: ignore[arg-type]
                 head = fh.read(16)

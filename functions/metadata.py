@@ -1,0 +1,149 @@
+"""Capability ``metadata``: what a stored file is and holds, without reading pixel data.
+
+The file's content decides, never its name: ND2, CZI and microscopy TIFFs (OME, ImageJ,
+plain stacks) go to :func:`functions.microscopy.readers.read_metadata`; whole-slide
+images (vendor TIFFs such as SVS, NDPI, SCN; tiled pyramids; DICOM) to
+:func:`describe_slide`; anything else is :class:`common.errors.UnsupportedFile`.
+
+The cost does not grow with the file's size. With the directory store the object's
+own file is read in place. Elsewhere (S3) ND2 and TIFF are parsed through a
+:class:`common.objects.ranged.RangedReader`, which fetches only the byte ranges the
+parser asks for. Two kinds need a real path and get a temporary copy: CZI (pylibCZIrw
+opens files by name only) and whole-slide images (OpenSlide opens files by name only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.capabilities import Context, Resources, StoredFile, capability
+from common.errors import UnsupportedFile
+from common.objects.ranged import RangedReader
+
+Kind = Literal["microscopy", "slide"]
+
+_ND2_MAGIC = (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  ")
+_CZI_MAGIC = b"ZISRAWFILE"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+class MetadataParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: uuid.UUID = Field(description="A stored microscopy file or whole-slide image.")
+
+
+class MetadataResult(BaseModel):
+    kind: Kind = Field(description='"microscopy" (time-lapse stacks) or "slide".')
+    metadata: dict[str, Any]
+
+
+@capability("metadata", params=MetadataParams, result=MetadataResult,
+            resources=Resources(cpu=0.5, memory_mib=1024, timeout_s=600))
+def run_metadata(params: MetadataParams, ctx: Context) -> MetadataResult:
+    """Read a stored file's metadata (dimensions, channels, times, pixel size) without
+    its pixel data; microscopy files and whole-slide images."""
+    return describe_stored(ctx.objects, ctx.file(params.file_id))
+
+
+def describe_stored(objects: Any, stored: StoredFile) -> MetadataResult:
+    """Metadata of a stored file, read in place, through byte ranges, or (CZI and
+    slides on a store without local files) from a temporary copy."""
+    local = objects.local_path(stored.key) if hasattr(objects, "local_path") else None
+    if local is not None:
+        return describe_path(local, name=stored.name)
+    with RangedReader(objects, stored.key, size=stored.size) as ranged:
+        fh = cast(IO[bytes], ranged)  # a binary file object, as readers expect
+        kind = detect(fh, name=stored.name)
+        if kind in ("nd2", "tiff"):
+            return _microscopy(fh, name=stored.name)
+    with _temporary_copy(objects, stored) as path:
+        return describe_path(path, name=stored.name)
+
+
+def describe_path(path: Path, *, name: str | None = None) -> MetadataResult:
+    """Metadata of the file at `path` (`name` is what messages and ``base_name`` use)."""
+    name = name or path.name
+    with open(path, "rb") as fh:
+        kind = detect(fh, name=name)
+    if kind == "slide":
+        return MetadataResult(kind="slide", metadata=describe_slide(path))
+    if kind == "czi":
+        return _microscopy(path, name=name)
+    with open(path, "rb") as fh:
+        return _microscopy(fh, name=name)
+
+
+def describe_slide(path: Path) -> dict[str, Any]:
+    """A whole-slide image's metadata (OpenSlide), as JSON.
+
+    The one place the ``metadata`` capability meets slides: this is where a ``slides``
+    record is to be made from the same reading.
+    """
+    from functions.slides.info import read_slide_info
+
+    return read_slide_info(path).model_dump(mode="json")
+
+
+def detect(fh: IO[bytes], *, name: str) -> str:
+    """What the bytes are: "nd2", "czi", "tiff" (microscopy) or "slide"; UnsupportedFile
+    for anything else."""
+    fh.seek(0)
+    head = fh.read(132)
+    if head.startswith(_ND2_MAGIC):
+        return "nd2"
+    if head.startswith(_CZI_MAGIC):
+        return "czi"
+    if head[128:132] == b"DICM":
+        return "slide"
+    if head[:4] in _TIFF_MAGIC:
+        return "slide" if _tiff_is_slide(fh, name) else "tiff"
+    raise UnsupportedFile(f"{name} is neither a microscopy file (ND2, CZI, TIFF) nor a "
+                          "whole-slide image (unrecognised content)")
+
+
+def _tiff_is_slide(fh: IO[bytes], name: str) -> bool:
+    """Vendor slide TIFFs, and tiled pyramids that are not OME or ImageJ stacks."""
+    import tifffile
+
+    fh.seek(0)  # tifffile takes a file object's position as the file's start
+    try:
+        with tifffile.TiffFile(fh, name=name) as tif:
+            if tif.is_svs or tif.is_ndpi or tif.is_scn or tif.is_bif or tif.is_philips:
+                return True
+            if tif.is_ome or tif.is_imagej:
+                return False
+            first = tif.pages.first
+            levels = len(tif.series[0].levels) if tif.series else 1
+            return bool(getattr(first, "is_tiled", False)) and levels > 1
+    except Exception as exc:  # tifffile raises many types for broken files
+        raise UnsupportedFile(f"{name} is not a readable TIFF file: {exc}") from None
+
+
+def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:
+    from functions.microscopy.readers import read_metadata
+
+    meta = read_metadata(source, name=name)
+    return MetadataResult(kind="microscopy",
+                          metadata=meta.model_dump(mode="json") | {"file_path": None})
+
+
+@contextlib.contextmanager
+def _temporary_copy(objects: Any, stored: StoredFile) -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="aperture-metadata-"))
+    try:
+        path = tmp / Path(stored.name).name
+        with open(path, "wb") as out:
+            for chunk in objects.iter_bytes(stored.key):
+                out.write(chunk)
+        yield path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,237 @@
+"""Microscopy processing (PyAMA's API): load-metadata, features, the per-FOV workflow
+(start, status, cancel, results) and merge. Compute lives in `functions.metadata` and
+`functions.microscopy`; this module checks input and ownership and submits jobs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.capabilities import StoredFile
+from common.errors import Conflict, InvalidInput, UnsupportedFile
+from common.imports import resolve_import_path
+from common.jobs.models import JobRecord
+from functions.metadata import MetadataResult, describe_path, describe_stored
+from functions.microscopy import list_features
+from functions.microscopy.capability import MergeParams
+from functions.microscopy.extraction import FLUORESCENCE_FEATURES, PHASE_FEATURES
+from functions.microscopy.merge import parse_fov_spec
+from functions.microscopy.report import (
+    ChannelsSpec,
+    merge_traces,
+    workflow_params,
+    workflow_results,
+    workflow_status,
+)
+from web.deps import CurrentUser, OwnedJob, RequestClient, State, owned_job
+
+router = APIRouter(prefix="/processing", tags=["processing"])
+
+WORKFLOW = "workflow"
+
+
+class FileSource(BaseModel):
+    """Exactly one of a stored file (`file_id`) or a server path under the import roots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: uuid.UUID | None = None
+    file_path: str | None = Field(None, description="Absolute path under the import roots.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FileSource:
+        if (self.file_id is None) == (self.file_path is None):
+            raise ValueError("give exactly one of file_id or file_path")
+        return self
+
+
+class MetadataPublic(BaseModel):
+    success: bool = True
+    file_id: uuid.UUID
+    kind: Literal["microscopy", "slide"]
+    metadata: dict[str, Any]
+
+
+class FeaturePublic(BaseModel):
+    name: str
+    kind: Literal["phase", "fluorescence"]
+    description: str
+    unit: str
+
+
+class FeaturesPublic(BaseModel):
+    success: bool = True
+    features: list[FeaturePublic]
+    phase: list[str]
+    fluorescence: list[str]
+
+
+class WorkflowStart(FileSource):
+    channels: ChannelsSpec
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fov_start, fov_end (inclusive) and workflow options (min_length, ...).")
+
+
+class JobStarted(BaseModel):
+    success: bool = True
+    job_id: uuid.UUID
+    file_id: uuid.UUID | None = None
+
+
+class Progress(BaseModel):
+    current: int = Field(description="FOVs finished.")
+    total: int
+    percentage: float
+
+
+class FovState(BaseModel):
+    fov: int
+    status: str
+    job_id: uuid.UUID | None
+    progress: float
+    error: str | None
+
+
+class WorkflowStatus(BaseModel):
+    success: bool = True
+    job_id: uuid.UUID
+    status: str
+    message: str | None
+    error: str | None
+    progress: Progress
+    fovs: list[FovState]
+
+
+class TraceFiles(BaseModel):
+    fov: int
+    csv_file_id: uuid.UUID
+    parquet_file_id: uuid.UUID
+    labels_file_id: uuid.UUID
+    job_id: uuid.UUID
+    summary: dict[str, Any]
+
+
+class WorkflowResults(BaseModel):
+    success: bool = True
+    job_id: uuid.UUID
+    traces: list[TraceFiles]
+    summary: dict[str, Any]
+
+
+class MergeSample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^/\\.\x00-\x1f][^/\\\x00-\x1f]*$")
+    fovs: str | list[int] = Field(description='e.g. "0-5, 7, 9-11" or [0, 1, 2].')
+
+
+class MergeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: uuid.UUID = Field(description="A finished workflow job.")
+    samples: list[MergeSample] = Field(min_length=1, max_length=256)
+    features: list[str] | None = Field(None, description="Feature names; all when omitted.")
+
+
+def _source(state: State, user: CurrentUser, body: FileSource
+            ) -> tuple[StoredFile, MetadataResult]:
+    """The caller's stored file and its metadata; a server path is read in place, then
+    imported as the caller's file (only once it proved readable)."""
+    if body.file_id is not None:
+        stored = state.runtime.files.get(body.file_id, owner_id=user.id)
+        return stored, describe_stored(state.runtime.objects, stored)
+    path = resolve_import_path(body.file_path or "", state.settings.import_roots)
+    described = describe_path(path)
+    stored = state.runtime.files.import_path(path, owner_id=user.id)
+    if described.kind == "microscopy":
+        described.metadata["file_path"] = body.file_path
+    return stored, described
+
+
+def _workflow_job(job: JobRecord) -> JobRecord:
+    if job.function != WORKFLOW:
+        raise InvalidInput(f"job {job.id} is a {job.function!r} job, not a workflow")
+    return job
+
+
+@router.post("/load-metadata")
+def load_metadata(body: FileSource, state: State, user: CurrentUser) -> MetadataPublic:
+    """A microscopy file's or slide's metadata, read without its pixel data."""
+    stored, described = _source(state, user, body)
+    return MetadataPublic(file_id=stored.id, kind=described.kind, metadata=described.metadata)
+
+
+@router.get("/features")
+def read_features() -> FeaturesPublic:
+    """Features the workflow extracts, with descriptions and units."""
+    features = [FeaturePublic.model_validate(f) for f in list_features()]
+    return FeaturesPublic(features=features, phase=list(PHASE_FEATURES),
+                          fluorescence=list(FLUORESCENCE_FEATURES))
+
+
+@router.post("/workflow/start")
+def start_workflow(body: WorkflowStart, state: State, user: CurrentUser,
+                   client: RequestClient) -> JobStarted:
+    """Start the workflow: one child job per FOV (segment, track, extract)."""
+    stored, described = _source(state, user, body)
+    if described.kind != "microscopy":
+        raise UnsupportedFile(f"{stored.name} is a whole-slide image, not a time-lapse")
+    meta = described.metadata
+    params = workflow_params(stored.id, body.channels, body.parameters,
+                             n_fovs=meta["n_fovs"], n_channels=meta["n_channels"])
+    job = state.jobs.submit(WORKFLOW, params.model_dump(mode="json"), owner_id=user.id)
+    state.identity.audit.record("job.submitted", actor=user.id, target_type="job",
+                                target_id=job.id, client_ip=client.ip, function=WORKFLOW)
+    return JobStarted(job_id=job.id, file_id=stored.id)
+
+
+@router.get("/workflow/status/{job_id}")
+def read_workflow_status(job: OwnedJob, state: State) -> WorkflowStatus:
+    """Overall and per-FOV state of a workflow job."""
+    children = state.runtime.queries.children(_workflow_job(job).id)
+    return WorkflowStatus.model_validate(workflow_status(job, children))
+
+
+@router.post("/workflow/cancel/{job_id}")
+def cancel_workflow(job: OwnedJob, state: State, user: CurrentUser,
+                    client: RequestClient) -> WorkflowStatus:
+    """Cancel a workflow and its unfinished FOV jobs."""
+    cancelled = state.jobs.cancel(_workflow_job(job).id)
+    state.identity.audit.record("job.cancelled", actor=user.id, target_type="job",
+                                target_id=job.id, client_ip=client.ip)
+    children = state.runtime.queries.children(job.id)
+    return WorkflowStatus.model_validate(workflow_status(cancelled, children))
+
+
+@router.get("/workflow/results/{job_id}")
+def read_workflow_results(job: OwnedJob) -> WorkflowResults:
+    """Traces files (CSV, Parquet) per FOV of a finished workflow, and a summary."""
+    if _workflow_job(job).status != "succeeded":
+        raise Conflict(f"workflow {job.id} is {job.status}; results exist once it succeeded")
+    return WorkflowResults(job_id=job.id, **workflow_results(job))
+
+
+@router.post("/merge")
+def create_merge(body: MergeCreate, state: State, user: CurrentUser,
+                 client: RequestClient) -> JobStarted:
+    """Merge a workflow's traces into one long CSV per sample, feature and channel."""
+    job = _workflow_job(owned_job(body.job_id, state, user))
+    if job.status != "succeeded":
+        raise Conflict(f"workflow {job.id} is {job.status}; merge needs a finished one")
+    names = [s.name for s in body.samples]
+    if len(set(names)) != len(names):
+        raise InvalidInput("sample names must differ")
+    samples = {s.name: parse_fov_spec(s.fovs) for s in body.samples}
+    unknown = set(body.features or ()) - set(PHASE_FEATURES) - set(FLUORESCENCE_FEATURES)
+    if unknown:
+        raise InvalidInput(f"unknown features {sorted(unknown)}")
+    params = MergeParams(traces=merge_traces(job, samples), features=body.features,
+                         samples={s.name: s.fovs for s in body.samples})
+    merge = state.jobs.submit("merge", params.model_dump(mode="json"), owner_id=user.id)
+    state.identity.audit.record("job.submitted", actor=user.id, target_type="job",
+                                target_id=merge.id, client_ip=client.ip, function="merge")
+    return JobStarted(job_id=merge.id)
