@@ -30,6 +30,7 @@ from web.routes import (
     functions,
     health,
     jobs,
+    processing,
     signed,
     slides,
     users,
@@ -50,7 +51,7 @@ API_PREFIX = "/api/v1"
 #: routes need an identity; the browser's session cookie gives it).
 PUBLIC_ROUTERS = (health, signed, auth, viewer_page)
 #: Everything else needs an identity: a router added here is protected by default.
-PROTECTED_ROUTERS = (users, events, functions, files, jobs, analysis, slides, viewer)
+PROTECTED_ROUTERS = (users, events, functions, files, jobs, analysis, processing, slides, viewer)
 
 
 def _api_router() -> APIRouter:
