@@ -68,10 +68,24 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/processing/workflow/cancel/{job_id}"): OWNED,
     ("GET", "/api/v1/processing/workflow/results/{job_id}"): OWNED,
     ("POST", "/api/v1/processing/merge"): USER,
+    ("POST", "/api/v1/datasets"): USER,
+    ("GET", "/api/v1/datasets"): USER,
+    ("GET", "/api/v1/datasets/stats"): USER,
+    ("GET", "/api/v1/datasets/{dataset_id}"): OWNED,
+    ("PATCH", "/api/v1/datasets/{dataset_id}"): OWNED,
+    ("DELETE", "/api/v1/datasets/{dataset_id}"): OWNED,
+    ("GET", "/api/v1/datasets/{dataset_id}/files"): OWNED,
+    ("POST", "/api/v1/datasets/{dataset_id}/files"): OWNED,
+    ("DELETE", "/api/v1/datasets/{dataset_id}/files/{file_id}"): OWNED,
     ("GET", "/api/v1/signed/object"): SIGNED,
     ("PUT", "/api/v1/signed/object"): SIGNED,
     ("PUT", "/api/v1/signed/part"): SIGNED,
 }
+
+
+#: Routes that destroy the resource they name: the admin and the owner each get a fresh
+#: one of A's, so the first call does not turn the second into a 404.
+DESTROYS = {("DELETE", "/api/v1/datasets/{dataset_id}")}
 
 
 def _routes(client: TestClient) -> set[tuple[str, str]]:
@@ -110,8 +124,15 @@ class World:
         self.params = {"job_id": job["id"], "file_id": stored.json()["id"],
                        "key_id": key["id"], "session_id": current["id"],
                        "user_id": spare_user["id"], "name": "noop"}
+        self.params["dataset_id"] = self.new_dataset()
 
-    def url(self, path: str) -> str:
+    def new_dataset(self) -> str:
+        created = self.client.post("/api/v1/datasets", json={"name": "a"}, headers=self.a)
+        return str(created.json()["id"])
+
+    def url(self, path: str, *, fresh: bool = False) -> str:
+        if fresh:
+            return path.format(**{**self.params, "dataset_id": self.new_dataset()})
         return path.format(**self.params)
 
     def fresh_a(self) -> dict[str, str]:
@@ -160,10 +181,12 @@ def test_route_behaves_by_its_decision(world: World, method: str, path: str) -> 
         assert _call(client, method, url, world.b) == 403
         assert _call(client, method, url, world.admin) not in {401, 403, 404}
         return
+    fresh = (method, path) in DESTROYS
     if decision in {OWNED, SELF}:
         assert _call(client, method, url, world.b) == 404, "another user's resource"
-        admin = _call(client, method, url, world.admin)
+        admin = _call(client, method, world.url(path, fresh=fresh), world.admin)
         assert (admin not in {401, 403, 404}) if decision == OWNED else admin == 404
+    url = world.url(path, fresh=fresh)
     assert _call(client, method, url, world.fresh_a()) not in {401, 403, 404}
 
 
