@@ -25,6 +25,7 @@ from web.middleware import RequestContextMiddleware
 from web.routes import (
     analysis,
     auth,
+    datasets,
     events,
     files,
     functions,
@@ -51,7 +52,8 @@ API_PREFIX = "/api/v1"
 #: routes need an identity; the browser's session cookie gives it).
 PUBLIC_ROUTERS = (health, signed, auth, viewer_page)
 #: Everything else needs an identity: a router added here is protected by default.
-PROTECTED_ROUTERS = (users, events, functions, files, jobs, analysis, processing, slides, viewer)
+PROTECTED_ROUTERS = (users, events, functions, files, jobs, analysis, datasets, processing,
+                     slides, viewer)
 
 
 def _api_router() -> APIRouter:
