@@ -99,3 +99,12 @@ class RateLimited(ApertureError):
     def __init__(self, message: str | None = None, *, retry_after_s: int = 60) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RangeNotSatisfiable(ApertureError):
+    code = "range-not-satisfiable"
+    default_message = "the requested range is outside the file"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the range is outside the file's {size} bytes")
+        self.size = size

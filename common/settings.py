@@ -59,7 +59,28 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Server folders whose files users may import by path (JSON list).",
     )
+    storage_quota_bytes: int = Field(
+        default=1024**4, ge=0, description="Bytes each user may store (1 TiB by default)."
+    )
+    max_upload_bytes: int = Field(
+        default=5 * 1024**4, ge=1, description="Largest single file (S3's limit, 5 TiB)."
+    )
+    upload_url_ttl_s: int = Field(
+        default=24 * 3600, ge=60, description="Lifetime of multipart part URLs."
+    )
+    download_redirect: bool = Field(
+        default=False, description="S3 backend: downloads answer 307 to a short-lived "
+        "presigned URL instead of streaming through the API."
+    )
     signed_url_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    upload_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=60,
+        description="Cleanup aborts multipart uploads started longer ago than this.",
+    )
+    tmp_ttl_s: int = Field(
+        default=24 * 3600, ge=60,
+        description="Cleanup deletes objects under tmp/ older than this.",
+    )
 
     # execution
     executor: Literal["local", "modal"] = "local"

@@ -33,6 +33,7 @@ STATUS_OF: dict[type[errors.ApertureError], int] = {
     errors.TooLarge: 413,
     errors.QuotaExceeded: 413,
     errors.RateLimited: 429,
+    errors.RangeNotSatisfiable: 416,
 }
 
 
@@ -65,6 +66,8 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     response = problem(status_of(error), error.code, error.message, request)
     if isinstance(error, errors.RateLimited):
         response.headers["Retry-After"] = str(error.retry_after_s)
+    if isinstance(error, errors.RangeNotSatisfiable):
+        response.headers["Content-Range"] = f"bytes */{error.size}"
     return response
 
 

@@ -69,6 +69,10 @@ class FilePublic(BaseModel):
     sha256: str | None
     kind: str | None
     content_type: str | None
+    dataset_id: uuid.UUID | None = None
+    details: dict[str, Any] | None = Field(
+        default=None, description="Derived metadata when known (dimensions, channels...)."
+    )
     created_at: datetime | None = None
 
 

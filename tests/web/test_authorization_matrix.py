@@ -77,6 +77,16 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/datasets/{dataset_id}/files"): OWNED,
     ("POST", "/api/v1/datasets/{dataset_id}/files"): OWNED,
     ("DELETE", "/api/v1/datasets/{dataset_id}/files/{file_id}"): OWNED,
+    ("POST", "/api/v1/files/uploads"): USER,
+    ("GET", "/api/v1/files/uploads/{upload_id}"): SELF,
+    ("POST", "/api/v1/files/uploads/{upload_id}/complete"): SELF,
+    ("DELETE", "/api/v1/files/uploads/{upload_id}"): SELF,
+    ("POST", "/api/v1/files/import"): USER,
+    ("GET", "/api/v1/files"): USER,
+    ("GET", "/api/v1/files/usage"): USER,
+    ("POST", "/api/v1/files/bulk-delete"): USER,
+    ("PATCH", "/api/v1/files/{file_id}"): OWNED,
+    ("DELETE", "/api/v1/files/{file_id}"): OWNED,
     ("GET", "/api/v1/signed/object"): SIGNED,
     ("PUT", "/api/v1/signed/object"): SIGNED,
     ("PUT", "/api/v1/signed/part"): SIGNED,
@@ -85,7 +95,9 @@ ACCESS: dict[tuple[str, str], str] = {
 
 #: Routes that destroy the resource they name: the admin and the owner each get a fresh
 #: one of A's, so the first call does not turn the second into a 404.
-DESTROYS = {("DELETE", "/api/v1/datasets/{dataset_id}")}
+DESTROYS = {("DELETE", "/api/v1/datasets/{dataset_id}"), ("DELETE", "/api/v1/files/{file_id}"),
+            ("DELETE", "/api/v1/files/uploads/{upload_id}"),
+            ("POST", "/api/v1/files/uploads/{upload_id}/complete")}
 
 
 def _routes(client: TestClient) -> set[tuple[str, str]]:
@@ -125,14 +137,26 @@ class World:
                        "key_id": key["id"], "session_id": current["id"],
                        "user_id": spare_user["id"], "name": "noop"}
         self.params["dataset_id"] = self.new_dataset()
+        self.params["upload_id"] = self.new_upload()
 
     def new_dataset(self) -> str:
         created = self.client.post("/api/v1/datasets", json={"name": "a"}, headers=self.a)
         return str(created.json()["id"])
 
+    def new_file(self) -> str:
+        stored = self.client.post("/api/v1/files", files={"file": ("a.txt", b"a")},
+                                  headers=self.a)
+        return str(stored.json()["id"])
+
+    def new_upload(self) -> str:
+        plan = self.client.post("/api/v1/files/uploads", json={"name": "a.txt", "size": 1},
+                                headers=self.a)
+        return str(plan.json()["id"])
+
     def url(self, path: str, *, fresh: bool = False) -> str:
         if fresh:
-            return path.format(**{**self.params, "dataset_id": self.new_dataset()})
+            return path.format(**{**self.params, "dataset_id": self.new_dataset(),
+                                  "file_id": self.new_file(), "upload_id": self.new_upload()})
         return path.format(**self.params)
 
     def fresh_a(self) -> dict[str, str]:

@@ -93,8 +93,8 @@ def test_logs_list_every_event_in_order(client: TestClient) -> None:
 
 
 def test_checksum_of_an_uploaded_file(client: TestClient) -> None:
-    data = bytes(range(256)) * 5000
-    stored = client.post("/api/v1/files", files={"file": ("data.bin", data)}).json()
+    data = b"".join(b"%d,%d\n" % (i, i * i) for i in range(120_000))
+    stored = client.post("/api/v1/files", files={"file": ("data.csv", data)}).json()
     job = _submit(client, "checksum", {"file_id": stored["id"]}, tags=["t-checksum"])
     done = wait_for_job(client, job["id"])
     import hashlib

@@ -39,8 +39,8 @@ def test_jobs_and_files_on_postgres_and_s3(pg_s3_client: TestClient) -> None:
     health = client.get("/api/v1/health").json()
     assert health["checks"]["database"]["detail"]["dialect"] == "postgresql"
     assert health["checks"]["objects"]["detail"]["kind"] == "s3"
-    data = os.urandom(2 * 1024 * 1024 + 5)
-    stored = client.post("/api/v1/files", files={"file": ("x.bin", data)}).json()
+    data = b"".join(b"%d,%s\n" % (i, os.urandom(6).hex().encode()) for i in range(140_000))
+    stored = client.post("/api/v1/files", files={"file": ("x.csv", data)}).json()
     job = client.post("/api/v1/jobs", json={"function": "checksum",
                                             "params": {"file_id": stored["id"]},
                                             "tags": ["pg"]}).json()

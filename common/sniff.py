@@ -1,0 +1,186 @@
+"""What a stored file really is: its type from magic bytes, checked against its extension
+and the allow-list, plus a cheap structural check that catches truncated files.
+
+Nothing here decodes pixels; TIFF-family files are checked by walking their directories
+and making sure every strip or tile lies inside the file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from typing import IO
+
+from common.errors import UnsupportedFile
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+@dataclass(frozen=True)
+class FileType:
+    family: str  # tiff | nd2 | czi | dicom | parquet | text | png | jpeg | onnx
+    kinds: tuple[str, ...]  # what the extension may turn out to be
+
+
+#: Accepted extensions (longest match first) -> the family their bytes must have.
+EXTENSIONS: dict[str, FileType] = {
+    ".ome.tiff": FileType("tiff", ("microscopy",)),
+    ".ome.tif": FileType("tiff", ("microscopy",)),
+    ".tiff": FileType("tiff", ("microscopy", "slide")),
+    ".tif": FileType("tiff", ("microscopy", "slide")),
+    ".btf": FileType("tiff", ("microscopy", "slide")),
+    ".svs": FileType("tiff", ("slide",)),
+    ".ndpi": FileType("tiff", ("slide",)),
+    ".scn": FileType("tiff", ("slide",)),
+    ".bif": FileType("tiff", ("slide",)),
+    ".dcm": FileType("dicom", ("slide",)),
+    ".nd2": FileType("nd2", ("microscopy",)),
+    ".czi": FileType("czi", ("microscopy",)),
+    ".csv": FileType("text", ("table",)),
+    ".tsv": FileType("text", ("table",)),
+    ".txt": FileType("text", ("other",)),
+    ".json": FileType("text", ("other",)),
+    ".parquet": FileType("parquet", ("table",)),
+    ".onnx": FileType("onnx", ("model",)),
+    ".png": FileType("png", ("image",)),
+    ".jpg": FileType("jpeg", ("image",)),
+    ".jpeg": FileType("jpeg", ("image",)),
+}
+
+SLIDE_ONLY = {".svs", ".ndpi", ".scn", ".bif", ".dcm"}
+
+
+def extension_of(name: str) -> str:
+    lower = name.lower()
+    for ext in sorted(EXTENSIONS, key=len, reverse=True):
+        if lower.endswith(ext):
+            return ext
+    return lower[lower.rfind("."):] if "." in lower else ""
+
+
+def check_name(name: str) -> FileType:
+    """The expected type for an upload's name, before any byte arrives (415 otherwise)."""
+    ext = extension_of(name)
+    if ext not in EXTENSIONS:
+        accepted = ", ".join(sorted(EXTENSIONS))
+        raise UnsupportedFile(f"files of type {ext or '(no extension)'!r} are not accepted; "
+                              f"accepted: {accepted}")
+    return EXTENSIONS[ext]
+
+
+def _family_of(head: bytes) -> str | None:
+    if head[:4] in TIFF_MAGIC:
+        return "tiff"
+    if head[:4] == b"\xda\xce\xbe\x0a" or head[4:12] == b"jP  \r\n\x87\n":
+        return "nd2"
+    if head[:10] == b"ZISRAWFILE":
+        return "czi"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[:4] == b"PAR1":
+        return "parquet"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    return None
+
+
+def _is_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:  # a multi-byte character cut at the end is fine
+        return error.start >= len(head) - 3
+    return True
+
+
+def identify(name: str, stream: IO[bytes], size: int) -> str:
+    """The kind of a stored file (microscopy, slide, table, model, image, other), or
+    UnsupportedFile saying how its content disagrees with its name."""
+    expected = check_name(name)
+    stream.seek(0)
+    head = stream.read(4096)
+    family = _family_of(head)
+    if expected.family == "text":
+        family = "text" if family is None and _is_text(head) else family
+    elif expected.family == "onnx":
+        family = "onnx" if head[:1] == b"\x08" else family  # protobuf field 1: ir_version
+    if family != expected.family:
+        found = family or ("text" if _is_text(head) else "unrecognised binary data")
+        raise UnsupportedFile(f"{name!r} is named like a {expected.family} file but its "
+                              f"content is {found}")
+    if family == "tiff":
+        return _tiff_kind(name, stream, size, expected)
+    if family == "parquet":
+        _check_parquet(name, stream, size)
+    return expected.kinds[0]
+
+
+class _ThreadErrors(logging.Handler):
+    """Collects tifffile's log errors from this thread: tifffile logs (and does not raise)
+    when a page directory lies beyond the end of a truncated file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+def _tiff_kind(name: str, stream: IO[bytes], size: int, expected: FileType) -> str:
+    import tifffile
+
+    stream.seek(0)
+    errors = _ThreadErrors()
+    tiff_log = logging.getLogger("tifffile")
+    tiff_log.addHandler(errors)
+    try:
+        with tifffile.TiffFile(stream, name=name) as tif:
+            pages = tif.pages
+            pages.cache = False
+            for index, page in enumerate(pages):
+                if index >= 512:  # enough to find a truncation in practice; stays cheap
+                    break
+                _check_segments(name, page, size)
+            first = tif.pages.first
+            pyramid = len(tif.series) > 0 and len(tif.series[0].levels) > 1
+            tiled = bool(getattr(first, "is_tiled", False))
+    except UnsupportedFile:
+        raise
+    except Exception as error:
+        raise UnsupportedFile(f"{name!r} is not a readable TIFF: {error}") from None
+    finally:
+        tiff_log.removeHandler(errors)
+    if errors.messages:
+        raise UnsupportedFile(f"{name!r} is truncated or damaged: {errors.messages[0]}")
+    if len(expected.kinds) == 1:
+        return expected.kinds[0]
+    return "slide" if tiled and (pyramid or extension_of(name) in SLIDE_ONLY) else "microscopy"
+
+
+def _check_segments(name: str, page: object, size: int) -> None:
+    offsets = getattr(page, "dataoffsets", ()) or ()
+    counts = getattr(page, "databytecounts", ()) or ()
+    for offset, count in zip(offsets, counts, strict=False):
+        if offset + count > size:
+            raise UnsupportedFile(f"{name!r} is truncated: image data runs to byte "
+                                  f"{offset + count} of a {size}-byte file")
+
+
+def _check_parquet(name: str, stream: IO[bytes], size: int) -> None:
+    if size < 12:
+        raise UnsupportedFile(f"{name!r} is too short to be a Parquet file")
+    stream.seek(size - 4)
+    if stream.read(4) != b"PAR1":
+        raise UnsupportedFile(f"{name!r} is truncated: its Parquet footer is missing")
+
+
+def identify_bytes(name: str, data: bytes) -> str:
+    return identify(name, io.BytesIO(data), len(data))

@@ -1,0 +1,94 @@
+"""Request and response bodies of the files API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class UploadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=1024)
+    size: int = Field(ge=1, description="Exact size in bytes; checked at completion.")
+    content_type: str | None = Field(default=None, max_length=255)
+    sha256: str | None = Field(default=None, description="Verified at completion if given.")
+    dataset_id: uuid.UUID | None = None
+
+
+class PartPublic(BaseModel):
+    number: int
+    url: str
+
+
+class UploadPlan(BaseModel):
+    id: uuid.UUID
+    name: str
+    size: int
+    part_size: int
+    part_count: int
+    parts: list[PartPublic]
+
+
+class StoredPart(BaseModel):
+    number: int
+    etag: str
+    size: int
+
+
+class UploadPublic(BaseModel):
+    id: uuid.UUID
+    name: str
+    size: int
+    status: str
+    part_size: int
+    part_count: int
+    parts: list[StoredPart]
+    file_id: uuid.UUID | None
+
+
+class CompletedPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=128)
+
+
+class UploadComplete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parts: list[CompletedPart] = Field(min_length=1, max_length=10_000)
+
+
+class FileImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096)
+    name: str | None = Field(default=None, max_length=1024)
+
+
+class FileUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=1024)
+    dataset_id: uuid.UUID | None = None
+
+
+class BulkDelete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+class BulkDeleted(BaseModel):
+    deleted: list[uuid.UUID]
+    not_found: list[uuid.UUID]
+
+
+class Usage(BaseModel):
+    bytes: int
+    files: int
+    by_kind: dict[str, dict[str, int]]
+    by_owner: dict[str, Any] | None = None
