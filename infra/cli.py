@@ -77,6 +77,23 @@ def cmd_users_create(args: argparse.Namespace) -> int:
         runtime.close()
 
 
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from common.records import migrate
+    from common.runtime import Runtime
+    from functions.cleanup import run_cleanup
+
+    runtime = Runtime.from_settings(_settings())
+    try:
+        if runtime.settings.database_url is None:
+            migrate(runtime.engine)
+        report = run_cleanup(runtime, upload_expiry_s=args.upload_expiry_s,
+                             tmp_ttl_s=args.tmp_ttl_s)
+        print(report.model_dump_json())
+        return 1 if report.errors else 0
+    finally:
+        runtime.close()
+
+
 def cmd_demo_timelapse(args: argparse.Namespace) -> int:
     from functions.microscopy.synthetic import write_timelapse
 
@@ -118,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--password-stdin", action="store_true",
                         help="read the password from standard input instead of prompting")
     create.set_defaults(run=cmd_users_create)
+
+    clean = commands.add_parser("cleanup", help="abort stale multipart uploads, purge deleted "
+                                "files and expired tmp/ objects; prints the report as JSON")
+    clean.add_argument("--upload-expiry-s", type=int, default=None,
+                       help="default: APERTURE_UPLOAD_EXPIRY_S")
+    clean.add_argument("--tmp-ttl-s", type=int, default=None, help="default: APERTURE_TMP_TTL_S")
+    clean.set_defaults(run=cmd_cleanup)
 
     demo = commands.add_parser("demo-data", help="write synthetic data with ground truth"
                                ).add_subparsers(dest="demo_command", required=True)

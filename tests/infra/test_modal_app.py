@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,4 +140,5 @@ def test_the_scheduled_pass_recovers_stuck_jobs(
     if "cleanup" not in registered():
         assert outcome["cleanup"] is None
     else:
-        assert runtime.jobs.get(outcome["cleanup"]).function == "cleanup"
+        cleanup_job = runtime.jobs.get(uuid.UUID(outcome["cleanup"]))
+        assert cleanup_job.function == "cleanup" and outcome["status"] == "succeeded"
