@@ -50,8 +50,15 @@ class MetadataResult(BaseModel):
             resources=Resources(cpu=0.5, memory_mib=1024, timeout_s=600))
 def run_metadata(params: MetadataParams, ctx: Context) -> MetadataResult:
     """Read a stored file's metadata (dimensions, channels, times, pixel size) without
-    its pixel data; microscopy files and whole-slide images."""
-    return describe_stored(ctx.objects, ctx.file(params.file_id))
+    its pixel data; microscopy files and whole-slide images (which also get their
+    `slides` record)."""
+    stored = ctx.file(params.file_id)
+    result = describe_stored(ctx.objects, stored)
+    if result.kind == "slide":
+        from functions.slides.records import record_slide
+
+        record_slide(stored, ctx, result.metadata)
+    return result
 
 
 def describe_stored(objects: Any, stored: StoredFile) -> MetadataResult:
@@ -132,6 +139,8 @@ def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:
     from functions.microscopy.readers import read_metadata
 
     meta = read_metadata(source, name=name)
+    if meta.file_type == "czi":  # the CZI reader names files by their path only
+        meta = meta.model_copy(update={"base_name": Path(name).stem})
     return MetadataResult(kind="microscopy",
                           metadata=meta.model_dump(mode="json") | {"file_path": None})
 

@@ -12,6 +12,7 @@ and z plane, so a workflow never holds more than one batch.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol
@@ -26,7 +27,7 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _CZI_MAGIC = b"ZISRAWFILE"
 
 #: What a reader opens: a path, or a seekable binary file object (ND2 and TIFF only).
-Source = str | Path | IO[bytes]
+Source = str | Path | IO[bytes] | io.RawIOBase
 
 
 def is_file_object(source: Source) -> bool:

@@ -110,11 +110,11 @@ class TiffReader(_Base):
         import tifffile
 
         self.path = source_path(path, name)
-        self._source = path
         self._file_path = None if is_file_object(path) else str(self.path)
         with _tifffile_errors() as errors:
             try:
-                self._tf = tifffile.TiffFile(path if is_file_object(path) else self.path)
+                source: Any = path if is_file_object(path) else self.path
+                self._tf = tifffile.TiffFile(source)
             except Exception as exc:
                 raise UnsupportedFile(f"{self.path.name} is not a readable TIFF file: {exc}"
                                       ) from None

@@ -264,7 +264,8 @@ def _with_corrupt_fov(source: Path, out: Path) -> Path:
                 "axes": "TCYX", "TimeIncrement": 10.0, "TimeIncrementUnit": "min",
                 "Channel": {"Name": ["Phase", "GFP"]}})
     with tifffile.TiffFile(out) as tif:
-        segments = [(o, n) for page in tif.series[1].pages
+        pages: list[Any] = list(tif.series[1].pages)
+        segments = [(o, n) for page in pages
                     for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
     with open(out, "r+b") as fh:
         for offset, count in segments:
