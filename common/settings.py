@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600, ge=60,
         description="Cleanup aborts multipart uploads started longer ago than this.",
     )
+    cleanup_interval_s: float = Field(
+        default=3600, ge=0, description="How often `serve` runs cleanup (0: never)."
+    )
     tmp_ttl_s: int = Field(
         default=24 * 3600, ge=60,
         description="Cleanup deletes objects under tmp/ older than this.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,10 +19,11 @@ from common.jobs.service import JobService
 from common.records import migrate
 from common.runtime import Runtime
 from common.settings import Settings
+from web.deps import current_principal
 from web.errors import install_error_handlers
 from web.hub import EventHub
-from web.deps import current_principal
 from web.middleware import RequestContextMiddleware
+from web.periodic import cleanup_forever
 from web.routes import (
     analysis,
     auth,
@@ -88,9 +90,13 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool | Non
                                       identity=Identity.from_runtime(runtime))
         log.info("aperture started", extra={"executor": executor.name,
                                             "objects": runtime.objects.kind})
+        housekeeping = (asyncio.create_task(cleanup_forever(runtime, settings.cleanup_interval_s))
+                        if settings.cleanup_interval_s > 0 else None)
         try:
             yield
         finally:
+            if housekeeping is not None:
+                housekeeping.cancel()
             await hub.stop()
             await run_in_threadpool(executor.stop)
             runtime.close()

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, update
 
+from common.records import File, transaction
+from common.records.types import utcnow
 from infra.cli import build_parser
-from tests.support.app import REPO, make_settings
+from tests.support.app import REPO, make_settings, register
 from web.app import create_app
 
 
@@ -89,3 +93,19 @@ def test_demo_data_writes_a_timelapse_and_a_slide(tmp_path: Path) -> None:
 
     with openslide.OpenSlide(str(tmp_path / "s.svs")) as opened:
         assert opened.dimensions == (2000, 1500) and opened.level_count >= 2
+
+
+def test_serve_runs_cleanup_periodically(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", workers=1, cleanup_interval_s=0.2)
+    with TestClient(create_app(settings)) as client:
+        client.headers.update(register(client))
+        stored = client.post("/api/v1/files", files={"file": ("gone.csv", b"a,b\n")}).json()
+        runtime = client.app.state.aperture.runtime  # type: ignore[attr-defined]
+        key = runtime.files.record(uuid.UUID(stored["id"])).key
+        # a delete whose object removal was lost (e.g. a crash) leaves the bytes behind
+        with transaction(runtime.db) as session:
+            session.execute(update(File).where(File.key == key).values(deleted_at=utcnow()))
+        deadline = time.monotonic() + 10
+        while runtime.objects.exists(key):
+            assert time.monotonic() < deadline, "cleanup never removed the deleted file's bytes"
+            time.sleep(0.1)
