@@ -5,6 +5,7 @@ the allowed principal gets through. A new route without a decision fails this te
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +88,18 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/files/bulk-delete"): USER,
     ("PATCH", "/api/v1/files/{file_id}"): OWNED,
     ("DELETE", "/api/v1/files/{file_id}"): OWNED,
+    ("GET", "/api/v1/slides"): USER,
+    ("POST", "/api/v1/slides/bulk-delete"): USER,
+    ("GET", "/api/v1/slides/{slide_id}"): OWNED,
+    ("PATCH", "/api/v1/slides/{slide_id}"): OWNED,
+    ("DELETE", "/api/v1/slides/{slide_id}"): OWNED,
+    ("GET", "/api/v1/slides/{slide_id}/properties"): OWNED,
+    ("GET", "/api/v1/slides/{slide_id}/thumbnail"): OWNED,
+    ("GET", "/api/v1/slides/{slide_id}/associated/{image}"): OWNED,
+    ("GET", "/api/v1/viewer"): PUBLIC,
+    ("GET", "/api/v1/viewer/{slide_id}"): PUBLIC,
+    ("GET", "/api/v1/viewer/{slide_id}.dzi"): OWNED,
+    ("GET", "/api/v1/viewer/{slide_id}_files/{level}/{col}_{row}.{fmt}"): OWNED,
     ("GET", "/api/v1/signed/object"): SIGNED,
     ("PUT", "/api/v1/signed/object"): SIGNED,
     ("PUT", "/api/v1/signed/part"): SIGNED,
@@ -97,7 +110,12 @@ ACCESS: dict[tuple[str, str], str] = {
 #: one of A's, so the first call does not turn the second into a 404.
 DESTROYS = {("DELETE", "/api/v1/datasets/{dataset_id}"), ("DELETE", "/api/v1/files/{file_id}"),
             ("DELETE", "/api/v1/files/uploads/{upload_id}"),
-            ("POST", "/api/v1/files/uploads/{upload_id}/complete")}
+            ("POST", "/api/v1/files/uploads/{upload_id}/complete"),
+            ("DELETE", "/api/v1/slides/{slide_id}")}
+#: A's slide: a real one, so the metadata job makes its record.
+SLIDE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real" / "small.svs"
+if not SLIDE.exists():
+    SLIDE = Path("/work/shared/fixtures/real/small.svs")
 
 
 def _routes(client: TestClient) -> set[tuple[str, str]]:
@@ -138,6 +156,8 @@ class World:
                        "user_id": spare_user["id"], "name": "noop"}
         self.params["dataset_id"] = self.new_dataset()
         self.params["upload_id"] = self.new_upload()
+        self.params |= {"slide_id": self.new_slide(), "image": "thumbnail", "level": 0,
+                        "col": 0, "row": 0, "fmt": "jpeg"}
 
     def new_dataset(self) -> str:
         created = self.client.post("/api/v1/datasets", json={"name": "a"}, headers=self.a)
@@ -153,10 +173,23 @@ class World:
                                 headers=self.a)
         return str(plan.json()["id"])
 
+    def new_slide(self) -> str:
+        """Upload a slide; its metadata job (submitted by the upload) makes the record."""
+        stored = self.client.post("/api/v1/files", files={"file": ("a.svs", SLIDE.read_bytes())},
+                                  headers=self.a).json()
+        a = _Signed(self.client, self.a)
+        jobs = a.get("/api/v1/jobs?function=metadata&limit=500").json()["items"]
+        job = next(j for j in jobs if j["params"].get("file_id") == stored["id"])
+        wait_for_job(a, job["id"])
+        slides = a.get(f"/api/v1/slides?file_id={stored['id']}").json()["items"]
+        return str(slides[0]["id"])
+
     def url(self, path: str, *, fresh: bool = False) -> str:
         if fresh:
             return path.format(**{**self.params, "dataset_id": self.new_dataset(),
-                                  "file_id": self.new_file(), "upload_id": self.new_upload()})
+                                  "file_id": self.new_file(), "upload_id": self.new_upload(),
+                                  **({"slide_id": self.new_slide()} if "{slide_id}" in path
+                                     else {})})
         return path.format(**self.params)
 
     def fresh_a(self) -> dict[str, str]:
