@@ -83,3 +83,32 @@ def test_signed_urls_of_the_directory_store(client: TestClient) -> None:
     info = objects.complete_multipart("scratch/multi.bin", upload_id,
                                       [(1, answer.headers["etag"])])
     assert objects.get_bytes(info.key) == b"part one"
+
+
+def test_the_storage_quota_is_checked_at_start_and_at_completion(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.app import make_settings, register
+    from web.app import create_app
+
+    settings = make_settings(tmp_path / "data", workers=1, storage_quota_bytes=1000)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as quota_client:
+        quota_client.headers.update(register(quota_client))
+        first = quota_client.post("/api/v1/files", files={"file": ("a.csv", b"x," * 300)})
+        assert first.status_code == 201
+        planned = quota_client.post("/api/v1/files/uploads", json={"name": "b.csv", "size": 500})
+        assert planned.status_code == 413 and "quota" in planned.json()["detail"]
+        small = quota_client.post("/api/v1/files/uploads", json={"name": "c.csv", "size": 300})
+        assert small.status_code == 201
+        # the quota is used up meanwhile: completion checks again
+        assert quota_client.post("/api/v1/files", files={"file": ("d.csv", b"y," * 150)}
+                                 ).status_code == 201
+        part = small.json()["parts"][0]["url"]
+        etag = quota_client.put(part[part.index("/api/"):], content=b"z," * 150
+                                ).headers["etag"]
+        done = quota_client.post(f"/api/v1/files/uploads/{small.json()['id']}/complete",
+                                 json={"parts": [{"number": 1, "etag": etag}]})
+        assert done.status_code == 413
+        over = quota_client.post("/api/v1/files", files={"file": ("e.csv", b"w," * 100)})
+        assert over.status_code == 413
+        assert quota_client.get("/api/v1/files/usage").json() == {
+            "bytes": 900, "files": 2, "by_kind": {"table": {"bytes": 900, "files": 2}},
+            "by_owner": None}
