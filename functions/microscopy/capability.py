@@ -80,8 +80,13 @@ class MergeResult(BaseModel):
 
 @contextlib.contextmanager
 def local_copy(ctx: Context, file_id: uuid.UUID) -> Iterator[Path]:
-    """A stored file as a real path (readers need one), removed afterwards."""
+    """A stored file as a real path (readers need one): the object's own file on the
+    directory store (read it, never write next to it), else a copy removed afterwards."""
     stored = ctx.file(file_id)
+    local = getattr(ctx.objects, "local_path", lambda key: None)(stored.key)
+    if local is not None:
+        yield local
+        return
     tmp = Path(tempfile.mkdtemp(prefix="aperture-"))
     try:
         path = tmp / Path(stored.name).name
@@ -97,16 +102,18 @@ def local_copy(ctx: Context, file_id: uuid.UUID) -> Iterator[Path]:
             resources=Resources(cpu=0.25, memory_mib=512, timeout_s=6 * 3600))
 def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
     """Segment, track and measure every cell of the chosen FOVs, one child job per FOV."""
+    from functions.metadata import describe_stored
     from functions.microscopy.merge import parse_fov_spec
-    from functions.microscopy.readers import read_metadata
 
-    with local_copy(ctx, params.file_id) as path:
-        meta = read_metadata(path)
-    fovs = (list(range(meta.n_fovs)) if params.fovs is None
-            else parse_fov_spec(params.fovs, n_fovs=meta.n_fovs))
+    described = describe_stored(ctx.objects, ctx.file(params.file_id))  # no pixel data
+    if described.kind != "microscopy":
+        raise InvalidInput("the file is a whole-slide image, not a microscopy time-lapse")
+    n_fovs, n_channels = described.metadata["n_fovs"], described.metadata["n_channels"]
+    fovs = (list(range(n_fovs)) if params.fovs is None
+            else parse_fov_spec(params.fovs, n_fovs=n_fovs))
     channels = [params.options.phase_channel, *params.options.fluorescence_channels]
-    if max(channels) >= meta.n_channels:
-        raise InvalidInput(f"channels {channels} do not exist (the file has {meta.n_channels})")
+    if max(channels) >= n_channels:
+        raise InvalidInput(f"channels {channels} do not exist (the file has {n_channels})")
     jobs: list[uuid.UUID] = []
     for fov in fovs:
         if ctx.cancelled():
@@ -146,11 +153,12 @@ def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
     opts = params.options
     if opts.device == "auto":
         opts = opts.model_copy(update={"device": ctx.device})
-    with local_copy(ctx, params.file_id) as path, open_reader(path) as reader:
+    with (local_copy(ctx, params.file_id) as path, open_reader(path) as reader,
+          tempfile.TemporaryDirectory(prefix="aperture-fov-") as tmp):
         if params.fov >= reader.metadata.n_fovs:
             raise InvalidInput(f"FOV {params.fov} does not exist "
                                f"(the file has {reader.metadata.n_fovs})")
-        out = path.parent / "out"
+        out = Path(tmp)
         result = run_fov(reader, params.fov, out, opts, progress=ctx.progress,
                          cancelled=ctx.cancelled)
         base = f"{reader.metadata.base_name}_fov_{params.fov:03d}"

@@ -57,6 +57,11 @@ class WorkflowOptions(BaseModel):
     erosion: int = Field(default=0, ge=0, description="erode masks by this many px for totals")
     min_length: int = Field(default=30, ge=0)
     border_margin: int = Field(default=50, ge=0)
+    phase_features: list[str] | None = Field(
+        default=None, description="phase features to keep in the traces; all when None")
+    fluorescence_features: list[list[str]] | None = Field(
+        default=None, description="features to keep per fluorescence channel (in the order "
+        "of fluorescence_channels); all when None")
     # execution
     batch_pixels: int = Field(default=2**20, ge=1, description="pixels per frame batch")
     device: Literal["cpu", "gpu", "auto"] = "cpu"
@@ -67,7 +72,28 @@ class WorkflowOptions(BaseModel):
             raise ValueError("the phase channel cannot also be a fluorescence channel")
         if len(set(self.fluorescence_channels)) != len(self.fluorescence_channels):
             raise ValueError("fluorescence_channels has duplicates")
+        picks = [(self.phase_features or [], PHASE_FEATURES)]
+        if self.fluorescence_features is not None:
+            if len(self.fluorescence_features) != len(self.fluorescence_channels):
+                raise ValueError("fluorescence_features needs one list per fluorescence "
+                                 "channel")
+            picks += [(names, FLUORESCENCE_FEATURES) for names in self.fluorescence_features]
+        for names, known in picks:
+            if set(names) - set(known):
+                raise ValueError(f"unknown features {sorted(set(names) - set(known))}; "
+                                 f"known: {sorted(known)}")
         return self
+
+    def dropped_columns(self) -> set[str]:
+        """Feature columns the selection leaves out of the traces."""
+        out = set()
+        if self.phase_features is not None:
+            out |= {feature_column(n, self.phase_channel) for n in PHASE_FEATURES
+                    if n not in self.phase_features}
+        for ch, names in zip(self.fluorescence_channels, self.fluorescence_features or [],
+                             strict=False):
+            out |= {feature_column(n, ch) for n in FLUORESCENCE_FEATURES if n not in names}
+        return out
 
 
 @dataclass
@@ -153,6 +179,8 @@ def run_fov(
         border_margin=opts.border_margin,
     )
     columns["good"], columns["filter_reason"] = good, reason.astype(str)
+    for name in opts.dropped_columns():
+        del columns[name]
     table = build_table(columns)
     csv_path, parquet_path = write_table(table, out / f"fov_{fov:03d}_traces")
     summary = {"fov": fov, "frames": meta.n_frames, **summarise(columns["cell"], good, reason),

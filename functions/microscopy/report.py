@@ -21,6 +21,9 @@ from functions.microscopy.pipeline import WorkflowOptions
 
 #: PyAMA parameters that steer its own process pool; here every FOV is a job.
 IGNORED_PARAMETERS = frozenset({"batch_size", "n_workers"})
+#: Options that `channels` sets; refused in `parameters`.
+CHANNEL_OPTIONS = frozenset({"phase_channel", "fluorescence_channels", "phase_features",
+                             "fluorescence_features"})
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -28,7 +31,8 @@ class ChannelSelection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channel: int = Field(ge=0)
-    features: list[str] = Field(default_factory=list)
+    features: list[str] | None = Field(
+        None, description="Features to keep in the traces; all when omitted.")
 
 
 class ChannelsSpec(BaseModel):
@@ -52,6 +56,9 @@ def workflow_params(file_id: uuid.UUID, channels: ChannelsSpec, parameters: dict
     used = [channels.phase.channel, *(c.channel for c in channels.fluorescence)]
     if max(used) >= n_channels:
         raise InvalidInput(f"channel {max(used)} does not exist (the file has {n_channels})")
+    clash = sorted(CHANNEL_OPTIONS & set(parameters))
+    if clash:
+        raise InvalidInput(f"parameters {clash} are set through `channels`")
     options = {k: v for k, v in parameters.items()
                if k not in IGNORED_PARAMETERS | {"fov_start", "fov_end"}}
     start, end = parameters.get("fov_start", 0), parameters.get("fov_end", n_fovs - 1)
@@ -61,10 +68,16 @@ def workflow_params(file_id: uuid.UUID, channels: ChannelsSpec, parameters: dict
         raise InvalidInput(f"invalid FOV range {start}-{end}")
     if end >= n_fovs:
         raise InvalidInput(f"FOV {end} does not exist (the file has {n_fovs}: 0-{n_fovs - 1})")
+    fluorescence = channels.fluorescence
+    chosen = None
+    if any(c.features is not None for c in fluorescence):
+        chosen = [list(FLUORESCENCE_FEATURES) if c.features is None else c.features
+                  for c in fluorescence]
     try:
         opts = WorkflowOptions(phase_channel=channels.phase.channel,
-                               fluorescence_channels=[c.channel for c in channels.fluorescence],
-                               **options)
+                               fluorescence_channels=[c.channel for c in fluorescence],
+                               phase_features=channels.phase.features,
+                               fluorescence_features=chosen, **options)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}"
                              for e in exc.errors(include_url=False)[:5])
@@ -76,7 +89,7 @@ def _check_features(channels: ChannelsSpec) -> None:
     picks = [(channels.phase, PHASE_FEATURES, "phase")]
     picks += [(c, FLUORESCENCE_FEATURES, "fluorescence") for c in channels.fluorescence]
     for selection, known, kind in picks:
-        unknown = sorted(set(selection.features) - set(known))
+        unknown = sorted(set(selection.features or ()) - set(known))
         if unknown:
             raise InvalidInput(f"unknown {kind} features {unknown}; known: {sorted(known)}")
 

@@ -223,7 +223,9 @@ def test_workflow_results_download_as_pyama_tables(client: TestClient,
         text = client.get(f"/api/v1/files/{trace['csv_file_id']}/download").text
         rows = list(csv.DictReader(io.StringIO(text)))
         assert list(rows[0])[: len(BASE_COLUMNS)] == list(BASE_COLUMNS)
-        assert {"area_ch_0", "intensity_total_ch_1"} <= set(rows[0])
+        # only the features asked for: area on phase, intensity_total on channel 1
+        assert set(rows[0]) - set(BASE_COLUMNS) == {"area_ch_0", "intensity_total_ch_1",
+                                                    "filter_reason"}
         assert {int(r["fov"]) for r in rows} == {trace["fov"]}
         data = client.get(f"/api/v1/files/{trace['parquet_file_id']}/download").content
         table = pq.read_table(io.BytesIO(data))
@@ -237,6 +239,7 @@ def test_invalid_workflow_requests(client: TestClient, workflow: dict[str, Any])
         ({"fov_start": 1, "fov_end": 0}, "invalid FOV range"),
         ({"min_iou": 5}, "min_iou"),
         ({"no_such_option": 1}, "no_such_option"),
+        ({"phase_channel": 1}, "set through `channels`"),
     ]
     for parameters, message in cases:
         response = _start(client, file_id, **parameters)
