@@ -186,8 +186,14 @@ def test_unreadable_file_fails_its_metadata_job(client: TestClient, name: str) -
         assert 400 <= response.status_code < 500 and response.json()["detail"]
         return
     file_id = response.json()["id"]
-    job = metadata_job(client, file_id)
+    if response.json()["kind"] == "slide":
+        job = metadata_job(client, file_id)
+    else:  # not sniffed as a slide (unopenable.tiff): the user asks for its metadata
+        submitted = client.post(f"{API}/jobs", json={"function": "metadata",
+                                                     "params": {"file_id": file_id}})
+        job = wait_for_job(client, submitted.json()["id"], timeout=60)
     assert job["status"] == "failed"
+    assert job["error"]["type"] == "unsupported-file"
     assert name in job["error"]["message"], job["error"]
     assert client.get(f"{API}/slides", params={"file_id": file_id}).json()["total"] == 0
     assert client.get(f"{API}/health").status_code == 200
