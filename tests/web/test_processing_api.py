@@ -295,8 +295,16 @@ def test_a_failing_fov_does_not_fail_the_others(client: TestClient, timelapse: P
     assert merge.status_code == 422 and "[1]" in merge.json()["detail"]
 
 
-def test_cancel_a_workflow(client: TestClient, workflow: dict[str, Any]) -> None:
-    job_id = _start(client, workflow["file_id"]).json()["job_id"]
+def test_cancel_a_workflow_started_from_a_server_path(
+        client: TestClient, timelapse: Path, roots: dict[str, Path]) -> None:
+    path = roots["inside"] / "timelapse.ome.tif"
+    shutil.copy(timelapse, path)
+    started = client.post(f"{API}/workflow/start", json={
+        "file_path": str(path), "channels": CHANNELS, "parameters": FAST})
+    assert started.status_code == 200, started.text
+    job_id = started.json()["job_id"]
+    imported = client.get(f"/api/v1/files/{started.json()['file_id']}").json()
+    assert imported["name"] == "timelapse.ome.tif" and imported["size"] == path.stat().st_size
     cancelled = client.post(f"{API}/workflow/cancel/{job_id}")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] in {"cancelling", "cancelled"}

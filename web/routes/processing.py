@@ -14,6 +14,7 @@ from common.capabilities import StoredFile
 from common.errors import Conflict, InvalidInput, UnsupportedFile
 from common.imports import resolve_import_path
 from common.jobs.models import JobRecord
+from common.uploads import Uploads
 from functions.metadata import MetadataResult, describe_path, describe_stored
 from functions.microscopy import list_features
 from functions.microscopy.capability import MergeParams
@@ -146,7 +147,9 @@ def _source(state: State, user: CurrentUser, body: FileSource
         return stored, describe_stored(state.runtime.objects, stored)
     path = resolve_import_path(body.file_path or "", state.settings.import_roots)
     described = describe_path(path)
-    stored = state.runtime.files.import_path(path, owner_id=user.id)
+    uploads = Uploads(state.runtime.db, state.runtime.objects, state.settings)
+    stored = state.runtime.files.import_path(path, owner_id=user.id,
+                                             check=uploads.vet(user.id))  # type, quota
     if described.kind == "microscopy":
         described.metadata["file_path"] = body.file_path
     return stored, described
