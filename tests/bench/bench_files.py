@@ -1,0 +1,283 @@
+"""Files API speed and memory: a large file up and down through `aperture serve`.
+
+For each object-store backend, against `aperture serve` in its own process:
+- upload: `POST /api/v1/files`, a hand-built multipart/form-data body streamed from a
+  generator over the source file (never held in memory);
+- download: `GET /api/v1/files/{id}/download`, streamed to a local file;
+- the server process's RSS (psutil, else /proc/<pid>/status VmRSS), sampled every 10 ms
+  during both, against its value just before the upload (after a small warm-up round).
+References measured in the same run on the same bytes: `shutil.copyfile` for the
+directory backend; boto3 `upload_file` / `download_file` (default transfer settings)
+against the same SeaweedFS for the S3 backend, with the server also on S3.
+The claim checked: streaming keeps the server's memory growth under 100 MiB.
+
+Run: uv run python tests/bench/bench_files.py [--size-mib 1024] [--backends dir,s3]
+Prints one JSON line per backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.support.app import LiveServer, register
+from tests.support.s3 import S3Server, run_seaweedfs, s3_settings_env, unique_bucket
+
+MIB = 1024 * 1024
+CHUNK = MIB
+RSS_LIMIT_MIB = 100
+WARM_UP_MIB = 16
+
+
+def _rss_reader(pid: int) -> Any:
+    try:
+        import psutil
+
+        process = psutil.Process(pid)
+        return lambda: process.memory_info().rss
+    except ImportError:
+        status = Path(f"/proc/{pid}/status")
+
+        def vm_rss() -> int:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+            raise RuntimeError(f"no VmRSS in {status}")
+
+        return vm_rss
+
+
+class RssSampler:
+    """The highest RSS of a process seen while the sampler runs (a background thread)."""
+
+    def __init__(self, pid: int, interval_s: float = 0.01) -> None:
+        self._read = _rss_reader(pid)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self.peak = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def current(self) -> int:
+        return int(self._read())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self._interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def write_source(path: Path, size: int) -> str:
+    """A file of `size` printable bytes (accepted as .csv: the type check reads the head),
+    built from distinct random blocks; returns its SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        left = size
+        while left:
+            block = base64.encodebytes(os.urandom(CHUNK * 3 // 4 + 3))[:min(CHUNK, left)]
+            f.write(block)
+            digest.update(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+def multipart_body(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
+    """A multipart/form-data body with the file as field `file`, streamed from disk, and
+    its length."""
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{path.name}\"\r\nContent-Type: text/csv\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+        yield tail
+
+    return chunks(), len(head) + path.stat().st_size + len(tail)
+
+
+def upload(client: httpx.Client, path: Path) -> dict[str, Any]:
+    boundary = secrets.token_hex(16)
+    body, length = multipart_body(path, boundary)
+    response = client.post("/api/v1/files", content=body, headers={
+        "content-type": f"multipart/form-data; boundary={boundary}",
+        "content-length": str(length)})
+    if response.status_code != 201:
+        raise RuntimeError(f"upload failed: {response.status_code} {response.text[:500]}")
+    return dict(response.json())
+
+
+def download(client: httpx.Client, file_id: str, dest: Path) -> int:
+    size = 0
+    with client.stream("GET", f"/api/v1/files/{file_id}/download") as response, \
+            dest.open("wb") as f:
+        response.raise_for_status()
+        for chunk in response.iter_raw(CHUNK):
+            f.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 * MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def timed(fn: Any, *args: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def through_server(work: Path, server: LiveServer, source: Path, sha: str) -> dict[str, Any]:
+    """Upload and download `source` through the server; MiB/s and RSS growth."""
+    size_mib = source.stat().st_size / MIB
+    with httpx.Client(base_url=server.url, timeout=600) as client:
+        client.headers.update(register(client))
+        warm = work / "warm.csv"
+        write_source(warm, WARM_UP_MIB * MIB)
+        download(client, upload(client, warm)["id"], work / "warm.down")
+        assert server.process is not None
+        sampler = RssSampler(server.process.pid)
+        baseline = sampler.current()
+        with sampler:
+            up_s, stored = timed(upload, client, source)
+        upload_peak = sampler.peak
+        if stored["sha256"] != sha or stored["size"] != source.stat().st_size:
+            raise RuntimeError("the server stored other bytes than were sent")
+        dest = work / "downloaded.csv"
+        sampler = RssSampler(server.process.pid)
+        with sampler:
+            down_s, _ = timed(download, client, stored["id"], dest)
+        download_peak = sampler.peak
+    if file_sha256(dest) != sha:
+        raise RuntimeError("the download differs from the upload")
+    dest.unlink()
+    growth = (max(upload_peak, download_peak) - baseline) / MIB
+    return {
+        "upload_mib_s": round(size_mib / up_s, 1), "download_mib_s": round(size_mib / down_s, 1),
+        "baseline_rss_mib": round(baseline / MIB, 1),
+        "upload_peak_rss_growth_mib": round((upload_peak - baseline) / MIB, 1),
+        "download_peak_rss_growth_mib": round((download_peak - baseline) / MIB, 1),
+        "peak_rss_growth_mib": round(growth, 1),
+    }
+
+
+def reference_copy(work: Path, source: Path) -> tuple[float, float]:
+    size_mib = source.stat().st_size / MIB
+    up_s, _ = timed(shutil.copyfile, source, work / "ref-up.csv")
+    down_s, _ = timed(shutil.copyfile, work / "ref-up.csv", work / "ref-down.csv")
+    for name in ("ref-up.csv", "ref-down.csv"):
+        (work / name).unlink()
+    return size_mib / up_s, size_mib / down_s
+
+
+def reference_boto3(s3: S3Server, bucket: str, work: Path, source: Path) -> tuple[float, float]:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=s3.endpoint, region_name=s3.region,
+        aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    size_mib = source.stat().st_size / MIB
+    up_s, _ = timed(client.upload_file, str(source), bucket, "reference.csv")
+    dest = work / "ref-down.csv"
+    down_s, _ = timed(client.download_file, bucket, "reference.csv", str(dest))
+    if dest.stat().st_size != source.stat().st_size:
+        raise RuntimeError("boto3 reference download has the wrong size")
+    dest.unlink()
+    client.delete_object(Bucket=bucket, Key="reference.csv")
+    return size_mib / up_s, size_mib / down_s
+
+
+def report(backend: str, size_mib: int, measured: dict[str, Any], reference: str,
+           ref: tuple[float, float]) -> str:
+    return json.dumps({
+        "bench": "files", "backend": backend, "size_mib": size_mib,
+        "upload_mib_s": measured["upload_mib_s"], "download_mib_s": measured["download_mib_s"],
+        "reference": reference, "reference_upload_mib_s": round(ref[0], 1),
+        "reference_download_mib_s": round(ref[1], 1),
+        "ratio_upload_to_reference": round(measured["upload_mib_s"] / ref[0], 3),
+        "ratio_download_to_reference": round(measured["download_mib_s"] / ref[1], 3),
+        **{k: v for k, v in measured.items() if "rss" in k},
+        "rss_growth_limit_mib": RSS_LIMIT_MIB,
+        "within_limit": measured["peak_rss_growth_mib"] < RSS_LIMIT_MIB,
+    })
+
+
+def run_dir(tmp: Path, source: Path, sha: str, size_mib: int) -> None:
+    work = tmp / "dir"
+    work.mkdir()
+    server = LiveServer(work / "data", env={"APERTURE_LOG_LEVEL": "WARNING"}).start(workers=1)
+    try:
+        measured = through_server(work, server, source, sha)
+    finally:
+        server.stop()
+    shutil.rmtree(work / "data", ignore_errors=True)
+    print(report("dir", size_mib, measured, "shutil.copyfile", reference_copy(work, source)),
+          flush=True)
+
+
+def run_s3(tmp: Path, source: Path, sha: str, size_mib: int) -> None:
+    work = tmp / "s3"
+    (work / "weed").mkdir(parents=True)
+    with run_seaweedfs(work / "weed") as s3:
+        bucket = unique_bucket("bench-files")
+        s3.store(bucket).ensure_bucket()
+        env = {"APERTURE_LOG_LEVEL": "WARNING", **s3_settings_env(s3, bucket)}
+        server = LiveServer(work / "data", env=env).start(workers=1)
+        try:
+            measured = through_server(work, server, source, sha)
+        finally:
+            server.stop()
+        ref = reference_boto3(s3, bucket, work, source)
+    print(report("s3", size_mib, measured, "boto3 upload_file/download_file", ref),
+          flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--backends", default="dir,s3")
+    args = parser.parse_args()
+    runs = {"dir": run_dir, "s3": run_s3}
+    with tempfile.TemporaryDirectory(prefix="bench-files-") as tmp:
+        source = Path(tmp) / "source.csv"
+        sha = write_source(source, args.size_mib * MIB)
+        for backend in args.backends.split(","):
+            runs[backend](Path(tmp), source, sha, args.size_mib)
+
+
+if __name__ == "__main__":
+    main()
