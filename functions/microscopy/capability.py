@@ -1,7 +1,7 @@
 """Capabilities ``workflow`` (fans out per FOV), ``workflow.fov`` and ``merge``.
 
-The ``metadata`` capability (shared with slides) is registered by the platform; it
-calls :func:`functions.microscopy.readers.read_metadata`.
+The ``metadata`` capability (shared with slides) lives in :mod:`functions.metadata`; it
+calls :func:`functions.microscopy.readers.read_metadata` for microscopy files.
 """
 
 from __future__ import annotations
