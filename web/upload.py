@@ -127,21 +127,33 @@ class MultipartFile:
         return to_sync(self.chunks())
 
 
-async def _next_chunk(stream: AsyncIterator[bytes]) -> bytes:
-    return await anext(stream)
+#: Bytes handed to the worker thread at a time: one hop per ~1 MiB, not per socket read.
+BATCH_BYTES = 1024 * 1024
+
+
+async def _next_batch(stream: AsyncIterator[bytes]) -> bytes:
+    """The next ~1 MiB of the stream (b"" at its end)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < BATCH_BYTES:
+        try:
+            chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 def to_sync(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
-    """Pull an async byte stream from any thread: each chunk is awaited on the event loop
-    (at most one in flight). Call it on the event loop: it captures the loop's token there,
-    since the consumer may be a thread anyio did not start (boto3's transfer threads)."""
+    """Pull an async byte stream from any thread, in ~1 MiB batches awaited on the event
+    loop (at most one batch in flight). Call it on the event loop: it captures the loop's
+    token there, since the consumer may be a thread anyio did not start (boto3's transfer
+    threads)."""
     token = anyio.lowlevel.current_token()
 
     def chunks() -> Iterator[bytes]:
-        while True:
-            try:
-                yield anyio.from_thread.run(_next_chunk, stream, token=token)
-            except StopAsyncIteration:
-                return
+        while batch := anyio.from_thread.run(_next_batch, stream, token=token):
+            yield batch
 
     return chunks()
