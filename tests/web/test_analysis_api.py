@@ -146,13 +146,13 @@ BAD_FILES = [
     (b"time,fov,cell,value\n0,0,0,\n1,0,0,nan\n", "has no values"),
     (b"time,fov,cell,value\n0,0,0,inf\n1,0,0,2\n", "infinite"),
     (b"time\n1\n2\n", "expected long format"),
-    (b"PAR1 not really parquet", "not a readable Parquet"),
+    (b"PAR1 not really parquet inside PAR1", "not a readable Parquet"),
 ]
 
 
 @pytest.mark.parametrize(("data", "words"), BAD_FILES)
 def test_bad_traces_are_problem_details(client: TestClient, data: bytes, words: str) -> None:
-    file_id = _upload(client, "bad.csv", data)
+    file_id = _upload(client, "bad.parquet" if data.startswith(b"PAR1") else "bad.csv", data)
     _problem(client.post(f"{API}/load-traces", json={"file_id": file_id}), 422, words)
 
 
