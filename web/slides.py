@@ -21,6 +21,16 @@ from functions.slides.service import SlideTiles, TileSettings
 from web.deps import CurrentUser
 
 
+class Unknown:
+    """Not looked up (or no longer fresh)."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown()
+
+
 class SlideService:
     """The app's slides: records, the tile service and local copies of slide files."""
 
@@ -32,6 +42,7 @@ class SlideService:
                                      Path(runtime.settings.data_dir) / "cache" / "slides",
                                      self.tiles.settings.local_cache_bytes)
         self._pyramids: dict[uuid.UUID, tuple[float, DziDescriptor | None]] = {}
+        self._paths: dict[uuid.UUID, Path] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -39,10 +50,29 @@ class SlideService:
 
     def path(self, slide: SlideRecord) -> Path:
         """A local file with the slide's bytes (NotFound once its file is deleted)."""
-        return self.local.path(self.runtime.files.get(slide.file_id))
+        path = self._paths.get(slide.id)
+        if path is None or not path.is_file():
+            path = self.local.path(self.runtime.files.get(slide.file_id))
+            with self._lock:
+                self._paths[slide.id] = path
+        return path
 
     async def apath(self, slide: SlideRecord) -> Path:
-        return await run_in_threadpool(self.path, slide)
+        path = self._paths.get(slide.id)
+        return path if path is not None else await run_in_threadpool(self.path, slide)
+
+    def known_pyramid(self, slide_id: uuid.UUID) -> DziDescriptor | Unknown | None:
+        """`pyramid(slide_id)` while the last answer is fresh, else UNKNOWN (no I/O)."""
+        cached = self._pyramids.get(slide_id)
+        if cached is None or time.monotonic() - cached[0] >= self.tiles.settings.pyramid_check_s:
+            return UNKNOWN
+        return cached[1]
+
+    async def apyramid(self, slide_id: uuid.UUID) -> DziDescriptor | None:
+        known = self.known_pyramid(slide_id)
+        if not isinstance(known, Unknown):
+            return known
+        return await run_in_threadpool(self.pyramid, slide_id)
 
     def pyramid(self, slide_id: uuid.UUID) -> DziDescriptor | None:
         """The descriptor of the slide's finished pre-generated pyramid if it has one
@@ -75,6 +105,7 @@ class SlideService:
         self.local.evict(slide.file_id)
         with self._lock:
             self._pyramids.pop(slide.id, None)
+            self._paths.pop(slide.id, None)
 
 
 _create_lock = threading.Lock()

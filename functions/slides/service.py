@@ -109,6 +109,11 @@ class SlideTiles:
         self.cache.put(key, tile)
         return tile
 
+    def cached_tile(self, slide_id: str, level: int, col: int, row: int, fmt: str
+                    ) -> Tile | None:
+        """The tile if it is in the rendered-tile cache (no slide needed, no thread)."""
+        return self.cache.get((str(slide_id), level, col, row, parse_tile_format(fmt)))
+
     def thumbnail(self, slide_id: str, path: str | Path, max_size: int = 512) -> Tile:
         """A JPEG of the whole slide fitting in max_size x max_size, read from the best
         level (never level 0 of a pyramid)."""

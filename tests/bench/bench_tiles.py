@@ -15,7 +15,11 @@ Prints one JSON line per measurement, each with its reference measured in the sa
 - pyramid: `tiles.pyramid`'s build (dzsave + our .dzi) against bare `pyvips dzsave`
   with the same options; goal <= 1.15. Also the banded build run serially, for scale.
 - http (with --http): 8 concurrent clients fetching the same addresses through the web
-  layer, cold then warm. Needs a running server and a slide record (`--slide-id`).
+  layer, cold then warm: tiles/s and per-request p50/p99. Needs a running server and a
+  slide record (`--slide-id`, `--token`); or `--serve` starts `aperture serve` on a fresh
+  data directory, uploads the slide (its metadata job makes the record) and uses that.
+
+    uv run python tests/bench/bench_tiles.py --serve --size 16384x12288 --tiles 1000
 """
 
 from __future__ import annotations
@@ -163,25 +167,35 @@ def bench_pyramid(path: Path, work: Path, repeats: int, banded: bool) -> None:
 
 
 async def fetch_all(base_url: str, slide_id: str, addresses: list[Address], clients: int,
-                    headers: dict[str, str]) -> float:
-    """Tiles per second fetching every address through HTTP with `clients` workers."""
+                    headers: dict[str, str]) -> tuple[float, list[float]]:
+    """Tiles per second fetching every address through HTTP with `clients` workers, and
+    each request's latency in seconds."""
     import httpx
 
     queue: asyncio.Queue[Address] = asyncio.Queue()
     for address in addresses:
         queue.put_nowait(address)
+    latencies: list[float] = []
 
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             level, col, row = queue.get_nowait()
             url = f"{base_url}/viewer/{slide_id}_files/{level}/{col}_{row}.jpeg"
+            sent = time.perf_counter()
             response = await client.get(url)
             response.raise_for_status()
+            latencies.append(time.perf_counter() - sent)
 
     start = time.perf_counter()
-    async with httpx.AsyncClient(headers=headers, timeout=60) as client:
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(headers=headers, timeout=60, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(clients)))
-    return len(addresses) / (time.perf_counter() - start)
+    return len(addresses) / (time.perf_counter() - start), latencies
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 def bench_http(base_url: str, slide_id: str, path: Path, n: int, token: str | None) -> None:
@@ -190,10 +204,33 @@ def bench_http(base_url: str, slide_id: str, path: Path, n: int, token: str | No
     cold = asyncio.run(fetch_all(base_url, slide_id, addresses, 8, headers))
     warm = asyncio.run(fetch_all(base_url, slide_id, addresses, 8, headers))
     reference = render_reference(path, addresses)
-    for phase, rate in (("cold", cold), ("warm", warm)):
+    for phase, (rate, latencies) in (("cold", cold), ("warm", warm)):
         emit(bench="tiles.http", phase=phase, clients=8, tiles=n, aperture_tiles_per_s=round(
-            rate, 1), reference="DeepZoomGenerator.get_tile + PIL JPEG q75, in-process",
+            rate, 1), p50_ms=percentile_ms(latencies, 0.5),
+            p99_ms=percentile_ms(latencies, 0.99),
+            reference="DeepZoomGenerator.get_tile + PIL JPEG q75, in-process, one thread",
             reference_tiles_per_s=round(reference, 1), ratio=round(rate / reference, 2))
+
+
+def serve_slide(path: Path, work: Path) -> tuple[Any, str, str]:
+    """`aperture serve` on a fresh data dir with `path` uploaded as a slide: (server,
+    slide id, bearer token)."""
+    import httpx
+
+    from tests.support.app import LiveServer, register, wait_for_job
+
+    server = LiveServer(work / "data").start()
+    with httpx.Client(base_url=server.url, timeout=600) as client:
+        headers = register(client)
+        client.headers.update(headers)
+        with path.open("rb") as fh:
+            stored = client.post("/api/v1/files", files={"file": (path.name, fh)}).json()
+        jobs = client.get("/api/v1/jobs", params={"function": "metadata"}).json()["items"]
+        job = next(j for j in jobs if j["params"]["file_id"] == stored["id"])
+        wait_for_job(client, job["id"], timeout=300)
+        slide = client.get("/api/v1/slides", params={"file_id": stored["id"]}).json()
+    token = headers["Authorization"].removeprefix("Bearer ")
+    return server, slide["items"][0]["id"], token
 
 
 def main() -> None:
@@ -206,10 +243,22 @@ def main() -> None:
     parser.add_argument("--http", help="API base URL, e.g. http://127.0.0.1:8000/api/v1")
     parser.add_argument("--slide-id", help="slide record id on that server (with --http)")
     parser.add_argument("--token", help="bearer token for --http")
+    parser.add_argument("--serve", action="store_true",
+                        help="start aperture serve with the slide and run the http bench")
+    parser.add_argument("--size", default="x".join(map(str, SIZE)),
+                        help="synthetic slide WIDTHxHEIGHT")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aperture-bench-") as tmp:
         work = Path(tmp)
-        path = args.slide or make_slide(work / "bench.svs", *SIZE)
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        path = args.slide or make_slide(work / "bench.svs", width, height)
+        if args.serve:
+            server, slide_id, token = serve_slide(path, work)
+            try:
+                bench_http(server.url + "/api/v1", slide_id, path, args.tiles, token)
+            finally:
+                server.stop()
+            return
         if args.http:
             bench_http(args.http.rstrip("/"), args.slide_id, path, args.tiles, args.token)
             return

@@ -35,7 +35,7 @@ TILE_RESPONSES: Responses = {200: {"content": {"image/jpeg": {}, "image/png": {}
 async def read_dzi(slide: OwnedSlide, service: SlideServiceDep, request: Request
                    ) -> Response:
     """The slide's Deep Zoom descriptor: XML, or JSON with `Accept: application/json`."""
-    descriptor = await run_in_threadpool(service.pyramid, slide.id)
+    descriptor = await service.apyramid(slide.id)
     if descriptor is None:
         path = await service.apath(slide)
         descriptor = await service.tiles.adescriptor(str(slide.id), path)
@@ -54,11 +54,13 @@ async def read_tile(slide: OwnedSlide, level: int, col: int, row: int, fmt: str,
         fmt = parse_tile_format(fmt)
     except InvalidInput:  # the URL names no tile
         raise NotFound(f"no tile format {fmt!r}: tiles are .jpeg or .png") from None
-    pyramid = await run_in_threadpool(service.pyramid, slide.id)
+    pyramid = await service.apyramid(slide.id)
     if pyramid is not None and pyramid.format == fmt:
         return await _stored_tile(state, slide.id, level, col, row, fmt, request)
-    path = await service.apath(slide)
-    tile = await service.tiles.atile(str(slide.id), path, level, col, row, fmt)
+    tile = service.tiles.cached_tile(str(slide.id), level, col, row, fmt)
+    if tile is None:
+        path = await service.apath(slide)
+        tile = await service.tiles.atile(str(slide.id), path, level, col, row, fmt)
     return image_response(tile, request)
 
 
