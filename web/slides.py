@@ -20,6 +20,10 @@ from functions.slides.dzi import DziDescriptor
 from functions.slides.service import SlideTiles, TileSettings
 from web.deps import CurrentUser
 
+#: How long a slide record is reused by tile requests. A slide deleted or renamed through
+#: this process is forgotten at once; another process sees the change within this time.
+RECORD_TTL_S = 2.0
+
 
 class Unknown:
     """Not looked up (or no longer fresh)."""
@@ -43,10 +47,27 @@ class SlideService:
                                      self.tiles.settings.local_cache_bytes)
         self._pyramids: dict[uuid.UUID, tuple[float, DziDescriptor | None]] = {}
         self._paths: dict[uuid.UUID, Path] = {}
+        self._records: dict[uuid.UUID, tuple[float, SlideRecord]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SlideService({self.tiles!r}, {self.local!r})"
+
+    def record(self, slide_id: uuid.UUID) -> SlideRecord:
+        """The slide's record (NotFound if none); remembered for RECORD_TTL_S, so a
+        viewer's burst of tile requests costs one lookup."""
+        record = self.fresh_record(slide_id)
+        if record is None:
+            record = self.records.get(slide_id)
+            with self._lock:
+                self._records[slide_id] = (time.monotonic(), record)
+        return record
+
+    def fresh_record(self, slide_id: uuid.UUID) -> SlideRecord | None:
+        cached = self._records.get(slide_id)
+        if cached is None or time.monotonic() - cached[0] >= RECORD_TTL_S:
+            return None
+        return cached[1]
 
     def path(self, slide: SlideRecord) -> Path:
         """A local file with the slide's bytes (NotFound once its file is deleted)."""
@@ -106,6 +127,7 @@ class SlideService:
         with self._lock:
             self._pyramids.pop(slide.id, None)
             self._paths.pop(slide.id, None)
+            self._records.pop(slide.id, None)
 
 
 _create_lock = threading.Lock()
@@ -131,10 +153,23 @@ SlideServiceDep = Annotated[SlideService, Depends(get_slide_service)]
 def owned_slide(slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser
                 ) -> SlideRecord:
     """The slide if the caller may see it; another owner's slide is 404."""
-    slide = service.records.get(slide_id)
+    return _check_owner(service.records.get(slide_id), user)
+
+
+async def viewed_slide(slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser
+                       ) -> SlideRecord:
+    """As `owned_slide`, for pixel routes: the record may be up to RECORD_TTL_S old."""
+    slide = service.fresh_record(slide_id)
+    if slide is None:
+        slide = await run_in_threadpool(service.record, slide_id)
+    return _check_owner(slide, user)
+
+
+def _check_owner(slide: SlideRecord, user: CurrentUser) -> SlideRecord:
     if not user.may_see(slide.owner_id):
-        raise NotFound(f"no slide with id {slide_id}")
+        raise NotFound(f"no slide with id {slide.id}")
     return slide
 
 
 OwnedSlide = Annotated[SlideRecord, Depends(owned_slide)]
+ViewedSlide = Annotated[SlideRecord, Depends(viewed_slide)]

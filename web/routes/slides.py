@@ -15,7 +15,7 @@ from common.slides import SlideFilter, SlideRecord
 from functions.slides.service import Tile
 from web.deps import CurrentUser, RequestClient, State
 from web.schemas import Page
-from web.slides import OwnedSlide, SlideService, SlideServiceDep
+from web.slides import OwnedSlide, SlideService, SlideServiceDep, ViewedSlide
 
 router = APIRouter(prefix="/slides", tags=["slides"])
 
@@ -115,7 +115,7 @@ def read_slide_properties(slide: OwnedSlide) -> dict[str, str]:
 
 @router.get("/{slide_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
 async def read_slide_thumbnail(
-    slide: OwnedSlide, service: SlideServiceDep, request: Request,
+    slide: ViewedSlide, service: SlideServiceDep, request: Request,
     max: Annotated[int, Query(ge=1, le=4096, description="Longest side, pixels.")] = 512,
 ) -> Response:
     """A JPEG of the whole slide fitting in max x max pixels."""
@@ -125,7 +125,7 @@ async def read_slide_thumbnail(
 
 
 @router.get("/{slide_id}/associated/{image}", responses={200: {"content": {"image/png": {}}}})
-async def read_slide_associated_image(slide: OwnedSlide, image: str,
+async def read_slide_associated_image(slide: ViewedSlide, image: str,
                                       service: SlideServiceDep, request: Request) -> Response:
     """An associated image (label, macro, thumbnail, ...) as PNG."""
     path = await service.apath(slide)

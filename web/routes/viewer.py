@@ -21,7 +21,7 @@ from functions.slides.render import MEDIA_TYPES
 from functions.slides.service import CACHE_CONTROL, Tile
 from web.deps import State
 from web.routes.slides import image_response
-from web.slides import OwnedSlide, SlideServiceDep
+from web.slides import SlideServiceDep, ViewedSlide
 
 router = APIRouter(prefix="/viewer", tags=["viewer"])
 
@@ -32,7 +32,7 @@ TILE_RESPONSES: Responses = {200: {"content": {"image/jpeg": {}, "image/png": {}
 
 
 @router.get("/{slide_id:uuid}.dzi", responses=DZI_RESPONSES)
-async def read_dzi(slide: OwnedSlide, service: SlideServiceDep, request: Request
+async def read_dzi(slide: ViewedSlide, service: SlideServiceDep, request: Request
                    ) -> Response:
     """The slide's Deep Zoom descriptor: XML, or JSON with `Accept: application/json`."""
     descriptor = await service.apyramid(slide.id)
@@ -47,7 +47,7 @@ async def read_dzi(slide: OwnedSlide, service: SlideServiceDep, request: Request
 
 @router.get("/{slide_id:uuid}_files/{level:int}/{col:int}_{row:int}.{fmt}",
             responses=TILE_RESPONSES)
-async def read_tile(slide: OwnedSlide, level: int, col: int, row: int, fmt: str,
+async def read_tile(slide: ViewedSlide, level: int, col: int, row: int, fmt: str,
                     service: SlideServiceDep, state: State, request: Request) -> Response:
     """One Deep Zoom tile (JPEG or PNG), with an ETag; `If-None-Match` gives 304."""
     try:
