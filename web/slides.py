@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from common.errors import NotFound
 from common.runtime import Runtime
 from common.slides import LocalSlideFiles, SlideRecord, Slides
-from functions.slides.capability import pyramid_dzi_key
+from functions.slides.capability import dzi_prefix, pyramid_dzi_key
 from functions.slides.dzi import DziDescriptor
 from functions.slides.service import SlideTiles, TileSettings
 from web.deps import CurrentUser
@@ -119,6 +119,13 @@ class SlideService:
                 s.tile_size, s.overlap, s.format) or s.limit_bounds:
             return None
         return descriptor
+
+    def delete(self, slide: SlideRecord) -> None:
+        """Delete the slide's record and pre-generated pyramid (its file stays), and
+        forget it."""
+        self.records.delete([slide.id])
+        self.forget(slide)
+        self.runtime.objects.delete_prefix(dzi_prefix(slide.id) + "/")
 
     def forget(self, slide: SlideRecord) -> None:
         """Drop everything held for a deleted slide: handles, cached tiles, local copy."""

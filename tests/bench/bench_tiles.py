@@ -20,6 +20,11 @@ Prints one JSON line per measurement, each with its reference measured in the sa
   data directory, uploads the slide (its metadata job makes the record) and uses that.
 
     uv run python tests/bench/bench_tiles.py --serve --size 16384x12288 --tiles 1000
+
+- pyramid jobs (with --jobs): `tiles.pyramid` submitted to `aperture serve` (2 local
+  workers) as one job and fanned out into bands, wall time from submit to finish
+  (including the copy in, and the upload of every tile to the directory store), against
+  bare `pyvips dzsave` of the same file in this process.
 """
 
 from __future__ import annotations
@@ -233,6 +238,47 @@ def serve_slide(path: Path, work: Path) -> tuple[Any, str, str]:
     return server, slide["items"][0]["id"], token
 
 
+def job_seconds(client: Any, params: dict[str, Any]) -> float:
+    from tests.support.app import wait_for_job
+
+    start = time.perf_counter()
+    job = client.post("/api/v1/jobs", json={"function": "tiles.pyramid", "params": params})
+    done = wait_for_job(client, job.json()["id"], timeout=1800)
+    if done["status"] != "succeeded":
+        raise RuntimeError(f"pyramid job {done['status']}: {done['error']}")
+    return time.perf_counter() - start
+
+
+def bench_pyramid_jobs(path: Path, work: Path, band_rows: int) -> None:
+    import httpx
+
+    server, slide_id, token = serve_slide(path, work)
+    try:
+        with httpx.Client(base_url=server.url, timeout=600,
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+            file_id = client.get(f"/api/v1/slides/{slide_id}").json()["file_id"]
+            params = {"file_id": file_id, "slide_id": slide_id}
+            bare = pyramid_seconds(path, work, bare=True)
+            single = job_seconds(client, params)
+            fanned = job_seconds(client, {**params, "band_rows": band_rows})
+    finally:
+        server.stop()
+    size = image_size(path)
+    emit(bench="tiles.pyramid.job", slide=size, workers=2, aperture_s=round(single, 2),
+         reference="bare pyvips dzsave (no upload)", reference_s=round(bare, 2),
+         ratio=round(single / bare, 3), goal="<= 1.15")
+    emit(bench="tiles.pyramid.fan_out", slide=size, workers=2, band_rows=band_rows,
+         aperture_s=round(fanned, 2), reference="the same pyramid as one job",
+         reference_s=round(single, 2), speedup=round(single / fanned, 2))
+
+
+def image_size(path: Path) -> str:
+    import pyvips
+
+    image = pyvips.Image.new_from_file(str(path))
+    return f"{image.width}x{image.height}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiles", type=int, default=1000)
@@ -245,6 +291,9 @@ def main() -> None:
     parser.add_argument("--token", help="bearer token for --http")
     parser.add_argument("--serve", action="store_true",
                         help="start aperture serve with the slide and run the http bench")
+    parser.add_argument("--jobs", action="store_true",
+                        help="time tiles.pyramid jobs on aperture serve (single, fanned)")
+    parser.add_argument("--band-rows", type=int, default=16, help="with --jobs")
     parser.add_argument("--size", default="x".join(map(str, SIZE)),
                         help="synthetic slide WIDTHxHEIGHT")
     args = parser.parse_args()
@@ -252,6 +301,9 @@ def main() -> None:
         work = Path(tmp)
         width, height = (int(v) for v in args.size.lower().split("x"))
         path = args.slide or make_slide(work / "bench.svs", width, height)
+        if args.jobs:
+            bench_pyramid_jobs(path, work, args.band_rows)
+            return
         if args.serve:
             server, slide_id, token = serve_slide(path, work)
             try:

@@ -15,7 +15,7 @@ from common.slides import SlideFilter, SlideRecord
 from functions.slides.service import Tile
 from web.deps import CurrentUser, RequestClient, State
 from web.schemas import Page
-from web.slides import OwnedSlide, SlideService, SlideServiceDep, ViewedSlide
+from web.slides import OwnedSlide, SlideService, SlideServiceDep, ViewedSlide, owned_slide
 
 router = APIRouter(prefix="/slides", tags=["slides"])
 
@@ -76,8 +76,8 @@ def delete_slides(body: SlideBulkDelete, service: SlideServiceDep, user: Current
     mine, missing = [], []
     for slide_id in dict.fromkeys(body.ids):
         try:
-            mine.append(_owned(service, slide_id, user))
-        except LookupError:
+            mine.append(owned_slide(slide_id, service, user))
+        except NotFound:
             missing.append(slide_id)
     for slide in mine:
         _delete(service, state, slide, user, client)
@@ -133,22 +133,8 @@ async def read_slide_associated_image(slide: ViewedSlide, image: str,
     return image_response(tile, request)
 
 
-def _owned(service: SlideService, slide_id: uuid.UUID, user: CurrentUser) -> SlideRecord:
-    try:
-        slide = service.records.get(slide_id)
-    except NotFound:
-        raise LookupError(slide_id) from None
-    if not user.may_see(slide.owner_id):
-        raise LookupError(slide_id)
-    return slide
-
-
 def _delete(service: SlideService, state: State, slide: SlideRecord, user: CurrentUser,
             client: RequestClient) -> None:
-    from functions.slides.capability import dzi_prefix
-
-    service.records.delete([slide.id])
-    service.forget(slide)
-    state.runtime.objects.delete_prefix(dzi_prefix(slide.id) + "/")
+    service.delete(slide)
     state.identity.audit.record("slide.deleted", actor=user.id, target_type="slide",
                                 target_id=slide.id, client_ip=client.ip, name=slide.name)

@@ -8,6 +8,7 @@ URL with S3.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -64,7 +65,7 @@ async def read_tile(slide: ViewedSlide, level: int, col: int, row: int, fmt: str
     return image_response(tile, request)
 
 
-async def _stored_tile(state: State, slide_id: object, level: int, col: int, row: int,
+async def _stored_tile(state: State, slide_id: uuid.UUID, level: int, col: int, row: int,
                        fmt: str, request: Request) -> Response:
     objects = state.runtime.objects
     key = pyramid_tile_key(str(slide_id), level, col, row, fmt)
