@@ -74,6 +74,12 @@ class Context(Protocol):
     def objects(self) -> Any:  # common.objects.ObjectStore; Any avoids an import cycle
         ...
 
+    @property
+    def runtime(self) -> Any:  # common.runtime.Runtime
+        """Database and settings, for platform capabilities that keep records (cleanup,
+        slide records); compute capabilities never need it."""
+        ...
+
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress in [0, 1]; cheap to call often (writes are throttled)."""
 

@@ -198,9 +198,8 @@ def _delete_expired_tmp(runtime: Runtime, cutoff: datetime, report: CleanupRepor
 
 
 def _runtime_of(ctx: Context) -> Runtime | None:
-    # The job's own runtime when the context carries one (JobContext does, privately);
-    # the Context protocol has no public accessor yet.
-    runtime = getattr(ctx, "_runtime", None)
+    """The job's own runtime, when its context carries one."""
+    runtime = getattr(ctx, "runtime", None)
     return runtime if isinstance(runtime, Runtime) else None
 
 

@@ -46,6 +46,12 @@ class JobContext:
     def objects(self) -> Any:
         return self._runtime.objects
 
+    @property
+    def runtime(self) -> Runtime:
+        """The job process's runtime (database, settings). For platform capabilities that
+        keep records (cleanup, slide records); compute capabilities use the members above."""
+        return self._runtime
+
     def progress(self, fraction: float, message: str = "") -> None:
         if not math.isfinite(fraction):
             raise ValueError(f"progress must be a finite number, got {fraction}")

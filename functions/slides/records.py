@@ -22,7 +22,7 @@ from common.slides import SlideRecord, Slides
 
 def slides_of(ctx: Context) -> Slides:
     """The slides table as the job's process reaches it (the job context's runtime)."""
-    runtime = getattr(ctx, "runtime", None) or getattr(ctx, "_runtime", None)
+    runtime = getattr(ctx, "runtime", None)
     db = getattr(runtime, "db", None)
     if db is None:
         raise ApertureError("this job context has no database to record the slide in")
