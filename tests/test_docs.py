@@ -19,3 +19,11 @@ def test_the_readme_shows_the_two_commands() -> None:
     assert "uv run aperture serve" in README and "uv run pytest" in README
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     assert "run pytest" in ci
+
+
+def test_every_tile_setting_is_in_the_readme() -> None:
+    from functions.slides.service import TileSettings
+
+    missing = [name for name in TileSettings.model_fields
+               if f"`APERTURE_TILES_{name.upper()}`" not in README]
+    assert missing == []
