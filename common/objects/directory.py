@@ -20,7 +20,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,19 +110,35 @@ class DirectoryStore:
         spooled = fsutil.spool(iter_chunks(stream), self._tmp)
         return self._commit(key, dest, spooled, spooled.digest.hex(), content_type)
 
+    def put_many(self, items: Iterable[tuple[str, Path, str | None]]) -> int:
+        """Store many files (`(key, path, content_type)`) and make them durable together:
+        one `sync` at the end instead of four fsyncs per object. Each object still
+        appears atomically; callers that publish a manifest last (a Deep Zoom `.dzi`)
+        get all-or-nothing visibility. Returns the count."""
+        count = 0
+        for key, path, content_type in items:
+            dest = self._path(key)
+            with Path(path).open("rb") as f:
+                spooled = fsutil.spool(iter_chunks(f), self._tmp, durable=False)
+            self._commit(key, dest, spooled, spooled.digest.hex(), content_type, durable=False)
+            count += 1
+        os.sync()
+        return count
+
     def _commit(
-        self, key: str, dest: Path, spooled: fsutil.Spooled, etag: str, content_type: str | None
+        self, key: str, dest: Path, spooled: fsutil.Spooled, etag: str, content_type: str | None,
+        *, durable: bool = True,
     ) -> ObjectInfo:
         """Publish a spooled file as `key`: sidecar first, then the content."""
         sidecar = fsutil.Sidecar(
             etag, spooled.size, spooled.mtime_ns, spooled.ino, content_type or DEFAULT_CONTENT_TYPE
         )
         try:
-            fsutil.write_sidecar(self._meta_path(key), sidecar, self._tmp)
+            fsutil.write_sidecar(self._meta_path(key), sidecar, self._tmp, durable=durable)
         except BaseException:
             fsutil.discard(spooled.path)
             raise
-        fsutil.publish(spooled.path, dest, what=f"object key {key!r}")
+        fsutil.publish(spooled.path, dest, what=f"object key {key!r}", durable=durable)
         return self._info(key, sidecar, spooled.mtime_ns)
 
     @staticmethod

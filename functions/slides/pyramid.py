@@ -254,6 +254,9 @@ def build_lower_levels(image: Any, out_dir: Path, options: PyramidOptions, *,
 #: Concurrent uploads: each tile is a small object, so a pyramid's upload is bound by
 #: per-object latency (a file write and its sidecar, or an S3 round trip), not bandwidth.
 UPLOAD_THREADS = 8
+#: Tiles per durable batch with a store that has `put_many` (cancellation is checked
+#: between batches).
+BATCH_FILES = 1024
 
 
 def upload_tree(objects: Any, root: Path, prefix: str, *,
@@ -264,11 +267,22 @@ def upload_tree(objects: Any, root: Path, prefix: str, *,
 
     paths = sorted(p for p in root.rglob("*") if p.is_file())
 
+    def key_of(path: Path) -> str:
+        return f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
+
+    put_many = getattr(objects, "put_many", None)
+    if put_many is not None:  # the directory store: durable once per batch, not per tile
+        for start in range(0, len(paths), BATCH_FILES):
+            if cancelled is not None and cancelled():
+                raise JobCancelled()
+            put_many((key_of(p), p, _content_type(p.suffix))
+                     for p in paths[start:start + BATCH_FILES])
+        return len(paths)
+
     def put(path: Path) -> None:
         if cancelled is not None and cancelled():
             raise JobCancelled()
-        key = f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
-        objects.put_file(key, path, content_type=_content_type(path.suffix))
+        objects.put_file(key_of(path), path, content_type=_content_type(path.suffix))
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         futures = [pool.submit(put, path) for path in paths]

@@ -642,3 +642,22 @@ def test_make_store_picks_the_backend(
         assert s3.get_bytes("k") == b"v"
     finally:
         empty_and_remove_bucket(s3)
+
+
+def test_put_many_stores_every_file_atomically_and_durably(tmp_path: Path) -> None:
+    from common.objects import DirectoryStore
+
+    store = DirectoryStore(tmp_path / "store", public_url="http://127.0.0.1", signing_key=b"k")
+    sources = []
+    for n in range(30):
+        path = tmp_path / f"src-{n}.jpeg"
+        path.write_bytes(bytes([n]) * (n + 1))
+        sources.append((f"slides/s/dzi/{n // 10}/{n}.jpeg", path, "image/jpeg"))
+    assert store.put_many(sources) == 30
+    for key, path, _ in sources:
+        assert store.get_bytes(key) == path.read_bytes()
+        info = store.head(key)
+        assert info.content_type == "image/jpeg"
+        assert info.etag == hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(InvalidKey):
+        store.put_many([("../escape", sources[0][1], None)])
