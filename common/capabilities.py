@@ -25,7 +25,6 @@ P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 
-
 class Resources(BaseModel):
     """What one run of a capability needs; read by the local pool and the Modal app."""
 
@@ -93,7 +92,11 @@ class Context(Protocol):
         """A stored file the job's owner may read; raises NotFound otherwise."""
 
     def save_file(
-        self, name: str, source: bytes | IO[bytes], *, content_type: str | None = None,
+        self,
+        name: str,
+        source: bytes | IO[bytes],
+        *,
+        content_type: str | None = None,
         kind: str | None = None,
     ) -> StoredFile:
         """Store an artefact as a new file record owned by the job's owner."""
@@ -139,8 +142,12 @@ def capability(
             raise ValueError(f"capability {name!r} is registered twice")
         doc = (run.__doc__ or "").strip().split("\n\n")[0]
         _registry[name] = Capability(
-            name=name, params=params, result=result, run=run,
-            resources=resources or Resources(), description=" ".join(doc.split()),
+            name=name,
+            params=params,
+            result=result,
+            run=run,
+            resources=resources or Resources(),
+            description=" ".join(doc.split()),
         )
         return run
 

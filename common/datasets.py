@@ -100,11 +100,24 @@ class Datasets:
 
     # records -------------------------------------------------------------------
 
-    def create(self, *, owner_id: uuid.UUID | None, name: str, description: str | None = None,
-               tags: Sequence[str] = ()) -> DatasetRecord:
+    def create(
+        self,
+        *,
+        owner_id: uuid.UUID | None,
+        name: str,
+        description: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> DatasetRecord:
         now = utcnow()
-        row = Dataset(id=uuid.uuid4(), owner_id=owner_id, name=name, description=description,
-                      tags=list(dict.fromkeys(tags)), created_at=now, updated_at=now)
+        row = Dataset(
+            id=uuid.uuid4(),
+            owner_id=owner_id,
+            name=name,
+            description=description,
+            tags=list(dict.fromkeys(tags)),
+            created_at=now,
+            updated_at=now,
+        )
         with transaction(self.db) as session:
             session.add(row)
             session.flush()
@@ -118,14 +131,17 @@ class Datasets:
                 raise NotFound(f"no dataset with id {dataset_id}")
             return self._with_sizes(session, [row])[0]
 
-    def find(self, f: DatasetFilter, *, limit: int = 50, offset: int = 0
-             ) -> tuple[list[DatasetRecord], int]:
+    def find(
+        self, f: DatasetFilter, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[DatasetRecord], int]:
         """A page of datasets, newest first, and how many match."""
         with self.db() as session:
             total = session.scalar(_filtered(session, select(func.count(Dataset.id)), f)) or 0
             rows = session.scalars(
                 _filtered(session, select(Dataset), f)
-                .order_by(Dataset.created_at.desc(), Dataset.id).limit(limit).offset(offset)
+                .order_by(Dataset.created_at.desc(), Dataset.id)
+                .limit(limit)
+                .offset(offset)
             ).all()
             return self._with_sizes(session, list(rows)), total
 
@@ -150,11 +166,17 @@ class Datasets:
                 raise NotFound(f"no dataset with id {dataset_id}")
             # Explicit rather than trusting ON DELETE SET NULL, so deleted files and
             # uploads in progress let go of the dataset as well, on every engine.
-            left = len(session.scalars(
-                update(File).where(File.dataset_id == dataset_id).values(dataset_id=None)
-                .returning(File.id)).all())
+            left = len(
+                session.scalars(
+                    update(File)
+                    .where(File.dataset_id == dataset_id)
+                    .values(dataset_id=None)
+                    .returning(File.id)
+                ).all()
+            )
             session.execute(
-                update(Upload).where(Upload.dataset_id == dataset_id).values(dataset_id=None))
+                update(Upload).where(Upload.dataset_id == dataset_id).values(dataset_id=None)
+            )
             session.delete(row)
         return int(left or 0)
 
@@ -168,15 +190,23 @@ class Datasets:
             dataset = session.get(Dataset, dataset_id, with_for_update=True)
             if dataset is None:
                 raise NotFound(f"no dataset with id {dataset_id}")
-            found = set(session.scalars(select(File.id).where(
-                File.id.in_(wanted), File.owner_id == dataset.owner_id, _live_files())))
+            found = set(
+                session.scalars(
+                    select(File.id).where(
+                        File.id.in_(wanted), File.owner_id == dataset.owner_id, _live_files()
+                    )
+                )
+            )
             missing = [str(i) for i in wanted if i not in found]
             if missing:
                 raise NotFound(f"no file with id {', '.join(missing[:10])}")
             now = utcnow()
             if wanted:
-                session.execute(update(File).where(File.id.in_(wanted))
-                                .values(dataset_id=dataset_id, updated_at=now))
+                session.execute(
+                    update(File)
+                    .where(File.id.in_(wanted))
+                    .values(dataset_id=dataset_id, updated_at=now)
+                )
             dataset.updated_at = now
         return self.get(dataset_id)
 
@@ -188,23 +218,31 @@ class Datasets:
             if dataset is None:
                 raise NotFound(f"no dataset with id {dataset_id}")
             stored = session.get(File, file_id)
-            if stored is None or stored.owner_id != dataset.owner_id or \
-                    stored.deleted_at is not None:
+            if (
+                stored is None
+                or stored.owner_id != dataset.owner_id
+                or stored.deleted_at is not None
+            ):
                 raise NotFound(f"no file with id {file_id}")
             if stored.dataset_id == dataset_id:
                 stored.dataset_id = None
                 stored.updated_at = dataset.updated_at = utcnow()
         return self.get(dataset_id)
 
-    def files(self, dataset_id: uuid.UUID, *, limit: int = 50, offset: int = 0
-              ) -> tuple[list[File], int]:
+    def files(
+        self, dataset_id: uuid.UUID, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[File], int]:
         """A page of the dataset's live file records (newest first) and how many it has."""
         where = (File.dataset_id == dataset_id, _live_files())
         with self.db() as session:
             total = session.scalar(select(func.count(File.id)).where(*where)) or 0
-            rows = session.scalars(select(File).where(*where)
-                                   .order_by(File.created_at.desc(), File.id)
-                                   .limit(limit).offset(offset)).all()
+            rows = session.scalars(
+                select(File)
+                .where(*where)
+                .order_by(File.created_at.desc(), File.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
         return list(rows), total
 
     # statistics ----------------------------------------------------------------
@@ -216,8 +254,9 @@ class Datasets:
         members: dict[uuid.UUID, set[str]] = {i: set() for i in ids}
         with self.db() as session:
             for dataset_id, file_id, kind in session.execute(
-                select(File.dataset_id, File.id, File.kind)
-                .where(File.dataset_id.in_(ids), _live_files())
+                select(File.dataset_id, File.id, File.kind).where(
+                    File.dataset_id.in_(ids), _live_files()
+                )
             ):
                 if dataset_id is not None:
                     kinds[dataset_id][kind or ""] += 1
@@ -229,15 +268,23 @@ class Datasets:
             for params, status in jobs_by_owner.get(d.owner_id, []):
                 if _runs_on(params, str(d.id), members[d.id]):
                     statuses[status] += 1
-            out.append(DatasetStats(
-                dataset_id=d.id, name=d.name, file_count=d.file_count, bytes=d.bytes,
-                kinds=dict(kinds[d.id]), jobs=sum(statuses.values()),
-                jobs_by_status=dict(statuses)))
+            out.append(
+                DatasetStats(
+                    dataset_id=d.id,
+                    name=d.name,
+                    file_count=d.file_count,
+                    bytes=d.bytes,
+                    kinds=dict(kinds[d.id]),
+                    jobs=sum(statuses.values()),
+                    jobs_by_status=dict(statuses),
+                )
+            )
         return out
 
     @staticmethod
-    def _jobs_of(session: Session, owners: set[uuid.UUID | None]
-                 ) -> dict[uuid.UUID | None, list[tuple[dict[str, Any], str]]]:
+    def _jobs_of(
+        session: Session, owners: set[uuid.UUID | None]
+    ) -> dict[uuid.UUID | None, list[tuple[dict[str, Any], str]]]:
         # Matching params in Python keeps this portable (SQLite JSON vs PostgreSQL
         # JSONB operators differ) and is cheap at the scale of one owner's jobs (thousands).
         # If owners come to have millions of jobs, index a `jobs.dataset_id` column instead.
@@ -252,19 +299,25 @@ class Datasets:
 
     @staticmethod
     def _with_sizes(session: Session, rows: list[Dataset]) -> list[DatasetRecord]:
-        sizes = {
-            dataset_id: (count, total or 0)
-            for dataset_id, count, total in session.execute(
-                select(File.dataset_id, func.count(File.id), func.sum(File.size))
-                .where(File.dataset_id.in_([r.id for r in rows]), _live_files())
-                .group_by(File.dataset_id)
-            )
-        } if rows else {}
+        sizes = (
+            {
+                dataset_id: (count, total or 0)
+                for dataset_id, count, total in session.execute(
+                    select(File.dataset_id, func.count(File.id), func.sum(File.size))
+                    .where(File.dataset_id.in_([r.id for r in rows]), _live_files())
+                    .group_by(File.dataset_id)
+                )
+            }
+            if rows
+            else {}
+        )
         return [
-            DatasetRecord.model_validate(row).model_copy(update={
-                "file_count": sizes.get(row.id, (0, 0))[0],
-                "bytes": int(sizes.get(row.id, (0, 0))[1]),
-            })
+            DatasetRecord.model_validate(row).model_copy(
+                update={
+                    "file_count": sizes.get(row.id, (0, 0))[0],
+                    "bytes": int(sizes.get(row.id, (0, 0))[1]),
+                }
+            )
             for row in rows
         ]
 

@@ -68,8 +68,9 @@ class Files:
         self.db = db
         self.objects = objects
 
-    def get(self, file_id: uuid.UUID, *, owner_id: uuid.UUID | _AnyOwner | None = ANY_OWNER
-            ) -> StoredFile:
+    def get(
+        self, file_id: uuid.UUID, *, owner_id: uuid.UUID | _AnyOwner | None = ANY_OWNER
+    ) -> StoredFile:
         """The file, if `owner_id` may see it; another owner's file is NotFound, not Forbidden,
         so ids do not leak. Deleted files are gone."""
         row = self.record(file_id)
@@ -78,9 +79,15 @@ class Files:
         return StoredFile.model_validate(row, from_attributes=True)
 
     def add(
-        self, source: bytes | IO[bytes] | Iterable[bytes], *, name: str,
-        owner_id: uuid.UUID | None, content_type: str | None = None, kind: str | None = None,
-        source_job_id: uuid.UUID | None = None, dataset_id: uuid.UUID | None = None,
+        self,
+        source: bytes | IO[bytes] | Iterable[bytes],
+        *,
+        name: str,
+        owner_id: uuid.UUID | None,
+        content_type: str | None = None,
+        kind: str | None = None,
+        source_job_id: uuid.UUID | None = None,
+        dataset_id: uuid.UUID | None = None,
         check: Callable[[str, str, int], str] | None = None,
     ) -> StoredFile:
         """Stream `source` into the store (hashing it on the way), then record it.
@@ -99,9 +106,17 @@ class Files:
                 kind = check(name, key, hashing.size)
             now = utcnow()
             row = File(
-                id=file_id, owner_id=owner_id, name=name, key=key, size=hashing.size,
-                sha256=hashing.sha256.hexdigest(), kind=kind, content_type=content_type,
-                source_job_id=source_job_id, dataset_id=dataset_id, created_at=now,
+                id=file_id,
+                owner_id=owner_id,
+                name=name,
+                key=key,
+                size=hashing.size,
+                sha256=hashing.sha256.hexdigest(),
+                kind=kind,
+                content_type=content_type,
+                source_job_id=source_job_id,
+                dataset_id=dataset_id,
+                created_at=now,
                 updated_at=now,
             )
             with transaction(self.db) as session:
@@ -111,8 +126,14 @@ class Files:
             raise
         return StoredFile.model_validate(row, from_attributes=True)
 
-    def import_path(self, path: Path, *, owner_id: uuid.UUID | None, name: str | None = None,
-                    check: Callable[[str, str, int], str] | None = None) -> StoredFile:
+    def import_path(
+        self,
+        path: Path,
+        *,
+        owner_id: uuid.UUID | None,
+        name: str | None = None,
+        check: Callable[[str, str, int], str] | None = None,
+    ) -> StoredFile:
         """Copy a server file (already checked by `common.imports.resolve_import_path`)
         into the store as the caller's file."""
         with open(path, "rb") as handle:
@@ -144,8 +165,9 @@ class FileFilter:
 def _filtered(query: Select, f: FileFilter) -> Select:  # type: ignore[type-arg]
     query = query.where(File.deleted_at.is_(None))
     if not f.all_owners:
-        query = query.where(File.owner_id.is_(None) if f.owner_id is None
-                            else File.owner_id == f.owner_id)
+        query = query.where(
+            File.owner_id.is_(None) if f.owner_id is None else File.owner_id == f.owner_id
+        )
     if f.kind is not None:
         query = query.where(File.kind == f.kind)
     if f.dataset_id is not None:
@@ -169,18 +191,28 @@ class FileCatalog:
     def find(self, f: FileFilter, *, limit: int, offset: int) -> tuple[list[File], int]:
         with self.db() as session:
             total = session.scalar(_filtered(select(func.count(File.id)), f)) or 0
-            rows = session.scalars(_filtered(select(File), f)
-                                   .order_by(File.created_at.desc(), File.id)
-                                   .limit(limit).offset(offset)).all()
+            rows = session.scalars(
+                _filtered(select(File), f)
+                .order_by(File.created_at.desc(), File.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
         return list(rows), total
 
     def usage(self, f: FileFilter) -> dict[str, Any]:
         """Bytes and files in total and by kind (and by owner when every owner is asked)."""
         with self.db() as session:
-            rows = session.execute(_filtered(
-                select(File.owner_id, File.kind, func.count(File.id),
-                       func.coalesce(func.sum(File.size), 0)), f)
-                .group_by(File.owner_id, File.kind)).all()
+            rows = session.execute(
+                _filtered(
+                    select(
+                        File.owner_id,
+                        File.kind,
+                        func.count(File.id),
+                        func.coalesce(func.sum(File.size), 0),
+                    ),
+                    f,
+                ).group_by(File.owner_id, File.kind)
+            ).all()
         by_kind: dict[str, dict[str, int]] = {}
         by_owner: dict[str, dict[str, int]] = {}
         for owner, kind, count, size in rows:
@@ -188,9 +220,11 @@ class FileCatalog:
                 entry = table.setdefault(label, {"bytes": 0, "files": 0})
                 entry["bytes"] += int(size)
                 entry["files"] += int(count)
-        usage: dict[str, Any] = {"bytes": sum(e["bytes"] for e in by_kind.values()),
-                                 "files": sum(e["files"] for e in by_kind.values()),
-                                 "by_kind": by_kind}
+        usage: dict[str, Any] = {
+            "bytes": sum(e["bytes"] for e in by_kind.values()),
+            "files": sum(e["files"] for e in by_kind.values()),
+            "by_kind": by_kind,
+        }
         if f.all_owners:
             usage["by_owner"] = by_owner
         return usage
@@ -201,15 +235,19 @@ class FileCatalog:
         values["updated_at"] = utcnow()
         with transaction(self.db) as session:
             row = session.scalar(
-                update(File).where(File.id == file_id, File.deleted_at.is_(None))
-                .values(**values).returning(File),
-                execution_options={"synchronize_session": False})
+                update(File)
+                .where(File.id == file_id, File.deleted_at.is_(None))
+                .values(**values)
+                .returning(File),
+                execution_options={"synchronize_session": False},
+            )
         if row is None:
             raise NotFound(f"no file with id {file_id}")
         return row
 
-    def check_dataset(self, dataset_id: uuid.UUID, owner_id: uuid.UUID | None, *,
-                      admin: bool = False) -> None:
+    def check_dataset(
+        self, dataset_id: uuid.UUID, owner_id: uuid.UUID | None, *, admin: bool = False
+    ) -> None:
         """A dataset the caller may put files in (another user's answers 404)."""
         with self.db() as session:
             dataset = session.get(Dataset, dataset_id)
@@ -222,8 +260,11 @@ class FileCatalog:
         now = utcnow()
         with transaction(self.db) as session:
             rows = session.execute(
-                update(File).where(File.id.in_(file_ids), File.deleted_at.is_(None))
-                .values(deleted_at=now, updated_at=now).returning(File.id, File.key)).all()
+                update(File)
+                .where(File.id.in_(file_ids), File.deleted_at.is_(None))
+                .values(deleted_at=now, updated_at=now)
+                .returning(File.id, File.key)
+            ).all()
         for _, key in rows:
             with contextlib.suppress(Exception):  # cleanup retries what fails here
                 objects.delete(key)

@@ -17,8 +17,9 @@ from common.errors import Forbidden, InvalidInput, NotFound
 def resolve_import_path(raw: str, roots: list[Path]) -> Path:
     """The real path behind `raw`, if importing it is allowed."""
     if not roots:
-        raise Forbidden("importing files from the server is disabled "
-                        "(APERTURE_IMPORT_ROOTS is empty)")
+        raise Forbidden(
+            "importing files from the server is disabled (APERTURE_IMPORT_ROOTS is empty)"
+        )
     if not isinstance(raw, str) or not raw or "\x00" in raw or len(raw) > 4096:
         raise InvalidInput("the path must be a non-empty string without NUL characters")
     if not os.path.isabs(raw):
@@ -31,8 +32,10 @@ def resolve_import_path(raw: str, roots: list[Path]) -> Path:
         raise InvalidInput(f"the path cannot be resolved: {error}") from None
     allowed = [root.resolve() for root in roots]
     if not any(real.is_relative_to(root) for root in allowed):
-        raise Forbidden(f"{raw} is outside the allowed import roots"
-                        + (f" (it resolves to {real})" if str(real) != raw else ""))
+        raise Forbidden(
+            f"{raw} is outside the allowed import roots"
+            + (f" (it resolves to {real})" if str(real) != raw else "")
+        )
     if not stat.S_ISREG(real.stat().st_mode):
         raise InvalidInput(f"{raw} is not a regular file")
     return real

@@ -14,7 +14,8 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "color_message",  # uvicorn's ANSI-coloured copy of the message
+    "message",
+    "color_message",  # uvicorn's ANSI-coloured copy of the message
 }
 
 

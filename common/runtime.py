@@ -47,8 +47,14 @@ class Runtime:
         db = make_sessionmaker(engine)
         objects = make_store(settings)
         return cls(
-            settings=settings, engine=engine, db=db, objects=objects, jobs=JobStore(db),
-            queries=JobQueries(db), files=Files(db, objects), **hooks,
+            settings=settings,
+            engine=engine,
+            db=db,
+            objects=objects,
+            jobs=JobStore(db),
+            queries=JobQueries(db),
+            files=Files(db, objects),
+            **hooks,
         )
 
     def close(self) -> None:

@@ -69,19 +69,22 @@ class Settings(BaseSettings):
         default=24 * 3600, ge=60, description="Lifetime of multipart part URLs."
     )
     download_redirect: bool = Field(
-        default=False, description="S3 backend: downloads answer 307 to a short-lived "
-        "presigned URL instead of streaming through the API."
+        default=False,
+        description="S3 backend: downloads answer 307 to a short-lived "
+        "presigned URL instead of streaming through the API.",
     )
     signed_url_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     upload_expiry_s: int = Field(
-        default=7 * 24 * 3600, ge=60,
+        default=7 * 24 * 3600,
+        ge=60,
         description="Cleanup aborts multipart uploads started longer ago than this.",
     )
     cleanup_interval_s: float = Field(
         default=3600, ge=0, description="How often `serve` runs cleanup (0: never)."
     )
     tmp_ttl_s: int = Field(
-        default=24 * 3600, ge=60,
+        default=24 * 3600,
+        ge=60,
         description="Cleanup deletes objects under tmp/ older than this.",
     )
 
@@ -118,14 +121,16 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=50, ge=1)
     cookie_secure: bool = Field(
-        default=True, description="Send auth cookies only over HTTPS (localhost is exempt in "
-        "browsers)."
+        default=True,
+        description="Send auth cookies only over HTTPS (localhost is exempt in browsers).",
     )
     supabase_url: str | None = None
     supabase_jwt_secret: SecretStr | None = None
     supabase_jwks_cooldown_s: float = Field(
-        default=30.0, ge=0, description="Least time between two JWKS fetches forced by "
-        "unknown key ids (a flood of made-up kids cannot hammer Supabase)."
+        default=30.0,
+        ge=0,
+        description="Least time between two JWKS fetches forced by "
+        "unknown key ids (a flood of made-up kids cannot hammer Supabase).",
     )
 
     # web

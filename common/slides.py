@@ -73,17 +73,25 @@ class SlideFilter:
 
 def _columns(info: dict[str, Any]) -> dict[str, Any]:
     """Slide columns from `functions.slides.info.SlideInfo` as JSON."""
-    levels = [{"width": int(w), "height": int(h), "downsample": float(d)}
-              for (w, h), d in zip(info["level_dimensions"], info["level_downsamples"],
-                                   strict=True)]
+    levels = [
+        {"width": int(w), "height": int(h), "downsample": float(d)}
+        for (w, h), d in zip(info["level_dimensions"], info["level_downsamples"], strict=True)
+    ]
     return {
-        "vendor": info.get("vendor"), "width": int(info["width"]),
-        "height": int(info["height"]), "level_count": int(info["level_count"]),
-        "levels": levels, "tile_width": info.get("tile_width"),
-        "tile_height": info.get("tile_height"), "mpp_x": info.get("mpp_x"),
-        "mpp_y": info.get("mpp_y"), "objective_power": info.get("objective_power"),
-        "bounds": info.get("bounds"), "background_color": info.get("background_color"),
-        "quickhash": info.get("quickhash"), "properties": dict(info.get("properties", {})),
+        "vendor": info.get("vendor"),
+        "width": int(info["width"]),
+        "height": int(info["height"]),
+        "level_count": int(info["level_count"]),
+        "levels": levels,
+        "tile_width": info.get("tile_width"),
+        "tile_height": info.get("tile_height"),
+        "mpp_x": info.get("mpp_x"),
+        "mpp_y": info.get("mpp_y"),
+        "objective_power": info.get("objective_power"),
+        "bounds": info.get("bounds"),
+        "background_color": info.get("background_color"),
+        "quickhash": info.get("quickhash"),
+        "properties": dict(info.get("properties", {})),
         "associated": list(info.get("associated_images", [])),
     }
 
@@ -97,9 +105,14 @@ class Slides:
     def __repr__(self) -> str:
         return "Slides()"
 
-    def record(self, stored: StoredFile, info: dict[str, Any], *,
-               dataset_id: uuid.UUID | None = None,
-               source_job_id: uuid.UUID | None = None) -> SlideRecord:
+    def record(
+        self,
+        stored: StoredFile,
+        info: dict[str, Any],
+        *,
+        dataset_id: uuid.UUID | None = None,
+        source_job_id: uuid.UUID | None = None,
+    ) -> SlideRecord:
         """Make the slide of `stored` from its metadata (`SlideInfo` as JSON), or refresh
         it if the file has one already (a retried or repeated metadata job)."""
         now = utcnow()
@@ -108,11 +121,17 @@ class Slides:
             row = session.scalars(select(Slide).where(Slide.file_id == stored.id)).first()
             if row is None:
                 if dataset_id is None:
-                    dataset_id = session.scalar(
-                        select(File.dataset_id).where(File.id == stored.id))
-                row = Slide(id=uuid.uuid4(), owner_id=stored.owner_id, file_id=stored.id,
-                            dataset_id=dataset_id, name=stored.name, prediction_count=0,
-                            created_at=now, **columns)
+                    dataset_id = session.scalar(select(File.dataset_id).where(File.id == stored.id))
+                row = Slide(
+                    id=uuid.uuid4(),
+                    owner_id=stored.owner_id,
+                    file_id=stored.id,
+                    dataset_id=dataset_id,
+                    name=stored.name,
+                    prediction_count=0,
+                    created_at=now,
+                    **columns,
+                )
                 session.add(row)
             else:
                 for name, value in columns.items():
@@ -128,14 +147,16 @@ class Slides:
                 raise NotFound(f"no slide with id {slide_id}")
             return SlideRecord.model_validate(row)
 
-    def find(self, f: SlideFilter, *, limit: int = 50, offset: int = 0
-             ) -> tuple[list[SlideRecord], int]:
+    def find(
+        self, f: SlideFilter, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[SlideRecord], int]:
         """Slides matching `f`, newest first, and how many match in all."""
         query = _filtered(_visible(select(Slide)), f)
         with self.db() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(query.order_by(Slide.created_at.desc(), Slide.id)
-                                   .limit(limit).offset(offset))
+            rows = session.scalars(
+                query.order_by(Slide.created_at.desc(), Slide.id).limit(limit).offset(offset)
+            )
             return [SlideRecord.model_validate(r) for r in rows], int(total)
 
     def rename(self, slide_id: uuid.UUID, name: str) -> SlideRecord:
@@ -166,8 +187,9 @@ def _visible(query: Select[tuple[Slide]]) -> Select[tuple[Slide]]:
 
 def _filtered(query: Select[tuple[Slide]], f: SlideFilter) -> Select[tuple[Slide]]:
     if not f.all_owners:
-        query = query.where(Slide.owner_id == f.owner_id if f.owner_id is not None
-                            else Slide.owner_id.is_(None))
+        query = query.where(
+            Slide.owner_id == f.owner_id if f.owner_id is not None else Slide.owner_id.is_(None)
+        )
     if f.file_id is not None:
         query = query.where(Slide.file_id == f.file_id)
     if f.dataset_id is not None:
@@ -237,8 +259,9 @@ class LocalSlideFiles:
     def _trim(self, *, keep: Path) -> None:
         """Remove least recently used copies until the cache fits (never `keep`)."""
         with self._lock:
-            copies = [p for p in self.cache_dir.glob("*/*")
-                      if p.is_file() and not p.name.startswith(".")]
+            copies = [
+                p for p in self.cache_dir.glob("*/*") if p.is_file() and not p.name.startswith(".")
+            ]
             sizes = {p: p.stat() for p in copies}
             total = sum(s.st_size for s in sizes.values())
             for path in sorted(copies, key=lambda p: sizes[p].st_mtime):

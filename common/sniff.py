@@ -57,7 +57,7 @@ def extension_of(name: str) -> str:
     for ext in sorted(EXTENSIONS, key=len, reverse=True):
         if lower.endswith(ext):
             return ext
-    return lower[lower.rfind("."):] if "." in lower else ""
+    return lower[lower.rfind(".") :] if "." in lower else ""
 
 
 def check_name(name: str) -> FileType:
@@ -65,8 +65,9 @@ def check_name(name: str) -> FileType:
     ext = extension_of(name)
     if ext not in EXTENSIONS:
         accepted = ", ".join(sorted(EXTENSIONS))
-        raise UnsupportedFile(f"files of type {ext or '(no extension)'!r} are not accepted; "
-                              f"accepted: {accepted}")
+        raise UnsupportedFile(
+            f"files of type {ext or '(no extension)'!r} are not accepted; accepted: {accepted}"
+        )
     return EXTENSIONS[ext]
 
 
@@ -111,8 +112,9 @@ def identify(name: str, stream: IO[bytes], size: int) -> str:
         family = "onnx" if head[:1] == b"\x08" else family  # protobuf field 1: ir_version
     if family != expected.family:
         found = family or ("text" if _is_text(head) else "unrecognised binary data")
-        raise UnsupportedFile(f"{name!r} is named like a {expected.family} file but its "
-                              f"content is {found}")
+        raise UnsupportedFile(
+            f"{name!r} is named like a {expected.family} file but its content is {found}"
+        )
     if family == "tiff":
         return _tiff_kind(name, stream, size, expected)
     if family == "parquet":
@@ -170,8 +172,10 @@ def _check_segments(name: str, page: object, size: int) -> None:
     counts = getattr(page, "databytecounts", ()) or ()
     for offset, count in zip(offsets, counts, strict=False):
         if offset + count > size:
-            raise UnsupportedFile(f"{name!r} is truncated: image data runs to byte "
-                                  f"{offset + count} of a {size}-byte file")
+            raise UnsupportedFile(
+                f"{name!r} is truncated: image data runs to byte "
+                f"{offset + count} of a {size}-byte file"
+            )
 
 
 def _check_parquet(name: str, stream: IO[bytes], size: int) -> None:

@@ -61,16 +61,22 @@ class Uploads:
 
     def used_bytes(self, owner_id: uuid.UUID | None) -> int:
         with self.db() as session:
-            return int(session.scalar(
-                select(func.coalesce(func.sum(File.size), 0))
-                .where(File.owner_id == owner_id, File.deleted_at.is_(None))) or 0)
+            return int(
+                session.scalar(
+                    select(func.coalesce(func.sum(File.size), 0)).where(
+                        File.owner_id == owner_id, File.deleted_at.is_(None)
+                    )
+                )
+                or 0
+            )
 
     def check_quota(self, owner_id: uuid.UUID | None, extra: int) -> None:
         quota = self.settings.storage_quota_bytes
         used = self.used_bytes(owner_id)
         if used + extra > quota:
-            raise QuotaExceeded(f"this would use {used + extra} bytes of a {quota}-byte quota "
-                                f"({used} in use)")
+            raise QuotaExceeded(
+                f"this would use {used + extra} bytes of a {quota}-byte quota ({used} in use)"
+            )
 
     def vet(self, owner_id: uuid.UUID | None):  # type: ignore[no-untyped-def]
         """A `check(name, key, size) -> kind` for `Files.add`: content type and structure
@@ -86,17 +92,27 @@ class Uploads:
 
     # the life of an upload ---------------------------------------------------------------
 
-    def start(self, *, owner_id: uuid.UUID | None, name: str, size: int,
-              content_type: str | None, sha256: str | None,
-              dataset_id: uuid.UUID | None) -> PlannedUpload:
+    def start(
+        self,
+        *,
+        owner_id: uuid.UUID | None,
+        name: str,
+        size: int,
+        content_type: str | None,
+        sha256: str | None,
+        dataset_id: uuid.UUID | None,
+    ) -> PlannedUpload:
         name = safe_name(name)
         check_name(name)
         if size > self.settings.max_upload_bytes:
-            raise TooLarge(f"{size} bytes is more than the {self.settings.max_upload_bytes}-"
-                           "byte limit for one file")
+            raise TooLarge(
+                f"{size} bytes is more than the {self.settings.max_upload_bytes}-"
+                "byte limit for one file"
+            )
         part_size, part_count = plan_parts(size)
-        if sha256 is not None and (len(sha256) != 64 or
-                                   any(c not in "0123456789abcdef" for c in sha256.lower())):
+        if sha256 is not None and (
+            len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower())
+        ):
             raise InvalidInput("sha256 must be 64 hexadecimal characters")
         self.check_quota(owner_id, size)
         file_id = uuid.uuid4()
@@ -104,10 +120,21 @@ class Uploads:
         store_upload_id = self.objects.create_multipart(key, content_type=content_type)
         now = utcnow()
         upload = Upload(
-            id=uuid.uuid4(), owner_id=owner_id, name=name, size=size, content_type=content_type,
-            sha256=sha256.lower() if sha256 else None, dataset_id=dataset_id, file_id=file_id,
-            key=key, store_upload_id=store_upload_id, part_size=part_size,
-            part_count=part_count, status="open", created_at=now, updated_at=now,
+            id=uuid.uuid4(),
+            owner_id=owner_id,
+            name=name,
+            size=size,
+            content_type=content_type,
+            sha256=sha256.lower() if sha256 else None,
+            dataset_id=dataset_id,
+            file_id=file_id,
+            key=key,
+            store_upload_id=store_upload_id,
+            part_size=part_size,
+            part_count=part_count,
+            status="open",
+            created_at=now,
+            updated_at=now,
         )
         with transaction(self.db) as session:
             session.add(upload)
@@ -115,11 +142,14 @@ class Uploads:
 
     def part_urls(self, upload: Upload) -> list[tuple[int, str]]:
         ttl = self.settings.upload_url_ttl_s
-        return [(n, self.objects.part_url(upload.key, upload.store_upload_id, n, expires_s=ttl))
-                for n in range(1, upload.part_count + 1)]
+        return [
+            (n, self.objects.part_url(upload.key, upload.store_upload_id, n, expires_s=ttl))
+            for n in range(1, upload.part_count + 1)
+        ]
 
-    def get(self, upload_id: uuid.UUID, *, owner_id: uuid.UUID | None, admin: bool = False
-            ) -> Upload:
+    def get(
+        self, upload_id: uuid.UUID, *, owner_id: uuid.UUID | None, admin: bool = False
+    ) -> Upload:
         """The upload, if it is the caller's (another user's answers 404)."""
         with self.db() as session:
             upload = session.get(Upload, upload_id)
@@ -141,9 +171,11 @@ class Uploads:
         if numbers != sorted(set(numbers)):
             raise InvalidInput("parts must be listed once each, in ascending part-number order")
         if numbers != list(range(1, upload.part_count + 1)):
-            raise InvalidInput(f"all {upload.part_count} parts must be listed (got "
-                               f"{len(numbers)}); the plan has part numbers 1 to "
-                               f"{upload.part_count}")
+            raise InvalidInput(
+                f"all {upload.part_count} parts must be listed (got "
+                f"{len(numbers)}); the plan has part numbers 1 to "
+                f"{upload.part_count}"
+            )
         self._claim(upload, "completing")
         try:
             self.objects.complete_multipart(upload.key, upload.store_upload_id, list(parts))
@@ -160,8 +192,11 @@ class Uploads:
         of one upload can never both proceed."""
         with transaction(self.db) as session:
             moved = session.scalar(
-                update(Upload).where(Upload.id == upload.id, Upload.status == "open")
-                .values(status=status, updated_at=utcnow()).returning(Upload.id))
+                update(Upload)
+                .where(Upload.id == upload.id, Upload.status == "open")
+                .values(status=status, updated_at=utcnow())
+                .returning(Upload.id)
+            )
         if moved is None:
             raise Conflict(f"the upload is {self._status(upload.id)}, not open")
 
@@ -171,8 +206,11 @@ class Uploads:
 
     def _set_status(self, upload_id: uuid.UUID, status: str) -> None:
         with transaction(self.db) as session:
-            session.execute(update(Upload).where(Upload.id == upload_id)
-                            .values(status=status, updated_at=utcnow()))
+            session.execute(
+                update(Upload)
+                .where(Upload.id == upload_id)
+                .values(status=status, updated_at=utcnow())
+            )
 
     @contextmanager
     def _removed_on_failure(self, upload: Upload):  # type: ignore[no-untyped-def]
@@ -186,25 +224,39 @@ class Uploads:
     def _verify_and_record(self, upload: Upload) -> StoredFile:
         info = self.objects.head(upload.key)
         if info.size != upload.size:
-            raise InvalidInput(f"the parts add up to {info.size} bytes but the upload "
-                               f"declared {upload.size}")
+            raise InvalidInput(
+                f"the parts add up to {info.size} bytes but the upload declared {upload.size}"
+            )
         digest = hashlib.sha256()
         for chunk in self.objects.iter_bytes(upload.key):
             digest.update(chunk)
         sha256 = digest.hexdigest()
         if upload.sha256 and upload.sha256 != sha256:
-            raise InvalidInput(f"the content's SHA-256 is {sha256}, not the declared "
-                               f"{upload.sha256}")
+            raise InvalidInput(
+                f"the content's SHA-256 is {sha256}, not the declared {upload.sha256}"
+            )
         kind = self.vet(upload.owner_id)(upload.name, upload.key, info.size)
         now = utcnow()
-        row = File(id=upload.file_id, owner_id=upload.owner_id, name=upload.name,
-                   key=upload.key, size=info.size, sha256=sha256, kind=kind,
-                   content_type=upload.content_type, dataset_id=upload.dataset_id,
-                   created_at=now, updated_at=now)
+        row = File(
+            id=upload.file_id,
+            owner_id=upload.owner_id,
+            name=upload.name,
+            key=upload.key,
+            size=info.size,
+            sha256=sha256,
+            kind=kind,
+            content_type=upload.content_type,
+            dataset_id=upload.dataset_id,
+            created_at=now,
+            updated_at=now,
+        )
         with transaction(self.db) as session:
             session.add(row)
-            session.execute(update(Upload).where(Upload.id == upload.id)
-                            .values(status="completed", updated_at=now))
+            session.execute(
+                update(Upload)
+                .where(Upload.id == upload.id)
+                .values(status="completed", updated_at=now)
+            )
         return StoredFile.model_validate(row, from_attributes=True)
 
 

@@ -26,7 +26,9 @@ class ChecksumResult(BaseModel):
 
 
 @capability(
-    "checksum", params=ChecksumParams, result=ChecksumResult,
+    "checksum",
+    params=ChecksumParams,
+    result=ChecksumResult,
     resources=Resources(cpu=1, memory_mib=256, timeout_s=3600, retries=1),
 )
 def checksum(params: ChecksumParams, ctx: Context) -> ChecksumResult:
@@ -54,7 +56,9 @@ class NoopResult(BaseModel):
 
 
 @capability(
-    "noop", params=NoopParams, result=NoopResult,
+    "noop",
+    params=NoopParams,
+    result=NoopResult,
     resources=Resources(cpu=0.25, memory_mib=128, timeout_s=120),
 )
 def noop(params: NoopParams, ctx: Context) -> NoopResult:

@@ -51,11 +51,15 @@ class CleanupParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     upload_expiry_s: int | None = Field(
-        default=None, ge=MIN_AGE_S,
-        description="Abort multipart uploads older than this (default APERTURE_UPLOAD_EXPIRY_S).")
+        default=None,
+        ge=MIN_AGE_S,
+        description="Abort multipart uploads older than this (default APERTURE_UPLOAD_EXPIRY_S).",
+    )
     tmp_ttl_s: int | None = Field(
-        default=None, ge=MIN_AGE_S,
-        description="Delete tmp/ objects older than this (default APERTURE_TMP_TTL_S).")
+        default=None,
+        ge=MIN_AGE_S,
+        description="Delete tmp/ objects older than this (default APERTURE_TMP_TTL_S).",
+    )
 
 
 class CleanupReport(BaseModel):
@@ -68,9 +72,13 @@ class CleanupReport(BaseModel):
     errors: int = Field(default=0, description="Items that failed; the next pass retries them.")
 
 
-def run_cleanup(runtime: Runtime, *, now: datetime | None = None,
-                upload_expiry_s: int | None = None, tmp_ttl_s: int | None = None
-                ) -> CleanupReport:
+def run_cleanup(
+    runtime: Runtime,
+    *,
+    now: datetime | None = None,
+    upload_expiry_s: int | None = None,
+    tmp_ttl_s: int | None = None,
+) -> CleanupReport:
     """One cleanup pass over the runtime's database and object store.
 
     Parameters
@@ -115,14 +123,17 @@ def _mark_aborted(runtime: Runtime, now: datetime, *where: Any) -> int:
     """Flip matching `open` rows to `aborted` (compare-and-set); how many this call flipped."""
     with transaction(runtime.db) as session:
         flipped = session.scalars(
-            update(Upload).where(Upload.status == "open", *where)
-            .values(status="aborted", updated_at=now).returning(Upload.id)
+            update(Upload)
+            .where(Upload.status == "open", *where)
+            .values(status="aborted", updated_at=now)
+            .returning(Upload.id)
         ).all()
     return len(flipped)
 
 
-def _abort_stale_uploads(runtime: Runtime, cutoff: datetime, now: datetime,
-                         report: CleanupReport) -> None:
+def _abort_stale_uploads(
+    runtime: Runtime, cutoff: datetime, now: datetime, report: CleanupReport
+) -> None:
     objects = runtime.objects
     for upload in list(objects.list_multipart_uploads("")):
         initiated = upload.initiated
@@ -134,18 +145,18 @@ def _abort_stale_uploads(runtime: Runtime, cutoff: datetime, now: datetime,
             objects.abort_multipart(upload.key, upload.upload_id)
             report.multipart_aborted += 1
             report.uploads_marked_aborted += _mark_aborted(
-                runtime, now, Upload.store_upload_id == upload.upload_id,
-                Upload.key == upload.key)
+                runtime, now, Upload.store_upload_id == upload.upload_id, Upload.key == upload.key
+            )
         except Exception:
             report.errors += 1
-            log.exception("could not abort multipart upload %s of %s",
-                          upload.upload_id, upload.key)
+            log.exception("could not abort multipart upload %s of %s", upload.upload_id, upload.key)
     # Rows whose store upload is gone already (aborted above by a run that crashed
     # before marking, or lost by the store) would otherwise stay open forever.
     with runtime.db() as session:
         stale = session.execute(
-            select(Upload.id, Upload.key, Upload.store_upload_id)
-            .where(Upload.status == "open", Upload.created_at < cutoff)
+            select(Upload.id, Upload.key, Upload.store_upload_id).where(
+                Upload.status == "open", Upload.created_at < cutoff
+            )
         ).all()
     for row_id, key, store_upload_id in stale:
         try:
@@ -171,7 +182,8 @@ def _purge_deleted_files(runtime: Runtime, report: CleanupReport) -> None:
                 runtime.objects.delete(key)  # first: a crash now leaves the row to retry
                 with transaction(runtime.db) as session:
                     gone = session.scalars(
-                        delete(File).where(File.id == file_id, File.deleted_at.is_not(None))
+                        delete(File)
+                        .where(File.id == file_id, File.deleted_at.is_not(None))
                         .returning(File.id)
                     ).all()
                 report.files_purged += len(gone)
@@ -183,8 +195,7 @@ def _purge_deleted_files(runtime: Runtime, report: CleanupReport) -> None:
 
 def _delete_expired_tmp(runtime: Runtime, cutoff: datetime, report: CleanupReport) -> None:
     objects = runtime.objects
-    expired = [info.key for info in objects.iter_objects(TMP_PREFIX)
-               if info.last_modified < cutoff]
+    expired = [info.key for info in objects.iter_objects(TMP_PREFIX) if info.last_modified < cutoff]
     for key in expired:
         try:
             objects.delete(key)
@@ -204,7 +215,9 @@ def _runtime_of(ctx: Context) -> Runtime | None:
 
 
 @capability(
-    "cleanup", params=CleanupParams, result=CleanupReport,
+    "cleanup",
+    params=CleanupParams,
+    result=CleanupReport,
     resources=Resources(cpu=0.5, memory_mib=512, timeout_s=3600, retries=1, max_containers=1),
 )
 def cleanup(params: CleanupParams, ctx: Context) -> CleanupReport:
@@ -222,8 +235,9 @@ def cleanup(params: CleanupParams, ctx: Context) -> CleanupReport:
                 user = session.get(User, ctx.owner_id)
             if user is None or user.role != "admin":
                 raise Forbidden("cleanup runs on a schedule, or when an admin asks for it")
-        return run_cleanup(runtime, upload_expiry_s=params.upload_expiry_s,
-                           tmp_ttl_s=params.tmp_ttl_s)
+        return run_cleanup(
+            runtime, upload_expiry_s=params.upload_expiry_s, tmp_ttl_s=params.tmp_ttl_s
+        )
     finally:
         if own:
             runtime.close()

@@ -46,8 +46,12 @@ class MetadataResult(BaseModel):
     metadata: dict[str, Any]
 
 
-@capability("metadata", params=MetadataParams, result=MetadataResult,
-            resources=Resources(cpu=0.5, memory_mib=1024, timeout_s=600))
+@capability(
+    "metadata",
+    params=MetadataParams,
+    result=MetadataResult,
+    resources=Resources(cpu=0.5, memory_mib=1024, timeout_s=600),
+)
 def run_metadata(params: MetadataParams, ctx: Context) -> MetadataResult:
     """Read a stored file's metadata (dimensions, channels, times, pixel size) without
     its pixel data; microscopy files and whole-slide images (which also get their
@@ -113,8 +117,10 @@ def detect(fh: IO[bytes], *, name: str) -> str:
         return "slide"
     if head[:4] in _TIFF_MAGIC:
         return "slide" if _tiff_is_slide(fh, name) else "tiff"
-    raise UnsupportedFile(f"{name} is neither a microscopy file (ND2, CZI, TIFF) nor a "
-                          "whole-slide image (unrecognised content)")
+    raise UnsupportedFile(
+        f"{name} is neither a microscopy file (ND2, CZI, TIFF) nor a "
+        "whole-slide image (unrecognised content)"
+    )
 
 
 def _tiff_is_slide(fh: IO[bytes], name: str) -> bool:
@@ -141,8 +147,9 @@ def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:
     meta = read_metadata(source, name=name)
     if meta.file_type == "czi":  # the CZI reader names files by their path only
         meta = meta.model_copy(update={"base_name": Path(name).stem})
-    return MetadataResult(kind="microscopy",
-                          metadata=meta.model_dump(mode="json") | {"file_path": None})
+    return MetadataResult(
+        kind="microscopy", metadata=meta.model_dump(mode="json") | {"file_path": None}
+    )
 
 
 @contextlib.contextmanager

@@ -23,8 +23,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(workers=args.workers)
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=10)
     return 0
 
 
@@ -65,12 +64,19 @@ def cmd_users_create(args: argparse.Namespace) -> int:
         identity = Identity.from_runtime(runtime)
         try:
             user = identity.accounts.create_user(
-                args.email, _read_password(args), role="admin" if args.admin else "user")
+                args.email, _read_password(args), role="admin" if args.admin else "user"
+            )
         except ApertureError as error:
             print(f"error: {error.message}", file=sys.stderr)
             return 1
-        identity.audit.record("user.created", actor=None, target_type="user",
-                              target_id=user.id, via="cli", role=user.role)
+        identity.audit.record(
+            "user.created",
+            actor=None,
+            target_type="user",
+            target_id=user.id,
+            via="cli",
+            role=user.role,
+        )
         print(f"created {user.role} {user.email} ({user.id})")
         return 0
     finally:
@@ -86,8 +92,9 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     try:
         if runtime.settings.database_url is None:
             migrate(runtime.engine)
-        report = run_cleanup(runtime, upload_expiry_s=args.upload_expiry_s,
-                             tmp_ttl_s=args.tmp_ttl_s)
+        report = run_cleanup(
+            runtime, upload_expiry_s=args.upload_expiry_s, tmp_ttl_s=args.tmp_ttl_s
+        )
         print(report.model_dump_json())
         return 1 if report.errors else 0
     finally:
@@ -97,8 +104,9 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def cmd_demo_timelapse(args: argparse.Namespace) -> int:
     from functions.microscopy.synthetic import write_timelapse
 
-    paths = write_timelapse(args.out, fovs=args.fovs, frames=args.frames, size=args.size,
-                            seed=args.seed)
+    paths = write_timelapse(
+        args.out, fovs=args.fovs, frames=args.frames, size=args.size, seed=args.seed
+    )
     print(f"wrote {paths}")
     return 0
 
@@ -106,8 +114,14 @@ def cmd_demo_timelapse(args: argparse.Namespace) -> int:
 def cmd_demo_slide(args: argparse.Namespace) -> int:
     from functions.slides.synthetic import write_synthetic_slide
 
-    write_synthetic_slide(args.out, width=args.width, height=args.height, tile=args.tile,
-                          levels=args.levels, seed=args.seed)
+    write_synthetic_slide(
+        args.out,
+        width=args.width,
+        height=args.height,
+        tile=args.tile,
+        levels=args.levels,
+        seed=args.seed,
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -119,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the API server (embedded defaults)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=None,
-                       help="local worker processes (default: APERTURE_WORKERS or 2)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: APERTURE_WORKERS or 2)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     mig = commands.add_parser("migrate", help="apply database migrations")
@@ -128,23 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
     mig.set_defaults(run=cmd_migrate)
 
     users = commands.add_parser("users", help="manage accounts").add_subparsers(
-        dest="users_command", required=True)
+        dest="users_command", required=True
+    )
     create = users.add_parser("create", help="create an account (there is no default one)")
     create.add_argument("--email", required=True)
     create.add_argument("--admin", action="store_true", help="give it the admin role")
-    create.add_argument("--password-stdin", action="store_true",
-                        help="read the password from standard input instead of prompting")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of prompting",
+    )
     create.set_defaults(run=cmd_users_create)
 
-    clean = commands.add_parser("cleanup", help="abort stale multipart uploads, purge deleted "
-                                "files and expired tmp/ objects; prints the report as JSON")
-    clean.add_argument("--upload-expiry-s", type=int, default=None,
-                       help="default: APERTURE_UPLOAD_EXPIRY_S")
+    clean = commands.add_parser(
+        "cleanup",
+        help="abort stale multipart uploads, purge deleted "
+        "files and expired tmp/ objects; prints the report as JSON",
+    )
+    clean.add_argument(
+        "--upload-expiry-s", type=int, default=None, help="default: APERTURE_UPLOAD_EXPIRY_S"
+    )
     clean.add_argument("--tmp-ttl-s", type=int, default=None, help="default: APERTURE_TMP_TTL_S")
     clean.set_defaults(run=cmd_cleanup)
 
-    demo = commands.add_parser("demo-data", help="write synthetic data with ground truth"
-                               ).add_subparsers(dest="demo_command", required=True)
+    demo = commands.add_parser(
+        "demo-data", help="write synthetic data with ground truth"
+    ).add_subparsers(dest="demo_command", required=True)
     timelapse = demo.add_parser("timelapse", help="multi-FOV OME-TIFF time-lapse + truth JSON")
     timelapse.add_argument("out", help="output folder")
     timelapse.add_argument("--fovs", type=int, default=4)

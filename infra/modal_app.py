@@ -130,8 +130,11 @@ def run_cleanup(runtime: Runtime, executor: ModalExecutor) -> dict[str, Any]:
     if CLEANUP_CAPABILITY not in registered():
         return {"swept": True, "cleanup": None}
     job = runtime.jobs.create(
-        function=CLEANUP_CAPABILITY, params=validated_params(CLEANUP_CAPABILITY, {}),
-        executor=executor.name, name="scheduled cleanup", tags=["scheduled"],
+        function=CLEANUP_CAPABILITY,
+        params=validated_params(CLEANUP_CAPABILITY, {}),
+        executor=executor.name,
+        name="scheduled cleanup",
+        tags=["scheduled"],
     )
     status = run_job(job.id, runtime, handle=modal.current_function_call_id())
     return {"swept": True, "cleanup": str(job.id), "status": status.value if status else None}
@@ -172,8 +175,7 @@ def _capability_function(capability: Capability[Any, Any]) -> modal.Function[Any
 
 #: capability name -> its Modal function (also a module attribute under `function_name`).
 CAPABILITY_FUNCTIONS: dict[str, modal.Function[Any, Any, Any]] = {
-    capability.name: _capability_function(capability)
-    for capability in load_capabilities().values()
+    capability.name: _capability_function(capability) for capability in load_capabilities().values()
 }
 
 
@@ -187,10 +189,14 @@ def web() -> Any:
     return create_app(Settings())
 
 
-@app.function(image=cpu_image, secrets=secrets, timeout=CLEANUP_TIMEOUT_S, retries=1,
-              schedule=modal.Cron(CLEANUP_CRON))
+@app.function(
+    image=cpu_image,
+    secrets=secrets,
+    timeout=CLEANUP_TIMEOUT_S,
+    retries=1,
+    schedule=modal.Cron(CLEANUP_CRON),
+)
 def cleanup() -> dict[str, Any]:
     """Scheduled: recover stuck Modal jobs and run capability `cleanup` if registered."""
     runtime, executor = container_runtime()
     return run_cleanup(runtime, executor)
-

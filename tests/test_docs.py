@@ -10,8 +10,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
-    missing = [name for name in Settings.model_fields
-               if f"`APERTURE_{name.upper()}`" not in README]
+    missing = [name for name in Settings.model_fields if f"`APERTURE_{name.upper()}`" not in README]
     assert missing == []
 
 
@@ -24,6 +23,9 @@ def test_the_readme_shows_the_two_commands() -> None:
 def test_every_tile_setting_is_in_the_readme() -> None:
     from functions.slides.service import TileSettings
 
-    missing = [name for name in TileSettings.model_fields
-               if f"`APERTURE_TILES_{name.upper()}`" not in README]
+    missing = [
+        name
+        for name in TileSettings.model_fields
+        if f"`APERTURE_TILES_{name.upper()}`" not in README
+    ]
     assert missing == []

@@ -54,8 +54,18 @@ API_PREFIX = "/api/v1"
 #: routes need an identity; the browser's session cookie gives it).
 PUBLIC_ROUTERS = (health, signed, auth, viewer_page)
 #: Everything else needs an identity: a router added here is protected by default.
-PROTECTED_ROUTERS = (users, events, functions, files, jobs, analysis, datasets, processing,
-                     slides, viewer)
+PROTECTED_ROUTERS = (
+    users,
+    events,
+    functions,
+    files,
+    jobs,
+    analysis,
+    datasets,
+    processing,
+    slides,
+    viewer,
+)
 
 
 def _api_router() -> APIRouter:
@@ -68,8 +78,9 @@ def _api_router() -> APIRouter:
     return api
 
 
-def create_app(settings: Settings | None = None, *, migrate_on_start: bool | None = None
-               ) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, migrate_on_start: bool | None = None
+) -> FastAPI:
     """Build the app. The database is migrated on start for the embedded SQLite default
     (production runs `aperture migrate` as a deploy step instead)."""
     settings = settings or Settings()
@@ -85,13 +96,22 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool | Non
         await run_in_threadpool(executor.start)
         hub = EventHub(runtime.queries)
         await hub.start()
-        app.state.aperture = AppState(settings=settings, runtime=runtime, executor=executor,
-                                      jobs=JobService(runtime, executor), hub=hub,
-                                      identity=Identity.from_runtime(runtime))
-        log.info("aperture started", extra={"executor": executor.name,
-                                            "objects": runtime.objects.kind})
-        housekeeping = (asyncio.create_task(cleanup_forever(runtime, settings.cleanup_interval_s))
-                        if settings.cleanup_interval_s > 0 else None)
+        app.state.aperture = AppState(
+            settings=settings,
+            runtime=runtime,
+            executor=executor,
+            jobs=JobService(runtime, executor),
+            hub=hub,
+            identity=Identity.from_runtime(runtime),
+        )
+        log.info(
+            "aperture started", extra={"executor": executor.name, "objects": runtime.objects.kind}
+        )
+        housekeeping = (
+            asyncio.create_task(cleanup_forever(runtime, settings.cleanup_interval_s))
+            if settings.cleanup_interval_s > 0
+            else None
+        )
         try:
             yield
         finally:
@@ -104,15 +124,21 @@ def create_app(settings: Settings | None = None, *, migrate_on_start: bool | Non
     # FastAPIOffline serves the Swagger UI and ReDoc assets itself (no CDN), so /docs
     # works on lab machines without internet access.
     app = FastAPIOffline(
-        title="Aperture", version="0.1.0", lifespan=lifespan,
+        title="Aperture",
+        version="0.1.0",
+        lifespan=lifespan,
         description="Microscopy and digital-pathology image analysis: metadata, processing "
-                    "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",
+        "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",
     )
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,
-            allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID", "ETag"],
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "ETag"],
         )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(_api_router())

@@ -42,8 +42,9 @@ def _token_principal(identity: Identity, token: str, via: str) -> Principal:
     return identity.accounts.principal_from_local_token(token, via=via)
 
 
-def authenticate(connection: HTTPConnection, identity: Identity, *,
-                 allow_query_token: bool = False) -> Principal:
+def authenticate(
+    connection: HTTPConnection, identity: Identity, *, allow_query_token: bool = False
+) -> Principal:
     """The caller's principal, or Unauthorized/Forbidden saying what is wrong."""
     if token := _bearer(connection):
         return _token_principal(identity, token, "token")
@@ -57,29 +58,51 @@ def authenticate(connection: HTTPConnection, identity: Identity, *,
         if method not in SAFE_METHODS:
             _check_csrf(connection)
         return principal
-    raise Unauthorized("authentication is required: send a bearer token, an API key or "
-                       "the session cookie")
+    raise Unauthorized(
+        "authentication is required: send a bearer token, an API key or the session cookie"
+    )
 
 
 def _check_csrf(connection: HTTPConnection) -> None:
     cookie = connection.cookies.get(CSRF_COOKIE, "")
     header = connection.headers.get(CSRF_HEADER, "")
     if not cookie or not header or not hmac.compare_digest(cookie, header):
-        raise Forbidden("cookie-authenticated requests that change state need the "
-                        "X-CSRF-Token header matching the aperture_csrf cookie")
+        raise Forbidden(
+            "cookie-authenticated requests that change state need the "
+            "X-CSRF-Token header matching the aperture_csrf cookie"
+        )
 
 
 def set_auth_cookies(response: Response, pair: TokenPair, settings: Settings) -> None:
     secure = settings.cookie_secure
-    response.set_cookie(ACCESS_COOKIE, pair.access_token, max_age=pair.expires_in,
-                        httponly=True, secure=secure, samesite="lax", path="/")
-    response.set_cookie(REFRESH_COOKIE, pair.refresh_token,
-                        max_age=settings.refresh_token_ttl_s, httponly=True, secure=secure,
-                        samesite="lax", path=REFRESH_PATH)
+    response.set_cookie(
+        ACCESS_COOKIE,
+        pair.access_token,
+        max_age=pair.expires_in,
+        httponly=True,
+        secure=secure,
+        samesite="lax",
+        path="/",
+    )
+    response.set_cookie(
+        REFRESH_COOKIE,
+        pair.refresh_token,
+        max_age=settings.refresh_token_ttl_s,
+        httponly=True,
+        secure=secure,
+        samesite="lax",
+        path=REFRESH_PATH,
+    )
     # Readable by the page's script, which echoes it in X-CSRF-Token.
-    response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(24),
-                        max_age=settings.refresh_token_ttl_s, httponly=False, secure=secure,
-                        samesite="lax", path="/")
+    response.set_cookie(
+        CSRF_COOKIE,
+        secrets.token_urlsafe(24),
+        max_age=settings.refresh_token_ttl_s,
+        httponly=False,
+        secure=secure,
+        samesite="lax",
+        path="/",
+    )
 
 
 def clear_auth_cookies(response: Response) -> None:

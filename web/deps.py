@@ -44,8 +44,10 @@ Admin = Annotated[Principal, Depends(require_admin)]
 
 
 def client_of(request: Request) -> Client:
-    return Client(ip=request.client.host if request.client else None,
-                  user_agent=request.headers.get("user-agent"))
+    return Client(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
 
 
 RequestClient = Annotated[Client, Depends(client_of)]

@@ -37,8 +37,9 @@ STATUS_OF: dict[type[errors.ApertureError], int] = {
 }
 
 
-def problem(status: int, code: str, detail: str, request: Request | None = None,
-            **extra: Any) -> JSONResponse:
+def problem(
+    status: int, code: str, detail: str, request: Request | None = None, **extra: Any
+) -> JSONResponse:
     body: dict[str, Any] = {
         "type": TYPE_PREFIX + code,
         "title": HTTPStatus(status).phrase,
@@ -77,13 +78,21 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     if any(item.get("type") == "json_invalid" for item in details):
         return problem(400, "malformed-json", "the request body is not valid JSON", request)
     items = [
-        {"loc": [str(p) for p in item.get("loc", ())], "msg": item.get("msg", ""),
-         "type": item.get("type", "")}
+        {
+            "loc": [str(p) for p in item.get("loc", ())],
+            "msg": item.get("msg", ""),
+            "type": item.get("type", ""),
+        }
         for item in details
     ]
     summary = "; ".join(f"{'.'.join(i['loc'])}: {i['msg']}" for i in items[:5])
-    return problem(422, "validation", f"the request is not valid: {summary}", request,
-                   errors=json.loads(json.dumps(items, default=str)))
+    return problem(
+        422,
+        "validation",
+        f"the request is not valid: {summary}",
+        request,
+        errors=json.loads(json.dumps(items, default=str)),
+    )
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

@@ -58,8 +58,9 @@ class EventHub:
             subscriber.queue.put_nowait(None)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, accepts: Callable[[JobEventRecord], bool]
-                        ) -> AsyncIterator[asyncio.Queue[JobEventRecord | None]]:
+    async def subscribe(
+        self, accepts: Callable[[JobEventRecord], bool]
+    ) -> AsyncIterator[asyncio.Queue[JobEventRecord | None]]:
         """A queue receiving every later event that `accepts`; None means the hub stopped."""
         subscriber = _Subscriber(accepts, asyncio.Queue(QUEUE_SIZE))
         self._subscribers.add(subscriber)

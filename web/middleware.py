@@ -55,9 +55,13 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            log.info("request", extra={
-                "method": scope.get("method", "WS"), "path": scope["path"],
-                "status": status["code"],
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            })
+            log.info(
+                "request",
+                extra={
+                    "method": scope.get("method", "WS"),
+                    "path": scope["path"],
+                    "status": status["code"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
             request_id_var.reset(token)

@@ -42,9 +42,11 @@ class SlideService:
         self.runtime = runtime
         self.records = Slides(runtime.db)
         self.tiles = SlideTiles(settings)
-        self.local = LocalSlideFiles(runtime.objects,
-                                     Path(runtime.settings.data_dir) / "cache" / "slides",
-                                     self.tiles.settings.local_cache_bytes)
+        self.local = LocalSlideFiles(
+            runtime.objects,
+            Path(runtime.settings.data_dir) / "cache" / "slides",
+            self.tiles.settings.local_cache_bytes,
+        )
         self._pyramids: dict[uuid.UUID, tuple[float, DziDescriptor | None]] = {}
         self._paths: dict[uuid.UUID, Path] = {}
         self._records: dict[uuid.UUID, tuple[float, SlideRecord]] = {}
@@ -116,7 +118,10 @@ class SlideService:
             return None
         s = self.tiles.settings
         if (descriptor.tile_size, descriptor.overlap, descriptor.format) != (
-                s.tile_size, s.overlap, s.format) or s.limit_bounds:
+            s.tile_size,
+            s.overlap,
+            s.format,
+        ) or s.limit_bounds:
             return None
         return descriptor
 
@@ -157,14 +162,14 @@ def get_slide_service(request: Request) -> SlideService:
 SlideServiceDep = Annotated[SlideService, Depends(get_slide_service)]
 
 
-def owned_slide(slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser
-                ) -> SlideRecord:
+def owned_slide(slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser) -> SlideRecord:
     """The slide if the caller may see it; another owner's slide is 404."""
     return _check_owner(service.records.get(slide_id), user)
 
 
-async def viewed_slide(slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser
-                       ) -> SlideRecord:
+async def viewed_slide(
+    slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser
+) -> SlideRecord:
     """As `owned_slide`, for pixel routes: the record may be up to RECORD_TTL_S old."""
     slide = service.fresh_record(slide_id)
     if slide is None:

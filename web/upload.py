@@ -45,12 +45,18 @@ class MultipartFile:
         self._in_file = False
         self._file_done = False
         self._data: list[bytes] = []
-        self._parser = MultipartParser(options[b"boundary"], {
-            "on_part_begin": self._begin, "on_header_field": self._hfield,
-            "on_header_value": self._hvalue, "on_header_end": self._hend,
-            "on_headers_finished": self._headers_done, "on_part_data": self._pdata,
-            "on_part_end": self._pend,
-        })
+        self._parser = MultipartParser(
+            options[b"boundary"],
+            {
+                "on_part_begin": self._begin,
+                "on_header_field": self._hfield,
+                "on_header_value": self._hvalue,
+                "on_header_end": self._hend,
+                "on_headers_finished": self._headers_done,
+                "on_part_data": self._pdata,
+                "on_part_end": self._pend,
+            },
+        )
 
     # parser callbacks --------------------------------------------------------------
     def _begin(self) -> None:

@@ -27,7 +27,9 @@ class Executor(Protocol):
     def stop(self) -> None: ...
     def submit(self, job_id: uuid.UUID) -> str:
         """Start running the job soon; returns the handle stored on the job."""
+
     def poll(self, handle: str) -> HandleState: ...
     def cancel(self, handle: str) -> None:
         """Stop the run behind `handle` (after the cooperative grace period)."""
+
     def health(self) -> dict[str, Any]: ...

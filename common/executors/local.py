@@ -77,8 +77,7 @@ class LocalExecutor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._supervise, name="local-executor",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name="local-executor", daemon=True)
         self._context = mp.get_context("spawn")
 
     def __repr__(self) -> str:
@@ -144,8 +143,13 @@ class LocalExecutor:
             alive = sum(w.process.is_alive() for w in self._state.workers)
             busy = sum(w.job_id is not None for w in self._state.workers)
             queued = len(self._state.queue)
-        return {"executor": self.name, "ok": self._thread.is_alive() and alive > 0,
-                "workers": alive, "busy": busy, "queued": queued}
+        return {
+            "executor": self.name,
+            "ok": self._thread.is_alive() and alive > 0,
+            "workers": alive,
+            "busy": busy,
+            "queued": queued,
+        }
 
     # -- supervisor -----------------------------------------------------------------
 
@@ -232,7 +236,9 @@ class LocalExecutor:
     def _spawn_worker(self) -> None:
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=worker_main, args=(self.runtime.settings, child), name="aperture-worker",
+            target=worker_main,
+            args=(self.runtime.settings, child),
+            name="aperture-worker",
             daemon=True,
         )
         process.start()
@@ -257,8 +263,13 @@ class LocalExecutor:
     def _recover(self, job_id: uuid.UUID, reason: str, *, timed_out: bool = False) -> None:
         jobs = self.runtime.jobs
         if timed_out:
-            jobs.try_transition(job_id, Status.failed, guards=[Job.status.in_(ACTIVE)],
-                                error={"type": "timeout", "message": reason}, message=reason)
+            jobs.try_transition(
+                job_id,
+                Status.failed,
+                guards=[Job.status.in_(ACTIVE)],
+                error={"type": "timeout", "message": reason},
+                message=reason,
+            )
         recovered = jobs.lose(job_id, reason)
         if recovered is None:
             # Never started (still queued under our handle): let the scan claim it again.

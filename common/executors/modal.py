@@ -68,16 +68,24 @@ def function_name(capability: str) -> str:
 class ModalExecutor:
     name = NAME
 
-    def __init__(self, runtime: Runtime, *, api: Any = None,
-                 sweep_interval_s: float = SWEEP_INTERVAL_S,
-                 quiet_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        api: Any = None,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
+        quiet_after_s: float | None = None,
+    ) -> None:
         self.runtime = runtime
         self.app_name = runtime.settings.modal_app
         self.api = api if api is not None else importlib.import_module("modal")
         self.sweep_interval_s = sweep_interval_s
         #: A job this quiet (no heartbeat, or queued this long) has its call polled.
-        self.quiet_after_s = (quiet_after_s if quiet_after_s is not None
-                              else max(3 * runtime.settings.heartbeat_interval_s, 10.0))
+        self.quiet_after_s = (
+            quiet_after_s
+            if quiet_after_s is not None
+            else max(3 * runtime.settings.heartbeat_interval_s, 10.0)
+        )
         self._functions: dict[str, Any] = {}
         self._stopping = threading.Event()
         self._wakeup = threading.Event()
@@ -90,8 +98,7 @@ class ModalExecutor:
     # -- interface ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._supervise, name="modal-executor",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name="modal-executor", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -130,7 +137,9 @@ class ModalExecutor:
             self.submit(job_id, held=held)
         except ModalUnavailable as error:
             self.runtime.jobs.try_transition(
-                job_id, Status.failed, error={"type": "executor", "message": str(error)},
+                job_id,
+                Status.failed,
+                error={"type": "executor", "message": str(error)},
                 message=f"could not submit to Modal: {error}",
             )
 
@@ -147,8 +156,12 @@ class ModalExecutor:
 
     def health(self) -> dict[str, Any]:
         alive = self._thread is not None and self._thread.is_alive()
-        return {"executor": self.name, "ok": alive and self._last_error is None,
-                "app": self.app_name, "last_error": self._last_error}
+        return {
+            "executor": self.name,
+            "ok": alive and self._last_error is None,
+            "app": self.app_name,
+            "last_error": self._last_error,
+        }
 
     # -- supervision ------------------------------------------------------------------
 
@@ -176,8 +189,7 @@ class ModalExecutor:
             self.api.FunctionCall.from_id(handle).get(timeout=0)
         except TimeoutError:  # the built-in one: no output yet
             status = self._status_by_handle(handle)
-            return (HandleState.pending if status is Status.queued else HandleState.running,
-                    None)
+            return (HandleState.pending if status is Status.queued else HandleState.running, None)
         except exceptions.OutputExpiredError:
             return HandleState.lost, "Modal no longer holds the call's outcome (expired)"
         except (exceptions.ConnectionError, exceptions.AuthError, OSError):
@@ -199,38 +211,59 @@ class ModalExecutor:
         `heartbeat_interval_s`, so they cost no Modal request."""
         quiet = utcnow() - timedelta(seconds=self.quiet_after_s)
         with self.runtime.db() as session:
-            return list(session.execute(
-                select(Job.id, Job.status, Job.handle, Job.heartbeat_at)
-                .where(Job.executor == self.name, Job.handle.is_not(None),
-                       Job.handle != _SUBMITTING,
-                       or_(and_(Job.status == Status.queued, Job.updated_at < quiet),
-                           and_(Job.status.in_(ACTIVE),
-                                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < quiet))))
-                .limit(500)
-            ).all())
+            return list(
+                session.execute(
+                    select(Job.id, Job.status, Job.handle, Job.heartbeat_at)
+                    .where(
+                        Job.executor == self.name,
+                        Job.handle.is_not(None),
+                        Job.handle != _SUBMITTING,
+                        or_(
+                            and_(Job.status == Status.queued, Job.updated_at < quiet),
+                            and_(
+                                Job.status.in_(ACTIVE),
+                                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < quiet),
+                            ),
+                        ),
+                    )
+                    .limit(500)
+                ).all()
+            )
 
     def _recover_ended_calls(self) -> None:
         silent_since = utcnow() - timedelta(seconds=self.runtime.settings.heartbeat_timeout_s)
         for job_id, status, handle, heartbeat_at in self._suspects():
-            silent = status is not Status.queued and (heartbeat_at is None
-                                                      or heartbeat_at < silent_since)
+            silent = status is not Status.queued and (
+                heartbeat_at is None or heartbeat_at < silent_since
+            )
             try:
                 state, error = self._outcome(handle)
             except Exception as failure:  # Modal unreachable or the call unknown
                 log.warning("could not poll Modal call %s", handle, exc_info=True)
                 if silent:
-                    self._recover(job_id, handle, f"no heartbeat for "
-                                  f"{self.runtime.settings.heartbeat_timeout_s:.0f} s and "
-                                  f"Modal could not be asked ({type(failure).__name__})")
+                    self._recover(
+                        job_id,
+                        handle,
+                        f"no heartbeat for "
+                        f"{self.runtime.settings.heartbeat_timeout_s:.0f} s and "
+                        f"Modal could not be asked ({type(failure).__name__})",
+                    )
                 continue
             if state is HandleState.running and silent:
                 with contextlib.suppress(Exception):  # frozen: stop it before retrying
                     self._cancel_call(handle)
-                self._recover(job_id, handle, f"no heartbeat for "
-                              f"{self.runtime.settings.heartbeat_timeout_s:.0f} s")
+                self._recover(
+                    job_id,
+                    handle,
+                    f"no heartbeat for {self.runtime.settings.heartbeat_timeout_s:.0f} s",
+                )
             elif state in (HandleState.finished, HandleState.lost):
-                self._recover(job_id, handle, "the Modal call ended without finishing the "
-                              "job" + (f" ({error})" if error else ""))
+                self._recover(
+                    job_id,
+                    handle,
+                    "the Modal call ended without finishing the "
+                    "job" + (f" ({error})" if error else ""),
+                )
 
     def _recover(self, job_id: uuid.UUID, handle: str, reason: str) -> None:
         """The call behind `handle` is gone: retry the job while attempts remain, else
@@ -238,8 +271,11 @@ class ModalExecutor:
         status = self.runtime.jobs.status_of(job_id)
         if status is Status.queued:
             self.runtime.jobs.try_transition(
-                job_id, Status.failed, guards=[Job.handle == handle],
-                error={"type": "executor", "message": reason}, message=reason,
+                job_id,
+                Status.failed,
+                guards=[Job.handle == handle],
+                error={"type": "executor", "message": reason},
+                message=reason,
             )
             return
         if status not in ACTIVE:
@@ -251,21 +287,27 @@ class ModalExecutor:
     def _enforce_cancels(self) -> None:
         """Cancel the calls of jobs still `cancelling` after the grace period."""
         cutoff = utcnow() - timedelta(seconds=self.runtime.settings.cancel_grace_s)
-        asked = (select(func.max(JobEvent.created_at))
-                 .where(JobEvent.job_id == Job.id, JobEvent.status == Status.cancelling)
-                 .scalar_subquery())
+        asked = (
+            select(func.max(JobEvent.created_at))
+            .where(JobEvent.job_id == Job.id, JobEvent.status == Status.cancelling)
+            .scalar_subquery()
+        )
         with self.runtime.db() as session:
-            due = list(session.execute(
-                select(Job.id, Job.handle)
-                .where(Job.executor == self.name, Job.status == Status.cancelling,
-                       asked < cutoff)
-            ).all())
+            due = list(
+                session.execute(
+                    select(Job.id, Job.handle).where(
+                        Job.executor == self.name, Job.status == Status.cancelling, asked < cutoff
+                    )
+                ).all()
+            )
         for job_id, handle in due:
             if handle and handle != _SUBMITTING:
                 with contextlib.suppress(Exception):  # an ended call cannot be cancelled
                     self._cancel_call(handle)
             self.runtime.jobs.try_transition(
-                job_id, Status.cancelled, guards=[Job.status == Status.cancelling],
+                job_id,
+                Status.cancelled,
+                guards=[Job.status == Status.cancelling],
                 message="cancelled: stopped after the grace period",
             )
 
@@ -277,11 +319,19 @@ class ModalExecutor:
         ones are left alone, as their submitter is about to record the call."""
         cutoff = utcnow() - timedelta(seconds=UNCLAIMED_AFTER_S)
         with self.runtime.db() as session:
-            job_ids = list(session.scalars(
-                select(Job.id).where(Job.executor == self.name, Job.status == Status.queued,
-                                     Job.handle.is_(None), Job.updated_at < cutoff)
-                .order_by(Job.created_at).limit(100)
-            ))
+            job_ids = list(
+                session.scalars(
+                    select(Job.id)
+                    .where(
+                        Job.executor == self.name,
+                        Job.status == Status.queued,
+                        Job.handle.is_(None),
+                        Job.updated_at < cutoff,
+                    )
+                    .order_by(Job.created_at)
+                    .limit(100)
+                )
+            )
         for job_id in job_ids:
             if self.runtime.jobs.claim(job_id, _SUBMITTING):  # else another replica has it
                 self.submit_or_fail(job_id, held=_SUBMITTING)
@@ -299,7 +349,6 @@ def _explain(error: Exception, app: str, name: str) -> str:
     return f"Modal could not start {name!r} of app {app!r}: {kind}: {error}{hint}"
 
 
-
 def run_call(runtime: Runtime, job_id: str, call_id: str | None) -> str | None:
     """The body of every capability's Modal function: one input = one job attempt.
 
@@ -315,9 +364,12 @@ def run_call(runtime: Runtime, job_id: str, call_id: str | None) -> str | None:
     except BaseException:
         # Modal stopped the input (FunctionCall.cancel raises InputCancellation here): a
         # job being cancelled ends cancelled; anything else is left to the supervisor.
-        runtime.jobs.try_transition(job, Status.cancelled,
-                                    guards=[Job.status == Status.cancelling],
-                                    message="cancelled: the Modal call was stopped")
+        runtime.jobs.try_transition(
+            job,
+            Status.cancelled,
+            guards=[Job.status == Status.cancelling],
+            message="cancelled: the Modal call was stopped",
+        )
         raise
     return status.value if status else None
 
@@ -333,5 +385,8 @@ def _recover_retried_call(runtime: Runtime, job_id: uuid.UUID, call_id: str) -> 
         runtime.jobs.try_transition(job_id, Status.cancelled, message="cancelled")
         return
     if job.status is Status.running:
-        runtime.jobs.lose(job_id, "the previous attempt's container stopped before "
-                                  "finishing (crash, out of memory or timeout)")
+        runtime.jobs.lose(
+            job_id,
+            "the previous attempt's container stopped before "
+            "finishing (crash, out of memory or timeout)",
+        )

@@ -24,10 +24,15 @@ class Identity:
     def from_runtime(cls, runtime: Runtime) -> Identity:
         audit = Audit(runtime.db)
         settings = runtime.settings
-        supabase = (SupabaseVerifier(runtime.db, settings)
-                    if settings.auth_provider == "supabase" else None)
-        return cls(accounts=Accounts(runtime.db, settings, audit), api_keys=ApiKeys(runtime.db),
-                   audit=audit, supabase=supabase)
+        supabase = (
+            SupabaseVerifier(runtime.db, settings) if settings.auth_provider == "supabase" else None
+        )
+        return cls(
+            accounts=Accounts(runtime.db, settings, audit),
+            api_keys=ApiKeys(runtime.db),
+            audit=audit,
+            supabase=supabase,
+        )
 
 
 __all__ = ["Client", "Identity", "Principal", "TokenPair"]

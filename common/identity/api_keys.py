@@ -40,25 +40,39 @@ class ApiKeys:
             raise InvalidInput("expires_at must be in the future")
         visible = secrets.token_hex(4)
         key = f"{KEY_PREFIX}{visible}_{secrets.token_urlsafe(32)}"
-        record = ApiKey(id=uuid.uuid4(), owner_id=owner_id, name=name,
-                        prefix=f"{KEY_PREFIX}{visible}", key_hash=sha256_hex(key),
-                        created_at=utcnow(), expires_at=expires_at)
+        record = ApiKey(
+            id=uuid.uuid4(),
+            owner_id=owner_id,
+            name=name,
+            prefix=f"{KEY_PREFIX}{visible}",
+            key_hash=sha256_hex(key),
+            created_at=utcnow(),
+            expires_at=expires_at,
+        )
         with transaction(self.db) as session:
             session.add(record)
         return NewKey(record=record, key=key)
 
     def list(self, owner_id: uuid.UUID) -> list[ApiKey]:
         with self.db() as session:
-            return list(session.scalars(
-                select(ApiKey).where(ApiKey.owner_id == owner_id, ApiKey.revoked_at.is_(None))
-                .order_by(ApiKey.created_at.desc())))
+            return list(
+                session.scalars(
+                    select(ApiKey)
+                    .where(ApiKey.owner_id == owner_id, ApiKey.revoked_at.is_(None))
+                    .order_by(ApiKey.created_at.desc())
+                )
+            )
 
     def revoke(self, owner_id: uuid.UUID, key_id: uuid.UUID) -> None:
         with transaction(self.db) as session:
             revoked = session.scalar(
-                update(ApiKey).where(ApiKey.id == key_id, ApiKey.owner_id == owner_id,
-                                     ApiKey.revoked_at.is_(None))
-                .values(revoked_at=utcnow()).returning(ApiKey.id))
+                update(ApiKey)
+                .where(
+                    ApiKey.id == key_id, ApiKey.owner_id == owner_id, ApiKey.revoked_at.is_(None)
+                )
+                .values(revoked_at=utcnow())
+                .returning(ApiKey.id)
+            )
         if revoked is None:
             raise NotFound(f"no API key with id {key_id}")
 
@@ -67,8 +81,10 @@ class ApiKeys:
         digest = sha256_hex(key)
         with self.db() as session:
             row = session.execute(
-                select(ApiKey, User).join(User, User.id == ApiKey.owner_id)
-                .where(ApiKey.key_hash == digest)).one_or_none()
+                select(ApiKey, User)
+                .join(User, User.id == ApiKey.owner_id)
+                .where(ApiKey.key_hash == digest)
+            ).one_or_none()
         # The lookup is by hash; comparing again in constant time costs nothing and keeps
         # the check honest if the lookup ever changes.
         if row is None or not hmac.compare_digest(row.ApiKey.key_hash, digest):
@@ -81,7 +97,7 @@ class ApiKeys:
         if not row.User.is_active:
             raise Unauthorized("the account is deactivated")
         with transaction(self.db) as session:
-            session.execute(update(ApiKey).where(ApiKey.id == row.ApiKey.id)
-                            .values(last_used_at=now))
-        return Principal(id=row.User.id, role=row.User.role, email=row.User.email,
-                         via="api-key")
+            session.execute(
+                update(ApiKey).where(ApiKey.id == row.ApiKey.id).values(last_used_at=now)
+            )
+        return Principal(id=row.User.id, role=row.User.role, email=row.User.email, via="api-key")

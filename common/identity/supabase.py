@@ -28,13 +28,20 @@ class SupabaseVerifier:
             raise ValueError("APERTURE_SUPABASE_URL is required with the supabase provider")
         self.db = db
         self.issuer = f"{settings.supabase_url.rstrip('/')}/auth/v1"
-        self.secret = (settings.supabase_jwt_secret.get_secret_value()
-                       if settings.supabase_jwt_secret else None)
+        self.secret = (
+            settings.supabase_jwt_secret.get_secret_value()
+            if settings.supabase_jwt_secret
+            else None
+        )
         # PyJWKClient caches keys and fetches the set again when a kid is unknown, at
         # most once per cooldown.
-        self.jwks = jwt.PyJWKClient(f"{self.issuer}/.well-known/jwks.json", cache_keys=True,
-                                    lifespan=600, timeout=5,
-                                    cooldown_duration=settings.supabase_jwks_cooldown_s)
+        self.jwks = jwt.PyJWKClient(
+            f"{self.issuer}/.well-known/jwks.json",
+            cache_keys=True,
+            lifespan=600,
+            timeout=5,
+            cooldown_duration=settings.supabase_jwks_cooldown_s,
+        )
 
     def claims(self, token: str) -> dict[str, Any]:
         try:
@@ -54,9 +61,14 @@ class SupabaseVerifier:
         try:
             # One algorithm per key type: an HS256 token can never be checked against a
             # public key (algorithm confusion), nor an RS256 one against the secret.
-            return jwt.decode(token, key, algorithms=[algorithm], audience=AUDIENCE,
-                              issuer=self.issuer,
-                              options={"require": ["sub", "exp", "aud", "iss"]})
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=AUDIENCE,
+                issuer=self.issuer,
+                options={"require": ["sub", "exp", "aud", "iss"]},
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the access token has expired") from None
         except jwt.PyJWTError as error:
@@ -85,8 +97,15 @@ class SupabaseVerifier:
                 user.role = role
             return user
         now = utcnow()
-        user = User(id=user_id, email=email, role=role, is_active=True, provider="supabase",
-                    created_at=now, updated_at=now)
+        user = User(
+            id=user_id,
+            email=email,
+            role=role,
+            is_active=True,
+            provider="supabase",
+            created_at=now,
+            updated_at=now,
+        )
         try:
             with transaction(self.db) as session:
                 session.add(user)

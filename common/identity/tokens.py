@@ -20,16 +20,30 @@ def issuer(public_url: str) -> str:
     return f"{public_url}/auth/v1"
 
 
-def mint_access_token(*, key: bytes, public_url: str, user_id: uuid.UUID, email: str | None,
-                      role: str, session_id: uuid.UUID, ttl_s: int) -> str:
+def mint_access_token(
+    *,
+    key: bytes,
+    public_url: str,
+    user_id: uuid.UUID,
+    email: str | None,
+    role: str,
+    session_id: uuid.UUID,
+    ttl_s: int,
+) -> str:
     """A JWT with the claims Supabase puts in its access tokens, so a frontend can
     treat both providers alike (`role` is the Postgres role; the app role is in
     `app_metadata.role`)."""
     now = int(time.time())
     claims = {
-        "sub": str(user_id), "aud": AUDIENCE, "iss": issuer(public_url), "iat": now,
-        "exp": now + ttl_s, "email": email, "role": "authenticated",
-        "session_id": str(session_id), "app_metadata": {"role": role, "provider": "local"},
+        "sub": str(user_id),
+        "aud": AUDIENCE,
+        "iss": issuer(public_url),
+        "iat": now,
+        "exp": now + ttl_s,
+        "email": email,
+        "role": "authenticated",
+        "session_id": str(session_id),
+        "app_metadata": {"role": role, "provider": "local"},
     }
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
@@ -37,7 +51,11 @@ def mint_access_token(*, key: bytes, public_url: str, user_id: uuid.UUID, email:
 def verify_access_token(token: str, *, key: bytes, public_url: str) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=issuer(public_url),
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=issuer(public_url),
             options={"require": ["sub", "exp", "iat", "aud", "iss", "session_id"]},
         )
     except jwt.ExpiredSignatureError:

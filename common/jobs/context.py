@@ -60,8 +60,9 @@ class JobContext:
         if fraction < 1.0 and now - self._last_progress_write < PROGRESS_INTERVAL_S:
             return
         self._last_progress_write = now
-        status = self._runtime.jobs.report(self.job_id, kind="progress", progress=fraction,
-                                           message=message or None)
+        status = self._runtime.jobs.report(
+            self.job_id, kind="progress", progress=fraction, message=message or None
+        )
         self._note_status(status)
 
     def log(self, message: str) -> None:
@@ -83,11 +84,19 @@ class JobContext:
         return self._runtime.files.get(file_id, owner_id=self.owner_id)
 
     def save_file(
-        self, name: str, source: bytes | IO[bytes], *, content_type: str | None = None,
+        self,
+        name: str,
+        source: bytes | IO[bytes],
+        *,
+        content_type: str | None = None,
         kind: str | None = None,
     ) -> StoredFile:
         return self._runtime.files.add(
-            source, name=name, owner_id=self.owner_id, content_type=content_type, kind=kind,
+            source,
+            name=name,
+            owner_id=self.owner_id,
+            content_type=content_type,
+            kind=kind,
             source_job_id=self.job_id,
         )
 
@@ -99,8 +108,11 @@ class JobContext:
         except ValueError as error:
             raise InvalidInput(f"invalid params for child {function!r}: {error}") from error
         child = self._runtime.jobs.create(
-            function=function, params=checked, executor=self._job.executor,
-            owner_id=self.owner_id, parent_id=self.job_id,
+            function=function,
+            params=checked,
+            executor=self._job.executor,
+            owner_id=self.owner_id,
+            parent_id=self.job_id,
             max_attempts=1 + capability.resources.retries,
         )
         self._runtime.submit(child.id)
@@ -128,6 +140,8 @@ class JobContext:
 
 def _outcome(job: JobRecord) -> ChildOutcome:
     return ChildOutcome(
-        job_id=job.id, status=job.status.value, result=job.result,
+        job_id=job.id,
+        status=job.status.value,
+        result=job.result,
         error=job.error.model_dump() if job.error else None,
     )

@@ -72,14 +72,17 @@ class JobQueries:
     def __init__(self, db: sessionmaker[Session]) -> None:
         self.db = db
 
-    def find(self, f: JobFilter, *, limit: int = 50, offset: int = 0
-             ) -> tuple[list[JobRecord], int]:
+    def find(
+        self, f: JobFilter, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[JobRecord], int]:
         """A page of jobs, newest first, and the total number that match."""
         with self.db() as session:
             total = session.scalar(_filtered(session, select(func.count(Job.id)), f)) or 0
             rows = session.scalars(
                 _filtered(session, select(Job), f)
-                .order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+                .order_by(Job.created_at.desc(), Job.id)
+                .limit(limit)
+                .offset(offset)
             ).all()
             return [JobRecord.model_validate(row) for row in rows], total
 
@@ -87,12 +90,14 @@ class JobQueries:
         """Counts by status and by function, and run-time percentiles of finished jobs."""
         with self.db() as session:
             counts = session.execute(
-                _filtered(session, select(Job.function, Job.status, func.count()), f)
-                .group_by(Job.function, Job.status)
+                _filtered(session, select(Job.function, Job.status, func.count()), f).group_by(
+                    Job.function, Job.status
+                )
             ).all()
             durations = session.execute(
-                _filtered(session, select(Job.started_at, Job.finished_at), f)
-                .where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
+                _filtered(session, select(Job.started_at, Job.finished_at), f).where(
+                    Job.started_at.is_not(None), Job.finished_at.is_not(None)
+                )
             ).all()
         by_status: Counter[str] = Counter({status.value: 0 for status in Status})
         by_function: dict[str, dict[str, int]] = {}
@@ -101,17 +106,22 @@ class JobQueries:
             by_function.setdefault(function, {})[status] = n
         seconds = sorted((end - start).total_seconds() for start, end in durations)
         return JobStats(
-            by_status=dict(by_status), by_function=by_function,
-            duration_p50_s=_percentile(seconds, 0.50), duration_p95_s=_percentile(seconds, 0.95),
+            by_status=dict(by_status),
+            by_function=by_function,
+            duration_p50_s=_percentile(seconds, 0.50),
+            duration_p95_s=_percentile(seconds, 0.95),
             total=sum(by_status.values()),
         )
 
-    def events(self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int = 1000
-               ) -> list[JobEventRecord]:
+    def events(
+        self, job_id: uuid.UUID, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[JobEventRecord]:
         with self.db() as session:
             rows = session.scalars(
-                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
-                .order_by(JobEvent.seq).limit(limit)
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
+                .order_by(JobEvent.seq)
+                .limit(limit)
             ).all()
             return [JobEventRecord.model_validate(row) for row in rows]
 
@@ -133,18 +143,24 @@ class JobQueries:
     def unclaimed(self, executor: str, *, limit: int = 100) -> list[uuid.UUID]:
         """Queued jobs of `executor` that no executor instance holds yet, oldest first."""
         with self.db() as session:
-            return list(session.scalars(
-                select(Job.id).where(Job.status == Status.queued, Job.executor == executor,
-                                     Job.handle.is_(None))
-                .order_by(Job.created_at).limit(limit)
-            ).all())
+            return list(
+                session.scalars(
+                    select(Job.id)
+                    .where(
+                        Job.status == Status.queued, Job.executor == executor, Job.handle.is_(None)
+                    )
+                    .order_by(Job.created_at)
+                    .limit(limit)
+                ).all()
+            )
 
     def held_by_others(self, executor: str, prefix: str) -> list[JobRecord]:
         """Unfinished jobs of `executor` whose handle does not start with `prefix`."""
         with self.db() as session:
             rows = session.scalars(
                 select(Job).where(
-                    Job.executor == executor, Job.handle.is_not(None),
+                    Job.executor == executor,
+                    Job.handle.is_not(None),
                     ~Job.handle.startswith(prefix),
                     Job.status.in_([Status.queued, Status.running, Status.cancelling]),
                 )

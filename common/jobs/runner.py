@@ -84,13 +84,15 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message}, "message": message}
 
 
-def _finish(runtime: Runtime, job: JobRecord, status: Status, fields: dict[str, Any]
-            ) -> Status | None:
+def _finish(
+    runtime: Runtime, job: JobRecord, status: Status, fields: dict[str, Any]
+) -> Status | None:
     """Write the final status; a failure with attempts left goes back to the queue."""
     jobs = runtime.jobs
     if status is Status.failed and job.attempts < job.max_attempts:
-        retried = jobs.try_transition(job.id, Status.queued, handle=None, **fields,
-                                      guards=[Job.status == Status.running])
+        retried = jobs.try_transition(
+            job.id, Status.queued, handle=None, **fields, guards=[Job.status == Status.running]
+        )
         if retried is not None:
             runtime.submit(job.id)
             return Status.queued

@@ -22,8 +22,9 @@ def validated_params(function: str, params: dict[str, Any]) -> dict[str, Any]:
     try:
         return capability.params.model_validate(params).model_dump(mode="json")
     except ValidationError as error:
-        raise InvalidInput(f"params do not match the schema of {function!r}: "
-                           f"{_summary(error)}") from error
+        raise InvalidInput(
+            f"params do not match the schema of {function!r}: {_summary(error)}"
+        ) from error
 
 
 def _summary(error: ValidationError) -> str:
@@ -39,19 +40,32 @@ class JobService:
         self.runtime = runtime
         self.executor = executor
 
-    def submit(self, function: str, params: dict[str, Any], *, owner_id: uuid.UUID | None,
-               name: str | None = None, tags: list[str] | None = None) -> JobRecord:
+    def submit(
+        self,
+        function: str,
+        params: dict[str, Any],
+        *,
+        owner_id: uuid.UUID | None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> JobRecord:
         checked = validated_params(function, params)
         job = self.runtime.jobs.create(
-            function=function, params=checked, executor=self.executor.name,
-            owner_id=owner_id, name=name, tags=tags,
+            function=function,
+            params=checked,
+            executor=self.executor.name,
+            owner_id=owner_id,
+            name=name,
+            tags=tags,
             max_attempts=1 + get_capability(function).resources.retries,
         )
         try:
             self.executor.submit(job.id)
         except Exception as error:  # an executor that cannot take work fails the job
             return self.runtime.jobs.transition(
-                job.id, Status.failed, error={"type": "executor", "message": str(error)},
+                job.id,
+                Status.failed,
+                error={"type": "executor", "message": str(error)},
                 message=f"could not submit to the {self.executor.name} executor: {error}",
             )
         return self.runtime.jobs.get(job.id)

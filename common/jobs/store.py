@@ -42,10 +42,21 @@ class JobStore:
     ) -> JobRecord:
         now = utcnow()
         job = Job(
-            id=uuid.uuid4(), owner_id=owner_id, function=function, params=params,
-            name=name, tags=tags or [], status=Status.queued, progress=0.0, attempts=0,
-            max_attempts=max_attempts, parent_id=parent_id, executor=executor,
-            event_seq=1, created_at=now, updated_at=now,
+            id=uuid.uuid4(),
+            owner_id=owner_id,
+            function=function,
+            params=params,
+            name=name,
+            tags=tags or [],
+            status=Status.queued,
+            progress=0.0,
+            attempts=0,
+            max_attempts=max_attempts,
+            parent_id=parent_id,
+            executor=executor,
+            event_seq=1,
+            created_at=now,
+            updated_at=now,
         )
         with transaction(self.db) as session:
             session.add(job)
@@ -53,8 +64,9 @@ class JobStore:
             session.add(_event(job, "status", "submitted"))
         return JobRecord.model_validate(job)
 
-    def update_labels(self, job_id: uuid.UUID, *, name: str | None, tags: list[str] | None,
-                      fields: set[str]) -> JobRecord:
+    def update_labels(
+        self, job_id: uuid.UUID, *, name: str | None, tags: list[str] | None, fields: set[str]
+    ) -> JobRecord:
         """Change the name and/or tags named in `fields` (labels only, never the status)."""
         values: dict[str, Any] = {"updated_at": utcnow()}
         if "name" in fields:
@@ -78,8 +90,13 @@ class JobStore:
             return JobRecord.model_validate(job)
 
     def transition(
-        self, job_id: uuid.UUID, to: Status, *, message: str | None = None,
-        guards: Sequence[ColumnElement[bool]] = (), **values: Any,
+        self,
+        job_id: uuid.UUID,
+        to: Status,
+        *,
+        message: str | None = None,
+        guards: Sequence[ColumnElement[bool]] = (),
+        **values: Any,
     ) -> JobRecord:
         """Move the job to `to` if its current status allows it, else IllegalTransition.
 
@@ -93,7 +110,8 @@ class JobStore:
             job = session.scalars(
                 update(Job)
                 .where(Job.id == job_id, Job.status.in_(ALLOWED_FROM[to]), *guards)
-                .values(**values).returning(Job),
+                .values(**values)
+                .returning(Job),
                 execution_options={"synchronize_session": False},
             ).one_or_none()
             if job is None:
@@ -115,23 +133,39 @@ class JobStore:
         """queued -> running for one attempt; None when the job is no longer queued."""
         now = utcnow()
         return self.try_transition(
-            job_id, Status.running, attempts=Job.attempts + 1, started_at=now,
-            heartbeat_at=now, handle=handle, message="started",
+            job_id,
+            Status.running,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+            handle=handle,
+            message="started",
         )
 
-    def report(self, job_id: uuid.UUID, *, kind: str, progress: float | None = None,
-               message: str | None = None) -> Status | None:
+    def report(
+        self,
+        job_id: uuid.UUID,
+        *,
+        kind: str,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> Status | None:
         """Append a progress or log event to an active job; returns its status (None if
         the job is no longer active, so a late report from a stopped worker is dropped)."""
         now = utcnow()
-        values: dict[str, Any] = {"event_seq": Job.event_seq + 1, "heartbeat_at": now,
-                                  "updated_at": now}
+        values: dict[str, Any] = {
+            "event_seq": Job.event_seq + 1,
+            "heartbeat_at": now,
+            "updated_at": now,
+        }
         if kind == "progress":
             values.update(progress=progress, progress_message=message)
         with transaction(self.db) as session:
             job = session.scalars(
-                update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
-                .values(**values).returning(Job),
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_(ACTIVE))
+                .values(**values)
+                .returning(Job),
                 execution_options={"synchronize_session": False},
             ).one_or_none()
             if job is None:
@@ -143,8 +177,10 @@ class JobStore:
         """Refresh the heartbeat of an active job; returns its status (None if not active)."""
         with transaction(self.db) as session:
             status = session.scalar(
-                update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
-                .values(heartbeat_at=utcnow()).returning(Job.status)
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_(ACTIVE))
+                .values(heartbeat_at=utcnow())
+                .returning(Job.status)
             )
         return Status(status) if status else None
 
@@ -157,9 +193,10 @@ class JobStore:
         """Record which executor instance holds a queued job; False if someone else does."""
         with transaction(self.db) as session:
             claimed = session.scalar(
-                update(Job).where(Job.id == job_id, Job.status == Status.queued,
-                                  Job.handle.is_(None))
-                .values(handle=handle).returning(Job.id)
+                update(Job)
+                .where(Job.id == job_id, Job.status == Status.queued, Job.handle.is_(None))
+                .values(handle=handle)
+                .returning(Job.id)
             )
         return claimed is not None
 
@@ -167,9 +204,10 @@ class JobStore:
         """Release a queued job held under `handle`, so any executor instance may take it."""
         with transaction(self.db) as session:
             released = session.scalar(
-                update(Job).where(Job.id == job_id, Job.status == Status.queued,
-                                  Job.handle == handle)
-                .values(handle=None).returning(Job.id)
+                update(Job)
+                .where(Job.id == job_id, Job.status == Status.queued, Job.handle == handle)
+                .values(handle=None)
+                .returning(Job.id)
             )
         return released is not None
 
@@ -185,11 +223,13 @@ class JobStore:
             return self.transition(job_id, Status.cancelling, message=message)
         if job.status is Status.cancelling:
             return job
-        raise IllegalTransition(f"the job is {job.status}; only queued or running jobs "
-                                "can be cancelled")
+        raise IllegalTransition(
+            f"the job is {job.status}; only queued or running jobs can be cancelled"
+        )
 
-    def try_cancel(self, job_id: uuid.UUID, *, message: str = "cancel requested"
-                   ) -> JobRecord | None:
+    def try_cancel(
+        self, job_id: uuid.UUID, *, message: str = "cancel requested"
+    ) -> JobRecord | None:
         try:
             return self.request_cancel(job_id, message=message)
         except (IllegalTransition, NotFound):
@@ -213,13 +253,23 @@ class JobStore:
         error = {"type": "worker-lost", "message": reason}
         return (
             self.try_transition(
-                job_id, Status.queued, guards=[Job.attempts < Job.max_attempts],
-                handle=None, error=error, message=f"{reason}; retrying",
+                job_id,
+                Status.queued,
+                guards=[Job.attempts < Job.max_attempts],
+                handle=None,
+                error=error,
+                message=f"{reason}; retrying",
             )
-            or self.try_transition(job_id, Status.failed, guards=[Job.status == Status.running],
-                                   error=error, message=reason)
-            or self.try_transition(job_id, Status.cancelled,
-                                   guards=[Job.status == Status.cancelling], message=reason)
+            or self.try_transition(
+                job_id,
+                Status.failed,
+                guards=[Job.status == Status.running],
+                error=error,
+                message=reason,
+            )
+            or self.try_transition(
+                job_id, Status.cancelled, guards=[Job.status == Status.cancelling], message=reason
+            )
         )
 
     def stale(self, older_than: timedelta) -> list[JobRecord]:
@@ -234,6 +284,12 @@ class JobStore:
 
 def _event(job: Job, kind: str, message: str | None) -> JobEvent:
     return JobEvent(
-        job_id=job.id, owner_id=job.owner_id, seq=job.event_seq, kind=kind,
-        status=job.status, progress=job.progress, message=message, created_at=utcnow(),
+        job_id=job.id,
+        owner_id=job.owner_id,
+        seq=job.event_seq,
+        kind=kind,
+        status=job.status,
+        progress=job.progress,
+        message=message,
+        created_at=utcnow(),
     )

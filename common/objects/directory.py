@@ -126,8 +126,14 @@ class DirectoryStore:
         return count
 
     def _commit(
-        self, key: str, dest: Path, spooled: fsutil.Spooled, etag: str, content_type: str | None,
-        *, durable: bool = True,
+        self,
+        key: str,
+        dest: Path,
+        spooled: fsutil.Spooled,
+        etag: str,
+        content_type: str | None,
+        *,
+        durable: bool = True,
     ) -> ObjectInfo:
         """Publish a spooled file as `key`: sidecar first, then the content."""
         sidecar = fsutil.Sidecar(

@@ -70,8 +70,9 @@ def spool(chunks: Iterable[bytes], tmp_dir: Path, *, durable: bool = True) -> Sp
     return Spooled(Path(name), size, md5.digest(), st.st_mtime_ns, st.st_ino)
 
 
-def publish(tmp: Path, dest: Path, *, what: str, make_parents: bool = True,
-            durable: bool = True) -> None:
+def publish(
+    tmp: Path, dest: Path, *, what: str, make_parents: bool = True, durable: bool = True
+) -> None:
     """Atomically move `tmp` to `dest`, creating parent directories if asked to.
 
     Another thread deleting the last object under a directory prunes it, which can
@@ -134,13 +135,20 @@ def prune_empty_dirs(start: Path, stop: Path) -> None:
 
 
 def write_sidecar(
-    path: Path, sidecar: Sidecar, tmp_dir: Path, *, make_parents: bool = True,
+    path: Path,
+    sidecar: Sidecar,
+    tmp_dir: Path,
+    *,
+    make_parents: bool = True,
     durable: bool = True,
 ) -> None:
     data = json.dumps(asdict(sidecar)).encode()
     publish(
-        spool([data], tmp_dir, durable=durable).path, path, what=f"metadata {path.name!r}",
-        make_parents=make_parents, durable=durable,
+        spool([data], tmp_dir, durable=durable).path,
+        path,
+        what=f"metadata {path.name!r}",
+        make_parents=make_parents,
+        durable=durable,
     )
 
 

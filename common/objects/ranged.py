@@ -41,8 +41,9 @@ class RangedReader(io.RawIOBase):
         What was read from the store so far (for tests and logs).
     """
 
-    def __init__(self, store: Any, key: str, *, size: int | None = None,
-                 read_ahead: int = READ_AHEAD) -> None:
+    def __init__(
+        self, store: Any, key: str, *, size: int | None = None, read_ahead: int = READ_AHEAD
+    ) -> None:
         super().__init__()
         if read_ahead < 1:
             raise ValueError(f"read_ahead must be at least 1, got {read_ahead}")
@@ -90,7 +91,7 @@ class RangedReader(io.RawIOBase):
         if wanted == 0:
             return 0
         data = self._take(self._pos, wanted)
-        view[:len(data)] = data
+        view[: len(data)] = data
         self._pos += len(data)
         return len(data)
 
@@ -106,7 +107,7 @@ class RangedReader(io.RawIOBase):
         first, last = start // size, (start + n - 1) // size
         joined = b"".join(self._block(i) for i in range(first, last + 1))
         offset = start - first * size
-        return joined[offset:offset + n]
+        return joined[offset : offset + n]
 
     def _block(self, index: int) -> bytes:
         block = self._blocks.get(index)

@@ -244,9 +244,7 @@ class Slide(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
-    file_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("files.id", ondelete="CASCADE")
-    )
+    file_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("files.id", ondelete="CASCADE"))
     dataset_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("datasets.id", ondelete="SET NULL"), index=True
     )

@@ -56,8 +56,9 @@ def policy_name(table: str, operation: str) -> str:
     return f"{table}_owner_{operation}"
 
 
-def enable_owner_rls(op: Any, table: str, *, owner_column: str = "owner_id",
-                     index: bool = True) -> None:
+def enable_owner_rls(
+    op: Any, table: str, *, owner_column: str = "owner_id", index: bool = True
+) -> None:
     """Index `owner_column` (unless `index=False`, e.g. when it is the primary key); on
     Supabase also enable RLS with owner-only policies."""
     if not _is_postgres(op):
@@ -83,8 +84,10 @@ def disable_owner_rls(op: Any, table: str) -> None:
     if not _is_postgres(op):
         return
     table = _identifier(table)
-    statements = [f'DROP POLICY IF EXISTS "{policy_name(table, operation)}" ON "{table}";'
-                  for operation in _OPERATIONS]
+    statements = [
+        f'DROP POLICY IF EXISTS "{policy_name(table, operation)}" ON "{table}";'
+        for operation in _OPERATIONS
+    ]
     statements.append(f'ALTER TABLE "{table}" DISABLE ROW LEVEL SECURITY;')
     op.execute(_guarded("TRUE", statements))
 
@@ -94,23 +97,27 @@ def add_to_realtime(op: Any, table: str) -> None:
     if not _is_postgres(op):
         return
     table = _identifier(table)
-    op.execute(_guarded(
-        f"EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{PUBLICATION}') "
-        f"AND NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = '{PUBLICATION}' "
-        f"AND schemaname = current_schema() AND tablename = '{table}')",
-        [f'ALTER PUBLICATION {PUBLICATION} ADD TABLE "{table}";'],
-    ))
+    op.execute(
+        _guarded(
+            f"EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{PUBLICATION}') "
+            f"AND NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = '{PUBLICATION}' "
+            f"AND schemaname = current_schema() AND tablename = '{table}')",
+            [f'ALTER PUBLICATION {PUBLICATION} ADD TABLE "{table}";'],
+        )
+    )
 
 
 def remove_from_realtime(op: Any, table: str) -> None:
     if not _is_postgres(op):
         return
     table = _identifier(table)
-    op.execute(_guarded(
-        f"EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = '{PUBLICATION}' "
-        f"AND schemaname = current_schema() AND tablename = '{table}')",
-        [f'ALTER PUBLICATION {PUBLICATION} DROP TABLE "{table}";'],
-    ))
+    op.execute(
+        _guarded(
+            f"EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = '{PUBLICATION}' "
+            f"AND schemaname = current_schema() AND tablename = '{table}')",
+            [f'ALTER PUBLICATION {PUBLICATION} DROP TABLE "{table}";'],
+        )
+    )
 
 
 def _guarded(condition: str, statements: list[str]) -> str:

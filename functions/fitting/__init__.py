@@ -16,8 +16,22 @@ from functions.fitting.spec import FitSpec, resolve_spec
 from functions.fitting.traces import Traces, read_traces, summarize_traces
 
 __all__ = [
-    "MODELS", "FitArrays", "FitSpec", "Model", "Parameter", "SolverOptions", "Traces",
-    "capability", "fit_traces", "get_model", "list_models", "load_results", "read_traces",
+    "MODELS",
+    "FitArrays",
+    "FitSpec",
+    "Model",
+    "Parameter",
+    "SolverOptions",
+    "Traces",
+    "capability",
+    "fit_traces",
+    "get_model",
+    "list_models",
+    "load_results",
+    "read_traces",
     "resolve_spec",
-    "results_page", "results_table", "summarize_fit", "summarize_traces",
+    "results_page",
+    "results_table",
+    "summarize_fit",
+    "summarize_traces",
 ]

@@ -26,19 +26,25 @@ class FittingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     file_id: uuid.UUID = Field(
-        description="Stored traces file: long CSV (time,fov,cell,value), wide CSV or Parquet.")
+        description="Stored traces file: long CSV (time,fov,cell,value), wide CSV or Parquet."
+    )
     model_type: str = Field("maturation", description="A model from GET /analysis/models.")
     model_params: dict[str, float] | None = Field(
-        None, description="Start values (or values of fixed parameters) by name.")
+        None, description="Start values (or values of fixed parameters) by name."
+    )
     model_bounds: dict[str, tuple[float, float]] | None = Field(
-        None, description="[lower, upper] by parameter name.")
+        None, description="[lower, upper] by parameter name."
+    )
     fixed: dict[str, bool] | list[str] | None = Field(
-        None, description="Per-name fixed flags, or the complete list of fixed parameters.")
+        None, description="Per-name fixed flags, or the complete list of fixed parameters."
+    )
     time_unit: Literal["h", "min", "s"] | None = Field(
-        None, description="Unit of the time column when the file does not say (default h).")
+        None, description="Unit of the time column when the file does not say (default h)."
+    )
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    chunk_size: int = Field(FAN_OUT_TRACES, ge=100,
-                            description="Traces per child job when the file has more.")
+    chunk_size: int = Field(
+        FAN_OUT_TRACES, ge=100, description="Traces per child job when the file has more."
+    )
 
 
 class FittingResult(BaseModel):
@@ -67,16 +73,24 @@ class FittingChunkResult(BaseModel):
 def _spec(params: FittingParams | FittingChunkParams) -> Any:
     from functions.fitting.spec import resolve_spec
 
-    return resolve_spec(params.model_type, params=params.model_params,
-                        bounds=params.model_bounds, fixed=params.fixed)
+    return resolve_spec(
+        params.model_type,
+        params=params.model_params,
+        bounds=params.model_bounds,
+        fixed=params.fixed,
+    )
 
 
 def _device(requested: str, ctx: Context) -> Literal["cpu", "gpu"]:
     return ctx.device if requested == "auto" else requested  # type: ignore[return-value]
 
 
-@capability("fitting", params=FittingParams, result=FittingResult,
-            resources=Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600))
+@capability(
+    "fitting",
+    params=FittingParams,
+    result=FittingResult,
+    resources=Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600),
+)
 def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary, plots."""
     from functions.fitting.fit import fit_traces
@@ -84,21 +98,31 @@ def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
 
     spec = _spec(params)  # a bad model or bounds fails before the file is read
     stored = ctx.file(params.file_id)
-    traces = read_traces(ctx.objects.get_bytes(stored.key), name=stored.name,
-                         time_unit=params.time_unit)
+    traces = read_traces(
+        ctx.objects.get_bytes(stored.key), name=stored.name, time_unit=params.time_unit
+    )
     ctx.progress(0.05, f"{len(traces)} traces read")
     if len(traces) > params.chunk_size:
         fit = _fan_out(params, traces, ctx)
     else:
-        fit = fit_traces(spec, traces.t, traces.y, device=_device(params.device, ctx),
-                         progress=lambda f: ctx.progress(0.05 + 0.85 * f, "fitting"),
-                         cancelled=ctx.cancelled)
+        fit = fit_traces(
+            spec,
+            traces.t,
+            traces.y,
+            device=_device(params.device, ctx),
+            progress=lambda f: ctx.progress(0.05 + 0.85 * f, "fitting"),
+            cancelled=ctx.cancelled,
+        )
     ctx.progress(0.9, "writing results")
     return _save_outputs(params, spec, traces, fit, PurePosixPath(stored.name).stem, ctx)
 
 
-@capability("fitting.chunk", params=FittingChunkParams, result=FittingChunkResult,
-            resources=Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600, retries=1))
+@capability(
+    "fitting.chunk",
+    params=FittingChunkParams,
+    result=FittingChunkResult,
+    resources=Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600, retries=1),
+)
 def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkResult:
     """Fit one slice of traces for a `fitting` job and store the per-trace arrays."""
     from functions.fitting.fit import fit_traces
@@ -106,10 +130,20 @@ def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkR
     spec = _spec(params)
     with np.load(io.BytesIO(ctx.objects.get_bytes(ctx.file(params.chunk_file_id).key))) as z:
         t, y = z["t"], z["y"]
-    fit = fit_traces(spec, t, y, device=_device(params.device, ctx),
-                     progress=lambda f: ctx.progress(f, "fitting"), cancelled=ctx.cancelled)
-    saved = ctx.save_file("fit-arrays.npz", _pack_fit(fit), kind="fitting-chunk",
-                          content_type="application/octet-stream")
+    fit = fit_traces(
+        spec,
+        t,
+        y,
+        device=_device(params.device, ctx),
+        progress=lambda f: ctx.progress(f, "fitting"),
+        cancelled=ctx.cancelled,
+    )
+    saved = ctx.save_file(
+        "fit-arrays.npz",
+        _pack_fit(fit),
+        kind="fitting-chunk",
+        content_type="application/octet-stream",
+    )
     return FittingChunkResult(arrays_file_id=saved.id, n=len(fit))
 
 
@@ -124,12 +158,20 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
         t = traces.t if traces.t.ndim == 1 else traces.t[start:stop]
         buf = io.BytesIO()
         np.savez(buf, t=t, y=traces.y[start:stop])
-        chunk = ctx.save_file(f"fitting-chunk-{start}.npz", buf.getvalue(),
-                              kind="fitting-chunk", content_type="application/octet-stream")
+        chunk = ctx.save_file(
+            f"fitting-chunk-{start}.npz",
+            buf.getvalue(),
+            kind="fitting-chunk",
+            content_type="application/octet-stream",
+        )
         child = FittingChunkParams(
-            chunk_file_id=chunk.id, model_type=params.model_type,
-            model_params=params.model_params, model_bounds=params.model_bounds,
-            fixed=params.fixed, device=params.device)
+            chunk_file_id=chunk.id,
+            model_type=params.model_type,
+            model_params=params.model_params,
+            model_bounds=params.model_bounds,
+            fixed=params.fixed,
+            device=params.device,
+        )
         jobs.append(ctx.spawn("fitting.chunk", child))
     ctx.log(f"fitting {n} traces in {len(jobs)} child jobs of up to {size}")
     parts = []
@@ -137,8 +179,9 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
         (outcome,) = ctx.gather([job])
         if outcome.status != "succeeded" or not outcome.result:
             message = (outcome.error or {}).get("message", outcome.status)
-            raise ApertureError(f"child job {outcome.job_id} (traces from {i * size}) "
-                                f"did not succeed: {message}")
+            raise ApertureError(
+                f"child job {outcome.job_id} (traces from {i * size}) did not succeed: {message}"
+            )
         arrays = ctx.file(uuid.UUID(str(outcome.result["arrays_file_id"])))
         parts.append(_unpack_fit(ctx.objects.get_bytes(arrays.key)))
         ctx.progress(0.05 + 0.85 * (i + 1) / len(jobs), f"chunk {i + 1}/{len(jobs)} done")
@@ -150,8 +193,13 @@ _FIT_FIELDS = ("params", "stderr", "ss_res", "r_squared", "n_points", "iteration
 
 def _pack_fit(fit: Any) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, names=np.array(fit.names), free=fit.free, device=np.array(fit.device),
-             **{k: getattr(fit, k) for k in _FIT_FIELDS})
+    np.savez(
+        buf,
+        names=np.array(fit.names),
+        free=fit.free,
+        device=np.array(fit.device),
+        **{k: getattr(fit, k) for k in _FIT_FIELDS},
+    )
     return buf.getvalue()
 
 
@@ -160,8 +208,12 @@ def _unpack_fit(data: bytes) -> Any:
 
     with np.load(io.BytesIO(data)) as z:
         arrays: dict[str, Any] = {k: z[k] for k in _FIT_FIELDS}
-        return FitArrays(names=tuple(str(v) for v in z["names"]), free=z["free"],
-                         device=str(z["device"]), **arrays)
+        return FitArrays(
+            names=tuple(str(v) for v in z["names"]),
+            free=z["free"],
+            device=str(z["device"]),
+            **arrays,
+        )
 
 
 def _merge(parts: list[Any]) -> Any:
@@ -169,7 +221,8 @@ def _merge(parts: list[Any]) -> Any:
 
     first = parts[0]
     arrays: dict[str, Any] = {
-        k: np.concatenate([getattr(p, k) for p in parts]) for k in _FIT_FIELDS}
+        k: np.concatenate([getattr(p, k) for p in parts]) for k in _FIT_FIELDS
+    }
     return FitArrays(names=first.names, free=first.free, device=first.device, **arrays)
 
 
@@ -181,19 +234,26 @@ def _save_outputs(
 
     model = params.model_type
     table = results_table(fit, traces.fov, traces.cell, model)
-    csv = ctx.save_file(f"{base}_{model}_fits.csv", to_csv(table), content_type="text/csv",
-                        kind="fit-results")
-    parquet = ctx.save_file(f"{base}_{model}_fits.parquet", to_parquet(table),
-                            content_type="application/vnd.apache.parquet", kind="fit-results")
+    csv = ctx.save_file(
+        f"{base}_{model}_fits.csv", to_csv(table), content_type="text/csv", kind="fit-results"
+    )
+    parquet = ctx.save_file(
+        f"{base}_{model}_fits.parquet",
+        to_parquet(table),
+        content_type="application/vnd.apache.parquet",
+        kind="fit-results",
+    )
     plots = {}
     for name, png in fit_plots(fit, traces.t, traces.y, model).items():
         if ctx.cancelled():
             raise JobCancelled()
         plots[name.removesuffix(".png")] = ctx.save_file(
-            f"{base}_{model}_{name}", png, content_type="image/png", kind="fit-plot").id
+            f"{base}_{model}_{name}", png, content_type="image/png", kind="fit-plot"
+        ).id
     summary = summarize_fit(fit, model)
     summary["spec"] = spec.as_dict()
     summary["time_units"] = traces.time_unit
     ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
-    return FittingResult(summary=summary, results_file_id=csv.id, parquet_file_id=parquet.id,
-                         plot_file_ids=plots)
+    return FittingResult(
+        summary=summary, results_file_id=csv.id, parquet_file_id=parquet.id, plot_file_ids=plots
+    )

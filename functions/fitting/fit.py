@@ -107,8 +107,7 @@ def fit_traces(
             progress(done / n)
 
     threads = workers if be.name == "cpu" else 1
-    out = solve(xp, spec, td, yd, w, opt, progress=report, cancelled=cancelled,
-                workers=threads)
+    out = solve(xp, spec, td, yd, w, opt, progress=report, cancelled=cancelled, workers=threads)
     kinks = [i for i, p in enumerate(spec.model.parameters) if p.kink and spec.free[i]]
     if kinks and opt.multistart:
         _cross_kink(xp, spec, td, yd, w, out, opt, kinks[0], threads)
@@ -123,9 +122,13 @@ def fit_traces(
     if progress is not None:
         progress(1.0)
     return FitArrays(
-        names=spec.names, free=spec.free.copy(), device=be.name,
-        params=be.to_numpy(out.params), stderr=be.to_numpy(stderr),
-        ss_res=be.to_numpy(ss_res), r_squared=be.to_numpy(r2),
+        names=spec.names,
+        free=spec.free.copy(),
+        device=be.name,
+        params=be.to_numpy(out.params),
+        stderr=be.to_numpy(stderr),
+        ss_res=be.to_numpy(ss_res),
+        r_squared=be.to_numpy(r2),
         n_points=be.to_numpy(npts).astype(np.int64),
         iterations=be.to_numpy(out.iterations).astype(np.int64),
         status=be.to_numpy(out.status).astype(np.int64),
@@ -133,8 +136,15 @@ def fit_traces(
 
 
 def _cross_kink(
-    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, out: SolveOutput,
-    opt: SolverOptions, col: int, workers: int,
+    xp: ModuleType,
+    spec: FitSpec,
+    t: Any,
+    y: Any,
+    w: Any,
+    out: SolveOutput,
+    opt: SolverOptions,
+    col: int,
+    workers: int,
 ) -> None:
     """Retry fits whose onset ended within a quarter sample interval of a sample time,
     from the mirror point on that sample's other side; keep the better fit.
@@ -159,8 +169,17 @@ def _cross_kink(
         return
     starts = out.params.copy()
     starts[:, col] = mirror
-    again = solve(xp, spec, t, y, w, replace(opt, multistart=False), workers=workers,
-                  starts=starts, rows=retry_rows)
+    again = solve(
+        xp,
+        spec,
+        t,
+        y,
+        w,
+        replace(opt, multistart=False),
+        workers=workers,
+        starts=starts,
+        rows=retry_rows,
+    )
     better = xp.zeros(y.shape[0], dtype=bool)
     better[xp.asarray(retry_rows)] = True
     better &= (again.status == CONVERGED) & (again.cost < out.cost)
@@ -201,9 +220,7 @@ def _validate(t: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     if t2.ndim == 1:
         t2 = t2[None, :]
     if t2.ndim != 2 or t2.shape[1] != y2.shape[1] or t2.shape[0] not in (1, y2.shape[0]):
-        raise ValueError(
-            f"t must be (T,) or (N, T) matching y {y2.shape}, got shape {np.shape(t)}"
-        )
+        raise ValueError(f"t must be (T,) or (N, T) matching y {y2.shape}, got shape {np.shape(t)}")
     return t2, y2
 
 

@@ -113,9 +113,7 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
     return value, cols
 
 
-def maturation_blocked(
-    xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str]
-) -> Any:
+def maturation_blocked(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str]) -> Any:
     t0, g0, gu0, km, beta, offset = (p[k] for k in ("t0", "G0", "Gu0", "km", "beta", "offset"))
     on = t > t0
     u = xp.where(on, t - t0, 0.0)
@@ -163,9 +161,7 @@ def trivial(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str]) 
     return value, cols
 
 
-def exponential_decay(
-    xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str]
-) -> Any:
+def exponential_decay(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str]) -> Any:
     amp, rate, offset = p["amplitude"], p["rate"], p["offset"]
     e = xp.exp(-rate * t)
     value = amp * e + offset

@@ -52,8 +52,12 @@ class Parameter:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "default": self.default, "lower": self.lower,
-            "upper": self.upper, "unit": self.unit, "fixed": self.fixed,
+            "name": self.name,
+            "default": self.default,
+            "lower": self.lower,
+            "upper": self.upper,
+            "unit": self.unit,
+            "fixed": self.fixed,
             "description": self.description,
         }
 
@@ -76,7 +80,9 @@ class Model:
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready description served by `GET /api/v1/analysis/models`."""
         return {
-            "name": self.name, "description": self.description, "equation": self.equation,
+            "name": self.name,
+            "description": self.description,
+            "equation": self.equation,
             "parameters": [p.as_dict() for p in self.parameters],
         }
 
@@ -146,91 +152,120 @@ def _register(model: Model) -> None:
     MODELS[model.name] = model
 
 
-_register(Model(
-    name="maturation",
-    description="Fluorescent-protein expression after mRNA transfection with a maturation "
-    "step: translation from decaying mRNA (β), maturation (km), protein degradation (δ).",
-    equation="y = scale·(ktl·[e^{-(β+km)dt}/(b+km) - e^{-β·dt}/b + km·e^{-δ·dt}/(b·(b+km))]"
-    "·[dt>0] + offset), dt = t - t0, b = β - δ",
-    parameters=(
-        Parameter("t0", 0.0, -1.0, 1.0, "h", grid="linear", n_starts=2,
-                  description="onset of expression"),
-        Parameter("ktl", 1e3, 1.0, 5e8, "a.u./h", linear=True, description="translation rate"),
-        Parameter("delta", 1e-2, 1e-5, 11.0, "1/h", grid="rate", n_starts=4,
-                  description="protein degradation rate"),
-        Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True, description="background"),
-        Parameter("km", 1.28, 1e-5, 30.0, "1/h", fixed=True, description="maturation rate"),
-        Parameter("beta", 5.22e-3, 1e-5, 10.0, "1/h", fixed=True,
-                  description="mRNA degradation rate"),
-        Parameter("scale", 1.0, 1e-6, _BIG, "", fixed=True, description="signal scale"),
-    ),
-    kernel=kernels.maturation,
-))
-_register(Model(
-    name="maturation_blocked",
-    description="Maturation of already-translated protein after translation is blocked: "
-    "mature (G0) and unmaturated (Gu0) pools at t0.",
-    equation="y = [dt>0]·(G0·e^{-β·dt} + Gu0·(e^{-β·dt} - e^{-(β+km)·dt})) + offset",
-    parameters=(
-        Parameter("t0", 0.0, 0.0, 1.0, "h", grid="frames", n_starts=6),
-        Parameter("G0", 100.0, 0.0, _BIG, "a.u.", linear=True),
-        Parameter("Gu0", 100.0, 0.0, _BIG, "a.u.", linear=True),
-        Parameter("km", 1.28, 1e-5, 30.0, "1/h", grid="rate", n_starts=2),
-        Parameter("beta", 5.22e-3, 1e-5, 10.0, "1/h", grid="rate", n_starts=2),
-        Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True),
-    ),
-    kernel=kernels.maturation_blocked,
-    lm_starts=6,  # the [dt > 0] step makes the cost jump at every sample time
-))
-_register(Model(
-    name="trivial",
-    description="Two-stage expression without maturation: translation from decaying mRNA "
-    "(β) and protein degradation (δ).",
-    equation="y = offset + [dt>0]·(ktl/(δ-β))·(1 - e^{-(δ-β)dt})·e^{-β·dt}",
-    parameters=(
-        Parameter("t0", 2.0, 0.0, 30.0, "h", grid="time", n_starts=7, kink=True),
-        Parameter("ktl", 20.0, 1.0, _BIG, "a.u./h", linear=True),
-        Parameter("delta", 0.07, 1e-5, 10.1, "1/h", grid="rate", n_starts=3),
-        Parameter("beta", 0.0436275356035, 1e-5, 10.0, "1/h"),
-        Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True),
-    ),
-    kernel=kernels.trivial,
-))
-_register(Model(
-    name="exponential_decay",
-    description="Single exponential decay to a plateau (bleaching, degradation chase).",
-    equation="y = amplitude·e^{-rate·t} + offset",
-    parameters=(
-        Parameter("amplitude", 1.0, -1e12, 1e12, "a.u.", linear=True),
-        Parameter("rate", 0.1, 1e-9, 1e6, "1/time", grid="rate", n_starts=5),
-        Parameter("offset", 0.0, -1e12, 1e12, "a.u.", linear=True),
-    ),
-    kernel=kernels.exponential_decay,
-))
-_register(Model(
-    name="logistic_growth",
-    description="Logistic (sigmoidal) growth to a capacity above a baseline.",
-    equation="y = offset + capacity/(1 + e^{-rate·(t - t_mid)})",
-    parameters=(
-        Parameter("capacity", 1.0, -1e12, 1e12, "a.u.", linear=True),
-        Parameter("rate", 1.0, 1e-9, 1e6, "1/time", grid="rate", n_starts=3),
-        Parameter("t_mid", 0.0, -1e9, 1e9, "time", grid="time", n_starts=5),
-        Parameter("offset", 0.0, -1e12, 1e12, "a.u.", linear=True),
-    ),
-    kernel=kernels.logistic_growth,
-))
-_register(Model(
-    name="hill",
-    description="Hill dose-response curve (x = dose or concentration, x ≥ 0).",
-    equation="y = bottom + (top - bottom)·x^n/(ec50^n + x^n)",
-    parameters=(
-        Parameter("bottom", 0.0, -1e12, 1e12, "a.u.", linear=True),
-        Parameter("top", 1.0, -1e12, 1e12, "a.u.", linear=True),
-        Parameter("ec50", 1.0, 1e-12, 1e12, "dose", grid="dose", n_starts=5),
-        Parameter("n", 1.0, 0.05, 20.0, "", grid="linear", n_starts=0),
-    ),
-    kernel=kernels.hill,
-))
+_register(
+    Model(
+        name="maturation",
+        description="Fluorescent-protein expression after mRNA transfection with a maturation "
+        "step: translation from decaying mRNA (β), maturation (km), protein degradation (δ).",
+        equation="y = scale·(ktl·[e^{-(β+km)dt}/(b+km) - e^{-β·dt}/b + km·e^{-δ·dt}/(b·(b+km))]"
+        "·[dt>0] + offset), dt = t - t0, b = β - δ",
+        parameters=(
+            Parameter(
+                "t0",
+                0.0,
+                -1.0,
+                1.0,
+                "h",
+                grid="linear",
+                n_starts=2,
+                description="onset of expression",
+            ),
+            Parameter("ktl", 1e3, 1.0, 5e8, "a.u./h", linear=True, description="translation rate"),
+            Parameter(
+                "delta",
+                1e-2,
+                1e-5,
+                11.0,
+                "1/h",
+                grid="rate",
+                n_starts=4,
+                description="protein degradation rate",
+            ),
+            Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True, description="background"),
+            Parameter("km", 1.28, 1e-5, 30.0, "1/h", fixed=True, description="maturation rate"),
+            Parameter(
+                "beta", 5.22e-3, 1e-5, 10.0, "1/h", fixed=True, description="mRNA degradation rate"
+            ),
+            Parameter("scale", 1.0, 1e-6, _BIG, "", fixed=True, description="signal scale"),
+        ),
+        kernel=kernels.maturation,
+    )
+)
+_register(
+    Model(
+        name="maturation_blocked",
+        description="Maturation of already-translated protein after translation is blocked: "
+        "mature (G0) and unmaturated (Gu0) pools at t0.",
+        equation="y = [dt>0]·(G0·e^{-β·dt} + Gu0·(e^{-β·dt} - e^{-(β+km)·dt})) + offset",
+        parameters=(
+            Parameter("t0", 0.0, 0.0, 1.0, "h", grid="frames", n_starts=6),
+            Parameter("G0", 100.0, 0.0, _BIG, "a.u.", linear=True),
+            Parameter("Gu0", 100.0, 0.0, _BIG, "a.u.", linear=True),
+            Parameter("km", 1.28, 1e-5, 30.0, "1/h", grid="rate", n_starts=2),
+            Parameter("beta", 5.22e-3, 1e-5, 10.0, "1/h", grid="rate", n_starts=2),
+            Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True),
+        ),
+        kernel=kernels.maturation_blocked,
+        lm_starts=6,  # the [dt > 0] step makes the cost jump at every sample time
+    )
+)
+_register(
+    Model(
+        name="trivial",
+        description="Two-stage expression without maturation: translation from decaying mRNA "
+        "(β) and protein degradation (δ).",
+        equation="y = offset + [dt>0]·(ktl/(δ-β))·(1 - e^{-(δ-β)dt})·e^{-β·dt}",
+        parameters=(
+            Parameter("t0", 2.0, 0.0, 30.0, "h", grid="time", n_starts=7, kink=True),
+            Parameter("ktl", 20.0, 1.0, _BIG, "a.u./h", linear=True),
+            Parameter("delta", 0.07, 1e-5, 10.1, "1/h", grid="rate", n_starts=3),
+            Parameter("beta", 0.0436275356035, 1e-5, 10.0, "1/h"),
+            Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True),
+        ),
+        kernel=kernels.trivial,
+    )
+)
+_register(
+    Model(
+        name="exponential_decay",
+        description="Single exponential decay to a plateau (bleaching, degradation chase).",
+        equation="y = amplitude·e^{-rate·t} + offset",
+        parameters=(
+            Parameter("amplitude", 1.0, -1e12, 1e12, "a.u.", linear=True),
+            Parameter("rate", 0.1, 1e-9, 1e6, "1/time", grid="rate", n_starts=5),
+            Parameter("offset", 0.0, -1e12, 1e12, "a.u.", linear=True),
+        ),
+        kernel=kernels.exponential_decay,
+    )
+)
+_register(
+    Model(
+        name="logistic_growth",
+        description="Logistic (sigmoidal) growth to a capacity above a baseline.",
+        equation="y = offset + capacity/(1 + e^{-rate·(t - t_mid)})",
+        parameters=(
+            Parameter("capacity", 1.0, -1e12, 1e12, "a.u.", linear=True),
+            Parameter("rate", 1.0, 1e-9, 1e6, "1/time", grid="rate", n_starts=3),
+            Parameter("t_mid", 0.0, -1e9, 1e9, "time", grid="time", n_starts=5),
+            Parameter("offset", 0.0, -1e12, 1e12, "a.u.", linear=True),
+        ),
+        kernel=kernels.logistic_growth,
+    )
+)
+_register(
+    Model(
+        name="hill",
+        description="Hill dose-response curve (x = dose or concentration, x ≥ 0).",
+        equation="y = bottom + (top - bottom)·x^n/(ec50^n + x^n)",
+        parameters=(
+            Parameter("bottom", 0.0, -1e12, 1e12, "a.u.", linear=True),
+            Parameter("top", 1.0, -1e12, 1e12, "a.u.", linear=True),
+            Parameter("ec50", 1.0, 1e-12, 1e12, "dose", grid="dose", n_starts=5),
+            Parameter("n", 1.0, 0.05, 20.0, "", grid="linear", n_starts=0),
+        ),
+        kernel=kernels.hill,
+    )
+)
 
 
 def get_model(name: str) -> Model:

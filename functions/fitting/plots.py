@@ -45,7 +45,7 @@ def parameter_histograms(fit: FitArrays, *, bins: int = 40) -> bytes:
             ax.hist(values, bins=bins, color="#3b6ea8")
         ax.set_title(f"{name} (n={values.size})")
         ax.set_ylabel("traces")
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     return _png(fig)
 
@@ -72,8 +72,11 @@ def example_fits(
     order = np.flatnonzero(fit.success & np.isfinite(fit.r_squared))
     order = order[np.argsort(fit.r_squared[order])[::-1]]
     mid = max(len(order) // 2 - per_group // 2, 0)
-    groups = [("best", order[:per_group]), ("median", order[mid : mid + per_group]),
-              ("worst", order[::-1][:per_group][::-1])]
+    groups = [
+        ("best", order[:per_group]),
+        ("median", order[mid : mid + per_group]),
+        ("worst", order[::-1][:per_group][::-1]),
+    ]
     fig, axes = _figure(3, per_group, (4.0 * per_group, 9.0))
     t2 = np.broadcast_to(np.atleast_2d(t), y.shape)
     for g, (label, rows) in enumerate(groups):
@@ -93,9 +96,7 @@ def example_fits(
     return _png(fig)
 
 
-def fit_plots(
-    fit: FitArrays, t: np.ndarray, y: np.ndarray, model: str
-) -> dict[str, bytes]:
+def fit_plots(fit: FitArrays, t: np.ndarray, y: np.ndarray, model: str) -> dict[str, bytes]:
     """All plot artefacts by file name."""
     return {
         "parameters.png": parameter_histograms(fit),

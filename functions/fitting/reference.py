@@ -66,8 +66,9 @@ def fit_reference(
             full[free] = p
             return model.jacobian(ti, full)[0][:, free]  # type: ignore[no-any-return]
 
-        res = least_squares(residual, x0, bounds=(lower, upper),
-                            jac=jacobian if jac == "analytic" else "2-point")
+        res = least_squares(
+            residual, x0, bounds=(lower, upper), jac=jacobian if jac == "analytic" else "2-point"
+        )
         params[i, free] = res.x
         ss_res[i] = 2.0 * res.cost
         converged[i] = res.status > 0

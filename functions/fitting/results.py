@@ -15,7 +15,7 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def quality_band(r_squared: np.ndarray, success: np.ndarray) -> np.ndarray:
-    """"good" (R² > 0.9), "fair" (0.7 < R² ≤ 0.9), "poor" (R² ≤ 0.7), "failed"."""
+    """ "good" (R² > 0.9), "fair" (0.7 < R² ≤ 0.9), "poor" (R² ≤ 0.7), "failed"."""
     r2 = np.nan_to_num(np.asarray(r_squared, dtype=np.float64), nan=0.0)
     band = np.where(r2 > GOOD_R2, "good", np.where(r2 > FAIR_R2, "fair", "poor"))
     return np.where(np.asarray(success, dtype=bool), band, "failed").astype(object)
@@ -33,7 +33,8 @@ def results_table(fit: FitArrays, fov: np.ndarray, cell: np.ndarray, model: str)
     if len(fov) != n or len(cell) != n:
         raise ValueError(f"fov {len(fov)} and cell {len(cell)} must match {n} fitted traces")
     cols: dict[str, Any] = {
-        "fov": _column(fov), "cell": _column(cell),
+        "fov": _column(fov),
+        "cell": _column(cell),
         "model_type": pa.array([model] * n, type=pa.string()),
         "success": pa.array(fit.success),
         "r_squared": pa.array(fit.r_squared),
@@ -112,10 +113,16 @@ def summarize_fit(fit: FitArrays, model: str) -> dict[str, Any]:
         values = fit.params[ok, i]
         values = values[np.isfinite(values)]
         params[name] = (
-            {"mean": float(values.mean()), "std": float(values.std()),
-             **{f"q{int(q * 100):02d}": float(v)
-                for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True)}}
-            if values.size else None
+            {
+                "mean": float(values.mean()),
+                "std": float(values.std()),
+                **{
+                    f"q{int(q * 100):02d}": float(v)
+                    for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True)
+                },
+            }
+            if values.size
+            else None
         )
     return {
         "model_type": model,
@@ -123,11 +130,16 @@ def summarize_fit(fit: FitArrays, model: str) -> dict[str, Any]:
         "succeeded": int(ok.sum()),
         "failed": int((~ok).sum()),
         "failures_by_reason": reasons,
-        "r_squared": {"mean": float(r2.mean()) if r2.size else None,
-                      "median": float(np.median(r2)) if r2.size else None},
+        "r_squared": {
+            "mean": float(r2.mean()) if r2.size else None,
+            "median": float(np.median(r2)) if r2.size else None,
+        },
         "quality": {b: int((bands == b).sum()) for b in ("good", "fair", "poor", "failed")},
         "parameters": params,
-        "fixed": {n: float(fit.params[0, i]) for i, n in enumerate(fit.names)
-                  if not fit.free[i] and len(fit)},
+        "fixed": {
+            n: float(fit.params[0, i])
+            for i, n in enumerate(fit.names)
+            if not fit.free[i] and len(fit)
+        },
         "device": fit.device,
     }

@@ -130,16 +130,17 @@ def solve(
     status[xp.repeat(npts < max(k, 1), m)] = TOO_FEW_POINTS
     out = SolveOutput(
         params=xp.tile(xp.asarray(spec.start)[None, :], (n * m, 1)),
-        cost=xp.full(n * m, xp.nan), hess=xp.full((n * m, k, k), xp.nan),
-        iterations=xp.zeros(n * m, dtype=xp.int32), status=status,
+        cost=xp.full(n * m, xp.nan),
+        hess=xp.full((n * m, k, k), xp.nan),
+        iterations=xp.zeros(n * m, dtype=xp.int32),
+        status=status,
     )
     # With m > 1 every trace is fitted from its m best start candidates as m virtual
     # rows (trace i -> rows i*m .. i*m+m-1), and the best converged run is kept.
     queue = np.flatnonzero(_host(xp, status) == MAX_ITER)
     if rows is not None:
         queue = np.intersect1d(queue, rows)
-    streams = [_Stream(xp, spec, t, y, w, out, options, m, starts)
-               for _ in range(max(workers, 1))]
+    streams = [_Stream(xp, spec, t, y, w, out, options, m, starts) for _ in range(max(workers, 1))]
     parts = np.array_split(queue, len(streams))
     report = None
     if progress is not None:
@@ -167,8 +168,11 @@ def _best_of(xp: ModuleType, out: SolveOutput, n: int, m: int) -> SolveOutput:
     rank = xp.where(ok.any(axis=1, keepdims=True), rank, xp.where(xp.isnan(cost), xp.inf, cost))
     pick = xp.arange(n) * m + xp.argmin(rank, axis=1)
     return SolveOutput(
-        params=out.params[pick], cost=out.cost[pick], hess=out.hess[pick],
-        iterations=out.iterations.reshape(n, m).sum(axis=1), status=out.status[pick],
+        params=out.params[pick],
+        cost=out.cost[pick],
+        hess=out.hess[pick],
+        iterations=out.iterations.reshape(n, m).sum(axis=1),
+        status=out.status[pick],
     )
 
 
@@ -179,8 +183,24 @@ def _host(xp: ModuleType, a: Any) -> np.ndarray:
 class _State:
     """Working arrays of the traces being iterated (their rows of the input in `idx`)."""
 
-    FIELDS = ("t", "y", "w", "p", "idx", "lo", "hi", "lam", "nu", "it", "D", "done", "live",
-              "r", "cost", "J")
+    FIELDS = (
+        "t",
+        "y",
+        "w",
+        "p",
+        "idx",
+        "lo",
+        "hi",
+        "lam",
+        "nu",
+        "it",
+        "D",
+        "done",
+        "live",
+        "r",
+        "cost",
+        "J",
+    )
     t: Any  # (n, T) or (1, T) times
     y: Any  # (n, T) data, 0 where missing
     w: Any  # (n, T) weights
@@ -240,8 +260,16 @@ class _Stream:
     """One Levenberg-Marquardt working set fed from a queue of trace rows."""
 
     def __init__(
-        self, xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, out: SolveOutput,
-        opt: SolverOptions, m: int = 1, starts: Any | None = None,
+        self,
+        xp: ModuleType,
+        spec: FitSpec,
+        t: Any,
+        y: Any,
+        w: Any,
+        out: SolveOutput,
+        opt: SolverOptions,
+        m: int = 1,
+        starts: Any | None = None,
     ) -> None:
         self.xp, self.spec, self.t, self.y, self.w, self.out, self.opt = xp, spec, t, y, w, out, opt
         self.m, self.starts = m, starts
@@ -251,7 +279,9 @@ class _Stream:
         self.finished = 0
 
     def run(
-        self, queue: np.ndarray, progress: Callable[[int], None] | None,
+        self,
+        queue: np.ndarray,
+        progress: Callable[[int], None] | None,
         cancelled: Callable[[], bool] | None,
     ) -> None:
         size = max(self.opt.working_set, 1)
@@ -287,8 +317,9 @@ class _Stream:
         if self.starts is not None:
             starts = self.starts[real][None]
         else:
-            starts = choose_starts(xp, self.spec, t, self.y[real], self.w[real],
-                                   multistart=self.opt.multistart, keep=m)
+            starts = choose_starts(
+                xp, self.spec, t, self.y[real], self.w[real], multistart=self.opt.multistart, keep=m
+            )
         inv = xp.asarray(inverse)
         p = starts[xp.asarray(rows_host % m), inv]
         t = t if t.shape[0] == 1 else t[inv]
@@ -296,10 +327,21 @@ class _Stream:
         rows = xp.asarray(rows_host)
         n, k = rows.shape[0], self.free.size
         lo, hi = self._piece_bounds(t, w, p)
-        s = _State(t=t, y=y, w=w, p=p, idx=rows, lo=lo, hi=hi,
-                   lam=xp.full(n, 1e-3), nu=xp.full(n, 2.0),
-                   it=xp.ones(n, dtype=xp.int32), D=xp.zeros((n, k)),
-                   done=xp.zeros(n, dtype=bool), live=xp.ones(n, dtype=bool))
+        s = _State(
+            t=t,
+            y=y,
+            w=w,
+            p=p,
+            idx=rows,
+            lo=lo,
+            hi=hi,
+            lam=xp.full(n, 1e-3),
+            nu=xp.full(n, 2.0),
+            it=xp.ones(n, dtype=xp.int32),
+            D=xp.zeros((n, k)),
+            done=xp.zeros(n, dtype=bool),
+            live=xp.ones(n, dtype=bool),
+        )
         s.r, s.cost, s.J = self._evaluate(s, p)
         bad = ~xp.isfinite(s.cost)
         if bool(bad.any()):
@@ -401,9 +443,7 @@ class _Stream:
         step = trial_f - pf
         trial = s.p.copy()
         trial[:, free] = trial_f
-        pred = xp.einsum("nk,nk->n", step, g_eff) - 0.5 * xp.einsum(
-            "nk,nkj,nj->n", step, A, step
-        )
+        pred = xp.einsum("nk,nk->n", step, g_eff) - 0.5 * xp.einsum("nk,nkj,nj->n", step, A, step)
         # A lightly damped step that promises less than ftol of the cost: the point is
         # converged (MINPACK's predicted-reduction test); skip evaluating the step.
         settled = (s.lam <= 1e-2) & (pred >= 0) & (pred <= 0.1 * opt.ftol * s.cost) & s.live
@@ -415,7 +455,13 @@ class _Stream:
             keep = s.compact(xp, below=COMPACT_BELOW)
             if keep is not None:
                 A, g_eff, pf, step, trial, pred = (
-                    A[keep], g_eff[keep], pf[keep], step[keep], trial[keep], pred[keep])
+                    A[keep],
+                    g_eff[keep],
+                    pf[keep],
+                    step[keep],
+                    trial[keep],
+                    pred[keep],
+                )
                 lo, hi = s.lo, s.hi
         r_new, cost_new, J_new = self._evaluate(s, trial)
         actual = s.cost - cost_new

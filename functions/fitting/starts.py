@@ -70,8 +70,7 @@ def _candidates(
         for i, p in enumerate(spec.model.parameters)
         if spec.free[i] and p.grid is not None and p.n_starts > 0
     ]
-    frames = [k for k, (i, _) in enumerate(gridded)
-              if spec.model.parameters[i].grid == "frames"]
+    frames = [k for k, (i, _) in enumerate(gridded) if spec.model.parameters[i].grid == "frames"]
     out, groups = [start], [-1]
     for c, combo in enumerate(itertools.product(*(range(g.shape[1]) for _, g in gridded))):
         cand = start.copy()
@@ -82,13 +81,9 @@ def _candidates(
     return out, groups
 
 
-def _project(
-    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, p: Any
-) -> tuple[Any, Any, Any]:
+def _project(xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, p: Any) -> tuple[Any, Any, Any]:
     """Solve for the free linear parameters at `p`: (projected p, its cost, raw cost)."""
-    lin = [
-        i for i, q in enumerate(spec.model.parameters) if spec.free[i] and q.linear
-    ]
+    lin = [i for i, q in enumerate(spec.model.parameters) if spec.free[i] and q.linear]
     names = [spec.names[i] for i in lin]
     f, cols = spec.model.evaluate(xp, t, p, frozenset(names))
     r = (y - f) * w
@@ -125,7 +120,13 @@ def _project(
 
 
 def choose_starts(
-    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, *, multistart: bool = True,
+    xp: ModuleType,
+    spec: FitSpec,
+    t: Any,
+    y: Any,
+    w: Any,
+    *,
+    multistart: bool = True,
     keep: int = 1,
 ) -> Any:
     """Best starting point per trace, `(n, P)`.
@@ -161,8 +162,7 @@ def choose_starts(
         t, y, w = (xp.ascontiguousarray(a[:, ::stride]) for a in (t, y, w))
     # All candidates in one batch: rows c*n .. c*n+n-1 hold candidate c.
     count = len(cands)
-    t_all, y_all, w_all = (
-        a if a.shape[0] == 1 else xp.concatenate([a] * count) for a in (t, y, w))
+    t_all, y_all, w_all = (a if a.shape[0] == 1 else xp.concatenate([a] * count) for a in (t, y, w))
     q, cost, raw = _project(xp, spec, t_all, y_all, w_all, xp.concatenate(cands))
     points = [cands[0], *(q[c * n : (c + 1) * n] for c in range(count))]
     costs = [raw[:n], *(cost[c * n : (c + 1) * n] for c in range(count))]
@@ -183,4 +183,3 @@ def choose_starts(
     cols = xp.arange(n)
     picks = [best[order[min(j, len(best_idx) - 1)], cols] for j in range(keep)]
     return xp.stack([stacked[pick, cols] for pick in picks])  # (keep, n, P)
-

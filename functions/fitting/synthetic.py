@@ -17,30 +17,42 @@ from functions.fitting.models import get_model
 # Per model: name -> ("uniform" | "log", low, high); unlisted parameters keep defaults.
 RANGES: dict[str, dict[str, tuple[str, float, float]]] = {
     "maturation": {
-        "t0": ("uniform", -0.8, 0.8), "ktl": ("log", 3e2, 1e4),
-        "delta": ("log", 1e-2, 0.3), "offset": ("uniform", 0.0, 200.0),
+        "t0": ("uniform", -0.8, 0.8),
+        "ktl": ("log", 3e2, 1e4),
+        "delta": ("log", 1e-2, 0.3),
+        "offset": ("uniform", 0.0, 200.0),
     },
     "maturation_blocked": {
-        "t0": ("uniform", 0.1, 0.9), "G0": ("uniform", 100.0, 1000.0),
-        "Gu0": ("uniform", 100.0, 1000.0), "km": ("log", 0.3, 3.0),
-        "beta": ("log", 0.02, 0.2), "offset": ("uniform", 0.0, 100.0),
+        "t0": ("uniform", 0.1, 0.9),
+        "G0": ("uniform", 100.0, 1000.0),
+        "Gu0": ("uniform", 100.0, 1000.0),
+        "km": ("log", 0.3, 3.0),
+        "beta": ("log", 0.02, 0.2),
+        "offset": ("uniform", 0.0, 100.0),
     },
     "trivial": {
-        "t0": ("uniform", 1.0, 6.0), "ktl": ("log", 10.0, 300.0),
-        "delta": ("log", 0.15, 0.4), "beta": ("log", 0.02, 0.08),
+        "t0": ("uniform", 1.0, 6.0),
+        "ktl": ("log", 10.0, 300.0),
+        "delta": ("log", 0.15, 0.4),
+        "beta": ("log", 0.02, 0.08),
         "offset": ("uniform", 0.0, 50.0),
     },
     "exponential_decay": {
-        "amplitude": ("uniform", 50.0, 500.0), "rate": ("log", 0.03, 0.3),
+        "amplitude": ("uniform", 50.0, 500.0),
+        "rate": ("log", 0.03, 0.3),
         "offset": ("uniform", 0.0, 50.0),
     },
     "logistic_growth": {
-        "capacity": ("uniform", 100.0, 1000.0), "rate": ("log", 0.3, 2.0),
-        "t_mid": ("uniform", 8.0, 22.0), "offset": ("uniform", 0.0, 50.0),
+        "capacity": ("uniform", 100.0, 1000.0),
+        "rate": ("log", 0.3, 2.0),
+        "t_mid": ("uniform", 8.0, 22.0),
+        "offset": ("uniform", 0.0, 50.0),
     },
     "hill": {
-        "bottom": ("uniform", 0.0, 50.0), "top": ("uniform", 200.0, 1000.0),
-        "ec50": ("log", 0.1, 10.0), "n": ("uniform", 0.7, 3.0),
+        "bottom": ("uniform", 0.0, 50.0),
+        "top": ("uniform", 200.0, 1000.0),
+        "ec50": ("log", 0.1, 10.0),
+        "n": ("uniform", 0.7, 3.0),
     },
 }
 
@@ -141,8 +153,9 @@ def to_long_csv(traces: SyntheticTraces, *, time_unit: str = "h") -> bytes:
     valid = np.isfinite(traces.y)
     rows, cols = np.nonzero(valid)
     for i, j in zip(rows, cols, strict=True):
-        buf.write(f"{traces.t[j] * factor:.10g},{traces.fov[i]},{traces.cell[i]},"
-                  f"{traces.y[i, j]:.10g}\n")
+        buf.write(
+            f"{traces.t[j] * factor:.10g},{traces.fov[i]},{traces.cell[i]},{traces.y[i, j]:.10g}\n"
+        )
     return buf.getvalue().encode()
 
 

@@ -20,9 +20,18 @@ import numpy as np
 from common.errors import InvalidInput
 
 LONG_COLUMNS = ("time", "fov", "cell", "value")
-UNIT_HOURS = {"h": 1.0, "hour": 1.0, "hours": 1.0, "min": 1 / 60, "minute": 1 / 60,
-              "minutes": 1 / 60, "s": 1 / 3600, "sec": 1 / 3600, "second": 1 / 3600,
-              "seconds": 1 / 3600}
+UNIT_HOURS = {
+    "h": 1.0,
+    "hour": 1.0,
+    "hours": 1.0,
+    "min": 1 / 60,
+    "minute": 1 / 60,
+    "minutes": 1 / 60,
+    "s": 1 / 3600,
+    "sec": 1 / 3600,
+    "second": 1 / 3600,
+    "seconds": 1 / 3600,
+}
 _UNIT_LINE = re.compile(rb"^#\s*time\s*units?\s*:\s*(\w+)", re.IGNORECASE)
 
 
@@ -97,8 +106,7 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
         layout = "wide"
         nan_values = int(np.isnan(y).sum())
     if not np.isfinite(y).any():
-        raise InvalidInput(f"{label}the traces file has no values: every value is missing "
-                           "or NaN")
+        raise InvalidInput(f"{label}the traces file has no values: every value is missing or NaN")
     return Traces(t * UNIT_HOURS[unit], y, fov, cell, unit, layout, nan_values)
 
 
@@ -120,7 +128,8 @@ def _read_csv(data: bytes, label: str) -> tuple[Any, str | None]:
         raise InvalidInput(f"{label}the traces file has no header or data")
     try:
         table = pacsv.read_csv(
-            io.BytesIO(data), read_options=pacsv.ReadOptions(skip_rows=skip),
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(skip_rows=skip),
             convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
@@ -174,8 +183,11 @@ def _from_long(cols: dict[str, Any], label: str) -> tuple[np.ndarray, ...]:
     value = _numeric(cols["value"], "value", label, allow_nan=True)
     fov = np.asarray(cols["fov"].to_numpy(zero_copy_only=False))
     cell = np.asarray(cols["cell"].to_numpy(zero_copy_only=False))
-    keys = np.rec.fromarrays([fov, cell]) if fov.dtype != object and cell.dtype != object \
+    keys = (
+        np.rec.fromarrays([fov, cell])
+        if fov.dtype != object and cell.dtype != object
         else np.array([f"{a}\x00{b}" for a, b in zip(fov, cell, strict=True)])
+    )
     uniq, first, trace_of = np.unique(keys, return_index=True, return_inverse=True)
     n = uniq.shape[0]
     times, time_of = np.unique(time, return_inverse=True)
@@ -208,8 +220,9 @@ def _from_wide(table: Any, label: str) -> tuple[np.ndarray, ...]:
             f"column and one column per cell); got columns {','.join(names)}"
         )
     t = _numeric(table.column(0), names[0], label, allow_nan=False)
-    y = np.stack([_numeric(table.column(i), names[i], label, allow_nan=True)
-                  for i in range(1, len(names))])
+    y = np.stack(
+        [_numeric(table.column(i), names[i], label, allow_nan=True) for i in range(1, len(names))]
+    )
     order = np.argsort(t, kind="stable")
     if np.unique(t).size != t.size:
         raise InvalidInput(f"{label}duplicate times in the time column {names[0]!r}")
@@ -221,8 +234,10 @@ def _split_names(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """`fov_cell` column names become integer fov and cell; anything else is fov 0."""
     parts = [re.fullmatch(r"(\d+)[_:](\d+)", n.strip()) for n in names]
     if all(parts):
-        return (np.array([int(p.group(1)) for p in parts if p]),
-                np.array([int(p.group(2)) for p in parts if p]))
+        return (
+            np.array([int(p.group(1)) for p in parts if p]),
+            np.array([int(p.group(2)) for p in parts if p]),
+        )
     return np.zeros(len(names), dtype=np.int64), np.array(names, dtype=object)
 
 
@@ -236,14 +251,21 @@ def summarize_traces(traces: Traces, *, preview: int = 5) -> dict[str, Any]:
     for i in range(min(preview, len(traces))):
         row = valid[i]
         ti = np.broadcast_to(traces.t, traces.y.shape)[i][row]
-        items.append({
-            "fov": _plain(traces.fov[i]), "cell": _plain(traces.cell[i]),
-            "time_h": [float(v) for v in ti], "value": [float(v) for v in traces.y[i][row]],
-        })
+        items.append(
+            {
+                "fov": _plain(traces.fov[i]),
+                "cell": _plain(traces.cell[i]),
+                "time_h": [float(v) for v in ti],
+                "value": [float(v) for v in traces.y[i][row]],
+            }
+        )
     return {
         "cell_count": len(traces),
-        "time_points": {"min": int(per_cell.min()), "median": float(np.median(per_cell)),
-                        "max": int(per_cell.max())},
+        "time_points": {
+            "min": int(per_cell.min()),
+            "median": float(np.median(per_cell)),
+            "max": int(per_cell.max()),
+        },
         "time_units": traces.time_unit,
         "time_range_h": [float(t_all.min()), float(t_all.max())] if t_all.size else None,
         "value_range": [float(values.min()), float(values.max())] if values.size else None,

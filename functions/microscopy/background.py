@@ -38,7 +38,11 @@ def tile_centres(n: int, tile: int) -> np.ndarray:
 
 
 def tile_medians(
-    frames: Any, excluded: Any, *, tile: int = 256, step: int = 1,
+    frames: Any,
+    excluded: Any,
+    *,
+    tile: int = 256,
+    step: int = 1,
     backend: Backend | None = None,
 ) -> Any:
     """Median of the non-excluded pixels of every tile of every frame.
@@ -185,24 +189,25 @@ def estimate_background(
     xp = be.xp
     if frames.ndim != 3 or frames.shape != cells.shape:
         raise ValueError(
-            f"frames and cells must be (T, Y, X) of one shape, got {frames.shape} and "
-            f"{cells.shape}"
+            f"frames and cells must be (T, Y, X) of one shape, got {frames.shape} and {cells.shape}"
         )
     excluded = _dilate(cells, dilation, xp) if dilation > 1 else cells
     med = tile_medians(frames, excluded, tile=tile, step=sample_step, backend=be)
     med = _fill_missing(med, frames, xp)
     _, h, w = frames.shape
     ay = be.asarray(interpolation_matrix(h, tile, degree))
-    ax_t = be.asarray(np.ascontiguousarray(interpolation_matrix(w, tile, degree).T,
-                                           dtype=np.float32))
+    ax_t = be.asarray(
+        np.ascontiguousarray(interpolation_matrix(w, tile, degree).T, dtype=np.float32)
+    )
     surface = xp.empty(frames.shape, dtype=xp.float32)
     for f in range(frames.shape[0]):  # (Y, ny) @ (ny, nx) in float64, then one float32 GEMM
         xp.matmul((ay @ med[f]).astype(xp.float32), ax_t, out=surface[f])
     return surface
 
 
-def subtract_background(frames: Any, background: Any, *, weight: float = 1.0,
-                        backend: Backend | None = None) -> Any:
+def subtract_background(
+    frames: Any, background: Any, *, weight: float = 1.0, backend: Backend | None = None
+) -> Any:
     """``frames - weight · background`` in float32.
 
     Parameters

@@ -27,7 +27,8 @@ class WorkflowParams(BaseModel):
 
     file_id: uuid.UUID = Field(description="The stored microscopy file (ND2, OME-TIFF, TIFF).")
     fovs: str | list[int] | None = Field(
-        None, description='FOVs to process, e.g. "0-5, 7" or [0, 1]; all when omitted.')
+        None, description='FOVs to process, e.g. "0-5, 7" or [0, 1]; all when omitted.'
+    )
     options: WorkflowOptions = WorkflowOptions()
 
 
@@ -70,7 +71,8 @@ class MergeParams(BaseModel):
 
     traces: list[uuid.UUID] = Field(min_length=1, description="Traces tables (CSV/Parquet).")
     samples: dict[str, str | list[int]] = Field(
-        min_length=1, description='Sample name -> FOV spec, e.g. {"ctrl": "0-5, 7"}.')
+        min_length=1, description='Sample name -> FOV spec, e.g. {"ctrl": "0-5, 7"}.'
+    )
     features: list[str] | None = None
 
 
@@ -98,8 +100,12 @@ def local_copy(ctx: Context, file_id: uuid.UUID) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@capability("workflow", params=WorkflowParams, result=WorkflowResult,
-            resources=Resources(cpu=0.25, memory_mib=512, timeout_s=6 * 3600))
+@capability(
+    "workflow",
+    params=WorkflowParams,
+    result=WorkflowResult,
+    resources=Resources(cpu=0.25, memory_mib=512, timeout_s=6 * 3600),
+)
 def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
     """Segment, track and measure every cell of the chosen FOVs, one child job per FOV."""
     from functions.metadata import describe_stored
@@ -109,8 +115,9 @@ def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
     if described.kind != "microscopy":
         raise InvalidInput("the file is a whole-slide image, not a microscopy time-lapse")
     n_fovs, n_channels = described.metadata["n_fovs"], described.metadata["n_channels"]
-    fovs = (list(range(n_fovs)) if params.fovs is None
-            else parse_fov_spec(params.fovs, n_fovs=n_fovs))
+    fovs = (
+        list(range(n_fovs)) if params.fovs is None else parse_fov_spec(params.fovs, n_fovs=n_fovs)
+    )
     channels = [params.options.phase_channel, *params.options.fluorescence_channels]
     if max(channels) >= n_channels:
         raise InvalidInput(f"channels {channels} do not exist (the file has {n_channels})")
@@ -118,8 +125,11 @@ def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
     for fov in fovs:
         if ctx.cancelled():
             raise JobCancelled()
-        jobs.append(ctx.spawn("workflow.fov", FovParams(file_id=params.file_id, fov=fov,
-                                                        options=params.options)))
+        jobs.append(
+            ctx.spawn(
+                "workflow.fov", FovParams(file_id=params.file_id, fov=fov, options=params.options)
+            )
+        )
     outcomes = []
     for i, (fov, job) in enumerate(zip(fovs, jobs, strict=True)):
         (child,) = ctx.gather([job])
@@ -137,14 +147,24 @@ def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
 def _fov_outcome(fov: int, child: Any) -> FovOutcome:
     result = child.result or {}
     error = child.error.get("message") if child.error else None
-    return FovOutcome(fov=fov, status=child.status, job_id=child.job_id,
-                      summary=result.get("summary"), traces_csv=result.get("traces_csv"),
-                      traces_parquet=result.get("traces_parquet"),
-                      labels=result.get("labels"), error=error)
+    return FovOutcome(
+        fov=fov,
+        status=child.status,
+        job_id=child.job_id,
+        summary=result.get("summary"),
+        traces_csv=result.get("traces_csv"),
+        traces_parquet=result.get("traces_parquet"),
+        labels=result.get("labels"),
+        error=error,
+    )
 
 
-@capability("workflow.fov", params=FovParams, result=FovResultModel,
-            resources=Resources(cpu=1, memory_mib=4096, timeout_s=4 * 3600, retries=1))
+@capability(
+    "workflow.fov",
+    params=FovParams,
+    result=FovResultModel,
+    resources=Resources(cpu=1, memory_mib=4096, timeout_s=4 * 3600, retries=1),
+)
 def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
     """Run the per-FOV pipeline on one FOV and store its traces and label stack."""
     from functions.microscopy.pipeline import run_fov
@@ -153,32 +173,51 @@ def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
     opts = params.options
     if opts.device == "auto":
         opts = opts.model_copy(update={"device": ctx.device})
-    with (local_copy(ctx, params.file_id) as path, open_reader(path) as reader,
-          tempfile.TemporaryDirectory(prefix="aperture-fov-") as tmp):
+    with (
+        local_copy(ctx, params.file_id) as path,
+        open_reader(path) as reader,
+        tempfile.TemporaryDirectory(prefix="aperture-fov-") as tmp,
+    ):
         if params.fov >= reader.metadata.n_fovs:
-            raise InvalidInput(f"FOV {params.fov} does not exist "
-                               f"(the file has {reader.metadata.n_fovs})")
+            raise InvalidInput(
+                f"FOV {params.fov} does not exist (the file has {reader.metadata.n_fovs})"
+            )
         out = Path(tmp)
-        result = run_fov(reader, params.fov, out, opts, progress=ctx.progress,
-                         cancelled=ctx.cancelled)
+        result = run_fov(
+            reader, params.fov, out, opts, progress=ctx.progress, cancelled=ctx.cancelled
+        )
         base = f"{reader.metadata.base_name}_fov_{params.fov:03d}"
         with open(result.csv, "rb") as fh:
-            csv_file = ctx.save_file(f"{base}_traces.csv", fh, content_type="text/csv",
-                                     kind="traces")
+            csv_file = ctx.save_file(
+                f"{base}_traces.csv", fh, content_type="text/csv", kind="traces"
+            )
         with open(result.parquet, "rb") as fh:
-            pq_file = ctx.save_file(f"{base}_traces.parquet", fh,
-                                    content_type="application/vnd.apache.parquet",
-                                    kind="traces")
+            pq_file = ctx.save_file(
+                f"{base}_traces.parquet",
+                fh,
+                content_type="application/vnd.apache.parquet",
+                kind="traces",
+            )
         with open(result.labels, "rb") as fh:
-            labels = ctx.save_file(f"{base}_labels.tif", fh, content_type="image/tiff",
-                                   kind="labels")
+            labels = ctx.save_file(
+                f"{base}_labels.tif", fh, content_type="image/tiff", kind="labels"
+            )
     summary = json.loads(json.dumps(result.summary))
-    return FovResultModel(fov=params.fov, summary=summary, traces_csv=csv_file.id,
-                          traces_parquet=pq_file.id, labels=labels.id)
+    return FovResultModel(
+        fov=params.fov,
+        summary=summary,
+        traces_csv=csv_file.id,
+        traces_parquet=pq_file.id,
+        labels=labels.id,
+    )
 
 
-@capability("merge", params=MergeParams, result=MergeResult,
-            resources=Resources(cpu=1, memory_mib=2048, timeout_s=3600))
+@capability(
+    "merge",
+    params=MergeParams,
+    result=MergeResult,
+    resources=Resources(cpu=1, memory_mib=2048, timeout_s=3600),
+)
 def run_merge(params: MergeParams, ctx: Context) -> MergeResult:
     """Long CSVs (time, fov, cell, value) of good cells per sample, feature and channel."""
     from functions.microscopy.merge import merge_samples, parse_fov_spec
@@ -198,6 +237,7 @@ def run_merge(params: MergeParams, ctx: Context) -> MergeResult:
         files = {}
         for p in paths:
             with open(p, "rb") as fh:
-                files[p.name] = ctx.save_file(p.name, fh, content_type="text/csv",
-                                              kind="merged-traces").id
+                files[p.name] = ctx.save_file(
+                    p.name, fh, content_type="text/csv", kind="merged-traces"
+                ).id
     return MergeResult(files=files)

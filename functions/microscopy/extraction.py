@@ -39,10 +39,14 @@ def list_features() -> list[dict[str, str]]:
     >>> [f["name"] for f in list_features()][:2]
     ['area', 'perimeter']
     """
-    out = [{"name": k, "kind": "phase", "description": d, "unit": u}
-           for k, (d, u) in PHASE_FEATURES.items()]
-    out += [{"name": k, "kind": "fluorescence", "description": d, "unit": u}
-            for k, (d, u) in FLUORESCENCE_FEATURES.items()]
+    out = [
+        {"name": k, "kind": "phase", "description": d, "unit": u}
+        for k, (d, u) in PHASE_FEATURES.items()
+    ]
+    out += [
+        {"name": k, "kind": "fluorescence", "description": d, "unit": u}
+        for k, (d, u) in FLUORESCENCE_FEATURES.items()
+    ]
     return out
 
 
@@ -120,10 +124,19 @@ def shape_features(fg: Foreground) -> dict[str, np.ndarray]:
     y0, x0 = _extreme(lab, y, n, np.minimum), _extreme(lab, x, n, np.minimum)
     y1, x1 = _extreme(lab, y, n, np.maximum) + 1, _extreme(lab, x, n, np.maximum) + 1
     return {
-        "frame": frame, "position_x": cx, "position_y": cy,
-        "bbox_x0": x0, "bbox_y0": y0, "bbox_x1": x1, "bbox_y1": y1,
-        "area": area, "perimeter": perim, "aspect_ratio": aspect, "circularity": circ,
-        "eccentricity": ecc, "solidity": area / np.maximum(convex_areas(fg), 1),
+        "frame": frame,
+        "position_x": cx,
+        "position_y": cy,
+        "bbox_x0": x0,
+        "bbox_y0": y0,
+        "bbox_x1": x1,
+        "bbox_y1": y1,
+        "area": area,
+        "perimeter": perim,
+        "aspect_ratio": aspect,
+        "circularity": circ,
+        "eccentricity": ecc,
+        "solidity": area / np.maximum(convex_areas(fg), 1),
     }
 
 
@@ -158,8 +171,16 @@ def perimeters(fg: Foreground) -> np.ndarray:
     is_border[bi] = True
     w = fg.padded.shape[2]
     code = np.ones(len(bi), dtype=np.int64)
-    for d, weight in ((1, 2), (-1, 2), (w, 2), (-w, 2),
-                      (w + 1, 10), (w - 1, 10), (-w + 1, 10), (-w - 1, 10)):
+    for d, weight in (
+        (1, 2),
+        (-1, 2),
+        (w, 2),
+        (-w, 2),
+        (w + 1, 10),
+        (w - 1, 10),
+        (-w + 1, 10),
+        (-w - 1, 10),
+    ):
         j = bi + d
         code += weight * (is_border[j] & (flat[j] == bl))
     return _bincount(bl, fg.n, _PERIMETER_WEIGHTS[code])
@@ -197,8 +218,9 @@ def convex_areas(fg: Foreground) -> np.ndarray:
     return _bincount(rl, fg.n, np.maximum(count, 0))
 
 
-def _minorant_at_rows(lab: np.ndarray, ry: np.ndarray, xe: np.ndarray, outward: float,
-                      h: int) -> np.ndarray:
+def _minorant_at_rows(
+    lab: np.ndarray, ry: np.ndarray, xe: np.ndarray, outward: float, h: int
+) -> np.ndarray:
     """Greatest convex minorant (x of y) of each component's edge-midpoint points
     ``(y ± ½, xe)`` and ``(y, xe + outward·½)``, evaluated at every row ``ry``.
 
@@ -236,8 +258,9 @@ def _minorant_at_rows(lab: np.ndarray, ry: np.ndarray, xe: np.ndarray, outward: 
     return np.where(same, px[j], px[j] + (px[k] - px[j]) * frac)
 
 
-def intensity_features(fg: Foreground, values: np.ndarray, *, erosion: int = 0
-                       ) -> dict[str, np.ndarray]:
+def intensity_features(
+    fg: Foreground, values: np.ndarray, *, erosion: int = 0
+) -> dict[str, np.ndarray]:
     """Fluorescence statistics of every component over background-corrected values.
 
     Parameters
@@ -268,8 +291,13 @@ def intensity_features(fg: Foreground, values: np.ndarray, *, erosion: int = 0
     if erosion > 0:
         keep = _eroded(fg, erosion)
         total = _bincount(lab[keep], n, v[keep])
-    return {"intensity_total": total, "intensity_mean": mean, "intensity_max": mx,
-            "intensity_std": np.sqrt(var), "intensity_median": med}
+    return {
+        "intensity_total": total,
+        "intensity_mean": mean,
+        "intensity_max": mx,
+        "intensity_std": np.sqrt(var),
+        "intensity_median": med,
+    }
 
 
 def _eroded(fg: Foreground, erosion: int) -> np.ndarray:

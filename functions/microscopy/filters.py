@@ -45,16 +45,21 @@ def flag_traces(
     ['', '', 'short,border']
     """
     if min_length < 0 or border_margin < 0:
-        raise ValueError(f"min_length and border_margin must be >= 0, got {min_length}, "
-                         f"{border_margin}")
+        raise ValueError(
+            f"min_length and border_margin must be >= 0, got {min_length}, {border_margin}"
+        )
     if any(len(b) != len(cell) for b in bbox):
         raise ValueError(f"cell has {len(cell)} rows but bbox has {[len(b) for b in bbox]}")
     if len(cell) == 0:
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=object)
     ids, inv, length = np.unique(cell, return_inverse=True, return_counts=True)
     y0, x0, y1, x1 = bbox
-    near = ((y0 < border_margin) | (x0 < border_margin)
-            | (y1 > height - border_margin) | (x1 > width - border_margin))
+    near = (
+        (y0 < border_margin)
+        | (x0 < border_margin)
+        | (y1 > height - border_margin)
+        | (x1 > width - border_margin)
+    )
     near_cell = np.bincount(inv, weights=near, minlength=len(ids)) > 0
     short_cell = length < min_length
     reasons = np.array(["", "short", "border", "short,border"], dtype=object)
@@ -70,6 +75,7 @@ def summarise(cell: np.ndarray, good: np.ndarray, reason: np.ndarray) -> dict[st
         "cells_found": len(ids),
         "cells_tracked": int((counts > 1).sum()),
         "cells_kept": int(good[first].sum()) if len(cell) else 0,
-        "filtered": {r: int(sum(r in str(x).split(",") for x in per_reason))
-                     for r in ("short", "border")},
+        "filtered": {
+            r: int(sum(r in str(x).split(",") for x in per_reason)) for r in ("short", "border")
+        },
     }

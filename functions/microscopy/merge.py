@@ -124,8 +124,7 @@ def merge_samples(
             raise InvalidInput(f"sample {sample!r}: no traces for FOVs {missing}")
         rows = np.flatnonzero(np.isin(fov, chosen) & good)
         sub = table.take(pa.array(rows))
-        order = np.lexsort((sub["time"].to_numpy(), sub["cell"].to_numpy(),
-                            sub["fov"].to_numpy()))
+        order = np.lexsort((sub["time"].to_numpy(), sub["cell"].to_numpy(), sub["fov"].to_numpy()))
         sub = sub.take(pa.array(order))
         for column, feature, channel in columns:
             path = out / f"{sample}_{feature}_ch_{channel}.csv"
@@ -139,8 +138,9 @@ def _write_long(path: Path, table: Any, column: str) -> None:
 
     from functions.microscopy.traces import write_csv
 
-    long = pa.table({"time": table["time"], "fov": table["fov"], "cell": table["cell"],
-                     "value": table[column]})
+    long = pa.table(
+        {"time": table["time"], "fov": table["fov"], "cell": table["cell"], "value": table[column]}
+    )
     with open(path, "wb") as fh:
         fh.write(b"# Time units: min\n")
         write_csv(long, fh)

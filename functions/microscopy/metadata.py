@@ -8,14 +8,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 #: Minutes per unit, for every time unit a file may declare (OME's UnitsTime symbols).
 MINUTES_PER: dict[str, float] = {
-    "h": 60.0, "min": 1.0, "s": 1 / 60, "ms": 1 / 60_000, "µs": 1 / 60_000_000,
-    "us": 1 / 60_000_000, "ns": 1 / 60_000_000_000,
+    "h": 60.0,
+    "min": 1.0,
+    "s": 1 / 60,
+    "ms": 1 / 60_000,
+    "µs": 1 / 60_000_000,
+    "us": 1 / 60_000_000,
+    "ns": 1 / 60_000_000_000,
 }
 
 #: Micrometres per unit, for OME's UnitsLength symbols we expect in pixel sizes.
 MICROMETRES_PER: dict[str, float] = {
-    "m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3,
-    "Å": 1e-4, "pm": 1e-6,
+    "m": 1e6,
+    "cm": 1e4,
+    "mm": 1e3,
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "nm": 1e-3,
+    "Å": 1e-4,
+    "pm": 1e-6,
 }
 
 
@@ -32,8 +44,9 @@ def to_micrometres(value: float, unit: str) -> float:
     try:
         return value * MICROMETRES_PER[unit]
     except KeyError:
-        raise ValueError(f"unknown length unit {unit!r}; known: {sorted(MICROMETRES_PER)}"
-                         ) from None
+        raise ValueError(
+            f"unknown length unit {unit!r}; known: {sorted(MICROMETRES_PER)}"
+        ) from None
 
 
 class ChannelInfo(BaseModel):
@@ -81,5 +94,11 @@ class MicroscopyMetadata(BaseModel):
     @property
     def dims(self) -> dict[str, int]:
         """Sizes by axis letter: P, T, C, Z, Y, X."""
-        return {"P": self.n_fovs, "T": self.n_frames, "C": self.n_channels, "Z": self.n_z,
-                "Y": self.height, "X": self.width}
+        return {
+            "P": self.n_fovs,
+            "T": self.n_frames,
+            "C": self.n_channels,
+            "Z": self.n_z,
+            "Y": self.height,
+            "X": self.width,
+        }

@@ -58,10 +58,13 @@ class WorkflowOptions(BaseModel):
     min_length: int = Field(default=30, ge=0)
     border_margin: int = Field(default=50, ge=0)
     phase_features: list[str] | None = Field(
-        default=None, description="phase features to keep in the traces; all when None")
+        default=None, description="phase features to keep in the traces; all when None"
+    )
     fluorescence_features: list[list[str]] | None = Field(
-        default=None, description="features to keep per fluorescence channel (in the order "
-        "of fluorescence_channels); all when None")
+        default=None,
+        description="features to keep per fluorescence channel (in the order "
+        "of fluorescence_channels); all when None",
+    )
     # execution
     batch_pixels: int = Field(default=2**20, ge=1, description="pixels per frame batch")
     device: Literal["cpu", "gpu", "auto"] = "cpu"
@@ -75,23 +78,27 @@ class WorkflowOptions(BaseModel):
         picks = [(self.phase_features or [], PHASE_FEATURES)]
         if self.fluorescence_features is not None:
             if len(self.fluorescence_features) != len(self.fluorescence_channels):
-                raise ValueError("fluorescence_features needs one list per fluorescence "
-                                 "channel")
+                raise ValueError("fluorescence_features needs one list per fluorescence channel")
             picks += [(names, FLUORESCENCE_FEATURES) for names in self.fluorescence_features]
         for names, known in picks:
             if set(names) - set(known):
-                raise ValueError(f"unknown features {sorted(set(names) - set(known))}; "
-                                 f"known: {sorted(known)}")
+                raise ValueError(
+                    f"unknown features {sorted(set(names) - set(known))}; known: {sorted(known)}"
+                )
         return self
 
     def dropped_columns(self) -> set[str]:
         """Feature columns the selection leaves out of the traces."""
         out = set()
         if self.phase_features is not None:
-            out |= {feature_column(n, self.phase_channel) for n in PHASE_FEATURES
-                    if n not in self.phase_features}
-        for ch, names in zip(self.fluorescence_channels, self.fluorescence_features or [],
-                             strict=False):
+            out |= {
+                feature_column(n, self.phase_channel)
+                for n in PHASE_FEATURES
+                if n not in self.phase_features
+            }
+        for ch, names in zip(
+            self.fluorescence_channels, self.fluorescence_features or [], strict=False
+        ):
             out |= {feature_column(n, ch) for n in FLUORESCENCE_FEATURES if n not in names}
         return out
 
@@ -167,15 +174,22 @@ def run_fov(
 
     # one series of T pages, written as the batches are made
     with tifffile.TiffWriter(labels_path, bigtiff=True) as labels_out:
-        labels_out.write(label_frames(), shape=(meta.n_frames, meta.height, meta.width),
-                         dtype=np.uint32, photometric="minisblack", compression="zlib",
-                         compressionargs={"level": 1})
+        labels_out.write(
+            label_frames(),
+            shape=(meta.n_frames, meta.height, meta.width),
+            dtype=np.uint32,
+            photometric="minisblack",
+            compression="zlib",
+            compressionargs={"level": 1},
+        )
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     columns["time"] = np.asarray(meta.timepoints, dtype=np.float64)[columns["frame"]]
     good, reason = flag_traces(
         columns["cell"],
         (columns["bbox_y0"], columns["bbox_x0"], columns["bbox_y1"], columns["bbox_x1"]),
-        height=meta.height, width=meta.width, min_length=opts.min_length,
+        height=meta.height,
+        width=meta.width,
+        min_length=opts.min_length,
         border_margin=opts.border_margin,
     )
     columns["good"], columns["filter_reason"] = good, reason.astype(str)
@@ -183,8 +197,12 @@ def run_fov(
         del columns[name]
     table = build_table(columns)
     csv_path, parquet_path = write_table(table, out / f"fov_{fov:03d}_traces")
-    summary = {"fov": fov, "frames": meta.n_frames, **summarise(columns["cell"], good, reason),
-               "time_units": meta.time_units}
+    summary = {
+        "fov": fov,
+        "frames": meta.n_frames,
+        **summarise(columns["cell"], good, reason),
+        "time_units": meta.time_units,
+    }
     return FovResult(fov, table, csv_path, parquet_path, labels_path, summary)
 
 
@@ -198,12 +216,24 @@ def _validate(meta: Any, fov: int, opts: WorkflowOptions) -> None:
         raise ValueError(f"z {opts.z} outside 0..{meta.n_z - 1}")
 
 
-def _process_batch(reader: Reader, fov: int, start: int, stop: int, opts: WorkflowOptions,
-                   be: Any, tracker: IoUTracker) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _process_batch(
+    reader: Reader,
+    fov: int,
+    start: int,
+    stop: int,
+    opts: WorkflowOptions,
+    be: Any,
+    tracker: IoUTracker,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     phase = be.asarray(reader.read(fov, opts.phase_channel, start, stop, z=opts.z))
     mask = segment_logstd(
-        phase, size=opts.logstd_size, bins=opts.histogram_bins, n_std=opts.threshold_n_std,
-        structure_size=opts.structure_size, iterations=opts.morphology_iterations, backend=be,
+        phase,
+        size=opts.logstd_size,
+        bins=opts.histogram_bins,
+        n_std=opts.threshold_n_std,
+        structure_size=opts.structure_size,
+        iterations=opts.morphology_iterations,
+        backend=be,
     )
     del phase
     from scipy import ndimage
@@ -227,10 +257,17 @@ def _process_batch(reader: Reader, fov: int, start: int, stop: int, opts: Workfl
         part[feature_column(name, opts.phase_channel)] = shape[name][present]
     for ch in opts.fluorescence_channels:
         raw = be.asarray(reader.read(fov, ch, start, stop, z=opts.z))
-        bg = estimate_background(raw, mask, tile=opts.tile_size, dilation=opts.mask_dilation,
-                                 sample_step=opts.median_step, backend=be)
-        corrected = be.to_numpy(subtract_background(raw, bg, weight=opts.background_weight,
-                                                    backend=be))
+        bg = estimate_background(
+            raw,
+            mask,
+            tile=opts.tile_size,
+            dilation=opts.mask_dilation,
+            sample_step=opts.median_step,
+            backend=be,
+        )
+        corrected = be.to_numpy(
+            subtract_background(raw, bg, weight=opts.background_weight, backend=be)
+        )
         del raw, bg
         stats = intensity_features(fg, corrected, erosion=opts.erosion)
         for name in FLUORESCENCE_FEATURES:
@@ -249,5 +286,5 @@ def _track(comp: np.ndarray, tracker: IoUTracker) -> np.ndarray:
         lo = int(frame[present].min()) - 1
         local = np.where(present, frame - lo, 0)
         ids = tracker.update(local)
-        lut[lo + 1: lo + len(ids)] = ids[1:]
+        lut[lo + 1 : lo + len(ids)] = ids[1:]
     return lut

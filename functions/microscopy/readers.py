@@ -54,8 +54,9 @@ class Reader(Protocol):
 
     def __enter__(self) -> Reader: ...
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None: ...
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 class _Base:
@@ -64,8 +65,9 @@ class _Base:
     def __enter__(self) -> Any:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:  # pragma: no cover - overridden
@@ -73,11 +75,14 @@ class _Base:
 
     def check(self, fov: int, channel: int, start: int, stop: int, z: int) -> None:
         m = self.metadata
-        if not (0 <= fov < m.n_fovs and 0 <= channel < m.n_channels and 0 <= z < m.n_z
-                and 0 <= start <= stop <= m.n_frames):
+        if not (
+            0 <= fov < m.n_fovs
+            and 0 <= channel < m.n_channels
+            and 0 <= z < m.n_z
+            and 0 <= start <= stop <= m.n_frames
+        ):
             raise ValueError(
-                f"fov={fov}, channel={channel}, frames {start}:{stop}, z={z} outside dims "
-                f"{m.dims}"
+                f"fov={fov}, channel={channel}, frames {start}:{stop}, z={z} outside dims {m.dims}"
             )
 
 
@@ -101,9 +106,7 @@ def sniff(path: Source, *, name: str | None = None) -> str:
         return "tiff"
     if head.startswith(_CZI_MAGIC):
         return "czi"
-    raise UnsupportedFile(
-        f"{shown} is not an ND2, CZI or TIFF file (unrecognised leading bytes)"
-    )
+    raise UnsupportedFile(f"{shown} is not an ND2, CZI or TIFF file (unrecognised leading bytes)")
 
 
 def open_reader(path: Source, *, name: str | None = None) -> Reader:
@@ -149,8 +152,7 @@ class Nd2Reader(_Base):
             source: Any = path if is_file_object(path) else self.path
             self._f = nd2.ND2File(source)
         except Exception as exc:  # nd2 raises many types for corrupt files
-            raise UnsupportedFile(f"{self.path.name} is not a readable ND2 file: {exc}"
-                                  ) from None
+            raise UnsupportedFile(f"{self.path.name} is not a readable ND2 file: {exc}") from None
         try:
             self.metadata = self._read_metadata()
         except UnsupportedFile:
@@ -158,15 +160,16 @@ class Nd2Reader(_Base):
             raise
         except Exception as exc:
             self._f.close()
-            raise UnsupportedFile(f"{self.path.name}: ND2 metadata is unreadable: {exc}"
-                                  ) from None
+            raise UnsupportedFile(f"{self.path.name}: ND2 metadata is unreadable: {exc}") from None
 
     def close(self) -> None:
         self._f.close()
 
     def _seq_index(self) -> dict[tuple[int, int, int], int]:
-        return {(d.get("P", 0), d.get("T", 0), d.get("Z", 0)): i
-                for i, d in enumerate(self._f.loop_indices)}
+        return {
+            (d.get("P", 0), d.get("T", 0), d.get("Z", 0)): i
+            for i, d in enumerate(self._f.loop_indices)
+        }
 
     def _read_metadata(self) -> MicroscopyMetadata:
         f = self._f
@@ -178,9 +181,14 @@ class Nd2Reader(_Base):
         n_c = sizes.get("C", 1) * sizes.get("S", 1)
         channels = []
         for i, ch in enumerate(f.metadata.channels or []):
-            channels.append(ChannelInfo(index=i, name=ch.channel.name,
-                                        emission_nm=ch.channel.emissionLambdaNm,
-                                        excitation_nm=ch.channel.excitationLambdaNm))
+            channels.append(
+                ChannelInfo(
+                    index=i,
+                    name=ch.channel.name,
+                    emission_nm=ch.channel.emissionLambdaNm,
+                    excitation_nm=ch.channel.excitationLambdaNm,
+                )
+            )
         if len(channels) != n_c:
             channels = [ChannelInfo(index=i, name=f"C{i}") for i in range(n_c)]
         micro = f.metadata.channels[0].microscope if f.metadata.channels else None
@@ -188,11 +196,20 @@ class Nd2Reader(_Base):
         n_t = sizes.get("T", 1)
         times, source = self._timepoints(n_t)
         return MicroscopyMetadata(
-            base_name=self.path.stem, file_type="nd2", file_path=self._file_path,
-            height=sizes["Y"], width=sizes["X"], n_frames=n_t, n_fovs=sizes.get("P", 1),
-            n_channels=n_c, n_z=sizes.get("Z", 1), dtype=str(np.dtype(f.dtype)),
-            channel_names=[c.name for c in channels], channels=channels,
-            timepoints=times, time_units="min" if source != "none" else "frame",
+            base_name=self.path.stem,
+            file_type="nd2",
+            file_path=self._file_path,
+            height=sizes["Y"],
+            width=sizes["X"],
+            n_frames=n_t,
+            n_fovs=sizes.get("P", 1),
+            n_channels=n_c,
+            n_z=sizes.get("Z", 1),
+            dtype=str(np.dtype(f.dtype)),
+            channel_names=[c.name for c in channels],
+            channels=channels,
+            timepoints=times,
+            time_units="min" if source != "none" else "frame",
             time_source=source,
             pixel_size_um=float(vx.x) if vx and vx.x > 0 else None,
             z_step_um=float(vx.z) if vx and "Z" in sizes and vx.z > 0 else None,

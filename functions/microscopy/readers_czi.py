@@ -51,16 +51,14 @@ class CziReader(_Base):
             self._cm = pyczi.open_czi(str(self.path))
             self._r = self._cm.__enter__()
         except Exception as exc:
-            raise UnsupportedFile(f"{self.path.name} is not a readable CZI file: {exc}"
-                                  ) from None
+            raise UnsupportedFile(f"{self.path.name} is not a readable CZI file: {exc}") from None
         try:
             self.metadata = self._read_metadata()
         except Exception as exc:
             self.close()
             if isinstance(exc, UnsupportedFile):
                 raise
-            raise UnsupportedFile(f"{self.path.name}: CZI metadata is unreadable: {exc}"
-                                  ) from None
+            raise UnsupportedFile(f"{self.path.name}: CZI metadata is unreadable: {exc}") from None
 
     def close(self) -> None:
         self._cm.__exit__(None, None, None)
@@ -69,8 +67,7 @@ class CziReader(_Base):
         r, name = self._r, self.path.name
         box = r.total_bounding_box
         scenes = r.scenes_bounding_rectangle or {}
-        self._rois = ([scenes[k] for k in sorted(scenes)] if scenes
-                      else [r.total_bounding_rectangle])
+        self._rois = [scenes[k] for k in sorted(scenes)] if scenes else [r.total_bounding_rectangle]
         sizes = {(roi.w, roi.h) for roi in self._rois}
         if len(sizes) != 1:
             raise UnsupportedFile(f"{name}: CZI scenes differ in size {sorted(sizes)}")
@@ -81,18 +78,30 @@ class CziReader(_Base):
         self._start = {k: box.get(k, (0, 1))[0] for k in ("T", "C", "Z")}
         md = _get(r.metadata, "ImageDocument", "Metadata") or {}
         channels = self._channels(md, n["C"])
-        scaling = {d.get("@Id"): _num(d.get("Value"))
-                   for d in _as_list(_get(md, "Scaling", "Items", "Distance"))}
+        scaling = {
+            d.get("@Id"): _num(d.get("Value"))
+            for d in _as_list(_get(md, "Scaling", "Items", "Distance"))
+        }
         x, z = scaling.get("X"), scaling.get("Z")
         times, source = self._times(md, n["T"])
         objective = _as_list(_get(md, "Information", "Instrument", "Objectives", "Objective"))
         obj = objective[0] if objective and isinstance(objective[0], dict) else {}
         w, h = next(iter(sizes))
         return MicroscopyMetadata(
-            base_name=self.path.stem, file_type="czi", file_path=str(self.path),
-            height=h, width=w, n_frames=n["T"], n_fovs=len(self._rois), n_channels=n["C"],
-            n_z=n["Z"], dtype=_DTYPES[next(iter(types))], channels=channels,
-            channel_names=[c.name for c in channels], timepoints=times, time_source=source,
+            base_name=self.path.stem,
+            file_type="czi",
+            file_path=str(self.path),
+            height=h,
+            width=w,
+            n_frames=n["T"],
+            n_fovs=len(self._rois),
+            n_channels=n["C"],
+            n_z=n["Z"],
+            dtype=_DTYPES[next(iter(types))],
+            channels=channels,
+            channel_names=[c.name for c in channels],
+            timepoints=times,
+            time_source=source,
             time_units="min" if source != "none" else "frame",
             pixel_size_um=x * 1e6 if x else None,
             z_step_um=z * 1e6 if z and n["Z"] > 1 else None,
@@ -103,19 +112,33 @@ class CziReader(_Base):
     @staticmethod
     def _channels(md: Any, n_c: int) -> list[ChannelInfo]:
         raw = _as_list(_get(md, "Information", "Image", "Dimensions", "Channels", "Channel"))
-        out = [ChannelInfo(index=i, name=str(ch.get("@Name") or ch.get("@Id") or f"C{i}"),
-                           emission_nm=_num(ch.get("EmissionWavelength")),
-                           excitation_nm=_num(ch.get("ExcitationWavelength")))
-               for i, ch in enumerate(raw) if isinstance(ch, dict)]
-        return out if len(out) == n_c else [ChannelInfo(index=i, name=f"C{i}")
-                                            for i in range(n_c)]
+        out = [
+            ChannelInfo(
+                index=i,
+                name=str(ch.get("@Name") or ch.get("@Id") or f"C{i}"),
+                emission_nm=_num(ch.get("EmissionWavelength")),
+                excitation_nm=_num(ch.get("ExcitationWavelength")),
+            )
+            for i, ch in enumerate(raw)
+            if isinstance(ch, dict)
+        ]
+        return out if len(out) == n_c else [ChannelInfo(index=i, name=f"C{i}") for i in range(n_c)]
 
     @staticmethod
     def _times(md: Any, n_t: int) -> tuple[list[float], Any]:
-        span = _get(md, "Information", "Image", "Dimensions", "T", "Positions", "Interval",
-                    "Increment")
-        unit = _get(md, "Information", "Image", "Dimensions", "T", "Positions", "Interval",
-                    "DefaultUnitFormat")
+        span = _get(
+            md, "Information", "Image", "Dimensions", "T", "Positions", "Interval", "Increment"
+        )
+        unit = _get(
+            md,
+            "Information",
+            "Image",
+            "Dimensions",
+            "T",
+            "Positions",
+            "Interval",
+            "DefaultUnitFormat",
+        )
         step = _num(span)
         if step and isinstance(unit, str):
             try:
@@ -132,12 +155,14 @@ class CziReader(_Base):
         m, roi = self.metadata, self._rois[fov]
         out = np.empty((stop - start, m.height, m.width), dtype=m.dtype)
         for i, t in enumerate(range(start, stop)):
-            plane = {"T": t + self._start["T"], "C": channel + self._start["C"],
-                     "Z": z + self._start["Z"]}
+            plane = {
+                "T": t + self._start["T"],
+                "C": channel + self._start["C"],
+                "Z": z + self._start["Z"],
+            }
             try:
                 data = self._r.read(plane=plane, roi=(roi.x, roi.y, roi.w, roi.h))
             except Exception as exc:
-                raise UnsupportedFile(f"{self.path.name}: frame {t} is unreadable: {exc}"
-                                      ) from None
+                raise UnsupportedFile(f"{self.path.name}: frame {t} is unreadable: {exc}") from None
             out[i] = data[..., 0]
         return out

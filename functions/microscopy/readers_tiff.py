@@ -67,8 +67,10 @@ class _Series:
             raise UnsupportedFile(f"{name}: both channel pages and RGB samples ({axes!r})")
         self.n_c = max(n_c, self.samples)
         if len(series.pages) != int(np.prod(outer_shape, dtype=np.int64)):
-            raise UnsupportedFile(f"{name}: TIFF has {len(series.pages)} pages where its "
-                                  f"axes {axes!r} {shape} need {int(np.prod(outer_shape))}")
+            raise UnsupportedFile(
+                f"{name}: TIFF has {len(series.pages)} pages where its "
+                f"axes {axes!r} {shape} need {int(np.prod(outer_shape))}"
+            )
 
     def page(self, t: int, c: int, z: int) -> tuple[int, int | None]:
         idx = [0] * len(self.outer_shape)
@@ -116,13 +118,15 @@ class TiffReader(_Base):
                 source: Any = path if is_file_object(path) else self.path
                 self._tf = tifffile.TiffFile(source)
             except Exception as exc:
-                raise UnsupportedFile(f"{self.path.name} is not a readable TIFF file: {exc}"
-                                      ) from None
+                raise UnsupportedFile(
+                    f"{self.path.name} is not a readable TIFF file: {exc}"
+                ) from None
             try:
                 self.metadata = self._read_metadata()
                 if errors.messages:
-                    raise UnsupportedFile(f"{self.path.name} is truncated or corrupt: "
-                                          f"{errors.messages[0]}")
+                    raise UnsupportedFile(
+                        f"{self.path.name} is truncated or corrupt: {errors.messages[0]}"
+                    )
             except Exception:
                 self._tf.close()
                 raise
@@ -133,8 +137,9 @@ class TiffReader(_Base):
         except UnsupportedFile:
             raise
         except Exception as exc:
-            raise UnsupportedFile(f"{self.path.name}: TIFF structure is unreadable: {exc}"
-                                  ) from None
+            raise UnsupportedFile(
+                f"{self.path.name}: TIFF structure is unreadable: {exc}"
+            ) from None
 
     def close(self) -> None:
         self._tf.close()
@@ -152,20 +157,32 @@ class TiffReader(_Base):
         first = self._series[0]
         for s in self._series[1:]:
             if (s.height, s.width, s.n_t, s.n_c, s.n_z) != (
-                first.height, first.width, first.n_t, first.n_c, first.n_z
+                first.height,
+                first.width,
+                first.n_t,
+                first.n_c,
+                first.n_z,
             ):
-                raise UnsupportedFile(f"{name}: TIFF series differ in shape; not one "
-                                      "experiment's FOVs")
+                raise UnsupportedFile(
+                    f"{name}: TIFF series differ in shape; not one experiment's FOVs"
+                )
         self._check_pages(name)
         fields = _ome_fields(images[0], ome, first) if images else _plain_fields(tf, first)
         channels = fields.pop("channels")
         return MicroscopyMetadata(
-            base_name=self.path.name.split(".")[0], file_path=self._file_path,
+            base_name=self.path.name.split(".")[0],
+            file_path=self._file_path,
             file_type="ome-tiff" if images else "tiff",
-            height=first.height, width=first.width, n_frames=first.n_t,
-            n_fovs=len(self._series), n_channels=first.n_c, n_z=first.n_z,
+            height=first.height,
+            width=first.width,
+            n_frames=first.n_t,
+            n_fovs=len(self._series),
+            n_channels=first.n_c,
+            n_z=first.n_z,
             dtype=str(np.dtype(series[0].dtype)),
-            channels=channels, channel_names=[c.name for c in channels], **fields,
+            channels=channels,
+            channel_names=[c.name for c in channels],
+            **fields,
         )
 
     def _check_pages(self, name: str) -> None:
@@ -177,13 +194,16 @@ class TiffReader(_Base):
             try:
                 tifffile.TIFF.DECOMPRESSORS[s.series.keyframe.compression]
             except Exception as exc:  # KeyError for unknown or unavailable codecs
-                raise UnsupportedFile(f"{name}: TIFF compression cannot be decoded: {exc}"
-                                      ) from None
+                raise UnsupportedFile(
+                    f"{name}: TIFF compression cannot be decoded: {exc}"
+                ) from None
             last = s.series.pages[len(s.series.pages) - 1]
             ends = [o + n for o, n in zip(last.dataoffsets, last.databytecounts, strict=True)]
             if ends and max(ends) > size:
-                raise UnsupportedFile(f"{name}: TIFF is truncated (pixel data end at byte "
-                                      f"{max(ends)} of a {size}-byte file)")
+                raise UnsupportedFile(
+                    f"{name}: TIFF is truncated (pixel data end at byte "
+                    f"{max(ends)} of a {size}-byte file)"
+                )
 
     def read(self, fov: int, channel: int, start: int, stop: int, *, z: int = 0) -> np.ndarray:
         """Frames ``start..stop-1`` as ``(n, Y, X)`` in the file's dtype."""
@@ -195,8 +215,7 @@ class TiffReader(_Base):
             try:
                 data = s.series.pages[index].asarray()
             except Exception as exc:
-                raise UnsupportedFile(f"{self.path.name}: frame {t} is unreadable: {exc}"
-                                      ) from None
+                raise UnsupportedFile(f"{self.path.name}: frame {t} is unreadable: {exc}") from None
             data = data.reshape(_page_shape(s))
             if sample is not None:
                 data = data[..., sample] if s.page_axes.endswith("S") else data[sample]
@@ -219,11 +238,14 @@ def _ome_fields(image: Any, root: Any, series: _Series) -> dict[str, Any]:
         raise UnsupportedFile("OME-XML Image has no Pixels element")
     channels = []
     for i, ch in enumerate(px.findall(f"{ns}Channel")):
-        channels.append(ChannelInfo(
-            index=i, name=ch.get("Name") or ch.get("ID") or f"C{i}",
-            emission_nm=_wavelength(ch, "EmissionWavelength"),
-            excitation_nm=_wavelength(ch, "ExcitationWavelength"),
-        ))
+        channels.append(
+            ChannelInfo(
+                index=i,
+                name=ch.get("Name") or ch.get("ID") or f"C{i}",
+                emission_nm=_wavelength(ch, "EmissionWavelength"),
+                excitation_nm=_wavelength(ch, "ExcitationWavelength"),
+            )
+        )
     if len(channels) != series.n_c:
         channels = [ChannelInfo(index=i, name=f"C{i}") for i in range(series.n_c)]
     size_x = _float(px, "PhysicalSizeX")
@@ -237,12 +259,16 @@ def _ome_fields(image: Any, root: Any, series: _Series) -> dict[str, Any]:
     return {
         "channels": channels,
         "pixel_size_um": to_micrometres(size_x, px.get("PhysicalSizeXUnit", "µm"))
-        if size_x else None,
+        if size_x
+        else None,
         "z_step_um": to_micrometres(size_z, px.get("PhysicalSizeZUnit", "µm"))
-        if size_z and series.n_z > 1 else None,
-        "timepoints": times, "time_source": source,
+        if size_z and series.n_z > 1
+        else None,
+        "timepoints": times,
+        "time_source": source,
         "time_units": "min" if source != "none" else "frame",
-        "objective": objective, "magnification": magnification,
+        "objective": objective,
+        "magnification": magnification,
     }
 
 
@@ -288,7 +314,13 @@ def _plain_fields(tf: Any, series: _Series) -> dict[str, Any]:
         times, source = [t * step for t in range(series.n_t)], "increment"
     else:
         times, source = [float(t) for t in range(series.n_t)], "none"
-    return {"channels": channels, "pixel_size_um": pixel, "z_step_um": z_step,
-            "timepoints": times, "time_source": source,
-            "time_units": "min" if source != "none" else "frame",
-            "objective": None, "magnification": None}
+    return {
+        "channels": channels,
+        "pixel_size_um": pixel,
+        "z_step_um": z_step,
+        "timepoints": times,
+        "time_source": source,
+        "time_units": "min" if source != "none" else "frame",
+        "objective": None,
+        "magnification": None,
+    }

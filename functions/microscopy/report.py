@@ -22,8 +22,9 @@ from functions.microscopy.pipeline import WorkflowOptions
 #: PyAMA parameters that steer its own process pool; here every FOV is a job.
 IGNORED_PARAMETERS = frozenset({"batch_size", "n_workers"})
 #: Options that `channels` sets; refused in `parameters`.
-CHANNEL_OPTIONS = frozenset({"phase_channel", "fluorescence_channels", "phase_features",
-                             "fluorescence_features"})
+CHANNEL_OPTIONS = frozenset(
+    {"phase_channel", "fluorescence_channels", "phase_features", "fluorescence_features"}
+)
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -32,7 +33,8 @@ class ChannelSelection(BaseModel):
 
     channel: int = Field(ge=0)
     features: list[str] | None = Field(
-        None, description="Features to keep in the traces; all when omitted.")
+        None, description="Features to keep in the traces; all when omitted."
+    )
 
 
 class ChannelsSpec(BaseModel):
@@ -44,8 +46,14 @@ class ChannelsSpec(BaseModel):
     fluorescence: list[ChannelSelection] = Field(default_factory=list)
 
 
-def workflow_params(file_id: uuid.UUID, channels: ChannelsSpec, parameters: dict[str, Any],
-                    *, n_fovs: int, n_channels: int) -> WorkflowParams:
+def workflow_params(
+    file_id: uuid.UUID,
+    channels: ChannelsSpec,
+    parameters: dict[str, Any],
+    *,
+    n_fovs: int,
+    n_channels: int,
+) -> WorkflowParams:
     """The ``workflow`` job's params for a PyAMA request, checked against the file.
 
     ``parameters`` holds ``fov_start`` / ``fov_end`` (inclusive; all FOVs when omitted)
@@ -59,8 +67,11 @@ def workflow_params(file_id: uuid.UUID, channels: ChannelsSpec, parameters: dict
     clash = sorted(CHANNEL_OPTIONS & set(parameters))
     if clash:
         raise InvalidInput(f"parameters {clash} are set through `channels`")
-    options = {k: v for k, v in parameters.items()
-               if k not in IGNORED_PARAMETERS | {"fov_start", "fov_end"}}
+    options = {
+        k: v
+        for k, v in parameters.items()
+        if k not in IGNORED_PARAMETERS | {"fov_start", "fov_end"}
+    }
     start, end = parameters.get("fov_start", 0), parameters.get("fov_end", n_fovs - 1)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
         raise InvalidInput("fov_start and fov_end must be integers")
@@ -71,16 +82,22 @@ def workflow_params(file_id: uuid.UUID, channels: ChannelsSpec, parameters: dict
     fluorescence = channels.fluorescence
     chosen = None
     if any(c.features is not None for c in fluorescence):
-        chosen = [list(FLUORESCENCE_FEATURES) if c.features is None else c.features
-                  for c in fluorescence]
+        chosen = [
+            list(FLUORESCENCE_FEATURES) if c.features is None else c.features for c in fluorescence
+        ]
     try:
-        opts = WorkflowOptions(phase_channel=channels.phase.channel,
-                               fluorescence_channels=[c.channel for c in fluorescence],
-                               phase_features=channels.phase.features,
-                               fluorescence_features=chosen, **options)
+        opts = WorkflowOptions(
+            phase_channel=channels.phase.channel,
+            fluorescence_channels=[c.channel for c in fluorescence],
+            phase_features=channels.phase.features,
+            fluorescence_features=chosen,
+            **options,
+        )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}"
-                             for e in exc.errors(include_url=False)[:5])
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}"
+            for e in exc.errors(include_url=False)[:5]
+        )
         raise InvalidInput(f"invalid parameters: {problems}") from None
     return WorkflowParams(file_id=file_id, fovs=list(range(start, end + 1)), options=opts)
 
@@ -109,23 +126,35 @@ def workflow_status(job: Any, children: Sequence[Any]) -> dict[str, Any]:
     for fov in fovs:
         child = by_fov.get(fov)
         if child is None:
-            states.append({"fov": fov, "status": "pending", "job_id": None,
-                           "progress": 0.0, "error": None})
+            states.append(
+                {"fov": fov, "status": "pending", "job_id": None, "progress": 0.0, "error": None}
+            )
             continue
         finished = str(child.status) in TERMINAL
         done += finished
         fraction += 1.0 if finished else float(child.progress)
-        states.append({"fov": fov, "status": str(child.status), "job_id": child.id,
-                       "progress": 1.0 if finished else float(child.progress),
-                       "error": child.error.message if child.error else None})
+        states.append(
+            {
+                "fov": fov,
+                "status": str(child.status),
+                "job_id": child.id,
+                "progress": 1.0 if finished else float(child.progress),
+                "error": child.error.message if child.error else None,
+            }
+        )
     total = len(fovs)
     if str(job.status) == "succeeded":
         fraction = float(total)
     return {
-        "job_id": job.id, "status": str(job.status), "message": job.progress_message,
+        "job_id": job.id,
+        "status": str(job.status),
+        "message": job.progress_message,
         "error": job.error.message if job.error else None,
-        "progress": {"current": done, "total": total,
-                     "percentage": round(100.0 * fraction / total, 1) if total else 0.0},
+        "progress": {
+            "current": done,
+            "total": total,
+            "percentage": round(100.0 * fraction / total, 1) if total else 0.0,
+        },
         "fovs": states,
     }
 
@@ -142,15 +171,26 @@ def workflow_results(job: Any) -> dict[str, Any]:
         summary = fov.get("summary") or {}
         for key in cells:
             cells[key] += int(summary.get(key, 0))
-        traces.append({"fov": fov["fov"], "csv_file_id": fov["traces_csv"],
-                       "parquet_file_id": fov["traces_parquet"],
-                       "labels_file_id": fov["labels"], "job_id": fov["job_id"],
-                       "summary": summary})
+        traces.append(
+            {
+                "fov": fov["fov"],
+                "csv_file_id": fov["traces_csv"],
+                "parquet_file_id": fov["traces_parquet"],
+                "labels_file_id": fov["labels"],
+                "job_id": fov["job_id"],
+                "summary": summary,
+            }
+        )
     return {
         "traces": traces,
-        "summary": {"file_id": result.get("file_id"), "n_fovs": len(result.get("fovs", [])),
-                    "succeeded": result.get("succeeded", []),
-                    "failed": failed, "time_units": "min", **cells},
+        "summary": {
+            "file_id": result.get("file_id"),
+            "n_fovs": len(result.get("fovs", [])),
+            "succeeded": result.get("succeeded", []),
+            "failed": failed,
+            "time_units": "min",
+            **cells,
+        },
     }
 
 
@@ -161,6 +201,8 @@ def merge_traces(job: Any, samples: dict[str, list[int]]) -> list[uuid.UUID]:
     chosen = sorted({fov for fovs in samples.values() for fov in fovs})
     missing = [fov for fov in chosen if fov not in by_fov]
     if missing:
-        raise InvalidInput(f"FOVs {missing} have no traces in workflow {job.id} "
-                           f"(FOVs with traces: {sorted(by_fov)})")
+        raise InvalidInput(
+            f"FOVs {missing} have no traces in workflow {job.id} "
+            f"(FOVs with traces: {sorted(by_fov)})"
+        )
     return [uuid.UUID(str(by_fov[fov]["parquet_file_id"])) for fov in chosen]

@@ -30,8 +30,9 @@ class TimelapsePaths(NamedTuple):
     truth: Path
 
 
-def maturation(dt_h: Any, *, ktl: float, delta: float, km: float = KM, beta: float = BETA
-               ) -> np.ndarray:
+def maturation(
+    dt_h: Any, *, ktl: float, delta: float, km: float = KM, beta: float = BETA
+) -> np.ndarray:
     """Maturation model: fluorescent protein after the onset of expression.
 
     ``y = ktl·[e^{-(β+km)dt}/(b+km) - e^{-β·dt}/b + km·e^{-δ·dt}/(b·(b+km))]·[dt>0]``
@@ -58,8 +59,11 @@ def maturation(dt_h: Any, *, ktl: float, delta: float, km: float = KM, beta: flo
         raise ValueError(f"delta={delta} makes the model singular (b = beta - delta = {b})")
     dt = np.asarray(dt_h, dtype=np.float64)
     d = np.maximum(dt, 0.0)
-    y = ktl * (np.exp(-(beta + km) * d) / (b + km) - np.exp(-beta * d) / b
-               + km * np.exp(-delta * d) / (b * (b + km)))
+    y = ktl * (
+        np.exp(-(beta + km) * d) / (b + km)
+        - np.exp(-beta * d) / b
+        + km * np.exp(-delta * d) / (b * (b + km))
+    )
     return np.where(dt > 0, y, 0.0)
 
 
@@ -78,11 +82,15 @@ def _plan_cells(size: int, frames: int, rng: np.random.Generator) -> list[dict[s
             if kind == "divide" and (j + 1 >= n or frames < 8):
                 kind = "normal"
             base: dict[str, Any] = {
-                "a": float(rng.uniform(23, 27)), "b": float(rng.uniform(19, 23)),
+                "a": float(rng.uniform(23, 27)),
+                "b": float(rng.uniform(19, 23)),
                 "theta": float(rng.uniform(0, np.pi)),
-                "ktl": float(rng.uniform(1.2e5, 2e5)), "delta": float(rng.uniform(0.03, 0.08)),
-                "t0_h": float(rng.uniform(0.0, 2.0)), "scale": 1.0,
-                "phase": rng.uniform(0, 2 * np.pi, 2), "period": rng.uniform(20, 40),
+                "ktl": float(rng.uniform(1.2e5, 2e5)),
+                "delta": float(rng.uniform(0.03, 0.08)),
+                "t0_h": float(rng.uniform(0.0, 2.0)),
+                "scale": 1.0,
+                "phase": rng.uniform(0, 2 * np.pi, 2),
+                "period": rng.uniform(20, 40),
                 "parent": None,
             }
             if kind == "empty":
@@ -96,11 +104,21 @@ def _plan_cells(size: int, frames: int, rng: np.random.Generator) -> list[dict[s
             parent = {**base, "y": cy, "x": cx + _SPACING / 2, "start": 0, "end": split}
             cells.append(parent)
             for dx in (0.0, _SPACING):
-                cells.append({**base, "a": base["a"] * 0.9, "b": base["b"] * 0.9,
-                              "theta": float(rng.uniform(0, np.pi)), "y": cy, "x": cx + dx,
-                              "start": split, "end": frames, "scale": 0.5,
-                              "phase": rng.uniform(0, 2 * np.pi, 2), "parent": len(cells) - 1
-                              if dx == 0.0 else len(cells) - 2})
+                cells.append(
+                    {
+                        **base,
+                        "a": base["a"] * 0.9,
+                        "b": base["b"] * 0.9,
+                        "theta": float(rng.uniform(0, np.pi)),
+                        "y": cy,
+                        "x": cx + dx,
+                        "start": split,
+                        "end": frames,
+                        "scale": 0.5,
+                        "phase": rng.uniform(0, 2 * np.pi, 2),
+                        "parent": len(cells) - 1 if dx == 0.0 else len(cells) - 2,
+                    }
+                )
     for k, c in enumerate(cells):
         c["id"] = k + 1
         if c["parent"] is not None:
@@ -114,8 +132,9 @@ def _position(c: dict[str, Any], t: int) -> tuple[float, float]:
     return c["y"] + drift_y + wob[0], c["x"] + drift_x + wob[1]
 
 
-def _ellipse(cy: float, cx: float, a: float, b: float, theta: float, size: int
-             ) -> tuple[tuple[slice, slice], np.ndarray]:
+def _ellipse(
+    cy: float, cx: float, a: float, b: float, theta: float, size: int
+) -> tuple[tuple[slice, slice], np.ndarray]:
     r = int(np.ceil(max(a, b))) + 1
     y0, y1 = max(int(cy) - r, 0), min(int(cy) + r + 1, size)
     x0, x1 = max(int(cx) - r, 0), min(int(cx) + r + 1, size)
@@ -135,9 +154,16 @@ def _background(size: int, t: int, frames: int) -> np.ndarray:
     return (200.0 * (1.0 + 0.1 * t / max(frames - 1, 1)) * surface).astype(np.float32)
 
 
-def render_frame(cells: list[dict[str, Any]], t: int, *, size: int, frames: int,
-                 interval_min: float, rng: np.random.Generator, truth: dict[int, Any]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def render_frame(
+    cells: list[dict[str, Any]],
+    t: int,
+    *,
+    size: int,
+    frames: int,
+    interval_min: float,
+    rng: np.random.Generator,
+    truth: dict[int, Any],
+) -> tuple[np.ndarray, np.ndarray]:
     """Phase and fluorescence images (uint16) of frame `t`; appends the truth of every
     visible cell to ``truth[id]``."""
     phase = np.full((size, size), 1000.0, dtype=np.float32)
@@ -150,13 +176,12 @@ def render_frame(cells: list[dict[str, Any]], t: int, *, size: int, frames: int,
         win, outer = _ellipse(cy, cx, c["a"], c["b"], c["theta"], size)
         texture = rng.normal(-150.0, 250.0, outer.shape).astype(np.float32)
         phase[win] += np.where(outer, texture, 0)
-        bwin, body = _ellipse(cy, cx, c["a"] - _BODY_INSET, c["b"] - _BODY_INSET, c["theta"],
-                              size)
-        total = c["scale"] * float(maturation(hours - c["t0_h"], ktl=c["ktl"],
-                                              delta=c["delta"]))
+        bwin, body = _ellipse(cy, cx, c["a"] - _BODY_INSET, c["b"] - _BODY_INSET, c["theta"], size)
+        total = c["scale"] * float(maturation(hours - c["t0_h"], ktl=c["ktl"], delta=c["delta"]))
         fluo[bwin] += np.where(body, np.float32(total / body.sum()), 0)
-        rec = truth.setdefault(c["id"], {"frames": [], "positions": [], "areas": [],
-                                         "intensity": []})
+        rec = truth.setdefault(
+            c["id"], {"frames": [], "positions": [], "areas": [], "intensity": []}
+        )
         rec["frames"].append(t)
         rec["positions"].append([round(cx, 3), round(cy, 3)])
         rec["areas"].append(int(outer.sum()))
@@ -166,8 +191,15 @@ def render_frame(cells: list[dict[str, Any]], t: int, *, size: int, frames: int,
     return phase_img, fluo_img
 
 
-def write_timelapse(out_dir: str | Path, *, fovs: int = 4, frames: int = 60, size: int = 512,
-                    seed: int = 0, interval_min: float = 10.0) -> TimelapsePaths:
+def write_timelapse(
+    out_dir: str | Path,
+    *,
+    fovs: int = 4,
+    frames: int = 60,
+    size: int = 512,
+    seed: int = 0,
+    interval_min: float = 10.0,
+) -> TimelapsePaths:
     """Write a multi-FOV OME-TIFF time-lapse and its ground truth JSON.
 
     Parameters
@@ -189,47 +221,78 @@ def write_timelapse(out_dir: str | Path, *, fovs: int = 4, frames: int = 60, siz
     import tifffile
 
     if fovs < 1 or frames < 1 or size < 64:
-        raise ValueError(f"need fovs >= 1, frames >= 1, size >= 64; got {fovs}, {frames}, "
-                         f"{size}")
+        raise ValueError(f"need fovs >= 1, frames >= 1, size >= 64; got {fovs}, {frames}, {size}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = TimelapsePaths(out / "timelapse.ome.tif", out / "timelapse.truth.json")
     truth: dict[str, Any] = {
-        "size": size, "frames": frames, "interval_min": interval_min, "channels":
-        ["phase", "fluorescence"], "model": {"name": "maturation", "km": KM, "beta": BETA},
+        "size": size,
+        "frames": frames,
+        "interval_min": interval_min,
+        "channels": ["phase", "fluorescence"],
+        "model": {"name": "maturation", "km": KM, "beta": BETA},
         "fovs": [],
     }
-    with tifffile.TiffWriter(paths.image, bigtiff=size * size * frames * fovs * 4 > 2**31,
-                             ome=True) as tw:
+    with tifffile.TiffWriter(
+        paths.image, bigtiff=size * size * frames * fovs * 4 > 2**31, ome=True
+    ) as tw:
         for fov in range(fovs):
             rng = np.random.default_rng([seed, fov])
             cells = _plan_cells(size, frames, rng)
             per_cell: dict[int, Any] = {}
 
-            def pages(cells: list[dict[str, Any]] = cells, per_cell: dict[int, Any] = per_cell,
-                      rng: np.random.Generator = rng) -> Any:
+            def pages(
+                cells: list[dict[str, Any]] = cells,
+                per_cell: dict[int, Any] = per_cell,
+                rng: np.random.Generator = rng,
+            ) -> Any:
                 for t in range(frames):
-                    yield from render_frame(cells, t, size=size, frames=frames,
-                                            interval_min=interval_min, rng=rng, truth=per_cell)
+                    yield from render_frame(
+                        cells,
+                        t,
+                        size=size,
+                        frames=frames,
+                        interval_min=interval_min,
+                        rng=rng,
+                        truth=per_cell,
+                    )
 
-            tw.write(pages(), shape=(frames, 2, size, size), dtype=np.uint16,
-                     metadata={
-                         "axes": "TCYX", "Name": f"FOV {fov}", "PhysicalSizeX": 0.65,
-                         "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.65,
-                         "PhysicalSizeYUnit": "µm", "TimeIncrement": interval_min,
-                         "TimeIncrementUnit": "min",
-                         "Channel": {"Name": ["Phase", "GFP"],
-                                     "EmissionWavelength": [None, 510.0]},
-                     })
-            truth["fovs"].append({"fov": fov, "cells": [_cell_truth(c, per_cell)
-                                                        for c in cells if c["id"] in per_cell]})
+            tw.write(
+                pages(),
+                shape=(frames, 2, size, size),
+                dtype=np.uint16,
+                metadata={
+                    "axes": "TCYX",
+                    "Name": f"FOV {fov}",
+                    "PhysicalSizeX": 0.65,
+                    "PhysicalSizeXUnit": "µm",
+                    "PhysicalSizeY": 0.65,
+                    "PhysicalSizeYUnit": "µm",
+                    "TimeIncrement": interval_min,
+                    "TimeIncrementUnit": "min",
+                    "Channel": {"Name": ["Phase", "GFP"], "EmissionWavelength": [None, 510.0]},
+                },
+            )
+            truth["fovs"].append(
+                {
+                    "fov": fov,
+                    "cells": [_cell_truth(c, per_cell) for c in cells if c["id"] in per_cell],
+                }
+            )
     paths.truth.write_text(json.dumps(truth))
     return paths
 
 
 def _cell_truth(c: dict[str, Any], rec: dict[int, Any]) -> dict[str, Any]:
     return {
-        "id": c["id"], "parent": c["parent"], **rec[c["id"]],
-        "params": {"ktl": c["ktl"] * c["scale"], "delta": c["delta"], "t0_h": c["t0_h"],
-                   "km": KM, "beta": BETA},
+        "id": c["id"],
+        "parent": c["parent"],
+        **rec[c["id"]],
+        "params": {
+            "ktl": c["ktl"] * c["scale"],
+            "delta": c["delta"],
+            "t0_h": c["t0_h"],
+            "km": KM,
+            "beta": BETA,
+        },
     }

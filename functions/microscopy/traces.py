@@ -8,8 +8,19 @@ from typing import Any
 import numpy as np
 
 #: Leading columns, in PyAMA's order; ``<feature>_ch_<id>`` columns follow.
-BASE_COLUMNS = ("fov", "cell", "frame", "time", "good", "position_x", "position_y",
-                "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
+BASE_COLUMNS = (
+    "fov",
+    "cell",
+    "frame",
+    "time",
+    "good",
+    "position_x",
+    "position_y",
+    "bbox_x0",
+    "bbox_y0",
+    "bbox_x1",
+    "bbox_y1",
+)
 
 
 def feature_column(feature: str, channel: int) -> str:

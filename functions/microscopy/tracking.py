@@ -13,9 +13,13 @@ from collections import deque
 import numpy as np
 
 
-def overlap_iou(prev: np.ndarray, cur: np.ndarray, *, prev_area: np.ndarray | None = None,
-                cur_area: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def overlap_iou(
+    prev: np.ndarray,
+    cur: np.ndarray,
+    *,
+    prev_area: np.ndarray | None = None,
+    cur_area: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Intersection over union of every overlapping pair of labels of two frames.
 
     Parameters

@@ -34,8 +34,11 @@ class PyramidParams(BaseModel):
     overlap: int = Field(1, ge=0, le=64)
     format: Literal["jpeg", "png"] = "jpeg"
     quality: int = Field(75, ge=1, le=100)
-    band_rows: int = Field(0, ge=0, description="Tile rows per child job; 0 = automatic "
-                           "(one job below 400 megapixels).")
+    band_rows: int = Field(
+        0,
+        ge=0,
+        description="Tile rows per child job; 0 = automatic (one job below 400 megapixels).",
+    )
     part: Literal["all", "band"] = Field("all", description="Internal: 'band' for children.")
     band: tuple[int, int] | None = Field(None, description="Internal: [start, stop) rows.")
 
@@ -60,8 +63,7 @@ def pyramid_dzi_key(slide_id: uuid.UUID | str) -> str:
     return f"{dzi_prefix(slide_id)}/slide.dzi"
 
 
-def pyramid_tile_key(slide_id: uuid.UUID | str, level: int, col: int, row: int,
-                     fmt: str) -> str:
+def pyramid_tile_key(slide_id: uuid.UUID | str, level: int, col: int, row: int, fmt: str) -> str:
     """The object key of one pre-generated tile (what the web layer serves when the
     pyramid's settings equal the live ones)."""
     return f"{dzi_prefix(slide_id)}/slide_files/{level}/{col}_{row}.{fmt}"
@@ -78,15 +80,21 @@ def _localise(ctx: Context, file_id: uuid.UUID, workdir: Path) -> Path:
 
 
 @capability(
-    "tiles.pyramid", params=PyramidParams, result=PyramidResult,
+    "tiles.pyramid",
+    params=PyramidParams,
+    result=PyramidResult,
     resources=Resources(cpu=2, memory_mib=4096, timeout_s=4 * 3600, retries=1),
 )
 def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
     """Pre-generate a slide's Deep Zoom pyramid with libvips dzsave into object storage."""
     from functions.slides import pyramid
 
-    options = pyramid.PyramidOptions(tile_size=params.tile_size, overlap=params.overlap,
-                                     format=params.format, quality=params.quality)
+    options = pyramid.PyramidOptions(
+        tile_size=params.tile_size,
+        overlap=params.overlap,
+        format=params.format,
+        quality=params.quality,
+    )
     prefix = dzi_prefix(params.slide_id)
     try:
         with tempfile.TemporaryDirectory(prefix="aperture-pyramid-") as tmp:
@@ -95,7 +103,8 @@ def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
             if params.part == "band":
                 return _run_band(params, ctx, image, options, work, prefix)
             rows = params.band_rows or (
-                AUTO_BAND_ROWS if image.width * image.height > FAN_OUT_PIXELS else 0)
+                AUTO_BAND_ROWS if image.width * image.height > FAN_OUT_PIXELS else 0
+            )
             if rows:
                 return _run_fan_out(params, ctx, image, options, work, prefix, rows)
             return _run_single(params, ctx, image, options, work, prefix)
@@ -105,59 +114,88 @@ def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
         raise
 
 
-def _result(params: PyramidParams, image: Any, options: Any, prefix: str, tiles: int,
-            bands: int, complete: bool) -> PyramidResult:
+def _result(
+    params: PyramidParams,
+    image: Any,
+    options: Any,
+    prefix: str,
+    tiles: int,
+    bands: int,
+    complete: bool,
+) -> PyramidResult:
     from functions.slides.pyramid import NAME, full_geometry
 
     geometry = full_geometry(image, options)
     return PyramidResult(
-        slide_id=params.slide_id, prefix=prefix,
+        slide_id=params.slide_id,
+        prefix=prefix,
         dzi_key=f"{prefix}/{NAME}.dzi" if complete else None,
-        width=image.width, height=image.height, levels=geometry.level_count,
-        tiles=tiles, bands=bands)
+        width=image.width,
+        height=image.height,
+        levels=geometry.level_count,
+        tiles=tiles,
+        bands=bands,
+    )
 
 
 def _upload(ctx: Context, root: Path, prefix: str) -> int:
     """Upload tiles first and the .dzi last, so a visible .dzi means a whole pyramid."""
     from functions.slides.pyramid import NAME, upload_tree
 
-    count = upload_tree(ctx.objects, root / f"{NAME}_files", f"{prefix}/{NAME}_files",
-                        cancelled=ctx.cancelled)
+    count = upload_tree(
+        ctx.objects, root / f"{NAME}_files", f"{prefix}/{NAME}_files", cancelled=ctx.cancelled
+    )
     dzi = root / f"{NAME}.dzi"
     if dzi.exists():
         ctx.objects.put_file(f"{prefix}/{NAME}.dzi", dzi, content_type="application/xml")
     return count
 
 
-def _run_single(params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path,
-                prefix: str) -> PyramidResult:
+def _run_single(
+    params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path, prefix: str
+) -> PyramidResult:
     from functions.slides.pyramid import build_pyramid
 
     out = work / "out"
-    build_pyramid(image, out, options, cancelled=ctx.cancelled,
-                  progress=lambda f, m: ctx.progress(0.9 * f, m))
+    build_pyramid(
+        image, out, options, cancelled=ctx.cancelled, progress=lambda f, m: ctx.progress(0.9 * f, m)
+    )
     ctx.progress(0.9, "uploading")
     tiles = _upload(ctx, out, prefix)
     ctx.progress(1.0, f"{tiles} tiles")
     return _result(params, image, options, prefix, tiles, 1, True)
 
 
-def _run_band(params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path,
-              prefix: str) -> PyramidResult:
+def _run_band(
+    params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path, prefix: str
+) -> PyramidResult:
     from functions.slides.pyramid import build_band
 
     if params.band is None:
         raise ApertureError("a band job needs band=[start, stop)")
     out = work / "out"
-    build_band(image, out, options, params.band, cancelled=ctx.cancelled,
-               progress=lambda f, m: ctx.progress(0.9 * f, m))
+    build_band(
+        image,
+        out,
+        options,
+        params.band,
+        cancelled=ctx.cancelled,
+        progress=lambda f, m: ctx.progress(0.9 * f, m),
+    )
     tiles = _upload(ctx, out, prefix)
     ctx.progress(1.0, f"rows {params.band[0]}-{params.band[1]}: {tiles} tiles")
     return _result(params, image, options, prefix, tiles, 1, False)
 
 
-def _run_fan_out(params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path,
-                 prefix: str, rows: int) -> PyramidResult:
+def _run_fan_out(
+    params: PyramidParams,
+    ctx: Context,
+    image: Any,
+    options: Any,
+    work: Path,
+    prefix: str,
+    rows: int,
+) -> PyramidResult:
     from functions.slides.pyramid import NAME, build_lower_levels, plan_bands
 
     bands = plan_bands(image, options, rows)
@@ -167,8 +205,9 @@ def _run_fan_out(params: PyramidParams, ctx: Context, image: Any, options: Any, 
     ]
     ctx.log(f"{len(bands)} bands of {rows} tile rows spawned")
     out = work / "out"
-    build_lower_levels(image, out, options, cancelled=ctx.cancelled,
-                       progress=lambda f, m: ctx.progress(0.4 * f, m))
+    build_lower_levels(
+        image, out, options, cancelled=ctx.cancelled, progress=lambda f, m: ctx.progress(0.4 * f, m)
+    )
     dzi = out / f"{NAME}.dzi"
     staged = dzi.rename(work / dzi.name)  # held back until every band is in
     tiles = _upload(ctx, out, prefix)
@@ -179,8 +218,9 @@ def _run_fan_out(params: PyramidParams, ctx: Context, image: Any, options: Any, 
         raise JobCancelled()
     if failed:
         detail = failed[0].error or {}
-        raise ApertureError(f"{len(failed)} of {len(bands)} bands failed: "
-                            f"{detail.get('message', failed[0].status)}")
+        raise ApertureError(
+            f"{len(failed)} of {len(bands)} bands failed: {detail.get('message', failed[0].status)}"
+        )
     tiles += sum(int((o.result or {}).get("tiles", 0)) for o in outcomes)
     ctx.objects.put_file(f"{prefix}/{NAME}.dzi", staged, content_type="application/xml")
     ctx.progress(1.0, f"{tiles} tiles in {len(bands)} bands")

@@ -28,8 +28,14 @@ class DziDescriptor(BaseModel):
     @classmethod
     def from_geometry(cls, geometry: DeepZoomGeometry, fmt: str) -> DziDescriptor:
         width, height = geometry.dimensions
-        return cls(width=width, height=height, tile_size=geometry.tile_size,
-                   overlap=geometry.overlap, format=fmt, level_count=geometry.level_count)
+        return cls(
+            width=width,
+            height=height,
+            tile_size=geometry.tile_size,
+            overlap=geometry.overlap,
+            format=fmt,
+            level_count=geometry.level_count,
+        )
 
     @classmethod
     def from_xml(cls, text: str | bytes) -> DziDescriptor:
@@ -43,16 +49,26 @@ class DziDescriptor(BaseModel):
             if size is None:
                 raise ValueError("no Size element")
             width, height = int(size.attrib["Width"]), int(size.attrib["Height"])
-            return cls(width=width, height=height, tile_size=int(image.attrib["TileSize"]),
-                       overlap=int(image.attrib["Overlap"]), format=image.attrib["Format"],
-                       level_count=math.ceil(math.log2(max(width, height, 1))) + 1)
+            return cls(
+                width=width,
+                height=height,
+                tile_size=int(image.attrib["TileSize"]),
+                overlap=int(image.attrib["Overlap"]),
+                format=image.attrib["Format"],
+                level_count=math.ceil(math.log2(max(width, height, 1))) + 1,
+            )
         except (KeyError, ValueError, SyntaxError) as exc:
             raise ValueError(f"not a Deep Zoom descriptor: {exc}") from None
 
     def to_xml(self) -> str:
         """The `.dzi` document, as `DeepZoomGenerator.get_dzi` writes it."""
-        image = Element("Image", TileSize=str(self.tile_size), Overlap=str(self.overlap),
-                        Format=self.format, xmlns=DZI_NAMESPACE)
+        image = Element(
+            "Image",
+            TileSize=str(self.tile_size),
+            Overlap=str(self.overlap),
+            Format=self.format,
+            xmlns=DZI_NAMESPACE,
+        )
         SubElement(image, "Size", Width=str(self.width), Height=str(self.height))
         body = tostring(image, encoding="unicode")
         return f"<?xml version='1.0' encoding='UTF-8'?>\n{body}"

@@ -96,11 +96,12 @@ class DeepZoomGeometry:
         bounds: tuple[int | None, int | None, int | None, int | None] | None = None,
     ) -> None:
         if not level_dimensions or len(level_dimensions) != len(level_downsamples):
-            raise ValueError(f"need one downsample per level, got {len(level_dimensions)} "
-                             f"levels and {len(level_downsamples)} downsamples")
+            raise ValueError(
+                f"need one downsample per level, got {len(level_dimensions)} "
+                f"levels and {len(level_downsamples)} downsamples"
+            )
         if tile_size < 1 or overlap < 0:
-            raise ValueError(f"tile_size must be >= 1 and overlap >= 0, got {tile_size}, "
-                             f"{overlap}")
+            raise ValueError(f"tile_size must be >= 1 and overlap >= 0, got {tile_size}, {overlap}")
         self.tile_size = tile_size
         self.overlap = overlap
         self.limit_bounds = limit_bounds
@@ -110,11 +111,12 @@ class DeepZoomGeometry:
         bx, by, bw, bh = bounds or (None, None, None, None)
         if limit_bounds:
             self.l0_offset: Size = (int(bx or 0), int(by or 0))
-            scale = (int(bw if bw is not None else l0[0]) / l0[0],
-                     int(bh if bh is not None else l0[1]) / l0[1])
+            scale = (
+                int(bw if bw is not None else l0[0]) / l0[0],
+                int(bh if bh is not None else l0[1]) / l0[1],
+            )
             self.l_dimensions: tuple[Size, ...] = tuple(
-                (math.ceil(w * scale[0]), math.ceil(h * scale[1]))
-                for w, h in self.slide_dimensions
+                (math.ceil(w * scale[0]), math.ceil(h * scale[1])) for w, h in self.slide_dimensions
             )
         else:
             self.l0_offset = (0, 0)
@@ -155,9 +157,11 @@ class DeepZoomGeometry:
         return cls(level_dimensions, level_downsamples, bounds=bounds, **options)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
-        return (f"DeepZoomGeometry({self.l_dimensions[0][0]}x{self.l_dimensions[0][1]}, "
-                f"tile_size={self.tile_size}, overlap={self.overlap}, "
-                f"limit_bounds={self.limit_bounds})")
+        return (
+            f"DeepZoomGeometry({self.l_dimensions[0][0]}x{self.l_dimensions[0][1]}, "
+            f"tile_size={self.tile_size}, overlap={self.overlap}, "
+            f"limit_bounds={self.limit_bounds})"
+        )
 
     @property
     def tile_count(self) -> int:
@@ -174,8 +178,9 @@ class DeepZoomGeometry:
             raise NotFound(f"Deep Zoom level {level} is out of range 0..{self.level_count - 1}")
         cols, rows = self.level_tiles[level]
         if not (0 <= col < cols and 0 <= row < rows):
-            raise NotFound(f"tile {col}_{row} is out of range at level {level} "
-                           f"({cols} x {rows} tiles)")
+            raise NotFound(
+                f"tile {col}_{row} is out of range at level {level} ({cols} x {rows} tiles)"
+            )
 
     def tile(self, level: int, col: int, row: int) -> TileRead:
         """The slide read and the final size of one tile (`DeepZoomGenerator._get_tile_info`)."""
@@ -187,20 +192,23 @@ class DeepZoomGeometry:
         br = tuple(self.overlap * int(t != lim - 1) for t, lim in zip(address, t_lim, strict=True))
         z_size = tuple(
             min(self.tile_size, z_lim - self.tile_size * t) + z_tl + z_br
-            for t, z_lim, z_tl, z_br in zip(address, self.level_dimensions[level], tl, br,
-                                            strict=True)
+            for t, z_lim, z_tl, z_br in zip(
+                address, self.level_dimensions[level], tl, br, strict=True
+            )
         )
         l_z = self.l_z_downsamples[level]
-        l_location = [l_z * (self.tile_size * t - z_tl)
-                      for t, z_tl in zip(address, tl, strict=True)]
+        l_location = [
+            l_z * (self.tile_size * t - z_tl) for t, z_tl in zip(address, tl, strict=True)
+        ]
         l0_location = tuple(
             int(self.slide_downsamples[slide_level] * loc + off)
             for loc, off in zip(l_location, self.l0_offset, strict=True)
         )
         l_size = tuple(
             int(min(math.ceil(l_z * dz), l_lim - math.ceil(loc)))
-            for loc, dz, l_lim in zip(l_location, z_size, self.l_dimensions[slide_level],
-                                      strict=True)
+            for loc, dz, l_lim in zip(
+                l_location, z_size, self.l_dimensions[slide_level], strict=True
+            )
         )
         return TileRead(slide_level, l0_location, l_size, z_size)  # type: ignore[arg-type]
 

@@ -54,8 +54,13 @@ def parse_background(properties: dict[str, str]) -> tuple[int, int, int]:
 class SlideHandle:
     """An open slide: its levels, properties, and region reads at any level."""
 
-    def __init__(self, path: str | Path, *, key: str | None = None,
-                 decoded_cache: ByteLRU[np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        key: str | None = None,
+        decoded_cache: ByteLRU[np.ndarray] | None = None,
+    ) -> None:
         self.path = str(path)
         self.key = key or self.path
         self.osr = open_openslide(path)
@@ -64,10 +69,14 @@ class SlideHandle:
         self.properties: dict[str, str] = dict(self.osr.properties)
         self.vendor = self.properties.get("openslide.vendor")
         self.background = parse_background(self.properties)
-        cache = decoded_cache if decoded_cache is not None else ByteLRU(
-            64 << 20, size_of=lambda a: a.nbytes)
-        self.tiff = TiffPyramid.open(self.path, self.vendor, self.level_dimensions, cache,
-                                     self.key, self.background)
+        cache = (
+            decoded_cache
+            if decoded_cache is not None
+            else ByteLRU(64 << 20, size_of=lambda a: a.nbytes)
+        )
+        self.tiff = TiffPyramid.open(
+            self.path, self.vendor, self.level_dimensions, cache, self.key, self.background
+        )
         self.openslide_reads = [0] * len(self.level_dimensions)
         self._geometries: dict[tuple[int, int, bool], DeepZoomGeometry] = {}
         self._lock = threading.Lock()
@@ -82,8 +91,13 @@ class SlideHandle:
         geometry = self._geometries.get(key)
         if geometry is None:
             geometry = DeepZoomGeometry.from_properties(
-                self.level_dimensions, self.level_downsamples, self.properties,
-                tile_size=tile_size, overlap=overlap, limit_bounds=limit_bounds)
+                self.level_dimensions,
+                self.level_downsamples,
+                self.properties,
+                tile_size=tile_size,
+                overlap=overlap,
+                limit_bounds=limit_bounds,
+            )
             with self._lock:
                 self._geometries[key] = geometry
         return geometry
@@ -111,8 +125,9 @@ class SlideHandle:
         acc = acc[:-1] * (1 - fy) + acc[1:] * fy
         return (acc + 0.5).astype(np.uint8)
 
-    def read_openslide(self, location: tuple[int, int], level: int,
-                       size: tuple[int, int]) -> np.ndarray:
+    def read_openslide(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
         """`read_region` composited on the slide's background colour, as RGB."""
         import openslide
 
@@ -120,8 +135,9 @@ class SlideHandle:
         try:
             rgba = np.asarray(self.osr.read_region(location, level, size))
         except openslide.OpenSlideError as exc:
-            raise UnsupportedFile(f"{Path(self.path).name}: pixel data cannot be read: "
-                                  f"{exc}") from None
+            raise UnsupportedFile(
+                f"{Path(self.path).name}: pixel data cannot be read: {exc}"
+            ) from None
         alpha = rgba[..., 3:4]
         if alpha.min() == 255:
             return np.ascontiguousarray(rgba[..., :3])
@@ -139,13 +155,17 @@ class SlideHandle:
 class HandleCache:
     """Up to `max_handles` open slides, least recently used evicted first."""
 
-    def __init__(self, max_handles: int = 32, *,
-                 decoded_cache: ByteLRU[np.ndarray] | None = None) -> None:
+    def __init__(
+        self, max_handles: int = 32, *, decoded_cache: ByteLRU[np.ndarray] | None = None
+    ) -> None:
         if max_handles < 1:
             raise ValueError(f"max_handles must be >= 1, got {max_handles}")
         self.max_handles = max_handles
-        self.decoded_cache = decoded_cache if decoded_cache is not None else ByteLRU(
-            64 << 20, size_of=lambda a: a.nbytes)
+        self.decoded_cache = (
+            decoded_cache
+            if decoded_cache is not None
+            else ByteLRU(64 << 20, size_of=lambda a: a.nbytes)
+        )
         self._handles: OrderedDict[str, SlideHandle] = OrderedDict()
         self._opening: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()

@@ -84,8 +84,9 @@ def probe(osr: Any, name: str) -> None:
     try:
         osr.read_region((0, 0), level, (min(width, 256), min(height, 256)))
     except openslide.OpenSlideError as exc:
-        raise UnsupportedFile(f"{name} opens as a slide but its pixel data cannot be read: "
-                              f"{exc}") from None
+        raise UnsupportedFile(
+            f"{name} opens as a slide but its pixel data cannot be read: {exc}"
+        ) from None
 
 
 def read_slide_info(path: str | Path, *, check_pixels: bool = True) -> SlideInfo:
@@ -125,13 +126,15 @@ def read_slide_info(path: str | Path, *, check_pixels: bool = True) -> SlideInfo
                 try:
                     w, h = osr.associated_images[assoc].size
                 except openslide.OpenSlideError as exc:
-                    raise UnsupportedFile(f"{name}: the {assoc} image cannot be read: "
-                                          f"{exc}") from None
+                    raise UnsupportedFile(
+                        f"{name}: the {assoc} image cannot be read: {exc}"
+                    ) from None
             associated.append(AssociatedImage(name=assoc, width=w, height=h))
         width, height = osr.dimensions
         return SlideInfo(
             vendor=props.get("openslide.vendor"),
-            width=width, height=height,
+            width=width,
+            height=height,
             level_count=osr.level_count,
             level_dimensions=[tuple(d) for d in osr.level_dimensions],
             level_downsamples=list(osr.level_downsamples),

@@ -96,13 +96,13 @@ def _openslide_raw(osr: Any, target: Path, width: int, height: int) -> Any:
         for y in range(0, height, 512):
             rgba = np.asarray(osr.read_region((0, y), 0, (width, min(512, height - y))))
             a = rgba[..., 3:4].astype(np.uint16)
-            out.write(((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
-                      .tobytes())
+            out.write(
+                ((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8).tobytes()
+            )
     return pyvips.Image.rawload(str(target), width, height, 3)
 
 
-def halve(image: Any, target: Path, *, strip: int = 512,
-          cancelled: Cancelled | None = None) -> Any:
+def halve(image: Any, target: Path, *, strip: int = 512, cancelled: Cancelled | None = None) -> Any:
     """`image` at half size, exactly as `dzsave` builds its next level: 2 x 2 means
     rounded `(a + b + c + d + 2) // 4`, odd edges extended by copying.
 
@@ -121,8 +121,11 @@ def halve(image: Any, target: Path, *, strip: int = 512,
             if cancelled is not None and cancelled():
                 raise JobCancelled()
             rows = min(strip, h - y)
-            block = np.ndarray(buffer=image.crop(0, y, w, rows).write_to_memory(),
-                               dtype=np.uint8, shape=(rows, w, bands))
+            block = np.ndarray(
+                buffer=image.crop(0, y, w, rows).write_to_memory(),
+                dtype=np.uint8,
+                shape=(rows, w, bands),
+            )
             if rows % 2 or w % 2:
                 block = np.pad(block, ((0, rows % 2), (0, w % 2), (0, 0)), mode="edge")
             wide = block.astype(np.uint16)
@@ -151,8 +154,14 @@ def progress_wanted(report: Callable[[float], None]) -> bool:
     return report is not _silent
 
 
-def _dzsave(image: Any, base: Path, options: PyramidOptions, cancelled: Cancelled | None,
-            report: Callable[[float], None], **extra: Any) -> None:
+def _dzsave(
+    image: Any,
+    base: Path,
+    options: PyramidOptions,
+    cancelled: Cancelled | None,
+    report: Callable[[float], None],
+    **extra: Any,
+) -> None:
     import pyvips
 
     if cancelled is not None or progress_wanted(report):
@@ -177,12 +186,19 @@ def _finish(out_dir: Path, geometry: DeepZoomGeometry, options: PyramidOptions) 
 
 
 def full_geometry(image: Any, options: PyramidOptions) -> DeepZoomGeometry:
-    return DeepZoomGeometry([(image.width, image.height)], [1.0],
-                            tile_size=options.tile_size, overlap=options.overlap)
+    return DeepZoomGeometry(
+        [(image.width, image.height)], [1.0], tile_size=options.tile_size, overlap=options.overlap
+    )
 
 
-def build_pyramid(image: Any, out_dir: Path, options: PyramidOptions, *,
-                  progress: Progress | None = None, cancelled: Cancelled | None = None) -> Path:
+def build_pyramid(
+    image: Any,
+    out_dir: Path,
+    options: PyramidOptions,
+    *,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+) -> Path:
     """The whole pyramid in one `dzsave`; returns the .dzi path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = (lambda f: progress(f, "dzsave")) if progress else _silent
@@ -198,8 +214,15 @@ def plan_bands(image: Any, options: PyramidOptions, rows_per_band: int) -> list[
     return [(r, min(rows, r + rows_per_band)) for r in range(0, rows, rows_per_band)]
 
 
-def build_band(image: Any, out_dir: Path, options: PyramidOptions, band: tuple[int, int], *,
-               progress: Progress | None = None, cancelled: Cancelled | None = None) -> int:
+def build_band(
+    image: Any,
+    out_dir: Path,
+    options: PyramidOptions,
+    band: tuple[int, int],
+    *,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+) -> int:
     """Tiles of rows [start, stop) of the full-resolution level into
     `out_dir/slide_files/{top}/`; returns how many were written."""
     start, stop = band
@@ -212,8 +235,14 @@ def build_band(image: Any, out_dir: Path, options: PyramidOptions, band: tuple[i
     work.mkdir(parents=True)
     report = (lambda f: progress(f, f"band rows {start}-{stop}")) if progress else _silent
     try:
-        _dzsave(image.crop(0, y0, image.width, y1 - y0), work / "band", options, cancelled,
-                report, depth="one")
+        _dzsave(
+            image.crop(0, y0, image.width, y1 - y0),
+            work / "band",
+            options,
+            cancelled,
+            report,
+            depth="one",
+        )
         level_dir = out_dir / f"{NAME}_files" / str(top)
         level_dir.mkdir(parents=True, exist_ok=True)
         shift = start - 1 if start > 0 else 0
@@ -228,9 +257,14 @@ def build_band(image: Any, out_dir: Path, options: PyramidOptions, band: tuple[i
         shutil.rmtree(work, ignore_errors=True)
 
 
-def build_lower_levels(image: Any, out_dir: Path, options: PyramidOptions, *,
-                       progress: Progress | None = None,
-                       cancelled: Cancelled | None = None) -> Path:
+def build_lower_levels(
+    image: Any,
+    out_dir: Path,
+    options: PyramidOptions,
+    *,
+    progress: Progress | None = None,
+    cancelled: Cancelled | None = None,
+) -> Path:
     """Every level below full resolution, from the exactly halved image; returns the .dzi."""
     geometry = full_geometry(image, options)
     if geometry.level_count > 1:
@@ -259,8 +293,14 @@ UPLOAD_THREADS = 8
 BATCH_FILES = 1024
 
 
-def upload_tree(objects: Any, root: Path, prefix: str, *,
-                cancelled: Cancelled | None = None, threads: int = UPLOAD_THREADS) -> int:
+def upload_tree(
+    objects: Any,
+    root: Path,
+    prefix: str,
+    *,
+    cancelled: Cancelled | None = None,
+    threads: int = UPLOAD_THREADS,
+) -> int:
     """Upload every file under `root` to `prefix/<relative path>` with `threads`
     concurrent uploads; returns the count. Cancellation is checked between files."""
     from concurrent.futures import ThreadPoolExecutor
@@ -275,8 +315,9 @@ def upload_tree(objects: Any, root: Path, prefix: str, *,
         for start in range(0, len(paths), BATCH_FILES):
             if cancelled is not None and cancelled():
                 raise JobCancelled()
-            put_many((key_of(p), p, _content_type(p.suffix))
-                     for p in paths[start:start + BATCH_FILES])
+            put_many(
+                (key_of(p), p, _content_type(p.suffix)) for p in paths[start : start + BATCH_FILES]
+            )
         return len(paths)
 
     def put(path: Path) -> None:
@@ -298,4 +339,5 @@ def upload_tree(objects: Any, root: Path, prefix: str, *,
 
 def _content_type(suffix: str) -> str:
     return {".jpeg": "image/jpeg", ".png": "image/png", ".dzi": "application/xml"}.get(
-        suffix, "application/octet-stream")
+        suffix, "application/octet-stream"
+    )

@@ -48,8 +48,9 @@ def local_copy(objects: Any, stored: StoredFile) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def record_slide(stored: StoredFile, ctx: Context, info: dict[str, Any] | None = None
-                 ) -> SlideRecord:
+def record_slide(
+    stored: StoredFile, ctx: Context, info: dict[str, Any] | None = None
+) -> SlideRecord:
     """Make (or refresh) the `slides` record of `stored`.
 
     Parameters
@@ -77,6 +78,8 @@ def record_slide(stored: StoredFile, ctx: Context, info: dict[str, Any] | None =
         with local_copy(ctx.objects, stored) as path:
             info = read_slide_info(path).model_dump(mode="json")
     record = slides_of(ctx).record(stored, info, source_job_id=ctx.job_id)
-    ctx.log(f"slide {record.id}: {record.vendor or 'unknown vendor'}, "
-            f"{record.width} x {record.height}, {record.level_count} levels")
+    ctx.log(
+        f"slide {record.id}: {record.vendor or 'unknown vendor'}, "
+        f"{record.width} x {record.height}, {record.level_count} levels"
+    )
     return record

@@ -30,8 +30,9 @@ PIL_MIN_FACTOR = 4
 PIL_MAX_AREA = 128 * 128
 
 
-def passthrough_tile(handle: SlideHandle, geometry: DeepZoomGeometry, level: int, col: int,
-                     row: int) -> bytes | None:
+def passthrough_tile(
+    handle: SlideHandle, geometry: DeepZoomGeometry, level: int, col: int, row: int
+) -> bytes | None:
     """The stored JPEG bytes of a tile that coincides with a stored tile, else None."""
     tiff = handle.tiff
     if tiff is None or geometry.overlap != 0:
@@ -39,8 +40,13 @@ def passthrough_tile(handle: SlideHandle, geometry: DeepZoomGeometry, level: int
     read = geometry.tile(level, col, row)
     stored = tiff.levels[read.level]
     ts = geometry.tile_size
-    if (geometry.l_z_downsamples[level] != 1.0 or stored.tile_width != ts
-            or stored.tile_height != ts or read.size != (ts, ts) or read.z_size != (ts, ts)):
+    if (
+        geometry.l_z_downsamples[level] != 1.0
+        or stored.tile_width != ts
+        or stored.tile_height != ts
+        or read.size != (ts, ts)
+        or read.z_size != (ts, ts)
+    ):
         return None
     ds = handle.level_downsamples[read.level]
     x, y = read.location[0] / ds, read.location[1] / ds
@@ -75,10 +81,12 @@ def resize(pixels: np.ndarray, size: Size) -> np.ndarray:
     image = pyvips.Image.new_from_memory(data.data, width, height, data.shape[2], "uchar")
     out = image.resize(size[0] / width, vscale=size[1] / height, kernel="lanczos3")
     if (out.width, out.height) != size:  # a rounding pixel short or over
-        out = out.embed(0, 0, max(size[0], out.width), max(size[1], out.height),
-                        extend="copy").crop(0, 0, *size)
-    return np.ndarray(buffer=out.write_to_memory(), dtype=np.uint8,
-                      shape=(size[1], size[0], data.shape[2]))
+        out = out.embed(
+            0, 0, max(size[0], out.width), max(size[1], out.height), extend="copy"
+        ).crop(0, 0, *size)
+    return np.ndarray(
+        buffer=out.write_to_memory(), dtype=np.uint8, shape=(size[1], size[0], data.shape[2])
+    )
 
 
 def encode(pixels: np.ndarray, fmt: str, quality: int = 75) -> bytes:
@@ -92,8 +100,16 @@ def encode(pixels: np.ndarray, fmt: str, quality: int = 75) -> bytes:
     raise ValueError(f"tile format must be 'jpeg' or 'png', got {fmt!r}")
 
 
-def render_tile(handle: SlideHandle, geometry: DeepZoomGeometry, level: int, col: int,
-                row: int, *, fmt: str = "jpeg", quality: int = 75) -> bytes:
+def render_tile(
+    handle: SlideHandle,
+    geometry: DeepZoomGeometry,
+    level: int,
+    col: int,
+    row: int,
+    *,
+    fmt: str = "jpeg",
+    quality: int = 75,
+) -> bytes:
     """Encoded bytes of Deep Zoom tile (level, col, row); raises NotFound when out of range."""
     if fmt == "jpeg":
         stored = passthrough_tile(handle, geometry, level, col, row)

@@ -42,13 +42,20 @@ class TileSettings(BaseSettings):
     limit_bounds: bool = False
     max_handles: int = Field(32, ge=1, description="Open slides kept in the handle LRU.")
     cache_bytes: int = Field(256 << 20, ge=0, description="Rendered-tile cache budget.")
-    decoded_cache_bytes: int = Field(128 << 20, ge=0,
-                                     description="Decoded stored-tile cache budget.")
-    local_cache_bytes: int = Field(10 << 30, ge=0,
-                                   description="Local copies of slides from stores without "
-                                   "local files (S3), least recently used evicted.")
-    pyramid_check_s: float = Field(30.0, ge=0, description="How long the answer to 'has "
-                                   "this slide a pre-generated pyramid?' is reused.")
+    decoded_cache_bytes: int = Field(
+        128 << 20, ge=0, description="Decoded stored-tile cache budget."
+    )
+    local_cache_bytes: int = Field(
+        10 << 30,
+        ge=0,
+        description="Local copies of slides from stores without "
+        "local files (S3), least recently used evicted.",
+    )
+    pyramid_check_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long the answer to 'has this slide a pre-generated pyramid?' is reused.",
+    )
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,9 @@ class SlideTiles:
     def __init__(self, settings: TileSettings | None = None) -> None:
         self.settings = settings or TileSettings.model_validate({})
         s = self.settings
-        self.handles = HandleCache(s.max_handles, decoded_cache=ByteLRU(
-            s.decoded_cache_bytes, size_of=lambda a: a.nbytes))
+        self.handles = HandleCache(
+            s.max_handles, decoded_cache=ByteLRU(s.decoded_cache_bytes, size_of=lambda a: a.nbytes)
+        )
         self.cache: ByteLRU[Tile] = ByteLRU(s.cache_bytes, size_of=lambda t: len(t.content))
 
     def __repr__(self) -> str:
@@ -88,12 +96,25 @@ class SlideTiles:
     def _etag(self, handle: SlideHandle, *parts: object) -> str:
         s = self.settings
         identity = handle.properties.get("openslide.quickhash-1") or handle.path
-        text = "|".join(map(str, (RENDERER_VERSION, identity, s.tile_size, s.overlap,
-                                  s.limit_bounds, s.quality, *parts)))
+        text = "|".join(
+            map(
+                str,
+                (
+                    RENDERER_VERSION,
+                    identity,
+                    s.tile_size,
+                    s.overlap,
+                    s.limit_bounds,
+                    s.quality,
+                    *parts,
+                ),
+            )
+        )
         return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
 
-    def tile(self, slide_id: str, path: str | Path, level: int, col: int, row: int,
-             fmt: str) -> Tile:
+    def tile(
+        self, slide_id: str, path: str | Path, level: int, col: int, row: int, fmt: str
+    ) -> Tile:
         """One Deep Zoom tile. Raises NotFound (level/tile out of range) or InvalidInput
         (format not jpeg/png)."""
         fmt = parse_tile_format(fmt)
@@ -103,14 +124,14 @@ class SlideTiles:
             return cached
         handle = self.handle(slide_id, path)
         geometry = self.geometry(slide_id, path)
-        content = render_tile(handle, geometry, level, col, row, fmt=fmt,
-                              quality=self.settings.quality)
+        content = render_tile(
+            handle, geometry, level, col, row, fmt=fmt, quality=self.settings.quality
+        )
         tile = Tile(content, MEDIA_TYPES[fmt], self._etag(handle, level, col, row, fmt))
         self.cache.put(key, tile)
         return tile
 
-    def cached_tile(self, slide_id: str, level: int, col: int, row: int, fmt: str
-                    ) -> Tile | None:
+    def cached_tile(self, slide_id: str, level: int, col: int, row: int, fmt: str) -> Tile | None:
         """The tile if it is in the rendered-tile cache (no slide needed, no thread)."""
         return self.cache.get((str(slide_id), level, col, row, parse_tile_format(fmt)))
 
@@ -125,8 +146,9 @@ class SlideTiles:
             return cached
         handle = self.handle(slide_id, path)
         pixels = _thumbnail_pixels(handle, max_size)
-        tile = Tile(encode(pixels, "jpeg", 85), "image/jpeg",
-                    self._etag(handle, "thumbnail", max_size))
+        tile = Tile(
+            encode(pixels, "jpeg", 85), "image/jpeg", self._etag(handle, "thumbnail", max_size)
+        )
         self.cache.put(key, tile)
         return tile
 
@@ -149,8 +171,9 @@ class SlideTiles:
         self.handles.evict(str(slide_id))
         self.cache.discard_where(lambda k: isinstance(k, tuple) and k[0] == str(slide_id))
 
-    async def atile(self, slide_id: str, path: str | Path, level: int, col: int, row: int,
-                    fmt: str) -> Tile:
+    async def atile(
+        self, slide_id: str, path: str | Path, level: int, col: int, row: int, fmt: str
+    ) -> Tile:
         return await asyncio.to_thread(self.tile, slide_id, path, level, col, row, fmt)
 
     async def athumbnail(self, slide_id: str, path: str | Path, max_size: int = 512) -> Tile:
@@ -166,8 +189,11 @@ class SlideTiles:
 def _thumbnail_pixels(handle: SlideHandle, max_size: int) -> np.ndarray:
     width, height = handle.level_dimensions[0]
     scale = max(width, height) / max_size
-    out = (max(1, round(width / scale)), max(1, round(height / scale))) if scale > 1 else (
-        width, height)
+    out = (
+        (max(1, round(width / scale)), max(1, round(height / scale)))
+        if scale > 1
+        else (width, height)
+    )
     downsample = max(width / out[0], height / out[1])
     from functions.slides.geometry import best_level_for_downsample
 

@@ -68,8 +68,9 @@ def write_synthetic_slide(
     >>> write_synthetic_slide("/tmp/s.svs", width=4096, height=3072, levels=3)  # doctest: +SKIP
     """
     if width < 1 or height < 1 or levels < 1:
-        raise ValueError(f"width, height and levels must be positive, got {width}x{height}, "
-                         f"{levels} levels")
+        raise ValueError(
+            f"width, height and levels must be positive, got {width}x{height}, {levels} levels"
+        )
     if tile < 16 or tile % 16:
         raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
     if min(width, height) // 4 ** (levels - 1) < 1:
@@ -80,8 +81,16 @@ def write_synthetic_slide(
         for level in range(levels):
             image = _level_image(width, height, 4**level, seed)
             part = Path(tmp) / f"level{level}.tif"
-            image.tiffsave(str(part), tile=True, tile_width=tile, tile_height=tile,
-                           compression="jpeg", Q=quality, bigtiff=True, strip=True)
+            image.tiffsave(
+                str(part),
+                tile=True,
+                tile_width=tile,
+                tile_height=tile,
+                compression="jpeg",
+                Q=quality,
+                bigtiff=True,
+                strip=True,
+            )
             parts.append(part)
         thumb = _level_image(width, height, 4 ** (levels - 1), seed).thumbnail_image(768)
         _assemble(path, parts, thumb, width, height, tile, quality, seed)
@@ -128,8 +137,14 @@ def _level_image(width: int, height: int, downsample: int, seed: int) -> Any:
 
 
 def _assemble(
-    path: Path, parts: list[Path], thumb: Any, width: int, height: int, tile: int,
-    quality: int, seed: int,
+    path: Path,
+    parts: list[Path],
+    thumb: Any,
+    width: int,
+    height: int,
+    tile: int,
+    quality: int,
+    seed: int,
 ) -> None:
     """Copy each level's stored JPEG tiles into one Aperio-style BigTIFF."""
     import numpy as np
@@ -137,32 +152,51 @@ def _assemble(
 
     head = f"Aperio Image Library v12.0.0 (Aperture synthetic, seed {seed})\r\n"
     props = f"|AppMag = {APP_MAG}|MPP = {MPP}|ScanScope ID = SYNTHETIC|Filename = {path.stem}"
-    thumb_pixels = np.ndarray(buffer=thumb.write_to_memory(), dtype=np.uint8,
-                              shape=(thumb.height, thumb.width, thumb.bands))
+    thumb_pixels = np.ndarray(
+        buffer=thumb.write_to_memory(),
+        dtype=np.uint8,
+        shape=(thumb.height, thumb.width, thumb.bands),
+    )
     with tifffile.TiffWriter(path, bigtiff=True) as out:
         for level, part in enumerate(parts):
             with tifffile.TiffFile(part) as src:
                 page = src.pages.first
-                size = (f"{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) "
-                        f"JPEG/RGB Q={quality}")
+                size = (
+                    f"{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) JPEG/RGB Q={quality}"
+                )
                 if level:
                     size = f"{width}x{height} -> {page.imagewidth}x{page.imagelength}"
                 tiles = _raw_tiles(src, page)
                 tables = page.jpegtables or b""
                 out.write(
-                    tiles, shape=page.shape, dtype=np.uint8, tile=(tile, tile),
-                    compression=7, photometric="ycbcr", subsampling=(2, 2),
-                    description=head + size + props, metadata=None,
+                    tiles,
+                    shape=page.shape,
+                    dtype=np.uint8,
+                    tile=(tile, tile),
+                    compression=7,
+                    photometric="ycbcr",
+                    subsampling=(2, 2),
+                    description=head + size + props,
+                    metadata=None,
                     extratags=[(347, 7, len(tables), tables, True)] if tables else [],
                 )
             if level == 0:
-                out.write(thumb_pixels, photometric="rgb", metadata=None,
-                          description=head + f"{width}x{height} -> {thumb.width}x{thumb.height}")
+                out.write(
+                    thumb_pixels,
+                    photometric="rgb",
+                    metadata=None,
+                    description=head + f"{width}x{height} -> {thumb.width}x{thumb.height}",
+                )
         # OpenSlide 4 names Aperio associated images by NewSubfileType: 1 label, 9 macro.
         for name, colour, subfile in (("label", (250, 250, 250), 1), ("macro", (200, 200, 210), 9)):
             pixels = np.full((200, 400 if name == "macro" else 200, 3), colour, np.uint8)
-            out.write(pixels, photometric="rgb", metadata=None, subfiletype=subfile,
-                      description=f"{head}{name} {pixels.shape[1]}x{pixels.shape[0]}")
+            out.write(
+                pixels,
+                photometric="rgb",
+                metadata=None,
+                subfiletype=subfile,
+                description=f"{head}{name} {pixels.shape[1]}x{pixels.shape[0]}",
+            )
 
 
 def _raw_tiles(src: Any, page: Any) -> Any:

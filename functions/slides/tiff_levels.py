@@ -56,21 +56,31 @@ class TiffLevel:
 
 
 def _level_from_page(index: int, page: Any) -> TiffLevel | None:
-    ok = (page.is_tiled and page.compression in DECODABLE and page.bitspersample == 8
-          and page.samplesperpixel == 3 and page.planarconfig == 1
-          and page.photometric in (RGB, YCBCR)
-          and (page.photometric == RGB or page.compression == JPEG)
-          and getattr(page, "imagedepth", 1) == 1)
+    ok = (
+        page.is_tiled
+        and page.compression in DECODABLE
+        and page.bitspersample == 8
+        and page.samplesperpixel == 3
+        and page.planarconfig == 1
+        and page.photometric in (RGB, YCBCR)
+        and (page.photometric == RGB or page.compression == JPEG)
+        and getattr(page, "imagedepth", 1) == 1
+    )
     if not ok:
         return None
     tables = page.jpegtables
     return TiffLevel(
-        page=index, width=page.imagewidth, height=page.imagelength,
-        tile_width=page.tilewidth, tile_height=page.tilelength,
+        page=index,
+        width=page.imagewidth,
+        height=page.imagelength,
+        tile_width=page.tilewidth,
+        tile_height=page.tilelength,
         offsets=tuple(int(o) for o in page.dataoffsets),
         counts=tuple(int(c) for c in page.databytecounts),
-        compression=int(page.compression), photometric=int(page.photometric),
-        jpegtables=bytes(tables) if tables else None, decode=page.decode,
+        compression=int(page.compression),
+        photometric=int(page.photometric),
+        jpegtables=bytes(tables) if tables else None,
+        decode=page.decode,
     )
 
 
@@ -82,8 +92,14 @@ class TiffPyramid:
     the caller then reads through OpenSlide.
     """
 
-    def __init__(self, path: str, levels: Sequence[TiffLevel], cache: ByteLRU[np.ndarray],
-                 key: str, background: tuple[int, int, int]) -> None:
+    def __init__(
+        self,
+        path: str,
+        levels: Sequence[TiffLevel],
+        cache: ByteLRU[np.ndarray],
+        key: str,
+        background: tuple[int, int, int],
+    ) -> None:
         self.path = path
         self.levels = tuple(levels)
         self._cache = cache
@@ -94,9 +110,15 @@ class TiffPyramid:
         self.tile_reads = [0] * len(self.levels)  # decoded tiles per level, for tests
 
     @classmethod
-    def open(cls, path: str, vendor: str | None, level_dimensions: Sequence[tuple[int, int]],
-             cache: ByteLRU[np.ndarray], key: str,
-             background: tuple[int, int, int] = (255, 255, 255)) -> TiffPyramid | None:
+    def open(
+        cls,
+        path: str,
+        vendor: str | None,
+        level_dimensions: Sequence[tuple[int, int]],
+        cache: ByteLRU[np.ndarray],
+        key: str,
+        background: tuple[int, int, int] = (255, 255, 255),
+    ) -> TiffPyramid | None:
         if vendor not in TIFF_VENDORS:
             return None
         import tifffile
@@ -167,16 +189,21 @@ class TiffPyramid:
                 import imagecodecs
 
                 colorspace = "RGB" if lv.photometric == RGB else None
-                tile = imagecodecs.jpeg8_decode(raw, tables=lv.jpegtables,
-                                                colorspace=colorspace, outcolorspace="RGB")
+                tile = imagecodecs.jpeg8_decode(
+                    raw, tables=lv.jpegtables, colorspace=colorspace, outcolorspace="RGB"
+                )
             else:
                 tile = lv.decode(raw, index, jpegtables=lv.jpegtables)[0][0]
         except Exception as exc:  # codec errors have no common base class
-            raise UnsupportedFile(f"{os.path.basename(self.path)}: stored tile {index} of "
-                                  f"level {level} cannot be decoded: {exc}") from None
+            raise UnsupportedFile(
+                f"{os.path.basename(self.path)}: stored tile {index} of "
+                f"level {level} cannot be decoded: {exc}"
+            ) from None
         if tile.shape != (lv.tile_height, lv.tile_width, 3):
-            raise UnsupportedFile(f"{os.path.basename(self.path)}: stored tile {index} of "
-                                  f"level {level} decodes to {tile.shape}")
+            raise UnsupportedFile(
+                f"{os.path.basename(self.path)}: stored tile {index} of "
+                f"level {level} decodes to {tile.shape}"
+            )
         return tile
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -193,6 +220,7 @@ class TiffPyramid:
                 tile = self.decoded_tile(level, ty * lv.tiles_across + tx)
                 sx0, sy0 = max(x, tx * tw), max(y, ty * th)
                 sx1, sy1 = min(x1, (tx + 1) * tw), min(y1, (ty + 1) * th)
-                out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = tile[sy0 - ty * th:sy1 - ty * th,
-                                                             sx0 - tx * tw:sx1 - tx * tw, :3]
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                    sy0 - ty * th : sy1 - ty * th, sx0 - tx * tw : sx1 - tx * tw, :3
+                ]
         return out

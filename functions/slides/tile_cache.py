@@ -30,8 +30,10 @@ class ByteLRU(Generic[V]):
         self.misses = 0
 
     def __repr__(self) -> str:
-        return (f"ByteLRU({len(self._items)} items, {self.bytes}/{self.max_bytes} bytes, "
-                f"{self.hits} hits, {self.misses} misses)")
+        return (
+            f"ByteLRU({len(self._items)} items, {self.bytes}/{self.max_bytes} bytes, "
+            f"{self.hits} hits, {self.misses} misses)"
+        )
 
     def __len__(self) -> int:
         return len(self._items)

@@ -99,7 +99,7 @@ def write_source(path: Path, size: int) -> str:
     with path.open("wb") as f:
         left = size
         while left:
-            block = base64.encodebytes(os.urandom(CHUNK * 3 // 4 + 3))[:min(CHUNK, left)]
+            block = base64.encodebytes(os.urandom(CHUNK * 3 // 4 + 3))[: min(CHUNK, left)]
             f.write(block)
             digest.update(block)
             left -= len(block)
@@ -109,8 +109,10 @@ def write_source(path: Path, size: int) -> str:
 def multipart_body(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
     """A multipart/form-data body with the file as field `file`, streamed from disk, and
     its length."""
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"{path.name}\"\r\nContent-Type: text/csv\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{path.name}"\r\nContent-Type: text/csv\r\n\r\n'
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
 
     def chunks() -> Iterator[bytes]:
@@ -126,9 +128,14 @@ def multipart_body(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
 def upload(client: httpx.Client, path: Path) -> dict[str, Any]:
     boundary = secrets.token_hex(16)
     body, length = multipart_body(path, boundary)
-    response = client.post("/api/v1/files", content=body, headers={
-        "content-type": f"multipart/form-data; boundary={boundary}",
-        "content-length": str(length)})
+    response = client.post(
+        "/api/v1/files",
+        content=body,
+        headers={
+            "content-type": f"multipart/form-data; boundary={boundary}",
+            "content-length": str(length),
+        },
+    )
     if response.status_code != 201:
         raise RuntimeError(f"upload failed: {response.status_code} {response.text[:500]}")
     return dict(response.json())
@@ -136,8 +143,10 @@ def upload(client: httpx.Client, path: Path) -> dict[str, Any]:
 
 def download(client: httpx.Client, file_id: str, dest: Path) -> int:
     size = 0
-    with client.stream("GET", f"/api/v1/files/{file_id}/download") as response, \
-            dest.open("wb") as f:
+    with (
+        client.stream("GET", f"/api/v1/files/{file_id}/download") as response,
+        dest.open("wb") as f,
+    ):
         response.raise_for_status()
         for chunk in response.iter_raw(CHUNK):
             f.write(chunk)
@@ -185,7 +194,8 @@ def through_server(work: Path, server: LiveServer, source: Path, sha: str) -> di
     dest.unlink()
     growth = (max(upload_peak, download_peak) - baseline) / MIB
     return {
-        "upload_mib_s": round(size_mib / up_s, 1), "download_mib_s": round(size_mib / down_s, 1),
+        "upload_mib_s": round(size_mib / up_s, 1),
+        "download_mib_s": round(size_mib / down_s, 1),
         "baseline_rss_mib": round(baseline / MIB, 1),
         "upload_peak_rss_growth_mib": round((upload_peak - baseline) / MIB, 1),
         "download_peak_rss_growth_mib": round((download_peak - baseline) / MIB, 1),
@@ -207,9 +217,13 @@ def reference_boto3(s3: S3Server, bucket: str, work: Path, source: Path) -> tupl
     from botocore.config import Config
 
     client = boto3.session.Session().client(
-        "s3", endpoint_url=s3.endpoint, region_name=s3.region,
-        aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+        "s3",
+        endpoint_url=s3.endpoint,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
     size_mib = source.stat().st_size / MIB
     up_s, _ = timed(client.upload_file, str(source), bucket, "reference.csv")
     dest = work / "ref-down.csv"
@@ -221,19 +235,26 @@ def reference_boto3(s3: S3Server, bucket: str, work: Path, source: Path) -> tupl
     return size_mib / up_s, size_mib / down_s
 
 
-def report(backend: str, size_mib: int, measured: dict[str, Any], reference: str,
-           ref: tuple[float, float]) -> str:
-    return json.dumps({
-        "bench": "files", "backend": backend, "size_mib": size_mib,
-        "upload_mib_s": measured["upload_mib_s"], "download_mib_s": measured["download_mib_s"],
-        "reference": reference, "reference_upload_mib_s": round(ref[0], 1),
-        "reference_download_mib_s": round(ref[1], 1),
-        "ratio_upload_to_reference": round(measured["upload_mib_s"] / ref[0], 3),
-        "ratio_download_to_reference": round(measured["download_mib_s"] / ref[1], 3),
-        **{k: v for k, v in measured.items() if "rss" in k},
-        "rss_growth_limit_mib": RSS_LIMIT_MIB,
-        "within_limit": measured["peak_rss_growth_mib"] < RSS_LIMIT_MIB,
-    })
+def report(
+    backend: str, size_mib: int, measured: dict[str, Any], reference: str, ref: tuple[float, float]
+) -> str:
+    return json.dumps(
+        {
+            "bench": "files",
+            "backend": backend,
+            "size_mib": size_mib,
+            "upload_mib_s": measured["upload_mib_s"],
+            "download_mib_s": measured["download_mib_s"],
+            "reference": reference,
+            "reference_upload_mib_s": round(ref[0], 1),
+            "reference_download_mib_s": round(ref[1], 1),
+            "ratio_upload_to_reference": round(measured["upload_mib_s"] / ref[0], 3),
+            "ratio_download_to_reference": round(measured["download_mib_s"] / ref[1], 3),
+            **{k: v for k, v in measured.items() if "rss" in k},
+            "rss_growth_limit_mib": RSS_LIMIT_MIB,
+            "within_limit": measured["peak_rss_growth_mib"] < RSS_LIMIT_MIB,
+        }
+    )
 
 
 def run_dir(tmp: Path, source: Path, sha: str, size_mib: int) -> None:
@@ -245,8 +266,10 @@ def run_dir(tmp: Path, source: Path, sha: str, size_mib: int) -> None:
     finally:
         server.stop()
     shutil.rmtree(work / "data", ignore_errors=True)
-    print(report("dir", size_mib, measured, "shutil.copyfile", reference_copy(work, source)),
-          flush=True)
+    print(
+        report("dir", size_mib, measured, "shutil.copyfile", reference_copy(work, source)),
+        flush=True,
+    )
 
 
 def run_s3(tmp: Path, source: Path, sha: str, size_mib: int) -> None:
@@ -262,8 +285,7 @@ def run_s3(tmp: Path, source: Path, sha: str, size_mib: int) -> None:
         finally:
             server.stop()
         ref = reference_boto3(s3, bucket, work, source)
-    print(report("s3", size_mib, measured, "boto3 upload_file/download_file", ref),
-          flush=True)
+    print(report("s3", size_mib, measured, "boto3 upload_file/download_file", ref), flush=True)
 
 
 def main() -> None:

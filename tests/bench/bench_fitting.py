@@ -50,8 +50,11 @@ def textbook_maturation(t: np.ndarray, p: np.ndarray, fixed: np.ndarray) -> np.n
     km, beta, scale = fixed
     dt = t - t0
     b = beta - delta
-    bracket = (np.exp(-(beta + km) * dt) / (b + km) - np.exp(-beta * dt) / b
-               + km * np.exp(-delta * dt) / (b * (b + km)))
+    bracket = (
+        np.exp(-(beta + km) * dt) / (b + km)
+        - np.exp(-beta * dt) / b
+        + km * np.exp(-delta * dt) / (b * (b + km))
+    )
     return scale * (ktl * bracket * (dt > 0) + offset)
 
 
@@ -69,8 +72,9 @@ def reference_loop(spec: FitSpec, t: np.ndarray, y: np.ndarray) -> tuple[Referen
     with np.errstate(all="ignore"):
         for i in range(n):
             yi = y[i]
-            res = least_squares(lambda p, yi=yi: textbook_maturation(t, p, fixed) - yi,
-                                x0, bounds=(lower, upper))
+            res = least_squares(
+                lambda p, yi=yi: textbook_maturation(t, p, fixed) - yi, x0, bounds=(lower, upper)
+            )
             params[i, free] = res.x
             ss[i] = 2.0 * res.cost
             ok[i] = res.status > 0
@@ -79,8 +83,12 @@ def reference_loop(spec: FitSpec, t: np.ndarray, y: np.ndarray) -> tuple[Referen
 
 def subset(fit: FitArrays, rows: np.ndarray) -> FitArrays:
     fields = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
-    return FitArrays(names=fit.names, free=fit.free, device=fit.device,
-                     **{k: getattr(fit, k)[rows] for k in fields})
+    return FitArrays(
+        names=fit.names,
+        free=fit.free,
+        device=fit.device,
+        **{k: getattr(fit, k)[rows] for k in fields},
+    )
 
 
 def main() -> None:
@@ -88,15 +96,20 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=10_000)
     parser.add_argument("--points", type=int, default=180)
     parser.add_argument("--reference", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=0,
-                        help="CPU threads for the batched fit; 0: also run with all cores")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="CPU threads for the batched fit; 0: also run with all cores",
+    )
     parser.add_argument("--gpu-traces", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     spec = resolve_spec("maturation")
-    data = synthetic_traces("maturation", n=args.traces, n_times=args.points, noise=0.02,
-                            seed=args.seed)
+    data = synthetic_traces(
+        "maturation", n=args.traces, n_times=args.points, noise=0.02, seed=args.seed
+    )
     fit_traces(spec, data.t, data.y[:64])  # imports and caches out of the timing
 
     def timed(workers: int) -> tuple[FitArrays, float, float]:
@@ -120,39 +133,58 @@ def main() -> None:
     ref_rate = rows.size / ref_s
     agreement = parity(subset(ours, rows), ref)
     emit(
-        bench="fitting", measure="cpu", model="maturation", traces=args.traces,
-        points=args.points, workers=max(args.workers, 1), cpu_count=cores,
-        aperture_fits_per_s=round(ours_rate, 1), aperture_seconds=round(ours_s, 3),
+        bench="fitting",
+        measure="cpu",
+        model="maturation",
+        traces=args.traces,
+        points=args.points,
+        workers=max(args.workers, 1),
+        cpu_count=cores,
+        aperture_fits_per_s=round(ours_rate, 1),
+        aperture_seconds=round(ours_s, 3),
         reference="scipy.optimize.least_squares per trace (trf, 2-point jac), "
-                  f"{rows.size}-trace subsample, scaled",
+        f"{rows.size}-trace subsample, scaled",
         reference_fits_per_s=round(ref_rate, 1),
         reference_ms_per_fit=round(1e3 / ref_rate, 3),
-        ratio=round(ours_rate / ref_rate, 1), goal_ratio=100,
+        ratio=round(ours_rate / ref_rate, 1),
+        goal_ratio=100,
         # the same in CPU seconds of this process, less sensitive to other load
         ratio_cpu_time=round((args.traces / ours_cpu) / (rows.size / ref_cpu), 1)
-        if workers_one else None,
+        if workers_one
+        else None,
         aperture_all_cores_fits_per_s=round(all_cores_rate, 1) if all_cores_rate else None,
         ratio_all_cores=round(all_cores_rate / ref_rate, 1) if all_cores_rate else None,
-        parity_cost_rate=agreement["cost_rate"], parity_params_rate=agreement["params_rate"],
-        parity_either_rate=agreement["either_rate"], parity_compared=agreement["compared"],
+        parity_cost_rate=agreement["cost_rate"],
+        parity_params_rate=agreement["params_rate"],
+        parity_either_rate=agreement["either_rate"],
+        parity_compared=agreement["compared"],
         success_rate=float(ours.success.mean()),
         median_iterations=float(np.median(ours.iterations)),
         median_r_squared=float(np.median(ours.r_squared)),
     )
 
     if gpu_available() and args.gpu_traces > 0:
-        big = synthetic_traces("maturation", n=args.gpu_traces, n_times=args.points,
-                               noise=0.02, seed=args.seed + 1)
+        big = synthetic_traces(
+            "maturation", n=args.gpu_traces, n_times=args.points, noise=0.02, seed=args.seed + 1
+        )
         fit_traces(spec, big.t, big.y[:1024], device="gpu")  # kernels compiled and cached
         start = time.perf_counter()
-        gpu = fit_traces(spec, big.t, big.y, device="gpu",
-                         options=SolverOptions(working_set=1 << 18))
+        gpu = fit_traces(
+            spec, big.t, big.y, device="gpu", options=SolverOptions(working_set=1 << 18)
+        )
         gpu_s = time.perf_counter() - start
-        emit(bench="fitting", measure="gpu", model="maturation", traces=args.gpu_traces,
-             points=args.points, gpu_fits_per_s=round(args.gpu_traces / gpu_s, 1),
-             gpu_seconds=round(gpu_s, 3), cpu_fits_per_s=round(ours_rate, 1),
-             ratio_vs_reference=round(args.gpu_traces / gpu_s / ref_rate, 1),
-             success_rate=float(gpu.success.mean()))
+        emit(
+            bench="fitting",
+            measure="gpu",
+            model="maturation",
+            traces=args.gpu_traces,
+            points=args.points,
+            gpu_fits_per_s=round(args.gpu_traces / gpu_s, 1),
+            gpu_seconds=round(gpu_s, 3),
+            cpu_fits_per_s=round(ours_rate, 1),
+            ratio_vs_reference=round(args.gpu_traces / gpu_s / ref_rate, 1),
+            success_rate=float(gpu.success.mean()),
+        )
 
 
 if __name__ == "__main__":

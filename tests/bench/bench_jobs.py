@@ -83,13 +83,16 @@ def _sequential(client: httpx.Client, n: int) -> tuple[list[float], list[float]]
 async def _burst(url: str, n: int, headers: dict[str, str]) -> float:
     """Jobs per second from the first submission until all n are terminal."""
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits,
-                                 headers=headers) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=120, limits=limits, headers=headers
+    ) as client:
         start = time.perf_counter()
-        responses = await asyncio.gather(*[
-            client.post("/api/v1/jobs", json={"function": "noop", "tags": ["burst"]})
-            for _ in range(n)
-        ])
+        responses = await asyncio.gather(
+            *[
+                client.post("/api/v1/jobs", json={"function": "noop", "tags": ["burst"]})
+                for _ in range(n)
+            ]
+        )
         if any(r.status_code != 201 for r in responses):
             raise RuntimeError("a submission was refused")
         while True:
@@ -119,18 +122,29 @@ def main() -> None:
         finally:
             server.stop()
     p50 = statistics.median(server_ms)
-    print(json.dumps({
-        "bench": "jobs", "capability": "noop", "executor": "local", "workers": 2,
-        "database": "sqlite", "jobs": args.jobs, "burst": args.burst,
-        "latency_p50_ms": round(p50, 2), "latency_p99_ms": round(_pct(server_ms, 0.99), 2),
-        "observed_p50_ms": round(statistics.median(observed_ms), 2),
-        "observed_p99_ms": round(_pct(observed_ms, 0.99), 2),
-        "jobs_per_s": round(jobs_per_s, 1),
-        "reference": "http_health_round_trip", "reference_p50_ms": round(health_ms, 3),
-        "ratio_latency_to_reference": round(p50 / health_ms, 2),
-        "process_pool_round_trip_p50_ms": round(pool_ms, 3),
-        "ratio_latency_to_process_pool": round(p50 / pool_ms, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "jobs",
+                "capability": "noop",
+                "executor": "local",
+                "workers": 2,
+                "database": "sqlite",
+                "jobs": args.jobs,
+                "burst": args.burst,
+                "latency_p50_ms": round(p50, 2),
+                "latency_p99_ms": round(_pct(server_ms, 0.99), 2),
+                "observed_p50_ms": round(statistics.median(observed_ms), 2),
+                "observed_p99_ms": round(_pct(observed_ms, 0.99), 2),
+                "jobs_per_s": round(jobs_per_s, 1),
+                "reference": "http_health_round_trip",
+                "reference_p50_ms": round(health_ms, 3),
+                "ratio_latency_to_reference": round(p50 / health_ms, 2),
+                "process_pool_round_trip_p50_ms": round(pool_ms, 3),
+                "ratio_latency_to_process_pool": round(p50 / pool_ms, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

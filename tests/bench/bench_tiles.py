@@ -53,8 +53,14 @@ def make_slide(path: Path, width: int, height: int, seed: int = 7) -> Path:
 
     start = time.perf_counter()
     write_synthetic_slide(path, width=width, height=height, seed=seed)
-    emit(bench="synthetic.slide", width=width, height=height, levels=4,
-         seconds=round(time.perf_counter() - start, 2), bytes=path.stat().st_size)
+    emit(
+        bench="synthetic.slide",
+        width=width,
+        height=height,
+        levels=4,
+        seconds=round(time.perf_counter() - start, 2),
+        bytes=path.stat().st_size,
+    )
     return path
 
 
@@ -107,11 +113,18 @@ def bench_renderer(path: Path, n: int) -> None:
         addresses = sample_addresses(path, n, sampling=sampling)
         reference = render_reference(path, addresses)
         ours = render_aperture(path, addresses)
-        emit(bench="tiles.render", sampling=sampling, tiles=n, slide=f"{SIZE[0]}x{SIZE[1]}",
-             settings="254/1 jpeg q75 cold", aperture_tiles_per_s=round(ours, 1),
-             reference="openslide.deepzoom.DeepZoomGenerator.get_tile + PIL JPEG q75",
-             reference_tiles_per_s=round(reference, 1), ratio=round(ours / reference, 2),
-             goal=">= 3")
+        emit(
+            bench="tiles.render",
+            sampling=sampling,
+            tiles=n,
+            slide=f"{SIZE[0]}x{SIZE[1]}",
+            settings="254/1 jpeg q75 cold",
+            aperture_tiles_per_s=round(ours, 1),
+            reference="openslide.deepzoom.DeepZoomGenerator.get_tile + PIL JPEG q75",
+            reference_tiles_per_s=round(reference, 1),
+            ratio=round(ours / reference, 2),
+            goal=">= 3",
+        )
 
 
 def pyramid_seconds(path: Path, work: Path, *, bare: bool, bands: int = 0) -> float:
@@ -157,22 +170,37 @@ def bench_pyramid(path: Path, work: Path, repeats: int, banded: bool) -> None:
     for _ in range(repeats):
         bare.append(pyramid_seconds(path, work, bare=True))
         ours.append(pyramid_seconds(path, work, bare=False))
-    emit(bench="tiles.pyramid", part="build (no upload)", slide=f"{SIZE[0]}x{SIZE[1]}",
-         settings="254/1 jpeg q75", repeats=repeats, aperture_s=round(min(ours), 2),
-         reference="bare pyvips dzsave", reference_s=round(min(bare), 2),
-         ratio=round(min(ours) / min(bare), 3), goal="<= 1.15",
-         all_aperture_s=[round(s, 2) for s in ours], all_reference_s=[round(s, 2) for s in bare])
+    emit(
+        bench="tiles.pyramid",
+        part="build (no upload)",
+        slide=f"{SIZE[0]}x{SIZE[1]}",
+        settings="254/1 jpeg q75",
+        repeats=repeats,
+        aperture_s=round(min(ours), 2),
+        reference="bare pyvips dzsave",
+        reference_s=round(min(bare), 2),
+        ratio=round(min(ours) / min(bare), 3),
+        goal="<= 1.15",
+        all_aperture_s=[round(s, 2) for s in ours],
+        all_reference_s=[round(s, 2) for s in bare],
+    )
     if banded:
         seconds = pyramid_seconds(path, work, bare=False, bands=32)
-        emit(bench="tiles.pyramid", part="banded build run serially (32 rows per band)",
-             slide=f"{SIZE[0]}x{SIZE[1]}", aperture_s=round(seconds, 2),
-             reference="bare pyvips dzsave", reference_s=round(min(bare), 2),
-             ratio=round(seconds / min(bare), 3),
-             goal="none: in production the bands run as parallel jobs")
+        emit(
+            bench="tiles.pyramid",
+            part="banded build run serially (32 rows per band)",
+            slide=f"{SIZE[0]}x{SIZE[1]}",
+            aperture_s=round(seconds, 2),
+            reference="bare pyvips dzsave",
+            reference_s=round(min(bare), 2),
+            ratio=round(seconds / min(bare), 3),
+            goal="none: in production the bands run as parallel jobs",
+        )
 
 
-async def fetch_all(base_url: str, slide_id: str, addresses: list[Address], clients: int,
-                    headers: dict[str, str]) -> tuple[float, list[float]]:
+async def fetch_all(
+    base_url: str, slide_id: str, addresses: list[Address], clients: int, headers: dict[str, str]
+) -> tuple[float, list[float]]:
     """Tiles per second fetching every address through HTTP with `clients` workers, and
     each request's latency in seconds."""
     import httpx
@@ -210,11 +238,18 @@ def bench_http(base_url: str, slide_id: str, path: Path, n: int, token: str | No
     warm = asyncio.run(fetch_all(base_url, slide_id, addresses, 8, headers))
     reference = render_reference(path, addresses)
     for phase, (rate, latencies) in (("cold", cold), ("warm", warm)):
-        emit(bench="tiles.http", phase=phase, clients=8, tiles=n, aperture_tiles_per_s=round(
-            rate, 1), p50_ms=percentile_ms(latencies, 0.5),
+        emit(
+            bench="tiles.http",
+            phase=phase,
+            clients=8,
+            tiles=n,
+            aperture_tiles_per_s=round(rate, 1),
+            p50_ms=percentile_ms(latencies, 0.5),
             p99_ms=percentile_ms(latencies, 0.99),
             reference="DeepZoomGenerator.get_tile + PIL JPEG q75, in-process, one thread",
-            reference_tiles_per_s=round(reference, 1), ratio=round(rate / reference, 2))
+            reference_tiles_per_s=round(reference, 1),
+            ratio=round(rate / reference, 2),
+        )
 
 
 def serve_slide(path: Path, work: Path) -> tuple[Any, str, str]:
@@ -254,8 +289,9 @@ def bench_pyramid_jobs(path: Path, work: Path, band_rows: int) -> None:
 
     server, slide_id, token = serve_slide(path, work)
     try:
-        with httpx.Client(base_url=server.url, timeout=600,
-                          headers={"Authorization": f"Bearer {token}"}) as client:
+        with httpx.Client(
+            base_url=server.url, timeout=600, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
             file_id = client.get(f"/api/v1/slides/{slide_id}").json()["file_id"]
             params = {"file_id": file_id, "slide_id": slide_id}
             bare = pyramid_seconds(path, work, bare=True)
@@ -264,12 +300,26 @@ def bench_pyramid_jobs(path: Path, work: Path, band_rows: int) -> None:
     finally:
         server.stop()
     size = image_size(path)
-    emit(bench="tiles.pyramid.job", slide=size, workers=2, aperture_s=round(single, 2),
-         reference="bare pyvips dzsave (no upload)", reference_s=round(bare, 2),
-         ratio=round(single / bare, 3), goal="<= 1.15")
-    emit(bench="tiles.pyramid.fan_out", slide=size, workers=2, band_rows=band_rows,
-         aperture_s=round(fanned, 2), reference="the same pyramid as one job",
-         reference_s=round(single, 2), speedup=round(single / fanned, 2))
+    emit(
+        bench="tiles.pyramid.job",
+        slide=size,
+        workers=2,
+        aperture_s=round(single, 2),
+        reference="bare pyvips dzsave (no upload)",
+        reference_s=round(bare, 2),
+        ratio=round(single / bare, 3),
+        goal="<= 1.15",
+    )
+    emit(
+        bench="tiles.pyramid.fan_out",
+        slide=size,
+        workers=2,
+        band_rows=band_rows,
+        aperture_s=round(fanned, 2),
+        reference="the same pyramid as one job",
+        reference_s=round(single, 2),
+        speedup=round(single / fanned, 2),
+    )
 
 
 def image_size(path: Path) -> str:
@@ -289,13 +339,20 @@ def main() -> None:
     parser.add_argument("--http", help="API base URL, e.g. http://127.0.0.1:8000/api/v1")
     parser.add_argument("--slide-id", help="slide record id on that server (with --http)")
     parser.add_argument("--token", help="bearer token for --http")
-    parser.add_argument("--serve", action="store_true",
-                        help="start aperture serve with the slide and run the http bench")
-    parser.add_argument("--jobs", action="store_true",
-                        help="time tiles.pyramid jobs on aperture serve (single, fanned)")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="start aperture serve with the slide and run the http bench",
+    )
+    parser.add_argument(
+        "--jobs",
+        action="store_true",
+        help="time tiles.pyramid jobs on aperture serve (single, fanned)",
+    )
     parser.add_argument("--band-rows", type=int, default=16, help="with --jobs")
-    parser.add_argument("--size", default="x".join(map(str, SIZE)),
-                        help="synthetic slide WIDTHxHEIGHT")
+    parser.add_argument(
+        "--size", default="x".join(map(str, SIZE)), help="synthetic slide WIDTHxHEIGHT"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aperture-bench-") as tmp:
         work = Path(tmp)

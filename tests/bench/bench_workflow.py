@@ -64,13 +64,19 @@ def bench(size: int, frames: int, workdir: Path) -> dict[str, object]:
         tracemalloc.stop()
     stack_mib = frames * size * size * 4 / 2**20
     return {
-        "bench": "workflow.fov", "size": size, "frames": frames, "channels": 2,
+        "bench": "workflow.fov",
+        "size": size,
+        "frames": frames,
+        "channels": 2,
         "cells": result.summary["cells_found"],
-        "pipeline_s": round(elapsed, 3), "frames_per_s_per_worker": round(frames / elapsed, 2),
+        "pipeline_s": round(elapsed, 3),
+        "frames_per_s_per_worker": round(frames / elapsed, 2),
         "reference": "scipy.ndimage.uniform_filter(size=3) over each channel's float32 "
-                     "(T, Y, X) stack",
-        "reference_s": round(ref, 3), "passes_per_fov": round(elapsed / ref, 2),
-        "goal_passes": 7.5, "pyama_passes": 77,
+        "(T, Y, X) stack",
+        "reference_s": round(ref, 3),
+        "passes_per_fov": round(elapsed / ref, 2),
+        "goal_passes": 7.5,
+        "pyama_passes": 77,
         "peak_mib": round(peak / 2**20, 1),
         "stack_f32_per_channel_mib": round(stack_mib, 1),
         "peak_over_stack_f32_per_channel": round(peak / 2**20 / stack_mib, 3),

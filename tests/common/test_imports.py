@@ -30,16 +30,19 @@ def test_a_file_under_a_root_resolves(tree: dict[str, Path]) -> None:
     assert via_link == tree["inside"].resolve()
 
 
-@pytest.mark.parametrize(("make_path", "error", "message"), [
-    (lambda t: str(t["outside"]), Forbidden, "outside the allowed import roots"),
-    (lambda t: str(t["root"] / "escape"), Forbidden, "resolves to"),
-    (lambda t: str(t["root"] / ".." / "secrets.txt"), Forbidden, "outside"),
-    (lambda t: str(t["root"] / "2026"), InvalidInput, "not a regular file"),
-    (lambda t: str(t["root"] / "missing.tif"), NotFound, "no file"),
-    (lambda t: "relative/stack.tif", InvalidInput, "absolute"),
-    (lambda t: str(t["inside"]) + "\x00.png", InvalidInput, "NUL"),
-    (lambda t: "", InvalidInput, "non-empty"),
-])
+@pytest.mark.parametrize(
+    ("make_path", "error", "message"),
+    [
+        (lambda t: str(t["outside"]), Forbidden, "outside the allowed import roots"),
+        (lambda t: str(t["root"] / "escape"), Forbidden, "resolves to"),
+        (lambda t: str(t["root"] / ".." / "secrets.txt"), Forbidden, "outside"),
+        (lambda t: str(t["root"] / "2026"), InvalidInput, "not a regular file"),
+        (lambda t: str(t["root"] / "missing.tif"), NotFound, "no file"),
+        (lambda t: "relative/stack.tif", InvalidInput, "absolute"),
+        (lambda t: str(t["inside"]) + "\x00.png", InvalidInput, "NUL"),
+        (lambda t: "", InvalidInput, "non-empty"),
+    ],
+)
 def test_refusals_say_why(tree: dict[str, Path], make_path, error, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error, match=message):
         resolve_import_path(make_path(tree), [tree["root"]])

@@ -44,13 +44,16 @@ def test_happy_path_writes_one_event_per_change(stores) -> None:  # type: ignore
     assert [e.status for e in events][-1] is Status.succeeded
 
 
-@pytest.mark.parametrize(("start", "target"), [
-    (Status.queued, Status.succeeded),
-    (Status.queued, Status.cancelling),
-    (Status.succeeded, Status.running),
-    (Status.failed, Status.cancelled),
-    (Status.cancelled, Status.queued),
-])
+@pytest.mark.parametrize(
+    ("start", "target"),
+    [
+        (Status.queued, Status.succeeded),
+        (Status.queued, Status.cancelling),
+        (Status.succeeded, Status.running),
+        (Status.failed, Status.cancelled),
+        (Status.cancelled, Status.queued),
+    ],
+)
 def test_illegal_transitions_are_refused(stores, start: Status, target: Status) -> None:  # type: ignore[no-untyped-def]
     jobs, queries = stores
     job_id = _new(jobs)

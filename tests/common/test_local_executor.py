@@ -58,10 +58,13 @@ def test_a_job_runs_to_success(pool: JobService) -> None:
     assert job.attempts == 1 and job.progress == 1.0
 
 
-@pytest.mark.parametrize(("function", "reason"), [
-    ("test.exit", "exited with code 3"),
-    ("test.segfault", "killed by signal SIGSEGV"),
-])
+@pytest.mark.parametrize(
+    ("function", "reason"),
+    [
+        ("test.exit", "exited with code 3"),
+        ("test.segfault", "killed by signal SIGSEGV"),
+    ],
+)
 def test_a_crashing_worker_fails_its_job_and_the_pool_keeps_serving(
     pool: JobService, function: str, reason: str
 ) -> None:
@@ -144,8 +147,11 @@ def test_cancelling_a_parent_cancels_its_children(pool: JobService) -> None:
 
 
 def test_a_frozen_worker_is_detected_by_its_missing_heartbeat(tmp_path: Path) -> None:
-    runtime = _runtime(make_settings(tmp_path / "data", workers=1, heartbeat_interval_s=0.2,
-                                     heartbeat_timeout_s=1.5))
+    runtime = _runtime(
+        make_settings(
+            tmp_path / "data", workers=1, heartbeat_interval_s=0.2, heartbeat_timeout_s=1.5
+        )
+    )
     executor = LocalExecutor(runtime)
     executor.start()
     try:

@@ -24,9 +24,11 @@ def test_reads_and_seeks_like_a_file(dir_store: DirectoryStore) -> None:
         assert fh.size == len(data) and fh.seekable() and fh.readable()
         for _ in range(300):
             whence = rng.choice([io.SEEK_SET, io.SEEK_CUR, io.SEEK_END])
-            offset = {io.SEEK_SET: rng.randrange(0, len(data) + 10),
-                      io.SEEK_CUR: rng.randrange(-100, 100),
-                      io.SEEK_END: -rng.randrange(0, 5000)}[whence]
+            offset = {
+                io.SEEK_SET: rng.randrange(0, len(data) + 10),
+                io.SEEK_CUR: rng.randrange(-100, 100),
+                io.SEEK_END: -rng.randrange(0, 5000),
+            }[whence]
             if whence == io.SEEK_CUR and fh.tell() + offset < 0:
                 continue
             assert fh.seek(offset, whence) == expected.seek(offset, whence)
@@ -57,14 +59,18 @@ def _metadata_cost(store: DirectoryStore, path: Path, key: str) -> tuple[int, in
         return fh.bytes_fetched, fh.requests, fh.size
 
 
-def test_metadata_cost_does_not_grow_with_file_size(dir_store: DirectoryStore,
-                                                    tmp_path: Path) -> None:
+def test_metadata_cost_does_not_grow_with_file_size(
+    dir_store: DirectoryStore, tmp_path: Path
+) -> None:
     costs = {}
     for size in (64, 256, 1024):
         paths = write_timelapse(tmp_path / str(size), fovs=2, frames=6, size=size, seed=3)
         costs[size] = _metadata_cost(dir_store, paths.image, f"t/{size}.ome.tif")
     (small, _, small_size), (mid, _, mid_size), (large, large_requests, large_size) = (
-        costs[64], costs[256], costs[1024])
+        costs[64],
+        costs[256],
+        costs[1024],
+    )
     assert large_size > 100 * small_size and large_size > 10 * mid_size
     # 256x the pixels, (about) the same bytes read: headers, IFDs and OME-XML only.
     assert large <= mid * 1.05 and large <= 2 * small

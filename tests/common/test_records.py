@@ -48,14 +48,34 @@ def test_types_round_trip(engine: Engine) -> None:
     db = make_sessionmaker(engine)
     owner = uuid.uuid4()
     moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    job = Job(id=uuid.uuid4(), owner_id=owner, function="noop", status="queued",
-              params={"nested": {"list": [1, 2.5, "ü"]}}, tags=["a", "b"], executor="local",
-              progress=0.0, attempts=0, max_attempts=1, event_seq=0, created_at=moment,
-              updated_at=moment)
+    job = Job(
+        id=uuid.uuid4(),
+        owner_id=owner,
+        function="noop",
+        status="queued",
+        params={"nested": {"list": [1, 2.5, "ü"]}},
+        tags=["a", "b"],
+        executor="local",
+        progress=0.0,
+        attempts=0,
+        max_attempts=1,
+        event_seq=0,
+        created_at=moment,
+        updated_at=moment,
+    )
     with transaction(db) as session:
         session.add(job)
-        session.add(File(id=uuid.uuid4(), owner_id=owner, name="ä.tif", key="k/ä.tif",
-                         size=2**40, created_at=moment, updated_at=moment))
+        session.add(
+            File(
+                id=uuid.uuid4(),
+                owner_id=owner,
+                name="ä.tif",
+                key="k/ä.tif",
+                size=2**40,
+                created_at=moment,
+                updated_at=moment,
+            )
+        )
     with db() as session:
         stored = session.get(Job, job.id)
         assert stored is not None

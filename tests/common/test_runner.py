@@ -35,8 +35,12 @@ class ArtefactResult(BaseModel):
     sha256: str
 
 
-@capability("test.runner.artefact", params=ArtefactParams, result=ArtefactResult,
-            resources=Resources(retries=1))
+@capability(
+    "test.runner.artefact",
+    params=ArtefactParams,
+    result=ArtefactResult,
+    resources=Resources(retries=1),
+)
 def make_artefact(params: ArtefactParams, ctx: Context) -> ArtefactResult:
     """Reverses a stored file into a new one; fails its first `fail_attempts` attempts."""
     stored = ctx.file(params.file_id)
@@ -72,10 +76,16 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
         runtime.close()
 
 
-def _submit(runtime: Runtime, function: str, params: dict[str, object],
-            owner: uuid.UUID | None = None, attempts: int = 1) -> uuid.UUID:
-    return runtime.jobs.create(function=function, params=params, executor="local",
-                               owner_id=owner, max_attempts=attempts).id
+def _submit(
+    runtime: Runtime,
+    function: str,
+    params: dict[str, object],
+    owner: uuid.UUID | None = None,
+    attempts: int = 1,
+) -> uuid.UUID:
+    return runtime.jobs.create(
+        function=function, params=params, executor="local", owner_id=owner, max_attempts=attempts
+    ).id
 
 
 def test_a_job_runs_end_to_end(runtime: Runtime) -> None:
@@ -86,8 +96,12 @@ def test_a_job_runs_end_to_end(runtime: Runtime) -> None:
     assert run_job(job_id, runtime, handle="test:1") is Status.succeeded
 
     job = runtime.jobs.get(job_id)
-    assert (job.status, job.progress, job.attempts, job.handle) == (Status.succeeded, 1.0, 1,
-                                                                     "test:1")
+    assert (job.status, job.progress, job.attempts, job.handle) == (
+        Status.succeeded,
+        1.0,
+        1,
+        "test:1",
+    )
     result = ArtefactResult.model_validate(job.result)
     artefact = runtime.files.get(result.artefact_id, owner_id=owner)
     stored = runtime.objects.get_bytes(artefact.key)
@@ -97,8 +111,11 @@ def test_a_job_runs_end_to_end(runtime: Runtime) -> None:
     events = runtime.queries.events(job_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [(e.kind, e.status) for e in events] == [
-        ("status", "queued"), ("status", "running"), ("progress", "running"),
-        ("log", "running"), ("status", "succeeded"),
+        ("status", "queued"),
+        ("status", "running"),
+        ("progress", "running"),
+        ("log", "running"),
+        ("status", "succeeded"),
     ]
 
 
@@ -106,8 +123,9 @@ def test_a_failed_attempt_is_retried_then_succeeds(runtime: Runtime) -> None:
     source = runtime.files.add(b"x", name="in.bin", owner_id=None)
     submitted: list[uuid.UUID] = []
     runtime.submit = submitted.append  # what an executor's hook receives
-    job_id = _submit(runtime, "test.runner.artefact",
-                     {"file_id": str(source.id), "fail_attempts": 1}, attempts=2)
+    job_id = _submit(
+        runtime, "test.runner.artefact", {"file_id": str(source.id), "fail_attempts": 1}, attempts=2
+    )
 
     assert run_job(job_id, runtime) is Status.queued
     assert submitted == [job_id]

@@ -23,11 +23,14 @@ def test_development_secret_is_generated_once_and_shared(tmp_path: Path) -> None
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"secret_key": "short"},
-    {"secret_key": "x" * 40, "cors_origins": ["*"]},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"secret_key": "short"},
+        {"secret_key": "x" * 40, "cors_origins": ["*"]},
+    ],
+)
 def test_production_refuses_unsafe_values(overrides: dict) -> None:
     with pytest.raises(ValidationError, match="production"):
         Settings(environment="production", **overrides)

@@ -38,10 +38,15 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
     overrides: dict[str, Any] = {}
     if request.param == "s3":
         server: S3Server = request.getfixturevalue("s3_server")
-        overrides = {"object_store": "s3", "s3_endpoint_url": server.endpoint,
-                     "s3_bucket": unique_bucket(), "s3_region": server.region,
-                     "s3_path_style": True, "s3_access_key_id": server.access_key,
-                     "s3_secret_access_key": server.secret_key}
+        overrides = {
+            "object_store": "s3",
+            "s3_endpoint_url": server.endpoint,
+            "s3_bucket": unique_bucket(),
+            "s3_region": server.region,
+            "s3_path_style": True,
+            "s3_access_key_id": server.access_key,
+            "s3_secret_access_key": server.secret_key,
+        }
     runtime = Runtime.from_settings(make_settings(tmp_path / "data", **overrides))
     migrate(runtime.engine)
     if request.param == "s3":
@@ -67,10 +72,22 @@ def _start_upload(runtime: Runtime, *, row: bool = True, part: bool = True) -> s
     if row:
         now = utcnow()
         with transaction(runtime.db) as session:
-            session.add(Upload(id=uuid.uuid4(), owner_id=None, name="big.tif", size=1000,
-                               file_id=uuid.uuid4(), key=key, store_upload_id=upload_id,
-                               part_size=1000, part_count=1, status="open",
-                               created_at=now, updated_at=now))
+            session.add(
+                Upload(
+                    id=uuid.uuid4(),
+                    owner_id=None,
+                    name="big.tif",
+                    size=1000,
+                    file_id=uuid.uuid4(),
+                    key=key,
+                    store_upload_id=upload_id,
+                    part_size=1000,
+                    part_count=1,
+                    status="open",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
     return upload_id
 
 
@@ -82,14 +99,16 @@ def _date_rows_as_listed(runtime: Runtime) -> None:
     """Rows take the store's initiation times, so both clocks agree in the test."""
     with transaction(runtime.db) as session:
         for upload in _listed(runtime).values():
-            session.execute(update(Upload).where(Upload.store_upload_id == upload.upload_id)
-                            .values(created_at=upload.initiated))
+            session.execute(
+                update(Upload)
+                .where(Upload.store_upload_id == upload.upload_id)
+                .values(created_at=upload.initiated)
+            )
 
 
 def _row_status(runtime: Runtime, upload_id: str) -> str:
     with runtime.db() as session:
-        status = session.scalar(select(Upload.status)
-                                .where(Upload.store_upload_id == upload_id))
+        status = session.scalar(select(Upload.status).where(Upload.store_upload_id == upload_id))
     return str(status)
 
 
@@ -130,8 +149,11 @@ def test_a_pass_removes_what_is_stale_and_keeps_the_rest(runtime: Runtime) -> No
     objects.delete(half_key)  # a pass that crashed after deleting the object
     live = runtime.files.add(b"live", name="live.txt", owner_id=None)
 
-    old_times = [listed[stale].initiated, listed[orphan].initiated,
-                 *(_tmp_time(runtime, key) for key in old_tmp)]
+    old_times = [
+        listed[stale].initiated,
+        listed[orphan].initiated,
+        *(_tmp_time(runtime, key) for key in old_tmp),
+    ]
     new_times = [listed[fresh].initiated, _tmp_time(runtime, "tmp/new.bin")]
     assert max(old_times) < min(new_times)
     middle = max(old_times) + (min(new_times) - max(old_times)) / 2
@@ -139,11 +161,11 @@ def test_a_pass_removes_what_is_stale_and_keeps_the_rest(runtime: Runtime) -> No
 
     report = run_cleanup(runtime, now=now, upload_expiry_s=AGE_S, tmp_ttl_s=AGE_S)
 
-    assert report == CleanupReport(multipart_aborted=2, uploads_marked_aborted=2,
-                                   files_purged=2, tmp_deleted=2, errors=0)
+    assert report == CleanupReport(
+        multipart_aborted=2, uploads_marked_aborted=2, files_purged=2, tmp_deleted=2, errors=0
+    )
     assert set(_listed(runtime)) == {fresh}
-    assert [_row_status(runtime, u) for u in (stale, lost, fresh)] == [
-        "aborted", "aborted", "open"]
+    assert [_row_status(runtime, u) for u in (stale, lost, fresh)] == ["aborted", "aborted", "open"]
     assert not objects.exists(gone_key)
     assert _file_rows(runtime, [gone_id, half_id, live.id]) == {live.id}
     assert objects.get_bytes(live.key) == b"live"
@@ -215,10 +237,12 @@ def test_the_capability_runs_for_schedules_and_admins_only(dir_runtime: Runtime)
     assert "upload_expiry_s" in get_capability("cleanup").params_schema()["properties"]
     file_id, _ = _deleted_file(runtime)
     outcomes = {}
-    for who, owner in (("user", _user(runtime, "user")), ("schedule", None),
-                       ("admin", _user(runtime, "admin"))):
-        job = runtime.jobs.create(function="cleanup", params={}, executor="local",
-                                  owner_id=owner)
+    for who, owner in (
+        ("user", _user(runtime, "user")),
+        ("schedule", None),
+        ("admin", _user(runtime, "admin")),
+    ):
+        job = runtime.jobs.create(function="cleanup", params={}, executor="local", owner_id=owner)
         run_job(job.id, runtime)
         outcomes[who] = runtime.jobs.get(job.id)
     assert outcomes["user"].status is Status.failed
@@ -229,8 +253,9 @@ def test_the_capability_runs_for_schedules_and_admins_only(dir_runtime: Runtime)
     assert _file_rows(runtime, [file_id]) == set()
 
 
-def test_the_cli_prints_the_report(dir_runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_prints_the_report(
+    dir_runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from infra.cli import main
 
     _deleted_file(dir_runtime)

@@ -23,14 +23,22 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         pytest.skip(f"real fixtures not found at {REAL}")
     out = tmp_path_factory.mktemp("samples")
     write_czi(out / "scenes.czi")
-    return {"cluster.nd2": REAL / "cluster.nd2", "small.svs": REAL / "small.svs",
-            "boxes.tiff": REAL / "boxes.tiff", "scenes.czi": out / "scenes.czi",
-            "timelapse.ome.tif": write_timelapse(out, fovs=2, frames=4, size=64).image}
+    return {
+        "cluster.nd2": REAL / "cluster.nd2",
+        "small.svs": REAL / "small.svs",
+        "boxes.tiff": REAL / "boxes.tiff",
+        "scenes.czi": out / "scenes.czi",
+        "timelapse.ome.tif": write_timelapse(out, fovs=2, frames=4, size=64).image,
+    }
 
 
-EXPECTED = {"cluster.nd2": ("microscopy", "nd2"), "timelapse.ome.tif": ("microscopy", "ome-tiff"),
-            "scenes.czi": ("microscopy", "czi"), "small.svs": ("slide", "aperio"),
-            "boxes.tiff": ("slide", "generic-tiff")}
+EXPECTED = {
+    "cluster.nd2": ("microscopy", "nd2"),
+    "timelapse.ome.tif": ("microscopy", "ome-tiff"),
+    "scenes.czi": ("microscopy", "czi"),
+    "small.svs": ("slide", "aperio"),
+    "boxes.tiff": ("slide", "generic-tiff"),
+}
 
 
 def _kind(result: dict[str, object]) -> object:
@@ -41,8 +49,7 @@ def _put(store: object, path: Path, name: str | None = None) -> StoredFile:
     name = name or path.name
     key = f"users/u/files/{uuid.uuid4()}/{name}"
     store.put_file(key, path)  # type: ignore[attr-defined]
-    return StoredFile(id=uuid.uuid4(), owner_id=None, name=name, key=key,
-                      size=path.stat().st_size)
+    return StoredFile(id=uuid.uuid4(), owner_id=None, name=name, key=key, size=path.stat().st_size)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -51,16 +58,16 @@ def test_content_decides_the_reader(samples: dict[str, Path], name: str) -> None
     assert (result.kind, _kind(result.metadata)) == EXPECTED[name]
 
 
-def test_directory_store_files_are_read_in_place(dir_store: object,
-                                                 samples: dict[str, Path]) -> None:
+def test_directory_store_files_are_read_in_place(
+    dir_store: object, samples: dict[str, Path]
+) -> None:
     stored = _put(dir_store, samples["cluster.nd2"])
     assert dir_store.local_path(stored.key).is_file()  # type: ignore[attr-defined]
     result = describe_stored(dir_store, stored)
     assert result.metadata["n_z"] == 10 and result.metadata["file_path"] is None
 
 
-def test_s3_objects_give_the_same_metadata(s3_store: object, samples: dict[str, Path]
-                                           ) -> None:
+def test_s3_objects_give_the_same_metadata(s3_store: object, samples: dict[str, Path]) -> None:
     assert s3_store.local_path("users/x") is None  # type: ignore[attr-defined]
     for name, path in samples.items():
         # stored under a misleading name: the content still decides

@@ -42,8 +42,9 @@ def _inner(function: modal.Function[Any, Any, Any]) -> Any:
 def _autoscaler(function: modal.Function[Any, Any, Any]) -> Any:
     """The autoscaler settings Modal will deploy (max_containers lives only there)."""
     cells = _inner(function)._load.__closure__ or ()
-    found = [c.cell_contents for c in cells
-             if isinstance(c.cell_contents, api_pb2.AutoscalerSettings)]
+    found = [
+        c.cell_contents for c in cells if isinstance(c.cell_contents, api_pb2.AutoscalerSettings)
+    ]
     assert len(found) == 1
     return found[0]
 
@@ -53,7 +54,11 @@ def test_import_needs_no_modal_credentials() -> None:
     env |= {"HOME": "/nonexistent", "MODAL_CONFIG_PATH": "/nonexistent/.modal.toml"}
     done = subprocess.run(
         [sys.executable, "-c", "import infra.modal_app as m; print(len(m.CAPABILITY_FUNCTIONS))"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.strip()) >= 1
@@ -70,7 +75,10 @@ def test_every_capability_has_a_function_with_its_resources(modal_app: Any) -> N
         assert isinstance(function, modal.Function)
         info = function.info()  # local declaration: no network for a function we define
         assert (info.cpu, info.memory_mib, info.timeout) == (
-            resources.cpu, resources.memory_mib, resources.timeout_s), name
+            resources.cpu,
+            resources.memory_mib,
+            resources.timeout_s,
+        ), name
         assert (info.max_retries or 0) == resources.retries, name
         assert info.gpus == ([(resources.gpu, 1)] if resources.gpu else []), name
         assert (_autoscaler(function).max_containers or None) == resources.max_containers
@@ -83,14 +91,19 @@ def test_gpu_capabilities_get_the_gpu_image(modal_app: Any) -> None:
     class Nothing(BaseModel):
         pass
 
-    gpu = Capability(name="test.gpu", params=Nothing, result=Nothing,
-                     run=lambda params, ctx: Nothing(),
-                     resources=Resources(gpu="L40S", cpu=4, max_containers=3))
+    gpu = Capability(
+        name="test.gpu",
+        params=Nothing,
+        result=Nothing,
+        run=lambda params, ctx: Nothing(),
+        resources=Resources(gpu="L40S", cpu=4, max_containers=3),
+    )
     options = modal_app.function_options(gpu)
     assert options["image"] is modal_app.gpu_image and options["gpu"] == "L40S"
     assert options["max_containers"] == 3
-    cpu = Capability(name="test.cpu", params=Nothing, result=Nothing,
-                     run=lambda params, ctx: Nothing())
+    cpu = Capability(
+        name="test.cpu", params=Nothing, result=Nothing, run=lambda params, ctx: Nothing()
+    )
     assert modal_app.function_options(cpu)["image"] is modal_app.cpu_image
 
 
@@ -105,7 +118,9 @@ def test_the_web_function_and_the_scheduled_cleanup_exist(modal_app: Any) -> Non
 def test_the_images_install_the_locked_dependencies_and_gpu_stack(modal_app: Any) -> None:
     assert all("==" in package for package in modal_app.GPU_PACKAGES)
     assert {p.split("[")[0].split("==")[0] for p in modal_app.GPU_PACKAGES} == {
-        "cupy-cuda12x", "cucim-cu12"}
+        "cupy-cuda12x",
+        "cucim-cu12",
+    }
     assert (REPO / "uv.lock").exists()
     pins = (REPO / "pyproject.toml").read_text()
     assert '"modal~=1.' in pins
@@ -127,7 +142,8 @@ def cleanup_runtime(tmp_path: Path) -> Iterator[tuple[Runtime, ModalExecutor, Mo
 
 
 def test_the_scheduled_pass_recovers_stuck_jobs(
-    modal_app: Any, cleanup_runtime: tuple[Runtime, ModalExecutor, ModalStandIn],
+    modal_app: Any,
+    cleanup_runtime: tuple[Runtime, ModalExecutor, ModalStandIn],
 ) -> None:
     runtime, executor, standin = cleanup_runtime
     standin.hold.clear()

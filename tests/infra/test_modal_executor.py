@@ -30,13 +30,15 @@ from tests.support.modal_standin import ModalStandIn
 
 class Harness:
     def __init__(self, tmp_path: Path) -> None:
-        settings = make_settings(tmp_path / "data", executor="modal", cancel_grace_s=0.3,
-                                 heartbeat_interval_s=0.2)
+        settings = make_settings(
+            tmp_path / "data", executor="modal", cancel_grace_s=0.3, heartbeat_interval_s=0.2
+        )
         self.runtime = Runtime.from_settings(settings)
         migrate(self.runtime.engine)
         self.modal = ModalStandIn(self.runtime)
-        self.executor = ModalExecutor(self.runtime, api=self.modal, sweep_interval_s=0.1,
-                                      quiet_after_s=0.0)
+        self.executor = ModalExecutor(
+            self.runtime, api=self.modal, sweep_interval_s=0.1, quiet_after_s=0.0
+        )
         self.runtime.submit = self.executor.submit_or_fail  # as in a container
         self.jobs = JobService(self.runtime, self.executor)
 
@@ -45,8 +47,9 @@ class Harness:
 
     def wait(self, job_id: uuid.UUID, *statuses: Status, timeout: float = 15) -> JobRecord:
         wanted = set(statuses) or {Status.succeeded, Status.failed, Status.cancelled}
-        return _until(lambda: self.runtime.jobs.get(job_id),
-                      lambda job: job.status in wanted, timeout)
+        return _until(
+            lambda: self.runtime.jobs.get(job_id), lambda job: job.status in wanted, timeout
+        )
 
 
 def _until(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float) -> Any:
@@ -137,8 +140,11 @@ def test_a_silent_job_is_recovered_and_its_call_cancelled(harness: Harness) -> N
     handle = harness.runtime.jobs.get(job.id).handle or ""
     harness.runtime.jobs.start(job.id, handle)  # it started, then froze: no more beats
     with harness.runtime.engine.begin() as connection:
-        connection.execute(update(Job).where(Job.id == job.id).values(
-            heartbeat_at=utcnow() - timedelta(seconds=60)))
+        connection.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=60))
+        )
     harness.executor.sweep()
     failed = harness.runtime.jobs.get(job.id)
     assert failed.status is Status.failed and failed.error is not None
@@ -149,8 +155,9 @@ def test_a_silent_job_is_recovered_and_its_call_cancelled(harness: Harness) -> N
 def test_a_retried_call_counts_as_an_attempt(harness: Harness) -> None:
     """Modal retried the input after its container died mid-job: same call id."""
     source = harness.runtime.files.add(b"abc", name="a.txt", owner_id=None)
-    job = harness.runtime.jobs.create(function="checksum", params={"file_id": str(source.id)},
-                                      executor="modal", max_attempts=2)
+    job = harness.runtime.jobs.create(
+        function="checksum", params={"file_id": str(source.id)}, executor="modal", max_attempts=2
+    )
     harness.runtime.jobs.start(job.id, "fc-crashed")
     assert run_call(harness.runtime, str(job.id), "fc-crashed") == "succeeded"
     assert harness.runtime.jobs.get(job.id).attempts == 2

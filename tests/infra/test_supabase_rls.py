@@ -56,8 +56,9 @@ def supabase_engine(postgres_server_url: str) -> Iterator[Engine]:
     admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = _supabase_like(make_url(postgres_server_url).set(database=name)
-                            .render_as_string(hide_password=False))
+    engine = _supabase_like(
+        make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    )
     try:
         yield engine
     finally:
@@ -67,8 +68,9 @@ def supabase_engine(postgres_server_url: str) -> Iterator[Engine]:
         admin.dispose()
 
 
-def _value(table: Table, column: Column[Any], owner: uuid.UUID, made: dict[str, dict[str, Any]]
-           ) -> Any:
+def _value(
+    table: Table, column: Column[Any], owner: uuid.UUID, made: dict[str, dict[str, Any]]
+) -> Any:
     """A valid value for a NOT NULL column; foreign keys point at the owner's own rows."""
     if column.name == OWNED_TABLES[table.name]:
         return owner
@@ -76,8 +78,14 @@ def _value(table: Table, column: Column[Any], owner: uuid.UUID, made: dict[str, 
         return made[key.column.table.name][key.column.name]
     kind = getattr(column.type, "impl_instance", column.type).python_type  # TypeDecorators
     values: dict[type, Any] = {
-        uuid.UUID: uuid.uuid4(), datetime: datetime.now(UTC), dict: {}, list: [],
-        bool: False, int: 1, float: 1.0, str: uuid.uuid4().hex[:8],
+        uuid.UUID: uuid.uuid4(),
+        datetime: datetime.now(UTC),
+        dict: {},
+        list: [],
+        bool: False,
+        int: 1,
+        float: 1.0,
+        str: uuid.uuid4().hex[:8],
     }
     if kind not in values:
         raise TypeError(f"no test value for {table.name}.{column.name} of type {kind!r}")
@@ -90,9 +98,12 @@ def _seed(connection: Connection, owner: uuid.UUID) -> None:
     for table in Base.metadata.sorted_tables:
         if table.name not in OWNED_TABLES:
             continue
-        row = {c.name: _value(table, c, owner, made) for c in table.columns
-               if c.name == OWNED_TABLES[table.name]
-               or not (c.nullable or c.default is not None or c.autoincrement is True)}
+        row = {
+            c.name: _value(table, c, owner, made)
+            for c in table.columns
+            if c.name == OWNED_TABLES[table.name]
+            or not (c.nullable or c.default is not None or c.autoincrement is True)
+        }
         inserted = connection.execute(table.insert().values(**row).returning(*table.c))
         made[table.name] = dict(inserted.mappings().one())
 
@@ -100,8 +111,10 @@ def _seed(connection: Connection, owner: uuid.UUID) -> None:
 def _as_role(connection: Connection, role: str, sub: uuid.UUID | None) -> None:
     claims = {"role": role, **({"sub": str(sub)} if sub else {})}
     connection.execute(text(f"SET LOCAL ROLE {role}"))
-    connection.execute(text("SELECT set_config('request.jwt.claims', :claims, true)"),
-                       {"claims": json.dumps(claims)})
+    connection.execute(
+        text("SELECT set_config('request.jwt.claims', :claims, true)"),
+        {"claims": json.dumps(claims)},
+    )
 
 
 def _owners(connection: Connection, table: str) -> set[uuid.UUID | None]:
@@ -109,8 +122,7 @@ def _owners(connection: Connection, table: str) -> set[uuid.UUID | None]:
     return set(connection.execute(text(f"SELECT {owner} FROM {table}")).scalars())
 
 
-def _visible(engine: Engine, table: str, role: str, sub: uuid.UUID | None
-             ) -> set[uuid.UUID | None]:
+def _visible(engine: Engine, table: str, role: str, sub: uuid.UUID | None) -> set[uuid.UUID | None]:
     """Owners of the rows `role` with subject `sub` can read, in a transaction of its own."""
     with engine.connect() as connection, connection.begin():
         _as_role(connection, role, sub)
@@ -127,8 +139,9 @@ def two_users(supabase_engine: Engine) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 @pytest.mark.parametrize("table", PRESENT)
-def test_a_user_sees_only_their_own_rows(supabase_engine: Engine, two_users: Any,
-                                         table: str) -> None:
+def test_a_user_sees_only_their_own_rows(
+    supabase_engine: Engine, two_users: Any, table: str
+) -> None:
     alice, bob = two_users
     with supabase_engine.connect() as connection:
         assert _owners(connection, table) == {alice, bob}  # the API's connection sees all
@@ -141,40 +154,58 @@ def test_a_user_sees_only_their_own_rows(supabase_engine: Engine, two_users: Any
 
 
 @pytest.mark.parametrize("table", PRESENT)
-def test_a_user_cannot_change_others_rows(supabase_engine: Engine, two_users: Any,
-                                          table: str) -> None:
+def test_a_user_cannot_change_others_rows(
+    supabase_engine: Engine, two_users: Any, table: str
+) -> None:
     alice, bob = two_users
     owner = OWNED_TABLES[table]
     with supabase_engine.connect() as connection, connection.begin():
         _as_role(connection, "authenticated", alice)
-        changed = connection.execute(text(f"UPDATE {table} SET {owner} = {owner} "
-                                          f"WHERE {owner} = :bob"), {"bob": bob})
+        changed = connection.execute(
+            text(f"UPDATE {table} SET {owner} = {owner} WHERE {owner} = :bob"), {"bob": bob}
+        )
         assert changed.rowcount == 0
-        deleted = connection.execute(text(f"DELETE FROM {table} WHERE {owner} = :bob"),
-                                     {"bob": bob})
+        deleted = connection.execute(
+            text(f"DELETE FROM {table} WHERE {owner} = :bob"), {"bob": bob}
+        )
         assert deleted.rowcount == 0
         with pytest.raises(Exception, match="row-level security"):
-            connection.execute(text(f"UPDATE {table} SET {owner} = :bob "
-                                    f"WHERE {owner} = :alice"), {"bob": bob, "alice": alice})
+            connection.execute(
+                text(f"UPDATE {table} SET {owner} = :bob WHERE {owner} = :alice"),
+                {"bob": bob, "alice": alice},
+            )
     with supabase_engine.connect() as connection:
         assert _owners(connection, table) == {alice, bob}
 
 
 def test_policies_realtime_and_owner_indexes(supabase_engine: Engine) -> None:
     with supabase_engine.connect() as connection:
-        secured = set(connection.execute(text(
-            "SELECT relname FROM pg_class WHERE relrowsecurity AND relkind = 'r'")).scalars())
-        policies = set(connection.execute(text(
-            "SELECT policyname FROM pg_policies WHERE 'authenticated' = ANY(roles)"
-        )).scalars())
-        published = set(connection.execute(text(
-            "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'"
-        )).scalars())
-        indexed = set(connection.execute(text(
-            "SELECT tablename FROM pg_indexes WHERE indexdef LIKE '%(owner_id)%'")).scalars())
+        secured = set(
+            connection.execute(
+                text("SELECT relname FROM pg_class WHERE relrowsecurity AND relkind = 'r'")
+            ).scalars()
+        )
+        policies = set(
+            connection.execute(
+                text("SELECT policyname FROM pg_policies WHERE 'authenticated' = ANY(roles)")
+            ).scalars()
+        )
+        published = set(
+            connection.execute(
+                text(
+                    "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'"
+                )
+            ).scalars()
+        )
+        indexed = set(
+            connection.execute(
+                text("SELECT tablename FROM pg_indexes WHERE indexdef LIKE '%(owner_id)%'")
+            ).scalars()
+        )
     assert set(PRESENT) <= secured
-    assert {policy_name(t, op) for t in PRESENT
-            for op in ("select", "insert", "update", "delete")} <= policies
+    assert {
+        policy_name(t, op) for t in PRESENT for op in ("select", "insert", "update", "delete")
+    } <= policies
     assert published == REALTIME_TABLES
     assert {t for t in PRESENT if OWNED_TABLES[t] == "owner_id"} <= indexed
 
@@ -195,8 +226,9 @@ def test_plain_postgres_is_left_without_rls(postgres_url: str) -> None:
     try:
         migrate(engine)
         with engine.connect() as connection:
-            secured = connection.execute(text(
-                "SELECT count(*) FROM pg_class WHERE relrowsecurity")).scalar_one()
+            secured = connection.execute(
+                text("SELECT count(*) FROM pg_class WHERE relrowsecurity")
+            ).scalar_one()
         assert secured == 0
     finally:
         engine.dispose()
@@ -208,10 +240,16 @@ def test_downgrade_removes_policies_and_publication(postgres_url: str) -> None:
         downgrade(engine, "0001")
         with engine.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM pg_policies")).scalar_one() == 0
-            assert connection.execute(text(
-                "SELECT count(*) FROM pg_publication_tables")).scalar_one() == 0
-            assert connection.execute(text(
-                "SELECT count(*) FROM pg_class WHERE relrowsecurity")).scalar_one() == 0
+            assert (
+                connection.execute(text("SELECT count(*) FROM pg_publication_tables")).scalar_one()
+                == 0
+            )
+            assert (
+                connection.execute(
+                    text("SELECT count(*) FROM pg_class WHERE relrowsecurity")
+                ).scalar_one()
+                == 0
+            )
         migrate(engine)  # and up again
     finally:
         engine.dispose()

@@ -34,8 +34,11 @@ def test_the_file_builds_the_migrated_schema(postgres_url: str, supabase: bool) 
         with engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
             version = connection.execute(text("SELECT version_num FROM alembic_version"))
-            secured = set(connection.execute(text(
-                "SELECT relname FROM pg_class WHERE relrowsecurity")).scalars())
+            secured = set(
+                connection.execute(
+                    text("SELECT relname FROM pg_class WHERE relrowsecurity")
+                ).scalars()
+            )
         head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
         assert version.scalar_one() == head
         assert ({"jobs", "job_events", "files"} <= secured) is supabase

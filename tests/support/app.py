@@ -29,8 +29,12 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "data_dir": data_dir, "workers": 2, "extra_capabilities": [TEST_CAPABILITIES],
-        "cancel_grace_s": 1.0, "heartbeat_interval_s": 0.5, "heartbeat_timeout_s": 5.0,
+        "data_dir": data_dir,
+        "workers": 2,
+        "extra_capabilities": [TEST_CAPABILITIES],
+        "cancel_grace_s": 1.0,
+        "heartbeat_interval_s": 0.5,
+        "heartbeat_timeout_s": 5.0,
         "log_format": "text",
     }
     values.update(overrides)
@@ -43,8 +47,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_job(client: httpx.Client | TestClient, job_id: str, *, timeout: float = 30,
-                 statuses: set[str] = TERMINAL) -> dict[str, Any]:
+def wait_for_job(
+    client: httpx.Client | TestClient,
+    job_id: str,
+    *,
+    timeout: float = 30,
+    statuses: set[str] = TERMINAL,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         response = client.get(f"/api/v1/jobs/{job_id}")
@@ -60,8 +69,9 @@ def wait_for_job(client: httpx.Client | TestClient, job_id: str, *, timeout: flo
 PASSWORD = "correct horse battery staple"
 
 
-def register(client: httpx.Client | TestClient, email: str | None = None,
-             password: str = PASSWORD) -> dict[str, str]:
+def register(
+    client: httpx.Client | TestClient, email: str | None = None, password: str = PASSWORD
+) -> dict[str, str]:
     """Register and log in a new user; returns the Authorization header for them."""
     email = email or f"user-{uuid.uuid4().hex[:10]}@example.org"
     created = client.post("/api/v1/auth/register", json={"email": email, "password": password})
@@ -69,8 +79,9 @@ def register(client: httpx.Client | TestClient, email: str | None = None,
     return login(client, email, password)
 
 
-def login(client: httpx.Client | TestClient, email: str, password: str = PASSWORD
-          ) -> dict[str, str]:
+def login(
+    client: httpx.Client | TestClient, email: str, password: str = PASSWORD
+) -> dict[str, str]:
     response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
     client.cookies.clear()  # the caller's client stays anonymous; the header is the identity
@@ -112,16 +123,22 @@ def client(app_client: TestClient) -> Iterator[TestClient]:
 class LiveServer:
     """`aperture serve` in a child process on a free port, as a user would run it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "APERTURE_DATA_DIR": str(data_dir),
-                    "APERTURE_EXTRA_CAPABILITIES": f'["{TEST_CAPABILITIES}"]',
-                    "APERTURE_PUBLIC_URL": self.url, "APERTURE_LOG_FORMAT": "text",
-                    "APERTURE_HEARTBEAT_INTERVAL_S": "0.5", "PYTHONPATH": str(REPO),
-                    **(env or {})}
+        self.env = {
+            **os.environ,
+            "APERTURE_DATA_DIR": str(data_dir),
+            "APERTURE_EXTRA_CAPABILITIES": f'["{TEST_CAPABILITIES}"]',
+            "APERTURE_PUBLIC_URL": self.url,
+            "APERTURE_LOG_FORMAT": "text",
+            "APERTURE_HEARTBEAT_INTERVAL_S": "0.5",
+            "PYTHONPATH": str(REPO),
+            **(env or {}),
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
@@ -129,9 +146,20 @@ class LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", "serve", "--port", str(self.port),
-                 "--workers", str(workers)],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "infra.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(workers),
+                ],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout

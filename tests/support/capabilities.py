@@ -53,8 +53,7 @@ def bug(params: Params, ctx: Context) -> Result:
     return Result(value=1 // 0)
 
 
-@capability("test.flaky", params=Params, result=Result,
-            resources=Resources(retries=1))
+@capability("test.flaky", params=Params, result=Result, resources=Resources(retries=1))
 def flaky(params: Params, ctx: Context) -> Result:
     """Crashes its first attempt only (a marker object remembers)."""
     marker = f"test/flaky/{ctx.job_id}"
@@ -78,8 +77,7 @@ def freeze(params: Params, ctx: Context) -> Result:
     return Result()
 
 
-@capability("test.slow", params=Params, result=Result,
-            resources=Resources(timeout_s=1))
+@capability("test.slow", params=Params, result=Result, resources=Resources(timeout_s=1))
 def slow(params: Params, ctx: Context) -> Result:
     """Outlives its 1 s timeout."""
     time.sleep(params.seconds)
@@ -92,5 +90,6 @@ def fanout(params: Params, ctx: Context) -> Result:
     ids = [ctx.spawn("noop", {"sleep_s": params.seconds}) for _ in range(params.children)]
     outcomes = ctx.gather(ids)
     ctx.progress(1.0, "children done")
-    return Result(value=sum(o.status == "succeeded" for o in outcomes),
-                  children=[str(i) for i in ids])
+    return Result(
+        value=sum(o.status == "succeeded" for o in outcomes), children=[str(i) for i in ids]
+    )

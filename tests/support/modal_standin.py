@@ -62,10 +62,10 @@ class ModalStandIn:
         self._check_reachable()
         if app != self.app_name or (self.deployed is not None and name not in self.deployed):
             raise modal.exception.NotFoundError(f"Function '{app}/{name}' not found")
-        call = _Call(object_id=f"fc-standin{next(self._ids):06d}", function=name,
-                     job_id=job_id)
-        call.thread = threading.Thread(target=self._run, args=(call,), daemon=True,
-                                       name=f"modal-standin-{call.object_id}")
+        call = _Call(object_id=f"fc-standin{next(self._ids):06d}", function=name, job_id=job_id)
+        call.thread = threading.Thread(
+            target=self._run, args=(call,), daemon=True, name=f"modal-standin-{call.object_id}"
+        )
         self.calls[call.object_id] = call
         call.thread.start()
         return _CallHandle(self, call.object_id)

@@ -43,11 +43,9 @@ def import_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_client(tmp_path_factory: pytest.TempPathFactory, import_root: Path
-               ) -> Iterator[TestClient]:
+def app_client(tmp_path_factory: pytest.TempPathFactory, import_root: Path) -> Iterator[TestClient]:
     """The shared real app, with an import root for the file_path tests."""
-    settings = make_settings(tmp_path_factory.mktemp("app") / "data",
-                             import_roots=[import_root])
+    settings = make_settings(tmp_path_factory.mktemp("app") / "data", import_roots=[import_root])
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -65,8 +63,9 @@ def _upload(client: TestClient, name: str, data: bytes) -> str:
 
 def _long_parquet(s: SyntheticTraces, *, time_unit: str = "h") -> bytes:
     rows, cols = np.nonzero(np.isfinite(s.y))
-    table = pa.table({"time": s.t[cols], "fov": s.fov[rows], "cell": s.cell[rows],
-                      "value": s.y[rows, cols]})
+    table = pa.table(
+        {"time": s.t[cols], "fov": s.fov[rows], "cell": s.cell[rows], "value": s.y[rows, cols]}
+    )
     table = table.replace_schema_metadata({"time_units": time_unit})
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -118,20 +117,25 @@ def test_models_match_the_registry(client: TestClient) -> None:
 @pytest.mark.parametrize("layout", ["long-csv", "wide-csv", "parquet"])
 def test_load_traces_describes_the_file(client: TestClient, layout: str) -> None:
     s = synthetic_traces("maturation", n=30, n_times=40, missing=0.05, ragged=True, seed=2)
-    data = {"long-csv": lambda: to_long_csv(s, time_unit="min"),
-            "wide-csv": lambda: to_wide_csv(s), "parquet": lambda: _long_parquet(s)}[layout]()
+    data = {
+        "long-csv": lambda: to_long_csv(s, time_unit="min"),
+        "wide-csv": lambda: to_wide_csv(s),
+        "parquet": lambda: _long_parquet(s),
+    }[layout]()
     file_id = _upload(client, f"traces.{'parquet' if layout == 'parquet' else 'csv'}", data)
     response = client.post(f"{API}/load-traces", json={"file_id": file_id})
     assert response.status_code == 200, response.text
     summary = response.json()
     per_cell = np.isfinite(s.y).sum(axis=1)
     assert summary["file_id"] == file_id and summary["cell_count"] == 30
-    assert summary["time_points"] == {"min": per_cell.min(), "median": np.median(per_cell),
-                                      "max": per_cell.max()}
+    assert summary["time_points"] == {
+        "min": per_cell.min(),
+        "median": np.median(per_cell),
+        "max": per_cell.max(),
+    }
     assert summary["time_units"] == ("min" if layout == "long-csv" else "h")
     assert summary["value_range"] == pytest.approx([np.nanmin(s.y), np.nanmax(s.y)])
-    assert summary["time_range_h"] == pytest.approx(
-        [0.0, s.t[np.isfinite(s.y).any(axis=0)].max()])
+    assert summary["time_range_h"] == pytest.approx([0.0, s.t[np.isfinite(s.y).any(axis=0)].max()])
     # Long files have no row for a missing point; a wide file writes it as an empty cell.
     assert summary["nan_count"] == (int(np.isnan(s.y).sum()) if layout == "wide-csv" else 0)
     assert summary["layout"] == ("wide" if layout == "wide-csv" else "long")
@@ -159,10 +163,12 @@ def test_bad_traces_are_problem_details(client: TestClient, data: bytes, words: 
 def test_bad_requests_are_refused(client: TestClient) -> None:
     load = f"{API}/load-traces"
     _problem(client.post(load, json={}), 422, "exactly one of file_id or file_path")
-    _problem(client.post(load, json={"file_id": str(uuid.uuid4()), "file_path": "/x"}), 422,
-             "exactly one")
-    _problem(client.post(load, json={"file_id": str(uuid.uuid4()), "extra": 1}), 422,
-             "extra")
+    _problem(
+        client.post(load, json={"file_id": str(uuid.uuid4()), "file_path": "/x"}),
+        422,
+        "exactly one",
+    )
+    _problem(client.post(load, json={"file_id": str(uuid.uuid4()), "extra": 1}), 422, "extra")
     _problem(client.post(load, json={"file_id": str(uuid.uuid4())}), 404, "no file")
 
 
@@ -179,19 +185,26 @@ def unsplit(client: TestClient, traces_file: str) -> dict[str, Any]:
     return _fit(client, traces_file, model_type="maturation")
 
 
-def test_fitting_recovers_ground_truth(client: TestClient, unsplit: dict[str, Any],
-                                       truth: SyntheticTraces) -> None:
+def test_fitting_recovers_ground_truth(
+    client: TestClient, unsplit: dict[str, Any], truth: SyntheticTraces
+) -> None:
     summary = unsplit["summary"]
     assert summary["total"] == N_TRACES and summary["model_type"] == "maturation"
     assert summary["succeeded"] >= RECOVERED * N_TRACES and summary["time_units"] == "min"
-    rows = list(csv.DictReader(io.StringIO(
-        _download(client, unsplit["results_file_id"]).decode())))
+    rows = list(csv.DictReader(io.StringIO(_download(client, unsplit["results_file_id"]).decode())))
     names = MODELS["maturation"].names
-    assert list(rows[0])[:5 + len(names)] == ["fov", "cell", "model_type", "success",
-                                              "r_squared", *names]
+    assert list(rows[0])[: 5 + len(names)] == [
+        "fov",
+        "cell",
+        "model_type",
+        "success",
+        "r_squared",
+        *names,
+    ]
     assert len(rows) == N_TRACES
     assert [(int(r["fov"]), int(r["cell"])) for r in rows] == list(
-        zip(truth.fov.tolist(), truth.cell.tolist(), strict=True))
+        zip(truth.fov.tolist(), truth.cell.tolist(), strict=True)
+    )
     for name, tol in TOLERANCE.items():
         i = names.index(name)
         got = np.array([float(r[name]) for r in rows])
@@ -216,8 +229,9 @@ def test_results_are_paginated(client: TestClient, unsplit: dict[str, Any]) -> N
     _problem(client.get(url, params={"limit": -1}), 422, "limit")
 
 
-def test_fan_out_merges_to_the_unsplit_results(client: TestClient, traces_file: str,
-                                               unsplit: dict[str, Any]) -> None:
+def test_fan_out_merges_to_the_unsplit_results(
+    client: TestClient, traces_file: str, unsplit: dict[str, Any]
+) -> None:
     split = _fit(client, traces_file, model_type="maturation", chunk_size=100)
     children = client.get("/api/v1/jobs", params={"function": "fitting.chunk"}).json()
     mine = [j for j in children["items"] if j["parent_id"] == split["job_id"]]
@@ -226,8 +240,7 @@ def test_fan_out_merges_to_the_unsplit_results(client: TestClient, traces_file: 
     assert split["summary"] == unsplit["summary"]
 
 
-def test_parameters_are_checked_before_a_job_exists(client: TestClient,
-                                                    traces_file: str) -> None:
+def test_parameters_are_checked_before_a_job_exists(client: TestClient, traces_file: str) -> None:
     before = client.get("/api/v1/jobs", params={"function": "fitting"}).json()["total"]
     start = f"{API}/fitting/start"
     for body, status, words in [
@@ -235,8 +248,7 @@ def test_parameters_are_checked_before_a_job_exists(client: TestClient,
         ({"model_bounds": {"ktl": [10, 1]}}, 422, "lower 10 > upper 1"),
         ({"model_params": {"bogus": 1}}, 422, "unknown parameter 'bogus'"),
         ({"model_params": {"ktl": 0.5}}, 422, "outside its bounds"),
-        ({"fixed": ["t0", "ktl", "delta", "offset", "km", "beta", "scale"]}, 422,
-         "nothing to fit"),
+        ({"fixed": ["t0", "ktl", "delta", "offset", "km", "beta", "scale"]}, 422, "nothing to fit"),
         ({"device": "tpu"}, 422, "device"),
         ({"chunk_size": 5}, 422, "chunk_size"),
     ]:
@@ -257,17 +269,23 @@ def test_cancel_stops_a_fit(client: TestClient) -> None:
     _problem(client.get(f"{API}/fitting/results/{job_id}"), 409, "is cancelled")
 
 
-def test_job_routes_are_owner_only(app_client: TestClient, client: TestClient,
-                                   unsplit: dict[str, Any]) -> None:
+def test_job_routes_are_owner_only(
+    app_client: TestClient, client: TestClient, unsplit: dict[str, Any]
+) -> None:
     other = signed_in(app_client, register(app_client))
     job_id = unsplit["job_id"]
-    for method, url in [("GET", f"{API}/fitting/status/{job_id}"),
-                        ("GET", f"{API}/fitting/results/{job_id}"),
-                        ("POST", f"{API}/fitting/cancel/{job_id}")]:
+    for method, url in [
+        ("GET", f"{API}/fitting/status/{job_id}"),
+        ("GET", f"{API}/fitting/results/{job_id}"),
+        ("POST", f"{API}/fitting/cancel/{job_id}"),
+    ]:
         _problem(other.request(method, url), 404, "no job")
     # Their file ids are not usable either, and the job was left alone.
-    _problem(other.post(f"{API}/load-traces",
-                        json={"file_id": unsplit["results_file_id"]}), 404, "no file")
+    _problem(
+        other.post(f"{API}/load-traces", json={"file_id": unsplit["results_file_id"]}),
+        404,
+        "no file",
+    )
     assert client.get(f"{API}/fitting/status/{job_id}").json()["status"] == "succeeded"
 
 
@@ -276,8 +294,9 @@ def test_job_routes_refuse_other_functions(client: TestClient) -> None:
     _problem(client.get(f"{API}/fitting/status/{job['id']}"), 422, "not a fitting job")
 
 
-def test_file_path_under_import_roots(client: TestClient, import_root: Path,
-                                      tmp_path: Path) -> None:
+def test_file_path_under_import_roots(
+    client: TestClient, import_root: Path, tmp_path: Path
+) -> None:
     s = synthetic_traces("exponential_decay", n=20, n_times=30, noise=0.002, seed=4)
     inside = import_root / "lab" / "traces.csv"
     inside.parent.mkdir(exist_ok=True)
@@ -287,16 +306,18 @@ def test_file_path_under_import_roots(client: TestClient, import_root: Path,
     file_id = loaded.json()["file_id"]
     assert loaded.json()["cell_count"] == 20
     assert _download(client, file_id) == inside.read_bytes()
-    fit = client.post(f"{API}/fitting/start", json={"file_path": str(inside),
-                                                    "model_type": "exponential_decay"})
+    fit = client.post(
+        f"{API}/fitting/start", json={"file_path": str(inside), "model_type": "exponential_decay"}
+    )
     assert fit.status_code == 201, fit.text
     assert wait_for_job(client, fit.json()["job_id"], timeout=60)["status"] == "succeeded"
     outside = tmp_path / "traces.csv"
     outside.write_bytes(to_wide_csv(s))
     for url in (f"{API}/load-traces", f"{API}/fitting/start"):
         _problem(client.post(url, json={"file_path": str(outside)}), 403, "outside")
-    _problem(client.post(f"{API}/load-traces", json={"file_path": "relative.csv"}), 422,
-             "absolute")
-    _problem(client.post(f"{API}/load-traces",
-                         json={"file_path": str(import_root / "missing.csv")}), 404, "no file")
-
+    _problem(client.post(f"{API}/load-traces", json={"file_path": "relative.csv"}), 422, "absolute")
+    _problem(
+        client.post(f"{API}/load-traces", json={"file_path": str(import_root / "missing.csv")}),
+        404,
+        "no file",
+    )

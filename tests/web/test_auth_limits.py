@@ -16,15 +16,21 @@ from web.app import create_app
 
 @pytest.fixture
 def strict(tmp_path: Path) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path / "data", workers=1, login_max_failures_per_account=3,
-                             login_max_failures_per_ip=6, login_window_s=600)
+    settings = make_settings(
+        tmp_path / "data",
+        workers=1,
+        login_max_failures_per_account=3,
+        login_max_failures_per_ip=6,
+        login_window_s=600,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
 
 def _login(client: TestClient, email: str, password: str) -> int:
-    return client.post("/api/v1/auth/login",
-                       json={"email": email, "password": password}).status_code
+    return client.post(
+        "/api/v1/auth/login", json={"email": email, "password": password}
+    ).status_code
 
 
 def test_failed_logins_are_throttled_per_account(strict: TestClient) -> None:

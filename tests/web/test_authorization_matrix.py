@@ -108,10 +108,13 @@ ACCESS: dict[tuple[str, str], str] = {
 
 #: Routes that destroy the resource they name: the admin and the owner each get a fresh
 #: one of A's, so the first call does not turn the second into a 404.
-DESTROYS = {("DELETE", "/api/v1/datasets/{dataset_id}"), ("DELETE", "/api/v1/files/{file_id}"),
-            ("DELETE", "/api/v1/files/uploads/{upload_id}"),
-            ("POST", "/api/v1/files/uploads/{upload_id}/complete"),
-            ("DELETE", "/api/v1/slides/{slide_id}")}
+DESTROYS = {
+    ("DELETE", "/api/v1/datasets/{dataset_id}"),
+    ("DELETE", "/api/v1/files/{file_id}"),
+    ("DELETE", "/api/v1/files/uploads/{upload_id}"),
+    ("POST", "/api/v1/files/uploads/{upload_id}/complete"),
+    ("DELETE", "/api/v1/slides/{slide_id}"),
+}
 #: A's slide: a real one, so the metadata job makes its record.
 SLIDE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real" / "small.svs"
 if not SLIDE.exists():
@@ -120,8 +123,12 @@ if not SLIDE.exists():
 
 def _routes(client: TestClient) -> set[tuple[str, str]]:
     schema = client.get("/openapi.json").json()
-    return {(method.upper(), path) for path, item in schema["paths"].items()
-            for method in item if method in {"get", "post", "put", "patch", "delete"}}
+    return {
+        (method.upper(), path)
+        for path, item in schema["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
 
 
 def test_every_route_has_an_access_decision(app_client: TestClient) -> None:
@@ -143,40 +150,57 @@ class World:
         wait_for_job(_Signed(client, self.a), job["id"])
         stored = client.post("/api/v1/files", files={"file": ("a.txt", b"a")}, headers=self.a)
         key = client.post("/api/v1/auth/api-keys", json={"name": "a"}, headers=self.a).json()
-        spare = client.post("/api/v1/auth/login",
-                            json={"email": self.a_email, "password": PASSWORD}).json()
+        spare = client.post(
+            "/api/v1/auth/login", json={"email": self.a_email, "password": PASSWORD}
+        ).json()
         client.cookies.clear()
-        sessions = client.get("/api/v1/auth/sessions",
-                              headers={"Authorization": f"Bearer {spare['access_token']}"})
+        sessions = client.get(
+            "/api/v1/auth/sessions", headers={"Authorization": f"Bearer {spare['access_token']}"}
+        )
         current = next(s for s in sessions.json() if s["current"])
-        spare_user = client.post("/api/v1/users", headers=self.admin, json={
-            "email": f"s-{uuid.uuid4().hex[:8]}@example.org", "password": PASSWORD}).json()
-        self.params = {"job_id": job["id"], "file_id": stored.json()["id"],
-                       "key_id": key["id"], "session_id": current["id"],
-                       "user_id": spare_user["id"], "name": "noop"}
+        spare_user = client.post(
+            "/api/v1/users",
+            headers=self.admin,
+            json={"email": f"s-{uuid.uuid4().hex[:8]}@example.org", "password": PASSWORD},
+        ).json()
+        self.params = {
+            "job_id": job["id"],
+            "file_id": stored.json()["id"],
+            "key_id": key["id"],
+            "session_id": current["id"],
+            "user_id": spare_user["id"],
+            "name": "noop",
+        }
         self.params["dataset_id"] = self.new_dataset()
         self.params["upload_id"] = self.new_upload()
-        self.params |= {"slide_id": self.new_slide(), "image": "thumbnail", "level": 0,
-                        "col": 0, "row": 0, "fmt": "jpeg"}
+        self.params |= {
+            "slide_id": self.new_slide(),
+            "image": "thumbnail",
+            "level": 0,
+            "col": 0,
+            "row": 0,
+            "fmt": "jpeg",
+        }
 
     def new_dataset(self) -> str:
         created = self.client.post("/api/v1/datasets", json={"name": "a"}, headers=self.a)
         return str(created.json()["id"])
 
     def new_file(self) -> str:
-        stored = self.client.post("/api/v1/files", files={"file": ("a.txt", b"a")},
-                                  headers=self.a)
+        stored = self.client.post("/api/v1/files", files={"file": ("a.txt", b"a")}, headers=self.a)
         return str(stored.json()["id"])
 
     def new_upload(self) -> str:
-        plan = self.client.post("/api/v1/files/uploads", json={"name": "a.txt", "size": 1},
-                                headers=self.a)
+        plan = self.client.post(
+            "/api/v1/files/uploads", json={"name": "a.txt", "size": 1}, headers=self.a
+        )
         return str(plan.json()["id"])
 
     def new_slide(self) -> str:
         """Upload a slide; its metadata job (submitted by the upload) makes the record."""
-        stored = self.client.post("/api/v1/files", files={"file": ("a.svs", SLIDE.read_bytes())},
-                                  headers=self.a).json()
+        stored = self.client.post(
+            "/api/v1/files", files={"file": ("a.svs", SLIDE.read_bytes())}, headers=self.a
+        ).json()
         a = _Signed(self.client, self.a)
         jobs = a.get("/api/v1/jobs?function=metadata&limit=500").json()["items"]
         job = next(j for j in jobs if j["params"].get("file_id") == stored["id"])
@@ -186,16 +210,22 @@ class World:
 
     def url(self, path: str, *, fresh: bool = False) -> str:
         if fresh:
-            return path.format(**{**self.params, "dataset_id": self.new_dataset(),
-                                  "file_id": self.new_file(), "upload_id": self.new_upload(),
-                                  **({"slide_id": self.new_slide()} if "{slide_id}" in path
-                                     else {})})
+            return path.format(
+                **{
+                    **self.params,
+                    "dataset_id": self.new_dataset(),
+                    "file_id": self.new_file(),
+                    "upload_id": self.new_upload(),
+                    **({"slide_id": self.new_slide()} if "{slide_id}" in path else {}),
+                }
+            )
         return path.format(**self.params)
 
     def fresh_a(self) -> dict[str, str]:
         """A new token for A (some calls, like logout, end the session they use)."""
-        response = self.client.post("/api/v1/auth/login",
-                                    json={"email": self.a_email, "password": PASSWORD})
+        response = self.client.post(
+            "/api/v1/auth/login", json={"email": self.a_email, "password": PASSWORD}
+        )
         self.client.cookies.clear()
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
@@ -213,8 +243,7 @@ def world(app_client: TestClient) -> World:
     return World(app_client)
 
 
-def _call(client: TestClient, method: str, url: str, headers: dict[str, str] | None = None
-          ) -> int:
+def _call(client: TestClient, method: str, url: str, headers: dict[str, str] | None = None) -> int:
     body = {"json": {}} if method in {"POST", "PUT", "PATCH"} else {}
     return client.request(method, url, headers=headers or {}, **body).status_code
 
@@ -250,22 +279,23 @@ def test_route_behaves_by_its_decision(world: World, method: str, path: str) -> 
 def test_websocket_needs_an_identity(world: World) -> None:
     from starlette.websockets import WebSocketDisconnect
 
-    with pytest.raises(WebSocketDisconnect) as closed, \
-            world.client.websocket_connect("/api/v1/ws/jobs") as websocket:
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        world.client.websocket_connect("/api/v1/ws/jobs") as websocket,
+    ):
         websocket.receive_json()
     assert closed.value.code == 1008
     token = world.a["Authorization"].removeprefix("Bearer ")
     with world.client.websocket_connect(f"/api/v1/ws/jobs?access_token={token}") as websocket:
-        job = world.client.post("/api/v1/jobs", json={"function": "noop"},
-                                headers=world.a).json()
+        job = world.client.post("/api/v1/jobs", json={"function": "noop"}, headers=world.a).json()
         assert websocket.receive_json()["event"]["job_id"] == job["id"]
 
 
 def test_websocket_streams_only_the_callers_jobs(world: World) -> None:
     with world.client.websocket_connect("/api/v1/ws/jobs", headers=world.b) as websocket:
-        theirs = world.client.post("/api/v1/jobs", json={"function": "noop"},
-                                   headers=world.a).json()
-        mine = world.client.post("/api/v1/jobs", json={"function": "noop"},
-                                 headers=world.b).json()
+        theirs = world.client.post(
+            "/api/v1/jobs", json={"function": "noop"}, headers=world.a
+        ).json()
+        mine = world.client.post("/api/v1/jobs", json={"function": "noop"}, headers=world.b).json()
         seen = websocket.receive_json()["event"]["job_id"]
         assert seen == mine["id"] != theirs["id"]

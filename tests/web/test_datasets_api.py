@@ -48,16 +48,27 @@ def _create(client: TestClient, name: str, **body: Any) -> dict[str, Any]:
 
 def _soft_delete(client: TestClient, file_id: str) -> None:
     with transaction(_runtime(client).db) as session:
-        session.execute(update(File).where(File.id == uuid.UUID(file_id))
-                        .values(deleted_at=utcnow()))
+        session.execute(
+            update(File).where(File.id == uuid.UUID(file_id)).values(deleted_at=utcnow())
+        )
 
 
 def _add_job(client: TestClient, owner: str, status: str, **params: Any) -> None:
     now = utcnow()
     with transaction(_runtime(client).db) as session:
-        session.add(Job(id=uuid.uuid4(), owner_id=uuid.UUID(owner), function="checksum",
-                        params=params, status=status, executor="test", tags=[],
-                        created_at=now, updated_at=now))
+        session.add(
+            Job(
+                id=uuid.uuid4(),
+                owner_id=uuid.UUID(owner),
+                function="checksum",
+                params=params,
+                status=status,
+                executor="test",
+                tags=[],
+                created_at=now,
+                updated_at=now,
+            )
+        )
 
 
 def _audit(client: TestClient, dataset_id: str) -> list[str]:
@@ -80,7 +91,10 @@ def test_create_read_update_delete(client: TestClient) -> None:
     assert client.get(f"{API}/{created['id']}").status_code == 404
     assert client.delete(f"{API}/{created['id']}").status_code == 404
     assert _audit(client, created["id"]) == [
-        "dataset.deleted", "dataset.updated", "dataset.created"]
+        "dataset.deleted",
+        "dataset.updated",
+        "dataset.created",
+    ]
 
 
 def test_bad_bodies_are_refused(client: TestClient) -> None:
@@ -101,8 +115,7 @@ def test_list_filters_and_pages(client: TestClient) -> None:
     odd = client.get(API, params={"tag": marker}).json()["total"]
     assert odd == 5
     tagged = client.get(API, params={"name": marker, "tag": "odd"}).json()
-    assert sorted(d["name"] for d in tagged["items"]) == [f"{marker} Plate 1",
-                                                          f"{marker} Plate 3"]
+    assert sorted(d["name"] for d in tagged["items"]) == [f"{marker} Plate 1", f"{marker} Plate 3"]
     # LIKE wildcards in the filter are plain characters.
     assert client.get(API, params={"name": f"{marker}%"}).json()["total"] == 0
     assert client.get(API, params={"limit": 0}).status_code == 422
@@ -158,9 +171,11 @@ def test_deleted_files_are_invisible(client: TestClient) -> None:
 def test_stats_count_files_kinds_and_jobs(client: TestClient, other: TestClient) -> None:
     me, them = _me(client), _me(other)
     dataset = _create(client, f"stats {uuid.uuid4().hex[:8]}")
-    files = [_upload(client, "a.txt", b"1" * 4, kind="tiff"),
-             _upload(client, "b.txt", b"2" * 6, kind="tiff"),
-             _upload(client, "c.txt", b"3")]
+    files = [
+        _upload(client, "a.txt", b"1" * 4, kind="tiff"),
+        _upload(client, "b.txt", b"2" * 6, kind="tiff"),
+        _upload(client, "c.txt", b"3"),
+    ]
     outside = _upload(client, "outside.txt", b"x")
     client.post(f"{API}/{dataset['id']}/files", json={"file_ids": files})
     _add_job(client, me, "succeeded", file_id=files[0])
@@ -181,9 +196,9 @@ def test_stats_count_files_kinds_and_jobs(client: TestClient, other: TestClient)
     assert stats["jobs_by_status"]["queued"] == 0
 
 
-def test_others_datasets_are_404_and_admins_see_all(app_client: TestClient,
-                                                     client: TestClient,
-                                                     other: TestClient) -> None:
+def test_others_datasets_are_404_and_admins_see_all(
+    app_client: TestClient, client: TestClient, other: TestClient
+) -> None:
     mine = _create(client, f"private {uuid.uuid4().hex[:8]}")
     url = f"{API}/{mine['id']}"
     assert other.get(url).status_code == 404

@@ -23,31 +23,39 @@ def _problem(response, status: int, code: str) -> dict:  # type: ignore[no-untyp
 
 
 def test_malformed_json(client: TestClient) -> None:
-    response = client.post("/api/v1/jobs", content=b'{"function": "noop",',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/api/v1/jobs",
+        content=b'{"function": "noop",',
+        headers={"content-type": "application/json"},
+    )
     _problem(response, 400, "malformed-json")
 
 
 def test_unknown_function(client: TestClient) -> None:
-    body = _problem(client.post("/api/v1/jobs", json={"function": "nope"}), 404,
-                    "unknown-function")
+    body = _problem(client.post("/api/v1/jobs", json={"function": "nope"}), 404, "unknown-function")
     assert "nope" in body["detail"]
 
 
 @pytest.mark.parametrize("params", [{"sleep_s": "long"}, {"sleep_s": -1}, {"unknown": 1}])
 def test_params_failing_the_schema(client: TestClient, params: dict) -> None:
-    body = _problem(client.post("/api/v1/jobs", json={"function": "noop", "params": params}),
-                    422, "invalid-input")
+    body = _problem(
+        client.post("/api/v1/jobs", json={"function": "noop", "params": params}),
+        422,
+        "invalid-input",
+    )
     assert "noop" in body["detail"]
 
 
-@pytest.mark.parametrize("body", [
-    {"function": "noop", "surprise": True},
-    {"params": {}},
-    {"function": "noop", "params": []},
-    {"function": "noop", "tags": ["\x00"]},
-    [],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"function": "noop", "surprise": True},
+        {"params": {}},
+        {"function": "noop", "params": []},
+        {"function": "noop", "tags": ["\x00"]},
+        [],
+    ],
+)
 def test_request_bodies_failing_validation(client: TestClient, body: object) -> None:
     response = client.post("/api/v1/jobs", json=body)
     assert response.status_code == 422 and response.json()["type"].startswith(PROBLEM)
@@ -63,16 +71,14 @@ def test_unknown_and_malformed_job_ids(client: TestClient) -> None:
 def test_cancelling_a_finished_job_is_an_illegal_transition(client: TestClient) -> None:
     job = client.post("/api/v1/jobs", json={"function": "noop"}).json()
     wait_for_job(client, job["id"])
-    body = _problem(client.post(f"/api/v1/jobs/{job['id']}/cancel"), 409,
-                    "illegal-transition")
+    body = _problem(client.post(f"/api/v1/jobs/{job['id']}/cancel"), 409, "illegal-transition")
     assert "succeeded" in body["detail"]
 
 
 def test_bad_query_parameters(client: TestClient) -> None:
     _problem(client.get("/api/v1/jobs", params={"status": "sleeping"}), 422, "validation")
     _problem(client.get("/api/v1/jobs", params={"limit": 0}), 422, "validation")
-    _problem(client.get("/api/v1/jobs", params={"created_after": "yesterday"}), 422,
-             "validation")
+    _problem(client.get("/api/v1/jobs", params={"created_after": "yesterday"}), 422, "validation")
 
 
 def test_request_id_is_echoed_when_safe_and_made_up_otherwise(client: TestClient) -> None:

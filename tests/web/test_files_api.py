@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 
 
 def _upload(client: TestClient, name: str, data: bytes, **form: str) -> dict:
-    response = client.post("/api/v1/files", files={"file": (name, data, "text/csv")},
-                           data=form)
+    response = client.post("/api/v1/files", files={"file": (name, data, "text/csv")}, data=form)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -38,21 +37,28 @@ def test_empty_file_is_fine(client: TestClient) -> None:
 def test_bad_uploads_are_refused_without_leaving_anything(client: TestClient) -> None:
     objects = client.app.state.aperture.runtime.objects  # type: ignore[attr-defined]
     before = sum(1 for _ in objects.iter_objects("users/"))
-    no_file = client.post("/api/v1/files", data={"kind": "x"},
-                          files={"other": ("a.txt", b"x")})
+    no_file = client.post("/api/v1/files", data={"kind": "x"}, files={"other": ("a.txt", b"x")})
     assert no_file.status_code == 422 and "no file part" in no_file.json()["detail"]
     for name in ("../evil.csv", "a/b.csv", "x" * 300 + ".csv"):
         refused = client.post("/api/v1/files", files={"file": (name, b"data")})
         assert refused.status_code == 422, name
     for raw_name in (b"nul\x00.tif", b"latin1-\xe9.tif"):  # httpx would clean these
-        body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
-                + raw_name + b"\"\r\n\r\ndata\r\n--B--\r\n")
-        refused = client.post("/api/v1/files", content=body,
-                              headers={"content-type": "multipart/form-data; boundary=B"})
+        body = (
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="'
+            + raw_name
+            + b'"\r\n\r\ndata\r\n--B--\r\n'
+        )
+        refused = client.post(
+            "/api/v1/files",
+            content=body,
+            headers={"content-type": "multipart/form-data; boundary=B"},
+        )
         assert refused.status_code == 422, raw_name
-    truncated = client.post("/api/v1/files", content=b"--B\r\nContent-Disposition: "
-                            b"form-data; name=\"file\"; filename=\"t.csv\"\r\n\r\nabc",
-                            headers={"content-type": "multipart/form-data; boundary=B"})
+    truncated = client.post(
+        "/api/v1/files",
+        content=b'--B\r\nContent-Disposition: form-data; name="file"; filename="t.csv"\r\n\r\nabc',
+        headers={"content-type": "multipart/form-data; boundary=B"},
+    )
     assert truncated.status_code == 422 and "ended before" in truncated.json()["detail"]
     not_form = client.post("/api/v1/files", json={"file": "x"})
     assert not_form.status_code == 422
@@ -78,10 +84,11 @@ def test_signed_urls_of_the_directory_store(client: TestClient) -> None:
     upload_id = objects.create_multipart("scratch/multi.bin")
     part = objects.part_url("scratch/multi.bin", upload_id, 1, expires_s=60)
     answer = client.put(part, content=b"part one")
-    assert answer.status_code == 200 and answer.headers["etag"].strip('"') == \
-        hashlib.md5(b"part one").hexdigest()
-    info = objects.complete_multipart("scratch/multi.bin", upload_id,
-                                      [(1, answer.headers["etag"])])
+    assert (
+        answer.status_code == 200
+        and answer.headers["etag"].strip('"') == hashlib.md5(b"part one").hexdigest()
+    )
+    info = objects.complete_multipart("scratch/multi.bin", upload_id, [(1, answer.headers["etag"])])
     assert objects.get_bytes(info.key) == b"part one"
 
 
@@ -99,16 +106,22 @@ def test_the_storage_quota_is_checked_at_start_and_at_completion(tmp_path) -> No
         small = quota_client.post("/api/v1/files/uploads", json={"name": "c.csv", "size": 300})
         assert small.status_code == 201
         # the quota is used up meanwhile: completion checks again
-        assert quota_client.post("/api/v1/files", files={"file": ("d.csv", b"y," * 150)}
-                                 ).status_code == 201
+        assert (
+            quota_client.post("/api/v1/files", files={"file": ("d.csv", b"y," * 150)}).status_code
+            == 201
+        )
         part = small.json()["parts"][0]["url"]
-        etag = quota_client.put(part[part.index("/api/"):], content=b"z," * 150
-                                ).headers["etag"]
-        done = quota_client.post(f"/api/v1/files/uploads/{small.json()['id']}/complete",
-                                 json={"parts": [{"number": 1, "etag": etag}]})
+        etag = quota_client.put(part[part.index("/api/") :], content=b"z," * 150).headers["etag"]
+        done = quota_client.post(
+            f"/api/v1/files/uploads/{small.json()['id']}/complete",
+            json={"parts": [{"number": 1, "etag": etag}]},
+        )
         assert done.status_code == 413
         over = quota_client.post("/api/v1/files", files={"file": ("e.csv", b"w," * 100)})
         assert over.status_code == 413
         assert quota_client.get("/api/v1/files/usage").json() == {
-            "bytes": 900, "files": 2, "by_kind": {"table": {"bytes": 900, "files": 2}},
-            "by_owner": None}
+            "bytes": 900,
+            "files": 2,
+            "by_kind": {"table": {"bytes": 900, "files": 2}},
+            "by_owner": None,
+        }

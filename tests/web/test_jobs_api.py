@@ -9,10 +9,12 @@ from fastapi.testclient import TestClient
 from tests.support.app import wait_for_job
 
 
-def _submit(client: TestClient, function: str = "noop", params: dict | None = None,
-            **extra: object) -> dict:
-    response = client.post("/api/v1/jobs", json={"function": function,
-                                                 "params": params or {}, **extra})
+def _submit(
+    client: TestClient, function: str = "noop", params: dict | None = None, **extra: object
+) -> dict:
+    response = client.post(
+        "/api/v1/jobs", json={"function": function, "params": params or {}, **extra}
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -45,8 +47,9 @@ def test_list_filters_and_paginates(client: TestClient) -> None:
     assert [j["id"] for j in failed["items"]] == [failing]
     by_function = client.get("/api/v1/jobs", params={"tag": tag, "function": "noop"}).json()
     assert by_function["total"] == 3
-    future = client.get("/api/v1/jobs", params={"tag": tag,
-                                                "created_after": "2999-01-01T00:00:00Z"})
+    future = client.get(
+        "/api/v1/jobs", params={"tag": tag, "created_after": "2999-01-01T00:00:00Z"}
+    )
     assert future.json()["total"] == 0
 
 
@@ -100,8 +103,12 @@ def test_checksum_of_an_uploaded_file(client: TestClient) -> None:
     import hashlib
 
     assert done["status"] == "succeeded", done
-    assert done["result"] == {"file_id": stored["id"], "size": len(data),
-                              "sha256": hashlib.sha256(data).hexdigest()}
-    progress = [e for e in client.get(f"/api/v1/jobs/{job['id']}/logs").json()
-                if e["kind"] == "progress"]
+    assert done["result"] == {
+        "file_id": stored["id"],
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    progress = [
+        e for e in client.get(f"/api/v1/jobs/{job['id']}/logs").json() if e["kind"] == "progress"
+    ]
     assert progress and progress[-1]["progress"] == 1.0

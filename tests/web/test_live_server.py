@@ -16,13 +16,17 @@ N_JOBS = 200
 
 async def _submit_all(url: str, n: int, headers: dict[str, str]) -> list[dict]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
-                                 headers=headers) as client:
-        responses = await asyncio.gather(*[
-            client.post("/api/v1/jobs", json={"function": "noop", "tags": ["burst"],
-                                              "name": f"job-{i}"})
-            for i in range(n)
-        ])
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60, limits=limits, headers=headers
+    ) as client:
+        responses = await asyncio.gather(
+            *[
+                client.post(
+                    "/api/v1/jobs", json={"function": "noop", "tags": ["burst"], "name": f"job-{i}"}
+                )
+                for i in range(n)
+            ]
+        )
     assert all(r.status_code == 201 for r in responses), {r.status_code for r in responses}
     return [r.json() for r in responses]
 
@@ -52,8 +56,11 @@ def test_200_concurrent_submissions_all_finish_with_consistent_events(
         for job in page["items"][:: max(1, N_JOBS // 40)]:
             events = client.get(f"/api/v1/jobs/{job['id']}/logs").json()
             assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-            assert [e["status"] for e in events if e["kind"] == "status"] == \
-                ["queued", "running", "succeeded"]
+            assert [e["status"] for e in events if e["kind"] == "status"] == [
+                "queued",
+                "running",
+                "succeeded",
+            ]
 
 
 def test_a_dying_worker_fails_its_job_and_the_server_keeps_serving(
@@ -76,9 +83,12 @@ def test_jobs_end_terminal_after_the_server_is_killed_and_restarted(tmp_path: Pa
     with server.client() as client:
         headers = register(client)
         client.headers.update(headers)
-        ids = [client.post("/api/v1/jobs", json={"function": "noop",
-                                                 "params": {"sleep_s": 3}}).json()["id"]
-               for _ in range(5)]
+        ids = [
+            client.post("/api/v1/jobs", json={"function": "noop", "params": {"sleep_s": 3}}).json()[
+                "id"
+            ]
+            for _ in range(5)
+        ]
         deadline = time.monotonic() + 30
         while client.get("/api/v1/jobs", params={"status": "running"}).json()["total"] < 2:
             assert time.monotonic() < deadline

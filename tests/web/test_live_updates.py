@@ -25,8 +25,7 @@ def _sse(text: str) -> list[dict]:
 
 
 def test_sse_streams_until_the_final_status_and_resumes(client: TestClient) -> None:
-    job = client.post("/api/v1/jobs", json={"function": "noop",
-                                            "params": {"sleep_s": 0.3}}).json()
+    job = client.post("/api/v1/jobs", json={"function": "noop", "params": {"sleep_s": 0.3}}).json()
     response = client.get(f"/api/v1/jobs/{job['id']}/events")
     assert response.headers["content-type"].startswith("text/event-stream")
     events = _sse(response.text)
@@ -34,8 +33,9 @@ def test_sse_streams_until_the_final_status_and_resumes(client: TestClient) -> N
     assert seqs == list(range(1, len(seqs) + 1))
     last = json.loads(events[-1]["data"])
     assert events[-1]["event"] == "status" and last["status"] == "succeeded"
-    resumed = _sse(client.get(f"/api/v1/jobs/{job['id']}/events",
-                              headers={"Last-Event-ID": "2"}).text)
+    resumed = _sse(
+        client.get(f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "2"}).text
+    )
     assert [int(e["id"]) for e in resumed] == seqs[2:]
     bad = client.get(f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "x"})
     assert bad.status_code == 422

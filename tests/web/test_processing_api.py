@@ -27,8 +27,10 @@ REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
 API = "/api/v1/processing"
 #: Small FOVs need a narrow border margin and small background tiles to keep cells.
 FAST = {"border_margin": 8, "tile_size": 64}
-CHANNELS = {"phase": {"channel": 0, "features": ["area"]},
-            "fluorescence": [{"channel": 1, "features": ["intensity_total"]}]}
+CHANNELS = {
+    "phase": {"channel": 0, "features": ["area"]},
+    "fluorescence": [{"channel": 1, "features": ["intensity_total"]}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +48,13 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def app_client(tmp_path_factory: pytest.TempPathFactory, roots: dict[str, Path]
-               ) -> Iterator[TestClient]:
+def app_client(
+    tmp_path_factory: pytest.TempPathFactory, roots: dict[str, Path]
+) -> Iterator[TestClient]:
     """The real app with an import root (overrides the shared fixture for this module)."""
-    settings = make_settings(tmp_path_factory.mktemp("app") / "data",
-                             import_roots=[roots["inside"]])
+    settings = make_settings(
+        tmp_path_factory.mktemp("app") / "data", import_roots=[roots["inside"]]
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -76,13 +80,16 @@ def _stored(client: TestClient, name: str, data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def timelapse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_timelapse(tmp_path_factory.mktemp("syn"), fovs=2, frames=35, size=128,
-                           seed=5).image
+    return write_timelapse(
+        tmp_path_factory.mktemp("syn"), fovs=2, frames=35, size=128, seed=5
+    ).image
 
 
 def _start(client: TestClient, file_id: str, **parameters: Any) -> Any:
-    return client.post(f"{API}/workflow/start", json={
-        "file_id": file_id, "channels": CHANNELS, "parameters": {**FAST, **parameters}})
+    return client.post(
+        f"{API}/workflow/start",
+        json={"file_id": file_id, "channels": CHANNELS, "parameters": {**FAST, **parameters}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +123,17 @@ def test_cluster_nd2_metadata(client: TestClient) -> None:
     assert m["z_step_um"] == pytest.approx(0.5)
     assert m["time_units"] == "min" and len(m["timepoints"]) == 3 and m["timepoints"][0] == 0
     assert [(c["emission_nm"], c["excitation_nm"]) for c in m["channels"]] == [
-        (525.0, 488.0), (700.0, 561.0)]
+        (525.0, 488.0),
+        (700.0, 561.0),
+    ]
     assert m["file_path"] is None  # never the store's own path
 
 
 def test_metadata_capability_runs_as_a_job(client: TestClient) -> None:
     file_id = _upload(client, "cluster.nd2", (REAL / "cluster.nd2").read_bytes())
-    job = client.post("/api/v1/jobs", json={"function": "metadata",
-                                            "params": {"file_id": file_id}}).json()
+    job = client.post(
+        "/api/v1/jobs", json={"function": "metadata", "params": {"file_id": file_id}}
+    ).json()
     done = wait_for_job(client, job["id"])
     assert done["status"] == "succeeded", done
     assert done["result"]["kind"] == "microscopy" and done["result"]["metadata"]["n_z"] == 10
@@ -144,18 +154,20 @@ def test_import_root_paths(client: TestClient, roots: dict[str, Path]) -> None:
     stored = client.get(f"/api/v1/files/{body['file_id']}")
     assert stored.status_code == 200 and stored.json()["name"] == "cluster.nd2"
     assert stored.json()["size"] == (REAL / "cluster.nd2").stat().st_size
-    for bad, status in [(roots["outside"] / "secret.nd2", 403),
-                        (roots["inside"] / "escape.nd2", 403),
-                        (roots["inside"] / "missing.nd2", 404),
-                        ("relative/cluster.nd2", 422)]:
+    for bad, status in [
+        (roots["outside"] / "secret.nd2", 403),
+        (roots["inside"] / "escape.nd2", 403),
+        (roots["inside"] / "missing.nd2", 404),
+        ("relative/cluster.nd2", 422),
+    ]:
         refused = client.post(f"{API}/load-metadata", json={"file_path": str(bad)})
         assert refused.status_code == status, (bad, refused.text)
         assert refused.headers["content-type"].startswith("application/problem+json")
-    both = client.post(f"{API}/load-metadata", json={"file_path": path,
-                                                     "file_id": str(uuid.uuid4())})
+    both = client.post(
+        f"{API}/load-metadata", json={"file_path": path, "file_id": str(uuid.uuid4())}
+    )
     assert both.status_code == 422
-    assert client.post(f"{API}/load-metadata", json={"file_path": path, "x": 1}
-                       ).status_code == 422
+    assert client.post(f"{API}/load-metadata", json={"file_path": path, "x": 1}).status_code == 422
 
 
 def _broken_files(timelapse: Path) -> dict[str, bytes]:
@@ -199,8 +211,7 @@ def test_features_have_descriptions_and_units(client: TestClient) -> None:
 # workflow ---------------------------------------------------------------------------
 
 
-def test_workflow_status_reports_each_fov(client: TestClient, workflow: dict[str, Any]
-                                          ) -> None:
+def test_workflow_status_reports_each_fov(client: TestClient, workflow: dict[str, Any]) -> None:
     job_id = workflow["job"]["id"]
     assert workflow["job"]["status"] == "succeeded", workflow["job"]
     early = workflow["early"]
@@ -208,13 +219,13 @@ def test_workflow_status_reports_each_fov(client: TestClient, workflow: dict[str
     status = client.get(f"{API}/workflow/status/{job_id}").json()
     assert status["status"] == "succeeded" and status["job_id"] == job_id
     assert status["progress"] == {"current": 2, "total": 2, "percentage": 100.0}
-    assert [(f["fov"], f["status"]) for f in status["fovs"]] == [(0, "succeeded"),
-                                                                (1, "succeeded")]
+    assert [(f["fov"], f["status"]) for f in status["fovs"]] == [(0, "succeeded"), (1, "succeeded")]
     assert all(f["job_id"] and f["error"] is None for f in status["fovs"])
 
 
-def test_workflow_results_download_as_pyama_tables(client: TestClient,
-                                                   workflow: dict[str, Any]) -> None:
+def test_workflow_results_download_as_pyama_tables(
+    client: TestClient, workflow: dict[str, Any]
+) -> None:
     results = client.get(f"{API}/workflow/results/{workflow['job']['id']}").json()
     assert [t["fov"] for t in results["traces"]] == [0, 1]
     assert results["summary"]["succeeded"] == [0, 1] and results["summary"]["failed"] == []
@@ -224,8 +235,11 @@ def test_workflow_results_download_as_pyama_tables(client: TestClient,
         rows = list(csv.DictReader(io.StringIO(text)))
         assert list(rows[0])[: len(BASE_COLUMNS)] == list(BASE_COLUMNS)
         # only the features asked for: area on phase, intensity_total on channel 1
-        assert set(rows[0]) - set(BASE_COLUMNS) == {"area_ch_0", "intensity_total_ch_1",
-                                                    "filter_reason"}
+        assert set(rows[0]) - set(BASE_COLUMNS) == {
+            "area_ch_0",
+            "intensity_total_ch_1",
+            "filter_reason",
+        }
         assert {int(r["fov"]) for r in rows} == {trace["fov"]}
         data = client.get(f"/api/v1/files/{trace['parquet_file_id']}/download").content
         table = pq.read_table(io.BytesIO(data))
@@ -244,13 +258,18 @@ def test_invalid_workflow_requests(client: TestClient, workflow: dict[str, Any])
     for parameters, message in cases:
         response = _start(client, file_id, **parameters)
         assert response.status_code == 422 and message in response.json()["detail"], (
-            parameters, response.text)
-    bad_channels = [{"phase": {"channel": 2}},
-                    {"phase": {"channel": 0, "features": ["volume"]}},
-                    {"phase": {"channel": 0}, "fluorescence": [{"channel": 0}]}]
+            parameters,
+            response.text,
+        )
+    bad_channels = [
+        {"phase": {"channel": 2}},
+        {"phase": {"channel": 0, "features": ["volume"]}},
+        {"phase": {"channel": 0}, "fluorescence": [{"channel": 0}]},
+    ]
     for channels in bad_channels:
-        response = client.post(f"{API}/workflow/start",
-                               json={"file_id": file_id, "channels": channels})
+        response = client.post(
+            f"{API}/workflow/start", json={"file_id": file_id, "channels": channels}
+        )
         assert response.status_code == 422, (channels, response.text)
     slide = _upload(client, "small.svs", (REAL / "small.svs").read_bytes())
     assert _start(client, slide).status_code == 415
@@ -263,13 +282,23 @@ def _with_corrupt_fov(source: Path, out: Path) -> Path:
         fovs = [series.asarray() for series in tif.series]
     with tifffile.TiffWriter(out, ome=True) as writer:
         for data in fovs:
-            writer.write(data, compression="zlib", metadata={
-                "axes": "TCYX", "TimeIncrement": 10.0, "TimeIncrementUnit": "min",
-                "Channel": {"Name": ["Phase", "GFP"]}})
+            writer.write(
+                data,
+                compression="zlib",
+                metadata={
+                    "axes": "TCYX",
+                    "TimeIncrement": 10.0,
+                    "TimeIncrementUnit": "min",
+                    "Channel": {"Name": ["Phase", "GFP"]},
+                },
+            )
     with tifffile.TiffFile(out) as tif:
         pages: list[Any] = list(tif.series[1].pages)
-        segments = [(o, n) for page in pages
-                    for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+        segments = [
+            (o, n)
+            for page in pages
+            for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)
+        ]
     with open(out, "r+b") as fh:
         for offset, count in segments:
             fh.seek(offset)
@@ -277,8 +306,9 @@ def _with_corrupt_fov(source: Path, out: Path) -> Path:
     return out
 
 
-def test_a_failing_fov_does_not_fail_the_others(client: TestClient, timelapse: Path,
-                                                tmp_path: Path) -> None:
+def test_a_failing_fov_does_not_fail_the_others(
+    client: TestClient, timelapse: Path, tmp_path: Path
+) -> None:
     broken = _with_corrupt_fov(timelapse, tmp_path / "broken.ome.tif")
     file_id = _upload(client, "broken.ome.tif", broken.read_bytes())
     job_id = _start(client, file_id).json()["job_id"]
@@ -290,17 +320,21 @@ def test_a_failing_fov_does_not_fail_the_others(client: TestClient, timelapse: P
     results = client.get(f"{API}/workflow/results/{job_id}").json()
     assert [t["fov"] for t in results["traces"]] == [0]
     assert [f["fov"] for f in results["summary"]["failed"]] == [1]
-    merge = client.post(f"{API}/merge", json={"job_id": job_id,
-                                              "samples": [{"name": "a", "fovs": "0-1"}]})
+    merge = client.post(
+        f"{API}/merge", json={"job_id": job_id, "samples": [{"name": "a", "fovs": "0-1"}]}
+    )
     assert merge.status_code == 422 and "[1]" in merge.json()["detail"]
 
 
 def test_cancel_a_workflow_started_from_a_server_path(
-        client: TestClient, timelapse: Path, roots: dict[str, Path]) -> None:
+    client: TestClient, timelapse: Path, roots: dict[str, Path]
+) -> None:
     path = roots["inside"] / "timelapse.ome.tif"
     shutil.copy(timelapse, path)
-    started = client.post(f"{API}/workflow/start", json={
-        "file_path": str(path), "channels": CHANNELS, "parameters": FAST})
+    started = client.post(
+        f"{API}/workflow/start",
+        json={"file_path": str(path), "channels": CHANNELS, "parameters": FAST},
+    )
     assert started.status_code == 200, started.text
     job_id = started.json()["job_id"]
     imported = client.get(f"/api/v1/files/{started.json()['file_id']}").json()
@@ -320,59 +354,71 @@ def test_cancel_a_workflow_started_from_a_server_path(
 # merge ------------------------------------------------------------------------------
 
 
-def test_merge_writes_long_csvs_per_sample(client: TestClient, workflow: dict[str, Any]
-                                           ) -> None:
-    response = client.post(f"{API}/merge", json={
-        "job_id": workflow["job"]["id"], "features": ["area", "intensity_total"],
-        "samples": [{"name": "ctrl", "fovs": "0"}, {"name": "treated", "fovs": [1]}]})
+def test_merge_writes_long_csvs_per_sample(client: TestClient, workflow: dict[str, Any]) -> None:
+    response = client.post(
+        f"{API}/merge",
+        json={
+            "job_id": workflow["job"]["id"],
+            "features": ["area", "intensity_total"],
+            "samples": [{"name": "ctrl", "fovs": "0"}, {"name": "treated", "fovs": [1]}],
+        },
+    )
     assert response.status_code == 200, response.text
     done = wait_for_job(client, response.json()["job_id"])
     assert done["status"] == "succeeded", done
     files = done["result"]["files"]
-    assert set(files) == {f"{s}_{f}.csv" for s in ("ctrl", "treated")
-                          for f in ("area_ch_0", "intensity_total_ch_1")}
+    assert set(files) == {
+        f"{s}_{f}.csv" for s in ("ctrl", "treated") for f in ("area_ch_0", "intensity_total_ch_1")
+    }
     text = client.get(f"/api/v1/files/{files['ctrl_area_ch_0.csv']}/download").text
     lines = text.splitlines()
     assert lines[0] == "# Time units: min" and lines[1] == "time,fov,cell,value"
     assert {row.split(",")[1] for row in lines[2:]} == {"0"} and len(lines) > 2
 
 
-@pytest.mark.parametrize(("samples", "message"), [
-    ([{"name": "a", "fovs": "0-"}], "is not N or N-M"),
-    ([{"name": "a", "fovs": "1-0"}], "reversed"),
-    ([{"name": "a", "fovs": "0, 5"}], "[5]"),
-    ([{"name": "a", "fovs": [-1]}], "non-negative"),
-    ([{"name": "a", "fovs": "0"}, {"name": "a", "fovs": "1"}], "differ"),
-    ([{"name": "../a", "fovs": "0"}], "name"),
-    ([], "samples"),
-])
-def test_invalid_merge_requests(client: TestClient, workflow: dict[str, Any],
-                                samples: list[dict[str, Any]], message: str) -> None:
-    response = client.post(f"{API}/merge", json={"job_id": workflow["job"]["id"],
-                                                 "samples": samples})
+@pytest.mark.parametrize(
+    ("samples", "message"),
+    [
+        ([{"name": "a", "fovs": "0-"}], "is not N or N-M"),
+        ([{"name": "a", "fovs": "1-0"}], "reversed"),
+        ([{"name": "a", "fovs": "0, 5"}], "[5]"),
+        ([{"name": "a", "fovs": [-1]}], "non-negative"),
+        ([{"name": "a", "fovs": "0"}, {"name": "a", "fovs": "1"}], "differ"),
+        ([{"name": "../a", "fovs": "0"}], "name"),
+        ([], "samples"),
+    ],
+)
+def test_invalid_merge_requests(
+    client: TestClient, workflow: dict[str, Any], samples: list[dict[str, Any]], message: str
+) -> None:
+    response = client.post(
+        f"{API}/merge", json={"job_id": workflow["job"]["id"], "samples": samples}
+    )
     assert response.status_code == 422 and message in response.json()["detail"], response.text
 
 
-def test_merge_needs_a_workflow_and_known_features(client: TestClient,
-                                                   workflow: dict[str, Any]) -> None:
+def test_merge_needs_a_workflow_and_known_features(
+    client: TestClient, workflow: dict[str, Any]
+) -> None:
     samples = [{"name": "a", "fovs": "0"}]
     noop = client.post("/api/v1/jobs", json={"function": "noop"}).json()
     response = client.post(f"{API}/merge", json={"job_id": noop["id"], "samples": samples})
     assert response.status_code == 422 and "not a workflow" in response.json()["detail"]
-    unknown = client.post(f"{API}/merge", json={"job_id": workflow["job"]["id"],
-                                                "samples": samples, "features": ["volume"]})
+    unknown = client.post(
+        f"{API}/merge",
+        json={"job_id": workflow["job"]["id"], "samples": samples, "features": ["volume"]},
+    )
     assert unknown.status_code == 422
-    missing = client.post(f"{API}/merge", json={"job_id": str(uuid.uuid4()),
-                                                "samples": samples})
+    missing = client.post(f"{API}/merge", json={"job_id": str(uuid.uuid4()), "samples": samples})
     assert missing.status_code == 404
 
 
-def test_other_users_get_404_on_job_routes(other: TestClient, workflow: dict[str, Any]
-                                           ) -> None:
+def test_other_users_get_404_on_job_routes(other: TestClient, workflow: dict[str, Any]) -> None:
     job_id = workflow["job"]["id"]
     assert other.get(f"{API}/workflow/status/{job_id}").status_code == 404
     assert other.get(f"{API}/workflow/results/{job_id}").status_code == 404
     assert other.post(f"{API}/workflow/cancel/{job_id}").status_code == 404
-    merge = other.post(f"{API}/merge", json={"job_id": job_id,
-                                             "samples": [{"name": "a", "fovs": "0"}]})
+    merge = other.post(
+        f"{API}/merge", json={"job_id": job_id, "samples": [{"name": "a", "fovs": "0"}]}
+    )
     assert merge.status_code == 404

@@ -22,8 +22,9 @@ API = "/api/v1"
 
 
 def upload(client: TestClient, name: str, data: bytes | None = None) -> dict[str, Any]:
-    response = client.post(f"{API}/files", files={"file": (name, data or (REAL / name)
-                                                            .read_bytes())})
+    response = client.post(
+        f"{API}/files", files={"file": (name, data or (REAL / name).read_bytes())}
+    )
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -62,8 +63,9 @@ def decode(content: bytes) -> Image.Image:
     return image
 
 
-def test_metadata_job_records_the_slide(slides: dict[str, dict[str, Any]],
-                                        client: TestClient) -> None:
+def test_metadata_job_records_the_slide(
+    slides: dict[str, dict[str, Any]], client: TestClient
+) -> None:
     me = client.get(f"{API}/auth/me").json()
     for name, slide in slides.items():
         reference = osr(name)
@@ -73,9 +75,11 @@ def test_metadata_job_records_the_slide(slides: dict[str, dict[str, Any]],
         assert (slide["width"], slide["height"]) == reference.dimensions
         assert slide["level_count"] == reference.level_count
         assert [(lv["width"], lv["height"]) for lv in slide["levels"]] == list(
-            reference.level_dimensions)
+            reference.level_dimensions
+        )
         assert [lv["downsample"] for lv in slide["levels"]] == pytest.approx(
-            list(reference.level_downsamples))
+            list(reference.level_downsamples)
+        )
         assert slide["tile_width"] == int(reference.properties["openslide.level[0].tile-width"])
         assert slide["properties"] == dict(reference.properties)
         assert [a["name"] for a in slide["associated"]] == list(reference.associated_images)
@@ -97,8 +101,9 @@ def test_list_filters_and_pages(slides: dict[str, dict[str, Any]], client: TestC
     assert client.get(f"{API}/slides", params={"limit": 0}).status_code == 422
 
 
-def test_properties_thumbnail_and_associated(slides: dict[str, dict[str, Any]],
-                                             client: TestClient) -> None:
+def test_properties_thumbnail_and_associated(
+    slides: dict[str, dict[str, Any]], client: TestClient
+) -> None:
     boxes, small = slides["boxes.tiff"]["id"], slides["small.svs"]["id"]
     props = client.get(f"{API}/slides/{small}/properties").json()
     assert props["aperio.AppMag"] == "20" and props["openslide.vendor"] == "aperio"
@@ -106,8 +111,7 @@ def test_properties_thumbnail_and_associated(slides: dict[str, dict[str, Any]],
         response = client.get(f"{API}/slides/{boxes}/thumbnail", params={"max": size})
         assert response.headers["content-type"] == "image/jpeg"
         image = decode(response.content)
-        assert max(image.size) <= size and image.size == ((300, 250) if size == 512
-                                                          else (100, 83))
+        assert max(image.size) <= size and image.size == ((300, 250) if size == 512 else (100, 83))
     assert client.get(f"{API}/slides/{boxes}/thumbnail", params={"max": 0}).status_code == 422
     response = client.get(f"{API}/slides/{small}/associated/thumbnail")
     assert response.headers["content-type"] == "image/png"
@@ -117,8 +121,7 @@ def test_properties_thumbnail_and_associated(slides: dict[str, dict[str, Any]],
     assert missing.headers["content-type"] == "application/problem+json"
 
 
-def test_deep_zoom_matches_openslide(slides: dict[str, dict[str, Any]],
-                                     client: TestClient) -> None:
+def test_deep_zoom_matches_openslide(slides: dict[str, dict[str, Any]], client: TestClient) -> None:
     from openslide.deepzoom import DeepZoomGenerator
 
     slide_id = slides["boxes.tiff"]["id"]
@@ -129,8 +132,9 @@ def test_deep_zoom_matches_openslide(slides: dict[str, dict[str, Any]],
     ours, theirs = fromstring(xml.text), fromstring(dz.get_dzi("jpeg"))
     assert ours.attrib == theirs.attrib
     assert [e.attrib for e in ours] == [e.attrib for e in theirs]
-    body = client.get(f"{API}/viewer/{slide_id}.dzi",
-                      headers={"Accept": "application/json"}).json()["Image"]
+    body = client.get(
+        f"{API}/viewer/{slide_id}.dzi", headers={"Accept": "application/json"}
+    ).json()["Image"]
     assert body["Size"] == {"Width": "300", "Height": "250"} and body["TileSize"] == "254"
     assert body["Url"] == f"{API}/viewer/{slide_id}_files/"
     fetched = 0
@@ -139,8 +143,9 @@ def test_deep_zoom_matches_openslide(slides: dict[str, dict[str, Any]],
         for col in range(cols):
             for row in range(rows):
                 for fmt in ("jpeg", "png"):
-                    response = client.get(f"{API}/viewer/{slide_id}_files/{level}/"
-                                          f"{col}_{row}.{fmt}")
+                    response = client.get(
+                        f"{API}/viewer/{slide_id}_files/{level}/{col}_{row}.{fmt}"
+                    )
                     assert response.status_code == 200, response.text
                     assert response.headers["content-type"] == f"image/{fmt}"
                     assert "immutable" in response.headers["cache-control"]
@@ -160,19 +165,23 @@ def test_etag_gives_304(slides: dict[str, dict[str, Any]], client: TestClient) -
     assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
-@pytest.mark.parametrize(("path", "status"), [
-    ("{id}_files/10/0_0.jpeg", 404),  # level out of range
-    ("{id}_files/9/2_0.jpeg", 404),  # tile out of range
-    ("{id}_files/8/0_1.jpeg", 404),
-    ("{id}_files/-1/0_0.jpeg", 404),
-    ("{id}_files/9/0_0.gif", 404),  # bad format
-    ("{id}_files/x/0_0.jpeg", 404),
-    ("{unknown}.dzi", 404),  # unknown slide
-    ("{unknown}_files/0/0_0.jpeg", 404),
-    ("not-a-uuid.dzi", 404),
-])
-def test_bad_tile_requests(slides: dict[str, dict[str, Any]], client: TestClient, path: str,
-                           status: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("{id}_files/10/0_0.jpeg", 404),  # level out of range
+        ("{id}_files/9/2_0.jpeg", 404),  # tile out of range
+        ("{id}_files/8/0_1.jpeg", 404),
+        ("{id}_files/-1/0_0.jpeg", 404),
+        ("{id}_files/9/0_0.gif", 404),  # bad format
+        ("{id}_files/x/0_0.jpeg", 404),
+        ("{unknown}.dzi", 404),  # unknown slide
+        ("{unknown}_files/0/0_0.jpeg", 404),
+        ("not-a-uuid.dzi", 404),
+    ],
+)
+def test_bad_tile_requests(
+    slides: dict[str, dict[str, Any]], client: TestClient, path: str, status: int
+) -> None:
     url = f"{API}/viewer/" + path.format(id=slides["boxes.tiff"]["id"], unknown=uuid.uuid4())
     response = client.get(url)
     assert response.status_code == status, response.text
@@ -189,8 +198,9 @@ def test_unreadable_file_fails_its_metadata_job(client: TestClient, name: str) -
     if response.json()["kind"] == "slide":
         job = metadata_job(client, file_id)
     else:  # not sniffed as a slide (unopenable.tiff): the user asks for its metadata
-        submitted = client.post(f"{API}/jobs", json={"function": "metadata",
-                                                     "params": {"file_id": file_id}})
+        submitted = client.post(
+            f"{API}/jobs", json={"function": "metadata", "params": {"file_id": file_id}}
+        )
         job = wait_for_job(client, submitted.json()["id"], timeout=60)
     assert job["status"] == "failed"
     assert job["error"]["type"] == "unsupported-file"
@@ -199,16 +209,20 @@ def test_unreadable_file_fails_its_metadata_job(client: TestClient, name: str) -
     assert client.get(f"{API}/health").status_code == 200
 
 
-def test_another_user_gets_404_everywhere(slides: dict[str, dict[str, Any]],
-                                          client: TestClient) -> None:
+def test_another_user_gets_404_everywhere(
+    slides: dict[str, dict[str, Any]], client: TestClient
+) -> None:
     other = signed_in(client, register(client))
     slide_id = slides["small.svs"]["id"]
     for method, url in [
-        ("GET", f"/slides/{slide_id}"), ("PATCH", f"/slides/{slide_id}"),
-        ("DELETE", f"/slides/{slide_id}"), ("GET", f"/slides/{slide_id}/properties"),
+        ("GET", f"/slides/{slide_id}"),
+        ("PATCH", f"/slides/{slide_id}"),
+        ("DELETE", f"/slides/{slide_id}"),
+        ("GET", f"/slides/{slide_id}/properties"),
         ("GET", f"/slides/{slide_id}/thumbnail"),
         ("GET", f"/slides/{slide_id}/associated/thumbnail"),
-        ("GET", f"/viewer/{slide_id}.dzi"), ("GET", f"/viewer/{slide_id}_files/0/0_0.jpeg"),
+        ("GET", f"/viewer/{slide_id}.dzi"),
+        ("GET", f"/viewer/{slide_id}_files/0/0_0.jpeg"),
     ]:
         body = {"json": {"name": "mine"}} if method == "PATCH" else {}
         assert other.request(method, API + url, **body).status_code == 404, url
@@ -242,8 +256,13 @@ def test_pre_generated_pyramid_is_served_from_storage(client: TestClient) -> Non
     from functions.slides.capability import pyramid_tile_key
 
     slide = slide_of(client, upload(client, "boxes.tiff")["id"])
-    job = client.post(f"{API}/jobs", json={"function": "tiles.pyramid", "params": {
-        "file_id": slide["file_id"], "slide_id": slide["id"]}}).json()
+    job = client.post(
+        f"{API}/jobs",
+        json={
+            "function": "tiles.pyramid",
+            "params": {"file_id": slide["file_id"], "slide_id": slide["id"]},
+        },
+    ).json()
     assert wait_for_job(client, job["id"], timeout=60)["status"] == "succeeded"
     objects = client.app.state.aperture.runtime.objects  # type: ignore[attr-defined]
     for level, col, row in [(9, 0, 0), (8, 0, 0), (0, 0, 0)]:
@@ -251,8 +270,10 @@ def test_pre_generated_pyramid_is_served_from_storage(client: TestClient) -> Non
         assert response.status_code == 200
         stored = objects.get_bytes(pyramid_tile_key(slide["id"], level, col, row, "jpeg"))
         assert response.content == stored
-        again = client.get(f"{API}/viewer/{slide['id']}_files/{level}/{col}_{row}.jpeg",
-                           headers={"If-None-Match": response.headers["etag"]})
+        again = client.get(
+            f"{API}/viewer/{slide['id']}_files/{level}/{col}_{row}.jpeg",
+            headers={"If-None-Match": response.headers["etag"]},
+        )
         assert again.status_code == 304
     assert client.get(f"{API}/viewer/{slide['id']}_files/10/0_0.jpeg").status_code == 404
     png = client.get(f"{API}/viewer/{slide['id']}_files/9/0_0.png")  # rendered instead

@@ -21,13 +21,15 @@ if not REAL.exists():
 
 
 @pytest.fixture(scope="module")
-def server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[tuple[LiveServer, httpx.Client]]:
+def server(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, httpx.Client]]:
     bucket = unique_bucket()
     s3_server.store(bucket).ensure_bucket()
-    live = LiveServer(tmp_path_factory.mktemp("s3") / "data",
-                      env={**s3_settings_env(s3_server, bucket),
-                           "APERTURE_TILES_PYRAMID_CHECK_S": "0"}).start()
+    live = LiveServer(
+        tmp_path_factory.mktemp("s3") / "data",
+        env={**s3_settings_env(s3_server, bucket), "APERTURE_TILES_PYRAMID_CHECK_S": "0"},
+    ).start()
     client = live.client()
     client.headers.update(register(client))
     try:
@@ -37,11 +39,13 @@ def server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
         live.stop()
 
 
-def test_slide_on_s3_renders_and_serves_its_pyramid(server: tuple[LiveServer, httpx.Client]
-                                                    ) -> None:
+def test_slide_on_s3_renders_and_serves_its_pyramid(
+    server: tuple[LiveServer, httpx.Client],
+) -> None:
     live, client = server
-    stored = client.post("/api/v1/files", files={
-        "file": ("boxes.tiff", (REAL / "boxes.tiff").read_bytes())}).json()
+    stored = client.post(
+        "/api/v1/files", files={"file": ("boxes.tiff", (REAL / "boxes.tiff").read_bytes())}
+    ).json()
     jobs = client.get("/api/v1/jobs", params={"function": "metadata"}).json()["items"]
     job = next(j for j in jobs if j["params"]["file_id"] == stored["id"])
     assert wait_for_job(client, job["id"], timeout=60)["status"] == "succeeded"
@@ -54,8 +58,13 @@ def test_slide_on_s3_renders_and_serves_its_pyramid(server: tuple[LiveServer, ht
     copies = list((live.data_dir / "cache" / "slides").glob("*/boxes.tiff"))
     assert [p.stat().st_size for p in copies] == [stored["size"]]
 
-    built = client.post("/api/v1/jobs", json={"function": "tiles.pyramid", "params": {
-        "file_id": stored["id"], "slide_id": slide["id"]}}).json()
+    built = client.post(
+        "/api/v1/jobs",
+        json={
+            "function": "tiles.pyramid",
+            "params": {"file_id": stored["id"], "slide_id": slide["id"]},
+        },
+    ).json()
     assert wait_for_job(client, built["id"], timeout=60)["status"] == "succeeded"
     redirect = client.get(f"/api/v1/viewer/{slide['id']}_files/9/1_0.jpeg")
     assert redirect.status_code == 307

@@ -34,7 +34,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 if self.path != "/auth/v1/.well-known/jwks.json":
                     self.send_error(404)
                     return
@@ -80,20 +80,33 @@ def keys(jwks: JwksServer) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def supabase(tmp_path_factory: pytest.TempPathFactory, jwks: JwksServer,
-             keys: dict[str, Any]) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path_factory.mktemp("sb") / "data", workers=1,
-                             auth_provider="supabase", supabase_url=jwks.url,
-                             supabase_jwt_secret=SECRET, supabase_jwks_cooldown_s=0.5)
+def supabase(
+    tmp_path_factory: pytest.TempPathFactory, jwks: JwksServer, keys: dict[str, Any]
+) -> Iterator[TestClient]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("sb") / "data",
+        workers=1,
+        auth_provider="supabase",
+        supabase_url=jwks.url,
+        supabase_jwt_secret=SECRET,
+        supabase_jwks_cooldown_s=0.5,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
 
 def _claims(jwks: JwksServer, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    claims = {"sub": str(uuid.uuid4()), "aud": "authenticated", "iss": f"{jwks.url}/auth/v1",
-              "iat": now, "exp": now + 300, "email": f"{uuid.uuid4().hex[:6]}@lab.org",
-              "role": "authenticated", "app_metadata": {"provider": "email"}}
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "aud": "authenticated",
+        "iss": f"{jwks.url}/auth/v1",
+        "iat": now,
+        "exp": now + 300,
+        "email": f"{uuid.uuid4().hex[:6]}@lab.org",
+        "role": "authenticated",
+        "app_metadata": {"provider": "email"},
+    }
     claims.update(overrides)
     return claims
 
@@ -103,8 +116,9 @@ def _me(client: TestClient, token: str) -> Any:
 
 
 @pytest.mark.parametrize(("alg", "kid"), [("ES256", "ec-1"), ("RS256", "rsa-1")])
-def test_asymmetric_tokens_from_the_jwks(supabase: TestClient, jwks: JwksServer,
-                                         keys: dict[str, Any], alg: str, kid: str) -> None:
+def test_asymmetric_tokens_from_the_jwks(
+    supabase: TestClient, jwks: JwksServer, keys: dict[str, Any], alg: str, kid: str
+) -> None:
     claims = _claims(jwks, app_metadata={"role": "admin"})
     token = jwt.encode(claims, keys[alg], algorithm=alg, headers={"kid": kid})
     me = _me(supabase, token)
@@ -145,13 +159,15 @@ def _refused(client: TestClient, token: str) -> str:
     return str(response.json()["detail"]).lower()
 
 
-def test_bad_tokens_are_refused(supabase: TestClient, jwks: JwksServer,
-                                keys: dict[str, Any]) -> None:
+def test_bad_tokens_are_refused(
+    supabase: TestClient, jwks: JwksServer, keys: dict[str, Any]
+) -> None:
     ec_key = keys["ES256"]
 
     def sign(**overrides: Any) -> str:
-        return jwt.encode(_claims(jwks, **overrides), ec_key, algorithm="ES256",
-                          headers={"kid": "ec-1"})
+        return jwt.encode(
+            _claims(jwks, **overrides), ec_key, algorithm="ES256", headers={"kid": "ec-1"}
+        )
 
     assert "audience" in _refused(supabase, sign(aud="anon"))
     assert "issuer" in _refused(supabase, sign(iss="https://evil.example/auth/v1"))
@@ -161,25 +177,33 @@ def test_bad_tokens_are_refused(supabase: TestClient, jwks: JwksServer,
     other = ec.generate_private_key(ec.SECP256R1())
     forged = jwt.encode(_claims(jwks), other, algorithm="ES256", headers={"kid": "ec-1"})
     assert "invalid" in _refused(supabase, forged)
-    _refused(supabase, jwt.encode(_claims(jwks), "wrong-secret-but-long-enough-xxxxxxxx",
-                                  algorithm="HS256"))
+    _refused(
+        supabase,
+        jwt.encode(_claims(jwks), "wrong-secret-but-long-enough-xxxxxxxx", algorithm="HS256"),
+    )
     _refused(supabase, jwt.encode(_claims(jwks, sub="not-a-uuid"), SECRET, algorithm="HS256"))
 
 
-def test_algorithm_confusion_is_refused(supabase: TestClient, jwks: JwksServer,
-                                        keys: dict[str, Any]) -> None:
+def test_algorithm_confusion_is_refused(
+    supabase: TestClient, jwks: JwksServer, keys: dict[str, Any]
+) -> None:
     """An HS256 token whose 'secret' is the RSA public key (which attackers can read)."""
-    public_pem = keys["RS256"].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    header = jwt.utils.base64url_encode(json.dumps({"alg": "HS256", "kid": "rsa-1",
-                                                    "typ": "JWT"}).encode())
+    public_pem = (
+        keys["RS256"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    header = jwt.utils.base64url_encode(
+        json.dumps({"alg": "HS256", "kid": "rsa-1", "typ": "JWT"}).encode()
+    )
     payload = jwt.utils.base64url_encode(json.dumps(_claims(jwks)).encode())
     import hashlib
     import hmac
 
     signing_input = header + b"." + payload
     signature = jwt.utils.base64url_encode(
-        hmac.new(public_pem, signing_input, hashlib.sha256).digest())
+        hmac.new(public_pem, signing_input, hashlib.sha256).digest()
+    )
     _refused(supabase, (signing_input + b"." + signature).decode())
 
 
@@ -190,8 +214,8 @@ def test_register_and_login_belong_to_supabase(supabase: TestClient) -> None:
 
 
 def test_without_a_jwt_secret_hs256_is_refused(tmp_path: Path, jwks: JwksServer) -> None:
-    settings = make_settings(tmp_path / "data", workers=1, auth_provider="supabase",
-                             supabase_url=jwks.url)
+    settings = make_settings(
+        tmp_path / "data", workers=1, auth_provider="supabase", supabase_url=jwks.url
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        assert "'hs256'" in _refused(client, jwt.encode(_claims(jwks), SECRET,
-                                                        algorithm="HS256"))
+        assert "'hs256'" in _refused(client, jwt.encode(_claims(jwks), SECRET, algorithm="HS256"))

@@ -20,8 +20,9 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module", params=["dir", "s3"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[tuple[LiveServer, httpx.Client]]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, httpx.Client]]:
     env = {}
     if request.param == "s3":
         s3: S3Server = request.getfixturevalue("s3_server")
@@ -55,8 +56,10 @@ def _drop_mid_part(url: str, data: bytes) -> None:
     """Send the headers and half the body of a PUT, then hang up."""
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as sock:
-        head = (f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n").encode()
+        head = (
+            f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode()
         sock.sendall(head + data[: len(data) // 2])
 
 
@@ -67,14 +70,20 @@ def _leftovers(live: LiveServer, client: httpx.Client) -> tuple[int, int]:
 
 
 def test_64_mib_with_a_repeated_part_and_a_dropped_connection(server) -> None:  # type: ignore[no-untyped-def]
-    live, client = server
+    _, client = server
     data = _csv(64 * MIB + 12345)
-    plan = client.post("/api/v1/files/uploads", json={
-        "name": "traces.csv", "size": len(data), "content_type": "text/csv",
-        "sha256": hashlib.sha256(data).hexdigest()}).json()
+    plan = client.post(
+        "/api/v1/files/uploads",
+        json={
+            "name": "traces.csv",
+            "size": len(data),
+            "content_type": "text/csv",
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    ).json()
     size, parts = plan["part_size"], plan["parts"]
     assert size == 5 * MIB and len(parts) == 13 == plan["part_count"]
-    chunk = {p["number"]: data[(p["number"] - 1) * size: p["number"] * size] for p in parts}
+    chunk = {p["number"]: data[(p["number"] - 1) * size : p["number"] * size] for p in parts}
     etags = {}
     for part in parts[:6]:
         etags[part["number"]] = _put(part["url"], chunk[part["number"]])
@@ -83,12 +92,15 @@ def test_64_mib_with_a_repeated_part_and_a_dropped_connection(server) -> None:  
     _drop_mid_part(parts[6]["url"], chunk[7])  # the connection drops in part 7
     stored = client.get(f"/api/v1/files/uploads/{plan['id']}").json()
     assert [p["number"] for p in stored["parts"]] == [1, 2, 3, 4, 5, 6]
-    assert {p["number"]: p["etag"].strip('"') for p in stored["parts"]} == \
-        {n: e.strip('"') for n, e in etags.items()}
+    assert {p["number"]: p["etag"].strip('"') for p in stored["parts"]} == {
+        n: e.strip('"') for n, e in etags.items()
+    }
     for part in parts[6:]:  # resume from what the server says is missing
         etags[part["number"]] = _put(part["url"], chunk[part["number"]])
-    done = client.post(f"/api/v1/files/uploads/{plan['id']}/complete", json={
-        "parts": [{"number": n, "etag": etags[n]} for n in sorted(etags)]})
+    done = client.post(
+        f"/api/v1/files/uploads/{plan['id']}/complete",
+        json={"parts": [{"number": n, "etag": etags[n]} for n in sorted(etags)]},
+    )
     assert done.status_code == 201, done.text
     record = done.json()
     assert record["size"] == len(data) and record["kind"] == "table"
@@ -98,17 +110,21 @@ def test_64_mib_with_a_repeated_part_and_a_dropped_connection(server) -> None:  
         for block in response.iter_bytes():
             digest.update(block)
     assert digest.hexdigest() == record["sha256"]
-    for header, expected in (("bytes=0-9", data[:10]), ("bytes=5242870-5242889",
-                             data[5242870:5242890]), ("bytes=-7", data[-7:]),
-                             (f"bytes={len(data) - 3}-", data[-3:])):
-        ranged = client.get(f"/api/v1/files/{record['id']}/download",
-                            headers={"Range": header})
+    for header, expected in (
+        ("bytes=0-9", data[:10]),
+        ("bytes=5242870-5242889", data[5242870:5242890]),
+        ("bytes=-7", data[-7:]),
+        (f"bytes={len(data) - 3}-", data[-3:]),
+    ):
+        ranged = client.get(f"/api/v1/files/{record['id']}/download", headers={"Range": header})
         assert ranged.status_code == 206 and ranged.content == expected, header
-    bad = client.get(f"/api/v1/files/{record['id']}/download",
-                     headers={"Range": f"bytes={len(data)}-"})
+    bad = client.get(
+        f"/api/v1/files/{record['id']}/download", headers={"Range": f"bytes={len(data)}-"}
+    )
     assert bad.status_code == 416 and bad.headers["content-range"] == f"bytes */{len(data)}"
-    cached = client.get(f"/api/v1/files/{record['id']}/download",
-                        headers={"If-None-Match": f'"{record["sha256"]}"'})
+    cached = client.get(
+        f"/api/v1/files/{record['id']}/download", headers={"If-None-Match": f'"{record["sha256"]}"'}
+    )
     assert cached.status_code == 304
     assert client.get(f"/api/v1/files/uploads/{plan['id']}").json()["status"] == "completed"
 
@@ -128,8 +144,9 @@ def test_a_50_gb_upload_is_planned_without_allocating(server) -> None:  # type: 
     assert client.delete(f"/api/v1/files/uploads/{body['id']}").status_code == 204
     too_big = client.post("/api/v1/files/uploads", json={"name": "x.svs", "size": 6 * 1024**4})
     assert too_big.status_code == 413
-    assert client.post("/api/v1/files/uploads", json={"name": "x.svs", "size": 0}
-                       ).status_code == 422
+    assert (
+        client.post("/api/v1/files/uploads", json={"name": "x.svs", "size": 0}).status_code == 422
+    )
 
 
 def _disk_use(live: LiveServer) -> int:
@@ -137,16 +154,14 @@ def _disk_use(live: LiveServer) -> int:
 
 
 def _start(client: httpx.Client, name: str, data: bytes, **extra: object) -> dict:
-    plan = client.post("/api/v1/files/uploads", json={"name": name, "size": len(data),
-                                                      **extra})
+    plan = client.post("/api/v1/files/uploads", json={"name": name, "size": len(data), **extra})
     assert plan.status_code == 201, plan.text
     return plan.json()
 
 
 def _refused(live, client, plan: dict, parts: list[dict], status: int, words: str) -> None:  # type: ignore[no-untyped-def]
     before = _leftovers(live, client)
-    response = client.post(f"/api/v1/files/uploads/{plan['id']}/complete",
-                           json={"parts": parts})
+    response = client.post(f"/api/v1/files/uploads/{plan['id']}/complete", json={"parts": parts})
     assert response.status_code == status, response.text
     assert words in response.json()["detail"]
     assert _leftovers(live, client) == before
@@ -174,33 +189,48 @@ def test_completion_refuses_bad_uploads_and_keeps_nothing(server) -> None:  # ty
     etag = _put(plan["parts"][0]["url"], tiff)
     _refused(live, client, plan, [{"number": 1, "etag": etag}], 415, "truncated")
     # a refused upload is over: it can't be completed again
-    again = client.post(f"/api/v1/files/uploads/{plan['id']}/complete",
-                        json={"parts": [{"number": 1, "etag": etag}]})
+    again = client.post(
+        f"/api/v1/files/uploads/{plan['id']}/complete",
+        json={"parts": [{"number": 1, "etag": etag}]},
+    )
     assert again.status_code == 409
 
 
 def test_parts_must_be_complete_and_in_order(server) -> None:  # type: ignore[no-untyped-def]
-    live, client = server
+    _, client = server
     data = _csv(11 * MIB)
     plan = _start(client, "order.csv", data)
-    etags = [_put(p["url"], data[(p["number"] - 1) * 5 * MIB: p["number"] * 5 * MIB])
-             for p in plan["parts"]]
+    etags = [
+        _put(p["url"], data[(p["number"] - 1) * 5 * MIB : p["number"] * 5 * MIB])
+        for p in plan["parts"]
+    ]
     listed = [{"number": n + 1, "etag": e} for n, e in enumerate(etags)]
-    for parts, words in ((listed[::-1], "ascending"), (listed[:2], "all 3 parts"),
-                         ([listed[0], listed[0], listed[1], listed[2]], "once each")):
-        response = client.post(f"/api/v1/files/uploads/{plan['id']}/complete",
-                               json={"parts": parts})
+    for parts, words in (
+        (listed[::-1], "ascending"),
+        (listed[:2], "all 3 parts"),
+        ([listed[0], listed[0], listed[1], listed[2]], "once each"),
+    ):
+        response = client.post(
+            f"/api/v1/files/uploads/{plan['id']}/complete", json={"parts": parts}
+        )
         assert response.status_code == 422 and words in response.json()["detail"]
     ok = client.post(f"/api/v1/files/uploads/{plan['id']}/complete", json={"parts": listed})
     assert ok.status_code == 201, ok.text
 
 
-@pytest.mark.parametrize(("name", "status"), [
-    ("../evil.csv", 422), ("a/b.csv", 422), ("x" * 300 + ".csv", 422), ("x\x00.csv", 422),
-    ("virus.exe", 415), ("noextension", 415),
-])
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("../evil.csv", 422),
+        ("a/b.csv", 422),
+        ("x" * 300 + ".csv", 422),
+        ("x\x00.csv", 422),
+        ("virus.exe", 415),
+        ("noextension", 415),
+    ],
+)
 def test_bad_names_are_refused_at_start(server, name: str, status: int) -> None:  # type: ignore[no-untyped-def]
-    live, client = server
+    _, client = server
     response = client.post("/api/v1/files/uploads", json={"name": name, "size": 10})
     assert response.status_code == status, response.text
 
@@ -216,14 +246,18 @@ def test_small_uploads_are_checked_too(server) -> None:  # type: ignore[no-untyp
     ):
         response = client.post("/api/v1/files", files={"file": (name, content)})
         assert response.status_code == status, (name, response.text)
-    raw = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"caf\xe9.csv\""
-           b"\r\n\r\na,b\r\n--B--\r\n")
-    non_utf8 = client.post("/api/v1/files", content=raw,
-                           headers={"content-type": "multipart/form-data; boundary=B"})
+    raw = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="caf\xe9.csv"'
+        b"\r\n\r\na,b\r\n--B--\r\n"
+    )
+    non_utf8 = client.post(
+        "/api/v1/files", content=raw, headers={"content-type": "multipart/form-data; boundary=B"}
+    )
     assert non_utf8.status_code == 422 and "UTF-8" in non_utf8.json()["detail"]
     assert _leftovers(live, client) == before
-    slide = client.post("/api/v1/files", files={"file": ("small.svs",
-                                                         (real / "small.svs").read_bytes())})
+    slide = client.post(
+        "/api/v1/files", files={"file": ("small.svs", (real / "small.svs").read_bytes())}
+    )
     assert slide.status_code == 201 and slide.json()["kind"] == "slide"
 
 
@@ -233,16 +267,22 @@ def test_another_user_cannot_touch_my_files_or_uploads(server) -> None:  # type:
     plan = _start(client, "pending.csv", b"a,b\n")
     with live.client() as other:
         other.headers.update(register(other))
-        for method, path in (("GET", f"/api/v1/files/{mine['id']}"),
-                             ("GET", f"/api/v1/files/{mine['id']}/download"),
-                             ("PATCH", f"/api/v1/files/{mine['id']}"),
-                             ("DELETE", f"/api/v1/files/{mine['id']}"),
-                             ("GET", f"/api/v1/files/uploads/{plan['id']}"),
-                             ("POST", f"/api/v1/files/uploads/{plan['id']}/complete"),
-                             ("DELETE", f"/api/v1/files/uploads/{plan['id']}")):
-            body = {"json": {"parts": [{"number": 1, "etag": "x"}]}} \
-                if path.endswith("complete") else {"json": {"name": "x.csv"}} \
-                if method == "PATCH" else {}
+        for method, path in (
+            ("GET", f"/api/v1/files/{mine['id']}"),
+            ("GET", f"/api/v1/files/{mine['id']}/download"),
+            ("PATCH", f"/api/v1/files/{mine['id']}"),
+            ("DELETE", f"/api/v1/files/{mine['id']}"),
+            ("GET", f"/api/v1/files/uploads/{plan['id']}"),
+            ("POST", f"/api/v1/files/uploads/{plan['id']}/complete"),
+            ("DELETE", f"/api/v1/files/uploads/{plan['id']}"),
+        ):
+            body = (
+                {"json": {"parts": [{"number": 1, "etag": "x"}]}}
+                if path.endswith("complete")
+                else {"json": {"name": "x.csv"}}
+                if method == "PATCH"
+                else {}
+            )
             response = other.request(method, path, **body)
             assert response.status_code == 404, (method, path, response.text)
         listing = other.get("/api/v1/files").json()
@@ -253,7 +293,7 @@ def test_another_user_cannot_touch_my_files_or_uploads(server) -> None:  # type:
 
 
 def test_list_rename_delete_and_usage(server) -> None:  # type: ignore[no-untyped-def]
-    live, client = server
+    _, client = server
     a = client.post("/api/v1/files", files={"file": ("alpha-run.csv", b"x,y\n1,2\n")}).json()
     b = client.post("/api/v1/files", files={"file": ("beta.csv", b"x,y\n3,4\n")}).json()
     found = client.get("/api/v1/files", params={"name": "alpha", "kind": "table"}).json()
@@ -276,20 +316,23 @@ def test_import_from_allowed_roots_only(tmp_path: Path) -> None:
     (root / "stack.csv").write_text("t,v\n0,1\n")
     (tmp_path / "secret.csv").write_text("no,no\n")
     (root / "escape.csv").symlink_to(tmp_path / "secret.csv")
-    live = LiveServer(tmp_path / "data",
-                      env={"APERTURE_IMPORT_ROOTS": f'["{root}"]'}).start(workers=1)
+    live = LiveServer(tmp_path / "data", env={"APERTURE_IMPORT_ROOTS": f'["{root}"]'}).start(
+        workers=1
+    )
     try:
         with live.client() as client:
             client.headers.update(register(client))
             ok = client.post("/api/v1/files/import", json={"path": str(root / "stack.csv")})
             assert ok.status_code == 201 and ok.json()["name"] == "stack.csv"
             assert client.get(f"/api/v1/files/{ok.json()['id']}/download").text == "t,v\n0,1\n"
-            for path in (str(tmp_path / "secret.csv"), str(root / "escape.csv"),
-                         str(root / ".." / "secret.csv")):
+            for path in (
+                str(tmp_path / "secret.csv"),
+                str(root / "escape.csv"),
+                str(root / ".." / "secret.csv"),
+            ):
                 refused = client.post("/api/v1/files/import", json={"path": path})
                 assert refused.status_code == 403, refused.text
                 assert "outside the allowed import roots" in refused.json()["detail"]
             assert client.get("/api/v1/files/usage").json()["files"] == 1
     finally:
         live.stop()
-

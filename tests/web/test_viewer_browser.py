@@ -66,8 +66,7 @@ def test_viewer_zooms_and_loads_tiles(server: LiveServer, tmp_path: Path) -> Non
 
     from functions.slides.synthetic import write_synthetic_slide
 
-    path = write_synthetic_slide(tmp_path / "tidy.svs", width=2048, height=1536, levels=3,
-                                 seed=5)
+    path = write_synthetic_slide(tmp_path / "tidy.svs", width=2048, height=1536, levels=3, seed=5)
     email = f"viewer-{uuid.uuid4().hex[:8]}@example.org"
     with server.client() as client:
         client.headers.update(register(client, email))
@@ -82,8 +81,9 @@ def test_viewer_zooms_and_loads_tiles(server: LiveServer, tmp_path: Path) -> Non
         assert page.evaluate(LOGIN, [email, PASSWORD]) == 200
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("response", lambda r: tiles.append((r.url, r.status)) if "_files/" in r.url
-                else None)
+        page.on(
+            "response", lambda r: tiles.append((r.url, r.status)) if "_files/" in r.url else None
+        )
         page.goto(f"{server.url}/api/v1/viewer")
         page.wait_for_selector("#slides a")
         assert page.text_content("#slides a") == "tidy.svs"
@@ -92,8 +92,10 @@ def test_viewer_zooms_and_loads_tiles(server: LiveServer, tmp_path: Path) -> Non
         assert page.url == f"{server.url}/api/v1/viewer/{slide['id']}"
         first = len(tiles)
         for _ in range(2):
-            page.evaluate("() => { const v = window.aperture.viewer.viewport;"
-                          " v.zoomBy(2.5); v.applyConstraints(); }")
+            page.evaluate(
+                "() => { const v = window.aperture.viewer.viewport;"
+                " v.zoomBy(2.5); v.applyConstraints(); }"
+            )
             page.wait_for_timeout(300)
             page.wait_for_function(WAIT_LOADED, timeout=30_000)
         label = page.text_content("#scalebar-label") or ""

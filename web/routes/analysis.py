@@ -52,7 +52,8 @@ class TracesSource(BaseModel):
     file_id: uuid.UUID | None = None
     file_path: str | None = Field(None, description="Absolute path under the import roots.")
     time_unit: TimeUnit | None = Field(
-        None, description="Unit of the time column when the file does not say (default h).")
+        None, description="Unit of the time column when the file does not say (default h)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TracesSource:
@@ -94,8 +95,9 @@ class FittingStart(TracesSource):
     model_bounds: dict[str, tuple[float, float]] | None = None
     fixed: dict[str, bool] | list[str] | None = None
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    chunk_size: int = Field(FAN_OUT_TRACES, ge=100,
-                            description="Traces per child job when the file has more.")
+    chunk_size: int = Field(
+        FAN_OUT_TRACES, ge=100, description="Traces per child job when the file has more."
+    )
 
 
 class FittingStarted(BaseModel):
@@ -147,21 +149,32 @@ def _traces_file(source: TracesSource, state: State, user: CurrentUser) -> Store
 
 
 def _status(job: JobRecord) -> FittingStatus:
-    return FittingStatus(job_id=job.id, status=job.status, progress=job.progress,
-                         message=job.progress_message, error=job.error,
-                         created_at=job.created_at, started_at=job.started_at,
-                         finished_at=job.finished_at)
+    return FittingStatus(
+        job_id=job.id,
+        status=job.status,
+        progress=job.progress,
+        message=job.progress_message,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
 
 
 @router.get("/models")
 def read_models() -> list[ModelPublic]:
     """Every fitting model: equation and parameters with defaults, bounds and units."""
     return [
-        ModelPublic(**{k: m[k] for k in ("name", "description", "equation")}, parameters=[
-            ParameterPublic(bounds=(p["lower"], p["upper"]),
-                            **{k: p[k] for k in ("name", "description", "default", "unit",
-                                                 "fixed")})
-            for p in m["parameters"]])
+        ModelPublic(
+            **{k: m[k] for k in ("name", "description", "equation")},
+            parameters=[
+                ParameterPublic(
+                    bounds=(p["lower"], p["upper"]),
+                    **{k: p[k] for k in ("name", "description", "default", "unit", "fixed")},
+                )
+                for p in m["parameters"]
+            ],
+        )
         for m in list_models()
     ]
 
@@ -170,23 +183,32 @@ def read_models() -> list[ModelPublic]:
 def load_traces(body: TracesSource, state: State, user: CurrentUser) -> TracesPublic:
     """Read a traces file and describe it: cells, points per cell, units, ranges."""
     stored = _traces_file(body, state, user)
-    traces = read_traces(state.runtime.objects.get_bytes(stored.key), name=stored.name,
-                         time_unit=body.time_unit)
+    traces = read_traces(
+        state.runtime.objects.get_bytes(stored.key), name=stored.name, time_unit=body.time_unit
+    )
     return TracesPublic(file_id=stored.id, **summarize_traces(traces))
 
 
 @router.post("/fitting/start", status_code=201)
-def start_fitting(body: FittingStart, state: State, user: CurrentUser,
-                  client: RequestClient) -> FittingStarted:
+def start_fitting(
+    body: FittingStart, state: State, user: CurrentUser, client: RequestClient
+) -> FittingStarted:
     """Fit a model to every trace of a file, as a job (params checked before it exists)."""
-    resolve_spec(body.model_type, params=body.model_params, bounds=body.model_bounds,
-                 fixed=body.fixed)
+    resolve_spec(
+        body.model_type, params=body.model_params, bounds=body.model_bounds, fixed=body.fixed
+    )
     stored = _traces_file(body, state, user)
     params = body.model_dump(exclude={"file_path"}, exclude_none=True)
     params["file_id"] = str(stored.id)
     job = state.jobs.submit(FITTING, params, owner_id=user.id)
-    state.identity.audit.record("job.submitted", actor=user.id, target_type="job",
-                                target_id=job.id, client_ip=client.ip, function=FITTING)
+    state.identity.audit.record(
+        "job.submitted",
+        actor=user.id,
+        target_type="job",
+        target_id=job.id,
+        client_ip=client.ip,
+        function=FITTING,
+    )
     return FittingStarted(job_id=job.id, file_id=stored.id)
 
 
@@ -197,33 +219,43 @@ def read_fitting_status(job: FittingJob) -> FittingStatus:
 
 
 @router.post("/fitting/cancel/{job_id}")
-def cancel_fitting(job: FittingJob, state: State, user: CurrentUser,
-                   client: RequestClient) -> FittingStatus:
+def cancel_fitting(
+    job: FittingJob, state: State, user: CurrentUser, client: RequestClient
+) -> FittingStatus:
     """Cancel a fitting job and its child jobs."""
     cancelled = state.jobs.cancel(job.id)
-    state.identity.audit.record("job.cancelled", actor=user.id, target_type="job",
-                                target_id=job.id, client_ip=client.ip)
+    state.identity.audit.record(
+        "job.cancelled", actor=user.id, target_type="job", target_id=job.id, client_ip=client.ip
+    )
     return _status(cancelled)
 
 
 @router.get("/fitting/results/{job_id}")
 def read_fitting_results(
-    job: FittingJob, state: State,
+    job: FittingJob,
+    state: State,
     limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> FittingResults:
     """Summary, artefact file ids and one page of per-trace results of a finished fit."""
     if job.status is not Status.succeeded or not job.result:
         why = f": {job.error.message}" if job.error else ""
-        raise Conflict(f"job {job.id} is {job.status.value}; results exist once it has "
-                       f"succeeded{why}")
+        raise Conflict(
+            f"job {job.id} is {job.status.value}; results exist once it has succeeded{why}"
+        )
     result = job.result
     parquet = state.runtime.files.get(uuid.UUID(result["parquet_file_id"]))
     table = load_results(state.runtime.objects.get_bytes(parquet.key))
     plots = {name: uuid.UUID(str(i)) for name, i in result["plot_file_ids"].items()}
     return FittingResults(
-        job_id=job.id, summary=result["summary"], results_file_id=result["results_file_id"],
-        parquet_file_id=parquet.id, plot_file_ids=list(plots.values()), plots=plots,
-        results=results_page(table, offset=offset, limit=limit), total=table.num_rows,
-        limit=limit, offset=offset,
+        job_id=job.id,
+        summary=result["summary"],
+        results_file_id=result["results_file_id"],
+        parquet_file_id=parquet.id,
+        plot_file_ids=list(plots.values()),
+        plots=plots,
+        results=results_page(table, offset=offset, limit=limit),
+        total=table.num_rows,
+        limit=limit,
+        offset=offset,
     )

@@ -79,8 +79,12 @@ def _local_only(state: State) -> None:
 
 def _tokens(pair: TokenPair, response: Response, state: State) -> TokensPublic:
     set_auth_cookies(response, pair, state.settings)
-    return TokensPublic(access_token=pair.access_token, refresh_token=pair.refresh_token,
-                        token_type=pair.token_type, expires_in=pair.expires_in)
+    return TokensPublic(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        token_type=pair.token_type,
+        expires_in=pair.expires_in,
+    )
 
 
 @router.post("/register", status_code=201)
@@ -90,23 +94,31 @@ def create_account(body: Credentials, state: State, client: RequestClient) -> Us
     if not state.settings.allow_registration:
         raise NotFound("registration is closed; ask an administrator for an account")
     user = state.identity.accounts.create_user(body.email, body.password)
-    state.identity.audit.record("user.registered", actor=user.id, target_type="user",
-                                target_id=user.id, client_ip=client.ip)
+    state.identity.audit.record(
+        "user.registered", actor=user.id, target_type="user", target_id=user.id, client_ip=client.ip
+    )
     return UserPublic.model_validate(user)
 
 
 @router.post("/login")
-def create_login(body: Credentials, state: State, client: RequestClient,
-                 response: Response) -> TokensPublic:
+def create_login(
+    body: Credentials, state: State, client: RequestClient, response: Response
+) -> TokensPublic:
     """Exchange email and password for tokens (also set as httponly cookies)."""
     _local_only(state)
-    return _tokens(state.identity.accounts.login(body.email, body.password, client),
-                   response, state)
+    return _tokens(
+        state.identity.accounts.login(body.email, body.password, client), response, state
+    )
 
 
 @router.post("/refresh")
-def create_refresh(request: Request, state: State, client: RequestClient, response: Response,
-                   body: Annotated[RefreshRequest | None, Body()] = None) -> TokensPublic:
+def create_refresh(
+    request: Request,
+    state: State,
+    client: RequestClient,
+    response: Response,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+) -> TokensPublic:
     """Rotate a refresh token (from the body or the cookie) into a new token pair."""
     _local_only(state)
     token = (body.refresh_token if body else None) or request.cookies.get(REFRESH_COOKIE)
@@ -120,8 +132,13 @@ def delete_login(user: CurrentUser, state: State, client: RequestClient) -> Resp
     """End the current session: its refresh tokens stop working, cookies are cleared."""
     if user.session_id is not None:
         state.identity.accounts.revoke_session(user.id, user.session_id, "logout")
-    state.identity.audit.record("auth.logout", actor=user.id, target_type="session",
-                                target_id=user.session_id, client_ip=client.ip)
+    state.identity.audit.record(
+        "auth.logout",
+        actor=user.id,
+        target_type="session",
+        target_id=user.session_id,
+        client_ip=client.ip,
+    )
     response = Response(status_code=204)
     clear_auth_cookies(response)
     return response
@@ -136,27 +153,41 @@ def read_me(user: CurrentUser, state: State) -> UserPublic:
 @router.get("/sessions")
 def read_sessions(user: CurrentUser, state: State) -> list[SessionPublic]:
     """Active sessions of the signed-in account."""
-    return [SessionPublic.model_validate(s).model_copy(update={"current": s.id == user.session_id})
-            for s in state.identity.accounts.sessions(user.id)]
+    return [
+        SessionPublic.model_validate(s).model_copy(update={"current": s.id == user.session_id})
+        for s in state.identity.accounts.sessions(user.id)
+    ]
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
-def delete_session(session_id: uuid.UUID, user: CurrentUser, state: State,
-                   client: RequestClient) -> Response:
+def delete_session(
+    session_id: uuid.UUID, user: CurrentUser, state: State, client: RequestClient
+) -> Response:
     """Revoke one session; its tokens stop working at once."""
     state.identity.accounts.revoke_session(user.id, session_id, "revoked")
-    state.identity.audit.record("auth.session_revoked", actor=user.id, target_type="session",
-                                target_id=session_id, client_ip=client.ip)
+    state.identity.audit.record(
+        "auth.session_revoked",
+        actor=user.id,
+        target_type="session",
+        target_id=session_id,
+        client_ip=client.ip,
+    )
     return Response(status_code=204)
 
 
 @router.post("/api-keys", status_code=201)
-def create_api_key(body: ApiKeyCreate, user: CurrentUser, state: State,
-                   client: RequestClient) -> ApiKeyCreated:
+def create_api_key(
+    body: ApiKeyCreate, user: CurrentUser, state: State, client: RequestClient
+) -> ApiKeyCreated:
     """Create an API key for scripts; the key is in this answer only."""
     new = state.identity.api_keys.create(user.id, body.name, body.expires_at)
-    state.identity.audit.record("api_key.created", actor=user.id, target_type="api_key",
-                                target_id=new.record.id, client_ip=client.ip)
+    state.identity.audit.record(
+        "api_key.created",
+        actor=user.id,
+        target_type="api_key",
+        target_id=new.record.id,
+        client_ip=client.ip,
+    )
     return ApiKeyCreated(**ApiKeyPublic.model_validate(new.record).model_dump(), key=new.key)
 
 
@@ -167,11 +198,16 @@ def read_api_keys(user: CurrentUser, state: State) -> list[ApiKeyPublic]:
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)
-def delete_api_key(key_id: uuid.UUID, user: CurrentUser, state: State,
-                   client: RequestClient) -> Response:
+def delete_api_key(
+    key_id: uuid.UUID, user: CurrentUser, state: State, client: RequestClient
+) -> Response:
     """Revoke an API key; it stops working at once."""
     state.identity.api_keys.revoke(user.id, key_id)
-    state.identity.audit.record("api_key.revoked", actor=user.id, target_type="api_key",
-                                target_id=key_id, client_ip=client.ip)
+    state.identity.audit.record(
+        "api_key.revoked",
+        actor=user.id,
+        target_type="api_key",
+        target_id=key_id,
+        client_ip=client.ip,
+    )
     return Response(status_code=204)
-

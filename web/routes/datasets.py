@@ -57,8 +57,9 @@ def datasets_service(state: State) -> Datasets:
 DatasetsService = Annotated[Datasets, Depends(datasets_service)]
 
 
-def owned_dataset(dataset_id: uuid.UUID, datasets: DatasetsService,
-                  user: CurrentUser) -> DatasetRecord:
+def owned_dataset(
+    dataset_id: uuid.UUID, datasets: DatasetsService, user: CurrentUser
+) -> DatasetRecord:
     """The dataset if the caller may see it; another owner's dataset is 404."""
     dataset = datasets.get(dataset_id)
     if not user.may_see(dataset.owner_id):
@@ -75,40 +76,62 @@ def _filter(user: CurrentUser, name: str | None, tag: str | None) -> DatasetFilt
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0)]
-NameContains = Annotated[str | None, Query(max_length=255,
-                                           description="Name contains (any case).")]
+NameContains = Annotated[str | None, Query(max_length=255, description="Name contains (any case).")]
 
 
 @router.post("", status_code=201)
-def create_dataset(body: DatasetCreate, datasets: DatasetsService, state: State,
-                   user: CurrentUser, client: RequestClient) -> DatasetPublic:
+def create_dataset(
+    body: DatasetCreate,
+    datasets: DatasetsService,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+) -> DatasetPublic:
     """Create an empty dataset."""
-    dataset = datasets.create(owner_id=user.id, name=body.name, description=body.description,
-                              tags=body.tags)
-    state.identity.audit.record("dataset.created", actor=user.id, target_type="dataset",
-                                target_id=dataset.id, client_ip=client.ip, name=dataset.name)
+    dataset = datasets.create(
+        owner_id=user.id, name=body.name, description=body.description, tags=body.tags
+    )
+    state.identity.audit.record(
+        "dataset.created",
+        actor=user.id,
+        target_type="dataset",
+        target_id=dataset.id,
+        client_ip=client.ip,
+        name=dataset.name,
+    )
     return dataset
 
 
 @router.get("")
-def read_datasets(datasets: DatasetsService, user: CurrentUser, name: NameContains = None,
-                  tag: str | None = None, limit: Limit = 50, offset: Offset = 0
-                  ) -> Page[DatasetPublic]:
+def read_datasets(
+    datasets: DatasetsService,
+    user: CurrentUser,
+    name: NameContains = None,
+    tag: str | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[DatasetPublic]:
     """Datasets, newest first, filtered by name (contains) and tag."""
     items, total = datasets.find(_filter(user, name, tag), limit=limit, offset=offset)
     return Page[DatasetPublic](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/stats")
-def read_dataset_stats(datasets: DatasetsService, user: CurrentUser,
-                       name: NameContains = None, tag: str | None = None,
-                       limit: Limit = 50, offset: Offset = 0) -> Page[DatasetStatsPublic]:
+def read_dataset_stats(
+    datasets: DatasetsService,
+    user: CurrentUser,
+    name: NameContains = None,
+    tag: str | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[DatasetStatsPublic]:
     """Per dataset (same filters and order as the list): files, bytes, kinds, and the
     owner's jobs whose params name the dataset (`dataset_id`) or one of its files
     (`file_id`, `file_ids`), counted by status."""
     page, total = datasets.find(_filter(user, name, tag), limit=limit, offset=offset)
-    return Page[DatasetStatsPublic](items=datasets.stats(page), total=total, limit=limit,
-                                    offset=offset)
+    return Page[DatasetStatsPublic](
+        items=datasets.stats(page), total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/{dataset_id}")
@@ -118,57 +141,102 @@ def read_dataset(dataset: OwnedDataset) -> DatasetPublic:
 
 
 @router.patch("/{dataset_id}")
-def update_dataset(dataset: OwnedDataset, body: DatasetUpdate, datasets: DatasetsService,
-                   state: State, user: CurrentUser, client: RequestClient) -> DatasetPublic:
+def update_dataset(
+    dataset: OwnedDataset,
+    body: DatasetUpdate,
+    datasets: DatasetsService,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+) -> DatasetPublic:
     """Rename, describe or re-tag a dataset."""
     fields = body.model_dump(include=body.model_fields_set)
     if fields.get("name", "") is None or fields.get("tags", []) is None:
         raise InvalidInput("name and tags cannot be null (description can)")
     updated = datasets.update(dataset.id, fields)
-    state.identity.audit.record("dataset.updated", actor=user.id, target_type="dataset",
-                                target_id=dataset.id, client_ip=client.ip,
-                                fields=sorted(fields))
+    state.identity.audit.record(
+        "dataset.updated",
+        actor=user.id,
+        target_type="dataset",
+        target_id=dataset.id,
+        client_ip=client.ip,
+        fields=sorted(fields),
+    )
     return updated
 
 
 @router.delete("/{dataset_id}", status_code=204)
-def delete_dataset(dataset: OwnedDataset, datasets: DatasetsService, state: State,
-                   user: CurrentUser, client: RequestClient) -> Response:
+def delete_dataset(
+    dataset: OwnedDataset,
+    datasets: DatasetsService,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+) -> Response:
     """Delete a dataset; its files are kept and leave it."""
     released = datasets.delete(dataset.id)
-    state.identity.audit.record("dataset.deleted", actor=user.id, target_type="dataset",
-                                target_id=dataset.id, client_ip=client.ip, name=dataset.name,
-                                files_released=released)
+    state.identity.audit.record(
+        "dataset.deleted",
+        actor=user.id,
+        target_type="dataset",
+        target_id=dataset.id,
+        client_ip=client.ip,
+        name=dataset.name,
+        files_released=released,
+    )
     return Response(status_code=204)
 
 
 @router.get("/{dataset_id}/files")
-def read_dataset_files(dataset: OwnedDataset, datasets: DatasetsService,
-                       limit: Limit = 50, offset: Offset = 0) -> Page[FilePublic]:
+def read_dataset_files(
+    dataset: OwnedDataset, datasets: DatasetsService, limit: Limit = 50, offset: Offset = 0
+) -> Page[FilePublic]:
     """The dataset's files, newest first."""
     rows, total = datasets.files(dataset.id, limit=limit, offset=offset)
-    return Page[FilePublic](items=[FilePublic.model_validate(r) for r in rows], total=total,
-                            limit=limit, offset=offset)
+    return Page[FilePublic](
+        items=[FilePublic.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
+    )
 
 
 @router.post("/{dataset_id}/files")
-def add_dataset_files(dataset: OwnedDataset, body: DatasetFilesAdd, datasets: DatasetsService,
-                      state: State, user: CurrentUser, client: RequestClient) -> DatasetPublic:
+def add_dataset_files(
+    dataset: OwnedDataset,
+    body: DatasetFilesAdd,
+    datasets: DatasetsService,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+) -> DatasetPublic:
     """Add the owner's files to the dataset (all or none)."""
     updated = datasets.add_files(dataset.id, body.file_ids)
-    state.identity.audit.record("dataset.updated", actor=user.id, target_type="dataset",
-                                target_id=dataset.id, client_ip=client.ip,
-                                files_added=[str(i) for i in body.file_ids])
+    state.identity.audit.record(
+        "dataset.updated",
+        actor=user.id,
+        target_type="dataset",
+        target_id=dataset.id,
+        client_ip=client.ip,
+        files_added=[str(i) for i in body.file_ids],
+    )
     return updated
 
 
 @router.delete("/{dataset_id}/files/{file_id}")
-def remove_dataset_file(dataset: OwnedDataset, file_id: uuid.UUID, datasets: DatasetsService,
-                        state: State, user: CurrentUser, client: RequestClient
-                        ) -> DatasetPublic:
+def remove_dataset_file(
+    dataset: OwnedDataset,
+    file_id: uuid.UUID,
+    datasets: DatasetsService,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+) -> DatasetPublic:
     """Take a file out of the dataset (the file is kept)."""
     updated = datasets.remove_file(dataset.id, file_id)
-    state.identity.audit.record("dataset.updated", actor=user.id, target_type="dataset",
-                                target_id=dataset.id, client_ip=client.ip,
-                                files_removed=[str(file_id)])
+    state.identity.audit.record(
+        "dataset.updated",
+        actor=user.id,
+        target_type="dataset",
+        target_id=dataset.id,
+        client_ip=client.ip,
+        files_removed=[str(file_id)],
+    )
     return updated

@@ -72,18 +72,26 @@ def _public(state: State, file_id: uuid.UUID) -> FilePublic:
     return FilePublic.model_validate(state.runtime.files.record(file_id))
 
 
-def _after_store(state: State, stored: StoredFile, user: CurrentUser, client: RequestClient,
-                 how: str) -> FilePublic:
-    state.identity.audit.record("file.uploaded", actor=user.id, target_type="file",
-                                target_id=stored.id, client_ip=client.ip, name=stored.name,
-                                size=stored.size, via=how)
+def _after_store(
+    state: State, stored: StoredFile, user: CurrentUser, client: RequestClient, how: str
+) -> FilePublic:
+    state.identity.audit.record(
+        "file.uploaded",
+        actor=user.id,
+        target_type="file",
+        target_id=stored.id,
+        client_ip=client.ip,
+        name=stored.name,
+        size=stored.size,
+        via=how,
+    )
     if stored.kind == "slide":  # slides get their metadata (and slide record) at once
-        state.jobs.submit("metadata", {"file_id": str(stored.id)}, owner_id=user.id,
-                          tags=["auto"])
+        state.jobs.submit("metadata", {"file_id": str(stored.id)}, owner_id=user.id, tags=["auto"])
     return _public(state, stored.id)
 
 
 # -- multipart uploads -----------------------------------------------------------------
+
 
 @router.post("/uploads", status_code=201)
 def create_upload(body: UploadCreate, state: State, user: CurrentUser) -> UploadPlan:
@@ -91,28 +99,51 @@ def create_upload(body: UploadCreate, state: State, user: CurrentUser) -> Upload
     if body.dataset_id is not None:
         _catalog(state).check_dataset(body.dataset_id, user.id, admin=user.is_admin)
     planned = _uploads(state).start(
-        owner_id=user.id, name=body.name, size=body.size, content_type=body.content_type,
-        sha256=body.sha256, dataset_id=body.dataset_id)
+        owner_id=user.id,
+        name=body.name,
+        size=body.size,
+        content_type=body.content_type,
+        sha256=body.sha256,
+        dataset_id=body.dataset_id,
+    )
     upload = planned.upload
-    return UploadPlan(id=upload.id, name=upload.name, size=upload.size,
-                      part_size=upload.part_size, part_count=upload.part_count,
-                      parts=[PartPublic(number=n, url=url) for n, url in planned.part_urls])
+    return UploadPlan(
+        id=upload.id,
+        name=upload.name,
+        size=upload.size,
+        part_size=upload.part_size,
+        part_count=upload.part_count,
+        parts=[PartPublic(number=n, url=url) for n, url in planned.part_urls],
+    )
 
 
 @router.get("/uploads/{upload_id}")
 def read_upload(upload: OwnedUpload, state: State) -> UploadPublic:
     """What is stored so far (to resume after a dropped connection)."""
-    parts = [StoredPart(number=p.number, etag=p.etag, size=p.size)
-             for p in _uploads(state).stored_parts(upload)]
-    return UploadPublic(id=upload.id, name=upload.name, size=upload.size,
-                        status=upload.status, part_size=upload.part_size,
-                        part_count=upload.part_count, parts=parts,
-                        file_id=upload.file_id if upload.status == "completed" else None)
+    parts = [
+        StoredPart(number=p.number, etag=p.etag, size=p.size)
+        for p in _uploads(state).stored_parts(upload)
+    ]
+    return UploadPublic(
+        id=upload.id,
+        name=upload.name,
+        size=upload.size,
+        status=upload.status,
+        part_size=upload.part_size,
+        part_count=upload.part_count,
+        parts=parts,
+        file_id=upload.file_id if upload.status == "completed" else None,
+    )
 
 
 @router.post("/uploads/{upload_id}/complete", status_code=201)
-def complete_upload(upload: OwnedUpload, body: UploadComplete, state: State,
-                    user: CurrentUser, client: RequestClient) -> FilePublic:
+def complete_upload(
+    upload: OwnedUpload,
+    body: UploadComplete,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+) -> FilePublic:
     """Assemble the parts and verify size, SHA-256 and type; the file record is the answer."""
     stored = _uploads(state).complete(upload, [(p.number, p.etag) for p in body.parts])
     return _after_store(state, stored, user, client, "multipart")
@@ -127,65 +158,99 @@ def delete_upload(upload: OwnedUpload, state: State) -> Response:
 
 # -- small uploads and imports -----------------------------------------------------------
 
+
 @router.post(
-    "", status_code=201,
-    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "dataset_id": {"type": "string", "format": "uuid"}}}}}}},
+    "",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "dataset_id": {"type": "string", "format": "uuid"},
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
-async def create_file(request: Request, state: State, user: CurrentUser,
-                      client: RequestClient) -> FilePublic:
+async def create_file(
+    request: Request, state: State, user: CurrentUser, client: RequestClient
+) -> FilePublic:
     """Upload a file as multipart/form-data (field `file`, last), streamed to storage and
     checked like a multipart upload."""
     form = MultipartFile(request)
     await form.open()
     stored = await run_in_threadpool(
-        state.runtime.files.add, form.sync_chunks(), name=form.filename or "",
-        owner_id=user.id, content_type=form.content_type,
+        state.runtime.files.add,
+        form.sync_chunks(),
+        name=form.filename or "",
+        owner_id=user.id,
+        content_type=form.content_type,
         check=_uploads(state).vet(user.id),
     )
     return await run_in_threadpool(_after_store, state, stored, user, client, "form")
 
 
 @router.post("/import", status_code=201)
-def import_file(body: FileImport, state: State, user: CurrentUser,
-                client: RequestClient) -> FilePublic:
+def import_file(
+    body: FileImport, state: State, user: CurrentUser, client: RequestClient
+) -> FilePublic:
     """Copy a file from the server's disk (under APERTURE_IMPORT_ROOTS) into the store."""
     path = resolve_import_path(body.path, state.settings.import_roots)
-    stored = state.runtime.files.import_path(path, owner_id=user.id, name=body.name,
-                                             check=_uploads(state).vet(user.id))
+    stored = state.runtime.files.import_path(
+        path, owner_id=user.id, name=body.name, check=_uploads(state).vet(user.id)
+    )
     return _after_store(state, stored, user, client, "import")
 
 
 # -- listing and usage -------------------------------------------------------------------
 
+
 @router.get("")
 def read_files(
-    state: State, user: CurrentUser, kind: str | None = None, dataset_id: uuid.UUID | None = None,
+    state: State,
+    user: CurrentUser,
+    kind: str | None = None,
+    dataset_id: uuid.UUID | None = None,
     name: Annotated[str | None, Query(max_length=255, description="Name contains.")] = None,
-    created_after: datetime | None = None, created_before: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[FilePublic]:
     """Files, newest first, filtered by kind, dataset, name and creation time."""
-    f = FileFilter(owner_id=user.id, all_owners=user.is_admin, kind=kind,
-                   dataset_id=dataset_id, name_contains=name, created_after=created_after,
-                   created_before=created_before)
+    f = FileFilter(
+        owner_id=user.id,
+        all_owners=user.is_admin,
+        kind=kind,
+        dataset_id=dataset_id,
+        name_contains=name,
+        created_after=created_after,
+        created_before=created_before,
+    )
     rows, total = _catalog(state).find(f, limit=limit, offset=offset)
-    return Page[FilePublic](items=[FilePublic.model_validate(r) for r in rows], total=total,
-                            limit=limit, offset=offset)
+    return Page[FilePublic](
+        items=[FilePublic.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/usage")
 def read_usage(state: State, user: CurrentUser) -> Usage:
     """Bytes and files stored, by kind (admins: everyone's, also by user)."""
-    return Usage(**_catalog(state).usage(FileFilter(owner_id=user.id,
-                                                    all_owners=user.is_admin)))
+    return Usage(**_catalog(state).usage(FileFilter(owner_id=user.id, all_owners=user.is_admin)))
 
 
 @router.post("/bulk-delete")
-def delete_files(body: BulkDelete, state: State, user: CurrentUser,
-                 client: RequestClient) -> BulkDeleted:
+def delete_files(
+    body: BulkDelete, state: State, user: CurrentUser, client: RequestClient
+) -> BulkDeleted:
     """Delete several files; ids that are not yours (or not there) are reported, not deleted."""
     visible = []
     for file_id in body.ids:
@@ -196,12 +261,18 @@ def delete_files(body: BulkDelete, state: State, user: CurrentUser,
             pass
     deleted = _catalog(state).delete(visible, state.runtime.objects)
     for file_id in deleted:
-        state.identity.audit.record("file.deleted", actor=user.id, target_type="file",
-                                    target_id=file_id, client_ip=client.ip)
+        state.identity.audit.record(
+            "file.deleted",
+            actor=user.id,
+            target_type="file",
+            target_id=file_id,
+            client_ip=client.ip,
+        )
     return BulkDeleted(deleted=deleted, not_found=[i for i in body.ids if i not in deleted])
 
 
 # -- one file ------------------------------------------------------------------------------
+
 
 @router.get("/{file_id}")
 def read_file(stored: OwnedFile, state: State) -> FilePublic:
@@ -210,8 +281,7 @@ def read_file(stored: OwnedFile, state: State) -> FilePublic:
 
 
 @router.patch("/{file_id}")
-def update_file(stored: OwnedFile, body: FileUpdate, state: State,
-                user: CurrentUser) -> FilePublic:
+def update_file(stored: OwnedFile, body: FileUpdate, state: State, user: CurrentUser) -> FilePublic:
     """Rename a file or move it to (or out of) a dataset."""
     values = body.model_dump(exclude_unset=True)
     if values.get("dataset_id") is not None:
@@ -220,27 +290,40 @@ def update_file(stored: OwnedFile, body: FileUpdate, state: State,
 
 
 @router.delete("/{file_id}", status_code=204)
-def delete_file(stored: OwnedFile, state: State, user: CurrentUser,
-                client: RequestClient) -> Response:
+def delete_file(
+    stored: OwnedFile, state: State, user: CurrentUser, client: RequestClient
+) -> Response:
     """Delete a file: gone at once; its bytes are removed now or by cleanup."""
     _catalog(state).delete([stored.id], state.runtime.objects)
-    state.identity.audit.record("file.deleted", actor=user.id, target_type="file",
-                                target_id=stored.id, client_ip=client.ip)
+    state.identity.audit.record(
+        "file.deleted", actor=user.id, target_type="file", target_id=stored.id, client_ip=client.ip
+    )
     return Response(status_code=204)
 
 
-@router.get("/{file_id}/download", response_model=None,
-            responses={206: {"description": "A byte range"}, 304: {"description": "Unchanged"},
-                       307: {"description": "Redirect to a presigned URL (S3)"},
-                       416: {"description": "Range not satisfiable"}})
-def download_file(stored: OwnedFile, state: State,
-                  range_header: Annotated[str | None, Header(alias="range")] = None,
-                  if_none_match: Annotated[str | None, Header()] = None,
-                  ) -> StreamingResponse | Response:
+@router.get(
+    "/{file_id}/download",
+    response_model=None,
+    responses={
+        206: {"description": "A byte range"},
+        304: {"description": "Unchanged"},
+        307: {"description": "Redirect to a presigned URL (S3)"},
+        416: {"description": "Range not satisfiable"},
+    },
+)
+def download_file(
+    stored: OwnedFile,
+    state: State,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> StreamingResponse | Response:
     """The file's bytes, streamed; honours Range (one range) and If-None-Match."""
     etag = f'"{stored.sha256}"'
-    headers = {"ETag": etag, "Accept-Ranges": "bytes",
-               "Content-Disposition": content_disposition(stored.name)}
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(stored.name),
+    }
     if if_none_match and {etag, "*"} & {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": etag})
     objects = state.runtime.objects
@@ -251,13 +334,22 @@ def download_file(stored: OwnedFile, state: State,
     span = _byte_range(range_header, stored.size)
     if span is None:
         headers["Content-Length"] = str(stored.size)
-        return StreamingResponse(objects.iter_bytes(stored.key) if stored.size else iter(()),
-                                 media_type=media, headers=headers)
+        return StreamingResponse(
+            objects.iter_bytes(stored.key) if stored.size else iter(()),
+            media_type=media,
+            headers=headers,
+        )
     start, end = span
-    headers |= {"Content-Range": f"bytes {start}-{end - 1}/{stored.size}",
-                "Content-Length": str(end - start)}
-    return StreamingResponse(objects.iter_bytes(stored.key, start=start, end=end),
-                             status_code=206, media_type=media, headers=headers)
+    headers |= {
+        "Content-Range": f"bytes {start}-{end - 1}/{stored.size}",
+        "Content-Length": str(end - start),
+    }
+    return StreamingResponse(
+        objects.iter_bytes(stored.key, start=start, end=end),
+        status_code=206,
+        media_type=media,
+        headers=headers,
+    )
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -12,8 +12,10 @@ router = APIRouter(prefix="/functions", tags=["functions"])
 
 def _public(capability: Capability) -> FunctionPublic:  # type: ignore[type-arg]
     return FunctionPublic(
-        name=capability.name, description=capability.description,
-        params_schema=capability.params_schema(), result_schema=capability.result_schema(),
+        name=capability.name,
+        description=capability.description,
+        params_schema=capability.params_schema(),
+        result_schema=capability.result_schema(),
         resources=capability.resources,
     )
 

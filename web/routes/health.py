@@ -43,8 +43,11 @@ def _executor(state: State) -> Check:
     return Check(ok=bool(detail.pop("ok", False)), detail=detail)
 
 
-@router.get("/health", response_model=HealthPublic,
-            responses={503: {"model": HealthPublic, "description": "a dependency is down"}})
+@router.get(
+    "/health",
+    response_model=HealthPublic,
+    responses={503: {"model": HealthPublic, "description": "a dependency is down"}},
+)
 async def read_health(state: State) -> JSONResponse:
     """Liveness (this answers) plus readiness of database, object store, executor and
     capability modules."""
@@ -55,6 +58,7 @@ async def read_health(state: State) -> JSONResponse:
         "capabilities": _capabilities(),
     }
     healthy = all(check.ok for check in checks.values())
-    body = HealthPublic(status="ok" if healthy else "degraded", version=version("aperture"),
-                        checks=checks)
+    body = HealthPublic(
+        status="ok" if healthy else "degraded", version=version("aperture"), checks=checks
+    )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)

@@ -32,29 +32,53 @@ def _check_tags(tags: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(tags))
 
 
-def _filter(user: CurrentUser, status: Status | None, function: str | None, tag: str | None,
-            created_after: datetime | None, created_before: datetime | None) -> JobFilter:
-    return JobFilter(owner_id=user.id, all_owners=user.is_admin, status=status,
-                     function=function, tag=tag, created_after=created_after,
-                     created_before=created_before)
+def _filter(
+    user: CurrentUser,
+    status: Status | None,
+    function: str | None,
+    tag: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> JobFilter:
+    return JobFilter(
+        owner_id=user.id,
+        all_owners=user.is_admin,
+        status=status,
+        function=function,
+        tag=tag,
+        created_after=created_after,
+        created_before=created_before,
+    )
 
 
 @router.post("", status_code=201)
-def create_job(body: JobCreate, state: State, user: CurrentUser,
-               client: RequestClient) -> JobPublic:
+def create_job(
+    body: JobCreate, state: State, user: CurrentUser, client: RequestClient
+) -> JobPublic:
     """Submit a job: params are validated against the function's schema."""
-    job = state.jobs.submit(body.function, body.params, owner_id=user.id, name=body.name,
-                            tags=_check_tags(body.tags))
-    state.identity.audit.record("job.submitted", actor=user.id, target_type="job",
-                                target_id=job.id, client_ip=client.ip, function=body.function)
+    job = state.jobs.submit(
+        body.function, body.params, owner_id=user.id, name=body.name, tags=_check_tags(body.tags)
+    )
+    state.identity.audit.record(
+        "job.submitted",
+        actor=user.id,
+        target_type="job",
+        target_id=job.id,
+        client_ip=client.ip,
+        function=body.function,
+    )
     return job
 
 
 @router.get("")
 def read_jobs(
-    state: State, user: CurrentUser,
-    status: Status | None = None, function: str | None = None, tag: str | None = None,
-    created_after: datetime | None = None, created_before: datetime | None = None,
+    state: State,
+    user: CurrentUser,
+    status: Status | None = None,
+    function: str | None = None,
+    tag: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[JobPublic]:
@@ -66,9 +90,13 @@ def read_jobs(
 
 @router.get("/stats")
 def read_job_stats(
-    state: State, user: CurrentUser,
-    status: Status | None = None, function: str | None = None, tag: str | None = None,
-    created_after: datetime | None = None, created_before: datetime | None = None,
+    state: State,
+    user: CurrentUser,
+    status: Status | None = None,
+    function: str | None = None,
+    tag: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> JobStatsPublic:
     """Counts by status and function, and run-time p50/p95 of finished jobs."""
     f = _filter(user, status, function, tag, created_after, created_before)
@@ -86,31 +114,35 @@ def read_job(job: OwnedJob) -> JobPublic:
 def update_job(job: OwnedJob, body: JobUpdate, state: State) -> JobPublic:
     """Rename or re-tag a job (its status changes only through its own life)."""
     return state.runtime.jobs.update_labels(
-        job.id, name=body.name, tags=_check_tags(body.tags),
+        job.id,
+        name=body.name,
+        tags=_check_tags(body.tags),
         fields=body.model_fields_set,
     )
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job: OwnedJob, state: State, user: CurrentUser,
-               client: RequestClient) -> JobPublic:
+def cancel_job(job: OwnedJob, state: State, user: CurrentUser, client: RequestClient) -> JobPublic:
     """Cancel: a queued job ends at once; a running one winds down, then is stopped."""
     cancelled = state.jobs.cancel(job.id)
-    state.identity.audit.record("job.cancelled", actor=user.id, target_type="job",
-                                target_id=job.id, client_ip=client.ip)
+    state.identity.audit.record(
+        "job.cancelled", actor=user.id, target_type="job", target_id=job.id, client_ip=client.ip
+    )
     return cancelled
 
 
 @router.delete("/{job_id}/cancel")
-def cancel_job_by_delete(job: OwnedJob, state: State, user: CurrentUser,
-                         client: RequestClient) -> JobPublic:
+def cancel_job_by_delete(
+    job: OwnedJob, state: State, user: CurrentUser, client: RequestClient
+) -> JobPublic:
     """Same as POST /jobs/{id}/cancel, for clients that cancel with DELETE."""
     return cancel_job(job, state, user, client)
 
 
 @router.get("/{job_id}/logs")
 def read_job_logs(
-    job: OwnedJob, state: State,
+    job: OwnedJob,
+    state: State,
     after: Annotated[int, Query(ge=0, description="Return events after this seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[JobEventPublic]:
@@ -124,7 +156,8 @@ def _sse(event: JobEventRecord) -> dict[str, Any]:
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
 async def read_job_events(
-    job: OwnedJob, state: State,
+    job: OwnedJob,
+    state: State,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events of the job's changes; resumable with `Last-Event-ID`; the stream
@@ -136,8 +169,7 @@ async def read_job_events(
     return EventSourceResponse(_job_stream(state, job.id, after), ping=15)
 
 
-async def _job_stream(state: State, job_id: uuid.UUID, after: int
-                      ) -> AsyncIterator[dict[str, Any]]:
+async def _job_stream(state: State, job_id: uuid.UUID, after: int) -> AsyncIterator[dict[str, Any]]:
     queries = state.runtime.queries
     async with state.hub.subscribe(lambda event: event.job_id == job_id) as queue:
         # Read history only once subscribed, so no event falls between the two.

@@ -74,7 +74,8 @@ class WorkflowStart(FileSource):
     channels: ChannelsSpec
     parameters: dict[str, Any] = Field(
         default_factory=dict,
-        description="fov_start, fov_end (inclusive) and workflow options (min_length, ...).")
+        description="fov_start, fov_end (inclusive) and workflow options (min_length, ...).",
+    )
 
 
 class JobStarted(BaseModel):
@@ -138,8 +139,7 @@ class MergeCreate(BaseModel):
     features: list[str] | None = Field(None, description="Feature names; all when omitted.")
 
 
-def _source(state: State, user: CurrentUser, body: FileSource
-            ) -> tuple[StoredFile, MetadataResult]:
+def _source(state: State, user: CurrentUser, body: FileSource) -> tuple[StoredFile, MetadataResult]:
     """The caller's stored file and its metadata; a server path is read in place, then
     imported as the caller's file (only once it proved readable)."""
     if body.file_id is not None:
@@ -148,8 +148,9 @@ def _source(state: State, user: CurrentUser, body: FileSource
     path = resolve_import_path(body.file_path or "", state.settings.import_roots)
     described = describe_path(path)
     uploads = Uploads(state.runtime.db, state.runtime.objects, state.settings)
-    stored = state.runtime.files.import_path(path, owner_id=user.id,
-                                             check=uploads.vet(user.id))  # type, quota
+    stored = state.runtime.files.import_path(
+        path, owner_id=user.id, check=uploads.vet(user.id)
+    )  # type, quota
     if described.kind == "microscopy":
         described.metadata["file_path"] = body.file_path
     return stored, described
@@ -172,23 +173,36 @@ def load_metadata(body: FileSource, state: State, user: CurrentUser) -> Metadata
 def read_features() -> FeaturesPublic:
     """Features the workflow extracts, with descriptions and units."""
     features = [FeaturePublic.model_validate(f) for f in list_features()]
-    return FeaturesPublic(features=features, phase=list(PHASE_FEATURES),
-                          fluorescence=list(FLUORESCENCE_FEATURES))
+    return FeaturesPublic(
+        features=features, phase=list(PHASE_FEATURES), fluorescence=list(FLUORESCENCE_FEATURES)
+    )
 
 
 @router.post("/workflow/start")
-def start_workflow(body: WorkflowStart, state: State, user: CurrentUser,
-                   client: RequestClient) -> JobStarted:
+def start_workflow(
+    body: WorkflowStart, state: State, user: CurrentUser, client: RequestClient
+) -> JobStarted:
     """Start the workflow: one child job per FOV (segment, track, extract)."""
     stored, described = _source(state, user, body)
     if described.kind != "microscopy":
         raise UnsupportedFile(f"{stored.name} is a whole-slide image, not a time-lapse")
     meta = described.metadata
-    params = workflow_params(stored.id, body.channels, body.parameters,
-                             n_fovs=meta["n_fovs"], n_channels=meta["n_channels"])
+    params = workflow_params(
+        stored.id,
+        body.channels,
+        body.parameters,
+        n_fovs=meta["n_fovs"],
+        n_channels=meta["n_channels"],
+    )
     job = state.jobs.submit(WORKFLOW, params.model_dump(mode="json"), owner_id=user.id)
-    state.identity.audit.record("job.submitted", actor=user.id, target_type="job",
-                                target_id=job.id, client_ip=client.ip, function=WORKFLOW)
+    state.identity.audit.record(
+        "job.submitted",
+        actor=user.id,
+        target_type="job",
+        target_id=job.id,
+        client_ip=client.ip,
+        function=WORKFLOW,
+    )
     return JobStarted(job_id=job.id, file_id=stored.id)
 
 
@@ -200,12 +214,14 @@ def read_workflow_status(job: OwnedJob, state: State) -> WorkflowStatus:
 
 
 @router.post("/workflow/cancel/{job_id}")
-def cancel_workflow(job: OwnedJob, state: State, user: CurrentUser,
-                    client: RequestClient) -> WorkflowStatus:
+def cancel_workflow(
+    job: OwnedJob, state: State, user: CurrentUser, client: RequestClient
+) -> WorkflowStatus:
     """Cancel a workflow and its unfinished FOV jobs."""
     cancelled = state.jobs.cancel(_workflow_job(job).id)
-    state.identity.audit.record("job.cancelled", actor=user.id, target_type="job",
-                                target_id=job.id, client_ip=client.ip)
+    state.identity.audit.record(
+        "job.cancelled", actor=user.id, target_type="job", target_id=job.id, client_ip=client.ip
+    )
     children = state.runtime.queries.children(job.id)
     return WorkflowStatus.model_validate(workflow_status(cancelled, children))
 
@@ -219,8 +235,9 @@ def read_workflow_results(job: OwnedJob) -> WorkflowResults:
 
 
 @router.post("/merge")
-def create_merge(body: MergeCreate, state: State, user: CurrentUser,
-                 client: RequestClient) -> JobStarted:
+def create_merge(
+    body: MergeCreate, state: State, user: CurrentUser, client: RequestClient
+) -> JobStarted:
     """Merge a workflow's traces into one long CSV per sample, feature and channel."""
     job = _workflow_job(owned_job(body.job_id, state, user))
     if job.status != "succeeded":
@@ -232,9 +249,18 @@ def create_merge(body: MergeCreate, state: State, user: CurrentUser,
     unknown = set(body.features or ()) - set(PHASE_FEATURES) - set(FLUORESCENCE_FEATURES)
     if unknown:
         raise InvalidInput(f"unknown features {sorted(unknown)}")
-    params = MergeParams(traces=merge_traces(job, samples), features=body.features,
-                         samples={s.name: s.fovs for s in body.samples})
+    params = MergeParams(
+        traces=merge_traces(job, samples),
+        features=body.features,
+        samples={s.name: s.fovs for s in body.samples},
+    )
     merge = state.jobs.submit("merge", params.model_dump(mode="json"), owner_id=user.id)
-    state.identity.audit.record("job.submitted", actor=user.id, target_type="job",
-                                target_id=merge.id, client_ip=client.ip, function="merge")
+    state.identity.audit.record(
+        "job.submitted",
+        actor=user.id,
+        target_type="job",
+        target_id=merge.id,
+        client_ip=client.ip,
+        function="merge",
+    )
     return JobStarted(job_id=merge.id)

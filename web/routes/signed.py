@@ -25,8 +25,11 @@ def read_signed_object(request: Request, state: State) -> StreamingResponse:
     headers = {"Content-Length": str(info.size), "ETag": f'"{info.etag}"'}
     if signed.filename:
         headers["Content-Disposition"] = content_disposition(signed.filename)
-    return StreamingResponse(objects.iter_bytes(signed.key), headers=headers,
-                             media_type=info.content_type or "application/octet-stream")
+    return StreamingResponse(
+        objects.iter_bytes(signed.key),
+        headers=headers,
+        media_type=info.content_type or "application/octet-stream",
+    )
 
 
 @router.put("/object")
@@ -34,7 +37,9 @@ async def update_signed_object(request: Request, state: State) -> Response:
     """Write the body to the object a signed PUT URL names."""
     key = signing.verify_put_object(request.query_params, key=state.settings.signing_key)
     info = await run_in_threadpool(
-        state.runtime.objects.put_stream, key, to_sync(request.stream()),
+        state.runtime.objects.put_stream,
+        key,
+        to_sync(request.stream()),
         content_type=request.headers.get("content-type"),
     )
     return Response(status_code=200, headers={"ETag": f'"{info.etag}"'})
@@ -45,7 +50,10 @@ async def update_signed_part(request: Request, state: State) -> Response:
     """Store one part of a multipart upload; answer its ETag as S3 does."""
     part = signing.verify_put_part(request.query_params, key=state.settings.signing_key)
     info = await run_in_threadpool(
-        state.runtime.objects.upload_part, part.key, part.upload_id, part.part_number,
+        state.runtime.objects.upload_part,
+        part.key,
+        part.upload_id,
+        part.part_number,
         to_sync(request.stream()),
     )
     return Response(status_code=200, headers={"ETag": f'"{info.etag}"'})

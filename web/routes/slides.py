@@ -53,25 +53,40 @@ def _etags(header: str) -> set[str]:
 
 @router.get("")
 def read_slides(
-    service: SlideServiceDep, user: CurrentUser,
-    file_id: uuid.UUID | None = None, dataset_id: uuid.UUID | None = None,
+    service: SlideServiceDep,
+    user: CurrentUser,
+    file_id: uuid.UUID | None = None,
+    dataset_id: uuid.UUID | None = None,
     vendor: str | None = None,
     name: Annotated[str | None, Query(max_length=255, description="Substring.")] = None,
-    created_after: datetime | None = None, created_before: datetime | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[SlidePublic]:
     """Slides, newest first, filtered by file, dataset, vendor, name and creation time."""
-    f = SlideFilter(owner_id=user.id, all_owners=user.is_admin, file_id=file_id,
-                    dataset_id=dataset_id, vendor=vendor, name=name,
-                    created_after=created_after, created_before=created_before)
+    f = SlideFilter(
+        owner_id=user.id,
+        all_owners=user.is_admin,
+        file_id=file_id,
+        dataset_id=dataset_id,
+        vendor=vendor,
+        name=name,
+        created_after=created_after,
+        created_before=created_before,
+    )
     items, total = service.records.find(f, limit=limit, offset=offset)
     return Page[SlidePublic](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post("/bulk-delete")
-def delete_slides(body: SlideBulkDelete, service: SlideServiceDep, user: CurrentUser,
-                  state: State, client: RequestClient) -> SlideBulkDeleted:
+def delete_slides(
+    body: SlideBulkDelete,
+    service: SlideServiceDep,
+    user: CurrentUser,
+    state: State,
+    client: RequestClient,
+) -> SlideBulkDeleted:
     """Delete several slides; ids that are not the caller's are reported as not found."""
     mine, missing = [], []
     for slide_id in dict.fromkeys(body.ids):
@@ -91,8 +106,7 @@ def read_slide(slide: OwnedSlide) -> SlidePublic:
 
 
 @router.patch("/{slide_id}")
-def update_slide(slide: OwnedSlide, body: SlideUpdate, service: SlideServiceDep
-                 ) -> SlidePublic:
+def update_slide(slide: OwnedSlide, body: SlideUpdate, service: SlideServiceDep) -> SlidePublic:
     """Rename a slide (the file keeps its name)."""
     if body.name is None:
         return slide
@@ -100,8 +114,13 @@ def update_slide(slide: OwnedSlide, body: SlideUpdate, service: SlideServiceDep
 
 
 @router.delete("/{slide_id}", status_code=204)
-def delete_slide(slide: OwnedSlide, service: SlideServiceDep, user: CurrentUser,
-                 state: State, client: RequestClient) -> Response:
+def delete_slide(
+    slide: OwnedSlide,
+    service: SlideServiceDep,
+    user: CurrentUser,
+    state: State,
+    client: RequestClient,
+) -> Response:
     """Delete a slide's record, pyramid and cached tiles (its file stays)."""
     _delete(service, state, slide, user, client)
     return Response(status_code=204)
@@ -115,7 +134,9 @@ def read_slide_properties(slide: OwnedSlide) -> dict[str, str]:
 
 @router.get("/{slide_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
 async def read_slide_thumbnail(
-    slide: ViewedSlide, service: SlideServiceDep, request: Request,
+    slide: ViewedSlide,
+    service: SlideServiceDep,
+    request: Request,
     max: Annotated[int, Query(ge=1, le=4096, description="Longest side, pixels.")] = 512,
 ) -> Response:
     """A JPEG of the whole slide fitting in max x max pixels."""
@@ -125,16 +146,28 @@ async def read_slide_thumbnail(
 
 
 @router.get("/{slide_id}/associated/{image}", responses={200: {"content": {"image/png": {}}}})
-async def read_slide_associated_image(slide: ViewedSlide, image: str,
-                                      service: SlideServiceDep, request: Request) -> Response:
+async def read_slide_associated_image(
+    slide: ViewedSlide, image: str, service: SlideServiceDep, request: Request
+) -> Response:
     """An associated image (label, macro, thumbnail, ...) as PNG."""
     path = await service.apath(slide)
     tile = await service.tiles.aassociated_image(str(slide.id), path, image)
     return image_response(tile, request)
 
 
-def _delete(service: SlideService, state: State, slide: SlideRecord, user: CurrentUser,
-            client: RequestClient) -> None:
+def _delete(
+    service: SlideService,
+    state: State,
+    slide: SlideRecord,
+    user: CurrentUser,
+    client: RequestClient,
+) -> None:
     service.delete(slide)
-    state.identity.audit.record("slide.deleted", actor=user.id, target_type="slide",
-                                target_id=slide.id, client_ip=client.ip, name=slide.name)
+    state.identity.audit.record(
+        "slide.deleted",
+        actor=user.id,
+        target_type="slide",
+        target_id=slide.id,
+        client_ip=client.ip,
+        name=slide.name,
+    )

@@ -28,13 +28,14 @@ router = APIRouter(prefix="/viewer", tags=["viewer"])
 
 Responses = dict[int | str, dict[str, Any]]
 DZI_RESPONSES: Responses = {200: {"content": {"application/xml": {}, "application/json": {}}}}
-TILE_RESPONSES: Responses = {200: {"content": {"image/jpeg": {}, "image/png": {}}},
-                             304: {"description": "Not modified (If-None-Match)"}}
+TILE_RESPONSES: Responses = {
+    200: {"content": {"image/jpeg": {}, "image/png": {}}},
+    304: {"description": "Not modified (If-None-Match)"},
+}
 
 
 @router.get("/{slide_id:uuid}.dzi", responses=DZI_RESPONSES)
-async def read_dzi(slide: ViewedSlide, service: SlideServiceDep, request: Request
-                   ) -> Response:
+async def read_dzi(slide: ViewedSlide, service: SlideServiceDep, request: Request) -> Response:
     """The slide's Deep Zoom descriptor: XML, or JSON with `Accept: application/json`."""
     descriptor = await service.apyramid(slide.id)
     if descriptor is None:
@@ -46,10 +47,19 @@ async def read_dzi(slide: ViewedSlide, service: SlideServiceDep, request: Reques
     return Response(descriptor.to_xml(), media_type="application/xml")
 
 
-@router.get("/{slide_id:uuid}_files/{level:int}/{col:int}_{row:int}.{fmt}",
-            responses=TILE_RESPONSES)
-async def read_tile(slide: ViewedSlide, level: int, col: int, row: int, fmt: str,
-                    service: SlideServiceDep, state: State, request: Request) -> Response:
+@router.get(
+    "/{slide_id:uuid}_files/{level:int}/{col:int}_{row:int}.{fmt}", responses=TILE_RESPONSES
+)
+async def read_tile(
+    slide: ViewedSlide,
+    level: int,
+    col: int,
+    row: int,
+    fmt: str,
+    service: SlideServiceDep,
+    state: State,
+    request: Request,
+) -> Response:
     """One Deep Zoom tile (JPEG or PNG), with an ETag; `If-None-Match` gives 304."""
     try:
         fmt = parse_tile_format(fmt)
@@ -65,21 +75,22 @@ async def read_tile(slide: ViewedSlide, level: int, col: int, row: int, fmt: str
     return image_response(tile, request)
 
 
-async def _stored_tile(state: State, slide_id: uuid.UUID, level: int, col: int, row: int,
-                       fmt: str, request: Request) -> Response:
+async def _stored_tile(
+    state: State, slide_id: uuid.UUID, level: int, col: int, row: int, fmt: str, request: Request
+) -> Response:
     objects = state.runtime.objects
     key = pyramid_tile_key(str(slide_id), level, col, row, fmt)
     try:
         if objects.kind == "s3":
             await run_in_threadpool(objects.head, key)
-            url = await run_in_threadpool(objects.presigned_get_url, key,
-                                          expires_s=state.settings.signed_url_ttl_s)
+            url = await run_in_threadpool(
+                objects.presigned_get_url, key, expires_s=state.settings.signed_url_ttl_s
+            )
             return RedirectResponse(url, status_code=307)
         info = await run_in_threadpool(objects.head, key)
         etag = f'"{info.etag}"'
         if etag in request.headers.get("if-none-match", ""):
-            return Response(status_code=304, headers={"ETag": etag,
-                                                      "Cache-Control": CACHE_CONTROL})
+            return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
         content = await run_in_threadpool(objects.get_bytes, key)
     except NotFound:
         raise NotFound(f"no tile {level}/{col}_{row} in this slide's pyramid") from None

@@ -21,8 +21,7 @@ HTML_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/html"
 
 
 def _page() -> FileResponse:
-    return FileResponse(VIEWER_HTML, media_type="text/html",
-                        headers={"Cache-Control": "no-cache"})
+    return FileResponse(VIEWER_HTML, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("", response_class=FileResponse, responses=HTML_RESPONSES)
@@ -31,8 +30,7 @@ def read_viewer_list() -> FileResponse:
     return _page()
 
 
-@router.get("/{slide_id:uuid}", response_class=FileResponse,
-            responses=HTML_RESPONSES)
+@router.get("/{slide_id:uuid}", response_class=FileResponse, responses=HTML_RESPONSES)
 def read_viewer(slide_id: uuid.UUID) -> FileResponse:
     """The viewer page of one slide (OpenSeadragon on the Deep Zoom routes)."""
     return _page()

@@ -29,8 +29,9 @@ async def stream_jobs(
     (or of one job with `?job_id=`). Authenticate with a bearer header, an API key, the
     session cookie, or `?access_token=` (browsers cannot set headers on WebSockets)."""
     try:
-        user = await run_in_threadpool(authenticate, websocket, state.identity,
-                                       allow_query_token=True)
+        user = await run_in_threadpool(
+            authenticate, websocket, state.identity, allow_query_token=True
+        )
     except ApertureError as error:
         await websocket.close(code=1008, reason=error.message[:120])
         return
@@ -44,8 +45,9 @@ async def stream_jobs(
         try:
             while True:
                 getter = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getter, receiver},
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {getter, receiver}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if receiver in done:  # the client went away
                     getter.cancel()
                     return
@@ -53,8 +55,9 @@ async def stream_jobs(
                 if event is None:
                     await websocket.close(code=1001)
                     return
-                await websocket.send_json({"type": "job.event",
-                                           "event": event.model_dump(mode="json")})
+                await websocket.send_json(
+                    {"type": "job.event", "event": event.model_dump(mode="json")}
+                )
         except WebSocketDisconnect:
             return
         finally:

@@ -26,8 +26,14 @@ def _points(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def test_registry_describes_every_model() -> None:
     listed = {m["name"]: m for m in list_models()}
-    assert set(listed) >= {"maturation", "maturation_blocked", "trivial",
-                           "exponential_decay", "logistic_growth", "hill"}
+    assert set(listed) >= {
+        "maturation",
+        "maturation_blocked",
+        "trivial",
+        "exponential_decay",
+        "logistic_growth",
+        "hill",
+    }
     for entry in listed.values():
         assert entry["equation"] and entry["description"]
         for p in entry["parameters"]:
@@ -107,8 +113,15 @@ def test_maturation_matches_the_textbook_form_away_from_singularities() -> None:
     t0, ktl, delta, offset, km, beta, scale = 0.2, 2e3, 0.08, 5.0, 1.28, 5.22e-3, 1.0
     u = np.maximum(T - t0, 0)
     b = beta - delta
-    ref = ktl * (np.exp(-(beta + km) * u) / (b + km) - np.exp(-beta * u) / b
-                 + km * np.exp(-delta * u) / (b * (b + km))) + offset
+    ref = (
+        ktl
+        * (
+            np.exp(-(beta + km) * u) / (b + km)
+            - np.exp(-beta * u) / b
+            + km * np.exp(-delta * u) / (b * (b + km))
+        )
+        + offset
+    )
     got = m.eval(T, [t0, ktl, delta, offset, km, beta, scale])[0]
     np.testing.assert_allclose(got, scale * ref, rtol=1e-10, atol=1e-9)
 

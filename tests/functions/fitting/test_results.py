@@ -36,16 +36,35 @@ def fitted():
 def test_quality_bands() -> None:
     r2 = np.array([0.95, 0.9, 0.8, 0.7, 0.2, np.nan, 0.99])
     ok = np.array([True, True, True, True, True, False, False])
-    assert list(quality_band(r2, ok)) == ["good", "fair", "fair", "poor", "poor", "failed",
-                                          "failed"]
+    assert list(quality_band(r2, ok)) == [
+        "good",
+        "fair",
+        "fair",
+        "poor",
+        "poor",
+        "failed",
+        "failed",
+    ]
 
 
 def test_table_columns_and_files(fitted) -> None:
     s, _, fit = fitted
     table = results_table(fit, s.fov, s.cell, "maturation")
     names = table.column_names
-    assert names[:12] == ["fov", "cell", "model_type", "success", "r_squared", "t0", "ktl",
-                          "delta", "offset", "km", "beta", "scale"]
+    assert names[:12] == [
+        "fov",
+        "cell",
+        "model_type",
+        "success",
+        "r_squared",
+        "t0",
+        "ktl",
+        "delta",
+        "offset",
+        "km",
+        "beta",
+        "scale",
+    ]
     assert {"se_t0", "se_delta", "n_points", "iterations", "quality", "reason"} <= set(names)
     assert "se_km" not in names  # fixed parameters have no standard error
     back = pacsv.read_csv(io.BytesIO(to_csv(table)))

@@ -58,9 +58,14 @@ def test_recovers_known_parameters(model: str) -> None:
 # exactly a sample time, the solver can stop there before the other parameters settle
 # (the retry from the sample's other side fixes the near-miss cases). Measured on 200
 # and 400 traces: 98.5-99 %, every miss within 3e-4 of scipy's cost.
-PARITY = [("maturation", 40, 1.0), ("exponential_decay", 15, 1.0),
-          ("logistic_growth", 15, 1.0), ("hill", 15, 1.0), ("maturation_blocked", 8, 1.0),
-          ("trivial", 15, 0.9)]
+PARITY = [
+    ("maturation", 40, 1.0),
+    ("exponential_decay", 15, 1.0),
+    ("logistic_growth", 15, 1.0),
+    ("hill", 15, 1.0),
+    ("maturation_blocked", 8, 1.0),
+    ("trivial", 15, 0.9),
+]
 
 
 @pytest.mark.parametrize(("model", "n", "rate"), PARITY)
@@ -96,8 +101,9 @@ def test_trivial_delta_equals_beta_ground_truth() -> None:
 
 def test_bounds_are_honoured() -> None:
     s = synthetic_traces("maturation", n=20, noise=0.02, seed=2)
-    spec = resolve_spec("maturation", bounds={"delta": (0.05, 0.08), "t0": (-0.2, 0.2)},
-                        params={"delta": 0.06})
+    spec = resolve_spec(
+        "maturation", bounds={"delta": (0.05, 0.08), "t0": (-0.2, 0.2)}, params={"delta": 0.06}
+    )
     fit = fit_traces(spec, s.t, s.y)
     free = spec.free
     assert (fit.params[:, free] >= spec.lower[free]).all()

@@ -18,8 +18,10 @@ def test_defaults_follow_the_model() -> None:
 
 def test_overrides_apply() -> None:
     spec = resolve_spec(
-        "maturation", params={"delta": 0.05, "km": 2.0},
-        bounds={"t0": (-2, 2), "km": [0.5, 5]}, fixed={"km": False, "offset": True},
+        "maturation",
+        params={"delta": 0.05, "km": 2.0},
+        bounds={"t0": (-2, 2), "km": [0.5, 5]},
+        fixed={"km": False, "offset": True},
     )
     assert spec.start[spec.names.index("delta")] == 0.05
     assert tuple(spec.lower[:1]) == (-2,) and spec.upper[0] == 2

@@ -51,8 +51,14 @@ def test_parquet(ragged, layout: str) -> None:
     if layout == "long":
         valid = np.isfinite(ragged.y)
         rows, cols = np.nonzero(valid)
-        table = pa.table({"time": ragged.t[cols] * 60, "fov": ragged.fov[rows],
-                          "cell": ragged.cell[rows], "value": ragged.y[valid]})
+        table = pa.table(
+            {
+                "time": ragged.t[cols] * 60,
+                "fov": ragged.fov[rows],
+                "cell": ragged.cell[rows],
+                "value": ragged.y[valid],
+            }
+        )
         table = table.replace_schema_metadata({"time_units": "min"})
     else:
         names = [f"{f}_{c}" for f, c in zip(ragged.fov, ragged.cell, strict=True)]
@@ -78,9 +84,11 @@ def test_summary_counts_all_cells(ragged) -> None:
     summary = summarize_traces(tr, preview=3)
     per_cell = np.isfinite(ragged.y).sum(axis=1)
     assert summary["cell_count"] == 30
-    assert summary["time_points"] == {"min": int(per_cell.min()),
-                                      "median": float(np.median(per_cell)),
-                                      "max": int(per_cell.max())}
+    assert summary["time_points"] == {
+        "min": int(per_cell.min()),
+        "median": float(np.median(per_cell)),
+        "max": int(per_cell.max()),
+    }
     assert summary["value_range"] == pytest.approx([np.nanmin(ragged.y), np.nanmax(ragged.y)])
     assert summary["missing_points"] == int((~np.isfinite(ragged.y)).sum())
     assert len(summary["preview"]) == 3 and summary["preview"][0]["cell"] == 0

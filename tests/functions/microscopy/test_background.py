@@ -22,9 +22,9 @@ def oracle_medians(frame: np.ndarray, excluded: np.ndarray, tile: int = 256) -> 
     out = np.full((len(ys), len(xs)), np.nan)
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
-            keep = ~excluded[y:y + th, x:x + tw]
+            keep = ~excluded[y : y + th, x : x + tw]
             if keep.any():
-                out[i, j] = np.median(frame[y:y + th, x:x + tw][keep])
+                out[i, j] = np.median(frame[y : y + th, x : x + tw][keep])
     return out
 
 

@@ -36,13 +36,18 @@ def test_shape_features_match_regionprops(seed: int) -> None:
             assert got["area"][k] == p.area
             assert got["position_y"][k] == pytest.approx(p.centroid[0], abs=1e-9)
             assert got["position_x"][k] == pytest.approx(p.centroid[1], abs=1e-9)
-            assert (got["bbox_y0"][k], got["bbox_x0"][k], got["bbox_y1"][k],
-                    got["bbox_x1"][k]) == p.bbox
+            assert (
+                got["bbox_y0"][k],
+                got["bbox_x0"][k],
+                got["bbox_y1"][k],
+                got["bbox_x1"][k],
+            ) == p.bbox
             assert got["perimeter"][k] == pytest.approx(p.perimeter, abs=1e-9)
             assert got["eccentricity"][k] == pytest.approx(p.eccentricity, abs=1e-9)
             if p.axis_minor_length > 0:
                 assert got["aspect_ratio"][k] == pytest.approx(
-                    p.axis_major_length / p.axis_minor_length, rel=1e-9)
+                    p.axis_major_length / p.axis_minor_length, rel=1e-9
+                )
             assert got["solidity"][k] == pytest.approx(p.solidity, rel=1e-9)
     assert n > 10
 
@@ -81,9 +86,19 @@ def test_shapes_are_validated() -> None:
 
 def test_feature_list_has_units() -> None:
     names = {f["name"]: f for f in list_features()}
-    for n in ("area", "perimeter", "aspect_ratio", "circularity", "eccentricity", "solidity",
-              "intensity_total", "intensity_mean", "intensity_max", "intensity_std",
-              "intensity_median"):
+    for n in (
+        "area",
+        "perimeter",
+        "aspect_ratio",
+        "circularity",
+        "eccentricity",
+        "solidity",
+        "intensity_total",
+        "intensity_mean",
+        "intensity_max",
+        "intensity_std",
+        "intensity_median",
+    ):
         assert names[n]["unit"] and names[n]["description"]
 
 

@@ -39,6 +39,5 @@ def test_background_matches_cpu() -> None:
     phase, fluo = frames()
     cells = segment_logstd(phase)
     cpu_bg = estimate_background(fluo, cells)
-    gpu_bg = gpu.to_numpy(estimate_background(gpu.asarray(fluo), gpu.asarray(cells),
-                                              backend=gpu))
+    gpu_bg = gpu.to_numpy(estimate_background(gpu.asarray(fluo), gpu.asarray(cells), backend=gpu))
     np.testing.assert_allclose(gpu_bg, cpu_bg, atol=1e-3)

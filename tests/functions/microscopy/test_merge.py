@@ -13,16 +13,23 @@ from functions.microscopy.merge import feature_columns, merge_samples, parse_fov
 from functions.microscopy.traces import build_table
 
 
-@pytest.mark.parametrize(("spec", "fovs"), [
-    ("0-5, 7, 9-11", [0, 1, 2, 3, 4, 5, 7, 9, 10, 11]),
-    ("3", [3]), (" 2 - 4 ,2", [2, 3, 4]), ([4, 1, 1], [1, 4]), (range(3), [0, 1, 2]),
-])
+@pytest.mark.parametrize(
+    ("spec", "fovs"),
+    [
+        ("0-5, 7, 9-11", [0, 1, 2, 3, 4, 5, 7, 9, 10, 11]),
+        ("3", [3]),
+        (" 2 - 4 ,2", [2, 3, 4]),
+        ([4, 1, 1], [1, 4]),
+        (range(3), [0, 1, 2]),
+    ],
+)
 def test_fov_specs(spec: object, fovs: list[int]) -> None:
     assert parse_fov_spec(spec) == fovs  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("spec", ["", "a", "1-", "-2", "5-3", "1,,2", "1.5", [-1], [True],
-                                  ["1"], []])
+@pytest.mark.parametrize(
+    "spec", ["", "a", "1-", "-2", "5-3", "1,,2", "1.5", [-1], [True], ["1"], []]
+)
 def test_invalid_fov_specs(spec: object) -> None:
     with pytest.raises(InvalidInput):
         parse_fov_spec(spec)  # type: ignore[arg-type]
@@ -37,22 +44,35 @@ def traces(fov: int, cells: int = 3, frames: int = 4) -> pa.Table:
     n = cells * frames
     cell = np.repeat(np.arange(1, cells + 1), frames)
     frame = np.tile(np.arange(frames), cells)
-    return build_table({
-        "fov": np.full(n, fov), "cell": cell, "frame": frame, "time": frame * 5.0,
-        "good": cell != 2, "position_x": np.zeros(n), "position_y": np.zeros(n),
-        "bbox_x0": np.zeros(n, int), "bbox_y0": np.zeros(n, int), "bbox_x1": np.ones(n, int),
-        "bbox_y1": np.ones(n, int), "area_ch_0": np.full(n, 10.0 + fov),
-        "intensity_total_ch_1": cell * 100.0 + frame,
-        "filter_reason": np.where(cell != 2, "", "short"),
-    })
+    return build_table(
+        {
+            "fov": np.full(n, fov),
+            "cell": cell,
+            "frame": frame,
+            "time": frame * 5.0,
+            "good": cell != 2,
+            "position_x": np.zeros(n),
+            "position_y": np.zeros(n),
+            "bbox_x0": np.zeros(n, int),
+            "bbox_y0": np.zeros(n, int),
+            "bbox_x1": np.ones(n, int),
+            "bbox_y1": np.ones(n, int),
+            "area_ch_0": np.full(n, 10.0 + fov),
+            "intensity_total_ch_1": cell * 100.0 + frame,
+            "filter_reason": np.where(cell != 2, "", "short"),
+        }
+    )
 
 
 def test_merge_writes_long_csv_of_good_cells(tmp_path: Path) -> None:
-    paths = merge_samples([traces(0), traces(1), traces(2)], {"ctrl": "0-1", "drug": [2]},
-                          tmp_path)
+    paths = merge_samples([traces(0), traces(1), traces(2)], {"ctrl": "0-1", "drug": [2]}, tmp_path)
     names = sorted(p.name for p in paths)
-    assert names == ["ctrl_area_ch_0.csv", "ctrl_intensity_total_ch_1.csv",
-                     "drug_area_ch_0.csv", "drug_intensity_total_ch_1.csv"]
+    assert names == [
+        "ctrl_area_ch_0.csv",
+        "ctrl_intensity_total_ch_1.csv",
+        "drug_area_ch_0.csv",
+        "drug_intensity_total_ch_1.csv",
+    ]
     lines = (tmp_path / "ctrl_intensity_total_ch_1.csv").read_text().splitlines()
     assert lines[0] == "# Time units: min"
     assert lines[1] == "time,fov,cell,value"
@@ -75,4 +95,6 @@ def test_merge_selects_features_and_validates(tmp_path: Path) -> None:
 
 def test_feature_columns() -> None:
     assert feature_columns(["fov", "area_ch_0", "intensity_max_ch_12"]) == [
-        ("area_ch_0", "area", 0), ("intensity_max_ch_12", "intensity_max", 12)]
+        ("area_ch_0", "area", 0),
+        ("intensity_max_ch_12", "intensity_max", 12),
+    ]

@@ -23,8 +23,9 @@ from tests.functions.microscopy.truth import match_truth
 
 
 @pytest.fixture(scope="module")
-def results_512(synthetic_512: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-                ) -> list[Any]:
+def results_512(
+    synthetic_512: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> list[Any]:
     out = tmp_path_factory.mktemp("out512")
     with open_reader(synthetic_512["paths"].image) as reader:
         return [run_fov(reader, fov, out) for fov in range(reader.metadata.n_fovs)]
@@ -45,8 +46,9 @@ def test_accuracy_512(results_512: list[Any], synthetic_512: dict[str, Any], fov
     check_accuracy(results_512[fov], synthetic_512["truth"]["fovs"][fov]["cells"])
 
 
-def test_late_and_daughter_cells_are_tracked(results_512: list[Any],
-                                             synthetic_512: dict[str, Any]) -> None:
+def test_late_and_daughter_cells_are_tracked(
+    results_512: list[Any], synthetic_512: dict[str, Any]
+) -> None:
     late = []
     for fov, result in enumerate(results_512):
         cells = [c for c in synthetic_512["truth"]["fovs"][fov]["cells"] if c["frames"][0] > 0]
@@ -58,8 +60,13 @@ def test_late_and_daughter_cells_are_tracked(results_512: list[Any],
 def test_outputs(results_512: list[Any]) -> None:
     r = results_512[0]
     assert tuple(r.table.column_names[: len(BASE_COLUMNS)]) == BASE_COLUMNS
-    assert {"area_ch_0", "solidity_ch_0", "intensity_total_ch_1", "intensity_median_ch_1",
-            "filter_reason"} <= set(r.table.column_names)
+    assert {
+        "area_ch_0",
+        "solidity_ch_0",
+        "intensity_total_ch_1",
+        "intensity_median_ch_1",
+        "filter_reason",
+    } <= set(r.table.column_names)
     csv = read_table(r.csv)
     assert csv.num_rows == r.table.num_rows
     assert r.csv.read_text().splitlines()[0].startswith("fov,cell,frame,time,good,")
@@ -95,16 +102,19 @@ def test_real_nd2_runs_through_the_same_path(real_dir: Path, tmp_path: Path) -> 
     """31 x 38 px: smaller than one background tile (PyAMA's spline crashes here)."""
     calls: list[float] = []
     with open_reader(real_dir / "cluster.nd2") as reader:
-        result = run_fov(reader, 0, tmp_path, WorkflowOptions(z=4, min_length=1,
-                                                              border_margin=0),
-                         progress=lambda f, m: calls.append(f))
+        result = run_fov(
+            reader,
+            0,
+            tmp_path,
+            WorkflowOptions(z=4, min_length=1, border_margin=0),
+            progress=lambda f, m: calls.append(f),
+        )
     assert calls[-1] == 1.0
     assert result.summary["frames"] == 3
     assert np.isfinite(result.table["intensity_total_ch_1"].to_numpy()).all()
 
 
-def test_cancellation_stops_between_batches(synthetic_512: dict[str, Any], tmp_path: Path
-                                            ) -> None:
+def test_cancellation_stops_between_batches(synthetic_512: dict[str, Any], tmp_path: Path) -> None:
     seen = []
 
     def cancelled() -> bool:
@@ -112,22 +122,22 @@ def test_cancellation_stops_between_batches(synthetic_512: dict[str, Any], tmp_p
         return len(seen) > 1
 
     with open_reader(synthetic_512["paths"].image) as reader, pytest.raises(JobCancelled):
-        run_fov(reader, 0, tmp_path, WorkflowOptions(batch_pixels=512 * 512 * 4),
-                cancelled=cancelled)
+        run_fov(
+            reader, 0, tmp_path, WorkflowOptions(batch_pixels=512 * 512 * 4), cancelled=cancelled
+        )
     assert len(seen) == 2
 
 
-@pytest.mark.parametrize("bad", [{"phase_channel": 1}, {"fluorescence_channels": [2]},
-                                 {"z": 3}])
-def test_options_are_checked_against_the_file(synthetic_512: dict[str, Any], tmp_path: Path,
-                                              bad: dict[str, Any]) -> None:
+@pytest.mark.parametrize("bad", [{"phase_channel": 1}, {"fluorescence_channels": [2]}, {"z": 3}])
+def test_options_are_checked_against_the_file(
+    synthetic_512: dict[str, Any], tmp_path: Path, bad: dict[str, Any]
+) -> None:
     with open_reader(synthetic_512["paths"].image) as reader, pytest.raises(ValueError):
         run_fov(reader, 0, tmp_path, WorkflowOptions(**bad))
 
 
 @pytest.mark.parametrize("kind", ["czi", "tiff", "ome-tiff"])
-def test_every_format_runs_through_the_same_path(real_dir: Path, tmp_path: Path,
-                                                 kind: str) -> None:
+def test_every_format_runs_through_the_same_path(real_dir: Path, tmp_path: Path, kind: str) -> None:
     from tests.functions.microscopy.test_readers import write_czi, write_ome
 
     if kind == "czi":
@@ -139,7 +149,8 @@ def test_every_format_runs_through_the_same_path(real_dir: Path, tmp_path: Path,
         path = tmp_path / "t.ome.tif"
         write_ome(path, {"TimeIncrement": 90.0, "TimeIncrementUnit": "s"})
     with open_reader(path) as reader:
-        result = run_fov(reader, 0, tmp_path / "out",
-                         WorkflowOptions(min_length=1, border_margin=0))
+        result = run_fov(
+            reader, 0, tmp_path / "out", WorkflowOptions(min_length=1, border_margin=0)
+        )
     assert result.summary["frames"] == reader.metadata.n_frames
     assert result.csv.exists() and result.labels.exists()

@@ -27,9 +27,22 @@ def test_cluster_nd2_metadata(real_dir: Path) -> None:
     assert len(m.timepoints) == 3 and m.timepoints[0] == 0.0
     assert np.all(np.diff(m.timepoints) > 0)
     payload = m.model_dump()
-    for key in ("base_name", "file_type", "height", "width", "n_frames", "n_fovs",
-                "n_channels", "timepoints", "channel_names", "dtype", "pixel_size_um",
-                "time_units", "n_z", "channels"):
+    for key in (
+        "base_name",
+        "file_type",
+        "height",
+        "width",
+        "n_frames",
+        "n_fovs",
+        "n_channels",
+        "timepoints",
+        "channel_names",
+        "dtype",
+        "pixel_size_um",
+        "time_units",
+        "n_z",
+        "channels",
+    ):
         assert key in payload
 
 
@@ -75,8 +88,9 @@ def test_mislabelled_files(real_dir: Path, tmp_path: Path) -> None:
         read_metadata(tmp_path / "missing.tif")
 
 
-def write_ome(path: Path, metadata: dict, fovs: int = 1, shape: tuple = (4, 2, 16, 20)
-              ) -> np.ndarray:
+def write_ome(
+    path: Path, metadata: dict, fovs: int = 1, shape: tuple = (4, 2, 16, 20)
+) -> np.ndarray:
     data = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
     with tifffile.TiffWriter(path, ome=True) as tw:
         for p in range(fovs):
@@ -84,8 +98,9 @@ def write_ome(path: Path, metadata: dict, fovs: int = 1, shape: tuple = (4, 2, 1
     return data
 
 
-@pytest.mark.parametrize(("unit", "minutes"), [("s", 0.5), ("ms", 0.0005), ("min", 30.0),
-                                               ("h", 1800.0), (None, 0.5)])
+@pytest.mark.parametrize(
+    ("unit", "minutes"), [("s", 0.5), ("ms", 0.0005), ("min", 30.0), ("h", 1800.0), (None, 0.5)]
+)
 def test_ome_time_increment_units(tmp_path: Path, unit: str | None, minutes: float) -> None:
     meta = {"TimeIncrement": 30.0}
     if unit:
@@ -106,8 +121,11 @@ def test_ome_plane_delta_t_wins(tmp_path: Path) -> None:
 
 
 def test_multiseries_ome_fovs_and_frames(tmp_path: Path) -> None:
-    data = write_ome(tmp_path / "m.ome.tif", {"PhysicalSizeX": 325.0, "PhysicalSizeXUnit": "nm",
-                                              "Channel": {"Name": ["Phase", "GFP"]}}, fovs=3)
+    data = write_ome(
+        tmp_path / "m.ome.tif",
+        {"PhysicalSizeX": 325.0, "PhysicalSizeXUnit": "nm", "Channel": {"Name": ["Phase", "GFP"]}},
+        fovs=3,
+    )
     m = read_metadata(tmp_path / "m.ome.tif")
     assert (m.file_type, m.n_fovs, m.n_frames, m.n_channels) == ("ome-tiff", 3, 4, 2)
     assert m.channel_names == ["Phase", "GFP"] and m.pixel_size_um == pytest.approx(0.325)
@@ -118,9 +136,13 @@ def test_multiseries_ome_fovs_and_frames(tmp_path: Path) -> None:
 
 def test_imagej_hyperstack(tmp_path: Path) -> None:
     data = np.random.default_rng(0).integers(0, 999, (5, 3, 2, 12, 10), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
-                     metadata={"axes": "TZCYX", "finterval": 90, "unit": "um",
-                               "spacing": 1.5})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 0.2, 1 / 0.2),
+        metadata={"axes": "TZCYX", "finterval": 90, "unit": "um", "spacing": 1.5},
+    )
     m = read_metadata(tmp_path / "ij.tif")
     assert (m.n_frames, m.n_z, m.n_channels) == (5, 3, 2)
     assert m.pixel_size_um == pytest.approx(0.2) and m.z_step_um == pytest.approx(1.5)
@@ -132,15 +154,15 @@ def test_imagej_hyperstack(tmp_path: Path) -> None:
 def test_metadata_does_not_read_pixels(tmp_path: Path) -> None:
     """Cost must not grow with file size: corrupting every pixel byte changes nothing."""
     path = tmp_path / "big.ome.tif"
-    write_ome(path, {"TimeIncrement": 2.0, "TimeIncrementUnit": "min"},
-              shape=(20, 2, 256, 256))
+    write_ome(path, {"TimeIncrement": 2.0, "TimeIncrementUnit": "min"}, shape=(20, 2, 256, 256))
     before = read_metadata(path)
     with tifffile.TiffFile(path) as tf:
-        spans = [(o, n) for p in tf.pages for o, n in
-                 zip(p.dataoffsets, p.databytecounts, strict=True)]
+        spans = [
+            (o, n) for p in tf.pages for o, n in zip(p.dataoffsets, p.databytecounts, strict=True)
+        ]
     raw = bytearray(path.read_bytes())
     for offset, count in spans:
-        raw[offset:offset + count] = b"\xff" * count
+        raw[offset : offset + count] = b"\xff" * count
     path.write_bytes(bytes(raw))
     after = read_metadata(path)
     assert before.model_dump(exclude={"file_path"}) == after.model_dump(exclude={"file_path"})
@@ -153,10 +175,18 @@ def write_czi(path: Path, scenes: int = 2, frames: int = 3) -> None:
         for s in range(scenes):
             for t in range(frames):
                 for c in range(2):
-                    w.write(data=np.full((20, 30), 100 * s + 10 * t + c, np.uint16),
-                            plane={"T": t, "C": c, "Z": 0}, scene=s, location=(1000 * s, 0))
-        w.write_metadata(document_name="x", channel_names={0: "Phase", 1: "GFP"},
-                         scale_x=0.65e-6, scale_y=0.65e-6)
+                    w.write(
+                        data=np.full((20, 30), 100 * s + 10 * t + c, np.uint16),
+                        plane={"T": t, "C": c, "Z": 0},
+                        scene=s,
+                        location=(1000 * s, 0),
+                    )
+        w.write_metadata(
+            document_name="x",
+            channel_names={0: "Phase", 1: "GFP"},
+            scale_x=0.65e-6,
+            scale_y=0.65e-6,
+        )
 
 
 def test_czi_scenes_are_fovs(tmp_path: Path) -> None:

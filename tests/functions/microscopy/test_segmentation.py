@@ -58,8 +58,9 @@ def test_threshold_matches_oracle(seed: int) -> None:
     assert logstd_threshold(ls) == pytest.approx(oracle_threshold(ls), rel=1e-6)
     # and agrees with the oracle run end to end in float64 to within a bin width
     ref = oracle_logstd(frame)
-    assert logstd_threshold(ls) == pytest.approx(oracle_threshold(ref),
-                                                 abs=(ref.max() - ref.min()) / 200)
+    assert logstd_threshold(ls) == pytest.approx(
+        oracle_threshold(ref), abs=(ref.max() - ref.min()) / 200
+    )
 
 
 @pytest.mark.parametrize("shape", [(3, 40, 50), (2, 120, 90)])
@@ -68,11 +69,16 @@ def test_clean_mask_equals_scipy_morphology(shape: tuple[int, int, int], seed: i
     rng = np.random.default_rng(seed)
     mask = ndimage.uniform_filter(rng.random(shape), size=(1, 7, 7)) > 0.52
     square = np.ones((7, 7), bool)
-    expected = np.stack([
-        ndimage.binary_closing(ndimage.binary_opening(ndimage.binary_fill_holes(m), square,
-                                                      iterations=3), square, iterations=3)
-        for m in mask
-    ])
+    expected = np.stack(
+        [
+            ndimage.binary_closing(
+                ndimage.binary_opening(ndimage.binary_fill_holes(m), square, iterations=3),
+                square,
+                iterations=3,
+            )
+            for m in mask
+        ]
+    )
     np.testing.assert_array_equal(clean_mask(mask), expected)
 
 

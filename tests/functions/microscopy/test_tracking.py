@@ -13,7 +13,7 @@ from functions.microscopy.tracking import IoUTracker, match_pairs, overlap_iou
 def frame_with(boxes: list[tuple[int, int]], size: int = 64, half: int = 4) -> np.ndarray:
     f = np.zeros((size, size), np.int32)
     for k, (y, x) in enumerate(boxes, start=1):
-        f[y - half:y + half, x - half:x + half] = k
+        f[y - half : y + half, x - half : x + half] = k
     return f
 
 
@@ -31,8 +31,9 @@ def test_late_cells_get_new_ids() -> None:
     assert ids[2] == 2 and ids[1] == 1
 
 
-@pytest.mark.parametrize(("gap", "max_gap", "same"), [(1, 2, True), (2, 2, True),
-                                                      (3, 2, False), (1, 0, False)])
+@pytest.mark.parametrize(
+    ("gap", "max_gap", "same"), [(1, 2, True), (2, 2, True), (3, 2, False), (1, 0, False)]
+)
 def test_gap_closing(gap: int, max_gap: int, same: bool) -> None:
     tr = IoUTracker(max_gap=max_gap)
     first = tr.update(frame_with([(10, 10), (40, 40)]))

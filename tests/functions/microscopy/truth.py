@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 
 
-def match_truth(table: Any, cells: list[dict[str, Any]], *, radius: float = 5.0
-                ) -> dict[str, Any]:
+def match_truth(table: Any, cells: list[dict[str, Any]], *, radius: float = 5.0) -> dict[str, Any]:
     """Match every ground-truth cell-frame to the trace row whose centroid is nearest.
 
     Returns the fraction of cells tracked over all their frames under one id used by no
@@ -47,5 +46,8 @@ def match_truth(table: Any, cells: list[dict[str, Any]], *, radius: float = 5.0
     shared = {tid for tid, o in owners.items() if len(o) > 1}
     ok = [v is not None and v not in shared for v in outcome.values()]
     t, m = np.asarray(truth_i), np.asarray(measured_i)
-    return {"tracked_fraction": float(np.mean(ok)) if ok else 0.0, "n_cells": len(ok),
-            "rel_error": np.abs(m - t) / t if len(t) else np.zeros(0)}
+    return {
+        "tracked_fraction": float(np.mean(ok)) if ok else 0.0,
+        "n_cells": len(ok),
+        "rel_error": np.abs(m - t) / t if len(t) else np.zeros(0),
+    }

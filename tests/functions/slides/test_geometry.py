@@ -38,9 +38,12 @@ class Bounded:
 
 def slides(request: pytest.FixtureRequest) -> dict[str, Path]:
     real = request.getfixturevalue("real")
-    return {"boxes": real / "boxes.tiff", "small": real / "small.svs",
-            "synthetic": request.getfixturevalue("synthetic"),
-            "tidy": request.getfixturevalue("tidy")}
+    return {
+        "boxes": real / "boxes.tiff",
+        "small": real / "small.svs",
+        "synthetic": request.getfixturevalue("synthetic"),
+        "tidy": request.getfixturevalue("tidy"),
+    }
 
 
 def assert_same(dz: DeepZoomGenerator, geometry: DeepZoomGeometry) -> None:
@@ -54,23 +57,31 @@ def assert_same(dz: DeepZoomGenerator, geometry: DeepZoomGeometry) -> None:
             for row in range(rows):
                 read = geometry.tile(level, col, row)
                 assert dz.get_tile_coordinates(level, (col, row)) == (
-                    read.location, read.level, read.size)
+                    read.location,
+                    read.level,
+                    read.size,
+                )
                 assert dz.get_tile_dimensions(level, (col, row)) == read.z_size
 
 
 @pytest.mark.parametrize("name", ["boxes", "small", "synthetic", "tidy"])
 @pytest.mark.parametrize(("tile_size", "overlap"), SETTINGS)
 @pytest.mark.parametrize("limit_bounds", [False, True])
-def test_geometry_equals_deepzoomgenerator(request: pytest.FixtureRequest, name: str,
-                                           tile_size: int, overlap: int,
-                                           limit_bounds: bool) -> None:
+def test_geometry_equals_deepzoomgenerator(
+    request: pytest.FixtureRequest, name: str, tile_size: int, overlap: int, limit_bounds: bool
+) -> None:
     osr = openslide.OpenSlide(slides(request)[name])
     w, h = osr.dimensions
     source: Any = Bounded(osr, (w // 7, h // 5, w // 2 + 3, h // 2 + 1)) if limit_bounds else osr
     dz = DeepZoomGenerator(source, tile_size, overlap, limit_bounds=limit_bounds)
     geometry = DeepZoomGeometry.from_properties(
-        osr.level_dimensions, osr.level_downsamples, source.properties,
-        tile_size=tile_size, overlap=overlap, limit_bounds=limit_bounds)
+        osr.level_dimensions,
+        osr.level_downsamples,
+        source.properties,
+        tile_size=tile_size,
+        overlap=overlap,
+        limit_bounds=limit_bounds,
+    )
     assert_same(dz, geometry)
 
 
@@ -84,7 +95,8 @@ def test_best_level_matches_openslide(synthetic: Path) -> None:
     osr = openslide.OpenSlide(synthetic)
     for downsample in (0.5, 1, 2, 3.99, 4.0, 4.01, 8, 16, 16.07, 17, 64, 1e6):
         assert best_level_for_downsample(osr.level_downsamples, downsample) == (
-            osr.get_best_level_for_downsample(downsample))
+            osr.get_best_level_for_downsample(downsample)
+        )
 
 
 def test_out_size_is_the_size_deepzoomgenerator_returns(synthetic: Path) -> None:
@@ -97,12 +109,18 @@ def test_out_size_is_the_size_deepzoomgenerator_returns(synthetic: Path) -> None
             assert dz.get_tile(level, address).size == geometry.tile(level, *address).out_size
 
 
-@pytest.mark.parametrize(("size", "box", "expected"), [
-    ((100, 50), (200, 200), (100, 50)), ((510, 44), (255, 23), (255, 22)),
-    ((37, 31), (1, 1), (1, 1)), ((512, 512), (256, 256), (256, 256)),
-])
-def test_thumbnail_size(size: tuple[int, int], box: tuple[int, int],
-                        expected: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("size", "box", "expected"),
+    [
+        ((100, 50), (200, 200), (100, 50)),
+        ((510, 44), (255, 23), (255, 22)),
+        ((37, 31), (1, 1), (1, 1)),
+        ((512, 512), (256, 256), (256, 256)),
+    ],
+)
+def test_thumbnail_size(
+    size: tuple[int, int], box: tuple[int, int], expected: tuple[int, int]
+) -> None:
     assert thumbnail_size(size, box) == expected
 
 

@@ -39,14 +39,20 @@ def test_synthetic_slide_reads_as_aperio_with_associated_images(synthetic: Path)
 
 
 def test_unreadable_pixels_fail_with_a_clear_error(real: Path) -> None:
-    with pytest.raises(UnsupportedFile, match=r"unreadable\.svs opens as a slide but its "
-                                              r"pixel data cannot be read"):
+    with pytest.raises(
+        UnsupportedFile,
+        match=r"unreadable\.svs opens as a slide but its "
+        r"pixel data cannot be read",
+    ):
         read_slide_info(real / "unreadable.svs")
 
 
 def test_unopenable_tiff_fails_with_a_clear_error(real: Path) -> None:
-    with pytest.raises(UnsupportedFile, match=r"unopenable\.tiff cannot be opened as a slide: "
-                                              r"Unsupported TIFF compression"):
+    with pytest.raises(
+        UnsupportedFile,
+        match=r"unopenable\.tiff cannot be opened as a slide: "
+        r"Unsupported TIFF compression",
+    ):
         read_slide_info(real / "unopenable.tiff")
 
 

@@ -31,10 +31,12 @@ def files(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
 
 
-@pytest.mark.parametrize(("options", "rows"), [(PyramidOptions(), 2),
-                                               (PyramidOptions(tile_size=256, overlap=0), 3)])
+@pytest.mark.parametrize(
+    ("options", "rows"), [(PyramidOptions(), 2), (PyramidOptions(tile_size=256, overlap=0), 3)]
+)
 def test_banded_pyramid_equals_single_job_tile_for_tile(
-        synthetic: Path, tmp_path: Path, options: PyramidOptions, rows: int) -> None:
+    synthetic: Path, tmp_path: Path, options: PyramidOptions, rows: int
+) -> None:
     image = open_level0(synthetic, tmp_path)
     build_pyramid(image, tmp_path / "single", options)
     bands = plan_bands(image, options, rows)
@@ -44,11 +46,15 @@ def test_banded_pyramid_equals_single_job_tile_for_tile(
     build_lower_levels(image, tmp_path / "banded", options)
     single, banded = files(tmp_path / "single"), files(tmp_path / "banded")
     assert single == banded
-    different = [f for f in single
-                 if not filecmp.cmp(tmp_path / "single" / f, tmp_path / "banded" / f, False)]
+    different = [
+        f
+        for f in single
+        if not filecmp.cmp(tmp_path / "single" / f, tmp_path / "banded" / f, False)
+    ]
     assert different == []
-    geometry = DeepZoomGeometry([(image.width, image.height)], [1.0],
-                                tile_size=options.tile_size, overlap=options.overlap)
+    geometry = DeepZoomGeometry(
+        [(image.width, image.height)], [1.0], tile_size=options.tile_size, overlap=options.overlap
+    )
     tiles = [f for f in single if f.suffix == ".jpeg"]
     assert len(tiles) == geometry.tile_count
 
@@ -76,8 +82,9 @@ class InlineContext:
 
     device: Literal["cpu", "gpu"] = "cpu"
 
-    def __init__(self, store: DirectoryStore, stored: StoredFile, *,
-                 cancel_after: int | None = None) -> None:
+    def __init__(
+        self, store: DirectoryStore, stored: StoredFile, *, cancel_after: int | None = None
+    ) -> None:
         self.job_id = uuid.uuid4()
         self.owner_id = stored.owner_id
         self._store = store
@@ -104,8 +111,14 @@ class InlineContext:
     def file(self, file_id: uuid.UUID) -> StoredFile:
         return self._stored
 
-    def save_file(self, name: str, source: bytes | IO[bytes], *,
-                  content_type: str | None = None, kind: str | None = None) -> StoredFile:
+    def save_file(
+        self,
+        name: str,
+        source: bytes | IO[bytes],
+        *,
+        content_type: str | None = None,
+        kind: str | None = None,
+    ) -> StoredFile:
         raise NotImplementedError
 
     def spawn(self, function: str, params: BaseModel | dict[str, Any]) -> uuid.UUID:
@@ -113,11 +126,13 @@ class InlineContext:
         child = InlineContext(self._store, self._stored)
         try:
             result = capability.run(capability.params.model_validate(params), child)
-            outcome = ChildOutcome(job_id=child.job_id, status="succeeded",
-                                   result=result.model_dump(mode="json"))
+            outcome = ChildOutcome(
+                job_id=child.job_id, status="succeeded", result=result.model_dump(mode="json")
+            )
         except ApertureError as exc:
-            outcome = ChildOutcome(job_id=child.job_id, status="failed",
-                                   error={"message": exc.message})
+            outcome = ChildOutcome(
+                job_id=child.job_id, status="failed", error={"message": exc.message}
+            )
         self.outcomes[child.job_id] = outcome
         return child.job_id
 
@@ -142,7 +157,8 @@ def run_pyramid(ctx: InlineContext, **params: Any) -> Any:
 
 
 def test_capability_single_and_fan_out_store_the_same_objects(
-        stored_slide: tuple[DirectoryStore, StoredFile]) -> None:
+    stored_slide: tuple[DirectoryStore, StoredFile],
+) -> None:
     store, stored = stored_slide
     single_id, banded_id = uuid.uuid4(), uuid.uuid4()
     single = run_pyramid(InlineContext(store, stored), file_id=stored.id, slide_id=single_id)
@@ -153,7 +169,7 @@ def test_capability_single_and_fan_out_store_the_same_objects(
 
     def objects(slide_id: uuid.UUID) -> dict[str, bytes]:
         prefix = f"slides/{slide_id}/dzi/"
-        return {o.key[len(prefix):]: store.get_bytes(o.key) for o in store.iter_objects(prefix)}
+        return {o.key[len(prefix) :]: store.get_bytes(o.key) for o in store.iter_objects(prefix)}
 
     assert objects(single_id) == objects(banded_id)
     from functions.slides.capability import pyramid_dzi_key, pyramid_tile_key
@@ -164,10 +180,12 @@ def test_capability_single_and_fan_out_store_the_same_objects(
 
 
 def test_capability_cancelled_leaves_nothing(
-        stored_slide: tuple[DirectoryStore, StoredFile]) -> None:
+    stored_slide: tuple[DirectoryStore, StoredFile],
+) -> None:
     store, stored = stored_slide
     slide_id = uuid.uuid4()
     with pytest.raises(JobCancelled):
-        run_pyramid(InlineContext(store, stored, cancel_after=3), file_id=stored.id,
-                    slide_id=slide_id)
+        run_pyramid(
+            InlineContext(store, stored, cancel_after=3), file_id=stored.id, slide_id=slide_id
+        )
     assert list(store.iter_objects(f"slides/{slide_id}/")) == []

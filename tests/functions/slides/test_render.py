@@ -29,14 +29,19 @@ def pil_jpeg(image: Image.Image, quality: int = 75) -> np.ndarray:
 
 
 def every_tile(dz: DeepZoomGenerator) -> list[tuple[int, int, int]]:
-    return [(level, col, row) for level in range(dz.level_count)
-            for col in range(dz.level_tiles[level][0]) for row in range(dz.level_tiles[level][1])]
+    return [
+        (level, col, row)
+        for level in range(dz.level_count)
+        for col in range(dz.level_tiles[level][0])
+        for row in range(dz.level_tiles[level][1])
+    ]
 
 
 @pytest.mark.parametrize(("tile_size", "overlap"), [(254, 1), (256, 0)])
 @pytest.mark.parametrize("name", ["boxes", "synthetic"])
-def test_every_png_tile_matches_deepzoomgenerator(request: pytest.FixtureRequest, name: str,
-                                                  tile_size: int, overlap: int) -> None:
+def test_every_png_tile_matches_deepzoomgenerator(
+    request: pytest.FixtureRequest, name: str, tile_size: int, overlap: int
+) -> None:
     path = request.getfixturevalue(name)
     dz = DeepZoomGenerator(openslide.OpenSlide(path), tile_size, overlap)
     handle = SlideHandle(path)
@@ -93,8 +98,9 @@ def test_aligned_tiles_are_the_stored_jpeg_bytes(tidy: Path) -> None:
     assert data == stored_jpeg(tidy, 0, 2 * 16 + 3)
     pixels = decode(data)
     assert pixels.shape == (256, 256, 3)
-    reference = np.asarray(DeepZoomGenerator(openslide.OpenSlide(tidy), 256, 0)
-                           .get_tile(top, (3, 2))).astype(np.int16)
+    reference = np.asarray(
+        DeepZoomGenerator(openslide.OpenSlide(tidy), 256, 0).get_tile(top, (3, 2))
+    ).astype(np.int16)
     assert np.abs(pixels - reference).mean() <= 1.0
     # level 1 of the slide is Deep Zoom level top - 2; page 2 in the file (1 is the thumbnail)
     assert render_tile(handle, geometry, top - 2, 1, 1, fmt="jpeg") == stored_jpeg(tidy, 2, 4 + 1)
@@ -132,21 +138,29 @@ def test_rgb_jpeg_tiles_without_adobe_marker(tmp_path: Path) -> None:
     import imagecodecs
 
     rng = np.random.default_rng(0)
-    image = np.kron((rng.random((64, 64, 3)) * 255).astype(np.uint8), np.ones((8, 8, 1),
-                                                                              np.uint8))
+    image = np.kron((rng.random((64, 64, 3)) * 255).astype(np.uint8), np.ones((8, 8, 1), np.uint8))
 
     def encoded(tile: np.ndarray) -> bytes:
-        data = bytes(imagecodecs.jpeg8_encode(tile, level=90, colorspace="RGB",
-                                              outcolorspace="RGB"))
+        data = bytes(
+            imagecodecs.jpeg8_encode(tile, level=90, colorspace="RGB", outcolorspace="RGB")
+        )
         at = data.find(b"\xff\xee")  # drop the APP14 segment libjpeg adds
-        return data[:at] + data[at + 2 + int.from_bytes(data[at + 2:at + 4], "big"):]
+        return data[:at] + data[at + 2 + int.from_bytes(data[at + 2 : at + 4], "big") :]
 
     path = tmp_path / "rgb-jpeg.tiff"
-    tiles = [encoded(image[y:y + 256, x:x + 256]) for y in (0, 256) for x in (0, 256)]
+    tiles = [encoded(image[y : y + 256, x : x + 256]) for y in (0, 256) for x in (0, 256)]
     assert all(b"\xff\xee" not in t for t in tiles)
-    tifffile.imwrite(path, iter(tiles), shape=image.shape, dtype=np.uint8, tile=(256, 256),
-                     compression=7, photometric="rgb", subsampling=(1, 1),
-                     compressionargs={"outcolorspace": 2})
+    tifffile.imwrite(
+        path,
+        iter(tiles),
+        shape=image.shape,
+        dtype=np.uint8,
+        tile=(256, 256),
+        compression=7,
+        photometric="rgb",
+        subsampling=(1, 1),
+        compressionargs={"outcolorspace": 2},
+    )
     reference = np.asarray(openslide.OpenSlide(path).read_region((256, 0), 0, (256, 256)))
     handle = SlideHandle(path)
     geometry = handle.geometry(256, 0, False)
