@@ -193,7 +193,8 @@ def test_policies_realtime_and_owner_indexes(supabase_engine: Engine) -> None:
         published = set(
             connection.execute(
                 text(
-                    "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'"
+                    "SELECT tablename FROM pg_publication_tables "
+                    "WHERE pubname = 'supabase_realtime'"
                 )
             ).scalars()
         )
