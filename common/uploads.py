@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import func, select, update
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.capabilities import StoredFile
 from common.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, TooLarge
-from common.files import file_key
+from common.files import Files, file_key
 from common.naming import safe_name
 from common.objects.base import PartInfo
 from common.records import File, transaction
@@ -89,6 +90,15 @@ class Uploads:
             return kind
 
         return check
+
+    def import_file(
+        self, path: Path, *, owner_id: uuid.UUID | None, name: str | None = None
+    ) -> StoredFile:
+        """Copy a server file (resolved by `common.imports.resolve_import_path`) in as the
+        owner's file, with the same checks as an upload."""
+        return Files(self.db, self.objects).import_path(
+            path, owner_id=owner_id, name=name, check=self.vet(owner_id)
+        )
 
     # the life of an upload ---------------------------------------------------------------
 

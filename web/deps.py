@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
 
-from common.errors import Forbidden, NotFound
+from common.errors import Forbidden, InvalidInput, NotFound
 from common.identity import Client, Principal
 from common.jobs.models import JobRecord
 from web.auth import authenticate
@@ -62,3 +63,19 @@ def owned_job(job_id: uuid.UUID, state: State, user: CurrentUser) -> JobRecord:
 
 
 OwnedJob = Annotated[JobRecord, Depends(owned_job)]
+
+
+def check_function(job: JobRecord, function: str, what: str) -> JobRecord:
+    """`job` if it runs `function`; another kind of job is 422, saying which it is."""
+    if job.function != function:
+        raise InvalidInput(f"job {job.id} is a {job.function!r} job, not {what}")
+    return job
+
+
+def owned_job_running(function: str, what: str) -> Callable[[JobRecord], JobRecord]:
+    """A dependency: the caller's job (404 otherwise), if it runs `function` (422 otherwise)."""
+
+    def dependency(job: OwnedJob) -> JobRecord:
+        return check_function(job, function, what)
+
+    return dependency

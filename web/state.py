@@ -1,14 +1,22 @@
-"""What the running app holds: built at start-up, closed at shut-down."""
+"""What the running app holds: built at start-up, closed at shut-down, plus the few
+actions every router performs the same way (submitting and cancelling jobs with their
+audit record, importing a server file with the upload checks)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from common.capabilities import StoredFile
 from common.executors.base import Executor
-from common.identity import Identity
+from common.identity import Client, Identity, Principal
+from common.jobs.models import JobRecord
 from common.jobs.service import JobService
 from common.runtime import Runtime
 from common.settings import Settings
+from common.uploads import Uploads
 from web.hub import EventHub
 
 
@@ -20,3 +28,42 @@ class AppState:
     jobs: JobService
     hub: EventHub
     identity: Identity
+
+    @property
+    def uploads(self) -> Uploads:
+        return Uploads(self.runtime.db, self.runtime.objects, self.settings)
+
+    def submit_job(
+        self,
+        user: Principal,
+        client: Client,
+        function: str,
+        params: dict[str, Any],
+        *,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> JobRecord:
+        """Submit a job for `user` and record it in the audit log."""
+        job = self.jobs.submit(function, params, owner_id=user.id, name=name, tags=tags)
+        self.identity.audit.record(
+            "job.submitted",
+            actor=user.id,
+            target_type="job",
+            target_id=job.id,
+            client_ip=client.ip,
+            function=function,
+        )
+        return job
+
+    def cancel_job(self, user: Principal, client: Client, job_id: uuid.UUID) -> JobRecord:
+        """Cancel a job (and its children) and record it in the audit log."""
+        cancelled = self.jobs.cancel(job_id)
+        self.identity.audit.record(
+            "job.cancelled", actor=user.id, target_type="job", target_id=job_id, client_ip=client.ip
+        )
+        return cancelled
+
+    def import_file(self, user: Principal, path: Path, *, name: str | None = None) -> StoredFile:
+        """Copy an already resolved server path in as `user`'s file, checked like an upload
+        (type against name, truncation, quota)."""
+        return self.uploads.import_file(path, owner_id=user.id, name=name)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.capabilities import StoredFile
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict
 from common.imports import resolve_import_path
 from common.jobs.models import JobError, JobRecord
 from common.jobs.status import Status
@@ -20,7 +20,7 @@ from functions.fitting.models import list_models
 from functions.fitting.results import load_results, results_page
 from functions.fitting.spec import resolve_spec
 from functions.fitting.traces import read_traces, summarize_traces
-from web.deps import CurrentUser, OwnedJob, RequestClient, State
+from web.deps import CurrentUser, RequestClient, State, owned_job_running
 
 router = APIRouter(prefix="/analysis", tags=["analysis"])
 
@@ -130,14 +130,7 @@ class FittingResults(BaseModel):
     offset: int
 
 
-def fitting_job(job: OwnedJob) -> JobRecord:
-    """The caller's job, if it is a fitting job."""
-    if job.function != FITTING:
-        raise InvalidInput(f"job {job.id} is a {job.function!r} job, not a fitting job")
-    return job
-
-
-FittingJob = Annotated[JobRecord, Depends(fitting_job)]
+FittingJob = Annotated[JobRecord, Depends(owned_job_running(FITTING, "a fitting job"))]
 
 
 def _traces_file(source: TracesSource, state: State, user: CurrentUser) -> StoredFile:
@@ -145,7 +138,7 @@ def _traces_file(source: TracesSource, state: State, user: CurrentUser) -> Store
     if source.file_id is not None:
         return state.runtime.files.get(source.file_id, owner_id=user.id)
     real = resolve_import_path(source.file_path or "", state.settings.import_roots)
-    return state.runtime.files.import_path(real, owner_id=user.id)
+    return state.import_file(user, real)
 
 
 def _status(job: JobRecord) -> FittingStatus:
@@ -200,15 +193,7 @@ def start_fitting(
     stored = _traces_file(body, state, user)
     params = body.model_dump(exclude={"file_path"}, exclude_none=True)
     params["file_id"] = str(stored.id)
-    job = state.jobs.submit(FITTING, params, owner_id=user.id)
-    state.identity.audit.record(
-        "job.submitted",
-        actor=user.id,
-        target_type="job",
-        target_id=job.id,
-        client_ip=client.ip,
-        function=FITTING,
-    )
+    job = state.submit_job(user, client, FITTING, params)
     return FittingStarted(job_id=job.id, file_id=stored.id)
 
 
@@ -223,11 +208,7 @@ def cancel_fitting(
     job: FittingJob, state: State, user: CurrentUser, client: RequestClient
 ) -> FittingStatus:
     """Cancel a fitting job and its child jobs."""
-    cancelled = state.jobs.cancel(job.id)
-    state.identity.audit.record(
-        "job.cancelled", actor=user.id, target_type="job", target_id=job.id, client_ip=client.ip
-    )
-    return _status(cancelled)
+    return _status(state.cancel_job(user, client, job.id))
 
 
 @router.get("/fitting/results/{job_id}")

@@ -18,7 +18,6 @@ from common.files import FileCatalog, FileFilter
 from common.imports import resolve_import_path
 from common.objects.disposition import content_disposition
 from common.records.models import Upload
-from common.uploads import Uploads
 from web.deps import CurrentUser, RequestClient, State
 from web.file_schemas import (
     BulkDelete,
@@ -41,10 +40,6 @@ router = APIRouter(prefix="/files", tags=["files"])
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _uploads(state: State) -> Uploads:
-    return Uploads(state.runtime.db, state.runtime.objects, state.settings)
-
-
 def _catalog(state: State) -> FileCatalog:
     return FileCatalog(state.runtime.db)
 
@@ -62,7 +57,7 @@ OwnedFile = Annotated[StoredFile, Depends(owned_file)]
 
 def owned_upload(upload_id: uuid.UUID, state: State, user: CurrentUser) -> Upload:
     """The caller's own upload (uploads are personal: another user's, admins' too, is 404)."""
-    return _uploads(state).get(upload_id, owner_id=user.id)
+    return state.uploads.get(upload_id, owner_id=user.id)
 
 
 OwnedUpload = Annotated[Upload, Depends(owned_upload)]
@@ -98,7 +93,7 @@ def create_upload(body: UploadCreate, state: State, user: CurrentUser) -> Upload
     """Plan a multipart upload: one URL per part; PUT each part's bytes, keep its ETag."""
     if body.dataset_id is not None:
         _catalog(state).check_dataset(body.dataset_id, user.id, admin=user.is_admin)
-    planned = _uploads(state).start(
+    planned = state.uploads.start(
         owner_id=user.id,
         name=body.name,
         size=body.size,
@@ -122,7 +117,7 @@ def read_upload(upload: OwnedUpload, state: State) -> UploadPublic:
     """What is stored so far (to resume after a dropped connection)."""
     parts = [
         StoredPart(number=p.number, etag=p.etag, size=p.size)
-        for p in _uploads(state).stored_parts(upload)
+        for p in state.uploads.stored_parts(upload)
     ]
     return UploadPublic(
         id=upload.id,
@@ -145,14 +140,14 @@ def complete_upload(
     client: RequestClient,
 ) -> FilePublic:
     """Assemble the parts and verify size, SHA-256 and type; the file record is the answer."""
-    stored = _uploads(state).complete(upload, [(p.number, p.etag) for p in body.parts])
+    stored = state.uploads.complete(upload, [(p.number, p.etag) for p in body.parts])
     return _after_store(state, stored, user, client, "multipart")
 
 
 @router.delete("/uploads/{upload_id}", status_code=204)
 def delete_upload(upload: OwnedUpload, state: State) -> Response:
     """Abort an upload and drop its parts."""
-    _uploads(state).abort(upload)
+    state.uploads.abort(upload)
     return Response(status_code=204)
 
 
@@ -193,7 +188,7 @@ async def create_file(
         name=form.filename or "",
         owner_id=user.id,
         content_type=form.content_type,
-        check=_uploads(state).vet(user.id),
+        check=state.uploads.vet(user.id),
     )
     return await run_in_threadpool(_after_store, state, stored, user, client, "form")
 
@@ -204,9 +199,7 @@ def import_file(
 ) -> FilePublic:
     """Copy a file from the server's disk (under APERTURE_IMPORT_ROOTS) into the store."""
     path = resolve_import_path(body.path, state.settings.import_roots)
-    stored = state.runtime.files.import_path(
-        path, owner_id=user.id, name=body.name, check=_uploads(state).vet(user.id)
-    )
+    stored = state.import_file(user, path, name=body.name)
     return _after_store(state, stored, user, client, "import")
 
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -32,14 +32,15 @@ def _check_tags(tags: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(tags))
 
 
-def _filter(
+def job_filter(
     user: CurrentUser,
-    status: Status | None,
-    function: str | None,
-    tag: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
+    status: Status | None = None,
+    function: str | None = None,
+    tag: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> JobFilter:
+    """The listing filters from the query string, scoped to what the caller may see."""
     return JobFilter(
         owner_id=user.id,
         all_owners=user.is_admin,
@@ -51,55 +52,34 @@ def _filter(
     )
 
 
+Filter = Annotated[JobFilter, Depends(job_filter)]
+
+
 @router.post("", status_code=201)
 def create_job(
     body: JobCreate, state: State, user: CurrentUser, client: RequestClient
 ) -> JobPublic:
     """Submit a job: params are validated against the function's schema."""
-    job = state.jobs.submit(
-        body.function, body.params, owner_id=user.id, name=body.name, tags=_check_tags(body.tags)
+    return state.submit_job(
+        user, client, body.function, body.params, name=body.name, tags=_check_tags(body.tags)
     )
-    state.identity.audit.record(
-        "job.submitted",
-        actor=user.id,
-        target_type="job",
-        target_id=job.id,
-        client_ip=client.ip,
-        function=body.function,
-    )
-    return job
 
 
 @router.get("")
 def read_jobs(
     state: State,
-    user: CurrentUser,
-    status: Status | None = None,
-    function: str | None = None,
-    tag: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    f: Filter,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[JobPublic]:
     """Jobs, newest first, filtered by status, function, tag and creation time."""
-    f = _filter(user, status, function, tag, created_after, created_before)
     items, total = state.runtime.queries.find(f, limit=limit, offset=offset)
     return Page[JobPublic](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/stats")
-def read_job_stats(
-    state: State,
-    user: CurrentUser,
-    status: Status | None = None,
-    function: str | None = None,
-    tag: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-) -> JobStatsPublic:
+def read_job_stats(state: State, f: Filter) -> JobStatsPublic:
     """Counts by status and function, and run-time p50/p95 of finished jobs."""
-    f = _filter(user, status, function, tag, created_after, created_before)
     stats = state.runtime.queries.stats(f)
     return JobStatsPublic(**stats.__dict__)
 
@@ -124,11 +104,7 @@ def update_job(job: OwnedJob, body: JobUpdate, state: State) -> JobPublic:
 @router.post("/{job_id}/cancel")
 def cancel_job(job: OwnedJob, state: State, user: CurrentUser, client: RequestClient) -> JobPublic:
     """Cancel: a queued job ends at once; a running one winds down, then is stopped."""
-    cancelled = state.jobs.cancel(job.id)
-    state.identity.audit.record(
-        "job.cancelled", actor=user.id, target_type="job", target_id=job.id, client_ip=client.ip
-    )
-    return cancelled
+    return state.cancel_job(user, client, job.id)
 
 
 @router.delete("/{job_id}/cancel")

@@ -5,16 +5,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.capabilities import StoredFile
 from common.errors import Conflict, InvalidInput, UnsupportedFile
 from common.imports import resolve_import_path
 from common.jobs.models import JobRecord
-from common.uploads import Uploads
 from functions.metadata import MetadataResult, describe_path, describe_stored
 from functions.microscopy import list_features
 from functions.microscopy.capability import MergeParams
@@ -27,7 +26,14 @@ from functions.microscopy.report import (
     workflow_results,
     workflow_status,
 )
-from web.deps import CurrentUser, OwnedJob, RequestClient, State, owned_job
+from web.deps import (
+    CurrentUser,
+    RequestClient,
+    State,
+    check_function,
+    owned_job,
+    owned_job_running,
+)
 
 router = APIRouter(prefix="/processing", tags=["processing"])
 
@@ -147,19 +153,13 @@ def _source(state: State, user: CurrentUser, body: FileSource) -> tuple[StoredFi
         return stored, describe_stored(state.runtime.objects, stored)
     path = resolve_import_path(body.file_path or "", state.settings.import_roots)
     described = describe_path(path)
-    uploads = Uploads(state.runtime.db, state.runtime.objects, state.settings)
-    stored = state.runtime.files.import_path(
-        path, owner_id=user.id, check=uploads.vet(user.id)
-    )  # type, quota
+    stored = state.import_file(user, path)
     if described.kind == "microscopy":
         described.metadata["file_path"] = body.file_path
     return stored, described
 
 
-def _workflow_job(job: JobRecord) -> JobRecord:
-    if job.function != WORKFLOW:
-        raise InvalidInput(f"job {job.id} is a {job.function!r} job, not a workflow")
-    return job
+WorkflowJob = Annotated[JobRecord, Depends(owned_job_running(WORKFLOW, "a workflow"))]
 
 
 @router.post("/load-metadata")
@@ -194,42 +194,31 @@ def start_workflow(
         n_fovs=meta["n_fovs"],
         n_channels=meta["n_channels"],
     )
-    job = state.jobs.submit(WORKFLOW, params.model_dump(mode="json"), owner_id=user.id)
-    state.identity.audit.record(
-        "job.submitted",
-        actor=user.id,
-        target_type="job",
-        target_id=job.id,
-        client_ip=client.ip,
-        function=WORKFLOW,
-    )
+    job = state.submit_job(user, client, WORKFLOW, params.model_dump(mode="json"))
     return JobStarted(job_id=job.id, file_id=stored.id)
 
 
 @router.get("/workflow/status/{job_id}")
-def read_workflow_status(job: OwnedJob, state: State) -> WorkflowStatus:
+def read_workflow_status(job: WorkflowJob, state: State) -> WorkflowStatus:
     """Overall and per-FOV state of a workflow job."""
-    children = state.runtime.queries.children(_workflow_job(job).id)
+    children = state.runtime.queries.children(job.id)
     return WorkflowStatus.model_validate(workflow_status(job, children))
 
 
 @router.post("/workflow/cancel/{job_id}")
 def cancel_workflow(
-    job: OwnedJob, state: State, user: CurrentUser, client: RequestClient
+    job: WorkflowJob, state: State, user: CurrentUser, client: RequestClient
 ) -> WorkflowStatus:
     """Cancel a workflow and its unfinished FOV jobs."""
-    cancelled = state.jobs.cancel(_workflow_job(job).id)
-    state.identity.audit.record(
-        "job.cancelled", actor=user.id, target_type="job", target_id=job.id, client_ip=client.ip
-    )
+    cancelled = state.cancel_job(user, client, job.id)
     children = state.runtime.queries.children(job.id)
     return WorkflowStatus.model_validate(workflow_status(cancelled, children))
 
 
 @router.get("/workflow/results/{job_id}")
-def read_workflow_results(job: OwnedJob) -> WorkflowResults:
+def read_workflow_results(job: WorkflowJob) -> WorkflowResults:
     """Traces files (CSV, Parquet) per FOV of a finished workflow, and a summary."""
-    if _workflow_job(job).status != "succeeded":
+    if job.status != "succeeded":
         raise Conflict(f"workflow {job.id} is {job.status}; results exist once it succeeded")
     return WorkflowResults(job_id=job.id, **workflow_results(job))
 
@@ -239,7 +228,7 @@ def create_merge(
     body: MergeCreate, state: State, user: CurrentUser, client: RequestClient
 ) -> JobStarted:
     """Merge a workflow's traces into one long CSV per sample, feature and channel."""
-    job = _workflow_job(owned_job(body.job_id, state, user))
+    job = check_function(owned_job(body.job_id, state, user), WORKFLOW, "a workflow")
     if job.status != "succeeded":
         raise Conflict(f"workflow {job.id} is {job.status}; merge needs a finished one")
     names = [s.name for s in body.samples]
@@ -254,13 +243,5 @@ def create_merge(
         features=body.features,
         samples={s.name: s.fovs for s in body.samples},
     )
-    merge = state.jobs.submit("merge", params.model_dump(mode="json"), owner_id=user.id)
-    state.identity.audit.record(
-        "job.submitted",
-        actor=user.id,
-        target_type="job",
-        target_id=merge.id,
-        client_ip=client.ip,
-        function="merge",
-    )
+    merge = state.submit_job(user, client, "merge", params.model_dump(mode="json"))
     return JobStarted(job_id=merge.id)
