@@ -146,10 +146,6 @@ class Files:
             raise NotFound(f"no file with id {file_id}")
         return row
 
-    def list_ids(self, owner_id: uuid.UUID | None) -> list[uuid.UUID]:
-        with self.db() as session:
-            return list(session.scalars(select(File.id).where(File.owner_id == owner_id)))
-
 
 @dataclass(frozen=True)
 class FileFilter:

@@ -7,7 +7,6 @@ and making sure every strip or tile lies inside the file.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from dataclasses import dataclass
@@ -184,7 +183,3 @@ def _check_parquet(name: str, stream: IO[bytes], size: int) -> None:
     stream.seek(size - 4)
     if stream.read(4) != b"PAR1":
         raise UnsupportedFile(f"{name!r} is truncated: its Parquet footer is missing")
-
-
-def identify_bytes(name: str, data: bytes) -> str:
-    return identify(name, io.BytesIO(data), len(data))

@@ -167,7 +167,6 @@ def delete_upload(upload: OwnedUpload, state: State) -> Response:
                         "required": ["file"],
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            "dataset_id": {"type": "string", "format": "uuid"},
                         },
                     }
                 }
