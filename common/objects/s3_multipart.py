@@ -82,7 +82,11 @@ class S3Uploads:
         )
 
     def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
-        """Parts by number; of a part uploaded twice, only the later upload."""
+        """Parts by number; of a part uploaded twice, only the later upload.
+
+        AWS S3 replaces a re-sent part itself. SeaweedFS keeps every copy with a
+        timestamp to the second, so two uploads of one part within the same second
+        cannot be told apart here (completion with the client's ETags is unaffected)."""
         pages = self._client.get_paginator("list_parts").paginate(
             Bucket=self._bucket, Key=key, UploadId=upload_id
         )
