@@ -181,7 +181,11 @@ def _host(xp: ModuleType, a: Any) -> np.ndarray:
 
 
 class _State:
-    """Working arrays of the traces being iterated (their rows of the input in `idx`)."""
+    """Working arrays of the traces being iterated (their rows of the input in `idx`).
+
+    Rows are slots: a finished row stays (not `live`) until the slot is refilled with a
+    waiting trace or the set is compacted at the end, so a refill copies only new rows.
+    """
 
     FIELDS = (
         "t",
@@ -213,10 +217,11 @@ class _State:
     it: Any  # (n,) evaluations so far
     D: Any  # (n, k) scaling
     done: Any  # (n,) converged at the last step
-    live: Any  # (n,) still iterating (finished rows stay until the next compaction)
+    live: Any  # (n,) still iterating (finished rows stay until refilled or compacted)
     r: Any  # (n, T) weighted residuals
     cost: Any  # (n,) ½·SS_res
-    J: Any  # (k, n, T) weighted Jacobian columns
+    J: list[Any]  # k weighted Jacobian columns, (n, T), or (n, 1) when constant in t
+    dense: bool  # no missing points in any row: weights need not be applied
 
     def __init__(self, **arrays: Any) -> None:
         self.__dict__.update(arrays)
@@ -228,6 +233,9 @@ class _State:
     @property
     def live_count(self) -> int:
         return int(self.live.sum())
+
+    def _shared(self, name: str, value: Any) -> bool:
+        return name == "t" and value.shape[0] == 1
 
     def compact(self, xp: ModuleType, *, below: float = 1.0) -> Any:
         """Drop finished rows when the live fraction is below `below`; returns the kept
@@ -243,17 +251,34 @@ class _State:
         for name in self.FIELDS:
             value = getattr(self, name)
             if name == "J":
-                setattr(self, name, value[:, keep])
-            elif not (name == "t" and value.shape[0] == 1):
+                setattr(self, name, [col[keep] for col in value])
+            elif not self._shared(name, value):
                 setattr(self, name, value[keep])
 
-    def extend(self, xp: ModuleType, other: _State) -> None:
-        for name in self.FIELDS:
-            a, b = getattr(self, name), getattr(other, name)
-            if name == "J":
-                setattr(self, name, xp.concatenate([a, b], axis=1))
-            elif not (name == "t" and a.shape[0] == 1):
-                setattr(self, name, xp.concatenate([a, b]))
+    def refill(self, xp: ModuleType, new: _State) -> None:
+        """Put the rows of `new` into finished slots (appending those that do not fit)."""
+        slots = xp.flatnonzero(~self.live)[: new.size]
+        fit = int(slots.shape[0])
+        if fit < new.size:
+            rest = _State(**new.__dict__)
+            rest.take(xp, xp.arange(fit, new.size))
+            new.take(xp, xp.arange(fit))
+        self.dense = self.dense and new.dense
+        if fit:
+            for name in self.FIELDS:
+                a, b = getattr(self, name), getattr(new, name)
+                if name == "J":
+                    for col, add in zip(a, b, strict=True):
+                        col[slots] = add
+                elif not self._shared(name, a):
+                    a[slots] = b
+        if fit < new.size:
+            for name in self.FIELDS:
+                a, b = getattr(self, name), getattr(rest, name)
+                if name == "J":
+                    setattr(self, name, [xp.concatenate([c, d]) for c, d in zip(a, b, strict=True)])
+                elif not self._shared(name, a):
+                    setattr(self, name, xp.concatenate([a, b]))
 
 
 class _Stream:
@@ -277,6 +302,7 @@ class _Stream:
         self.lo = xp.asarray(spec.lower[self.free])
         self.hi = xp.asarray(spec.upper[self.free])
         self.finished = 0
+        self.draining = False  # no traces left to enter: compact instead of refilling
 
     def run(
         self,
@@ -291,12 +317,12 @@ class _Stream:
             if pos < queue.size and current <= 0.75 * size:
                 rows = queue[pos : pos + size - current]
                 pos += rows.size
+                self.draining = pos >= queue.size
                 new = self._enter(rows)
                 if s is None:
                     s = new
-                else:
-                    s.compact(self.xp)
-                    s.extend(self.xp, new)
+                elif new.size:
+                    s.refill(self.xp, new)
             if s is None or s.live_count == 0:
                 if pos >= queue.size:
                     return
@@ -341,6 +367,7 @@ class _Stream:
             D=xp.zeros((n, k)),
             done=xp.zeros(n, dtype=bool),
             live=xp.ones(n, dtype=bool),
+            dense=bool(w.all()),
         )
         s.r, s.cost, s.J = self._evaluate(s, p)
         bad = ~xp.isfinite(s.cost)
@@ -371,34 +398,67 @@ class _Stream:
             hi[:, j] = xp.minimum(hi[:, j], above - 1e-9 * (above - below))
         return lo, hi
 
-    def _evaluate(self, s: _State, p: Any) -> tuple[Any, Any, Any]:
-        """Weighted residuals, cost and weighted Jacobian columns (k, n, T) at `p`."""
+    def _evaluate(self, s: _State, p: Any) -> tuple[Any, Any, list[Any]]:
+        """Weighted residuals, cost and weighted Jacobian columns at `p`.
+
+        A column the kernel returns as `(n, 1)` (an offset's: constant in t) stays that
+        size; `_normal` reduces it with sums. Without missing points no weights apply.
+        """
         xp, names = self.xp, self.spec.free_names
         f, cols = self.spec.model.evaluate(xp, s.t, p, frozenset(names))
         r = s.y - f
-        r *= s.w
+        if not s.dense:
+            r *= s.w
         cost = 0.5 * xp.einsum("nt,nt->n", r, r)
-        J = xp.empty((len(names), *r.shape))
-        for i, name in enumerate(names):
-            xp.multiply(cols[name], s.w, out=J[i])
+        J = []
+        for name in names:
+            col = cols[name]
+            if col.shape == r.shape:
+                J.append(col if s.dense else col * s.w)
+            elif col.shape[1] == 1:
+                J.append(xp.broadcast_to(col, (r.shape[0], 1)).copy())
+            else:
+                J.append(col * s.w)
         return r, cost, J
 
-    def _normal(self, J: Any, r: Any) -> tuple[Any, Any]:
-        """JᵀJ (n, k, k) and Jᵀr (n, k), using the symmetry."""
-        xp = self.xp
-        k, n = J.shape[0], J.shape[1]
+    def _normal(self, s: _State) -> tuple[Any, Any]:
+        """JᵀJ (n, k, k) and Jᵀr (n, k), using the symmetry.
+
+        With 0/1 weights a constant column c·w contributes c·Σ(column) to a product with
+        a weighted column, and c_i·c_j·Σw to a product of two constant ones.
+        """
+        xp, J, r = self.xp, s.J, s.r
+        k, n = len(J), r.shape[0]
+        flat = [col.shape[1] == 1 for col in J]
+        sums: dict[int, Any] = {}
+
+        def total(i: int) -> Any:
+            if i not in sums:
+                sums[i] = J[i].sum(axis=1) if i >= 0 else s.w.sum(axis=1)
+            return sums[i]
+
         A = xp.empty((n, k, k))
+        g = xp.empty((n, k))
         for i in range(k):
             for j in range(i, k):
-                A[:, i, j] = xp.einsum("nt,nt->n", J[i], J[j])
+                if flat[i] and flat[j]:
+                    A[:, i, j] = J[i][:, 0] * J[j][:, 0] * total(-1)
+                elif flat[i] or flat[j]:
+                    c, other = (i, j) if flat[i] else (j, i)
+                    A[:, i, j] = J[c][:, 0] * total(other)
+                else:
+                    A[:, i, j] = xp.einsum("nt,nt->n", J[i], J[j])
                 if j != i:
                     A[:, j, i] = A[:, i, j]
-        g = xp.einsum("knt,nt->nk", J, r)
+            if flat[i]:
+                g[:, i] = J[i][:, 0] * r.sum(axis=1)
+            else:
+                g[:, i] = xp.einsum("nt,nt->n", J[i], r)
         return A, g
 
     def _iterate(self, s: _State) -> None:
         xp, opt, lo, hi, free = self.xp, self.opt, s.lo, s.hi, self.free
-        A, g = self._normal(s.J, s.r)
+        A, g = self._normal(s)
         diag = xp.diagonal(A, axis1=1, axis2=2)
         pf = s.p[:, free]
         # Marquardt scaling by the current diagonal, floored for empty columns.
@@ -425,7 +485,7 @@ class _Stream:
                 return
             # Finished rows ride along (their results are stored) until they are a
             # sizeable share: compacting copies every working array.
-            keep = s.compact(xp, below=COMPACT_BELOW)
+            keep = s.compact(xp, below=COMPACT_BELOW) if self.draining else None
             if keep is not None:
                 A, g, g_eff, blocked = A[keep], g[keep], g_eff[keep], blocked[keep]
                 pf, step = pf[keep], step[keep]
@@ -452,7 +512,7 @@ class _Stream:
             s.live &= ~settled
             if s.live_count == 0:
                 return
-            keep = s.compact(xp, below=COMPACT_BELOW)
+            keep = s.compact(xp, below=COMPACT_BELOW) if self.draining else None
             if keep is not None:
                 A, g_eff, pf, step, trial, pred = (
                     A[keep],
@@ -477,11 +537,14 @@ class _Stream:
         s.done = small_f | small_x
         s.p = xp.where(accept[:, None], trial, s.p)
         s.cost = xp.where(accept, cost_new, s.cost)
-        if bool((accept | ~s.live).all()):  # usual: take the new arrays without copying
-            s.r, s.J = r_new, J_new
-        elif bool(accept.any()):
-            s.r[accept] = r_new[accept]
-            s.J[:, accept] = J_new[:, accept]
+        # Keep the new residuals and Jacobian, with the old ones copied back into the
+        # (usually few) rows whose step was rejected.
+        kept = ~accept & s.live
+        if bool(kept.any()):
+            r_new[kept] = s.r[kept]
+            for new, old in zip(J_new, s.J, strict=True):
+                new[kept] = old[kept]
+        s.r, s.J = r_new, J_new
         shrink = xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         s.lam = xp.maximum(xp.where(accept, s.lam * shrink, s.lam * s.nu), 1e-15)
         s.nu = xp.where(accept, 2.0, 2.0 * s.nu)
