@@ -91,7 +91,7 @@ def _q_b_rows(xp: ModuleType, t: Any, t0: Any, b: Any, u: Any, q: Any, em: Any) 
     rows = small[:, 0]
     if rows.any():
         ur = u[rows]
-        d[rows] = _q_series(b[rows] * ur, ur)
+        d[rows] = _q_series(np.broadcast_to(b, small.shape)[rows] * ur, ur)
     return d
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import JobCancelled
+from functions.fitting.linalg import solve_spd
 from functions.fitting.spec import FitSpec
 from functions.fitting.starts import choose_starts
 
@@ -299,6 +300,7 @@ class _Stream:
         self.xp, self.spec, self.t, self.y, self.w, self.out, self.opt = xp, spec, t, y, w, out, opt
         self.m, self.starts = m, starts
         self.free = np.flatnonzero(spec.free)
+        self.constants = spec.constants
         self.lo = xp.asarray(spec.lower[self.free])
         self.hi = xp.asarray(spec.upper[self.free])
         self.finished = 0
@@ -405,7 +407,7 @@ class _Stream:
         size; `_normal` reduces it with sums. Without missing points no weights apply.
         """
         xp, names = self.xp, self.spec.free_names
-        f, cols = self.spec.model.evaluate(xp, s.t, p, frozenset(names))
+        f, cols = self.spec.model.evaluate(xp, s.t, p, frozenset(names), self.constants)
         r = s.y - f
         if not s.dense:
             r *= s.w
@@ -465,7 +467,7 @@ class _Stream:
         top = diag.max(axis=1, keepdims=True)
         s.D = xp.maximum(diag, xp.where(top > 0, 1e-12 * top, 1.0))
         eye = xp.eye(free.size, dtype=bool)
-        step = xp.linalg.solve(A + eye * (s.lam[:, None] * s.D)[:, :, None], g[..., None])[..., 0]
+        step = solve_spd(xp, A + eye * (s.lam[:, None] * s.D)[:, :, None], g)
         # A parameter on a bound is held there only when the damped Gauss-Newton step
         # pushes it outwards. (Holding it whenever the gradient points outwards stalls
         # at saddles such as an amplitude at 0 whose rate then has no gradient.)
@@ -506,7 +508,7 @@ class _Stream:
         pred = xp.einsum("nk,nk->n", step, g_eff) - 0.5 * xp.einsum("nk,nkj,nj->n", step, A, step)
         # A lightly damped step that promises less than ftol of the cost: the point is
         # converged (MINPACK's predicted-reduction test); skip evaluating the step.
-        settled = (s.lam <= 1e-2) & (pred >= 0) & (pred <= 0.1 * opt.ftol * s.cost) & s.live
+        settled = (s.lam <= 1e-2) & (pred >= 0) & (pred <= opt.ftol * s.cost) & s.live
         if bool(settled.any()):
             self._finish(s, settled, A, CONVERGED)
             s.live &= ~settled
@@ -558,7 +560,7 @@ class _Stream:
         rhs = xp.where(held, fixed, g - xp.einsum("nij,nj->ni", M, fixed))
         off = held[:, :, None] | held[:, None, :]
         reduced = xp.where(off, 0.0, M) + eye * held[:, :, None]
-        solved = xp.linalg.solve(reduced, rhs[..., None])[..., 0]
+        solved = solve_spd(xp, reduced, rhs)
         return xp.where(held.any(axis=1, keepdims=True), solved, step)
 
     def _finish(self, s: _State, which: Any, A: Any, code: int) -> None:

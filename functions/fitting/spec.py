@@ -34,6 +34,13 @@ class FitSpec:
     def free_names(self) -> tuple[str, ...]:
         return tuple(n for n, f in zip(self.names, self.free, strict=True) if f)
 
+    @property
+    def constants(self) -> dict[str, float]:
+        """The fixed parameters' values (the same in every row of a fit)."""
+        return {
+            n: float(s) for n, s, f in zip(self.names, self.start, self.free, strict=True) if not f
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.name,

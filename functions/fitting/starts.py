@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from functions.fitting.linalg import solve_spd
 from functions.fitting.models import Parameter
 from functions.fitting.spec import FitSpec
 
@@ -85,7 +86,7 @@ def _project(xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, p: Any) -> t
     """Solve for the free linear parameters at `p`: (projected p, its cost, raw cost)."""
     lin = [i for i, q in enumerate(spec.model.parameters) if spec.free[i] and q.linear]
     names = [spec.names[i] for i in lin]
-    f, cols = spec.model.evaluate(xp, t, p, frozenset(names))
+    f, cols = spec.model.evaluate(xp, t, p, frozenset(names), spec.constants)
     r = (y - f) * w
     raw = 0.5 * xp.einsum("nt,nt->n", r, r)
     if not lin:
@@ -101,7 +102,7 @@ def _project(xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, p: Any) -> t
     A_r = A + ridge[:, None, None] * eye
     lo, hi = xp.asarray(spec.lower[lin]), xp.asarray(spec.upper[lin])
     p_lin = p[:, lin]
-    d = xp.linalg.solve(A_r, g[..., None])[..., 0]
+    d = solve_spd(xp, A_r, g)
     clipped = (p_lin + d < lo) | (p_lin + d > hi)
     if len(lin) > 1 and bool(clipped.any()):
         # One active-set pass: hold the clipped parameters on their bound and re-solve
@@ -110,7 +111,7 @@ def _project(xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, p: Any) -> t
         rhs = xp.where(clipped, d_c, g - xp.einsum("nij,nj->ni", A_r, d_c))
         off = clipped[:, :, None] | clipped[:, None, :]
         M = xp.where(off, 0.0, A_r) + eye * clipped[:, :, None]
-        d = xp.linalg.solve(M, rhs[..., None])[..., 0]
+        d = solve_spd(xp, M, rhs)
     d = xp.clip(p_lin + d, lo, hi) - p_lin
     d = xp.where(xp.isfinite(d), d, 0.0)
     cost = raw - xp.einsum("ni,ni->n", d, g) + 0.5 * xp.einsum("ni,nij,nj->n", d, A, d)
