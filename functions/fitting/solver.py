@@ -554,14 +554,18 @@ class _Stream:
 
     def _held_step(self, M: Any, g: Any, step: Any, held: Any, fixed: Any) -> Any:
         """Re-solve `M s = g` with the `held` components of s fixed to `fixed` (rows
-        without held components keep `step`)."""
+        without held components keep `step`). Only the rows with held components are
+        solved again: usually a few of the working set."""
         xp = self.xp
+        rows = xp.flatnonzero(held.any(axis=1))
+        M, g, held, fixed = M[rows], g[rows], held[rows], fixed[rows]
         eye = xp.eye(M.shape[1], dtype=bool)
         rhs = xp.where(held, fixed, g - xp.einsum("nij,nj->ni", M, fixed))
         off = held[:, :, None] | held[:, None, :]
         reduced = xp.where(off, 0.0, M) + eye * held[:, :, None]
-        solved = solve_spd(xp, reduced, rhs)
-        return xp.where(held.any(axis=1, keepdims=True), solved, step)
+        out = step.copy()
+        out[rows] = solve_spd(xp, reduced, rhs)
+        return out
 
     def _finish(self, s: _State, which: Any, A: Any, code: int) -> None:
         out = self.out

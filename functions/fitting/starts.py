@@ -36,8 +36,11 @@ def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any) ->
     else:
         valid = w > 0
         t_full = xp.broadcast_to(t, w.shape)
-        tmin = xp.where(valid, t_full, xp.inf).min(axis=1, keepdims=True)
-        tmax = xp.where(valid, t_full, -xp.inf).max(axis=1, keepdims=True)
+        if t.shape[0] == 1 and bool(valid.all()):  # shared times, nothing missing
+            tmin, tmax = t.min(axis=1, keepdims=True), t.max(axis=1, keepdims=True)
+        else:
+            tmin = xp.where(valid, t_full, xp.inf).min(axis=1, keepdims=True)
+            tmax = xp.where(valid, t_full, -xp.inf).max(axis=1, keepdims=True)
         span = xp.maximum(tmax - tmin, 1e-12)
         if p.grid == "time":
             values = tmin + span * mid
