@@ -6,6 +6,11 @@ candidate the parameters the model is linear in (amplitudes, offsets) are solved
 exactly by one linear least-squares step (a variable-projection start), and the
 candidate with the lowest cost wins per trace. The unmodified request start is always
 a candidate, so the solver never starts from a worse point than the plain start.
+
+When all traces share one time axis and miss no point (the usual output of the
+processing workflow), the candidates are the same for every trace and the projection
+reduces to one matrix product of the data with the candidates' curves, over all time
+points; otherwise each trace is screened on a strided subset of its points.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from functions.fitting.linalg import solve_spd
 from functions.fitting.models import Parameter
 from functions.fitting.spec import FitSpec
 
-SCREEN_POINTS = 30  # time points used to rank start candidates
+SCREEN_POINTS = 30  # time points used to rank start candidates, per trace
 
 
 def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any) -> Any:
@@ -85,10 +90,45 @@ def _candidates(
     return out, groups
 
 
+def _linear_params(spec: FitSpec) -> tuple[list[int], list[str]]:
+    lin = [i for i, q in enumerate(spec.model.parameters) if spec.free[i] and q.linear]
+    return lin, [spec.names[i] for i in lin]
+
+
+def _ridged(xp: ModuleType, A: Any) -> Any:
+    ridge = 1e-12 * xp.diagonal(A, axis1=1, axis2=2).max(axis=1) + 1e-300
+    return A + ridge[:, None, None] * xp.eye(A.shape[1])
+
+
+def _linear_step(
+    xp: ModuleType, spec: FitSpec, lin: list[int], p_lin: Any, A: Any, g: Any, d: Any = None
+) -> Any:
+    """The bounded least-squares change `d` of the linear parameters: A d = g (A the
+    Gram matrix of their columns, g their product with the residual), kept in bounds.
+    `d`, when given, is the unbounded solution already solved for."""
+    A_r = _ridged(xp, A)
+    lo, hi = xp.asarray(spec.lower[lin]), xp.asarray(spec.upper[lin])
+    if d is None:
+        d = solve_spd(xp, A_r, g)
+    clipped = (p_lin + d < lo) | (p_lin + d > hi)
+    if len(lin) > 1 and bool(clipped.any()):
+        # One active-set pass: hold the clipped parameters on their bound and re-solve
+        # for the others (clipping a coupled solution alone can be far from optimal).
+        rows = xp.flatnonzero(clipped.any(axis=1))
+        held, base, A_h, g_h = clipped[rows], p_lin[rows], A_r[rows], g[rows]
+        d_c = xp.where(held, xp.clip(base + d[rows], lo, hi) - base, 0.0)
+        rhs = xp.where(held, d_c, g_h - xp.einsum("nij,nj->ni", A_h, d_c))
+        off = held[:, :, None] | held[:, None, :]
+        M = xp.where(off, 0.0, A_h) + xp.eye(len(lin)) * held[:, :, None]
+        d = d.copy()
+        d[rows] = solve_spd(xp, M, rhs)
+    d = xp.clip(p_lin + d, lo, hi) - p_lin
+    return xp.where(xp.isfinite(d), d, 0.0)
+
+
 def _project(xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, p: Any) -> tuple[Any, Any, Any]:
     """Solve for the free linear parameters at `p`: (projected p, its cost, raw cost)."""
-    lin = [i for i, q in enumerate(spec.model.parameters) if spec.free[i] and q.linear]
-    names = [spec.names[i] for i in lin]
+    lin, names = _linear_params(spec)
     f, cols = spec.model.evaluate(xp, t, p, frozenset(names), spec.constants)
     r = (y - f) * w
     raw = 0.5 * xp.einsum("nt,nt->n", r, r)
@@ -100,27 +140,78 @@ def _project(xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, p: Any) -> t
         for j in range(i, len(lin)):
             A[:, i, j] = A[:, j, i] = xp.einsum("nt,nt->n", J[i], J[j])
     g = xp.stack([xp.einsum("nt,nt->n", Ji, r) for Ji in J], axis=1)
-    ridge = 1e-12 * xp.diagonal(A, axis1=1, axis2=2).max(axis=1) + 1e-300
-    eye = xp.eye(len(lin))
-    A_r = A + ridge[:, None, None] * eye
-    lo, hi = xp.asarray(spec.lower[lin]), xp.asarray(spec.upper[lin])
-    p_lin = p[:, lin]
-    d = solve_spd(xp, A_r, g)
-    clipped = (p_lin + d < lo) | (p_lin + d > hi)
-    if len(lin) > 1 and bool(clipped.any()):
-        # One active-set pass: hold the clipped parameters on their bound and re-solve
-        # for the others (clipping a coupled solution alone can be far from optimal).
-        d_c = xp.where(clipped, xp.clip(p_lin + d, lo, hi) - p_lin, 0.0)
-        rhs = xp.where(clipped, d_c, g - xp.einsum("nij,nj->ni", A_r, d_c))
-        off = clipped[:, :, None] | clipped[:, None, :]
-        M = xp.where(off, 0.0, A_r) + eye * clipped[:, :, None]
-        d = solve_spd(xp, M, rhs)
-    d = xp.clip(p_lin + d, lo, hi) - p_lin
-    d = xp.where(xp.isfinite(d), d, 0.0)
+    d = _linear_step(xp, spec, lin, p[:, lin], A, g)
     cost = raw - xp.einsum("ni,ni->n", d, g) + 0.5 * xp.einsum("ni,nij,nj->n", d, A, d)
     q = p.copy()
     q[:, lin] = p[:, lin] + d
     return q, cost, raw
+
+
+def _project_shared(xp: ModuleType, spec: FitSpec, t: Any, y: Any, p: Any) -> tuple[Any, Any, Any]:
+    """`_project` of C candidates `p` (C, P) shared by all n traces (one time axis, no
+    missing points): the linear parameters' changes (n, C, L), costs and raw costs (n, C).
+
+    The model is linear in its linear parameters, so every trace's projection needs
+    only products of its data with each candidate's curve and linear columns: one
+    (n, T) x (T, C·(L+1)) matrix product instead of C model evaluations per trace.
+    Costs come from the expanded square ½(y·y - 2y·f + f·f), whose rounding (about
+    eps·y·y) is far below the differences that rank candidates.
+    """
+    lin, names = _linear_params(spec)
+    f, cols = spec.model.evaluate(xp, t, p, frozenset(names), spec.constants)
+    C, T, n, L = p.shape[0], t.shape[1], y.shape[0], len(lin)
+    f = xp.broadcast_to(f, (C, T))
+    B = [xp.broadcast_to(cols[name], (C, T)) for name in names]
+    # (a contiguous right operand: OpenBLAS is several times slower on a transposed one)
+    prod = y @ xp.ascontiguousarray(xp.concatenate([f, *B]).T)  # (n, C·(L+1))
+    yy = xp.einsum("nt,nt->n", y, y)
+    raw = 0.5 * (yy[:, None] - 2.0 * prod[:, :C] + xp.einsum("ct,ct->c", f, f)[None, :])
+    if not lin:
+        return xp.zeros((n, C, 0)), raw, raw
+    A = xp.empty((C, L, L))
+    for i in range(L):
+        for j in range(i, L):
+            A[:, i, j] = A[:, j, i] = xp.einsum("ct,ct->c", B[i], B[j])
+    Bf = xp.stack([xp.einsum("ct,ct->c", Bi, f) for Bi in B], axis=1)  # (C, L)
+    g = prod[:, C:].reshape(n, L, C).transpose(0, 2, 1) - Bf[None]  # (n, C, L): Bᵀ(y - f)
+    # One inverse per candidate serves every trace; the few traces whose solution
+    # leaves the bounds get the active-set pass of `_linear_step`.
+    A_r = _ridged(xp, A)
+    eye = xp.tile(xp.eye(L), (C, 1))
+    inv = solve_spd(xp, xp.repeat(A_r, L, axis=0), eye).reshape(C, L, L)
+    d = xp.einsum("cij,ncj->nci", inv, g)  # inv is symmetric
+    p_lin = p[:, lin]
+    lo, hi = xp.asarray(spec.lower[lin]), xp.asarray(spec.upper[lin])
+    outside = ((p_lin + d < lo) | (p_lin + d > hi)).any(axis=2)
+    if bool(outside.any()):
+        rn, rc = xp.nonzero(outside)
+        d[rn, rc] = _linear_step(xp, spec, lin, p_lin[rc], A[rc], g[rn, rc], d[rn, rc])
+    d = xp.clip(p_lin + d, lo, hi) - p_lin
+    d = xp.where(xp.isfinite(d), d, 0.0)
+    cost = raw - xp.einsum("nci,nci->nc", d, g) + 0.5 * xp.einsum("nci,cij,ncj->nc", d, A, d)
+    return d, cost, raw
+
+
+def _rank(xp: ModuleType, costs: Any, member: list[int], keep: int) -> list[Any]:
+    """Per trace, the `keep` best candidates (rows of `costs` (C, n)): the best of each
+    group, groups ranked by their best cost; ties keep candidate order."""
+    n = costs.shape[1]
+    groups = list(dict.fromkeys(member))
+    if len(groups) == len(member):  # every candidate its own group
+        best = xp.broadcast_to(xp.arange(len(member))[:, None], costs.shape)
+        ranked = costs
+    else:
+        best_idx, best_cost = [], []
+        for g in groups:
+            idx = xp.asarray([c for c, m in enumerate(member) if m == g])
+            sub = costs[idx]
+            best_idx.append(idx[xp.argmin(sub, axis=0)])
+            best_cost.append(sub.min(axis=0))
+        best, ranked = xp.stack(best_idx), xp.stack(best_cost)
+    # cupy's sort is stable anyway
+    order = np.argsort(ranked, axis=0, kind="stable") if xp is np else xp.argsort(ranked, axis=0)
+    cols = xp.arange(n)
+    return [best[order[min(j, len(groups) - 1)], cols] for j in range(keep)]
 
 
 def choose_starts(
@@ -154,6 +245,36 @@ def choose_starts(
         Starting points, best first.
     """
     n = y.shape[0]
+    if multistart and t.shape[0] == 1 and bool((w > 0).all()):
+        # One time axis and no missing points: every trace has the same candidates.
+        shared, groups = _candidates(xp, spec, t, w[:1], 1)
+        cands = xp.concatenate(shared)  # (C, P)
+        d, cost, raw = _project_shared(xp, spec, t, y, cands)
+        costs = xp.concatenate([raw[:, :1], cost], axis=1).T  # (1 + C, n)
+        costs = xp.where(xp.isfinite(costs), costs, xp.inf)
+        lin, _ = _linear_params(spec)
+        cols = xp.arange(n)
+        out = []
+        for pick in _rank(xp, costs, [groups[0], *groups], keep):
+            c = xp.maximum(pick - 1, 0)  # choice 0 is the request start, unprojected
+            point = cands[c]
+            point[:, lin] += xp.where((pick > 0)[:, None], d[cols, c], 0.0)
+            out.append(point)
+        return xp.stack(out)  # (keep, n, P)
+    points, costs_list, groups = _screen(xp, spec, t, y, w, multistart)
+    stacked = xp.stack(points)  # (C, n, P)
+    all_costs = xp.stack([xp.where(xp.isfinite(c), c, xp.inf) for c in costs_list])
+    cols = xp.arange(n)
+    picks = _rank(xp, all_costs, [groups[0], *groups], keep)  # the unprojected start too
+    return xp.stack([stacked[pick, cols] for pick in picks])  # (keep, n, P)
+
+
+def _screen(
+    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, multistart: bool
+) -> tuple[list[Any], list[Any], list[int]]:
+    """Candidates per trace (times or missing points differ between traces): the
+    request start unprojected, then each candidate projected; with their costs."""
+    n = y.shape[0]
     if multistart:
         cands, groups = _candidates(xp, spec, t, w, n)
     else:
@@ -170,20 +291,4 @@ def choose_starts(
     q, cost, raw = _project(xp, spec, t_all, y_all, w_all, xp.concatenate(cands))
     points = [cands[0], *(q[c * n : (c + 1) * n] for c in range(count))]
     costs = [raw[:n], *(cost[c * n : (c + 1) * n] for c in range(count))]
-    costs = [xp.where(xp.isfinite(c), c, xp.inf) for c in costs]
-    member = [groups[0], *groups]  # the unprojected request start competes too
-    stacked, all_costs = xp.stack(points), xp.stack(costs)  # (C, n, P), (C, n)
-    # Best candidate of each group, then the groups ranked by their best cost.
-    best_idx, best_cost = [], []
-    for g in dict.fromkeys(member):
-        idx = xp.asarray([c for c, m in enumerate(member) if m == g])
-        sub = all_costs[idx]
-        best_idx.append(idx[xp.argmin(sub, axis=0)])
-        best_cost.append(sub.min(axis=0))
-    ranked = xp.stack(best_cost)
-    # ties keep candidate order (the request start first); cupy's sort is stable anyway
-    order = np.argsort(ranked, axis=0, kind="stable") if xp is np else xp.argsort(ranked, axis=0)
-    best = xp.stack(best_idx)
-    cols = xp.arange(n)
-    picks = [best[order[min(j, len(best_idx) - 1)], cols] for j in range(keep)]
-    return xp.stack([stacked[pick, cols] for pick in picks])  # (keep, n, P)
+    return points, costs, groups
