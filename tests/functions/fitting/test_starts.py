@@ -21,13 +21,15 @@ def test_shared_projection_equals_the_per_trace_one(model: str) -> None:
     d, cost, raw = _project_shared(np, spec, t, y, cands)
     # the same, one row per (trace, candidate), through the per-trace path
     rows = np.repeat(cands[None], n, axis=0).reshape(n * C, -1)
-    q, cost_rows, raw_rows = _project(np, spec, t, np.repeat(y, C, axis=0), w.repeat(C, axis=0), rows)
+    y_rows, w_rows = np.repeat(y, C, axis=0), np.repeat(w, C, axis=0)
+    q, cost_rows, raw_rows = _project(np, spec, t, y_rows, w_rows, rows)
     lin = [i for i, p in enumerate(spec.model.parameters) if spec.free[i] and p.linear]
     scale = np.abs(raw_rows).max()
     np.testing.assert_allclose(raw.reshape(-1), raw_rows, rtol=1e-9, atol=1e-12 * scale)
     np.testing.assert_allclose(cost.reshape(-1), cost_rows, rtol=1e-7, atol=1e-10 * scale)
     moved = q[:, lin] - rows[:, lin]
-    np.testing.assert_allclose(d.reshape(n * C, -1), moved, rtol=1e-6, atol=1e-8 * np.abs(moved).max())
+    atol = 1e-8 * np.abs(moved).max()
+    np.testing.assert_allclose(d.reshape(n * C, -1), moved, rtol=1e-6, atol=atol)
 
 
 def test_missing_points_take_the_per_trace_path_and_agree_where_dense() -> None:
