@@ -92,16 +92,21 @@ def _q_rows(xp: ModuleType, b: Any, u: Any, slow: Any) -> tuple[Any, Any]:
     return q, em
 
 
-def _q_b_rows(xp: ModuleType, b: Any, u: Any, q: Any, em: Any, slow: Any) -> Any:
+def _q_b_rows(
+    xp: ModuleType, b: Any, u: Any, q: Any, em: Any, slow: Any, *, divide: bool = True
+) -> Any:
     """dq/db = (u e^{bu} - q)/b, with the series of `_q_b` in the `slow` traces.
 
     In the other traces only points just after the onset have |bu| < 1e-3; there the
     direct form keeps an absolute error below eps·u/|b|, far below the column's scale.
+    With `divide=False` the other traces are left undivided by b (the caller folds
+    1/b into its own per-trace factor); the `slow` rows are dq/db either way.
     """
     d = em + 1.0
     d *= u
     d -= q
-    d *= 1.0 / xp.where(xp.abs(b) < _TINY_RATE, 1.0, b)
+    if divide:
+        d *= 1.0 / xp.where(xp.abs(b) < _TINY_RATE, 1.0, b)
     if xp is not np:
         return xp.where(slow, _q_series(b * u, u), d)
     rows = slow[:, 0]
@@ -153,7 +158,16 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
         cols["offset"] = scale + 0.0 * offset
     if "scale" in want:
         cols["scale"] = bc * (ktl * inv_c) + offset
-    if want & {"delta", "beta"}:
+    if "delta" in want and "beta" not in want:
+        # -sk·e^{-βu}(km dq/db - h)/c with dq/db = (u e^{bu} - q)/b: the 1/b and the
+        # other per-trace factors go into one coefficient (the series rows have no 1/b)
+        h_b = _q_b_rows(xp, b, u, q, em_b, slow, divide=False)
+        h_b *= eb
+        over_b = 1.0 / xp.where(slow, 1.0, b)
+        h_b *= -(scale * ktl) * km * inv_c * over_b
+        h_b += bc * ((scale * ktl) * inv_c * inv_c)
+        cols["delta"] = h_b
+    elif want & {"delta", "beta"}:
         # e^{-βu} dh/db = e^{-βu} (km dq/db - h)/c
         h_b = _q_b_rows(xp, b, u, q, em_b, slow)
         h_b *= eb
