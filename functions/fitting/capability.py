@@ -9,6 +9,7 @@ capability only ever reads stored files.
 from __future__ import annotations
 
 import io
+import os
 import uuid
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -20,6 +21,12 @@ from common.capabilities import Context, Resources, capability
 from common.errors import ApertureError, JobCancelled
 
 FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
+FIT_RESOURCES = Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600)
+
+
+def _threads() -> int:
+    """Solver threads on the CPU: the cores a fitting job reserves, where they exist."""
+    return max(1, min(int(FIT_RESOURCES.cpu), os.cpu_count() or 1))
 
 
 class FittingParams(BaseModel):
@@ -89,7 +96,7 @@ def _device(requested: str, ctx: Context) -> Literal["cpu", "gpu"]:
     "fitting",
     params=FittingParams,
     result=FittingResult,
-    resources=Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600),
+    resources=FIT_RESOURCES,
 )
 def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary, plots."""
@@ -110,6 +117,7 @@ def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
             traces.t,
             traces.y,
             device=_device(params.device, ctx),
+            workers=_threads(),
             progress=lambda f: ctx.progress(0.05 + 0.85 * f, "fitting"),
             cancelled=ctx.cancelled,
         )
@@ -121,7 +129,7 @@ def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     "fitting.chunk",
     params=FittingChunkParams,
     result=FittingChunkResult,
-    resources=Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600, retries=1),
+    resources=FIT_RESOURCES.model_copy(update={"retries": 1}),
 )
 def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkResult:
     """Fit one slice of traces for a `fitting` job and store the per-trace arrays."""
@@ -135,6 +143,7 @@ def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkR
         t,
         y,
         device=_device(params.device, ctx),
+        workers=_threads(),
         progress=lambda f: ctx.progress(f, "fitting"),
         cancelled=ctx.cancelled,
     )
