@@ -17,6 +17,26 @@ from typing import Any
 
 import numpy as np
 
+Terms = tuple[tuple[Any, Any], ...]
+"""A Jacobian column given as Σ coef·array: per-trace coefficients ((n, 1) or scalars)
+times arrays that several columns may share. The solver combines the products of the
+shared arrays instead of forming each column; `materialize` forms it."""
+
+
+def as_terms(column: Any) -> Terms:
+    return column if isinstance(column, tuple) else ((1.0, column),)
+
+
+def materialize(column: Any) -> Any:
+    """The column as one array."""
+    if not isinstance(column, tuple):
+        return column
+    total = None
+    for coef, array in column:
+        total = array * coef if total is None else total + array * coef
+    return total
+
+
 _TINY_RATE = 1e-200  # |b| below this is treated as exactly 0 (b·u would underflow)
 
 
@@ -145,15 +165,14 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
     value = bc * sk_c
     value += scale * offset
     cols: dict[str, Any] = {}
+    # Columns are returned as `Terms`: per-trace factors times arrays they share (bc).
     if "t0" in want:
         # -d/dt0 = d/du: sk·(e^{-βu} km (e^{bu} - e^{-km u})/c - β·bracket)
         h_u = em_b - em_k
         h_u *= eb
-        h_u *= -km * sk_c
-        h_u += bc * (beta * sk_c)
-        cols["t0"] = h_u
+        cols["t0"] = ((-km * sk_c, h_u), (beta * sk_c, bc))
     if "ktl" in want:
-        cols["ktl"] = bc * (scale * inv_c)
+        cols["ktl"] = ((scale * inv_c, bc),)
     if "offset" in want:
         cols["offset"] = scale + 0.0 * offset
     if "scale" in want:
@@ -164,9 +183,8 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
         h_b = _q_b_rows(xp, b, u, q, em_b, slow, divide=False)
         h_b *= eb
         over_b = 1.0 / xp.where(slow, 1.0, b)
-        h_b *= -(scale * ktl) * km * inv_c * over_b
-        h_b += bc * ((scale * ktl) * inv_c * inv_c)
-        cols["delta"] = h_b
+        sk = scale * ktl
+        cols["delta"] = ((-sk * km * inv_c * over_b, h_b), (sk * inv_c * inv_c, bc))
     elif want & {"delta", "beta"}:
         # e^{-βu} dh/db = e^{-βu} (km dq/db - h)/c
         h_b = _q_b_rows(xp, b, u, q, em_b, slow)

@@ -101,6 +101,18 @@ class Model:
         the kernel as plain floats: scaling an array by a scalar is a flat loop, about
         twice as fast as broadcasting an (N, 1) column over it.
         """
+        value, cols = self.evaluate_terms(xp, t, params, want, constants)
+        return value, {name: kernels.materialize(col) for name, col in cols.items()}
+
+    def evaluate_terms(
+        self,
+        xp: ModuleType,
+        t: Any,
+        params: Any,
+        want: frozenset[str] = frozenset(),
+        constants: Mapping[str, float] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """`evaluate`, with columns as the kernel gives them: arrays or `kernels.Terms`."""
         constants = constants or {}
         cols = {
             name: constants[name] if name in constants else params[:, i : i + 1]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import JobCancelled
+from functions.fitting.kernels import as_terms
 from functions.fitting.linalg import solve_spd
 from functions.fitting.spec import FitSpec
 from functions.fitting.starts import choose_starts
@@ -205,6 +206,7 @@ class _State:
         "r",
         "cost",
         "J",
+        "C",
     )
     t: Any  # (n, T) or (1, T) times
     y: Any  # (n, T) data, 0 where missing
@@ -221,7 +223,8 @@ class _State:
     live: Any  # (n,) still iterating (finished rows stay until refilled or compacted)
     r: Any  # (n, T) weighted residuals
     cost: Any  # (n,) ½·SS_res
-    J: list[Any]  # k weighted Jacobian columns, (n, T), or (n, 1) when constant in t
+    J: list[Any]  # m weighted basis arrays, (n, T), or (n, 1) when constant in t
+    C: Any  # (n, k, m) Jacobian column i = Σ_a C[:, i, a]·J[a]
     dense: bool  # no missing points in any row: weights need not be applied
 
     def __init__(self, **arrays: Any) -> None:
@@ -371,7 +374,7 @@ class _Stream:
             live=xp.ones(n, dtype=bool),
             dense=bool(w.all()),
         )
-        s.r, s.cost, s.J = self._evaluate(s, p)
+        s.r, s.cost, s.J, s.C = self._evaluate(s, p)
         bad = ~xp.isfinite(s.cost)
         if bool(bad.any()):
             self._finish(s, bad, None, NOT_FINITE)
@@ -400,62 +403,78 @@ class _Stream:
             hi[:, j] = xp.minimum(hi[:, j], above - 1e-9 * (above - below))
         return lo, hi
 
-    def _evaluate(self, s: _State, p: Any) -> tuple[Any, Any, list[Any]]:
-        """Weighted residuals, cost and weighted Jacobian columns at `p`.
+    def _evaluate(self, s: _State, p: Any) -> tuple[Any, Any, list[Any], Any]:
+        """Weighted residuals, cost, and the weighted Jacobian at `p` as basis arrays
+        with per-trace coefficients (see `kernels.Terms`): a column the kernel gives as
+        c1·X + c2·Y is never formed; `_normal` combines the products of X and Y.
 
-        A column the kernel returns as `(n, 1)` (an offset's: constant in t) stays that
+        A basis array of shape `(n, 1)` (an offset's column: constant in t) stays that
         size; `_normal` reduces it with sums. Without missing points no weights apply.
         """
         xp, names = self.xp, self.spec.free_names
-        f, cols = self.spec.model.evaluate(xp, s.t, p, frozenset(names), self.constants)
+        f, cols = self.spec.model.evaluate_terms(xp, s.t, p, frozenset(names), self.constants)
         r = s.y - f
         if not s.dense:
             r *= s.w
         cost = 0.5 * xp.einsum("nt,nt->n", r, r)
-        J = []
-        for name in names:
-            col = cols[name]
-            if col.shape == r.shape:
-                J.append(col if s.dense else col * s.w)
-            elif col.shape[1] == 1:
-                J.append(xp.broadcast_to(col, (r.shape[0], 1)).copy())
-            else:
-                J.append(col * s.w)
-        return r, cost, J
+        n = r.shape[0]
+        basis: list[Any] = []
+        seen: dict[int, int] = {}
+        entries = []
+        for i, name in enumerate(names):
+            for coef, array in as_terms(cols[name]):
+                if id(array) not in seen:
+                    seen[id(array)] = len(basis)
+                    basis.append(self._weighted(s, array, r.shape))
+                entries.append((i, seen[id(array)], coef))
+        C = xp.zeros((n, len(names), len(basis)))
+        for i, a, coef in entries:
+            C[:, i, a] += xp.broadcast_to(xp.asarray(coef, dtype=float), (n, 1))[:, 0]
+        return r, cost, basis, C
+
+    def _weighted(self, s: _State, array: Any, shape: tuple[int, int]) -> Any:
+        xp = self.xp
+        if array.shape == shape:
+            return array if s.dense else array * s.w
+        if array.shape[1] == 1:
+            return xp.broadcast_to(array, (shape[0], 1)).copy()
+        return xp.broadcast_to(array, shape) * s.w
 
     def _normal(self, s: _State) -> tuple[Any, Any]:
-        """JᵀJ (n, k, k) and Jᵀr (n, k), using the symmetry.
+        """JᵀJ (n, k, k) and Jᵀr (n, k) from the products of the basis arrays.
 
-        With 0/1 weights a constant column c·w contributes c·Σ(column) to a product with
-        a weighted column, and c_i·c_j·Σw to a product of two constant ones.
+        With 0/1 weights a constant array c·w contributes c·Σ(array) to a product with
+        a weighted array, and c_i·c_j·Σw to a product of two constant ones.
         """
-        xp, J, r = self.xp, s.J, s.r
-        k, n = len(J), r.shape[0]
-        flat = [col.shape[1] == 1 for col in J]
+        xp, B, r = self.xp, s.J, s.r
+        m, n = len(B), r.shape[0]
+        flat = [b.shape[1] == 1 for b in B]
         sums: dict[int, Any] = {}
 
         def total(i: int) -> Any:
             if i not in sums:
-                sums[i] = J[i].sum(axis=1) if i >= 0 else s.w.sum(axis=1)
+                sums[i] = B[i].sum(axis=1) if i >= 0 else s.w.sum(axis=1)
             return sums[i]
 
-        A = xp.empty((n, k, k))
-        g = xp.empty((n, k))
-        for i in range(k):
-            for j in range(i, k):
-                if flat[i] and flat[j]:
-                    A[:, i, j] = J[i][:, 0] * J[j][:, 0] * total(-1)
-                elif flat[i] or flat[j]:
-                    c, other = (i, j) if flat[i] else (j, i)
-                    A[:, i, j] = J[c][:, 0] * total(other)
+        G = xp.empty((n, m, m))
+        Gr = xp.empty((n, m))
+        for a in range(m):
+            for b in range(a, m):
+                if flat[a] and flat[b]:
+                    G[:, a, b] = B[a][:, 0] * B[b][:, 0] * total(-1)
+                elif flat[a] or flat[b]:
+                    c, other = (a, b) if flat[a] else (b, a)
+                    G[:, a, b] = B[c][:, 0] * total(other)
                 else:
-                    A[:, i, j] = xp.einsum("nt,nt->n", J[i], J[j])
-                if j != i:
-                    A[:, j, i] = A[:, i, j]
-            if flat[i]:
-                g[:, i] = J[i][:, 0] * r.sum(axis=1)
+                    G[:, a, b] = xp.einsum("nt,nt->n", B[a], B[b])
+                if b != a:
+                    G[:, b, a] = G[:, a, b]
+            if flat[a]:
+                Gr[:, a] = B[a][:, 0] * r.sum(axis=1)
             else:
-                g[:, i] = xp.einsum("nt,nt->n", J[i], r)
+                Gr[:, a] = xp.einsum("nt,nt->n", B[a], r)
+        A = xp.einsum("nia,nab,njb->nij", s.C, G, s.C)
+        g = xp.einsum("nia,na->ni", s.C, Gr)
         return A, g
 
     def _iterate(self, s: _State) -> None:
@@ -525,7 +544,7 @@ class _Stream:
                     pred[keep],
                 )
                 lo, hi = s.lo, s.hi
-        r_new, cost_new, J_new = self._evaluate(s, trial)
+        r_new, cost_new, J_new, C_new = self._evaluate(s, trial)
         actual = s.cost - cost_new
         rho = actual / xp.where(pred > 0, pred, 1.0)
         # A clipped step can leave the model's descent cone (pred <= 0): it is rejected
@@ -544,9 +563,10 @@ class _Stream:
         kept = ~accept & s.live
         if bool(kept.any()):
             r_new[kept] = s.r[kept]
+            C_new[kept] = s.C[kept]
             for new, old in zip(J_new, s.J, strict=True):
                 new[kept] = old[kept]
-        s.r, s.J = r_new, J_new
+        s.r, s.J, s.C = r_new, J_new, C_new
         shrink = xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         s.lam = xp.maximum(xp.where(accept, s.lam * shrink, s.lam * s.nu), 1e-15)
         s.nu = xp.where(accept, 2.0, 2.0 * s.nu)
