@@ -473,7 +473,7 @@ class _Stream:
                 Gr[:, a] = B[a][:, 0] * r.sum(axis=1)
             else:
                 Gr[:, a] = xp.einsum("nt,nt->n", B[a], r)
-        A = xp.einsum("nia,nab,njb->nij", s.C, G, s.C)
+        A = (s.C @ G) @ s.C.transpose(0, 2, 1)  # C G Cᵀ per trace (a 3-operand einsum is 5x slower)
         g = xp.einsum("nia,na->ni", s.C, Gr)
         return A, g
 
