@@ -179,7 +179,7 @@ def _project_shared(xp: ModuleType, spec: FitSpec, t: Any, y: Any, p: Any) -> tu
     A_r = _ridged(xp, A)
     eye = xp.tile(xp.eye(L), (C, 1))
     inv = solve_spd(xp, xp.repeat(A_r, L, axis=0), eye).reshape(C, L, L)
-    d = xp.einsum("cij,ncj->nci", inv, g)  # inv is symmetric
+    d = (g[:, :, None, :] @ inv[None])[:, :, 0, :]  # (n, C, L); inv is symmetric
     p_lin = p[:, lin]
     lo, hi = xp.asarray(spec.lower[lin]), xp.asarray(spec.upper[lin])
     outside = ((p_lin + d < lo) | (p_lin + d > hi)).any(axis=2)
@@ -188,7 +188,8 @@ def _project_shared(xp: ModuleType, spec: FitSpec, t: Any, y: Any, p: Any) -> tu
         d[rn, rc] = _linear_step(xp, spec, lin, p_lin[rc], A[rc], g[rn, rc], d[rn, rc])
     d = xp.clip(p_lin + d, lo, hi) - p_lin
     d = xp.where(xp.isfinite(d), d, 0.0)
-    cost = raw - xp.einsum("nci,nci->nc", d, g) + 0.5 * xp.einsum("nci,cij,ncj->nc", d, A, d)
+    Ad = (d[:, :, None, :] @ A[None])[:, :, 0, :]  # A is symmetric
+    cost = raw - xp.einsum("nci,nci->nc", d, g - 0.5 * Ad)
     return d, cost, raw
 
 
