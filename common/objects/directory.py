@@ -4,27 +4,34 @@ Layout under the root:
 - `<key>`: object content, written atomically (see `fsutil`);
 - `.meta/<key>.json`: ETag and content type sidecars;
 - `.uploads/<upload_id>/`: multipart uploads in progress (see `dir_multipart`);
-- `.tmp/`: files being written, renamed into place when complete (same filesystem).
+- `.tmp/`: files being written, renamed into place when complete (same filesystem),
+  and staging directories whose trees `move_tree` publishes by renaming.
 Keys can never name these areas: `validate_key` refuses a first segment starting
 with `.`, and every joined path is re-checked to resolve inside the root.
 
 Unlike S3, a filesystem cannot hold both `a` and `a/b`; writing one while the other
-exists raises Conflict. Signed URLs point at the API's own `/api/v1/signed/...`
-routes (see `signing`).
+exists raises Conflict. An object without a sidecar (published by `move_tree`, or a
+file dropped in by hand) has its ETag computed from its content when asked for and its
+content type implied by its name's extension. Signed URLs point at the API's own
+`/api/v1/signed/...` routes (see `signing`).
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import stat
+import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common.errors import InvalidInput, InvalidKey, ObjectNotFound
+from common.errors import Conflict, InvalidInput, InvalidKey, ObjectNotFound
 from common.objects import fsutil, rules, signing
 from common.objects.base import (
     CHUNK_SIZE,
@@ -110,20 +117,94 @@ class DirectoryStore:
         spooled = fsutil.spool(iter_chunks(stream), self._tmp)
         return self._commit(key, dest, spooled, spooled.digest.hex(), content_type)
 
-    def put_many(self, items: Iterable[tuple[str, Path, str | None]]) -> int:
-        """Store many files (`(key, path, content_type)`) and make them durable together:
-        one `sync` at the end instead of four fsyncs per object. Each object still
-        appears atomically; callers that publish a manifest last (a Deep Zoom `.dzi`)
-        get all-or-nothing visibility. Returns the count."""
-        count = 0
-        for key, path, content_type in items:
-            dest = self._path(key)
-            with Path(path).open("rb") as f:
-                spooled = fsutil.spool(iter_chunks(f), self._tmp, durable=False)
-            self._commit(key, dest, spooled, spooled.digest.hex(), content_type, durable=False)
-            count += 1
-        os.sync()
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A new empty directory on the store's filesystem, removed with whatever is
+        left in it on exit; files written there can be published by `move_tree`
+        without a copy."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(dir=self._tmp, prefix="stage-"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def move_tree(self, source: Path, prefix: str) -> int:
+        """Publish every file under `source` as `prefix/<relative path>` by renaming it
+        (a directory whose destination does not exist yet moves whole), consuming
+        `source`; returns how many objects. Durable on return: one `syncfs` covers the
+        files' content, however they were written, and the renames.
+
+        No sidecar is written: `head` computes the ETag from the content and takes the
+        content type from the extension. Each object appears atomically, the tree does
+        not: callers that need all-or-nothing publish a manifest afterwards. `source`
+        must be on the store's filesystem (see `staging`); anything but directories and
+        regular files in it, or a file name that is not a valid key segment, is refused
+        before anything moves.
+        """
+        source = Path(source)
+        if not source.is_dir() or source.is_symlink():
+            raise InvalidInput(f"{source} is not a directory")
+        if os.stat(source).st_dev != os.stat(self._root).st_dev:
+            raise InvalidInput(f"{source} is not on the object store's filesystem")
+        base = validate_key(prefix.rstrip("/"))
+        count = self._check_tree(source, base)
+        self._merge(source, self._path(base), base)
+        fsutil.syncfs(self._root)
         return count
+
+    def _check_tree(self, directory: Path, key: str) -> int:
+        """How many files are under `directory` once each is checked to be a regular
+        file or directory whose key (under `key`) is valid."""
+        count = 0
+        with os.scandir(directory) as entries:
+            listed = list(entries)
+        for entry in listed:
+            child = validate_key(f"{key}/{entry.name}")
+            if len(entry.name.encode()) > NAME_MAX:
+                raise InvalidKey(f"object key {child[:100]!r} has a segment too long")
+            if entry.is_dir(follow_symlinks=False):
+                count += self._check_tree(Path(entry.path), child)
+            elif entry.is_file(follow_symlinks=False):
+                count += 1
+            else:
+                raise InvalidInput(f"{entry.path} is neither a regular file nor a directory")
+        return count
+
+    def _merge(self, source: Path, dest: Path, key: str) -> None:
+        """Rename the checked tree `source` to `dest` whole, or entry by entry where
+        `dest` is already a directory."""
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source, dest)  # replaces at most an empty directory
+            return
+        except (FileExistsError, NotADirectoryError):
+            if not dest.is_dir():
+                raise self._conflict(key) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        self._path(key)  # an existing directory: it must still resolve inside the store
+        with os.scandir(source) as entries:
+            listed = list(entries)  # all read before any moves out
+        for entry in listed:
+            child = f"{key}/{entry.name}"
+            target = dest / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                self._merge(Path(entry.path), target, child)
+                continue
+            try:
+                os.replace(entry.path, target)
+            except (IsADirectoryError, NotADirectoryError):
+                raise self._conflict(child) from None
+            fsutil.discard(self._meta_path(child))  # it described the object replaced
+
+    @staticmethod
+    def _conflict(key: str) -> Conflict:
+        return Conflict(
+            f"object key {key!r}: the directory store cannot hold both a key "
+            "and other keys under it as a prefix"
+        )
 
     def _commit(
         self,
@@ -195,7 +276,11 @@ class DirectoryStore:
         sidecar = fsutil.read_sidecar(self._meta_path(key))
         if sidecar is None or not sidecar.describes(st):
             # Stale or missing metadata: the content is the truth, so rehash it.
-            content_type = sidecar.content_type if sidecar else DEFAULT_CONTENT_TYPE
+            content_type = (
+                sidecar.content_type
+                if sidecar
+                else fsutil.content_type_of(key, DEFAULT_CONTENT_TYPE)
+            )
             sidecar = fsutil.Sidecar(
                 fsutil.file_md5(path), st.st_size, st.st_mtime_ns, st.st_ino, content_type
             )

@@ -11,12 +11,16 @@ is recomputed, so metadata can be stale only in content type, never wrong in ETa
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import json
+import mimetypes
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -114,13 +118,56 @@ def discard(path: Path) -> None:
 
 
 def sweep_stale(directory: Path, *, older_than_s: float) -> None:
-    """Remove files in `directory` not modified for `older_than_s` (crash leftovers)."""
+    """Remove files and directory trees in `directory` not modified for `older_than_s`
+    (crash leftovers: temp files, staging directories)."""
     cutoff = time.time() - older_than_s
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(directory):
             with contextlib.suppress(OSError):
-                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
                     os.unlink(entry.path)
+
+
+def syncfs(path: Path) -> None:
+    """Flush every dirty file and directory of the filesystem holding `path` to disk.
+
+    For many small files written without fsync (a Deep Zoom pyramid of tens of
+    thousands of tiles) this is one journal commit instead of one per file, and once it
+    returns every write and rename made before the call is durable. Linux's
+    `syncfs(2)`; elsewhere `sync()`, which does the same for every filesystem.
+    """
+    libc_syncfs = _libc_syncfs()
+    if libc_syncfs is not None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc_syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    os.sync()
+
+
+@functools.cache
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+#: Extension to content type, from Python's built-in table only (never the host's
+#: mime.types), so it is the same on every machine.
+_TYPES = mimetypes.MimeTypes()
+
+
+def content_type_of(name: str, default: str) -> str:
+    """The content type a file name's extension implies, or `default`."""
+    return _TYPES.guess_type(name, strict=True)[0] or default
 
 
 def prune_empty_dirs(start: Path, stop: Path) -> None:

@@ -160,6 +160,8 @@ def test_dir_store_metadata_never_collides_and_survives_outside_edits(
     assert dir_store.head("a").content_type == "text/plain"
     (dir_store.root / "a").write_bytes(b"changed behind the store's back")
     assert dir_store.head("a").etag == md5(b"changed behind the store's back")
+    (dir_store.root / "dropped.png").write_bytes(b"no sidecar")  # type from the name
+    assert dir_store.head("dropped.png").content_type == "image/png"
     with pytest.raises(InvalidKey, match="255 bytes"):
         dir_store.put_bytes("x/" + "y" * 256, b"too long a file name")
 
@@ -644,20 +646,87 @@ def test_make_store_picks_the_backend(
         empty_and_remove_bucket(s3)
 
 
-def test_put_many_stores_every_file_atomically_and_durably(tmp_path: Path) -> None:
+def test_move_tree_publishes_a_staged_tree_by_renaming(dir_store: DirectoryStore) -> None:
+    with dir_store.staging() as stage:
+        contents = {}
+        for n in range(30):
+            path = stage / "tree" / str(n // 10) / f"{n}.jpeg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes([n]) * (n + 1))
+            contents[f"slides/s/dzi/{n // 10}/{n}.jpeg"] = path.read_bytes()
+        inode = (stage / "tree" / "0" / "0.jpeg").stat().st_ino
+        assert dir_store.move_tree(stage / "tree", "slides/s/dzi") == 30
+        assert not (stage / "tree").exists()  # consumed, not copied
+    assert (dir_store.root / "slides/s/dzi/0/0.jpeg").stat().st_ino == inode
+    assert {o.key for o in dir_store.iter_objects("slides/")} == set(contents)
+    for key, data in contents.items():
+        assert dir_store.get_bytes(key) == data
+        info = dir_store.head(key)
+        assert (info.size, info.etag, info.content_type) == (len(data), md5(data), "image/jpeg")
+    assert list((dir_store.root / ".tmp").iterdir()) == []
+
+
+def test_move_tree_merges_into_existing_objects(dir_store: DirectoryStore) -> None:
+    dir_store.put_bytes("p/keep.png", b"kept", content_type="image/png")
+    dir_store.put_bytes("p/a/replaced.jpeg", b"old", content_type="text/plain")
+    with dir_store.staging() as stage:
+        (stage / "a").mkdir()
+        (stage / "a" / "replaced.jpeg").write_bytes(b"new")
+        (stage / "a" / "added.bin").write_bytes(b"added")
+        assert dir_store.move_tree(stage, "p/") == 2
+    assert dir_store.get_bytes("p/keep.png") == b"kept"
+    replaced = dir_store.head("p/a/replaced.jpeg")
+    # the old object's metadata goes with it
+    assert (replaced.etag, replaced.content_type) == (md5(b"new"), "image/jpeg")
+    assert dir_store.head("p/a/added.bin").content_type == "application/octet-stream"
+
+
+def test_move_tree_refuses_bad_trees_before_moving_anything(
+    dir_store: DirectoryStore, tmp_path: Path
+) -> None:
+    dir_store.put_bytes("taken", b"a key where the tree needs a directory")
+    with dir_store.staging() as stage:
+        (stage / "ok.jpeg").write_bytes(b"x")
+        (stage / "link").symlink_to(tmp_path)
+        with pytest.raises(InvalidInput, match="neither"):
+            dir_store.move_tree(stage, "q")
+        (stage / "link").unlink()
+        (stage / "bad\nname").write_bytes(b"x")
+        with pytest.raises(InvalidKey):
+            dir_store.move_tree(stage, "q")
+        (stage / "bad\nname").unlink()
+        for prefix in ("", "../q", ".meta/q"):
+            with pytest.raises(InvalidKey):
+                dir_store.move_tree(stage, prefix)
+        assert list(dir_store.iter_objects("q")) == []
+        with pytest.raises(Conflict):
+            dir_store.move_tree(stage, "taken")
+        assert (stage / "ok.jpeg").exists()
+    assert [o.key for o in dir_store.iter_objects()] == ["taken"]
+    with pytest.raises(InvalidInput, match="not a directory"):
+        dir_store.move_tree(tmp_path / "missing", "q")
+
+
+def test_staging_is_removed_with_its_contents(dir_store: DirectoryStore) -> None:
+    with pytest.raises(RuntimeError), dir_store.staging() as stage:
+        (stage / "partial" / "output").mkdir(parents=True)
+        (stage / "partial" / "output" / "0_0.jpeg").write_bytes(b"x")
+        raise RuntimeError("the build failed")
+    assert not stage.exists()
+    assert list((dir_store.root / ".tmp").iterdir()) == []
+
+
+def test_stale_staging_directories_are_swept_at_start(tmp_path: Path) -> None:
     from common.objects import DirectoryStore
 
-    store = DirectoryStore(tmp_path / "store", public_url="http://127.0.0.1", signing_key=b"k")
-    sources = []
-    for n in range(30):
-        path = tmp_path / f"src-{n}.jpeg"
-        path.write_bytes(bytes([n]) * (n + 1))
-        sources.append((f"slides/s/dzi/{n // 10}/{n}.jpeg", path, "image/jpeg"))
-    assert store.put_many(sources) == 30
-    for key, path, _ in sources:
-        assert store.get_bytes(key) == path.read_bytes()
-        info = store.head(key)
-        assert info.content_type == "image/jpeg"
-        assert info.etag == hashlib.md5(path.read_bytes()).hexdigest()
-    with pytest.raises(InvalidKey):
-        store.put_many([("../escape", sources[0][1], None)])
+    root = tmp_path / "objects"
+    store = DirectoryStore(root, public_url="http://127.0.0.1", signing_key=b"k")
+    with store.staging() as fresh:
+        stale = root / ".tmp" / "stage-crashed"
+        (stale / "slide_files" / "0").mkdir(parents=True)
+        (stale / "slide_files" / "0" / "0_0.jpeg").write_bytes(b"x")
+        day_ago = time.time() - 2 * 24 * 3600
+        os.utime(stale, (day_ago, day_ago))
+        DirectoryStore(root, public_url="http://127.0.0.1", signing_key=b"k")
+        assert not stale.exists()
+        assert fresh.is_dir()  # in use by a running job
