@@ -70,8 +70,13 @@ def pyramid_tile_key(slide_id: uuid.UUID | str, level: int, col: int, row: int, 
 
 
 def _localise(ctx: Context, file_id: uuid.UUID, workdir: Path) -> Path:
-    """Copy the stored slide to a local file (OpenSlide and libvips need a path)."""
+    """A local path of the stored slide (OpenSlide and libvips need one): the directory
+    store's own file, read in place, or else a copy in `workdir`."""
     stored = ctx.file(file_id)
+    local_path = getattr(ctx.objects, "local_path", None)
+    local = local_path(stored.key) if local_path is not None else None
+    if local is not None:
+        return Path(local)
     target = workdir / Path(stored.name).name
     with target.open("wb") as out:
         for chunk in ctx.objects.iter_bytes(stored.key):
@@ -97,17 +102,20 @@ def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
     )
     prefix = dzi_prefix(params.slide_id)
     try:
-        with tempfile.TemporaryDirectory(prefix="aperture-pyramid-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="aperture-pyramid-") as tmp,
+            pyramid.output_dir(ctx.objects, Path(tmp)) as out,
+        ):
             work = Path(tmp)
             image = pyramid.open_level0(_localise(ctx, params.file_id, work), work)
             if params.part == "band":
-                return _run_band(params, ctx, image, options, work, prefix)
+                return _run_band(params, ctx, image, options, out, prefix)
             rows = params.band_rows or (
                 AUTO_BAND_ROWS if image.width * image.height > FAN_OUT_PIXELS else 0
             )
             if rows:
-                return _run_fan_out(params, ctx, image, options, work, prefix, rows)
-            return _run_single(params, ctx, image, options, work, prefix)
+                return _run_fan_out(params, ctx, image, options, out, prefix, rows)
+            return _run_single(params, ctx, image, options, out, prefix)
     except BaseException:
         if params.part == "all":
             ctx.objects.delete_prefix(prefix + "/")
@@ -138,42 +146,46 @@ def _result(
     )
 
 
-def _upload(ctx: Context, root: Path, prefix: str) -> int:
-    """Upload tiles first and the .dzi last, so a visible .dzi means a whole pyramid."""
-    from functions.slides.pyramid import NAME, upload_tree
+def _publish_tiles(ctx: Context, out: Path, prefix: str) -> int:
+    """Store the tiles built in `out` (durably, see `publish_tree`); returns how many."""
+    from functions.slides.pyramid import NAME, publish_tree
 
-    count = upload_tree(
-        ctx.objects, root / f"{NAME}_files", f"{prefix}/{NAME}_files", cancelled=ctx.cancelled
+    return publish_tree(
+        ctx.objects, out / f"{NAME}_files", f"{prefix}/{NAME}_files", cancelled=ctx.cancelled
     )
-    dzi = root / f"{NAME}.dzi"
-    if dzi.exists():
-        ctx.objects.put_file(f"{prefix}/{NAME}.dzi", dzi, content_type="application/xml")
-    return count
+
+
+def _publish_dzi(ctx: Context, out: Path, prefix: str) -> None:
+    """Store the .dzi, after every tile: a visible .dzi means a whole pyramid."""
+    from functions.slides.pyramid import NAME
+
+    ctx.objects.put_file(
+        f"{prefix}/{NAME}.dzi", out / f"{NAME}.dzi", content_type="application/xml"
+    )
 
 
 def _run_single(
-    params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path, prefix: str
+    params: PyramidParams, ctx: Context, image: Any, options: Any, out: Path, prefix: str
 ) -> PyramidResult:
     from functions.slides.pyramid import build_pyramid
 
-    out = work / "out"
     build_pyramid(
         image, out, options, cancelled=ctx.cancelled, progress=lambda f, m: ctx.progress(0.9 * f, m)
     )
-    ctx.progress(0.9, "uploading")
-    tiles = _upload(ctx, out, prefix)
+    ctx.progress(0.9, "storing tiles")
+    tiles = _publish_tiles(ctx, out, prefix)
+    _publish_dzi(ctx, out, prefix)
     ctx.progress(1.0, f"{tiles} tiles")
     return _result(params, image, options, prefix, tiles, 1, True)
 
 
 def _run_band(
-    params: PyramidParams, ctx: Context, image: Any, options: Any, work: Path, prefix: str
+    params: PyramidParams, ctx: Context, image: Any, options: Any, out: Path, prefix: str
 ) -> PyramidResult:
     from functions.slides.pyramid import build_band
 
     if params.band is None:
         raise ApertureError("a band job needs band=[start, stop)")
-    out = work / "out"
     build_band(
         image,
         out,
@@ -182,7 +194,7 @@ def _run_band(
         cancelled=ctx.cancelled,
         progress=lambda f, m: ctx.progress(0.9 * f, m),
     )
-    tiles = _upload(ctx, out, prefix)
+    tiles = _publish_tiles(ctx, out, prefix)
     ctx.progress(1.0, f"rows {params.band[0]}-{params.band[1]}: {tiles} tiles")
     return _result(params, image, options, prefix, tiles, 1, False)
 
@@ -192,11 +204,11 @@ def _run_fan_out(
     ctx: Context,
     image: Any,
     options: Any,
-    work: Path,
+    out: Path,
     prefix: str,
     rows: int,
 ) -> PyramidResult:
-    from functions.slides.pyramid import NAME, build_lower_levels, plan_bands
+    from functions.slides.pyramid import build_lower_levels, plan_bands
 
     bands = plan_bands(image, options, rows)
     children = [
@@ -204,13 +216,10 @@ def _run_fan_out(
         for band in bands
     ]
     ctx.log(f"{len(bands)} bands of {rows} tile rows spawned")
-    out = work / "out"
     build_lower_levels(
         image, out, options, cancelled=ctx.cancelled, progress=lambda f, m: ctx.progress(0.4 * f, m)
     )
-    dzi = out / f"{NAME}.dzi"
-    staged = dzi.rename(work / dzi.name)  # held back until every band is in
-    tiles = _upload(ctx, out, prefix)
+    tiles = _publish_tiles(ctx, out, prefix)  # the .dzi waits in `out` for every band
     ctx.progress(0.5, "lower levels uploaded; waiting for bands")
     outcomes = ctx.gather(children)
     failed = [o for o in outcomes if o.status != "succeeded"]
@@ -222,6 +231,6 @@ def _run_fan_out(
             f"{len(failed)} of {len(bands)} bands failed: {detail.get('message', failed[0].status)}"
         )
     tiles += sum(int((o.result or {}).get("tiles", 0)) for o in outcomes)
-    ctx.objects.put_file(f"{prefix}/{NAME}.dzi", staged, content_type="application/xml")
+    _publish_dzi(ctx, out, prefix)
     ctx.progress(1.0, f"{tiles} tiles in {len(bands)} bands")
     return _result(params, image, options, prefix, tiles, len(bands), True)

@@ -13,9 +13,11 @@ Output layout (`name` = "slide"): `name.dzi` and `name_files/{level}/{col}_{row}
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,15 +287,30 @@ def build_lower_levels(
     return _finish(out_dir, geometry, options)
 
 
-#: Concurrent uploads: each tile is a small object, so a pyramid's upload is bound by
-#: per-object latency (a file write and its sidecar, or an S3 round trip), not bandwidth.
+#: Concurrent uploads to a store that cannot adopt files: each tile is a small object,
+#: so a pyramid's upload is bound by per-object latency (an S3 round trip), not bandwidth.
 UPLOAD_THREADS = 8
-#: Tiles per durable batch with a store that has `put_many` (cancellation is checked
-#: between batches).
-BATCH_FILES = 1024
 
 
-def upload_tree(
+@contextlib.contextmanager
+def output_dir(objects: Any, scratch: Path) -> Iterator[Path]:
+    """Where to build a pyramid bound for `objects`: a staging directory of the store
+    when it has them (the directory store: `publish_tree` then renames the tiles into
+    place instead of copying them), else a new directory under `scratch`. Whatever is
+    still there on exit is removed."""
+    staging = getattr(objects, "staging", None)
+    if staging is not None:
+        with staging() as path:
+            yield path
+        return
+    path = Path(tempfile.mkdtemp(dir=scratch, prefix="out-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def publish_tree(
     objects: Any,
     root: Path,
     prefix: str,
@@ -301,29 +318,29 @@ def upload_tree(
     cancelled: Cancelled | None = None,
     threads: int = UPLOAD_THREADS,
 ) -> int:
-    """Upload every file under `root` to `prefix/<relative path>` with `threads`
-    concurrent uploads; returns the count. Cancellation is checked between files."""
+    """Store every file under `root` as `prefix/<relative path>`; returns the count.
+
+    A store with `move_tree` (root from `output_dir`) takes the files by renaming them,
+    consuming `root`, and makes them durable together. Otherwise each file is uploaded,
+    `threads` at a time, with cancellation checked between files.
+    """
+    if cancelled is not None and cancelled():
+        raise JobCancelled()
+    if not root.is_dir():  # nothing built: the lower levels of a one-level pyramid
+        return 0
+    move_tree = getattr(objects, "move_tree", None)
+    if move_tree is not None:
+        count: int = move_tree(root, prefix)
+        return count
     from concurrent.futures import ThreadPoolExecutor
 
     paths = sorted(p for p in root.rglob("*") if p.is_file())
 
-    def key_of(path: Path) -> str:
-        return f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
-
-    put_many = getattr(objects, "put_many", None)
-    if put_many is not None:  # the directory store: durable once per batch, not per tile
-        for start in range(0, len(paths), BATCH_FILES):
-            if cancelled is not None and cancelled():
-                raise JobCancelled()
-            put_many(
-                (key_of(p), p, _content_type(p.suffix)) for p in paths[start : start + BATCH_FILES]
-            )
-        return len(paths)
-
     def put(path: Path) -> None:
         if cancelled is not None and cancelled():
             raise JobCancelled()
-        objects.put_file(key_of(path), path, content_type=_content_type(path.suffix))
+        key = f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
+        objects.put_file(key, path, content_type=_content_type(path.suffix))
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         futures = [pool.submit(put, path) for path in paths]

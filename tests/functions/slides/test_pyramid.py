@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 
 from common.capabilities import ChildOutcome, StoredFile, get_capability, load_capabilities
 from common.errors import ApertureError, JobCancelled
+from common.objects import ObjectStore
 from common.objects.directory import DirectoryStore
 from functions.slides.geometry import DeepZoomGeometry
 from functions.slides.pyramid import (
@@ -83,7 +85,7 @@ class InlineContext:
     device: Literal["cpu", "gpu"] = "cpu"
 
     def __init__(
-        self, store: DirectoryStore, stored: StoredFile, *, cancel_after: int | None = None
+        self, store: ObjectStore, stored: StoredFile, *, cancel_after: int | None = None
     ) -> None:
         self.job_id = uuid.uuid4()
         self.owner_id = stored.owner_id
@@ -95,7 +97,7 @@ class InlineContext:
         self.outcomes: dict[uuid.UUID, ChildOutcome] = {}
 
     @property
-    def objects(self) -> DirectoryStore:
+    def objects(self) -> ObjectStore:
         return self._store
 
     def progress(self, fraction: float, message: str = "") -> None:
@@ -156,6 +158,11 @@ def run_pyramid(ctx: InlineContext, **params: Any) -> Any:
     return capability.run(capability.params.model_validate(params), ctx)
 
 
+def stored_objects(store: ObjectStore, slide_id: uuid.UUID) -> dict[str, bytes]:
+    prefix = f"slides/{slide_id}/dzi/"
+    return {o.key[len(prefix) :]: store.get_bytes(o.key) for o in store.iter_objects(prefix)}
+
+
 def test_capability_single_and_fan_out_store_the_same_objects(
     stored_slide: tuple[DirectoryStore, StoredFile],
 ) -> None:
@@ -166,17 +173,32 @@ def test_capability_single_and_fan_out_store_the_same_objects(
     banded = run_pyramid(ctx, file_id=stored.id, slide_id=banded_id, band_rows=2)
     assert single.bands == 1 and banded.bands == 3 and single.tiles == banded.tiles
     assert single.dzi_key == f"slides/{single_id}/dzi/{NAME}.dzi"
-
-    def objects(slide_id: uuid.UUID) -> dict[str, bytes]:
-        prefix = f"slides/{slide_id}/dzi/"
-        return {o.key[len(prefix) :]: store.get_bytes(o.key) for o in store.iter_objects(prefix)}
-
-    assert objects(single_id) == objects(banded_id)
+    objects = stored_objects(store, single_id)
+    assert objects == stored_objects(store, banded_id)
+    assert len(objects) == single.tiles + 1
     from functions.slides.capability import pyramid_dzi_key, pyramid_tile_key
 
     assert store.exists(pyramid_dzi_key(single_id))
-    assert store.exists(pyramid_tile_key(single_id, single.levels - 1, 0, 0, "jpeg"))
+    tile_key = pyramid_tile_key(single_id, single.levels - 1, 0, 0, "jpeg")
+    tile = store.head(tile_key)
+    assert tile.content_type == "image/jpeg"
+    assert tile.etag == hashlib.md5(store.get_bytes(tile_key)).hexdigest()
+    assert store.head(pyramid_dzi_key(single_id)).content_type == "application/xml"
     assert any("band" in message for _, message in ctx.progress_log)
+    assert list((store.root / ".tmp").iterdir()) == []  # nothing left staged
+
+
+def test_capability_on_s3_uploads_what_the_directory_store_holds(
+    stored_slide: tuple[DirectoryStore, StoredFile], s3_store: ObjectStore
+) -> None:
+    store, stored = stored_slide
+    s3_store.put_bytes(stored.key, store.get_bytes(stored.key))
+    dir_id, s3_id = uuid.uuid4(), uuid.uuid4()
+    run_pyramid(InlineContext(store, stored), file_id=stored.id, slide_id=dir_id)
+    result = run_pyramid(InlineContext(s3_store, stored), file_id=stored.id, slide_id=s3_id)
+    assert stored_objects(s3_store, s3_id) == stored_objects(store, dir_id)
+    tile_key = f"{result.prefix}/{NAME}_files/0/0_0.jpeg"
+    assert s3_store.head(tile_key).content_type == "image/jpeg"
 
 
 def test_capability_cancelled_leaves_nothing(
@@ -189,3 +211,4 @@ def test_capability_cancelled_leaves_nothing(
             InlineContext(store, stored, cancel_after=3), file_id=stored.id, slide_id=slide_id
         )
     assert list(store.iter_objects(f"slides/{slide_id}/")) == []
+    assert list((store.root / ".tmp").iterdir()) == []  # the partial build is gone
