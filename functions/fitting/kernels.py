@@ -89,31 +89,31 @@ def _slow_rows(xp: ModuleType, t: Any, t0: Any, b: Any) -> Any:
 
 
 def _q_rows(xp: ModuleType, b: Any, u: Any, slow: Any) -> tuple[Any, Any]:
-    """q = (e^{bu} - 1)/b and e^{bu} - 1, from `exp` (vectorised, unlike `expm1`).
+    """q = (e^{bu} - 1)/b and e^{bu}, from `exp` (vectorised, unlike `expm1`).
 
     In the `slow` traces q is its series u(1 + x/2 + x²/6 + x³/24 + x⁴/120), x = bu
     (truncation below x⁵/720 < 2e-18 relative). Elsewhere |b|·u reaches 1e-3, so the
     absolute error of exp(x) - 1, about eps, is below 2e-13 of the trace's largest q.
     """
-    em = b * u
-    xp.exp(em, out=em)
-    em -= 1.0
-    q = em * (1.0 / xp.where(xp.abs(b) < _TINY_RATE, 1.0, b))
+    e = b * u
+    xp.exp(e, out=e)
+    q = e - 1.0
+    q *= 1.0 / xp.where(xp.abs(b) < _TINY_RATE, 1.0, b)
     if xp is not np:
         x = b * u
         series = u * (1.0 + x * (0.5 + x * (1 / 6 + x * (1 / 24 + x / 120))))
-        return xp.where(slow, series, q), xp.where(slow, b * series, em)
+        return xp.where(slow, series, q), xp.where(slow, 1.0 + b * series, e)
     rows = slow[:, 0]
     if rows.any():
         ur = u[rows]
         x = np.broadcast_to(b, slow.shape)[rows] * ur
         q[rows] = ur * (1.0 + x * (0.5 + x * (1 / 6 + x * (1 / 24 + x / 120))))
-        em[rows] = np.broadcast_to(b, slow.shape)[rows] * q[rows]
-    return q, em
+        e[rows] = 1.0 + np.broadcast_to(b, slow.shape)[rows] * q[rows]
+    return q, e
 
 
 def _q_b_rows(
-    xp: ModuleType, b: Any, u: Any, q: Any, em: Any, slow: Any, *, divide: bool = True
+    xp: ModuleType, b: Any, u: Any, q: Any, e: Any, slow: Any, *, divide: bool = True
 ) -> Any:
     """dq/db = (u e^{bu} - q)/b, with the series of `_q_b` in the `slow` traces.
 
@@ -121,9 +121,9 @@ def _q_b_rows(
     direct form keeps an absolute error below eps·u/|b|, far below the column's scale.
     With `divide=False` the other traces are left undivided by b (the caller folds
     1/b into its own per-trace factor); the `slow` rows are dq/db either way.
+    `e` is e^{bu}.
     """
-    d = em + 1.0
-    d *= u
+    d = e * u
     d -= q
     if divide:
         d *= 1.0 / xp.where(xp.abs(b) < _TINY_RATE, 1.0, b)
@@ -152,12 +152,12 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
     b = c - km
     inv_c = 1.0 / c
     slow = _slow_rows(xp, t, t0, b)
-    q, em_b = _q_rows(xp, b, u, slow)
-    em_k = -km * u  # e^{-km u} - 1 from exp: its absolute error eps is what matters here
-    xp.exp(em_k, out=em_k)
-    em_k -= 1.0
+    q, e_b = _q_rows(xp, b, u, slow)
+    e_k = -km * u  # e^{-km u}: absolute error eps in hc, as expm1 would give
+    xp.exp(e_k, out=e_k)
     hc = q * km  # hc = c·h = km q + e^{-km u} - 1, h = bracket · e^{βu}
-    hc += em_k
+    hc += e_k
+    hc -= 1.0
     eb = -beta * u
     xp.exp(eb, out=eb)
     bc = eb * hc  # c · bracket
@@ -168,7 +168,7 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
     # Columns are returned as `Terms`: per-trace factors times arrays they share (bc).
     if "t0" in want:
         # -d/dt0 = d/du: sk·(e^{-βu} km (e^{bu} - e^{-km u})/c - β·bracket)
-        h_u = em_b - em_k
+        h_u = e_b - e_k
         h_u *= eb
         cols["t0"] = ((-km * sk_c, h_u), (beta * sk_c, bc))
     if "ktl" in want:
@@ -180,14 +180,14 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
     if "delta" in want and "beta" not in want:
         # -sk·e^{-βu}(km dq/db - h)/c with dq/db = (u e^{bu} - q)/b: the 1/b and the
         # other per-trace factors go into one coefficient (the series rows have no 1/b)
-        h_b = _q_b_rows(xp, b, u, q, em_b, slow, divide=False)
+        h_b = _q_b_rows(xp, b, u, q, e_b, slow, divide=False)
         h_b *= eb
         over_b = 1.0 / xp.where(slow, 1.0, b)
         sk = scale * ktl
         cols["delta"] = ((-sk * km * inv_c * over_b, h_b), (sk * inv_c * inv_c, bc))
     elif want & {"delta", "beta"}:
         # e^{-βu} dh/db = e^{-βu} (km dq/db - h)/c
-        h_b = _q_b_rows(xp, b, u, q, em_b, slow)
+        h_b = _q_b_rows(xp, b, u, q, e_b, slow)
         h_b *= eb
         h_b *= km * inv_c
         h_b -= bc * (inv_c * inv_c)
@@ -198,7 +198,7 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
             h_b *= scale * ktl
             cols["beta"] = h_b
     if "km" in want:
-        h_km = (q - u * (em_k + 1.0) - hc * inv_c) * inv_c
+        h_km = (q - u * e_k - hc * inv_c) * inv_c
         cols["km"] = (scale * ktl) * eb * h_km
     return value, cols
 

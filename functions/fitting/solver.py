@@ -345,16 +345,16 @@ class _Stream:
         uniq, inverse = np.unique(real_host, return_inverse=True)
         real = xp.asarray(uniq)
         t = self.t if self.t.shape[0] == 1 else self.t[real]
+        y, w = self.y[real], self.w[real]
         if self.starts is not None:
             starts = self.starts[real][None]
         else:
-            starts = choose_starts(
-                xp, self.spec, t, self.y[real], self.w[real], multistart=self.opt.multistart, keep=m
-            )
+            starts = choose_starts(xp, self.spec, t, y, w, multistart=self.opt.multistart, keep=m)
         inv = xp.asarray(inverse)
         p = starts[xp.asarray(rows_host % m), inv]
-        t = t if t.shape[0] == 1 else t[inv]
-        y, w = self.y[real][inv], self.w[real][inv]
+        if m > 1:  # a trace's m runs are m rows
+            t = t if t.shape[0] == 1 else t[inv]
+            y, w = y[inv], w[inv]
         rows = xp.asarray(rows_host)
         n, k = rows.shape[0], self.free.size
         lo, hi = self._piece_bounds(t, w, p)
