@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from common.arrays import Device, get_backend
+from functions.fitting.linalg import solve_spd
 from functions.fitting.solver import CONVERGED, REASONS, SolveOutput, SolverOptions, solve
 from functions.fitting.spec import FitSpec
 
@@ -233,10 +234,20 @@ def _stderr(xp: ModuleType, spec: FitSpec, hess: Any, ss_res: Any, npts: Any) ->
     # magnitude, and a cutoff on the raw eigenvalues would drop well-determined ones.
     d = xp.sqrt(xp.diagonal(safe, axis1=1, axis2=2))
     d = xp.where(d > 0, d, 1.0)
-    vals, vecs = xp.linalg.eigh(safe / (d[:, :, None] * d[:, None, :]))
-    cutoff = 1e-13 * xp.abs(vals).max(axis=1, keepdims=True)
-    inv = xp.where(vals > cutoff, 1.0 / xp.where(vals > cutoff, vals, 1.0), 0.0)
-    var = xp.einsum("nij,nj->ni", vecs * vecs, inv) / (d * d)
+    corr = safe / (d[:, :, None] * d[:, None, :])
+    # Cholesky inverse first. Where its trace (Σ 1/λ) stays below 1e12, every
+    # eigenvalue exceeds 1e-12 > 1e-13·λmax (λmax ≤ k ≤ 10), so the pseudo-inverse
+    # below would be the same inverse; only the other traces need the eigenvalues.
+    inv = solve_spd(xp, xp.repeat(corr, k, axis=0), xp.tile(xp.eye(k), (n, 1))).reshape(n, k, k)
+    var = xp.diagonal(inv, axis1=1, axis2=2).copy()
+    shaky = ~(xp.isfinite(var).all(axis=1) & (var.sum(axis=1) < 1e12) & (var > 0).all(axis=1))
+    if bool(shaky.any()):
+        rows = xp.flatnonzero(shaky)
+        vals, vecs = xp.linalg.eigh(corr[rows])
+        cutoff = 1e-13 * xp.abs(vals).max(axis=1, keepdims=True)
+        pinv = xp.where(vals > cutoff, 1.0 / xp.where(vals > cutoff, vals, 1.0), 0.0)
+        var[rows] = xp.einsum("nij,nj->ni", vecs * vecs, pinv)
+    var = var / (d * d)
     s2 = ss_res / xp.maximum(npts - k, 1.0)
     se_free = xp.where(ok[:, None], xp.sqrt(var * s2[:, None]), xp.nan)
     out = xp.full((n, len(spec.names)), xp.nan)

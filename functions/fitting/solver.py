@@ -193,6 +193,7 @@ class _State:
         "t",
         "y",
         "w",
+        "npts",
         "p",
         "idx",
         "lo",
@@ -211,6 +212,7 @@ class _State:
     t: Any  # (n, T) or (1, T) times
     y: Any  # (n, T) data, 0 where missing
     w: Any  # (n, T) weights
+    npts: Any  # (n,) valid points (Σw)
     p: Any  # (n, P) parameters
     idx: Any  # (n,) rows of the output
     lo: Any  # (n, k) bounds of the free parameters
@@ -362,6 +364,7 @@ class _Stream:
             t=t,
             y=y,
             w=w,
+            npts=w.sum(axis=1),
             p=p,
             idx=rows,
             lo=lo,
@@ -453,7 +456,7 @@ class _Stream:
 
         def total(i: int) -> Any:
             if i not in sums:
-                sums[i] = B[i].sum(axis=1) if i >= 0 else s.w.sum(axis=1)
+                sums[i] = B[i].sum(axis=1) if i >= 0 else s.npts
             return sums[i]
 
         G = xp.empty((n, m, m))
