@@ -160,14 +160,16 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     return function
 
 
-#: Extension to content type, from Python's built-in table only (never the host's
-#: mime.types), so it is the same on every machine.
-_TYPES = mimetypes.MimeTypes()
-
-
 def content_type_of(name: str, default: str) -> str:
     """The content type a file name's extension implies, or `default`."""
-    return _TYPES.guess_type(name, strict=True)[0] or default
+    return _types().guess_type(name, strict=True)[0] or default
+
+
+@functools.cache
+def _types() -> mimetypes.MimeTypes:
+    """Python's built-in extension table only (never the host's mime.types), so a name
+    means the same type on every machine; made on first use."""
+    return mimetypes.MimeTypes()
 
 
 def prune_empty_dirs(start: Path, stop: Path) -> None:

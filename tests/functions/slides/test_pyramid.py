@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any, Literal
 
 import pytest
@@ -16,6 +17,7 @@ from common.capabilities import ChildOutcome, StoredFile, get_capability, load_c
 from common.errors import ApertureError, JobCancelled
 from common.objects import ObjectStore
 from common.objects.directory import DirectoryStore
+from common.settings import Settings
 from functions.slides.geometry import DeepZoomGeometry
 from functions.slides.pyramid import (
     NAME,
@@ -85,13 +87,19 @@ class InlineContext:
     device: Literal["cpu", "gpu"] = "cpu"
 
     def __init__(
-        self, store: ObjectStore, stored: StoredFile, *, cancel_after: int | None = None
+        self,
+        store: ObjectStore,
+        stored: StoredFile,
+        *,
+        cancel_after: int | None = None,
+        executor: Literal["local", "modal"] = "local",
     ) -> None:
         self.job_id = uuid.uuid4()
         self.owner_id = stored.owner_id
         self._store = store
         self._stored = stored
         self._cancel_after = cancel_after
+        self._executor = executor
         self.checks = 0
         self.progress_log: list[tuple[float, str]] = []
         self.outcomes: dict[uuid.UUID, ChildOutcome] = {}
@@ -99,6 +107,11 @@ class InlineContext:
     @property
     def objects(self) -> ObjectStore:
         return self._store
+
+    @property
+    def runtime(self) -> Any:
+        """What `tiles.pyramid` reads of the runtime: its settings."""
+        return SimpleNamespace(settings=Settings(executor=self._executor))
 
     def progress(self, fraction: float, message: str = "") -> None:
         self.progress_log.append((fraction, message))
@@ -125,7 +138,7 @@ class InlineContext:
 
     def spawn(self, function: str, params: BaseModel | dict[str, Any]) -> uuid.UUID:
         capability = get_capability(function)
-        child = InlineContext(self._store, self._stored)
+        child = InlineContext(self._store, self._stored, executor=self._executor)
         try:
             result = capability.run(capability.params.model_validate(params), child)
             outcome = ChildOutcome(
@@ -186,6 +199,24 @@ def test_capability_single_and_fan_out_store_the_same_objects(
     assert store.head(pyramid_dzi_key(single_id)).content_type == "application/xml"
     assert any("band" in message for _, message in ctx.progress_log)
     assert list((store.root / ".tmp").iterdir()) == []  # nothing left staged
+
+
+@pytest.mark.parametrize(("executor", "bands"), [("local", 1), ("modal", 3)])
+def test_capability_fans_out_big_slides_only_where_children_get_machines_of_their_own(
+    stored_slide: tuple[DirectoryStore, StoredFile],
+    monkeypatch: pytest.MonkeyPatch,
+    executor: Literal["local", "modal"],
+    bands: int,
+) -> None:
+    from functions.slides import capability
+
+    store, stored = stored_slide
+    monkeypatch.setattr(capability, "FAN_OUT_PIXELS", 1000 * 1000)  # the slide is bigger
+    monkeypatch.setattr(capability, "AUTO_BAND_ROWS", 2)
+    ctx = InlineContext(store, stored, executor=executor)
+    result = run_pyramid(ctx, file_id=stored.id, slide_id=uuid.uuid4())
+    assert result.bands == bands
+    assert store.exists(result.dzi_key)
 
 
 def test_capability_on_s3_uploads_what_the_directory_store_holds(
