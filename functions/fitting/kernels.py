@@ -40,45 +40,13 @@ def materialize(column: Any) -> Any:
 _TINY_RATE = 1e-200  # |b| below this is treated as exactly 0 (b·u would underflow)
 
 
-def _q(xp: ModuleType, b: Any, u: Any) -> tuple[Any, Any, Any]:
-    """q = (e^{bu} - 1)/b with its b → 0 limit u; also returns x = bu and e^{bu} - 1.
-
-    `b` is a per-trace column (n, 1), so the b = 0 branch is chosen per trace.
-    """
-    x = b * u
-    em = xp.expm1(x)
-    zero = xp.abs(b) < _TINY_RATE
-    q = em * (1.0 / xp.where(zero, 1.0, b))
-    if xp is not np or zero.any():
-        q += zero * u
-    return q, x, em
-
-
 _SERIES_SWITCH = 1e-3
 
 
 def _q_series(x: Any, u: Any) -> Any:
+    """dq/db for |x| = |bu| < 1e-3: u²(1/2 + x/3 + x²/8 + x³/30 + x⁴/144), truncation
+    below x⁵/840 < 1.2e-18 relative (the direct form loses eps/|x| there)."""
     return (u * u) * (0.5 + x * (1 / 3 + x * (1 / 8 + x * (1 / 30 + x / 144))))
-
-
-def _q_b(xp: ModuleType, b: Any, u: Any, q: Any, x: Any, em: Any) -> Any:
-    """dq/db = (u e^{bu} - q)/b, and u²(1/2 + x/3 + x²/8 + x³/30 + x⁴/144) for |x| < 1e-3.
-
-    The series truncation error is below x⁵/840 < 1.2e-18 relative; the direct form loses
-    at most eps/|x| ≈ 2e-13 relative at the switch. On the CPU only the few points near
-    x = 0 are patched with the series; on the GPU a select is cheaper.
-    """
-    zero = xp.abs(b) < _TINY_RATE
-    direct = u * (em + 1.0)
-    direct -= q
-    direct *= 1.0 / xp.where(zero, 1.0, b)
-    small = xp.abs(x) < _SERIES_SWITCH
-    if xp is not np:
-        return xp.where(small, _q_series(x, u), direct)
-    if small.any():
-        xu = np.broadcast_arrays(x, u)
-        direct[small] = _q_series(xu[0][small], xu[1][small])
-    return direct
 
 
 def _slow_rows(xp: ModuleType, t: Any, t0: Any, b: Any) -> Any:
@@ -177,26 +145,19 @@ def maturation(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str
         cols["offset"] = scale + 0.0 * offset
     if "scale" in want:
         cols["scale"] = bc * (ktl * inv_c) + offset
-    if "delta" in want and "beta" not in want:
-        # -sk·e^{-βu}(km dq/db - h)/c with dq/db = (u e^{bu} - q)/b: the 1/b and the
-        # other per-trace factors go into one coefficient (the series rows have no 1/b)
+    if want & {"delta", "beta"}:
+        # d/dδ = -sk·e^{-βu}(km dq/db - h)/c with dq/db = (u e^{bu} - q)/b: the 1/b and
+        # the other per-trace factors go into one coefficient (the series rows have no
+        # 1/b); d/dβ = -d/dδ - sk·u·bracket
         h_b = _q_b_rows(xp, b, u, q, e_b, slow, divide=False)
         h_b *= eb
         over_b = 1.0 / xp.where(slow, 1.0, b)
         sk = scale * ktl
-        cols["delta"] = ((-sk * km * inv_c * over_b, h_b), (sk * inv_c * inv_c, bc))
-    elif want & {"delta", "beta"}:
-        # e^{-βu} dh/db = e^{-βu} (km dq/db - h)/c
-        h_b = _q_b_rows(xp, b, u, q, e_b, slow)
-        h_b *= eb
-        h_b *= km * inv_c
-        h_b -= bc * (inv_c * inv_c)
+        delta = ((-sk * km * inv_c * over_b, h_b), (sk * inv_c * inv_c, bc))
         if "delta" in want:
-            cols["delta"] = h_b * -(scale * ktl)
+            cols["delta"] = delta
         if "beta" in want:
-            h_b -= u * bc * inv_c
-            h_b *= scale * ktl
-            cols["beta"] = h_b
+            cols["beta"] = (*((-coef, array) for coef, array in delta), (-sk * inv_c, u * bc))
     if "km" in want:
         h_km = (q - u * e_k - hc * inv_c) * inv_c
         cols["km"] = (scale * ktl) * eb * h_km
@@ -231,17 +192,18 @@ def trivial(xp: ModuleType, t: Any, p: Mapping[str, Any], want: frozenset[str]) 
     t0, ktl, beta, offset = p["t0"], p["ktl"], p["beta"], p["offset"]
     u = xp.maximum(t - t0, 0.0)
     nd = beta - p["delta"]  # -(δ - β); g = (1 - e^{-(δ-β)u})/(δ-β) = q(nd, u)
-    g, x, em = _q(xp, nd, u)
+    slow = _slow_rows(xp, t, t0, nd)
+    g, e = _q_rows(xp, nd, u, slow)
     eb = xp.exp(-beta * u)
     value = offset + ktl * g * eb
     cols: dict[str, Any] = {}
     if "t0" in want:
         # g' = e^{-(δ-β)u} jumps from 0 to 1 at u = 0, so the step is applied explicitly
-        cols["t0"] = -ktl * eb * (xp.where(u > 0, em + 1.0, 0.0) - beta * g)
+        cols["t0"] = -ktl * eb * (xp.where(u > 0, e, 0.0) - beta * g)
     if "ktl" in want:
         cols["ktl"] = g * eb
     if want & {"delta", "beta"}:
-        g_nd = _q_b(xp, nd, u, g, x, em)
+        g_nd = _q_b_rows(xp, nd, u, g, e, slow)
         if "delta" in want:
             cols["delta"] = -ktl * eb * g_nd
         if "beta" in want:
