@@ -208,12 +208,6 @@ def _delete_expired_tmp(runtime: Runtime, cutoff: datetime, report: CleanupRepor
 # the capability ------------------------------------------------------------------------
 
 
-def _runtime_of(ctx: Context) -> Runtime | None:
-    """The job's own runtime, when its context carries one."""
-    runtime = getattr(ctx, "runtime", None)
-    return runtime if isinstance(runtime, Runtime) else None
-
-
 @capability(
     "cleanup",
     params=CleanupParams,
@@ -223,21 +217,10 @@ def _runtime_of(ctx: Context) -> Runtime | None:
 def cleanup(params: CleanupParams, ctx: Context) -> CleanupReport:
     """Abort stale multipart uploads, purge deleted files' objects and rows, and delete
     expired tmp/ objects; runs on a schedule, or for an admin."""
-    runtime = _runtime_of(ctx)
-    own = runtime is None
-    if runtime is None:
-        from common.settings import Settings
-
-        runtime = Runtime.from_settings(Settings())
-    try:
-        if ctx.owner_id is not None:
-            with runtime.db() as session:
-                user = session.get(User, ctx.owner_id)
-            if user is None or user.role != "admin":
-                raise Forbidden("cleanup runs on a schedule, or when an admin asks for it")
-        return run_cleanup(
-            runtime, upload_expiry_s=params.upload_expiry_s, tmp_ttl_s=params.tmp_ttl_s
-        )
-    finally:
-        if own:
-            runtime.close()
+    runtime: Runtime = ctx.runtime
+    if ctx.owner_id is not None:
+        with runtime.db() as session:
+            user = session.get(User, ctx.owner_id)
+        if user is None or user.role != "admin":
+            raise Forbidden("cleanup runs on a schedule, or when an admin asks for it")
+    return run_cleanup(runtime, upload_expiry_s=params.upload_expiry_s, tmp_ttl_s=params.tmp_ttl_s)
