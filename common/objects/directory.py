@@ -207,25 +207,18 @@ class DirectoryStore:
         )
 
     def _commit(
-        self,
-        key: str,
-        dest: Path,
-        spooled: fsutil.Spooled,
-        etag: str,
-        content_type: str | None,
-        *,
-        durable: bool = True,
+        self, key: str, dest: Path, spooled: fsutil.Spooled, etag: str, content_type: str | None
     ) -> ObjectInfo:
         """Publish a spooled file as `key`: sidecar first, then the content."""
         sidecar = fsutil.Sidecar(
             etag, spooled.size, spooled.mtime_ns, spooled.ino, content_type or DEFAULT_CONTENT_TYPE
         )
         try:
-            fsutil.write_sidecar(self._meta_path(key), sidecar, self._tmp, durable=durable)
+            fsutil.write_sidecar(self._meta_path(key), sidecar, self._tmp)
         except BaseException:
             fsutil.discard(spooled.path)
             raise
-        fsutil.publish(spooled.path, dest, what=f"object key {key!r}", durable=durable)
+        fsutil.publish(spooled.path, dest, what=f"object key {key!r}")
         return self._info(key, sidecar, spooled.mtime_ns)
 
     @staticmethod

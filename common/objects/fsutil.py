@@ -51,9 +51,8 @@ class Sidecar:
         return (self.size, self.mtime_ns, self.ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def spool(chunks: Iterable[bytes], tmp_dir: Path, *, durable: bool = True) -> Spooled:
-    """Write `chunks` to a new temp file in `tmp_dir`, hashing as it goes; fsynced unless
-    `durable=False` (a batch that syncs once at its end)."""
+def spool(chunks: Iterable[bytes], tmp_dir: Path) -> Spooled:
+    """Write `chunks` to a new fsynced temp file in `tmp_dir`, hashing as it goes."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-", suffix=".tmp")
     md5, size = hashlib.md5(usedforsecurity=False), 0
@@ -64,8 +63,7 @@ def spool(chunks: Iterable[bytes], tmp_dir: Path, *, durable: bool = True) -> Sp
                 f.write(chunk)
                 size += len(chunk)
             f.flush()
-            if durable:
-                os.fsync(f.fileno())
+            os.fsync(f.fileno())
             st = os.fstat(f.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
@@ -74,9 +72,7 @@ def spool(chunks: Iterable[bytes], tmp_dir: Path, *, durable: bool = True) -> Sp
     return Spooled(Path(name), size, md5.digest(), st.st_mtime_ns, st.st_ino)
 
 
-def publish(
-    tmp: Path, dest: Path, *, what: str, make_parents: bool = True, durable: bool = True
-) -> None:
+def publish(tmp: Path, dest: Path, *, what: str, make_parents: bool = True) -> None:
     """Atomically move `tmp` to `dest`, creating parent directories if asked to.
 
     Another thread deleting the last object under a directory prunes it, which can
@@ -98,8 +94,7 @@ def publish(
             if attempt == 4 or not make_parents:
                 discard(tmp)
                 raise
-    if durable:
-        fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
 def fsync_dir(path: Path) -> None:
@@ -184,20 +179,11 @@ def prune_empty_dirs(start: Path, stop: Path) -> None:
 
 
 def write_sidecar(
-    path: Path,
-    sidecar: Sidecar,
-    tmp_dir: Path,
-    *,
-    make_parents: bool = True,
-    durable: bool = True,
+    path: Path, sidecar: Sidecar, tmp_dir: Path, *, make_parents: bool = True
 ) -> None:
     data = json.dumps(asdict(sidecar)).encode()
     publish(
-        spool([data], tmp_dir, durable=durable).path,
-        path,
-        what=f"metadata {path.name!r}",
-        make_parents=make_parents,
-        durable=durable,
+        spool([data], tmp_dir).path, path, what=f"metadata {path.name!r}", make_parents=make_parents
     )
 
 
