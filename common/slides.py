@@ -229,10 +229,9 @@ class LocalSlideFiles:
 
     def path(self, stored: StoredFile) -> Path:
         """A local file with the bytes of `stored` (downloaded once if need be)."""
-        local_path = getattr(self.objects, "local_path", None)
-        local = local_path(stored.key) if local_path is not None else None
+        local = self.objects.local_path(stored.key)
         if local is not None:
-            return Path(local)
+            return local
         with self._lock:
             fetching = self._fetching.setdefault(stored.id, threading.Lock())
         with fetching:

@@ -88,6 +88,10 @@ class ObjectStore(Protocol):
         Missing objects and bad ranges raise here, before iteration starts.
         """
 
+    def local_path(self, key: str) -> Path | None:
+        """The object's own file, for readers that need a path (read it, never write
+        it), or None where objects have no local file (S3)."""
+
     def head(self, key: str) -> ObjectInfo:
         """Raises ObjectNotFound."""
 

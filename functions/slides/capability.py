@@ -76,10 +76,9 @@ def _localise(ctx: Context, file_id: uuid.UUID, workdir: Path) -> Path:
     """A local path of the stored slide (OpenSlide and libvips need one): the directory
     store's own file, read in place, or else a copy in `workdir`."""
     stored = ctx.file(file_id)
-    local_path = getattr(ctx.objects, "local_path", None)
-    local = local_path(stored.key) if local_path is not None else None
+    local = ctx.objects.local_path(stored.key)
     if local is not None:
-        return Path(local)
+        return local
     target = workdir / Path(stored.name).name
     with target.open("wb") as out:
         for chunk in ctx.objects.iter_bytes(stored.key):
