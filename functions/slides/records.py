@@ -1,18 +1,12 @@
 """The `slides` record of a whole-slide file, made by the `metadata` job.
 
-`record_slide(stored, ctx)` reads the slide's metadata (no pixel data beyond OpenSlide's
-small probe read) and makes or refreshes its `slides` row. A file that is not a readable
-slide raises UnsupportedFile before anything is written, so the job fails with that
-message and no record appears.
+`record_slide(stored, ctx, info)` makes or refreshes its `slides` row from the metadata
+the job read (`functions.metadata.describe_slide`); a file that is not a readable slide
+fails that reading with UnsupportedFile, so no record appears.
 """
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from common.capabilities import Context, StoredFile
@@ -29,28 +23,7 @@ def slides_of(ctx: Context) -> Slides:
     return Slides(db)
 
 
-@contextlib.contextmanager
-def local_copy(objects: Any, stored: StoredFile) -> Iterator[Path]:
-    """A path with the file's bytes: the store's own file, or a temporary copy."""
-    local_path = getattr(objects, "local_path", None)
-    local = local_path(stored.key) if local_path is not None else None
-    if local is not None:
-        yield Path(local)
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="aperture-slide-"))
-    try:
-        path = tmp / Path(stored.name).name
-        with path.open("wb") as out:
-            for chunk in objects.iter_bytes(stored.key):
-                out.write(chunk)
-        yield path
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def record_slide(
-    stored: StoredFile, ctx: Context, info: dict[str, Any] | None = None
-) -> SlideRecord:
+def record_slide(stored: StoredFile, ctx: Context, info: dict[str, Any]) -> SlideRecord:
     """Make (or refresh) the `slides` record of `stored`.
 
     Parameters
@@ -59,24 +32,14 @@ def record_slide(
         The slide file (`ctx.file(file_id)`).
     ctx : Context
         The running job's context.
-    info : dict, optional
-        `read_slide_info(...).model_dump(mode="json")` when the caller read it already;
-        read from the file otherwise.
+    info : dict
+        The slide's metadata, `read_slide_info(...).model_dump(mode="json")` (the
+        `metadata` job has it from reading the file).
 
     Returns
     -------
     SlideRecord
-
-    Raises
-    ------
-    UnsupportedFile
-        If the file is not a slide OpenSlide can read (nothing is recorded).
     """
-    if info is None:
-        from functions.slides.info import read_slide_info
-
-        with local_copy(ctx.objects, stored) as path:
-            info = read_slide_info(path).model_dump(mode="json")
     record = slides_of(ctx).record(stored, info, source_job_id=ctx.job_id)
     ctx.log(
         f"slide {record.id}: {record.vendor or 'unknown vendor'}, "
