@@ -15,7 +15,14 @@ import numpy as np
 
 from common.arrays import Device, get_backend
 from functions.fitting.linalg import solve_spd
-from functions.fitting.solver import CONVERGED, REASONS, SolveOutput, SolverOptions, solve
+from functions.fitting.solver import (
+    CONVERGED,
+    REASONS,
+    SolveOutput,
+    SolverOptions,
+    solve,
+    to_host,
+)
 from functions.fitting.spec import FitSpec
 
 GPU_WORKING_SET = 1 << 17  # traces iterated together on a GPU: big arrays keep it busy
@@ -165,7 +172,7 @@ def _cross_kink(
     mirror = 2.0 * sample - out.params[:, col]
     retry = (out.status == CONVERGED) & (gap > 0) & (gap < 0.25 * spacing)
     retry &= (mirror >= spec.lower[col]) & (mirror <= spec.upper[col])
-    retry_rows = np.flatnonzero(be_host(xp, retry))
+    retry_rows = np.flatnonzero(to_host(xp, retry))
     if retry_rows.size == 0:
         return
     starts = out.params.copy()
@@ -187,10 +194,6 @@ def _cross_kink(
     for name in ("params", "cost", "hess", "status"):
         getattr(out, name)[better] = getattr(again, name)[better]
     out.iterations[xp.asarray(retry_rows)] += again.iterations[xp.asarray(retry_rows)]
-
-
-def be_host(xp: ModuleType, a: Any) -> np.ndarray:
-    return a.get() if xp is not np else a  # type: ignore[no-any-return]
 
 
 @cache

@@ -139,7 +139,7 @@ def solve(
     )
     # With m > 1 every trace is fitted from its m best start candidates as m virtual
     # rows (trace i -> rows i*m .. i*m+m-1), and the best converged run is kept.
-    queue = np.flatnonzero(_host(xp, status) == MAX_ITER)
+    queue = np.flatnonzero(to_host(xp, status) == MAX_ITER)
     if rows is not None:
         queue = np.intersect1d(queue, rows)
     streams = [_Stream(xp, spec, t, y, w, out, options, m, starts) for _ in range(max(workers, 1))]
@@ -178,7 +178,7 @@ def _best_of(xp: ModuleType, out: SolveOutput, n: int, m: int) -> SolveOutput:
     )
 
 
-def _host(xp: ModuleType, a: Any) -> np.ndarray:
+def to_host(xp: ModuleType, a: Any) -> np.ndarray:
     return a.get() if xp is not np else a  # type: ignore[no-any-return]
 
 
@@ -240,8 +240,9 @@ class _State:
     def live_count(self) -> int:
         return int(self.live.sum())
 
-    def _shared(self, name: str, value: Any) -> bool:
-        return name == "t" and value.shape[0] == 1
+    def _per_row(self) -> list[str]:
+        """The fields with a row per trace (all but a time axis shared by every row)."""
+        return [n for n in self.FIELDS if not (n == "t" and self.t.shape[0] == 1)]
 
     def compact(self, xp: ModuleType, *, below: float = 1.0) -> Any:
         """Drop finished rows when the live fraction is below `below`; returns the kept
@@ -254,37 +255,24 @@ class _State:
         return live
 
     def take(self, xp: ModuleType, keep: Any) -> None:
-        for name in self.FIELDS:
+        for name in self._per_row():
             value = getattr(self, name)
-            if name == "J":
-                setattr(self, name, [col[keep] for col in value])
-            elif not self._shared(name, value):
-                setattr(self, name, value[keep])
+            setattr(self, name, [col[keep] for col in value] if name == "J" else value[keep])
 
     def refill(self, xp: ModuleType, new: _State) -> None:
         """Put the rows of `new` into finished slots (appending those that do not fit)."""
         slots = xp.flatnonzero(~self.live)[: new.size]
         fit = int(slots.shape[0])
-        if fit < new.size:
-            rest = _State(**new.__dict__)
-            rest.take(xp, xp.arange(fit, new.size))
-            new.take(xp, xp.arange(fit))
+
+        def put(mine: Any, theirs: Any) -> Any:
+            mine[slots] = theirs[:fit]
+            return mine if fit == new.size else xp.concatenate([mine, theirs[fit:]])
+
+        for name in self._per_row():
+            a, b = getattr(self, name), getattr(new, name)
+            merged = [put(c, d) for c, d in zip(a, b, strict=True)] if name == "J" else put(a, b)
+            setattr(self, name, merged)
         self.dense = self.dense and new.dense
-        if fit:
-            for name in self.FIELDS:
-                a, b = getattr(self, name), getattr(new, name)
-                if name == "J":
-                    for col, add in zip(a, b, strict=True):
-                        col[slots] = add
-                elif not self._shared(name, a):
-                    a[slots] = b
-        if fit < new.size:
-            for name in self.FIELDS:
-                a, b = getattr(self, name), getattr(rest, name)
-                if name == "J":
-                    setattr(self, name, [xp.concatenate([c, d]) for c, d in zip(a, b, strict=True)])
-                elif not self._shared(name, a):
-                    setattr(self, name, xp.concatenate([a, b]))
 
 
 class _Stream:
