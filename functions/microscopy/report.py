@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import InvalidInput
+from common.jobs.status import TERMINAL
 from functions.microscopy.capability import WorkflowParams
 from functions.microscopy.extraction import FLUORESCENCE_FEATURES, PHASE_FEATURES
 from functions.microscopy.merge import parse_fov_spec
@@ -25,7 +26,6 @@ IGNORED_PARAMETERS = frozenset({"batch_size", "n_workers"})
 CHANNEL_OPTIONS = frozenset(
     {"phase_channel", "fluorescence_channels", "phase_features", "fluorescence_features"}
 )
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 class ChannelSelection(BaseModel):
