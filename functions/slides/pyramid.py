@@ -187,6 +187,18 @@ def _finish(out_dir: Path, geometry: DeepZoomGeometry, options: PyramidOptions) 
     return dzi
 
 
+@contextlib.contextmanager
+def _scratch(path: Path) -> Iterator[Path]:
+    """`path` as a new empty directory (leftovers of an earlier attempt removed), removed
+    with whatever is in it on exit."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def full_geometry(image: Any, options: PyramidOptions) -> DeepZoomGeometry:
     return DeepZoomGeometry(
         [(image.width, image.height)], [1.0], tile_size=options.tile_size, overlap=options.overlap
@@ -232,11 +244,8 @@ def build_band(
     top = full_geometry(image, options).level_count - 1
     y0 = ts * (start - 1) if start > 0 else 0
     y1 = min(image.height, ts * stop + ov)
-    work = out_dir / f".band-{start}-{stop}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     report = (lambda f: progress(f, f"band rows {start}-{stop}")) if progress else _silent
-    try:
+    with _scratch(out_dir / f".band-{start}-{stop}") as work:
         _dzsave(
             image.crop(0, y0, image.width, y1 - y0),
             work / "band",
@@ -255,8 +264,6 @@ def build_band(
                 tile.rename(level_dir / f"{col}_{row + shift}{tile.suffix}")
                 written += 1
         return written
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def build_lower_levels(
@@ -271,10 +278,7 @@ def build_lower_levels(
     geometry = full_geometry(image, options)
     if geometry.level_count > 1:
         report = (lambda f: progress(f, "lower levels")) if progress else _silent
-        work = out_dir / ".lower"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        try:
+        with _scratch(out_dir / ".lower") as work:
             half = halve(image, work / "half.raw", cancelled=cancelled)
             _dzsave(half, work / NAME, options, cancelled, report)
             files = out_dir / f"{NAME}_files"
@@ -282,8 +286,6 @@ def build_lower_levels(
             for level_dir in (work / f"{NAME}_files").iterdir():
                 if level_dir.is_dir():
                     level_dir.rename(files / level_dir.name)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
     return _finish(out_dir, geometry, options)
 
 
@@ -303,11 +305,10 @@ def output_dir(objects: Any, scratch: Path) -> Iterator[Path]:
         with staging() as path:
             yield path
         return
-    path = Path(tempfile.mkdtemp(dir=scratch, prefix="out-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    with tempfile.TemporaryDirectory(
+        dir=scratch, prefix="out-", ignore_cleanup_errors=True
+    ) as path:
+        yield Path(path)
 
 
 def publish_tree(
