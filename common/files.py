@@ -250,14 +250,24 @@ class FileCatalog:
         if dataset is None or (not admin and dataset.owner_id != owner_id):
             raise NotFound(f"no dataset with id {dataset_id}")
 
-    def delete(self, file_ids: list[uuid.UUID], objects: Any) -> list[uuid.UUID]:
+    def delete(
+        self,
+        file_ids: list[uuid.UUID],
+        objects: Any,
+        *,
+        owner_id: uuid.UUID | _AnyOwner | None = ANY_OWNER,
+    ) -> list[uuid.UUID]:
         """Soft-delete (gone from every listing at once), then remove the objects; the
-        cleanup capability finishes whatever a crash here leaves behind."""
+        cleanup capability finishes whatever a crash here leaves behind. With `owner_id`,
+        only that owner's files are touched. Returns the ids deleted."""
         now = utcnow()
+        where = [File.id.in_(file_ids), File.deleted_at.is_(None)]
+        if not isinstance(owner_id, _AnyOwner):
+            where.append(File.owner_id == owner_id)
         with transaction(self.db) as session:
             rows = session.execute(
                 update(File)
-                .where(File.id.in_(file_ids), File.deleted_at.is_(None))
+                .where(*where)
                 .values(deleted_at=now, updated_at=now)
                 .returning(File.id, File.key)
             ).all()

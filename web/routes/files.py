@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.capabilities import StoredFile
 from common.errors import NotFound, RangeNotSatisfiable
-from common.files import FileCatalog, FileFilter
+from common.files import ANY_OWNER, FileCatalog, FileFilter
 from common.imports import resolve_import_path
 from common.objects.disposition import content_disposition
 from common.records.models import Upload
@@ -244,14 +244,9 @@ def delete_files(
     body: BulkDelete, state: State, user: CurrentUser, client: RequestClient
 ) -> BulkDeleted:
     """Delete several files; ids that are not yours (or not there) are reported, not deleted."""
-    visible = []
-    for file_id in body.ids:
-        try:
-            owned_file(file_id, state, user)
-            visible.append(file_id)
-        except NotFound:
-            pass
-    deleted = _catalog(state).delete(visible, state.runtime.objects)
+    deleted = _catalog(state).delete(
+        body.ids, state.runtime.objects, owner_id=ANY_OWNER if user.is_admin else user.id
+    )
     for file_id in deleted:
         state.identity.audit.record(
             "file.deleted",
@@ -260,7 +255,8 @@ def delete_files(
             target_id=file_id,
             client_ip=client.ip,
         )
-    return BulkDeleted(deleted=deleted, not_found=[i for i in body.ids if i not in deleted])
+    gone = set(deleted)
+    return BulkDeleted(deleted=deleted, not_found=[i for i in body.ids if i not in gone])
 
 
 # -- one file ------------------------------------------------------------------------------
