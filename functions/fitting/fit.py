@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from common.arrays import Device, get_backend
-from functions.fitting.linalg import solve_spd
+from functions.fitting.linalg import inverse_spd
 from functions.fitting.solver import (
     CONVERGED,
     REASONS,
@@ -241,7 +241,7 @@ def _stderr(xp: ModuleType, spec: FitSpec, hess: Any, ss_res: Any, npts: Any) ->
     # Cholesky inverse first. Where its trace (Σ 1/λ) stays below 1e12, every
     # eigenvalue exceeds 1e-12 > 1e-13·λmax (λmax ≤ k ≤ 10), so the pseudo-inverse
     # below would be the same inverse; only the other traces need the eigenvalues.
-    inv = solve_spd(xp, xp.repeat(corr, k, axis=0), xp.tile(xp.eye(k), (n, 1))).reshape(n, k, k)
+    inv = inverse_spd(xp, corr)
     var = xp.diagonal(inv, axis1=1, axis2=2).copy()
     shaky = ~(xp.isfinite(var).all(axis=1) & (var.sum(axis=1) < 1e12) & (var > 0).all(axis=1))
     if bool(shaky.any()):

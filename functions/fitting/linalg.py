@@ -71,3 +71,11 @@ def solve_spd(xp: ModuleType, A: Any, b: Any) -> Any:
             v = v - L[m][i] * x[m]
         x[i] = v * inv_diag[i]
     return (xp.stack(x) * inv_d).T
+
+
+def inverse_spd(xp: ModuleType, A: Any) -> Any:
+    """Inverses of a batch `(n, k, k)` of symmetric positive definite matrices, by
+    `solve_spd` against the k unit vectors of each (same conventions)."""
+    n, k = A.shape[0], A.shape[1]
+    columns = solve_spd(xp, xp.repeat(A, k, axis=0), xp.tile(xp.eye(k), (n, 1)))
+    return columns.reshape(n, k, k)  # row j holds column j: the same, by symmetry

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from functions.fitting.linalg import solve_spd
+from functions.fitting.linalg import inverse_spd, solve_spd
 from functions.fitting.models import Parameter
 from functions.fitting.spec import FitSpec
 
@@ -176,9 +176,7 @@ def _project_shared(xp: ModuleType, spec: FitSpec, t: Any, y: Any, p: Any) -> tu
     g = prod[:, C:].reshape(n, L, C).transpose(0, 2, 1) - Bf[None]  # (n, C, L): Bᵀ(y - f)
     # One inverse per candidate serves every trace; the few traces whose solution
     # leaves the bounds get the active-set pass of `_linear_step`.
-    A_r = _ridged(xp, A)
-    eye = xp.tile(xp.eye(L), (C, 1))
-    inv = solve_spd(xp, xp.repeat(A_r, L, axis=0), eye).reshape(C, L, L)
+    inv = inverse_spd(xp, _ridged(xp, A))
     d = (g[:, :, None, :] @ inv[None])[:, :, 0, :]  # (n, C, L); inv is symmetric
     p_lin = p[:, lin]
     lo, hi = xp.asarray(spec.lower[lin]), xp.asarray(spec.upper[lin])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from functions.fitting.linalg import solve_spd
+from functions.fitting.linalg import inverse_spd, solve_spd
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 6])
@@ -44,3 +44,12 @@ def test_singular_matrix_gives_finite_large_components() -> None:
     A = np.array([[[1.0, 1.0], [1.0, 1.0]]])  # rank one
     x = solve_spd(np, A, np.array([[1.0, 1.0]]))
     assert np.isfinite(x).all()
+
+
+def test_inverse_matches_lapack() -> None:
+    rng = np.random.default_rng(7)
+    J = rng.normal(size=(50, 3, 20)) * np.array([1e-2, 1.0, 1e4])[None, :, None]
+    A = J @ J.transpose(0, 2, 1)
+    want = np.linalg.inv(A)
+    got = inverse_spd(np, A)
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12 * np.abs(want).max())
