@@ -70,13 +70,19 @@ def owned_dataset(
 OwnedDataset = Annotated[DatasetRecord, Depends(owned_dataset)]
 
 
-def _filter(user: CurrentUser, name: str | None, tag: str | None) -> DatasetFilter:
+NameContains = Annotated[str | None, Query(max_length=255, description="Name contains (any case).")]
+
+
+def dataset_filter(
+    user: CurrentUser, name: NameContains = None, tag: str | None = None
+) -> DatasetFilter:
+    """The listing filters from the query string, scoped to what the caller may see."""
     return DatasetFilter(owner_id=user.id, all_owners=user.is_admin, name=name, tag=tag)
 
 
+Filter = Annotated[DatasetFilter, Depends(dataset_filter)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0)]
-NameContains = Annotated[str | None, Query(max_length=255, description="Name contains (any case).")]
 
 
 @router.post("", status_code=201)
@@ -104,31 +110,21 @@ def create_dataset(
 
 @router.get("")
 def read_datasets(
-    datasets: DatasetsService,
-    user: CurrentUser,
-    name: NameContains = None,
-    tag: str | None = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    datasets: DatasetsService, f: Filter, limit: Limit = 50, offset: Offset = 0
 ) -> Page[DatasetPublic]:
     """Datasets, newest first, filtered by name (contains) and tag."""
-    items, total = datasets.find(_filter(user, name, tag), limit=limit, offset=offset)
+    items, total = datasets.find(f, limit=limit, offset=offset)
     return Page[DatasetPublic](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/stats")
 def read_dataset_stats(
-    datasets: DatasetsService,
-    user: CurrentUser,
-    name: NameContains = None,
-    tag: str | None = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    datasets: DatasetsService, f: Filter, limit: Limit = 50, offset: Offset = 0
 ) -> Page[DatasetStatsPublic]:
     """Per dataset (same filters and order as the list): files, bytes, kinds, and the
     owner's jobs whose params name the dataset (`dataset_id`) or one of its files
     (`file_id`, `file_ids`), counted by status."""
-    page, total = datasets.find(_filter(user, name, tag), limit=limit, offset=offset)
+    page, total = datasets.find(f, limit=limit, offset=offset)
     return Page[DatasetStatsPublic](
         items=datasets.stats(page), total=total, limit=limit, offset=offset
     )
