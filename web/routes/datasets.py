@@ -9,7 +9,7 @@ not in it). A file is in at most one dataset, so adding it elsewhere moves it.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,6 +85,24 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0)]
 
 
+def _audit(
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+    action: str,
+    dataset_id: uuid.UUID,
+    **details: Any,
+) -> None:
+    state.identity.audit.record(
+        action,
+        actor=user.id,
+        target_type="dataset",
+        target_id=dataset_id,
+        client_ip=client.ip,
+        **details,
+    )
+
+
 @router.post("", status_code=201)
 def create_dataset(
     body: DatasetCreate,
@@ -97,14 +115,7 @@ def create_dataset(
     dataset = datasets.create(
         owner_id=user.id, name=body.name, description=body.description, tags=body.tags
     )
-    state.identity.audit.record(
-        "dataset.created",
-        actor=user.id,
-        target_type="dataset",
-        target_id=dataset.id,
-        client_ip=client.ip,
-        name=dataset.name,
-    )
+    _audit(state, user, client, "dataset.created", dataset.id, name=dataset.name)
     return dataset
 
 
@@ -150,14 +161,7 @@ def update_dataset(
     if fields.get("name", "") is None or fields.get("tags", []) is None:
         raise InvalidInput("name and tags cannot be null (description can)")
     updated = datasets.update(dataset.id, fields)
-    state.identity.audit.record(
-        "dataset.updated",
-        actor=user.id,
-        target_type="dataset",
-        target_id=dataset.id,
-        client_ip=client.ip,
-        fields=sorted(fields),
-    )
+    _audit(state, user, client, "dataset.updated", dataset.id, fields=sorted(fields))
     return updated
 
 
@@ -171,12 +175,12 @@ def delete_dataset(
 ) -> Response:
     """Delete a dataset; its files are kept and leave it."""
     released = datasets.delete(dataset.id)
-    state.identity.audit.record(
+    _audit(
+        state,
+        user,
+        client,
         "dataset.deleted",
-        actor=user.id,
-        target_type="dataset",
-        target_id=dataset.id,
-        client_ip=client.ip,
+        dataset.id,
         name=dataset.name,
         files_released=released,
     )
@@ -205,12 +209,12 @@ def add_dataset_files(
 ) -> DatasetPublic:
     """Add the owner's files to the dataset (all or none)."""
     updated = datasets.add_files(dataset.id, body.file_ids)
-    state.identity.audit.record(
+    _audit(
+        state,
+        user,
+        client,
         "dataset.updated",
-        actor=user.id,
-        target_type="dataset",
-        target_id=dataset.id,
-        client_ip=client.ip,
+        dataset.id,
         files_added=[str(i) for i in body.file_ids],
     )
     return updated
@@ -227,12 +231,5 @@ def remove_dataset_file(
 ) -> DatasetPublic:
     """Take a file out of the dataset (the file is kept)."""
     updated = datasets.remove_file(dataset.id, file_id)
-    state.identity.audit.record(
-        "dataset.updated",
-        actor=user.id,
-        target_type="dataset",
-        target_id=dataset.id,
-        client_ip=client.ip,
-        files_removed=[str(file_id)],
-    )
+    _audit(state, user, client, "dataset.updated", dataset.id, files_removed=[str(file_id)])
     return updated
