@@ -89,6 +89,14 @@ def _live_files() -> ColumnElement[bool]:
     return File.deleted_at.is_(None)
 
 
+def _locked(session: Session, dataset_id: uuid.UUID) -> Dataset:
+    """The dataset row, locked for the rest of the transaction; NotFound if there is none."""
+    row = session.get(Dataset, dataset_id, with_for_update=True)
+    if row is None:
+        raise NotFound(f"no dataset with id {dataset_id}")
+    return row
+
+
 class Datasets:
     """Create, read, list, update and delete datasets; add and remove their files."""
 
@@ -148,9 +156,7 @@ class Datasets:
     def update(self, dataset_id: uuid.UUID, fields: dict[str, Any]) -> DatasetRecord:
         """Set the given fields (name, description, tags); others stay as they are."""
         with transaction(self.db) as session:
-            row = session.get(Dataset, dataset_id, with_for_update=True)
-            if row is None:
-                raise NotFound(f"no dataset with id {dataset_id}")
+            row = _locked(session, dataset_id)
             for name in ("name", "description", "tags"):
                 if name in fields:
                     value = fields[name]
@@ -161,9 +167,7 @@ class Datasets:
     def delete(self, dataset_id: uuid.UUID) -> int:
         """Delete the dataset; its files stay, outside any dataset. Returns how many left it."""
         with transaction(self.db) as session:
-            row = session.get(Dataset, dataset_id, with_for_update=True)
-            if row is None:
-                raise NotFound(f"no dataset with id {dataset_id}")
+            row = _locked(session, dataset_id)
             # Explicit rather than trusting ON DELETE SET NULL, so deleted files and
             # uploads in progress let go of the dataset as well, on every engine.
             left = len(
@@ -187,9 +191,7 @@ class Datasets:
         files of the dataset's owner: any other id is NotFound and nothing changes."""
         wanted = list(dict.fromkeys(file_ids))
         with transaction(self.db) as session:
-            dataset = session.get(Dataset, dataset_id, with_for_update=True)
-            if dataset is None:
-                raise NotFound(f"no dataset with id {dataset_id}")
+            dataset = _locked(session, dataset_id)
             found = set(
                 session.scalars(
                     select(File.id).where(
@@ -214,9 +216,7 @@ class Datasets:
         """Take the file out of the dataset (the file itself stays). Idempotent for a file
         the owner has that is not in the dataset; NotFound for any other id."""
         with transaction(self.db) as session:
-            dataset = session.get(Dataset, dataset_id, with_for_update=True)
-            if dataset is None:
-                raise NotFound(f"no dataset with id {dataset_id}")
+            dataset = _locked(session, dataset_id)
             stored = session.get(File, file_id)
             if (
                 stored is None
