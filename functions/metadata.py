@@ -76,7 +76,7 @@ def describe_stored(objects: Any, stored: StoredFile) -> MetadataResult:
         kind = detect(fh, name=stored.name)
         if kind in ("nd2", "tiff"):
             return _microscopy(fh, name=stored.name)
-    with _temporary_copy(objects, stored) as path:
+    with stored_path(objects, stored) as path:
         return describe_path(path, name=stored.name)
 
 
@@ -153,8 +153,14 @@ def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:
 
 
 @contextlib.contextmanager
-def _temporary_copy(objects: Any, stored: StoredFile) -> Iterator[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix="aperture-metadata-"))
+def stored_path(objects: Any, stored: StoredFile) -> Iterator[Path]:
+    """A stored file as a real path: the object's own file on the directory store (read
+    it, never write next to it), else a temporary copy removed afterwards."""
+    local = objects.local_path(stored.key) if hasattr(objects, "local_path") else None
+    if local is not None:
+        yield local
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="aperture-"))
     try:
         path = tmp / Path(stored.name).name
         with open(path, "wb") as out:

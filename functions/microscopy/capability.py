@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -82,22 +81,12 @@ class MergeResult(BaseModel):
 
 @contextlib.contextmanager
 def local_copy(ctx: Context, file_id: uuid.UUID) -> Iterator[Path]:
-    """A stored file as a real path (readers need one): the object's own file on the
-    directory store (read it, never write next to it), else a copy removed afterwards."""
-    stored = ctx.file(file_id)
-    local = getattr(ctx.objects, "local_path", lambda key: None)(stored.key)
-    if local is not None:
-        yield local
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="aperture-"))
-    try:
-        path = tmp / Path(stored.name).name
-        with open(path, "wb") as fh:
-            for chunk in ctx.objects.iter_bytes(stored.key):
-                fh.write(chunk)
+    """A stored file as a real path (readers need one); see
+    :func:`functions.metadata.stored_path`."""
+    from functions.metadata import stored_path
+
+    with stored_path(ctx.objects, ctx.file(file_id)) as path:
         yield path
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @capability(
