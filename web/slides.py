@@ -100,11 +100,10 @@ class SlideService:
     def pyramid(self, slide_id: uuid.UUID) -> DziDescriptor | None:
         """The descriptor of the slide's finished pre-generated pyramid if it has one
         made with the live tile settings (otherwise tiles are rendered)."""
+        known = self.known_pyramid(slide_id)
+        if not isinstance(known, Unknown):
+            return known
         now = time.monotonic()
-        with self._lock:
-            cached = self._pyramids.get(slide_id)
-        if cached is not None and now - cached[0] < self.tiles.settings.pyramid_check_s:
-            return cached[1]
         found = self._read_pyramid(slide_id)
         with self._lock:
             self._pyramids[slide_id] = (now, found)
