@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.capabilities import Resources
 from common.jobs.models import JobEventRecord, JobRecord
@@ -21,6 +21,21 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+class FileSource(BaseModel):
+    """Exactly one of a stored file (`file_id`) or a server path under the import roots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: uuid.UUID | None = None
+    file_path: str | None = Field(None, description="Absolute path under the import roots.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FileSource:
+        if (self.file_id is None) == (self.file_path is None):
+            raise ValueError("give exactly one of file_id or file_path")
+        return self
 
 
 class JobCreate(BaseModel):

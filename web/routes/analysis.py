@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
 from common.capabilities import StoredFile
 from common.errors import Conflict
@@ -21,6 +21,7 @@ from functions.fitting.results import load_results, results_page
 from functions.fitting.spec import resolve_spec
 from functions.fitting.traces import read_traces, summarize_traces
 from web.deps import CurrentUser, RequestClient, State, owned_job_running
+from web.schemas import FileSource
 
 router = APIRouter(prefix="/analysis", tags=["analysis"])
 
@@ -44,22 +45,12 @@ class ModelPublic(BaseModel):
     parameters: list[ParameterPublic]
 
 
-class TracesSource(BaseModel):
+class TracesSource(FileSource):
     """Exactly one of a stored file (`file_id`) or a server path under the import roots."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    file_id: uuid.UUID | None = None
-    file_path: str | None = Field(None, description="Absolute path under the import roots.")
     time_unit: TimeUnit | None = Field(
         None, description="Unit of the time column when the file does not say (default h)."
     )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TracesSource:
-        if (self.file_id is None) == (self.file_path is None):
-            raise ValueError("give exactly one of file_id or file_path")
-        return self
 
 
 class TimePoints(BaseModel):

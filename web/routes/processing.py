@@ -8,7 +8,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import StoredFile
 from common.errors import Conflict, InvalidInput, UnsupportedFile
@@ -34,25 +34,11 @@ from web.deps import (
     owned_job,
     owned_job_running,
 )
+from web.schemas import FileSource
 
 router = APIRouter(prefix="/processing", tags=["processing"])
 
 WORKFLOW = "workflow"
-
-
-class FileSource(BaseModel):
-    """Exactly one of a stored file (`file_id`) or a server path under the import roots."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file_id: uuid.UUID | None = None
-    file_path: str | None = Field(None, description="Absolute path under the import roots.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> FileSource:
-        if (self.file_id is None) == (self.file_path is None):
-            raise ValueError("give exactly one of file_id or file_path")
-        return self
 
 
 class MetadataPublic(BaseModel):
