@@ -50,10 +50,12 @@ EXTENSIONS: dict[str, FileType] = {
 
 SLIDE_ONLY = {".svs", ".ndpi", ".scn", ".bif", ".dcm"}
 
+_LONGEST_FIRST = tuple(sorted(EXTENSIONS, key=len, reverse=True))
+
 
 def extension_of(name: str) -> str:
     lower = name.lower()
-    for ext in sorted(EXTENSIONS, key=len, reverse=True):
+    for ext in _LONGEST_FIRST:
         if lower.endswith(ext):
             return ext
     return lower[lower.rfind(".") :] if "." in lower else ""
