@@ -157,13 +157,11 @@ class Uploads:
             for n in range(1, upload.part_count + 1)
         ]
 
-    def get(
-        self, upload_id: uuid.UUID, *, owner_id: uuid.UUID | None, admin: bool = False
-    ) -> Upload:
-        """The upload, if it is the caller's (another user's answers 404)."""
+    def get(self, upload_id: uuid.UUID, *, owner_id: uuid.UUID | None) -> Upload:
+        """The upload, if it is the caller's (another user's answers 404, admins included)."""
         with self.db() as session:
             upload = session.get(Upload, upload_id)
-        if upload is None or (not admin and upload.owner_id != owner_id):
+        if upload is None or upload.owner_id != owner_id:
             raise NotFound(f"no upload with id {upload_id}")
         return upload
 
