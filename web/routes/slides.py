@@ -41,10 +41,19 @@ class SlideBulkDeleted(BaseModel):
 
 def image_response(tile: Tile, request: Request) -> Response:
     """An image with its ETag and caching headers; 304 when the client has it."""
+    unchanged = not_modified(tile.etag, tile.cache_control, request)
+    if unchanged is not None:
+        return unchanged
     headers = {"ETag": tile.etag, "Cache-Control": tile.cache_control}
-    if tile.etag in _etags(request.headers.get("if-none-match", "")):
-        return Response(status_code=304, headers=headers)
     return Response(tile.content, media_type=tile.media_type, headers=headers)
+
+
+def not_modified(etag: str, cache_control: str, request: Request) -> Response | None:
+    """A 304 when the request's If-None-Match names `etag`, else None (so a caller can
+    skip reading the content)."""
+    if etag not in _etags(request.headers.get("if-none-match", "")):
+        return None
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": cache_control})
 
 
 def _etags(header: str) -> set[str]:

@@ -21,7 +21,7 @@ from functions.slides.geometry import parse_tile_format
 from functions.slides.render import MEDIA_TYPES
 from functions.slides.service import CACHE_CONTROL, Tile
 from web.deps import State
-from web.routes.slides import image_response
+from web.routes.slides import image_response, not_modified
 from web.slides import SlideServiceDep, ViewedSlide
 
 router = APIRouter(prefix="/viewer", tags=["viewer"])
@@ -89,8 +89,8 @@ async def _stored_tile(
             return RedirectResponse(url, status_code=307)
         info = await run_in_threadpool(objects.head, key)
         etag = f'"{info.etag}"'
-        if etag in request.headers.get("if-none-match", ""):
-            return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
+        if (unchanged := not_modified(etag, CACHE_CONTROL, request)) is not None:
+            return unchanged
         content = await run_in_threadpool(objects.get_bytes, key)
     except NotFound:
         raise NotFound(f"no tile {level}/{col}_{row} in this slide's pyramid") from None
