@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from common.settings import Settings
+
+if TYPE_CHECKING:
+    from common.runtime import Runtime
 
 
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@contextlib.contextmanager
+def _runtime() -> Iterator[Runtime]:
+    """The configured runtime for one command; the embedded database is migrated first."""
+    from common.records import migrate
+    from common.runtime import Runtime
+
+    runtime = Runtime.from_settings(_settings())
+    try:
+        if runtime.settings.database_url is None:
+            migrate(runtime.engine)
+        yield runtime
+    finally:
+        runtime.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,13 +73,8 @@ def _read_password(args: argparse.Namespace) -> str:
 def cmd_users_create(args: argparse.Namespace) -> int:
     from common.errors import ApertureError
     from common.identity import Identity
-    from common.records import migrate
-    from common.runtime import Runtime
 
-    runtime = Runtime.from_settings(_settings())
-    try:
-        if runtime.settings.database_url is None:
-            migrate(runtime.engine)
+    with _runtime() as runtime:
         identity = Identity.from_runtime(runtime)
         try:
             user = identity.accounts.create_user(
@@ -79,26 +93,17 @@ def cmd_users_create(args: argparse.Namespace) -> int:
         )
         print(f"created {user.role} {user.email} ({user.id})")
         return 0
-    finally:
-        runtime.close()
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from common.records import migrate
-    from common.runtime import Runtime
     from functions.cleanup import run_cleanup
 
-    runtime = Runtime.from_settings(_settings())
-    try:
-        if runtime.settings.database_url is None:
-            migrate(runtime.engine)
+    with _runtime() as runtime:
         report = run_cleanup(
             runtime, upload_expiry_s=args.upload_expiry_s, tmp_ttl_s=args.tmp_ttl_s
         )
-        print(report.model_dump_json())
-        return 1 if report.errors else 0
-    finally:
-        runtime.close()
+    print(report.model_dump_json())
+    return 1 if report.errors else 0
 
 
 def cmd_demo_timelapse(args: argparse.Namespace) -> int:
