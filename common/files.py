@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.capabilities import StoredFile
@@ -261,7 +261,7 @@ class FileCatalog:
         cleanup capability finishes whatever a crash here leaves behind. With `owner_id`,
         only that owner's files are touched. Returns the ids deleted."""
         now = utcnow()
-        where = [File.id.in_(file_ids), File.deleted_at.is_(None)]
+        where: list[ColumnElement[bool]] = [File.id.in_(file_ids), File.deleted_at.is_(None)]
         if not isinstance(owner_id, _AnyOwner):
             where.append(File.owner_id == owner_id)
         with transaction(self.db) as session:
