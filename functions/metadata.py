@@ -68,7 +68,7 @@ def run_metadata(params: MetadataParams, ctx: Context) -> MetadataResult:
 def describe_stored(objects: Any, stored: StoredFile) -> MetadataResult:
     """Metadata of a stored file, read in place, through byte ranges, or (CZI and
     slides on a store without local files) from a temporary copy."""
-    local = objects.local_path(stored.key) if hasattr(objects, "local_path") else None
+    local = objects.local_path(stored.key)
     if local is not None:
         return describe_path(local, name=stored.name)
     with RangedReader(objects, stored.key, size=stored.size) as ranged:
@@ -156,7 +156,7 @@ def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:
 def stored_path(objects: Any, stored: StoredFile) -> Iterator[Path]:
     """A stored file as a real path: the object's own file on the directory store (read
     it, never write next to it), else a temporary copy removed afterwards."""
-    local = objects.local_path(stored.key) if hasattr(objects, "local_path") else None
+    local = objects.local_path(stored.key)
     if local is not None:
         yield local
         return

@@ -72,20 +72,6 @@ def pyramid_tile_key(slide_id: uuid.UUID | str, level: int, col: int, row: int, 
     return f"{dzi_prefix(slide_id)}/slide_files/{level}/{col}_{row}.{fmt}"
 
 
-def _localise(ctx: Context, file_id: uuid.UUID, workdir: Path) -> Path:
-    """A local path of the stored slide (OpenSlide and libvips need one): the directory
-    store's own file, read in place, or else a copy in `workdir`."""
-    stored = ctx.file(file_id)
-    local = ctx.objects.local_path(stored.key)
-    if local is not None:
-        return local
-    target = workdir / Path(stored.name).name
-    with target.open("wb") as out:
-        for chunk in ctx.objects.iter_bytes(stored.key):
-            out.write(chunk)
-    return target
-
-
 @capability(
     "tiles.pyramid",
     params=PyramidParams,
@@ -94,6 +80,7 @@ def _localise(ctx: Context, file_id: uuid.UUID, workdir: Path) -> Path:
 )
 def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
     """Pre-generate a slide's Deep Zoom pyramid with libvips dzsave into object storage."""
+    from functions.metadata import stored_path
     from functions.slides import pyramid
 
     options = pyramid.PyramidOptions(
@@ -107,9 +94,9 @@ def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
         with (
             tempfile.TemporaryDirectory(prefix="aperture-pyramid-") as tmp,
             pyramid.output_dir(ctx.objects, Path(tmp)) as out,
+            stored_path(ctx.objects, ctx.file(params.file_id)) as slide_path,
         ):
-            work = Path(tmp)
-            image = pyramid.open_level0(_localise(ctx, params.file_id, work), work)
+            image = pyramid.open_level0(slide_path, Path(tmp))
             if params.part == "band":
                 return _run_band(params, ctx, image, options, out, prefix)
             rows = params.band_rows or _auto_band_rows(ctx, image)
