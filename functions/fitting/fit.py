@@ -25,7 +25,8 @@ from functions.fitting.solver import (
 )
 from functions.fitting.spec import FitSpec
 
-GPU_WORKING_SET = 1 << 17  # traces iterated together on a GPU: big arrays keep it busy
+GPU_WORKING_SET = (1 << 14, 1 << 20)  # traces iterated together on a GPU: at least, at most
+GPU_ARRAYS_PER_TRACE = 32  # (T,) float64 arrays per trace the array path may hold at once
 
 
 @dataclass(frozen=True)
@@ -101,13 +102,16 @@ def fit_traces(
     if be.name == "cpu":
         _tune_malloc()
     if be.name == "gpu":
-        opt = replace(opt, working_set=max(opt.working_set, GPU_WORKING_SET))
+        opt = replace(opt, working_set=max(opt.working_set, _gpu_working_set(y2.shape[1])))
     n = y2.shape[0]
     xp = be.xp
-    valid = np.isfinite(y2) & np.isfinite(t2)
-    w = be.asarray(valid.astype(np.float64))
-    yd = be.asarray(np.where(valid, y2, 0.0))
-    td = be.asarray(np.where(np.isfinite(t2), t2, 0.0))
+    # Masks are made where the arrays live: on a GPU only the raw data crosses the bus.
+    td, yd = be.asarray(t2), be.asarray(y2)
+    t_ok = xp.isfinite(td)
+    valid = xp.isfinite(yd) & t_ok
+    w = valid.astype(xp.float64)
+    yd = xp.where(valid, yd, 0.0)
+    td = xp.where(t_ok, td, 0.0)
     report = None
     if progress is not None:
 
@@ -141,6 +145,17 @@ def fit_traces(
         iterations=be.to_numpy(out.iterations).astype(np.int64),
         status=be.to_numpy(out.status).astype(np.int64),
     )
+
+
+def _gpu_working_set(n_times: int) -> int:
+    """As many traces as half the GPU's memory holds for the array path's temporaries
+    (the fused kernels need far less): big batches keep the GPU busy between the
+    per-iteration launches, which cost the same whatever the batch size."""
+    import cupy
+
+    total = cupy.cuda.Device().mem_info[1]
+    fits = total // 2 // (GPU_ARRAYS_PER_TRACE * 8 * max(n_times, 1))
+    return int(min(max(fits, GPU_WORKING_SET[0]), GPU_WORKING_SET[1]))
 
 
 def _cross_kink(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import JobCancelled
+from functions.fitting.fused import fused_normal_equations
 from functions.fitting.kernels import as_terms
 from functions.fitting.linalg import solve_spd
 from functions.fitting.spec import FitSpec
@@ -204,10 +205,9 @@ class _State:
         "D",
         "done",
         "live",
-        "r",
         "cost",
-        "J",
-        "C",
+        "A",
+        "g",
     )
     t: Any  # (n, T) or (1, T) times
     y: Any  # (n, T) data, 0 where missing
@@ -223,10 +223,9 @@ class _State:
     D: Any  # (n, k) scaling
     done: Any  # (n,) converged at the last step
     live: Any  # (n,) still iterating (finished rows stay until refilled or compacted)
-    r: Any  # (n, T) weighted residuals
     cost: Any  # (n,) ½·SS_res
-    J: list[Any]  # m weighted basis arrays, (n, T), or (n, 1) when constant in t
-    C: Any  # (n, k, m) Jacobian column i = Σ_a C[:, i, a]·J[a]
+    A: Any  # (n, k, k) JᵀJ at p (weighted Jacobian of the free parameters)
+    g: Any  # (n, k) Jᵀr
     dense: bool  # no missing points in any row: weights need not be applied
 
     def __init__(self, **arrays: Any) -> None:
@@ -256,8 +255,7 @@ class _State:
 
     def take(self, xp: ModuleType, keep: Any) -> None:
         for name in self._per_row():
-            value = getattr(self, name)
-            setattr(self, name, [col[keep] for col in value] if name == "J" else value[keep])
+            setattr(self, name, getattr(self, name)[keep])
 
     def refill(self, xp: ModuleType, new: _State) -> None:
         """Put the rows of `new` into finished slots (appending those that do not fit)."""
@@ -269,9 +267,7 @@ class _State:
             return mine if fit == new.size else xp.concatenate([mine, theirs[fit:]])
 
         for name in self._per_row():
-            a, b = getattr(self, name), getattr(new, name)
-            merged = [put(c, d) for c, d in zip(a, b, strict=True)] if name == "J" else put(a, b)
-            setattr(self, name, merged)
+            setattr(self, name, put(getattr(self, name), getattr(new, name)))
         self.dense = self.dense and new.dense
 
 
@@ -294,6 +290,7 @@ class _Stream:
         self.m, self.starts = m, starts
         self.free = np.flatnonzero(spec.free)
         self.constants = spec.constants
+        self.fused = fused_normal_equations(xp, spec)
         self.lo = xp.asarray(spec.lower[self.free])
         self.hi = xp.asarray(spec.upper[self.free])
         self.finished = 0
@@ -331,8 +328,10 @@ class _Stream:
     def _enter(self, rows_host: np.ndarray) -> _State:
         """Starting points and first evaluation of new (virtual) rows."""
         xp, m = self.xp, self.m
-        real_host = rows_host // m
-        uniq, inverse = np.unique(real_host, return_inverse=True)
+        if m == 1:  # rows arrive unique and sorted (a share of a sorted queue)
+            uniq, inverse = rows_host, np.arange(rows_host.size)
+        else:
+            uniq, inverse = np.unique(rows_host // m, return_inverse=True)
         real = xp.asarray(uniq)
         t = self.t if self.t.shape[0] == 1 else self.t[real]
         y, w = self.y[real], self.w[real]
@@ -365,7 +364,7 @@ class _Stream:
             live=xp.ones(n, dtype=bool),
             dense=bool(w.all()),
         )
-        s.r, s.cost, s.J, s.C = self._evaluate(s, p)
+        s.cost, s.A, s.g = self._evaluate(s, p)
         bad = ~xp.isfinite(s.cost)
         if bool(bad.any()):
             self._finish(s, bad, None, NOT_FINITE)
@@ -394,51 +393,47 @@ class _Stream:
             hi[:, j] = xp.minimum(hi[:, j], above - 1e-9 * (above - below))
         return lo, hi
 
-    def _evaluate(self, s: _State, p: Any) -> tuple[Any, Any, list[Any], Any]:
-        """Weighted residuals, cost, and the weighted Jacobian at `p` as basis arrays
-        with per-trace coefficients (see `kernels.Terms`): a column the kernel gives as
-        c1·X + c2·Y is never formed; `_normal` combines the products of X and Y.
+    def _evaluate(self, s: _State, p: Any) -> tuple[Any, Any, Any]:
+        """Cost ½·SS_res (n,), JᵀJ (n, k, k) and Jᵀr (n, k) of the weighted residuals at
+        `p`: everything an iteration needs, so no (n, T) array outlives the evaluation.
 
-        A basis array of shape `(n, 1)` (an offset's column: constant in t) stays that
-        size; `_normal` reduces it with sums. Without missing points no weights apply.
+        A model with a fused kernel for this backend (`Model.normal_equations`) computes
+        them in one pass over the data; otherwise they come from the kernel's columns.
         """
+        if self.fused is not None:
+            return self.fused(s.t, s.y, None if s.dense else s.w, p)  # type: ignore[no-any-return]
         xp, names = self.xp, self.spec.free_names
         f, cols = self.spec.model.evaluate_terms(xp, s.t, p, frozenset(names), self.constants)
         r = s.y - f
         if not s.dense:
             r *= s.w
         cost = 0.5 * xp.einsum("nt,nt->n", r, r)
-        n = r.shape[0]
-        basis: list[Any] = []
+        return (cost, *self._normal(s, r, cols))
+
+    def _normal(self, s: _State, r: Any, cols: dict[str, Any]) -> tuple[Any, Any]:
+        """JᵀJ (n, k, k) and Jᵀr (n, k) from the Jacobian columns as the kernel gives
+        them: a column given as c1·X + c2·Y (`kernels.Terms`: per-trace coefficients
+        times shared arrays) is never formed; the products of X and Y are combined.
+
+        A basis array of shape `(n, 1)` (an offset's column: constant in t) stays that
+        size and is reduced with sums: with 0/1 weights a constant array c·w contributes
+        c·Σ(array) to a product with a weighted array, and c_i·c_j·Σw to a product of
+        two constant ones. Without missing points no weights apply.
+        """
+        xp, names, n = self.xp, self.spec.free_names, r.shape[0]
+        B: list[Any] = []
         seen: dict[int, int] = {}
         entries = []
         for i, name in enumerate(names):
             for coef, array in as_terms(cols[name]):
                 if id(array) not in seen:
-                    seen[id(array)] = len(basis)
-                    basis.append(self._weighted(s, array, r.shape))
+                    seen[id(array)] = len(B)
+                    B.append(self._weighted(s, array, r.shape))
                 entries.append((i, seen[id(array)], coef))
-        C = xp.zeros((n, len(names), len(basis)))
+        C = xp.zeros((n, len(names), len(B)))  # column i = Σ_a C[:, i, a]·B[a]
         for i, a, coef in entries:
             C[:, i, a] += xp.broadcast_to(xp.asarray(coef, dtype=float), (n, 1))[:, 0]
-        return r, cost, basis, C
-
-    def _weighted(self, s: _State, array: Any, shape: tuple[int, int]) -> Any:
-        xp = self.xp
-        if array.shape == shape:
-            return array if s.dense else array * s.w
-        if array.shape[1] == 1:
-            return xp.broadcast_to(array, (shape[0], 1)).copy()
-        return xp.broadcast_to(array, shape) * s.w
-
-    def _normal(self, s: _State) -> tuple[Any, Any]:
-        """JᵀJ (n, k, k) and Jᵀr (n, k) from the products of the basis arrays.
-
-        With 0/1 weights a constant array c·w contributes c·Σ(array) to a product with
-        a weighted array, and c_i·c_j·Σw to a product of two constant ones.
-        """
-        xp, B, r = self.xp, s.J, s.r
-        m, n = len(B), r.shape[0]
+        m = len(B)
         flat = [b.shape[1] == 1 for b in B]
         sums: dict[int, Any] = {}
 
@@ -464,13 +459,21 @@ class _Stream:
                 Gr[:, a] = B[a][:, 0] * r.sum(axis=1)
             else:
                 Gr[:, a] = xp.einsum("nt,nt->n", B[a], r)
-        A = (s.C @ G) @ s.C.transpose(0, 2, 1)  # C G Cᵀ per trace (a 3-operand einsum is 5x slower)
-        g = xp.einsum("nia,na->ni", s.C, Gr)
+        A = (C @ G) @ C.transpose(0, 2, 1)  # C G Cᵀ per trace (a 3-operand einsum is 5x slower)
+        g = xp.einsum("nia,na->ni", C, Gr)
         return A, g
+
+    def _weighted(self, s: _State, array: Any, shape: tuple[int, int]) -> Any:
+        xp = self.xp
+        if array.shape == shape:
+            return array if s.dense else array * s.w
+        if array.shape[1] == 1:
+            return xp.broadcast_to(array, (shape[0], 1)).copy()
+        return xp.broadcast_to(array, shape) * s.w
 
     def _iterate(self, s: _State) -> None:
         xp, opt, lo, hi, free = self.xp, self.opt, s.lo, s.hi, self.free
-        A, g = self._normal(s)
+        A, g = s.A, s.g
         diag = xp.diagonal(A, axis1=1, axis2=2)
         pf = s.p[:, free]
         # Marquardt scaling by the current diagonal, floored for empty columns.
@@ -535,7 +538,7 @@ class _Stream:
                     pred[keep],
                 )
                 lo, hi = s.lo, s.hi
-        r_new, cost_new, J_new, C_new = self._evaluate(s, trial)
+        cost_new, A_new, g_new = self._evaluate(s, trial)
         actual = s.cost - cost_new
         rho = actual / xp.where(pred > 0, pred, 1.0)
         # A clipped step can leave the model's descent cone (pred <= 0): it is rejected
@@ -549,15 +552,8 @@ class _Stream:
         s.done = small_f | small_x
         s.p = xp.where(accept[:, None], trial, s.p)
         s.cost = xp.where(accept, cost_new, s.cost)
-        # Keep the new residuals and Jacobian, with the old ones copied back into the
-        # (usually few) rows whose step was rejected.
-        kept = ~accept & s.live
-        if bool(kept.any()):
-            r_new[kept] = s.r[kept]
-            C_new[kept] = s.C[kept]
-            for new, old in zip(J_new, s.J, strict=True):
-                new[kept] = old[kept]
-        s.r, s.J, s.C = r_new, J_new, C_new
+        s.A = xp.where(accept[:, None, None], A_new, s.A)
+        s.g = xp.where(accept[:, None], g_new, s.g)
         shrink = xp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         s.lam = xp.maximum(xp.where(accept, s.lam * shrink, s.lam * s.nu), 1e-15)
         s.nu = xp.where(accept, 2.0, 2.0 * s.nu)

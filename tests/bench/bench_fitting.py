@@ -19,7 +19,10 @@ parameters (`functions.fitting.synthetic`). In one run:
   and where either holds (the acceptance criterion). Goal: ratio >= 100, parity 1.0.
 - timing: `--rounds` rounds alternate the two sides and each side keeps its fastest
   round; one BLAS thread for both.
-- gpu (where cupy sees a device): fits/s for `--gpu-traces` traces.
+- gpu (where cupy sees a device): fits/s for `--gpu-traces` traces, host arrays in and
+  out (best of the second and third call; the first is reported too), goal >= 10^6 on
+  an H100; and the share of the first 2,000 traces whose cost equals the CPU fit's
+  within 1e-6 relative.
 
 Prints one JSON line per measurement.
 """
@@ -42,7 +45,6 @@ import numpy as np
 from common.arrays import gpu_available
 from functions.fitting.fit import FitArrays, fit_traces
 from functions.fitting.reference import ReferenceFit, parity
-from functions.fitting.solver import SolverOptions
 from functions.fitting.spec import FitSpec, resolve_spec
 from functions.fitting.synthetic import synthetic_traces
 
@@ -182,12 +184,18 @@ def main() -> None:
         big = synthetic_traces(
             "maturation", n=args.gpu_traces, n_times=args.points, noise=0.02, seed=args.seed + 1
         )
-        fit_traces(spec, big.t, big.y[:1024], device="gpu")  # kernels compiled and cached
-        start = time.perf_counter()
-        gpu = fit_traces(
-            spec, big.t, big.y, device="gpu", options=SolverOptions(working_set=1 << 18)
-        )
-        gpu_s = time.perf_counter() - start
+        # Every call starts from host arrays and ends with host results: the transfers
+        # are timed. The first call in a process also compiles kernels and grows the
+        # memory pool; a worker that fits many requests pays that once.
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            gpu = fit_traces(spec, big.t, big.y, device="gpu")
+            times.append(time.perf_counter() - start)
+        gpu_s = min(times[1:])
+        rows = min(2000, args.gpu_traces)
+        on_cpu = fit_traces(spec, big.t, big.y[:rows])
+        agree = np.isclose(gpu.ss_res[:rows], on_cpu.ss_res, rtol=1e-6, atol=0)
         emit(
             bench="fitting",
             measure="gpu",
@@ -196,9 +204,14 @@ def main() -> None:
             points=args.points,
             gpu_fits_per_s=round(args.gpu_traces / gpu_s, 1),
             gpu_seconds=round(gpu_s, 3),
+            goal_fits_per_s=1_000_000,
+            first_call_seconds=round(times[0], 3),
+            first_call_fits_per_s=round(args.gpu_traces / times[0], 1),
             cpu_fits_per_s=round(ours_rate, 1),
             ratio_vs_reference=round(args.gpu_traces / gpu_s / ref_rate, 1),
             success_rate=float(gpu.success.mean()),
+            median_iterations=float(np.median(gpu.iterations)),
+            cpu_cost_agreement_rate=float(agree.mean()),
         )
 
 
