@@ -33,9 +33,10 @@ from functions.fitting.fused import fused_normal_equations
 from functions.fitting.kernels import as_terms
 from functions.fitting.linalg import solve_spd
 from functions.fitting.spec import FitSpec
-from functions.fitting.starts import choose_starts
+from functions.fitting.starts import SharedScreen, choose_starts, shared_screen
 
 COMPACT_BELOW = 0.8  # compact the working set when fewer than this share still iterate
+REFILL_BELOW = 0.75  # refill the working set once fewer than this share still iterate
 LIVE_GATHER = 0.9  # evaluate only the live rows when fewer than this share still iterate
 
 # Status codes per trace; `REASONS` names them in results.
@@ -292,6 +293,7 @@ class _Stream:
         self.free = np.flatnonzero(spec.free)
         self.constants = spec.constants
         self.fused = fused_normal_equations(xp, spec)
+        self.screen: SharedScreen | None = None  # made at the first batch on a shared time axis
         self.lo = xp.asarray(spec.lower[self.free])
         self.hi = xp.asarray(spec.upper[self.free])
         self.finished = 0
@@ -307,7 +309,7 @@ class _Stream:
         pos, s = 0, None
         while True:
             current = 0 if s is None else s.live_count
-            if pos < queue.size and current <= 0.75 * size:
+            if pos < queue.size and current <= REFILL_BELOW * size:
                 rows = queue[pos : pos + size - current]
                 pos += rows.size
                 self.draining = pos >= queue.size
@@ -339,7 +341,11 @@ class _Stream:
         if self.starts is not None:
             starts = self.starts[real][None]
         else:
-            starts = choose_starts(xp, self.spec, t, y, w, multistart=self.opt.multistart, keep=m)
+            if self.screen is None and t.shape[0] == 1 and self.opt.multistart:
+                self.screen = shared_screen(xp, self.spec, t)
+            starts = choose_starts(
+                xp, self.spec, t, y, w, multistart=self.opt.multistart, keep=m, screen=self.screen
+            )
         inv = xp.asarray(inverse)
         p = starts[xp.asarray(rows_host % m), inv]
         if m > 1:  # a trace's m runs are m rows

@@ -16,6 +16,7 @@ points; otherwise each trace is screened on a strided subset of its points.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -147,47 +148,83 @@ def _project(xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, p: Any) -> t
     return q, cost, raw
 
 
-def _project_shared(xp: ModuleType, spec: FitSpec, t: Any, y: Any, p: Any) -> tuple[Any, Any, Any]:
-    """`_project` of C candidates `p` (C, P) shared by all n traces (one time axis, no
-    missing points): the linear parameters' changes (n, C, L), costs and raw costs (n, C).
+@dataclass(frozen=True)
+class SharedScreen:
+    """The start screen's per-candidate quantities when all traces share one time axis
+    and miss no point: the candidates and everything that depends only on them and on
+    t, computed once per solve and reused for every batch of traces that enters.
 
     The model is linear in its linear parameters, so every trace's projection needs
     only products of its data with each candidate's curve and linear columns: one
     (n, T) x (T, C·(L+1)) matrix product instead of C model evaluations per trace.
-    Costs come from the expanded square ½(y·y - 2y·f + f·f), whose rounding (about
-    eps·y·y) is far below the differences that rank candidates.
     """
+
+    cands: Any  # (C, P) the request start, then the grid candidates
+    groups: list[int]  # group per choice: the request start unprojected, then `cands`
+    lin: list[int]  # columns of the free linear parameters (L of them)
+    curves: Any  # (T, C·(L+1)) each candidate's curve, then its linear columns by parameter
+    ff: Any  # (C,) f·f
+    gram: Any  # (C, L, L) Gram matrices of the linear columns
+    inv: Any  # (C, L, L) their (ridged) inverses
+    bf: Any  # (C, L) linear columns · curve
+
+
+def shared_screen(xp: ModuleType, spec: FitSpec, t: Any) -> SharedScreen:
+    """`SharedScreen` for the time axis `t` (1, T)."""
+    shared, groups = _candidates(xp, spec, t, xp.ones_like(t), 1)
+    cands = xp.concatenate(shared)  # (C, P)
     lin, names = _linear_params(spec)
-    f, cols = spec.model.evaluate(xp, t, p, frozenset(names), spec.constants)
-    C, T, n, L = p.shape[0], t.shape[1], y.shape[0], len(lin)
+    f, cols = spec.model.evaluate(xp, t, cands, frozenset(names), spec.constants)
+    C, T, L = cands.shape[0], t.shape[1], len(lin)
     f = xp.broadcast_to(f, (C, T))
     B = [xp.broadcast_to(cols[name], (C, T)) for name in names]
     # (a contiguous right operand: OpenBLAS is several times slower on a transposed one)
-    prod = y @ xp.ascontiguousarray(xp.concatenate([f, *B]).T)  # (n, C·(L+1))
-    yy = xp.einsum("nt,nt->n", y, y)
-    raw = 0.5 * (yy[:, None] - 2.0 * prod[:, :C] + xp.einsum("ct,ct->c", f, f)[None, :])
-    if not lin:
-        return xp.zeros((n, C, 0)), raw, raw
-    A = xp.empty((C, L, L))
+    curves = xp.ascontiguousarray(xp.concatenate([f, *B]).T)
+    gram = xp.empty((C, L, L))
     for i in range(L):
         for j in range(i, L):
-            A[:, i, j] = A[:, j, i] = xp.einsum("ct,ct->c", B[i], B[j])
-    Bf = xp.stack([xp.einsum("ct,ct->c", Bi, f) for Bi in B], axis=1)  # (C, L)
-    g = prod[:, C:].reshape(n, L, C).transpose(0, 2, 1) - Bf[None]  # (n, C, L): Bᵀ(y - f)
+            gram[:, i, j] = gram[:, j, i] = xp.einsum("ct,ct->c", B[i], B[j])
+    bf = xp.stack([xp.einsum("ct,ct->c", Bi, f) for Bi in B], axis=1) if L else xp.zeros((C, 0))
+    inv = inverse_spd(xp, _ridged(xp, gram)) if L else gram
+    ff = xp.einsum("ct,ct->c", f, f)
+    return SharedScreen(cands, [groups[0], *groups], lin, curves, ff, gram, inv, bf)
+
+
+def _times(v: Any, M: Any) -> Any:
+    """v (n, C, L) times M (C, L, L) per candidate, as (n, C, L): L broadcast products
+    (a stacked matmul pays per 1 x L matrix)."""
+    return sum(v[:, :, j, None] * M[None, :, j, :] for j in range(M.shape[1]))
+
+
+def _project_shared(
+    xp: ModuleType, spec: FitSpec, screen: SharedScreen, y: Any
+) -> tuple[Any, Any, Any]:
+    """`_project` of the shared candidates for the traces `y` (n, T): the linear
+    parameters' changes (n, C, L), costs and raw costs (n, C).
+
+    Costs come from the expanded square ½(y·y - 2y·f + f·f), whose rounding (about
+    eps·y·y) is far below the differences that rank candidates.
+    """
+    lin, cands = screen.lin, screen.cands
+    C, n, L = cands.shape[0], y.shape[0], len(screen.lin)
+    prod = y @ screen.curves  # (n, C·(L+1))
+    yy = xp.einsum("nt,nt->n", y, y)
+    raw = 0.5 * (yy[:, None] - 2.0 * prod[:, :C] + screen.ff[None, :])
+    if not lin:
+        return xp.zeros((n, C, 0)), raw, raw
+    g = prod[:, C:].reshape(n, L, C).transpose(0, 2, 1) - screen.bf[None]  # (n, C, L): Bᵀ(y - f)
     # One inverse per candidate serves every trace; the few traces whose solution
     # leaves the bounds get the active-set pass of `_linear_step`.
-    inv = inverse_spd(xp, _ridged(xp, A))
-    d = (g[:, :, None, :] @ inv[None])[:, :, 0, :]  # (n, C, L); inv is symmetric
-    p_lin = p[:, lin]
+    d = _times(g, screen.inv)  # (n, C, L); inv is symmetric
+    p_lin = cands[:, lin]
     lo, hi = xp.asarray(spec.lower[lin]), xp.asarray(spec.upper[lin])
     outside = ((p_lin + d < lo) | (p_lin + d > hi)).any(axis=2)
     if bool(outside.any()):
         rn, rc = xp.nonzero(outside)
-        d[rn, rc] = _linear_step(xp, spec, lin, p_lin[rc], A[rc], g[rn, rc], d[rn, rc])
+        d[rn, rc] = _linear_step(xp, spec, lin, p_lin[rc], screen.gram[rc], g[rn, rc], d[rn, rc])
     d = xp.clip(p_lin + d, lo, hi) - p_lin
     d = xp.where(xp.isfinite(d), d, 0.0)
-    Ad = (d[:, :, None, :] @ A[None])[:, :, 0, :]  # A is symmetric
-    cost = raw - xp.einsum("nci,nci->nc", d, g - 0.5 * Ad)
+    cost = raw - xp.einsum("nci,nci->nc", d, g - 0.5 * _times(d, screen.gram))
     return d, cost, raw
 
 
@@ -222,6 +259,7 @@ def choose_starts(
     *,
     multistart: bool = True,
     keep: int = 1,
+    screen: SharedScreen | None = None,
 ) -> Any:
     """Best starting point per trace, `(n, P)`.
 
@@ -237,6 +275,9 @@ def choose_starts(
         False: the request start only, with its linear parameters projected.
     keep : int, optional
         How many of the best candidates to return.
+    screen : SharedScreen, optional
+        `shared_screen(xp, spec, t)`, made once by a caller that screens many batches
+        of traces on the same time axis.
 
     Returns
     -------
@@ -246,18 +287,16 @@ def choose_starts(
     n = y.shape[0]
     if multistart and t.shape[0] == 1 and bool((w > 0).all()):
         # One time axis and no missing points: every trace has the same candidates.
-        shared, groups = _candidates(xp, spec, t, w[:1], 1)
-        cands = xp.concatenate(shared)  # (C, P)
-        d, cost, raw = _project_shared(xp, spec, t, y, cands)
+        screen = screen or shared_screen(xp, spec, t)
+        d, cost, raw = _project_shared(xp, spec, screen, y)
         costs = xp.concatenate([raw[:, :1], cost], axis=1).T  # (1 + C, n)
         costs = xp.where(xp.isfinite(costs), costs, xp.inf)
-        lin, _ = _linear_params(spec)
         cols = xp.arange(n)
         out = []
-        for pick in _rank(xp, costs, [groups[0], *groups], keep):
+        for pick in _rank(xp, costs, screen.groups, keep):
             c = xp.maximum(pick - 1, 0)  # choice 0 is the request start, unprojected
-            point = cands[c]
-            point[:, lin] += xp.where((pick > 0)[:, None], d[cols, c], 0.0)
+            point = screen.cands[c]
+            point[:, screen.lin] += xp.where((pick > 0)[:, None], d[cols, c], 0.0)
             out.append(point)
         return xp.stack(out)  # (keep, n, P)
     points, costs_list, groups = _screen(xp, spec, t, y, w, multistart)

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from functions.fitting.spec import resolve_spec
-from functions.fitting.starts import _candidates, _project, _project_shared, choose_starts
+from functions.fitting.starts import (
+    _project,
+    _project_shared,
+    choose_starts,
+    shared_screen,
+)
 from functions.fitting.synthetic import synthetic_traces
 
 
@@ -16,9 +21,10 @@ def test_shared_projection_equals_the_per_trace_one(model: str) -> None:
     data = synthetic_traces(model, n=12, n_times=60, noise=0.05, seed=3)
     t, y = data.t[None, :], data.y
     w = np.ones_like(y)
-    cands = np.concatenate(_candidates(np, spec, t, w[:1], 1)[0])  # (C, P)
+    screen = shared_screen(np, spec, t)
+    cands = screen.cands  # (C, P)
     C, n = cands.shape[0], y.shape[0]
-    d, cost, raw = _project_shared(np, spec, t, y, cands)
+    d, cost, raw = _project_shared(np, spec, screen, y)
     # the same, one row per (trace, candidate), through the per-trace path
     rows = np.repeat(cands[None], n, axis=0).reshape(n * C, -1)
     y_rows, w_rows = np.repeat(y, C, axis=0), np.repeat(w, C, axis=0)
