@@ -33,7 +33,7 @@ from functions.fitting.fused import fused_normal_equations
 from functions.fitting.kernels import as_terms
 from functions.fitting.linalg import solve_spd
 from functions.fitting.spec import FitSpec
-from functions.fitting.starts import SharedScreen, choose_starts, shared_screen
+from functions.fitting.starts import SharedScreen, choose_starts, pick_shared, shared_screen
 
 COMPACT_BELOW = 0.8  # compact the working set when fewer than this share still iterate
 REFILL_BELOW = 0.75  # refill the working set once fewer than this share still iterate
@@ -338,16 +338,19 @@ class _Stream:
         real = xp.asarray(uniq)
         t = self.t if self.t.shape[0] == 1 else self.t[real]
         y, w = self.y[real], self.w[real]
+        cand = None  # per start, its shared candidate (when the shared screen chose it)
         if self.starts is not None:
             starts = self.starts[real][None]
-        else:
-            if self.screen is None and t.shape[0] == 1 and self.opt.multistart:
+        elif self.opt.multistart and t.shape[0] == 1 and bool(w.all()):
+            # One time axis and no missing points: every trace has the same candidates.
+            if self.screen is None:
                 self.screen = shared_screen(xp, self.spec, t)
-            starts = choose_starts(
-                xp, self.spec, t, y, w, multistart=self.opt.multistart, keep=m, screen=self.screen
-            )
+            starts, cand = pick_shared(xp, self.spec, self.screen, y, keep=m)
+        else:
+            starts = choose_starts(xp, self.spec, t, y, w, multistart=self.opt.multistart, keep=m)
         inv = xp.asarray(inverse)
-        p = starts[xp.asarray(rows_host % m), inv]
+        which = xp.asarray(rows_host % m)
+        p = starts[which, inv]
         if m > 1:  # a trace's m runs are m rows
             t = t if t.shape[0] == 1 else t[inv]
             y, w = y[inv], w[inv]
@@ -371,7 +374,11 @@ class _Stream:
             live=xp.ones(n, dtype=bool),
             dense=bool(w.all()),
         )
-        s.cost, s.A, s.g = self._evaluate(s, p)
+        if cand is not None and self.fused is None and self.screen is not None:
+            # the model's values and Jacobian at the starts follow from the candidates'
+            s.cost, s.A, s.g = self.screen.normals.normal_equations(xp, y, cand[which, inv], p)
+        else:
+            s.cost, s.A, s.g = self._evaluate(s, p)
         bad = ~xp.isfinite(s.cost)
         if bool(bad.any()):
             self._finish(s, bad, None, NOT_FINITE)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from functions.fitting.affine import CandidateNormals, candidate_normals
 from functions.fitting.linalg import inverse_spd, solve_spd
 from functions.fitting.models import Parameter
 from functions.fitting.spec import FitSpec
@@ -167,6 +168,7 @@ class SharedScreen:
     gram: Any  # (C, L, L) Gram matrices of the linear columns
     inv: Any  # (C, L, L) their (ridged) inverses
     bf: Any  # (C, L) linear columns · curve
+    normals: CandidateNormals  # the solver's first evaluation at the chosen starts
 
 
 def shared_screen(xp: ModuleType, spec: FitSpec, t: Any) -> SharedScreen:
@@ -187,7 +189,8 @@ def shared_screen(xp: ModuleType, spec: FitSpec, t: Any) -> SharedScreen:
     bf = xp.stack([xp.einsum("ct,ct->c", Bi, f) for Bi in B], axis=1) if L else xp.zeros((C, 0))
     inv = inverse_spd(xp, _ridged(xp, gram)) if L else gram
     ff = xp.einsum("ct,ct->c", f, f)
-    return SharedScreen(cands, [groups[0], *groups], lin, curves, ff, gram, inv, bf)
+    normals = candidate_normals(xp, spec, t, cands, lin)
+    return SharedScreen(cands, [groups[0], *groups], lin, curves, ff, gram, inv, bf, normals)
 
 
 def _times(v: Any, M: Any) -> Any:
@@ -250,6 +253,27 @@ def _rank(xp: ModuleType, costs: Any, member: list[int], keep: int) -> list[Any]
     return [best[order[min(j, len(groups) - 1)], cols] for j in range(keep)]
 
 
+def pick_shared(
+    xp: ModuleType, spec: FitSpec, screen: SharedScreen, y: Any, keep: int = 1
+) -> tuple[Any, Any]:
+    """`choose_starts` for traces `y` (n, T) on the screen's time axis, none missing:
+    the starting points (keep, n, P), best first, and the candidate (row of
+    `screen.cands`) each one's nonlinear parameters come from (keep, n)."""
+    n = y.shape[0]
+    d, cost, raw = _project_shared(xp, spec, screen, y)
+    costs = xp.concatenate([raw[:, :1], cost], axis=1).T  # (1 + C, n)
+    costs = xp.where(xp.isfinite(costs), costs, xp.inf)
+    cols = xp.arange(n)
+    points, cands = [], []
+    for pick in _rank(xp, costs, screen.groups, keep):
+        c = xp.maximum(pick - 1, 0)  # choice 0 is the request start, unprojected
+        point = screen.cands[c]
+        point[:, screen.lin] += xp.where((pick > 0)[:, None], d[cols, c], 0.0)
+        points.append(point)
+        cands.append(c)
+    return xp.stack(points), xp.stack(cands)
+
+
 def choose_starts(
     xp: ModuleType,
     spec: FitSpec,
@@ -287,18 +311,7 @@ def choose_starts(
     n = y.shape[0]
     if multistart and t.shape[0] == 1 and bool((w > 0).all()):
         # One time axis and no missing points: every trace has the same candidates.
-        screen = screen or shared_screen(xp, spec, t)
-        d, cost, raw = _project_shared(xp, spec, screen, y)
-        costs = xp.concatenate([raw[:, :1], cost], axis=1).T  # (1 + C, n)
-        costs = xp.where(xp.isfinite(costs), costs, xp.inf)
-        cols = xp.arange(n)
-        out = []
-        for pick in _rank(xp, costs, screen.groups, keep):
-            c = xp.maximum(pick - 1, 0)  # choice 0 is the request start, unprojected
-            point = screen.cands[c]
-            point[:, screen.lin] += xp.where((pick > 0)[:, None], d[cols, c], 0.0)
-            out.append(point)
-        return xp.stack(out)  # (keep, n, P)
+        return pick_shared(xp, spec, screen or shared_screen(xp, spec, t), y, keep)[0]
     points, costs_list, groups = _screen(xp, spec, t, y, w, multistart)
     stacked = xp.stack(points)  # (C, n, P)
     all_costs = xp.stack([xp.where(xp.isfinite(c), c, xp.inf) for c in costs_list])
