@@ -204,7 +204,7 @@ _register(
                 11.0,
                 "1/h",
                 grid="rate",
-                n_starts=4,
+                n_starts=8,
                 description="protein degradation rate",
             ),
             Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True, description="background"),
