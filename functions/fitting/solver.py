@@ -517,8 +517,8 @@ class _Stream:
         # Marquardt scaling by the current diagonal, floored for empty columns.
         top = diag.max(axis=1, keepdims=True)
         s.D = xp.maximum(diag, xp.where(top > 0, 1e-12 * top, 1.0))
-        eye = xp.eye(free.size, dtype=bool)
-        step = solve_spd(xp, A + eye * (s.lam[:, None] * s.D)[:, :, None], g)
+        damped = A + xp.eye(free.size) * (s.lam[:, None] * s.D)[:, :, None]
+        step = solve_spd(xp, damped, g)
         # A parameter on a bound is held there only when the damped Gauss-Newton step
         # pushes it outwards. (Holding it whenever the gradient points outwards stalls
         # at saddles such as an amplitude at 0 whose rate then has no gradient.)
@@ -540,10 +540,15 @@ class _Stream:
             # sizeable share: compacting copies every working array.
             keep = s.compact(xp, below=COMPACT_BELOW) if self.draining else None
             if keep is not None:
-                A, g, g_eff, blocked = A[keep], g[keep], g_eff[keep], blocked[keep]
+                A, g, g_eff, blocked, damped = (
+                    A[keep],
+                    g[keep],
+                    g_eff[keep],
+                    blocked[keep],
+                    damped[keep],
+                )
                 pf, step = pf[keep], step[keep]
                 lo, hi = s.lo, s.hi
-        damped = A + eye * (s.lam[:, None] * s.D)[:, :, None]
         if bool(blocked.any()):
             step = self._held_step(damped, g, step, blocked, xp.zeros_like(step))
         # Components that would leave the box stop on it; the others are re-solved with
