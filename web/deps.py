@@ -65,15 +65,19 @@ def owned_job(job_id: uuid.UUID, state: State, user: CurrentUser) -> JobRecord:
 OwnedJob = Annotated[JobRecord, Depends(owned_job)]
 
 
-def check_function(job: JobRecord, function: str, what: str) -> JobRecord:
-    """`job` if it runs `function`; another kind of job is 422, saying which it is."""
-    if job.function != function:
+def check_function(job: JobRecord, function: str | tuple[str, ...], what: str) -> JobRecord:
+    """`job` if it runs `function` (or one of them); another kind of job is 422, saying
+    which it is."""
+    if job.function not in ((function,) if isinstance(function, str) else function):
         raise InvalidInput(f"job {job.id} is a {job.function!r} job, not {what}")
     return job
 
 
-def owned_job_running(function: str, what: str) -> Callable[[JobRecord], JobRecord]:
-    """A dependency: the caller's job (404 otherwise), if it runs `function` (422 otherwise)."""
+def owned_job_running(
+    function: str | tuple[str, ...], what: str
+) -> Callable[[JobRecord], JobRecord]:
+    """A dependency: the caller's job (404 otherwise), if it runs `function` (or one of
+    them; 422 otherwise)."""
 
     def dependency(job: OwnedJob) -> JobRecord:
         return check_function(job, function, what)

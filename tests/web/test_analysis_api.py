@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from common.arrays import gpu_available
 from functions.fitting.models import MODELS
 from functions.fitting.synthetic import (
     SyntheticTraces,
@@ -238,6 +239,52 @@ def test_fan_out_merges_to_the_unsplit_results(
     assert len(mine) == 3 and all(j["status"] == "succeeded" for j in mine)
     assert split["results"] == unsplit["results"]
     assert split["summary"] == unsplit["summary"]
+
+
+def test_a_gpu_fitting_job_fits_the_whole_file_in_one_job(
+    client: TestClient, traces_file: str, unsplit: dict[str, Any]
+) -> None:
+    """`fitting.gpu` (what device "gpu" starts) never fans out, and the fitting routes
+    serve it. Submitted through the jobs API with device "cpu", it runs here too."""
+    params = {
+        "file_id": traces_file,
+        "model_type": "maturation",
+        "device": "cpu",
+        "chunk_size": 100,
+    }
+    job = client.post("/api/v1/jobs", json={"function": "fitting.gpu", "params": params})
+    assert job.status_code == 201, job.text
+    job_id = job.json()["id"]
+    assert wait_for_job(client, job_id, timeout=60)["status"] == "succeeded"
+    children = client.get("/api/v1/jobs", params={"function": "fitting.chunk"}).json()
+    assert not [j for j in children["items"] if j["parent_id"] == job_id]
+    assert client.get(f"{API}/fitting/status/{job_id}").json()["status"] == "succeeded"
+    results = client.get(f"{API}/fitting/results/{job_id}", params={"limit": 10_000}).json()
+    assert results["results"] == unsplit["results"]
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a GPU")
+def test_gpu_fits_are_refused_where_there_is_no_gpu(client: TestClient, traces_file: str) -> None:
+    before = client.get("/api/v1/jobs", params={"function": "fitting.gpu"}).json()["total"]
+    start = f"{API}/fitting/start"
+    _problem(client.post(start, json={"file_id": traces_file, "device": "gpu"}), 422, "no GPU")
+    assert client.get("/api/v1/jobs", params={"function": "fitting.gpu"}).json()["total"] == before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs a CUDA GPU with cupy")
+def test_device_gpu_fits_on_the_gpu(
+    client: TestClient, traces_file: str, unsplit: dict[str, Any]
+) -> None:
+    started = client.post(f"{API}/fitting/start", json={"file_id": traces_file, "device": "gpu"})
+    assert started.status_code == 201, started.text
+    job = client.get(f"/api/v1/jobs/{started.json()['job_id']}").json()
+    assert job["function"] == "fitting.gpu"
+    gpu = _fit(client, traces_file, device="gpu")
+    cpu_r2 = np.array([r["r_squared"] for r in unsplit["results"]], dtype=float)
+    gpu_r2 = np.array([r["r_squared"] for r in gpu["results"]], dtype=float)
+    # the GPU parity of tests/functions/fitting/test_gpu.py, on 99 % of the traces
+    assert np.isclose(gpu_r2, cpu_r2, rtol=0, atol=1e-8).mean() >= 0.99
 
 
 def test_parameters_are_checked_before_a_job_exists(client: TestClient, traces_file: str) -> None:

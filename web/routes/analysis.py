@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from common.arrays import gpu_available
 from common.capabilities import StoredFile
-from common.errors import Conflict
+from common.errors import Conflict, InvalidInput
 from common.imports import resolve_import_path
 from common.jobs.models import JobError, JobRecord
 from common.jobs.status import Status
@@ -26,6 +27,7 @@ from web.schemas import FileSource
 router = APIRouter(prefix="/analysis", tags=["analysis"])
 
 FITTING = "fitting"
+FITTING_GPU = "fitting.gpu"  # device "gpu": the whole file on one GPU function
 TimeUnit = Literal["h", "min", "s"]
 
 
@@ -121,7 +123,9 @@ class FittingResults(BaseModel):
     offset: int
 
 
-FittingJob = Annotated[JobRecord, Depends(owned_job_running(FITTING, "a fitting job"))]
+FittingJob = Annotated[
+    JobRecord, Depends(owned_job_running((FITTING, FITTING_GPU), "a fitting job"))
+]
 
 
 def _traces_file(source: TracesSource, state: State, user: CurrentUser) -> StoredFile:
@@ -177,15 +181,28 @@ def load_traces(body: TracesSource, state: State, user: CurrentUser) -> TracesPu
 def start_fitting(
     body: FittingStart, state: State, user: CurrentUser, client: RequestClient
 ) -> FittingStarted:
-    """Fit a model to every trace of a file, as a job (params checked before it exists)."""
+    """Fit a model to every trace of a file, as a job (params checked before it exists).
+    Device "gpu" runs it as a `fitting.gpu` job, on a GPU function."""
     resolve_spec(
         body.model_type, params=body.model_params, bounds=body.model_bounds, fixed=body.fixed
     )
+    if body.device == "gpu" and not _gpu_deployment(state):
+        raise InvalidInput(
+            "device 'gpu': this deployment has no GPU (local workers on a machine without "
+            "a CUDA GPU and cupy); ask for 'auto' or 'cpu'"
+        )
     stored = _traces_file(body, state, user)
     params = body.model_dump(exclude={"file_path"}, exclude_none=True)
     params["file_id"] = str(stored.id)
-    job = state.submit_job(user, client, FITTING, params)
+    function = FITTING_GPU if body.device == "gpu" else FITTING
+    job = state.submit_job(user, client, function, params)
     return FittingStarted(job_id=job.id, file_id=stored.id)
+
+
+def _gpu_deployment(state: State) -> bool:
+    """Whether `fitting.gpu` jobs get a GPU: on Modal it declares one; local workers
+    share this machine."""
+    return state.settings.executor == "modal" or gpu_available()
 
 
 @router.get("/fitting/status/{job_id}")
