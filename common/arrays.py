@@ -42,6 +42,11 @@ class Backend:
         return f"Backend({self.name!r})"
 
 
+def to_host(xp: ModuleType, array: Any) -> np.ndarray:
+    """A host copy of an array of module `xp` (numpy or cupy); no copy for numpy."""
+    return array.get() if xp is not np else array  # type: ignore[no-any-return]
+
+
 @cache
 def gpu_available() -> bool:
     try:

@@ -12,7 +12,7 @@ so at a candidate's θ every model value and Jacobian column is a combination of
 with coefficients (1, a) taken from the trace. The curves come from evaluating the model
 at a = 0 and at each unit a, once per solve. Per trace, JᵀJ = S G Sᵀ and Jᵀr =
 S (Zᵀy - G v), with G = ZᵀZ of its candidate, v the value's coefficients and S the
-Jacobian's; the products Zᵀy of all traces are one matrix product. This replaces the
+Jacobian's; the products Zᵀy are one matrix product per candidate. This replaces the
 solver's first evaluation of every trace (about a sixth of all its evaluations).
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from common.arrays import to_host
 from functions.fitting.spec import FitSpec
 
 
@@ -32,7 +33,7 @@ class CandidateNormals:
     lin: list[int]  # columns of the free linear parameters (L)
     theta: list[int]  # columns of the free nonlinear parameters (K)
     free: list[int]  # all free columns, in the solver's order
-    basis: Any  # (T, C·M) the curves Z of every candidate, candidate-major
+    basis: Any  # (C, T, M) the curves Z of every candidate
     gram: Any  # (C, M, M) ZᵀZ per candidate
 
     @property
@@ -47,7 +48,7 @@ class CandidateNormals:
         rounding (about eps·y·y) is far below the solver's tolerances on the cost.
         """
         n, L, M = y.shape[0], len(self.lin), self.width
-        zy = (y @ self.basis).reshape(n, -1, M)[xp.arange(n), cand]  # (n, M)
+        zy = self._products(xp, y, cand)
         G = self.gram[cand]  # (n, M, M)
         e = xp.concatenate([xp.ones((n, 1)), p[:, self.lin]], axis=1)  # (n, 1 + L)
         v = xp.zeros((n, M))
@@ -65,6 +66,22 @@ class CandidateNormals:
         A = (S @ G) @ S.transpose(0, 2, 1)
         g = xp.einsum("nkq,nq->nk", S, zy - Gv)
         return cost, A, g
+
+    def _products(self, xp: ModuleType, y: Any, cand: Any) -> Any:
+        """Zᵀy (n, M) of each trace with its own candidate's curves: one matrix product
+        per candidate over the traces that chose it (a product with every candidate's
+        curves would do C times the work)."""
+        n, M = y.shape[0], self.width
+        zy = xp.empty((n, M))
+        order = xp.argsort(cand, kind="stable") if xp is np else xp.argsort(cand)
+        counts = to_host(xp, xp.bincount(cand, minlength=self.basis.shape[0]))
+        start = 0
+        for c, count in enumerate(counts.tolist()):
+            if count:
+                rows = order[start : start + count]
+                zy[rows] = y[rows] @ self.basis[c]
+                start += count
+        return zy
 
 
 def candidate_normals(
@@ -91,6 +108,6 @@ def candidate_normals(
     for b in range(len(theta)):
         Z += [d0[b], *(dj[b] - d0[b] for _, dj in units)]
     stack = xp.stack(Z)  # (M, C, T)
-    basis = xp.ascontiguousarray(stack.transpose(2, 1, 0).reshape(T, -1))
+    basis = xp.ascontiguousarray(stack.transpose(1, 2, 0))
     gram = xp.einsum("qct,rct->cqr", stack, stack)
     return CandidateNormals(lin, theta, free, basis, gram)

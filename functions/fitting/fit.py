@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from common.arrays import Device, get_backend
+from common.arrays import Device, get_backend, to_host
 from functions.fitting.linalg import inverse_spd
 from functions.fitting.solver import (
     CONVERGED,
@@ -21,7 +21,6 @@ from functions.fitting.solver import (
     SolveOutput,
     SolverOptions,
     solve,
-    to_host,
 )
 from functions.fitting.spec import FitSpec
 

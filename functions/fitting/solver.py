@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from common.arrays import to_host
 from common.errors import JobCancelled
 from functions.fitting.fused import fused_normal_equations
 from functions.fitting.kernels import as_terms
@@ -179,10 +180,6 @@ def _best_of(xp: ModuleType, out: SolveOutput, n: int, m: int) -> SolveOutput:
         iterations=out.iterations.reshape(n, m).sum(axis=1),
         status=out.status[pick],
     )
-
-
-def to_host(xp: ModuleType, a: Any) -> np.ndarray:
-    return a.get() if xp is not np else a  # type: ignore[no-any-return]
 
 
 class _State:

@@ -235,6 +235,8 @@ def _rank(xp: ModuleType, costs: Any, member: list[int], keep: int) -> list[Any]
     """Per trace, the `keep` best candidates (rows of `costs` (C, n)): the best of each
     group, groups ranked by their best cost; ties keep candidate order."""
     n = costs.shape[1]
+    if keep == 1:  # the best of the best of each group: the best
+        return [xp.argmin(costs, axis=0)]
     groups = list(dict.fromkeys(member))
     if len(groups) == len(member):  # every candidate its own group
         best = xp.broadcast_to(xp.arange(len(member))[:, None], costs.shape)
