@@ -196,7 +196,10 @@ def shared_screen(xp: ModuleType, spec: FitSpec, t: Any) -> SharedScreen:
 def _times(v: Any, M: Any) -> Any:
     """v (n, C, L) times M (C, L, L) per candidate, as (n, C, L): L broadcast products
     (a stacked matmul pays per 1 x L matrix)."""
-    return sum(v[:, :, j, None] * M[None, :, j, :] for j in range(M.shape[1]))
+    out = v[:, :, 0, None] * M[None, :, 0, :]
+    for j in range(1, M.shape[1]):
+        out += v[:, :, j, None] * M[None, :, j, :]
+    return out
 
 
 def _project_shared(
