@@ -84,6 +84,10 @@ def test_every_capability_has_a_function_with_its_resources(modal_app: Any) -> N
         assert (_autoscaler(function).max_containers or None) == resources.max_containers
         image = modal_app.gpu_image if resources.gpu else modal_app.cpu_image
         assert _inner(function)._spec.image is synchronizer._translate_in(image), name
+        # GPU containers share CuPy's compiled kernels (CUPY_CACHE_DIR in the GPU image)
+        volumes = _inner(function)._spec.volumes
+        cache = synchronizer._translate_in(modal_app.kernel_cache)
+        assert volumes == ({modal_app.KERNEL_CACHE_PATH: cache} if resources.gpu else {}), name
         assert len(info.secrets) == len(modal_app.SECRET_NAMES)
 
 
@@ -116,6 +120,8 @@ def test_the_web_function_and_the_scheduled_cleanup_exist(modal_app: Any) -> Non
 
 
 def test_the_images_install_the_locked_dependencies_and_gpu_stack(modal_app: Any) -> None:
+    assert modal_app.GPU_ENV["CUPY_CACHE_DIR"].startswith(modal_app.KERNEL_CACHE_PATH + "/")
+    assert any(c.resources.gpu for c in registered().values())  # fitting.gpu at least
     assert all("==" in package for package in modal_app.GPU_PACKAGES)
     assert {p.split("[")[0].split("==")[0] for p in modal_app.GPU_PACKAGES} == {
         "cupy-cuda12x",
