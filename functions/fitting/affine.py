@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from common.arrays import to_host
+from functions.fitting.linalg import rows_times
 from functions.fitting.spec import FitSpec
 
 
@@ -79,7 +80,7 @@ class CandidateNormals:
         for c, count in enumerate(counts.tolist()):
             if count:
                 rows = order[start : start + count]
-                zy[rows] = y[rows] @ self.basis[c]
+                zy[rows] = rows_times(xp, y[rows], self.basis[c])
                 start += count
         return zy
 

@@ -79,3 +79,13 @@ def inverse_spd(xp: ModuleType, A: Any) -> Any:
     n, k = A.shape[0], A.shape[1]
     columns = solve_spd(xp, xp.repeat(A, k, axis=0), xp.tile(xp.eye(k), (n, 1)))
     return columns.reshape(n, k, k)  # row j holds column j: the same, by symmetry
+
+
+def rows_times(xp: ModuleType, a: Any, b: Any) -> Any:
+    """`a @ b` for a (n, T) batch of rows, each row's result the same whatever the other
+    rows are: numpy sends a single row to gemv, which sums in another order than gemm.
+    (A trace's fit may not depend on its batch: a fan-out's chunks must reproduce the
+    unsplit fit to the bit.)"""
+    if a.shape[0] == 1:
+        return (xp.repeat(a, 2, axis=0) @ b)[:1]
+    return a @ b

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from functions.fitting.affine import CandidateNormals, candidate_normals
-from functions.fitting.linalg import inverse_spd, solve_spd
+from functions.fitting.linalg import inverse_spd, rows_times, solve_spd
 from functions.fitting.models import Parameter
 from functions.fitting.spec import FitSpec
 
@@ -213,7 +213,7 @@ def _project_shared(
     """
     lin, cands = screen.lin, screen.cands
     C, n, L = cands.shape[0], y.shape[0], len(screen.lin)
-    prod = y @ screen.curves  # (n, C·(L+1))
+    prod = rows_times(xp, y, screen.curves)  # (n, C·(L+1))
     yy = xp.einsum("nt,nt->n", y, y)
     raw = 0.5 * (yy[:, None] - 2.0 * prod[:, :C] + screen.ff[None, :])
     if not lin:

@@ -45,3 +45,31 @@ def test_candidate_normals_equal_the_model_at_the_starts(model: str, fixed: dict
         np.testing.assert_allclose(got[1] / dd, want[1] / dd, rtol=0, atol=1e-9)
         g_scale = d * np.sqrt(cost_scale)[:, None]
         np.testing.assert_allclose(got[2] / g_scale, want[2] / g_scale, rtol=0, atol=1e-9)
+
+
+def test_a_trace_gets_the_same_normal_equations_in_any_batch() -> None:
+    """A fan-out's chunks must reproduce the unsplit fit to the bit, so a trace's first
+    evaluation may not depend on which other traces share its batch (nor on how many
+    chose its candidate: one alone would take numpy's gemv path)."""
+    spec = resolve_spec("maturation")
+    data = synthetic_traces("maturation", n=64, n_times=90, noise=0.05, seed=8)
+    t, y = np.atleast_2d(data.t), data.y
+    screen = shared_screen(np, spec, t)
+    starts, cand = pick_shared(np, spec, screen, y)
+    p, c = starts[0], cand[0]
+    whole = screen.normals.normal_equations(np, y, c, p)
+    for rows in (np.array([5]), np.arange(3, 20), np.arange(64)[::-1]):
+        part = screen.normals.normal_equations(np, y[rows], c[rows], p[rows])
+        for a, b in zip(part, whole, strict=True):
+            np.testing.assert_array_equal(a, b[rows])
+
+
+def test_a_trace_gets_the_same_start_in_any_batch() -> None:
+    spec = resolve_spec("maturation")
+    data = synthetic_traces("maturation", n=16, n_times=90, noise=0.05, seed=9)
+    t, y = np.atleast_2d(data.t), data.y
+    screen = shared_screen(np, spec, t)
+    whole, _ = pick_shared(np, spec, screen, y)
+    for i in (0, 7):
+        alone, _ = pick_shared(np, spec, screen, y[i : i + 1])
+        np.testing.assert_array_equal(alone[0, 0], whole[0, i])
