@@ -335,14 +335,16 @@ class _Stream:
         real = xp.asarray(uniq)
         t = self.t if self.t.shape[0] == 1 else self.t[real]
         y, w = self.y[real], self.w[real]
-        cand = None  # per start, its shared candidate (when the shared screen chose it)
+        screen: SharedScreen | None = None  # the shared screen, when it chose the starts
+        cand: Any = None  # (m, n) each start's candidate in it
         if self.starts is not None:
             starts = self.starts[real][None]
         elif self.opt.multistart and t.shape[0] == 1 and bool(w.all()):
             # One time axis and no missing points: every trace has the same candidates.
             if self.screen is None:
                 self.screen = shared_screen(xp, self.spec, t)
-            starts, cand = pick_shared(xp, self.spec, self.screen, y, keep=m)
+            screen = self.screen
+            starts, cand = pick_shared(xp, self.spec, screen, y, keep=m)
         else:
             starts = choose_starts(xp, self.spec, t, y, w, multistart=self.opt.multistart, keep=m)
         inv = xp.asarray(inverse)
@@ -371,9 +373,9 @@ class _Stream:
             live=xp.ones(n, dtype=bool),
             dense=bool(w.all()),
         )
-        if cand is not None and self.fused is None and self.screen is not None:
+        if screen is not None and self.fused is None:
             # the model's values and Jacobian at the starts follow from the candidates'
-            s.cost, s.A, s.g = self.screen.normals.normal_equations(xp, y, cand[which, inv], p)
+            s.cost, s.A, s.g = screen.normals.normal_equations(xp, y, cand[which, inv], p)
         else:
             s.cost, s.A, s.g = self._evaluate(s, p)
         bad = ~xp.isfinite(s.cost)
@@ -408,8 +410,9 @@ class _Stream:
         """Cost ½·SS_res (n,), JᵀJ (n, k, k) and Jᵀr (n, k) of the weighted residuals at
         `p`: everything an iteration needs, so no (n, T) array outlives the evaluation.
 
-        A model with a fused kernel for this backend (`Model.normal_equations`) computes
-        them in one pass over the data; otherwise they come from the kernel's columns.
+        A model with a fused kernel for this backend (`fused.fused_normal_equations`)
+        computes them in one pass over the data; otherwise they come from the kernel's
+        columns.
         """
         if self.fused is not None:
             return self.fused(s.t, s.y, None if s.dense else s.w, p)  # type: ignore[no-any-return]

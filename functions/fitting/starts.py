@@ -288,7 +288,6 @@ def choose_starts(
     *,
     multistart: bool = True,
     keep: int = 1,
-    screen: SharedScreen | None = None,
 ) -> Any:
     """Best starting point per trace, `(n, P)`.
 
@@ -304,9 +303,6 @@ def choose_starts(
         False: the request start only, with its linear parameters projected.
     keep : int, optional
         How many of the best candidates to return.
-    screen : SharedScreen, optional
-        `shared_screen(xp, spec, t)`, made once by a caller that screens many batches
-        of traces on the same time axis.
 
     Returns
     -------
@@ -316,7 +312,9 @@ def choose_starts(
     n = y.shape[0]
     if multistart and t.shape[0] == 1 and bool((w > 0).all()):
         # One time axis and no missing points: every trace has the same candidates.
-        return pick_shared(xp, spec, screen or shared_screen(xp, spec, t), y, keep)[0]
+        # (A caller that screens many batches on one time axis keeps the `SharedScreen`
+        # and calls `pick_shared` itself, as the solver does.)
+        return pick_shared(xp, spec, shared_screen(xp, spec, t), y, keep)[0]
     points, costs_list, groups = _screen(xp, spec, t, y, w, multistart)
     stacked = xp.stack(points)  # (C, n, P)
     all_costs = xp.stack([xp.where(xp.isfinite(c), c, xp.inf) for c in costs_list])
