@@ -13,7 +13,7 @@ with coefficients (1, a) taken from the trace. The curves come from evaluating t
 at a = 0 and at each unit a, once per solve. Per trace, JᵀJ = S G Sᵀ and Jᵀr =
 S (Zᵀy - G v), with G = ZᵀZ of its candidate, v the value's coefficients and S the
 Jacobian's; the products Zᵀy are one matrix product per candidate. This replaces the
-solver's first evaluation of every trace (about a sixth of all its evaluations).
+solver's first evaluation of every trace (one of about five).
 """
 
 from __future__ import annotations
