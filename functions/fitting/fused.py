@@ -161,11 +161,12 @@ def fused_normal_equations(xp: ModuleType, spec: FitSpec) -> Fused | None:
         if n == 0:
             return cost, A, g
         t, y, p = (xp.ascontiguousarray(a, dtype=xp.float64) for a in (t, y, p))
-        w = y if w is None else xp.ascontiguousarray(w, dtype=xp.float64)
+        weighted = w is not None
+        w = xp.ascontiguousarray(w, dtype=xp.float64) if weighted else y  # y: never read
+        t_stride = 0 if t.shape[0] == 1 else T
+        args = (t, y, w, p, np.int64(n), np.int32(T), np.int64(t_stride), np.int32(weighted))
         blocks = (n + WARPS_PER_BLOCK - 1) // WARPS_PER_BLOCK
-        args = (t, y, w, p, np.int64(n), np.int32(T), np.int64(0 if t.shape[0] == 1 else T))
-        weighted = np.int32(w is not y)
-        kernel((blocks,), (32 * WARPS_PER_BLOCK,), (*args, weighted, cost, A, g))
+        kernel((blocks,), (32 * WARPS_PER_BLOCK,), (*args, cost, A, g))
         return cost, A, g
 
     return run
