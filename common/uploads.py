@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +25,7 @@ from common.capabilities import StoredFile
 from common.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, TooLarge
 from common.files import Files, file_key
 from common.naming import safe_name
+from common.objects.access import open_stored
 from common.objects.base import PartInfo
 from common.records import File, transaction
 from common.records.models import Upload
@@ -266,21 +267,3 @@ class Uploads:
                 .values(status="completed", updated_at=now)
             )
         return StoredFile.model_validate(row, from_attributes=True)
-
-
-@contextmanager
-def open_stored(objects: Any, key: str, size: int):  # type: ignore[no-untyped-def]
-    """A seekable binary stream over a stored object: the file itself in the directory
-    store, ranged reads against S3 (only the bytes looked at are fetched)."""
-    local = objects.local_path(key)
-    if local is not None:
-        with open(local, "rb") as handle:
-            yield handle
-        return
-    from common.objects.ranged import RangedReader
-
-    reader: IO[bytes] = RangedReader(objects, key, size=size)  # type: ignore[assignment]
-    try:
-        yield reader
-    finally:
-        reader.close()

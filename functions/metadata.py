@@ -14,11 +14,7 @@ opens files by name only) and whole-slide images (OpenSlide opens files by name 
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
@@ -26,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import Context, Resources, StoredFile, capability
 from common.errors import UnsupportedFile
+from common.objects.access import stored_path
 from common.objects.ranged import RangedReader
 
 Kind = Literal["microscopy", "slide"]
@@ -76,7 +73,7 @@ def describe_stored(objects: Any, stored: StoredFile) -> MetadataResult:
         kind = detect(fh, name=stored.name)
         if kind in ("nd2", "tiff"):
             return _microscopy(fh, name=stored.name)
-    with stored_path(objects, stored) as path:
+    with stored_path(objects, stored.key, stored.name) as path:
         return describe_path(path, name=stored.name)
 
 
@@ -150,22 +147,3 @@ def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:
     return MetadataResult(
         kind="microscopy", metadata=meta.model_dump(mode="json") | {"file_path": None}
     )
-
-
-@contextlib.contextmanager
-def stored_path(objects: Any, stored: StoredFile) -> Iterator[Path]:
-    """A stored file as a real path: the object's own file on the directory store (read
-    it, never write next to it), else a temporary copy removed afterwards."""
-    local = objects.local_path(stored.key)
-    if local is not None:
-        yield local
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="aperture-"))
-    try:
-        path = tmp / Path(stored.name).name
-        with open(path, "wb") as out:
-            for chunk in objects.iter_bytes(stored.key):
-                out.write(chunk)
-        yield path
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -6,11 +6,9 @@ calls :func:`functions.microscopy.readers.read_metadata` for microscopy files.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import Context, Resources, capability
 from common.errors import InvalidInput, JobCancelled
+from common.objects.access import stored_path
 from functions.microscopy.pipeline import WorkflowOptions
 
 
@@ -77,16 +76,6 @@ class MergeParams(BaseModel):
 
 class MergeResult(BaseModel):
     files: dict[str, uuid.UUID]
-
-
-@contextlib.contextmanager
-def local_copy(ctx: Context, file_id: uuid.UUID) -> Iterator[Path]:
-    """A stored file as a real path (readers need one); see
-    :func:`functions.metadata.stored_path`."""
-    from functions.metadata import stored_path
-
-    with stored_path(ctx.objects, ctx.file(file_id)) as path:
-        yield path
 
 
 @capability(
@@ -162,8 +151,9 @@ def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
     opts = params.options
     if opts.device == "auto":
         opts = opts.model_copy(update={"device": ctx.device})
+    stored = ctx.file(params.file_id)
     with (
-        local_copy(ctx, params.file_id) as path,
+        stored_path(ctx.objects, stored.key, stored.name) as path,
         open_reader(path) as reader,
         tempfile.TemporaryDirectory(prefix="aperture-fov-") as tmp,
     ):
@@ -216,7 +206,8 @@ def run_merge(params: MergeParams, ctx: Context) -> MergeResult:
         parse_fov_spec(spec)  # invalid specs fail before any file is fetched
     tables = []
     for file_id in params.traces:
-        with local_copy(ctx, file_id) as path:
+        stored = ctx.file(file_id)
+        with stored_path(ctx.objects, stored.key, stored.name) as path:
             try:
                 tables.append(read_table(path))
             except Exception as exc:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import Context, Resources, capability
 from common.errors import ApertureError, JobCancelled
+from common.objects.access import stored_path
 
 #: Slides with more full-resolution pixels than this fan out when band_rows is 0 and
 #: children run on machines of their own.
@@ -80,7 +81,6 @@ def pyramid_tile_key(slide_id: uuid.UUID | str, level: int, col: int, row: int, 
 )
 def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
     """Pre-generate a slide's Deep Zoom pyramid with libvips dzsave into object storage."""
-    from functions.metadata import stored_path
     from functions.slides import pyramid
 
     options = pyramid.PyramidOptions(
@@ -91,10 +91,11 @@ def tiles_pyramid(params: PyramidParams, ctx: Context) -> PyramidResult:
     )
     prefix = dzi_prefix(params.slide_id)
     try:
+        slide = ctx.file(params.file_id)
         with (
             tempfile.TemporaryDirectory(prefix="aperture-pyramid-") as tmp,
             pyramid.output_dir(ctx.objects, Path(tmp)) as out,
-            stored_path(ctx.objects, ctx.file(params.file_id)) as slide_path,
+            stored_path(ctx.objects, slide.key, slide.name) as slide_path,
         ):
             image = pyramid.open_level0(slide_path, Path(tmp))
             if params.part == "band":
