@@ -34,9 +34,7 @@ class Backend:
 
     def to_numpy(self, array: Any) -> np.ndarray:
         """Host copy of an array of this backend (no copy on the CPU)."""
-        if self.name == "gpu":
-            return array.get()  # type: ignore[no-any-return]
-        return np.asarray(array)
+        return to_host(self.xp, array)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -44,7 +42,7 @@ class Backend:
 
 def to_host(xp: ModuleType, array: Any) -> np.ndarray:
     """A host copy of an array of module `xp` (numpy or cupy); no copy for numpy."""
-    return array.get() if xp is not np else array  # type: ignore[no-any-return]
+    return array.get() if xp is not np else np.asarray(array)  # type: ignore[no-any-return]
 
 
 @cache
