@@ -76,7 +76,8 @@ class Context(Protocol):
     @property
     def runtime(self) -> Any:  # common.runtime.Runtime
         """Database and settings, for platform capabilities that keep records (cleanup,
-        slide records); compute capabilities never need it."""
+        slide records) and for reading deployment settings (`tiles.pyramid` fans out
+        only where children get machines of their own)."""
         ...
 
     def progress(self, fraction: float, message: str = "") -> None:

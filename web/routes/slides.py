@@ -42,8 +42,11 @@ class SlideBulkDeleted(BaseModel):
 def image_response(tile: Tile, request: Request) -> Response:
     """An image with its ETag and caching headers; 304 when the client has it."""
     unchanged = not_modified(tile.etag, tile.cache_control, request)
-    if unchanged is not None:
-        return unchanged
+    return unchanged if unchanged is not None else image(tile)
+
+
+def image(tile: Tile) -> Response:
+    """An image with its ETag and caching headers (the caller checked If-None-Match)."""
     headers = {"ETag": tile.etag, "Cache-Control": tile.cache_control}
     return Response(tile.content, media_type=tile.media_type, headers=headers)
 

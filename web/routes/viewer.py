@@ -21,7 +21,7 @@ from functions.slides.geometry import parse_tile_format
 from functions.slides.render import MEDIA_TYPES
 from functions.slides.service import CACHE_CONTROL, Tile
 from web.deps import State
-from web.routes.slides import image_response, not_modified
+from web.routes.slides import image, image_response, not_modified
 from web.slides import SlideServiceDep, ViewedSlide
 
 router = APIRouter(prefix="/viewer", tags=["viewer"])
@@ -94,4 +94,4 @@ async def _stored_tile(
         content = await run_in_threadpool(objects.get_bytes, key)
     except NotFound:
         raise NotFound(f"no tile {level}/{col}_{row} in this slide's pyramid") from None
-    return image_response(Tile(content, MEDIA_TYPES[fmt], etag), request)
+    return image(Tile(content, MEDIA_TYPES[fmt], etag))
