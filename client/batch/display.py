@@ -126,7 +126,8 @@ def summary(manifest: Manifest) -> Table:
         if entry.error:
             detail = f"{entry.stage}: {entry.error}" if entry.stage else entry.error
         elif entry.status == SUCCEEDED:
-            detail = f"{len(entry.artefacts)} files in {entry.name}/"
+            count = len(entry.artefacts)
+            detail = f"{count} file{'' if count == 1 else 's'} in {entry.name}/"
         else:
             detail = ""
         style = "green" if entry.status == SUCCEEDED else "red" if entry.final else "yellow"
