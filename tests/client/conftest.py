@@ -52,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         live.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def account(server: LiveServer) -> Account:
     return new_account(server.url)
 
