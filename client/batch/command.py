@@ -84,12 +84,16 @@ def _interrupted(holder: list[Manifest], console: Console) -> int:
         answer = console.input(f"\nCancel the {len(running)} submitted jobs? [y/N] ")
         if answer.strip().lower() in ("y", "yes"):
             asyncio.run(_cancel(manifest))
-            console.print(f"cancelled {len(running)} jobs; manifest {manifest.path} is up to date")
+            console.print(
+                f"cancelled {len(running)} jobs; manifest {manifest.path} is up to date",
+                soft_wrap=True,
+            )
             return 130
     if running:
         console.print(
             f"\n{len(running)} jobs keep running. Rerun the same command to follow them, or "
-            f"`aperture batch cancel {manifest.path}` to stop them."
+            f"`aperture batch cancel {manifest.path}` to stop them.",
+            soft_wrap=True,
         )
     return 130
 
