@@ -15,6 +15,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from client import config
 from client.api import AsyncClient
 from client.auth import ApiKey, Credential, PasswordLogin, SupabaseLogin, Tokens
@@ -37,7 +39,7 @@ def run_async(work: Callable[[AsyncClient], Coroutine[Any, Any, int]]) -> int:
     except NotSignedIn as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (ApertureError, OSError, ValueError) as error:
+    except (ApertureError, httpx.HTTPError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
@@ -80,7 +82,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
     try:
         me = asyncio.run(check())
-    except ApertureError as error:
+    except (ApertureError, httpx.HTTPError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if tokens:

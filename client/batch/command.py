@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 
 from client import config
@@ -66,7 +67,7 @@ def cmd_batch_run(args: argparse.Namespace, console: Console | None = None) -> i
     except NotSignedIn as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (ApertureError, OSError, ValueError) as error:
+    except (ApertureError, httpx.HTTPError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     console.print(summary(manifest))
@@ -112,7 +113,7 @@ def cmd_batch_status(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(go())
-    except (ApertureError, OSError) as error:
+    except (ApertureError, httpx.HTTPError, OSError) as error:
         print(f"warning: showing the saved statuses ({error})", file=sys.stderr)
     Console().print(summary(manifest))
     return _exit_code(manifest)
@@ -122,7 +123,7 @@ def cmd_batch_cancel(args: argparse.Namespace) -> int:
     manifest = Manifest.load(Path(args.manifest))
     try:
         count = asyncio.run(_cancel(manifest))
-    except (ApertureError, OSError) as error:
+    except (ApertureError, httpx.HTTPError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"asked {count} jobs to cancel; {manifest.path} updated")
