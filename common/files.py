@@ -156,6 +156,8 @@ class FileFilter:
     name_contains: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    sha256: str | None = None
+    size: int | None = None
 
 
 def _filtered(query: Select, f: FileFilter) -> Select:  # type: ignore[type-arg]
@@ -175,6 +177,10 @@ def _filtered(query: Select, f: FileFilter) -> Select:  # type: ignore[type-arg]
         query = query.where(File.created_at >= f.created_after)
     if f.created_before is not None:
         query = query.where(File.created_at < f.created_before)
+    if f.sha256 is not None:
+        query = query.where(File.sha256 == f.sha256.lower())
+    if f.size is not None:
+        query = query.where(File.size == f.size)
     return query
 
 

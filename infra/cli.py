@@ -1,4 +1,5 @@
-"""The `aperture` command: serve the API, migrate the database, and operator tasks."""
+"""The `aperture` command: serve the API, migrate the database, operator tasks, and the
+user verbs of the Python client (client/cli.py)."""
 
 from __future__ import annotations
 
@@ -131,8 +132,21 @@ def cmd_demo_slide(args: argparse.Namespace) -> int:
     return 0
 
 
+_GROUPS = """\
+server commands (run where the server runs):
+  serve, migrate, users, demo-data, cleanup
+user commands (talk to a server over HTTP; `aperture login` first, or APERTURE_URL):
+  login, upload, submit, jobs, download, cancel, batch
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aperture", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="aperture",
+        description=__doc__,
+        epilog=_GROUPS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the API server (embedded defaults)")
@@ -192,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     slide.add_argument("--levels", type=int, default=4)
     slide.add_argument("--seed", type=int, default=0)
     slide.set_defaults(run=cmd_demo_slide)
+
+    from client.cli import register as register_user_verbs  # the client's own verbs
+
+    register_user_verbs(commands)
     return parser
 
 

@@ -214,10 +214,15 @@ def read_files(
     name: Annotated[str | None, Query(max_length=255, description="Name contains.")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    sha256: Annotated[
+        str | None, Query(pattern="^[0-9a-fA-F]{64}$", description="Exact content hash.")
+    ] = None,
+    size: Annotated[int | None, Query(ge=0, description="Exact size in bytes.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[FilePublic]:
-    """Files, newest first, filtered by kind, dataset, name and creation time."""
+    """Files, newest first, filtered by kind, dataset, name, creation time, and content
+    (SHA-256 and size: clients skip uploading bytes they already stored)."""
     f = FileFilter(
         owner_id=user.id,
         all_owners=user.is_admin,
@@ -226,6 +231,8 @@ def read_files(
         name_contains=name,
         created_after=created_after,
         created_before=created_before,
+        sha256=sha256,
+        size=size,
     )
     rows, total = _catalog(state).find(f, limit=limit, offset=offset)
     return Page[FilePublic](
