@@ -110,6 +110,7 @@ def test_a_crash_after_a_cooperative_cancel_reports_the_crash(pool: JobService) 
     assert _wait(pool, job.id, timeout=5).status is Status.cancelled
     crashed = _run(pool, "test.exit")  # one worker: the same process runs it
     assert crashed.error is not None and "exited with code 3" in crashed.error.message
+    assert _run(pool, "noop").status is Status.succeeded  # the replacement worker serves
 
 
 def test_a_job_that_ignores_cancel_is_killed_after_the_grace_period(pool: JobService) -> None:
