@@ -1,9 +1,10 @@
 """Capability ``metadata``: what a stored file is and holds, without reading pixel data.
 
-The file's content decides, never its name: ND2, CZI and microscopy TIFFs (OME, ImageJ,
-plain stacks) go to :func:`functions.microscopy.readers.read_metadata`; whole-slide
-images (vendor TIFFs such as SVS, NDPI, SCN; tiled pyramids; DICOM) to
-:func:`describe_slide`; anything else is :class:`common.errors.UnsupportedFile`.
+The file's content decides, never its name, by the rule in :mod:`common.filekinds` that
+upload checks use too: ND2, CZI and microscopy TIFFs (OME, ImageJ, plain stacks) go to
+:func:`functions.microscopy.readers.read_metadata`; whole-slide images (vendor TIFFs
+such as SVS, NDPI, SCN; other tiled pyramids; DICOM) to :func:`describe_slide`;
+anything else is :class:`common.errors.UnsupportedFile`.
 
 The cost does not grow with the file's size. With the directory store the object's
 own file is read in place. Elsewhere (S3) ND2 and TIFF are parsed through a
@@ -22,14 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import Context, Resources, StoredFile, capability
 from common.errors import UnsupportedFile
+from common.filekinds import HEAD_BYTES, family_of, tiff_kind_of
 from common.objects.access import stored_path
 from common.objects.ranged import RangedReader
 
 Kind = Literal["microscopy", "slide"]
-
-_ND2_MAGIC = (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  ")
-_CZI_MAGIC = b"ZISRAWFILE"
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 class MetadataParams(BaseModel):
@@ -105,37 +103,17 @@ def detect(fh: IO[bytes], *, name: str) -> str:
     """What the bytes are: "nd2", "czi", "tiff" (microscopy) or "slide"; UnsupportedFile
     for anything else."""
     fh.seek(0)
-    head = fh.read(132)
-    if head.startswith(_ND2_MAGIC):
-        return "nd2"
-    if head.startswith(_CZI_MAGIC):
-        return "czi"
-    if head[128:132] == b"DICM":
+    family = family_of(fh.read(HEAD_BYTES))
+    if family in ("nd2", "czi"):
+        return family
+    if family == "dicom":
         return "slide"
-    if head[:4] in _TIFF_MAGIC:
-        return "slide" if _tiff_is_slide(fh, name) else "tiff"
+    if family == "tiff":
+        return "slide" if tiff_kind_of(fh, name=name) == "slide" else "tiff"
     raise UnsupportedFile(
         f"{name} is neither a microscopy file (ND2, CZI, TIFF) nor a "
         "whole-slide image (unrecognised content)"
     )
-
-
-def _tiff_is_slide(fh: IO[bytes], name: str) -> bool:
-    """Vendor slide TIFFs, and tiled pyramids that are not OME or ImageJ stacks."""
-    import tifffile
-
-    fh.seek(0)  # tifffile takes a file object's position as the file's start
-    try:
-        with tifffile.TiffFile(fh, name=name) as tif:
-            if tif.is_svs or tif.is_ndpi or tif.is_scn or tif.is_bif or tif.is_philips:
-                return True
-            if tif.is_ome or tif.is_imagej:
-                return False
-            first = tif.pages.first
-            levels = len(tif.series[0].levels) if tif.series else 1
-            return bool(getattr(first, "is_tiled", False)) and levels > 1
-    except Exception as exc:  # tifffile raises many types for broken files
-        raise UnsupportedFile(f"{name} is not a readable TIFF file: {exc}") from None
 
 
 def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:

@@ -1,13 +1,15 @@
 """Microscopy readers behind one interface: metadata without pixels, frames on demand.
 
 ``open_reader(path)`` picks the reader from the file's leading bytes (never from its
-name), so a mislabelled file is read as what it is or refused with
-:class:`common.errors.UnsupportedFile`. ND2 and TIFF readers also take a seekable
-binary file object (e.g. :class:`common.objects.ranged.RangedReader` over S3), so
-metadata can be read without a local copy; CZI needs a real path (pylibCZIrw opens
-files by name only). Every reader reports the same
-:class:`MicroscopyMetadata` and reads ``(n, Y, X)`` frame batches of one FOV, channel
-and z plane, so a workflow never holds more than one batch.
+name; the families are told apart by :mod:`common.filekinds`, as for uploads and the
+``metadata`` capability), so a mislabelled file is read as what it is or refused with
+:class:`common.errors.UnsupportedFile`. Whether a TIFF is a slide is decided before a
+reader is asked (:func:`functions.metadata.detect`); a reader reads the TIFF it is given.
+ND2 and TIFF readers also take a seekable binary file object (e.g.
+:class:`common.objects.ranged.RangedReader` over S3), so metadata can be read without a
+local copy; CZI needs a real path (pylibCZIrw opens files by name only). Every reader
+reports the same :class:`MicroscopyMetadata` and reads ``(n, Y, X)`` frame batches of
+one FOV, channel and z plane, so a workflow never holds more than one batch.
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from common.errors import UnsupportedFile
+from common.filekinds import HEAD_BYTES, family_of
 from functions.microscopy.metadata import ChannelInfo, MicroscopyMetadata
-
-_ND2_MAGIC = (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  ")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_CZI_MAGIC = b"ZISRAWFILE"
 
 #: What a reader opens: a path, or a seekable binary file object (ND2 and TIFF only).
 Source = str | Path | IO[bytes] | io.RawIOBase
@@ -93,19 +92,16 @@ def sniff(path: Source, *, name: str | None = None) -> str:
         if is_file_object(path):
             fh: Any = path
             fh.seek(0)
-            head = fh.read(16)
+            head = fh.read(HEAD_BYTES)
             fh.seek(0)  # tifffile takes a file object's position as the file's start
         else:
             with open(path, "rb") as fh:  # type: ignore[arg-type]
-                head = fh.read(16)
+                head = fh.read(HEAD_BYTES)
     except OSError as exc:
         raise UnsupportedFile(f"cannot open {shown}: {exc.strerror or exc}") from None
-    if head.startswith(_ND2_MAGIC):
-        return "nd2"
-    if head[:4] in _TIFF_MAGIC:
-        return "tiff"
-    if head.startswith(_CZI_MAGIC):
-        return "czi"
+    family = family_of(head)
+    if family in ("nd2", "tiff", "czi"):
+        return family
     raise UnsupportedFile(f"{shown} is not an ND2, CZI or TIFF file (unrecognised leading bytes)")
 
 

@@ -280,3 +280,18 @@ def test_pre_generated_pyramid_is_served_from_storage(client: TestClient) -> Non
     assert png.status_code == 200 and decode(png.content).size == (255, 250)
     assert client.delete(f"{API}/slides/{slide['id']}").status_code == 204
     assert not objects.exists(pyramid_tile_key(slide["id"], 9, 0, 0, "jpeg"))
+
+
+def test_a_pyramidal_ome_tiff_upload_is_microscopy_not_a_slide(
+    client: TestClient, tmp_path: Path
+) -> None:
+    from tests.common.test_filekinds import write_pyramidal_ome
+
+    data = write_pyramidal_ome(tmp_path / "pyramid.tif").read_bytes()
+    stored = upload(client, "pyramid.tif", data)
+    assert stored["kind"] == "microscopy"
+    jobs = client.get(f"{API}/jobs", params={"function": "metadata", "limit": 500}).json()
+    assert all(j["params"].get("file_id") != stored["id"] for j in jobs["items"])
+    assert client.get(f"{API}/slides", params={"file_id": stored["id"]}).json()["total"] == 0
+    described = client.post(f"{API}/processing/load-metadata", json={"file_id": stored["id"]})
+    assert described.json()["kind"] == "microscopy"
