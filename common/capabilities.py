@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Generic, Literal, Protocol, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
 from common.errors import UnknownCapability
 
@@ -23,6 +23,18 @@ log = logging.getLogger("aperture.capabilities")
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
+
+
+#: Validation context for params validated once already: a job's params as stored when it
+#: was submitted (read back by the runner), or a model rebuilt from validated values.
+#: Structure is still checked; validators that derive something from params (a fitting
+#: job's resolved spec) keep what the first validation derived instead of deriving again.
+VALIDATED: dict[str, Any] = {"validated": True}
+
+
+def validated_before(info: ValidationInfo) -> bool:
+    """Whether a validator runs on params that were validated before (:data:`VALIDATED`)."""
+    return bool(info.context and info.context.get("validated"))
 
 
 class Resources(BaseModel):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from common.capabilities import StoredFile
 from common.executors.base import Executor
 from common.identity import Client, Identity, Principal
@@ -38,7 +40,7 @@ class AppState:
         user: Principal,
         client: Client,
         function: str,
-        params: dict[str, Any],
+        params: BaseModel | dict[str, Any],
         *,
         name: str | None = None,
         tags: list[str] | None = None,
