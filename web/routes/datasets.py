@@ -51,7 +51,7 @@ DatasetStatsPublic = DatasetStats
 
 
 def datasets_service(state: State) -> Datasets:
-    return Datasets(state.runtime.db)
+    return state.runtime.datasets
 
 
 DatasetsService = Annotated[Datasets, Depends(datasets_service)]
