@@ -12,12 +12,16 @@ import logging
 import pkgutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Generic, Literal, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
 from common.errors import UnknownCapability
+
+if TYPE_CHECKING:  # both import this module
+    from common.objects import ObjectStore
+    from common.runtime import Runtime
 
 log = logging.getLogger("aperture.capabilities")
 
@@ -82,11 +86,10 @@ class Context(Protocol):
     device: Literal["cpu", "gpu"]
 
     @property
-    def objects(self) -> Any:  # common.objects.ObjectStore; Any avoids an import cycle
-        ...
+    def objects(self) -> ObjectStore: ...
 
     @property
-    def runtime(self) -> Any:  # common.runtime.Runtime
+    def runtime(self) -> Runtime:
         """Database and settings, for platform capabilities that keep records (cleanup,
         slide records) and for reading deployment settings (`tiles.pyramid` fans out
         only where children get machines of their own)."""

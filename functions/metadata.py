@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.capabilities import Context, Resources, StoredFile, capability
 from common.errors import UnsupportedFile
 from common.filekinds import HEAD_BYTES, family_of, tiff_kind_of
+from common.objects import ObjectStore
 from common.objects.access import stored_path
 from common.objects.ranged import RangedReader
 
@@ -60,7 +61,7 @@ def run_metadata(params: MetadataParams, ctx: Context) -> MetadataResult:
     return result
 
 
-def describe_stored(objects: Any, stored: StoredFile) -> MetadataResult:
+def describe_stored(objects: ObjectStore, stored: StoredFile) -> MetadataResult:
     """Metadata of a stored file, read in place, through byte ranges, or (CZI and
     slides on a store without local files) from a temporary copy."""
     local = objects.local_path(stored.key)
