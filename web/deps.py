@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
@@ -57,12 +57,27 @@ def client_of(request: Request) -> Client:
 RequestClient = Annotated[Client, Depends(client_of)]
 
 
+class Owned(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def owner_id(self) -> uuid.UUID | None: ...
+
+
+R = TypeVar("R", bound=Owned)
+
+
+def visible_to(user: Principal, record: R, what: str) -> R:
+    """`record` if `user` may see it; another owner's `what` is 404, so ids do not leak."""
+    if not user.may_see(record.owner_id):
+        raise NotFound(f"no {what} with id {record.id}")
+    return record
+
+
 def owned_job(job_id: uuid.UUID, state: State, user: CurrentUser) -> JobRecord:
-    """The job if the caller may see it; another owner's job is 404, so ids do not leak."""
-    job = state.runtime.jobs.get(job_id)
-    if not user.may_see(job.owner_id):
-        raise NotFound(f"no job with id {job_id}")
-    return job
+    """The job if the caller may see it (404 otherwise)."""
+    return visible_to(user, state.runtime.jobs.get(job_id), "job")
 
 
 OwnedJob = Annotated[JobRecord, Depends(owned_job)]

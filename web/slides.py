@@ -19,7 +19,7 @@ from common.slides import LocalSlideFiles, SlideRecord
 from functions.slides.capability import dzi_prefix, pyramid_dzi_key
 from functions.slides.dzi import DziDescriptor
 from functions.slides.service import SlideTiles
-from web.deps import CurrentUser
+from web.deps import CurrentUser, visible_to
 
 #: How long a slide record is reused by tile requests. A slide deleted or renamed through
 #: this process is forgotten at once; another process sees the change within this time.
@@ -161,7 +161,7 @@ SlideServiceDep = Annotated[SlideService, Depends(get_slide_service)]
 
 def owned_slide(slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser) -> SlideRecord:
     """The slide if the caller may see it; another owner's slide is 404."""
-    return _check_owner(service.records.get(slide_id), user)
+    return visible_to(user, service.records.get(slide_id), "slide")
 
 
 async def viewed_slide(
@@ -171,13 +171,7 @@ async def viewed_slide(
     slide = service.fresh_record(slide_id)
     if slide is None:
         slide = await run_in_threadpool(service.record, slide_id)
-    return _check_owner(slide, user)
-
-
-def _check_owner(slide: SlideRecord, user: CurrentUser) -> SlideRecord:
-    if not user.may_see(slide.owner_id):
-        raise NotFound(f"no slide with id {slide.id}")
-    return slide
+    return visible_to(user, slide, "slide")
 
 
 OwnedSlide = Annotated[SlideRecord, Depends(owned_slide)]

@@ -13,12 +13,12 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.capabilities import StoredFile
-from common.errors import NotFound, RangeNotSatisfiable
+from common.errors import RangeNotSatisfiable
 from common.files import ANY_OWNER, FileFilter
 from common.imports import resolve_import_path
 from common.objects.disposition import content_disposition
 from common.records.models import Upload
-from web.deps import CurrentUser, RequestClient, State
+from web.deps import CurrentUser, RequestClient, State, visible_to
 from web.file_schemas import (
     BulkDelete,
     BulkDeleted,
@@ -42,11 +42,8 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def owned_file(file_id: uuid.UUID, state: State, user: CurrentUser) -> StoredFile:
-    """The file if the caller may see it; another owner's file is 404."""
-    stored = state.runtime.files.get(file_id)
-    if not user.may_see(stored.owner_id):
-        raise NotFound(f"no file with id {file_id}")
-    return stored
+    """The file if the caller may see it (404 otherwise)."""
+    return visible_to(user, state.runtime.files.get(file_id), "file")
 
 
 OwnedFile = Annotated[StoredFile, Depends(owned_file)]
