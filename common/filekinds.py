@@ -8,9 +8,7 @@ another. The content decides, never the name.
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Literal
-
-from common.errors import UnsupportedFile
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import tifffile
@@ -60,16 +58,3 @@ def tiff_kind(tif: tifffile.TiffFile) -> TiffKind:
     tiled = bool(getattr(tif.pages.first, "is_tiled", False))
     levels = len(tif.series[0].levels) if tif.series else 1
     return "slide" if tiled and levels > 1 else "microscopy"
-
-
-def tiff_kind_of(fh: IO[bytes], *, name: str) -> TiffKind:
-    """:func:`tiff_kind` of the TIFF in a seekable binary file (UnsupportedFile when it
-    cannot be parsed)."""
-    import tifffile
-
-    fh.seek(0)  # tifffile takes a file object's position as the file's start
-    try:
-        with tifffile.TiffFile(fh, name=name) as tif:
-            return tiff_kind(tif)
-    except Exception as exc:  # tifffile raises many types for broken files
-        raise UnsupportedFile(f"{name} is not a readable TIFF file: {exc}") from None

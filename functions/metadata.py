@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import Context, Resources, StoredFile, capability
 from common.errors import UnsupportedFile
-from common.filekinds import HEAD_BYTES, family_of, tiff_kind_of
+from common.filekinds import HEAD_BYTES, family_of
 from common.objects import ObjectStore
 from common.objects.access import stored_path
 from common.objects.ranged import RangedReader
+from functions.microscopy.readers import WholeSlideImage
 
 Kind = Literal["microscopy", "slide"]
 
@@ -69,24 +70,35 @@ def describe_stored(objects: ObjectStore, stored: StoredFile) -> MetadataResult:
         return describe_path(local, name=stored.name)
     with RangedReader(objects, stored.key, size=stored.size) as ranged:
         fh = cast(IO[bytes], ranged)  # a binary file object, as readers expect
-        kind = detect(fh, name=stored.name)
-        if kind in ("nd2", "tiff"):
-            return _microscopy(fh, name=stored.name)
+        family = _family(fh, name=stored.name)
+        if family in ("nd2", "tiff"):
+            try:
+                return _microscopy(fh, name=stored.name)
+            except WholeSlideImage:
+                family = "slide"
     with stored_path(objects, stored.key, stored.name) as path:
-        return describe_path(path, name=stored.name)
+        if family == "czi":
+            return _microscopy(path, name=stored.name)
+        return _slide(path)
 
 
 def describe_path(path: Path, *, name: str | None = None) -> MetadataResult:
     """Metadata of the file at `path` (`name` is what messages and ``base_name`` use)."""
     name = name or path.name
     with open(path, "rb") as fh:
-        kind = detect(fh, name=name)
-    if kind == "slide":
-        return MetadataResult(kind="slide", metadata=describe_slide(path))
-    if kind == "czi":
+        family = _family(fh, name=name)
+        if family in ("nd2", "tiff"):
+            try:
+                return _microscopy(fh, name=name)
+            except WholeSlideImage:
+                family = "slide"
+    if family == "czi":
         return _microscopy(path, name=name)
-    with open(path, "rb") as fh:
-        return _microscopy(fh, name=name)
+    return _slide(path)
+
+
+def _slide(path: Path) -> MetadataResult:
+    return MetadataResult(kind="slide", metadata=describe_slide(path))
 
 
 def describe_slide(path: Path) -> dict[str, Any]:
@@ -100,17 +112,15 @@ def describe_slide(path: Path) -> dict[str, Any]:
     return read_slide_info(path).model_dump(mode="json")
 
 
-def detect(fh: IO[bytes], *, name: str) -> str:
-    """What the bytes are: "nd2", "czi", "tiff" (microscopy) or "slide"; UnsupportedFile
-    for anything else."""
+def _family(fh: IO[bytes], *, name: str) -> str:
+    """What the leading bytes are: "nd2", "czi", "tiff" (a slide or a stack: the TIFF
+    reader tells, see `_microscopy`) or "slide" (DICOM); UnsupportedFile else."""
     fh.seek(0)
     family = family_of(fh.read(HEAD_BYTES))
-    if family in ("nd2", "czi"):
+    if family in ("nd2", "czi", "tiff"):
         return family
     if family == "dicom":
         return "slide"
-    if family == "tiff":
-        return "slide" if tiff_kind_of(fh, name=name) == "slide" else "tiff"
     raise UnsupportedFile(
         f"{name} is neither a microscopy file (ND2, CZI, TIFF) nor a "
         "whole-slide image (unrecognised content)"
@@ -118,9 +128,11 @@ def detect(fh: IO[bytes], *, name: str) -> str:
 
 
 def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:
+    """A microscopy file's metadata; WholeSlideImage for a slide TIFF (told apart in the
+    same parse of its directories)."""
     from functions.microscopy.readers import read_metadata
 
-    meta = read_metadata(source, name=name)
+    meta = read_metadata(source, name=name, microscopy_only=True)
     if meta.file_type == "czi":  # the CZI reader names files by their path only
         meta = meta.model_copy(update={"base_name": Path(name).stem})
     return MetadataResult(

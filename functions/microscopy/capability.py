@@ -197,7 +197,7 @@ def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
     stored = ctx.file(params.file_id)
     with (
         stored_path(ctx.objects, stored.key, stored.name) as path,
-        open_reader(path) as reader,
+        open_reader(path, microscopy_only=True) as reader,
         tempfile.TemporaryDirectory(prefix="aperture-fov-") as tmp,
     ):
         out = Path(tmp)

@@ -3,8 +3,9 @@
 ``open_reader(path)`` picks the reader from the file's leading bytes (never from its
 name; the families are told apart by :mod:`common.filekinds`, as for uploads and the
 ``metadata`` capability), so a mislabelled file is read as what it is or refused with
-:class:`common.errors.UnsupportedFile`. Whether a TIFF is a slide is decided before a
-reader is asked (:func:`functions.metadata.detect`); a reader reads the TIFF it is given.
+:class:`common.errors.UnsupportedFile`. Asked for microscopy only, the TIFF reader
+refuses a whole-slide image by the same module's rule (:class:`WholeSlideImage`), in the
+same parse of the file's directories that reads its metadata.
 ND2 and TIFF readers also take a seekable binary file object (e.g.
 :class:`common.objects.ranged.RangedReader` over S3), so metadata can be read without a
 local copy; CZI needs a real path (pylibCZIrw opens files by name only). Every reader
@@ -27,6 +28,13 @@ from functions.microscopy.metadata import ChannelInfo, MicroscopyMetadata
 
 #: What a reader opens: a path, or a seekable binary file object (ND2 and TIFF only).
 Source = str | Path | IO[bytes] | io.RawIOBase
+
+
+class WholeSlideImage(UnsupportedFile):
+    """A TIFF that is a whole-slide image (:func:`common.filekinds.tiff_kind`), refused by
+    a reader asked for microscopy only."""
+
+    default_message = "the file is a whole-slide image, not a microscopy file"
 
 
 def is_file_object(source: Source) -> bool:
@@ -105,9 +113,11 @@ def sniff(path: Source, *, name: str | None = None) -> str:
     raise UnsupportedFile(f"{shown} is not an ND2, CZI or TIFF file (unrecognised leading bytes)")
 
 
-def open_reader(path: Source, *, name: str | None = None) -> Reader:
+def open_reader(path: Source, *, name: str | None = None, microscopy_only: bool = False) -> Reader:
     """Open a microscopy file (a path, or a seekable binary file object named `name`);
-    raises UnsupportedFile for unknown, corrupt or truncated files.
+    raises UnsupportedFile for unknown, corrupt or truncated files, and with
+    `microscopy_only` :class:`WholeSlideImage` for a slide TIFF (else any TIFF is read
+    as a stack).
 
     Examples
     --------
@@ -126,13 +136,16 @@ def open_reader(path: Source, *, name: str | None = None) -> Reader:
         return CziReader(path)  # type: ignore[arg-type]
     from functions.microscopy.readers_tiff import TiffReader
 
-    return TiffReader(path, name=name)
+    return TiffReader(path, name=name, microscopy_only=microscopy_only)
 
 
-def read_metadata(path: Source, *, name: str | None = None) -> MicroscopyMetadata:
+def read_metadata(
+    path: Source, *, name: str | None = None, microscopy_only: bool = False
+) -> MicroscopyMetadata:
     """Metadata of a microscopy file (a path, or for ND2 and TIFF a seekable binary file
-    object named `name`) without reading pixel data."""
-    with open_reader(path, name=name) as reader:
+    object named `name`) without reading pixel data (`microscopy_only`: see
+    :func:`open_reader`)."""
+    with open_reader(path, name=name, microscopy_only=microscopy_only) as reader:
         return reader.metadata
 
 

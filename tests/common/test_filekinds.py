@@ -1,5 +1,5 @@
-"""One rule for what a file is: upload sniffing and the metadata capability classify
-every TIFF flavour alike (slide or microscopy), whatever its name."""
+"""One rule for what a file is: upload sniffing, the metadata capability and the
+microscopy readers classify every TIFF flavour alike (slide or microscopy)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import tifffile
 from common.errors import UnsupportedFile
 from common.sniff import identify
 from functions.metadata import describe_path
+from functions.microscopy.readers import WholeSlideImage, read_metadata
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
 if not REAL.exists():
@@ -67,6 +68,12 @@ def test_uploads_and_the_metadata_capability_agree(files: dict[str, Path], case:
         sniffed = identify(path.name, fh, path.stat().st_size)
     described = describe_path(path)
     assert sniffed == described.kind == EXPECTED[case]
+    try:
+        read_metadata(path, microscopy_only=True)
+        read = "microscopy"
+    except WholeSlideImage:
+        read = "slide"
+    assert read == EXPECTED[case]
 
 
 def test_a_pyramidal_ome_tiff_is_read_as_a_time_lapse(files: dict[str, Path]) -> None:
