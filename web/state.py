@@ -1,7 +1,7 @@
-"""What the running app holds: built once in the app's lifespan and closed at shut-down
-(the runtime holds the stores), plus the few
-actions every router performs the same way (submitting and cancelling jobs with their
-audit record, importing a server file with the upload checks)."""
+"""What the running app holds, built once in the app's lifespan and closed at shut-down
+(the runtime holds the stores), plus the few actions every router performs the same way
+(submitting and cancelling jobs with their audit record, importing a server file with
+the upload checks)."""
 
 from __future__ import annotations
 

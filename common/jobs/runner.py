@@ -60,8 +60,8 @@ def _execute(runtime: Runtime, job: JobRecord) -> tuple[Status, dict[str, Any]]:
     """Run the capability; map every outcome to (status, fields of the final write)."""
     try:
         capability = get_capability(job.function)
-        # Structure checked again (POST /jobs and spawned params were validated at
-        # submit); what submit derived from them is kept, not derived again.
+        # Params were validated when the job was submitted (JobService.submit). Parsing
+        # them back still refuses what does not parse, and keeps what submit derived.
         params = capability.params.model_validate(job.params, context=VALIDATED)
         ctx = JobContext(job, runtime)
         result = capability.run(params, ctx)
