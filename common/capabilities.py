@@ -12,17 +12,33 @@ import logging
 import pkgutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Generic, Literal, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
 from common.errors import UnknownCapability
+
+if TYPE_CHECKING:  # both import this module
+    from common.objects import ObjectStore
+    from common.runtime import Runtime
 
 log = logging.getLogger("aperture.capabilities")
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
+
+
+#: Validation context for params validated once already: a job's params as stored when it
+#: was submitted (read back by the runner), or a model rebuilt from validated values.
+#: Structure is still checked; validators that derive something from params (a fitting
+#: job's resolved spec) keep what the first validation derived instead of deriving again.
+VALIDATED: dict[str, Any] = {"validated": True}
+
+
+def validated_before(info: ValidationInfo) -> bool:
+    """Whether a validator runs on params that were validated before (:data:`VALIDATED`)."""
+    return bool(info.context and info.context.get("validated"))
 
 
 class Resources(BaseModel):
@@ -70,11 +86,10 @@ class Context(Protocol):
     device: Literal["cpu", "gpu"]
 
     @property
-    def objects(self) -> Any:  # common.objects.ObjectStore; Any avoids an import cycle
-        ...
+    def objects(self) -> ObjectStore: ...
 
     @property
-    def runtime(self) -> Any:  # common.runtime.Runtime
+    def runtime(self) -> Runtime:
         """Database and settings, for platform capabilities that keep records (cleanup,
         slide records) and for reading deployment settings (`tiles.pyramid` fans out
         only where children get machines of their own)."""

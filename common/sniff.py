@@ -1,8 +1,10 @@
-"""What a stored file really is: its type from magic bytes, checked against its extension
-and the allow-list, plus a cheap structural check that catches truncated files.
+"""What an uploaded file really is: its type from magic bytes, checked against its
+extension and the allow-list, plus a cheap structural check that catches truncated files.
 
-Nothing here decodes pixels; TIFF-family files are checked by walking their directories
-and making sure every strip or tile lies inside the file.
+The bytes decide the family and, for TIFFs, slide or microscopy, by the one rule in
+:mod:`common.filekinds`; the extension only says what the upload may be. Nothing here
+decodes pixels; TIFF-family files are checked by walking their directories and making
+sure every strip or tile lies inside the file.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from common.errors import UnsupportedFile
-
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+from common.filekinds import family_of, tiff_kind
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,6 @@ EXTENSIONS: dict[str, FileType] = {
     ".jpeg": FileType("jpeg", ("image",)),
 }
 
-SLIDE_ONLY = {".svs", ".ndpi", ".scn", ".bif", ".dcm"}
-
 _LONGEST_FIRST = tuple(sorted(EXTENSIONS, key=len, reverse=True))
 
 
@@ -72,24 +71,6 @@ def check_name(name: str) -> FileType:
     return EXTENSIONS[ext]
 
 
-def _family_of(head: bytes) -> str | None:
-    if head[:4] in TIFF_MAGIC:
-        return "tiff"
-    if head[:4] == b"\xda\xce\xbe\x0a" or head[4:12] == b"jP  \r\n\x87\n":
-        return "nd2"
-    if head[:10] == b"ZISRAWFILE":
-        return "czi"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head[:4] == b"PAR1":
-        return "parquet"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    return None
-
-
 def _is_text(head: bytes) -> bool:
     if b"\x00" in head:
         return False
@@ -106,7 +87,7 @@ def identify(name: str, stream: IO[bytes], size: int) -> str:
     expected = check_name(name)
     stream.seek(0)
     head = stream.read(4096)
-    family = _family_of(head)
+    family = family_of(head)
     if expected.family == "text":
         family = "text" if family is None and _is_text(head) else family
     elif expected.family == "onnx":
@@ -152,9 +133,7 @@ def _tiff_kind(name: str, stream: IO[bytes], size: int, expected: FileType) -> s
                 if index >= 512:  # enough to find a truncation in practice; stays cheap
                     break
                 _check_segments(name, page, size)
-            first = tif.pages.first
-            pyramid = len(tif.series) > 0 and len(tif.series[0].levels) > 1
-            tiled = bool(getattr(first, "is_tiled", False))
+            kind = tiff_kind(tif)
     except UnsupportedFile:
         raise
     except Exception as error:
@@ -163,9 +142,12 @@ def _tiff_kind(name: str, stream: IO[bytes], size: int, expected: FileType) -> s
         tiff_log.removeHandler(errors)
     if errors.messages:
         raise UnsupportedFile(f"{name!r} is truncated or damaged: {errors.messages[0]}")
-    if len(expected.kinds) == 1:
-        return expected.kinds[0]
-    return "slide" if tiled and (pyramid or extension_of(name) in SLIDE_ONLY) else "microscopy"
+    if kind not in expected.kinds:
+        raise UnsupportedFile(
+            f"{name!r} is named like a {' or '.join(expected.kinds)} file but its content "
+            f"is a {'whole-slide image' if kind == 'slide' else 'microscopy image'}"
+        )
+    return kind
 
 
 def _check_segments(name: str, page: object, size: int) -> None:

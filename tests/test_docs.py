@@ -10,7 +10,9 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
-    missing = [name for name in Settings.model_fields if f"`APERTURE_{name.upper()}`" not in README]
+    groups = {"tiles"}  # nested settings, each of their fields is listed below
+    names = [name for name in Settings.model_fields if name not in groups]
+    missing = [name for name in names if f"`APERTURE_{name.upper()}`" not in README]
     assert missing == []
 
 
@@ -21,7 +23,7 @@ def test_the_readme_shows_the_two_commands() -> None:
 
 
 def test_every_tile_setting_is_in_the_readme() -> None:
-    from functions.slides.service import TileSettings
+    from common.settings import TileSettings
 
     missing = [
         name

@@ -41,6 +41,7 @@ from web.routes import (
     viewer_page,
     ws,
 )
+from web.slides import SlideService
 from web.state import AppState
 
 log = logging.getLogger("aperture.web")
@@ -96,6 +97,7 @@ def create_app(
         await run_in_threadpool(executor.start)
         hub = EventHub(runtime.queries)
         await hub.start()
+        slide_service = SlideService(runtime)
         app.state.aperture = AppState(
             settings=settings,
             runtime=runtime,
@@ -103,6 +105,7 @@ def create_app(
             jobs=JobService(runtime, executor),
             hub=hub,
             identity=Identity.from_runtime(runtime),
+            slides=slide_service,
         )
         log.info(
             "aperture started", extra={"executor": executor.name, "objects": runtime.objects.kind}
@@ -119,6 +122,7 @@ def create_app(
                 housekeeping.cancel()
             await hub.stop()
             await run_in_threadpool(executor.stop)
+            slide_service.close()
             runtime.close()
 
     # FastAPIOffline serves the Swagger UI and ReDoc assets itself (no CDN), so /docs

@@ -52,6 +52,19 @@ class FitSpec:
             },
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FitSpec:
+        """The spec :meth:`as_dict` wrote, rebuilt as it is: it was checked when it was
+        resolved (:func:`resolve_spec`)."""
+        model = get_model(str(data["model"]))
+        parameters = data["parameters"]
+
+        def column(key: str) -> np.ndarray:
+            return np.array([parameters[n][key] for n in model.names], dtype=np.float64)
+
+        fixed = np.array([bool(parameters[n]["fixed"]) for n in model.names], dtype=bool)
+        return cls(model, column("start"), column("lower"), column("upper"), ~fixed)
+
     def __repr__(self) -> str:
         return f"FitSpec({self.model.name!r}, free={self.free_names})"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.capabilities import Context, Resources, capability
 from common.errors import InvalidInput, JobCancelled
 from common.objects.access import stored_path
+from functions.microscopy.merge import parse_fov_spec
 from functions.microscopy.pipeline import WorkflowOptions
 
 
@@ -25,7 +27,10 @@ class WorkflowParams(BaseModel):
 
     file_id: uuid.UUID = Field(description="The stored microscopy file (ND2, OME-TIFF, TIFF).")
     fovs: str | list[int] | None = Field(
-        None, description='FOVs to process, e.g. "0-5, 7" or [0, 1]; all when omitted.'
+        None,
+        description='FOVs to process, e.g. "0-5, 7" or [0, 1]; all when omitted. A list is '
+        "taken as checked against the file (see `plan_workflow`); a spec or none makes the "
+        "job read the file's metadata and check it.",
     )
     options: WorkflowOptions = WorkflowOptions()
 
@@ -86,30 +91,21 @@ class MergeResult(BaseModel):
 )
 def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
     """Segment, track and measure every cell of the chosen FOVs, one child job per FOV."""
-    from functions.metadata import describe_stored
-    from functions.microscopy.merge import parse_fov_spec
-
-    described = describe_stored(ctx.objects, ctx.file(params.file_id))  # no pixel data
-    if described.kind != "microscopy":
-        raise InvalidInput("the file is a whole-slide image, not a microscopy time-lapse")
-    n_fovs, n_channels = described.metadata["n_fovs"], described.metadata["n_channels"]
-    fovs = (
-        list(range(n_fovs)) if params.fovs is None else parse_fov_spec(params.fovs, n_fovs=n_fovs)
-    )
-    channels = [params.options.phase_channel, *params.options.fluorescence_channels]
-    if max(channels) >= n_channels:
-        raise InvalidInput(f"channels {channels} do not exist (the file has {n_channels})")
+    if isinstance(params.fovs, list):  # planned by the caller (`plan_workflow`)
+        fovs = params.fovs
+    else:
+        fovs = checked_fovs(params, _microscopy_metadata(ctx, params.file_id))
     jobs: list[uuid.UUID] = []
     for fov in fovs:
         if ctx.cancelled():
-            raise JobCancelled()
+            break  # gather below cancels the children spawned so far and waits for them
         jobs.append(
             ctx.spawn(
                 "workflow.fov", FovParams(file_id=params.file_id, fov=fov, options=params.options)
             )
         )
     outcomes = []
-    for i, (fov, job) in enumerate(zip(fovs, jobs, strict=True)):
+    for i, (fov, job) in enumerate(zip(fovs[: len(jobs)], jobs, strict=True)):
         (child,) = ctx.gather([job])
         outcomes.append(_fov_outcome(fov, child))
         ctx.progress((i + 1) / len(fovs), f"FOV {fov}: {child.status}")
@@ -120,6 +116,53 @@ def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
     if failed:
         ctx.log(f"FOVs that did not succeed: {failed}")
     return WorkflowResult(file_id=params.file_id, fovs=outcomes, succeeded=ok, failed=failed)
+
+
+def plan_workflow(params: WorkflowParams, metadata: Mapping[str, Any]) -> WorkflowParams:
+    """`params` with `fovs` made the explicit list :func:`checked_fovs` gives: what the
+    processing API submits, so the job need not read the file again."""
+    return params.model_copy(update={"fovs": checked_fovs(params, metadata)})
+
+
+def checked_fovs(params: WorkflowParams, metadata: Mapping[str, Any]) -> list[int]:
+    """The FOVs `params` ask for, checked with their channels against the file: the one
+    check of a workflow's params against its file.
+
+    `metadata` is the file's microscopy metadata (``n_fovs``, ``n_channels``), read once
+    by whoever plans: the processing API before it submits, or the job itself when it
+    was submitted without a list. Raises InvalidInput naming what does not exist.
+    """
+    n_fovs, n_channels = int(metadata["n_fovs"]), int(metadata["n_channels"])
+    channels = [params.options.phase_channel, *params.options.fluorescence_channels]
+    if max(channels) >= n_channels:
+        raise InvalidInput(f"channel {max(channels)} does not exist (the file has {n_channels})")
+    return parse_fov_spec(range(n_fovs) if params.fovs is None else params.fovs, n_fovs=n_fovs)
+
+
+def _microscopy_metadata(ctx: Context, file_id: uuid.UUID) -> dict[str, Any]:
+    from functions.metadata import describe_stored
+
+    described = describe_stored(ctx.objects, ctx.file(file_id))  # no pixel data
+    if described.kind != "microscopy":
+        raise InvalidInput("the file is a whole-slide image, not a microscopy time-lapse")
+    return described.metadata
+
+
+def fov_traces(result: WorkflowResult, fovs: Iterable[int]) -> list[uuid.UUID]:
+    """The Parquet traces of `fovs` in a finished workflow's result, in FOV order;
+    InvalidInput naming the FOVs that have none (not processed, or failed)."""
+    by_fov = {
+        o.fov: o.traces_parquet
+        for o in result.fovs
+        if o.status == "succeeded" and o.traces_parquet is not None
+    }
+    chosen = sorted(set(fovs))
+    missing = [fov for fov in chosen if fov not in by_fov]
+    if missing:
+        raise InvalidInput(
+            f"FOVs {missing} have no traces in this workflow (FOVs with traces: {sorted(by_fov)})"
+        )
+    return [by_fov[fov] for fov in chosen]
 
 
 def _fov_outcome(fov: int, child: Any) -> FovOutcome:
@@ -154,13 +197,9 @@ def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
     stored = ctx.file(params.file_id)
     with (
         stored_path(ctx.objects, stored.key, stored.name) as path,
-        open_reader(path) as reader,
+        open_reader(path, microscopy_only=True) as reader,
         tempfile.TemporaryDirectory(prefix="aperture-fov-") as tmp,
     ):
-        if params.fov >= reader.metadata.n_fovs:
-            raise InvalidInput(
-                f"FOV {params.fov} does not exist (the file has {reader.metadata.n_fovs})"
-            )
         out = Path(tmp)
         result = run_fov(
             reader, params.fov, out, opts, progress=ctx.progress, cancelled=ctx.cancelled
@@ -199,7 +238,7 @@ def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
 )
 def run_merge(params: MergeParams, ctx: Context) -> MergeResult:
     """Long CSVs (time, fov, cell, value) of good cells per sample, feature and channel."""
-    from functions.microscopy.merge import merge_samples, parse_fov_spec
+    from functions.microscopy.merge import merge_samples
     from functions.microscopy.traces import read_table
 
     for spec in params.samples.values():

@@ -162,6 +162,8 @@ def test_etag_gives_304(slides: dict[str, dict[str, Any]], client: TestClient) -
     etag = first.headers["etag"]
     again = client.get(url, headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    for header in (f'"other", W/{etag}', "*"):  # RFC 9110: weak comparison, any tag
+        assert client.get(url, headers={"If-None-Match": header}).status_code == 304, header
     assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
@@ -239,7 +241,7 @@ def test_rename_delete_and_bulk_delete(client: TestClient) -> None:
     assert renamed.json()["name"] == "Case 7, H&E"
     assert client.patch(f"{API}/slides/{first}", json={"bogus": 1}).status_code == 422
     assert client.get(f"{API}/viewer/{first}_files/9/0_0.jpeg").status_code == 200
-    service = client.app.state.slides  # type: ignore[attr-defined]
+    service = client.app.state.aperture.slides  # type: ignore[attr-defined]
     assert first in service.tiles.handles._handles
     assert client.delete(f"{API}/slides/{first}").status_code == 204
     assert first not in service.tiles.handles._handles, "DELETE must evict the open handle"
@@ -280,3 +282,18 @@ def test_pre_generated_pyramid_is_served_from_storage(client: TestClient) -> Non
     assert png.status_code == 200 and decode(png.content).size == (255, 250)
     assert client.delete(f"{API}/slides/{slide['id']}").status_code == 204
     assert not objects.exists(pyramid_tile_key(slide["id"], 9, 0, 0, "jpeg"))
+
+
+def test_a_pyramidal_ome_tiff_upload_is_microscopy_not_a_slide(
+    client: TestClient, tmp_path: Path
+) -> None:
+    from tests.common.test_filekinds import write_pyramidal_ome
+
+    data = write_pyramidal_ome(tmp_path / "pyramid.tif").read_bytes()
+    stored = upload(client, "pyramid.tif", data)
+    assert stored["kind"] == "microscopy"
+    jobs = client.get(f"{API}/jobs", params={"function": "metadata", "limit": 500}).json()
+    assert all(j["params"].get("file_id") != stored["id"] for j in jobs["items"])
+    assert client.get(f"{API}/slides", params={"file_id": stored["id"]}).json()["total"] == 0
+    described = client.post(f"{API}/processing/load-metadata", json={"file_id": stored["id"]})
+    assert described.json()["kind"] == "microscopy"

@@ -130,6 +130,13 @@ def test_64_mib_with_a_repeated_part_and_a_dropped_connection(server) -> None:  
         f"/api/v1/files/{record['id']}/download", headers={"If-None-Match": f'"{record["sha256"]}"'}
     )
     assert cached.status_code == 304
+    for header in (f'W/"{record["sha256"]}"', "*", f'"x", W/"{record["sha256"]}"'):
+        weak = client.get(
+            f"/api/v1/files/{record['id']}/download", headers={"If-None-Match": header}
+        )
+        assert weak.status_code == 304, header
+    other = client.get(f"/api/v1/files/{record['id']}/download", headers={"If-None-Match": '"x"'})
+    assert other.status_code == 200 and other.content == data
     assert client.get(f"/api/v1/files/uploads/{plan['id']}").json()["status"] == "completed"
 
 

@@ -1,6 +1,7 @@
 """Microscopy processing (PyAMA's API): load-metadata, features, the per-FOV workflow
 (start, status, cancel, results) and merge. Compute lives in `functions.metadata` and
-`functions.microscopy`; this module checks input and ownership and submits jobs."""
+`functions.microscopy`, PyAMA's shapes in `web.pyama`; this module reads the file once,
+checks ownership and submits jobs."""
 
 from __future__ import annotations
 
@@ -12,27 +13,33 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import StoredFile
 from common.errors import Conflict, InvalidInput, UnsupportedFile
-from common.imports import resolve_import_path
 from common.jobs.models import JobRecord
-from functions.metadata import MetadataResult, describe_path, describe_stored
+from functions.metadata import MetadataResult, describe_stored
 from functions.microscopy import list_features
-from functions.microscopy.capability import MergeParams
+from functions.microscopy.capability import (
+    MergeParams,
+    WorkflowResult,
+    fov_traces,
+    plan_workflow,
+)
 from functions.microscopy.extraction import FLUORESCENCE_FEATURES, PHASE_FEATURES
 from functions.microscopy.merge import parse_fov_spec
-from functions.microscopy.report import (
-    ChannelsSpec,
-    merge_traces,
-    workflow_params,
-    workflow_results,
-    workflow_status,
-)
 from web.deps import (
     CurrentUser,
     RequestClient,
+    Sources,
     State,
     check_function,
     owned_job,
-    owned_job_running,
+    owned_job_of,
+)
+from web.pyama import (
+    ChannelsSpec,
+    WorkflowResults,
+    WorkflowStatus,
+    workflow_params,
+    workflow_results,
+    workflow_status,
 )
 from web.schemas import FileSource
 
@@ -76,46 +83,6 @@ class JobStarted(BaseModel):
     file_id: uuid.UUID | None = None
 
 
-class Progress(BaseModel):
-    current: int = Field(description="FOVs finished.")
-    total: int
-    percentage: float
-
-
-class FovState(BaseModel):
-    fov: int
-    status: str
-    job_id: uuid.UUID | None
-    progress: float
-    error: str | None
-
-
-class WorkflowStatus(BaseModel):
-    success: bool = True
-    job_id: uuid.UUID
-    status: str
-    message: str | None
-    error: str | None
-    progress: Progress
-    fovs: list[FovState]
-
-
-class TraceFiles(BaseModel):
-    fov: int
-    csv_file_id: uuid.UUID
-    parquet_file_id: uuid.UUID
-    labels_file_id: uuid.UUID
-    job_id: uuid.UUID
-    summary: dict[str, Any]
-
-
-class WorkflowResults(BaseModel):
-    success: bool = True
-    job_id: uuid.UUID
-    traces: list[TraceFiles]
-    summary: dict[str, Any]
-
-
 class MergeSample(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -131,27 +98,24 @@ class MergeCreate(BaseModel):
     features: list[str] | None = Field(None, description="Feature names; all when omitted.")
 
 
-def _source(state: State, user: CurrentUser, body: FileSource) -> tuple[StoredFile, MetadataResult]:
-    """The caller's stored file and its metadata; a server path is read in place, then
-    imported as the caller's file (only once it proved readable)."""
-    if body.file_id is not None:
-        stored = state.runtime.files.get(body.file_id, owner_id=user.id)
-        return stored, describe_stored(state.runtime.objects, stored)
-    path = resolve_import_path(body.file_path or "", state.settings.import_roots)
-    described = describe_path(path)
-    stored = state.import_file(user, path)
-    if described.kind == "microscopy":
+def _described(
+    state: State, sources: Sources, body: FileSource
+) -> tuple[StoredFile, MetadataResult]:
+    """The caller's file and its metadata: the one read of its header a request makes."""
+    stored = sources(body)
+    described = describe_stored(state.runtime.objects, stored)
+    if described.kind == "microscopy" and body.file_path is not None:
         described.metadata["file_path"] = body.file_path
     return stored, described
 
 
-WorkflowJob = Annotated[JobRecord, Depends(owned_job_running(WORKFLOW, "a workflow"))]
+WorkflowJob = Annotated[JobRecord, Depends(owned_job_of(WORKFLOW, "a workflow"))]
 
 
 @router.post("/load-metadata")
-def load_metadata(body: FileSource, state: State, user: CurrentUser) -> MetadataPublic:
+def load_metadata(body: FileSource, state: State, sources: Sources) -> MetadataPublic:
     """A microscopy file's or slide's metadata, read without its pixel data."""
-    stored, described = _source(state, user, body)
+    stored, described = _described(state, sources, body)
     return MetadataPublic(file_id=stored.id, kind=described.kind, metadata=described.metadata)
 
 
@@ -166,29 +130,22 @@ def read_features() -> FeaturesPublic:
 
 @router.post("/workflow/start")
 def start_workflow(
-    body: WorkflowStart, state: State, user: CurrentUser, client: RequestClient
+    body: WorkflowStart, state: State, sources: Sources, user: CurrentUser, client: RequestClient
 ) -> JobStarted:
     """Start the workflow: one child job per FOV (segment, track, extract)."""
-    stored, described = _source(state, user, body)
+    stored, described = _described(state, sources, body)
     if described.kind != "microscopy":
         raise UnsupportedFile(f"{stored.name} is a whole-slide image, not a time-lapse")
     meta = described.metadata
-    params = workflow_params(
-        stored.id,
-        body.channels,
-        body.parameters,
-        n_fovs=meta["n_fovs"],
-        n_channels=meta["n_channels"],
-    )
-    job = state.submit_job(user, client, WORKFLOW, params.model_dump(mode="json"))
+    asked = workflow_params(stored.id, body.channels, body.parameters, n_fovs=meta["n_fovs"])
+    job = state.submit_job(user, client, WORKFLOW, plan_workflow(asked, meta))
     return JobStarted(job_id=job.id, file_id=stored.id)
 
 
 @router.get("/workflow/status/{job_id}")
 def read_workflow_status(job: WorkflowJob, state: State) -> WorkflowStatus:
     """Overall and per-FOV state of a workflow job."""
-    children = state.runtime.queries.children(job.id)
-    return WorkflowStatus.model_validate(workflow_status(job, children))
+    return workflow_status(job, state.runtime.queries.children(job.id))
 
 
 @router.post("/workflow/cancel/{job_id}")
@@ -197,8 +154,7 @@ def cancel_workflow(
 ) -> WorkflowStatus:
     """Cancel a workflow and its unfinished FOV jobs."""
     cancelled = state.cancel_job(user, client, job.id)
-    children = state.runtime.queries.children(job.id)
-    return WorkflowStatus.model_validate(workflow_status(cancelled, children))
+    return workflow_status(cancelled, state.runtime.queries.children(job.id))
 
 
 @router.get("/workflow/results/{job_id}")
@@ -206,7 +162,7 @@ def read_workflow_results(job: WorkflowJob) -> WorkflowResults:
     """Traces files (CSV, Parquet) per FOV of a finished workflow, and a summary."""
     if job.status != "succeeded":
         raise Conflict(f"workflow {job.id} is {job.status}; results exist once it succeeded")
-    return WorkflowResults(job_id=job.id, **workflow_results(job))
+    return workflow_results(job)
 
 
 @router.post("/merge")
@@ -224,10 +180,11 @@ def create_merge(
     unknown = set(body.features or ()) - set(PHASE_FEATURES) - set(FLUORESCENCE_FEATURES)
     if unknown:
         raise InvalidInput(f"unknown features {sorted(unknown)}")
+    fovs = [fov for chosen in samples.values() for fov in chosen]
     params = MergeParams(
-        traces=merge_traces(job, samples),
+        traces=fov_traces(WorkflowResult.model_validate(job.result), fovs),
         features=body.features,
         samples={s.name: s.fovs for s in body.samples},
     )
-    merge = state.submit_job(user, client, "merge", params.model_dump(mode="json"))
+    merge = state.submit_job(user, client, "merge", params)
     return JobStarted(job_id=merge.id)

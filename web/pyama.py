@@ -1,9 +1,6 @@
-"""PyAMA's processing API over Aperture's jobs: request -> workflow params, and a
-workflow job with its per-FOV children -> status and results.
-
-Pure functions of job records (anything with the attributes of
-:class:`common.jobs.models.JobRecord`), so the web layer only translates HTTP.
-"""
+"""PyAMA's processing API shapes over Aperture's jobs: a PyAMA workflow request becomes
+`workflow` params, and a workflow job with its per-FOV children becomes PyAMA's status
+and results. HTTP shapes only; what is computed lives in `functions.microscopy`."""
 
 from __future__ import annotations
 
@@ -14,8 +11,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import InvalidInput
-from common.jobs.status import TERMINAL
-from functions.microscopy.capability import WorkflowParams
+from common.jobs.models import JobRecord
+from common.jobs.status import Status
+from functions.microscopy.capability import WorkflowParams, WorkflowResult
 from functions.microscopy.extraction import FLUORESCENCE_FEATURES, PHASE_FEATURES
 from functions.microscopy.merge import parse_fov_spec
 from functions.microscopy.pipeline import WorkflowOptions
@@ -47,23 +45,16 @@ class ChannelsSpec(BaseModel):
 
 
 def workflow_params(
-    file_id: uuid.UUID,
-    channels: ChannelsSpec,
-    parameters: dict[str, Any],
-    *,
-    n_fovs: int,
-    n_channels: int,
+    file_id: uuid.UUID, channels: ChannelsSpec, parameters: dict[str, Any], *, n_fovs: int
 ) -> WorkflowParams:
-    """The ``workflow`` job's params for a PyAMA request, checked against the file.
+    """The ``workflow`` params a PyAMA request asks for (not yet checked against the
+    file: `plan_workflow` does that).
 
-    ``parameters`` holds ``fov_start`` / ``fov_end`` (inclusive; all FOVs when omitted)
-    and any :class:`WorkflowOptions` field; PyAMA's ``batch_size`` and ``n_workers``
-    are accepted and ignored. Raises InvalidInput naming what is wrong.
+    ``parameters`` holds ``fov_start`` / ``fov_end`` (inclusive; all `n_fovs` FOVs when
+    omitted) and any :class:`WorkflowOptions` field; PyAMA's ``batch_size`` and
+    ``n_workers`` are accepted and ignored. Raises InvalidInput naming what is wrong.
     """
     _check_features(channels)
-    used = [channels.phase.channel, *(c.channel for c in channels.fluorescence)]
-    if max(used) >= n_channels:
-        raise InvalidInput(f"channel {max(used)} does not exist (the file has {n_channels})")
     clash = sorted(CHANNEL_OPTIONS & set(parameters))
     if clash:
         raise InvalidInput(f"parameters {clash} are set through `channels`")
@@ -77,8 +68,6 @@ def workflow_params(
         raise InvalidInput("fov_start and fov_end must be integers")
     if not 0 <= start <= end:
         raise InvalidInput(f"invalid FOV range {start}-{end}")
-    if end >= n_fovs:
-        raise InvalidInput(f"FOV {end} does not exist (the file has {n_fovs}: 0-{n_fovs - 1})")
     fluorescence = channels.fluorescence
     chosen = None
     if any(c.features is not None for c in fluorescence):
@@ -111,98 +100,119 @@ def _check_features(channels: ChannelsSpec) -> None:
             raise InvalidInput(f"unknown {kind} features {unknown}; known: {sorted(known)}")
 
 
-def requested_fovs(params: dict[str, Any]) -> list[int] | None:
+class Progress(BaseModel):
+    current: int = Field(description="FOVs finished.")
+    total: int
+    percentage: float
+
+
+class FovState(BaseModel):
+    fov: int
+    status: str
+    job_id: uuid.UUID | None
+    progress: float
+    error: str | None
+
+
+class WorkflowStatus(BaseModel):
+    success: bool = True
+    job_id: uuid.UUID
+    status: str
+    message: str | None
+    error: str | None
+    progress: Progress
+    fovs: list[FovState]
+
+
+class TraceFiles(BaseModel):
+    fov: int
+    csv_file_id: uuid.UUID
+    parquet_file_id: uuid.UUID
+    labels_file_id: uuid.UUID
+    job_id: uuid.UUID
+    summary: dict[str, Any]
+
+
+class WorkflowResults(BaseModel):
+    success: bool = True
+    job_id: uuid.UUID
+    traces: list[TraceFiles]
+    summary: dict[str, Any]
+
+
+def _requested_fovs(params: dict[str, Any]) -> list[int] | None:
     spec = params.get("fovs")
     return None if spec is None else parse_fov_spec(spec)
 
 
-def workflow_status(job: Any, children: Sequence[Any]) -> dict[str, Any]:
+def workflow_status(job: JobRecord, children: Sequence[JobRecord]) -> WorkflowStatus:
     """Status of a workflow job: overall state, progress (FOVs done of all) and the
     state of every FOV (``pending`` until its child job exists)."""
     by_fov = {child.params.get("fov"): child for child in children}
-    fovs = requested_fovs(job.params) or sorted(f for f in by_fov if f is not None)
+    fovs = _requested_fovs(job.params) or sorted(f for f in by_fov if f is not None)
     states = []
     done, fraction = 0, 0.0
     for fov in fovs:
         child = by_fov.get(fov)
         if child is None:
             states.append(
-                {"fov": fov, "status": "pending", "job_id": None, "progress": 0.0, "error": None}
+                FovState(fov=fov, status="pending", job_id=None, progress=0.0, error=None)
             )
             continue
-        finished = str(child.status) in TERMINAL
+        finished = child.status.terminal
         done += finished
         fraction += 1.0 if finished else float(child.progress)
         states.append(
-            {
-                "fov": fov,
-                "status": str(child.status),
-                "job_id": child.id,
-                "progress": 1.0 if finished else float(child.progress),
-                "error": child.error.message if child.error else None,
-            }
+            FovState(
+                fov=fov,
+                status=child.status.value,
+                job_id=child.id,
+                progress=1.0 if finished else float(child.progress),
+                error=child.error.message if child.error else None,
+            )
         )
     total = len(fovs)
-    if str(job.status) == "succeeded":
+    if job.status is Status.succeeded:
         fraction = float(total)
-    return {
-        "job_id": job.id,
-        "status": str(job.status),
-        "message": job.progress_message,
-        "error": job.error.message if job.error else None,
-        "progress": {
-            "current": done,
-            "total": total,
-            "percentage": round(100.0 * fraction / total, 1) if total else 0.0,
-        },
-        "fovs": states,
-    }
+    percentage = round(100.0 * fraction / total, 1) if total else 0.0
+    return WorkflowStatus(
+        job_id=job.id,
+        status=job.status.value,
+        message=job.progress_message,
+        error=job.error.message if job.error else None,
+        progress=Progress(current=done, total=total, percentage=percentage),
+        fovs=states,
+    )
 
 
-def workflow_results(job: Any) -> dict[str, Any]:
+def workflow_results(job: JobRecord) -> WorkflowResults:
     """Traces files per FOV of a finished workflow job, and a summary over FOVs."""
-    result = job.result or {}
+    result = WorkflowResult.model_validate(job.result)
     traces, failed = [], []
     cells = {"cells_found": 0, "cells_tracked": 0, "cells_kept": 0}
-    for fov in result.get("fovs", []):
-        if fov["status"] != "succeeded":
-            failed.append({"fov": fov["fov"], "status": fov["status"], "error": fov["error"]})
+    for fov in result.fovs:
+        if fov.status != "succeeded":
+            failed.append({"fov": fov.fov, "status": fov.status, "error": fov.error})
             continue
-        summary = fov.get("summary") or {}
+        summary = fov.summary or {}
         for key in cells:
             cells[key] += int(summary.get(key, 0))
         traces.append(
-            {
-                "fov": fov["fov"],
-                "csv_file_id": fov["traces_csv"],
-                "parquet_file_id": fov["traces_parquet"],
-                "labels_file_id": fov["labels"],
-                "job_id": fov["job_id"],
-                "summary": summary,
-            }
+            TraceFiles(
+                fov=fov.fov,
+                csv_file_id=fov.traces_csv,  # type: ignore[arg-type]  # set when succeeded
+                parquet_file_id=fov.traces_parquet,  # type: ignore[arg-type]
+                labels_file_id=fov.labels,  # type: ignore[arg-type]
+                job_id=fov.job_id,
+                summary=summary,
+            )
         )
-    return {
-        "traces": traces,
-        "summary": {
-            "file_id": result.get("file_id"),
-            "n_fovs": len(result.get("fovs", [])),
-            "succeeded": result.get("succeeded", []),
-            "failed": failed,
-            "time_units": "min",
-            **cells,
-        },
+    summary = {
+        "file_id": str(result.file_id),
+        "n_fovs": len(result.fovs),
+        "succeeded": result.succeeded,
+        "failed": failed,
+        "time_units": "min",
+        **cells,
     }
-
-
-def merge_traces(job: Any, samples: dict[str, list[int]]) -> list[uuid.UUID]:
-    """The Parquet traces of every FOV the samples name; InvalidInput when one has
-    none (not processed, or failed)."""
-    by_fov = {t["fov"]: t for t in workflow_results(job)["traces"]}
-    chosen = sorted({fov for fovs in samples.values() for fov in fovs})
-    missing = [fov for fov in chosen if fov not in by_fov]
-    if missing:
-        raise InvalidInput(
-            f"FOVs {missing} have no traces in workflow {job.id} "
-            f"(FOVs with traces: {sorted(by_fov)})"
-        )
-    return [uuid.UUID(str(by_fov[fov]["parquet_file_id"])) for fov in chosen]
+    return WorkflowResults(job_id=job.id, traces=traces, summary=summary)
