@@ -14,10 +14,7 @@ from common.errors import UnsupportedFile
 from common.sniff import identify
 from functions.metadata import describe_path
 from functions.microscopy.readers import WholeSlideImage, read_metadata
-
-REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
-if not REAL.exists():
-    REAL = Path("/work/shared/fixtures/real")
+from tests.support.fixtures import REAL
 
 
 def write_pyramidal_ome(path: Path) -> Path:

@@ -5,13 +5,13 @@ the allowed principal gets through. A new route without a decision fails this te
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.app import PASSWORD, make_admin, register, wait_for_job
+from tests.support.fixtures import REAL
 
 PUBLIC = "public"  # no identity needed
 SIGNED = "signed"  # no identity: the URL's own signature decides (403 without one)
@@ -116,9 +116,7 @@ DESTROYS = {
     ("DELETE", "/api/v1/slides/{slide_id}"),
 }
 #: A's slide: a real one, so the metadata job makes its record.
-SLIDE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real" / "small.svs"
-if not SLIDE.exists():
-    SLIDE = Path("/work/shared/fixtures/real/small.svs")
+SLIDE = REAL / "small.svs"
 
 
 def _routes(client: TestClient) -> set[tuple[str, str]]:

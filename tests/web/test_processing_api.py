@@ -21,11 +21,9 @@ from fastapi.testclient import TestClient
 from functions.microscopy.synthetic import write_timelapse
 from functions.microscopy.traces import BASE_COLUMNS
 from tests.support.app import make_settings, register, signed_in, wait_for_job
+from tests.support.fixtures import REAL
 from web.app import create_app
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
-if not REAL.exists():  # a worktree beside the others, not inside the project folder
-    REAL = Path("/work/shared/fixtures/real")
 API = "/api/v1/processing"
 #: Small FOVs need a narrow border margin and small background tiles to keep cells.
 FAST = {"border_margin": 8, "tile_size": 64}

@@ -14,10 +14,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.support.app import register, signed_in, wait_for_job
+from tests.support.fixtures import REAL
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
-if not REAL.exists():
-    REAL = Path("/work/shared/fixtures/real")
 API = "/api/v1"
 
 

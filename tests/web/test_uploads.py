@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.app import LiveServer, register
+from tests.support.fixtures import REAL
 from tests.support.s3 import S3Server, s3_settings_env, unique_bucket
 
 MIB = 1024 * 1024
@@ -180,7 +181,7 @@ def _refused(live, client, plan: dict, parts: list[dict], status: int, words: st
 
 def test_completion_refuses_bad_uploads_and_keeps_nothing(server) -> None:  # type: ignore[no-untyped-def]
     live, client = server
-    real = Path("/work/shared/fixtures/real")
+    real = REAL
     text = _csv(1000)
     plan = _start(client, "short.csv", text + b"0" * 10)  # declares 10 bytes more
     etag = _put(plan["parts"][0]["url"], text)
@@ -249,7 +250,7 @@ def test_bad_names_are_refused_at_start(server, name: str, status: int) -> None:
 def test_small_uploads_are_checked_too(server) -> None:  # type: ignore[no-untyped-def]
     live, client = server
     before = _leftovers(live, client)
-    real = Path("/work/shared/fixtures/real")
+    real = REAL
     for name, content, status in (
         ("renamed.svs", b"plain text, not a slide\n", 415),
         ("cut.tif", (real / "boxes.tiff").read_bytes()[:3000], 415),

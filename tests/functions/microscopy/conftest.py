@@ -9,10 +9,7 @@ from typing import Any
 import pytest
 
 from functions.microscopy.synthetic import write_timelapse
-
-REAL = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "real"
-if not REAL.exists():  # a worktree beside the others, not inside the project folder
-    REAL = Path("/work/shared/fixtures/real")
+from tests.support.fixtures import REAL
 
 
 @pytest.fixture(scope="session")
