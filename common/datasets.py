@@ -16,15 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import ColumnElement, Select, exists, func, literal, select, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import NotFound
 from common.jobs.status import Status
 from common.records import File, Job, transaction
 from common.records.models import Dataset, Upload
-from common.records.types import utcnow
+from common.records.types import json_array_has, utcnow
 
 #: Job params that name the files or the dataset a job ran on.
 FILE_PARAMS = ("file_id", "file_ids")
@@ -67,21 +66,14 @@ class DatasetFilter:
     tag: str | None = None
 
 
-def _has_tag(session: Session, tag: str) -> ColumnElement[bool]:
-    if session.get_bind().dialect.name == "postgresql":
-        escaped = tag.replace("\\", "\\\\").replace('"', '\\"')
-        return Dataset.tags.op("@>")(func.cast(literal(f'["{escaped}"]'), JSONB))
-    each = func.json_each(Dataset.tags).table_valued("value")
-    return exists(select(literal(1)).select_from(each).where(each.c.value == tag))
-
-
 def _filtered(session: Session, query: Select[Any], f: DatasetFilter) -> Select[Any]:
     if not f.all_owners:
         query = query.where(Dataset.owner_id == f.owner_id)
     if f.name:
         query = query.where(func.lower(Dataset.name).contains(f.name.lower(), autoescape=True))
     if f.tag is not None:
-        query = query.where(_has_tag(session, f.tag))
+        dialect = session.get_bind().dialect.name
+        query = query.where(json_array_has(Dataset.tags, f.tag, dialect))
     return query
 
 

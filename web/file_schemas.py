@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from web.fields import BigCount, Label
+
+FileName = Annotated[Label, Field(min_length=1, max_length=1024)]
 
 
 class UploadCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=1024)
-    size: int = Field(ge=1, description="Exact size in bytes; checked at completion.")
-    content_type: str | None = Field(default=None, max_length=255)
-    sha256: str | None = Field(default=None, description="Verified at completion if given.")
+    name: FileName
+    size: BigCount = Field(ge=1, description="Exact size in bytes; checked at completion.")
+    content_type: Annotated[Label, Field(max_length=255)] | None = None
+    sha256: str | None = Field(
+        default=None, pattern="^[0-9a-fA-F]{64}$", description="Verified at completion if given."
+    )
     dataset_id: uuid.UUID | None = None
 
 
@@ -65,14 +71,14 @@ class UploadComplete(BaseModel):
 class FileImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, max_length=4096)
-    name: str | None = Field(default=None, max_length=1024)
+    path: Annotated[Label, Field(min_length=1, max_length=4096)]
+    name: FileName | None = None
 
 
 class FileUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=1024)
+    name: FileName | None = None
     dataset_id: uuid.UUID | None = None
 
 

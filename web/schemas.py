@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from common.capabilities import Resources
+from common.identity.passwords import MAX_LENGTH as PASSWORD_MAX
+from common.identity.passwords import MIN_LENGTH as PASSWORD_MIN
 from common.jobs.models import JobEventRecord, JobRecord
+from web.fields import Email, JsonObject, Label, Tag
 
 T = TypeVar("T")
 
-Tag = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
+#: A new password: the policy's length (it also wants 4 different characters and not
+#: the email, which a schema cannot say).
+NewPassword = Annotated[str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
+DisplayName = Annotated[Label, Field(max_length=128)]
+Tags = Annotated[list[Tag], Field(max_length=32, description="Labels; repeats are merged.")]
 
 
 class Page(BaseModel, Generic[T]):
@@ -26,10 +34,17 @@ class Page(BaseModel, Generic[T]):
 class FileSource(BaseModel):
     """Exactly one of a stored file (`file_id`) or a server path under the import roots."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The schema says "exactly one" as oneOf over the two required sets; a null stands
+    # for leaving the field out, so the schema does not offer it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["file_id"]}, {"required": ["file_path"]}]},
+    )
 
-    file_id: uuid.UUID | None = None
-    file_path: str | None = Field(None, description="Absolute path under the import roots.")
+    file_id: uuid.UUID | SkipJsonSchema[None] = None
+    file_path: Annotated[Label, Field(min_length=1, max_length=4096)] | SkipJsonSchema[None] = (
+        Field(None, description="Absolute path under the import roots.")
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> FileSource:
@@ -41,17 +56,17 @@ class FileSource(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    function: str = Field(min_length=1, max_length=128)
-    params: dict[str, Any] = Field(default_factory=dict)
-    name: str | None = Field(default=None, max_length=256)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    function: Annotated[Label, Field(min_length=1, max_length=128)]
+    params: JsonObject = Field(default_factory=dict)
+    name: Annotated[Label, Field(max_length=256)] | None = None
+    tags: Tags = Field(default_factory=list)
 
 
 class JobUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=256)
-    tags: list[str] | None = Field(default=None, max_length=32)
+    name: Annotated[Label, Field(max_length=256)] | None = None
+    tags: Tags | None = None
 
 
 JobPublic = JobRecord
@@ -118,10 +133,10 @@ class UserPublic(BaseModel):
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=3, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    email: Email
+    password: NewPassword
     role: Literal["admin", "user"] = "user"
-    display_name: str | None = Field(default=None, max_length=128)
+    display_name: DisplayName | None = None
 
 
 class UserUpdate(BaseModel):
@@ -129,10 +144,10 @@ class UserUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email: str | None = Field(default=None, min_length=3, max_length=320)
-    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    email: Email | None = None
+    password: NewPassword | None = None
     role: Literal["admin", "user"] | None = None
-    display_name: str | None = Field(default=None, max_length=128)
+    display_name: DisplayName | None = None
 
 
 class MeUpdate(BaseModel):
@@ -140,8 +155,8 @@ class MeUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    display_name: str | None = Field(default=None, max_length=128)
-    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    display_name: DisplayName | None = None
+    password: NewPassword | None = None
     current_password: str | None = Field(default=None, max_length=1024)
 
 

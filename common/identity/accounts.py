@@ -3,7 +3,6 @@ detection, sessions, and resolving a verified token to a live principal."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,8 +18,8 @@ from common.identity.principal import Principal
 from common.records import AuthSession, RefreshToken, User, transaction
 from common.records.types import utcnow
 from common.settings import Settings
+from common.text import check_label, is_email
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 #: One answer for "no such account" and "wrong password", so accounts cannot be probed.
 BAD_LOGIN = "the email or password is wrong"
 
@@ -44,8 +43,11 @@ class Client:
 
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
-    if len(email) > 320 or not _EMAIL.match(email):
-        raise InvalidInput("that is not an email address")
+    if not is_email(email):
+        raise InvalidInput(
+            "that is not an email address (name@domain.tld, without spaces, control or "
+            "bidirectional-override characters)"
+        )
     return email
 
 
@@ -62,6 +64,8 @@ class Accounts:
     ) -> User:
         email = normalise_email(email)
         passwords.check_policy(password, email=email)
+        if display_name is not None:
+            check_label(display_name, "the display name")
         now = utcnow()
         user = User(
             id=uuid.uuid4(),
@@ -101,6 +105,8 @@ class Accounts:
         values = dict(changes)
         if "email" in values:
             values["email"] = normalise_email(str(values["email"]))
+        if values.get("display_name") is not None:
+            check_label(str(values["display_name"]), "the display name")
         if "password" in values:
             password = str(values.pop("password"))
             passwords.check_policy(password, email=str(values.get("email") or ""))

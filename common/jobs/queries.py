@@ -7,13 +7,13 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.jobs.models import JobEventRecord, JobRecord
 from common.jobs.status import ACTIVE, Status
 from common.records import Job, JobEvent
+from common.records.types import json_array_has
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,6 @@ class JobStats:
     total: int
 
 
-def _has_tag(session: Session, tag: str) -> ColumnElement[bool]:
-    if session.get_bind().dialect.name == "postgresql":
-        return Job.tags.op("@>")(func.cast(literal(f'["{_json_escape(tag)}"]'), JSONB))
-    each = func.json_each(Job.tags).table_valued("value")
-    return exists(select(literal(1)).select_from(each).where(each.c.value == tag))
-
-
-def _json_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def _filtered(session: Session, query: Select, f: JobFilter) -> Select:  # type: ignore[type-arg]
     if not f.all_owners:
         query = query.where(
@@ -64,7 +53,7 @@ def _filtered(session: Session, query: Select, f: JobFilter) -> Select:  # type:
     if f.created_before is not None:
         query = query.where(Job.created_at < f.created_before)
     if f.tag is not None:
-        query = query.where(_has_tag(session, f.tag))
+        query = query.where(json_array_has(Job.tags, f.tag, session.get_bind().dialect.name))
     return query
 
 

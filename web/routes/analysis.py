@@ -19,6 +19,7 @@ from functions.fitting.models import list_models
 from functions.fitting.results import load_results, results_page
 from functions.fitting.traces import read_traces, summarize_traces
 from web.deps import CurrentUser, RequestClient, Sources, State, owned_job_of
+from web.fields import Offset
 from web.schemas import FileSource
 
 router = APIRouter(prefix="/analysis", tags=["analysis"])
@@ -195,7 +196,7 @@ def read_fitting_results(
     job: FittingJob,
     state: State,
     limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> FittingResults:
     """Summary, artefact file ids and one page of per-trace results of a finished fit."""
     if job.status is not Status.succeeded or not job.result:

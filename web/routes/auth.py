@@ -13,7 +13,8 @@ from common.errors import NotFound, Unauthorized
 from common.identity import TokenPair
 from web.auth import REFRESH_COOKIE, clear_auth_cookies, set_auth_cookies
 from web.deps import CurrentUser, RequestClient, State
-from web.schemas import UserPublic
+from web.fields import Email, Label, Timestamp
+from web.schemas import NewPassword, UserPublic
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -21,14 +22,21 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 class Credentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=3, max_length=320)
+    email: Email
     password: str = Field(min_length=1, max_length=1024)
+
+
+class Registration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    password: NewPassword
 
 
 class RefreshRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    refresh_token: str | None = Field(default=None, max_length=512)
+    refresh_token: Annotated[Label, Field(max_length=512)] | None = None
 
 
 class TokensPublic(BaseModel):
@@ -53,8 +61,8 @@ class SessionPublic(BaseModel):
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128)
-    expires_at: datetime | None = None
+    name: Annotated[Label, Field(min_length=1, max_length=128)]
+    expires_at: Timestamp | None = Field(default=None, description="In the future; none: never.")
 
 
 class ApiKeyPublic(BaseModel):
@@ -88,7 +96,7 @@ def _tokens(pair: TokenPair, response: Response, state: State) -> TokensPublic:
 
 
 @router.post("/register", status_code=201)
-def create_account(body: Credentials, state: State, client: RequestClient) -> UserPublic:
+def create_account(body: Registration, state: State, client: RequestClient) -> UserPublic:
     """Create a local account (when registration is open)."""
     _local_only(state)
     if not state.settings.allow_registration:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.datasets import DatasetFilter, DatasetRecord, Datasets, DatasetStats
 from common.errors import InvalidInput
 from web.deps import CurrentUser, RequestClient, State, visible_to
-from web.schemas import FilePublic, Page, Tag
+from web.fields import LabelQuery, Limit, Name, Offset, Text
+from web.schemas import FilePublic, Page, Tags
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -25,9 +26,9 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 class DatasetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
-    description: str | None = Field(default=None, max_length=10_000)
-    tags: list[Annotated[str, Tag]] = Field(default_factory=list, max_length=32)
+    name: Name
+    description: Annotated[Text, Field(max_length=10_000)] | None = None
+    tags: Tags = Field(default_factory=list)
 
 
 class DatasetUpdate(BaseModel):
@@ -35,9 +36,9 @@ class DatasetUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    description: str | None = Field(default=None, max_length=10_000)
-    tags: list[Annotated[str, Tag]] | None = Field(default=None, max_length=32)
+    name: Name | None = None
+    description: Annotated[Text, Field(max_length=10_000)] | None = None
+    tags: Tags | None = None
 
 
 class DatasetFilesAdd(BaseModel):
@@ -67,19 +68,17 @@ def owned_dataset(
 OwnedDataset = Annotated[DatasetRecord, Depends(owned_dataset)]
 
 
-NameContains = Annotated[str | None, Query(max_length=255, description="Name contains (any case).")]
+NameContains = Annotated[LabelQuery, Query(description="Name contains (any case).")]
 
 
 def dataset_filter(
-    user: CurrentUser, name: NameContains = None, tag: str | None = None
+    user: CurrentUser, name: NameContains = None, tag: LabelQuery = None
 ) -> DatasetFilter:
     """The listing filters from the query string, scoped to what the caller may see."""
     return DatasetFilter(owner_id=user.id, all_owners=user.is_admin, name=name, tag=tag)
 
 
 Filter = Annotated[DatasetFilter, Depends(dataset_filter)]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 def _audit(

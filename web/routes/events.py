@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from common.identity.audit import EventFilter
 from web.deps import CurrentUser, State
+from web.fields import LabelQuery, Limit, Offset, TimestampQuery
 from web.schemas import AuditEventPublic, Page
 
 router = APIRouter(prefix="/events", tags=["events"])
@@ -18,13 +16,13 @@ router = APIRouter(prefix="/events", tags=["events"])
 def read_events(
     user: CurrentUser,
     state: State,
-    action: str | None = None,
-    target_type: str | None = None,
-    target_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    action: LabelQuery = None,
+    target_type: LabelQuery = None,
+    target_id: LabelQuery = None,
+    since: TimestampQuery = None,
+    until: TimestampQuery = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[AuditEventPublic]:
     """Who did what, newest first, filtered by action, target and time."""
     f = EventFilter(

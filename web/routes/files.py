@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -19,6 +18,7 @@ from common.imports import resolve_import_path
 from common.objects.disposition import content_disposition
 from common.records.models import Upload
 from web.deps import CurrentUser, RequestClient, State, visible_to
+from web.fields import BigCount, LabelQuery, Limit, Offset, TimestampQuery
 from web.file_schemas import (
     BulkDelete,
     BulkDeleted,
@@ -203,17 +203,17 @@ def import_file(
 def read_files(
     state: State,
     user: CurrentUser,
-    kind: str | None = None,
+    kind: LabelQuery = None,
     dataset_id: uuid.UUID | None = None,
-    name: Annotated[str | None, Query(max_length=255, description="Name contains.")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    name: Annotated[LabelQuery, Query(description="Name contains.")] = None,
+    created_after: TimestampQuery = None,
+    created_before: TimestampQuery = None,
     sha256: Annotated[
         str | None, Query(pattern="^[0-9a-fA-F]{64}$", description="Exact content hash.")
     ] = None,
-    size: Annotated[int | None, Query(ge=0, description="Exact size in bytes.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    size: Annotated[BigCount | None, Query(description="Exact size in bytes.")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[FilePublic]:
     """Files, newest first, filtered by kind, dataset, name, creation time, and content
     (SHA-256 and size: clients skip uploading bytes they already stored)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -16,6 +15,7 @@ from common.jobs.models import JobEventRecord
 from common.jobs.queries import JobFilter
 from common.jobs.status import Status
 from web.deps import CurrentUser, OwnedJob, RequestClient, State
+from web.fields import BigCount, LabelQuery, Limit, Offset, TimestampQuery
 from web.schemas import JobCreate, JobEventPublic, JobPublic, JobStatsPublic, JobUpdate, Page
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -35,10 +35,10 @@ def _check_tags(tags: list[str] | None) -> list[str] | None:
 def job_filter(
     user: CurrentUser,
     status: Status | None = None,
-    function: str | None = None,
-    tag: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    function: LabelQuery = None,
+    tag: LabelQuery = None,
+    created_after: TimestampQuery = None,
+    created_before: TimestampQuery = None,
 ) -> JobFilter:
     """The listing filters from the query string, scoped to what the caller may see."""
     return JobFilter(
@@ -69,8 +69,8 @@ def create_job(
 def read_jobs(
     state: State,
     f: Filter,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[JobPublic]:
     """Jobs, newest first, filtered by status, function, tag and creation time."""
     items, total = state.runtime.queries.find(f, limit=limit, offset=offset)
@@ -119,7 +119,7 @@ def cancel_job_by_delete(
 def read_job_logs(
     job: OwnedJob,
     state: State,
-    after: Annotated[int, Query(ge=0, description="Return events after this seq.")] = 0,
+    after: Annotated[BigCount, Query(description="Return events after this seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[JobEventPublic]:
     """The job's event log (status changes, progress, log lines) in order."""

@@ -33,6 +33,7 @@ from web.deps import (
     owned_job,
     owned_job_of,
 )
+from web.fields import JsonObject
 from web.pyama import (
     ChannelsSpec,
     WorkflowResults,
@@ -71,7 +72,7 @@ class FeaturesPublic(BaseModel):
 
 class WorkflowStart(FileSource):
     channels: ChannelsSpec
-    parameters: dict[str, Any] = Field(
+    parameters: JsonObject = Field(
         default_factory=dict,
         description="fov_start, fov_end (inclusive) and workflow options (min_length, ...).",
     )

@@ -4,7 +4,6 @@ thumbnails and associated images."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.errors import NotFound
 from common.slides import SlideFilter, SlideRecord
 from web.deps import CurrentUser, RequestClient, State
+from web.fields import LabelQuery, Limit, Name, Offset, TimestampQuery
 from web.http import image_response
 from web.schemas import Page
 from web.slides import OwnedSlide, SlideService, SlideServiceDep, ViewedSlide, owned_slide
@@ -25,7 +25,7 @@ SlidePublic = SlideRecord
 class SlideUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=255)
+    name: Name | None = None
 
 
 class SlideBulkDelete(BaseModel):
@@ -45,12 +45,12 @@ def read_slides(
     user: CurrentUser,
     file_id: uuid.UUID | None = None,
     dataset_id: uuid.UUID | None = None,
-    vendor: str | None = None,
-    name: Annotated[str | None, Query(max_length=255, description="Substring.")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    vendor: LabelQuery = None,
+    name: Annotated[LabelQuery, Query(description="Substring.")] = None,
+    created_after: TimestampQuery = None,
+    created_before: TimestampQuery = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[SlidePublic]:
     """Slides, newest first, filtered by file, dataset, vendor, name and creation time."""
     f = SlideFilter(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from common.errors import InvalidInput
 from web.deps import Admin, CurrentUser, RequestClient, State
+from web.fields import Limit, Offset
 from web.schemas import MeUpdate, Page, UserCreate, UserPublic, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -46,8 +46,8 @@ def update_own_user(
 def read_users(
     admin: Admin,
     state: State,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[UserPublic]:
     """Every account (admins)."""
     users, total = state.identity.accounts.users(limit=limit, offset=offset)
