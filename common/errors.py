@@ -25,6 +25,27 @@ class InvalidInput(ApertureError):
     default_message = "the input is not valid"
 
 
+class MalformedRequest(InvalidInput):
+    """The request's syntax is broken (a multipart body, JSON), before any meaning."""
+
+    code = "malformed-request"
+    default_message = "the request body is malformed"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """The body comes in a media type the operation does not read."""
+
+    code = "unsupported-media-type"
+    default_message = "the body's media type is not one this operation reads"
+
+
+class InsufficientStorage(ApertureError):
+    """The store has no room left for the bytes (the disk is full); nothing is kept."""
+
+    code = "insufficient-storage"
+    default_message = "the storage is full; nothing was stored"
+
+
 class Conflict(ApertureError):
     code = "conflict"
     default_message = "the resource is not in a state that allows this"

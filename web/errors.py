@@ -1,16 +1,25 @@
-"""RFC 9457 problem details: the only place domain errors become HTTP answers."""
+"""RFC 9457 problem details: the only place domain errors become HTTP answers.
+
+A refused request (4xx) is the caller's mistake, logged at info with its type; only an
+unexpected error (500) is logged at error, with its traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
+from email.message import Message
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from common import errors
 from common.logs import request_id_var
@@ -24,8 +33,10 @@ TYPE_PREFIX = "urn:aperture:problem:"
 STATUS_OF: dict[type[errors.ApertureError], int] = {
     errors.NotFound: 404,
     errors.InvalidKey: 400,
+    errors.MalformedRequest: 400,
     errors.InvalidInput: 422,
     errors.UnsupportedFile: 415,
+    errors.UnsupportedMediaType: 415,
     errors.Conflict: 409,
     errors.Forbidden: 403,
     errors.BadSignature: 403,
@@ -34,6 +45,7 @@ STATUS_OF: dict[type[errors.ApertureError], int] = {
     errors.QuotaExceeded: 413,
     errors.RateLimited: 429,
     errors.RangeNotSatisfiable: 416,
+    errors.InsufficientStorage: 507,
 }
 
 
@@ -52,6 +64,8 @@ def problem(
         body["request_id"] = request_id
     body.update(extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status < 500:
+        log.info("request refused", extra={"status": status, "problem": code, "detail": detail})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -64,7 +78,10 @@ def status_of(error: errors.ApertureError) -> int:
 
 async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, errors.ApertureError)  # registered for this class only
-    response = problem(status_of(error), error.code, error.message, request)
+    status = status_of(error)
+    if status >= 500:
+        log.error("request failed: %s", error.message, extra={"problem": error.code})
+    response = problem(status, error.code, error.message, request)
     if isinstance(error, errors.RateLimited):
         response.headers["Retry-After"] = str(error.retry_after_s)
     if isinstance(error, errors.RangeNotSatisfiable):
@@ -72,18 +89,63 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     return response
 
 
+def _is_json(content_type: str | None) -> bool:
+    """What FastAPI parses as JSON: application/json or application/*+json."""
+    if not content_type:
+        return False
+    message = Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def _json_position(error: dict[str, Any], document: Any) -> str:
+    """ "line L, column C" of a JSON decode error (FastAPI gives the offset)."""
+    loc = error.get("loc", ())
+    offset = loc[-1] if loc and isinstance(loc[-1], int) else None
+    if offset is None or not isinstance(document, str):
+        return "an unknown position"
+    line = document.count("\n", 0, offset) + 1
+    column = offset - (document.rfind("\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _body_problem(request: Request, error: RequestValidationError) -> JSONResponse | None:
+    """Malformed JSON (400, with where) and a body that is not JSON at all (415)."""
+    details = error.errors()
+    broken = next((item for item in details if item.get("type") == "json_invalid"), None)
+    if broken is not None:
+        reason = (broken.get("ctx") or {}).get("error", "invalid JSON")
+        where = _json_position(broken, error.body)
+        detail = f"the request body is not valid JSON: {reason} at {where}"
+        return problem(400, "malformed-json", detail, request)
+    content_type = request.headers.get("content-type")
+    # FastAPI leaves a body it did not parse as JSON (another media type) as bytes.
+    if isinstance(error.body, bytes) and error.body and not _is_json(content_type):
+        sent = f"not {content_type}" if content_type else "no Content-Type was sent"
+        return problem(
+            415,
+            "unsupported-media-type",
+            f"this operation reads a JSON body: send it with Content-Type: application/json "
+            f"({sent})",
+            request,
+        )
+    return None
+
+
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    details = error.errors()
-    if any(item.get("type") == "json_invalid" for item in details):
-        return problem(400, "malformed-json", "the request body is not valid JSON", request)
+    if (answer := _body_problem(request, error)) is not None:
+        return answer
     items = [
         {
             "loc": [str(p) for p in item.get("loc", ())],
             "msg": item.get("msg", ""),
             "type": item.get("type", ""),
         }
-        for item in details
+        for item in error.errors()
     ]
     summary = "; ".join(f"{'.'.join(i['loc'])}: {i['msg']}" for i in items[:5])
     return problem(
@@ -95,13 +157,33 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+@functools.cache
+def _compiled(path: str) -> re.Pattern[str]:
+    return compile_path(path)[0]
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (Starlette's 405 names only
+    the first route that matched the path, not all of them)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.path and _compiled(route.path).match(request.url.path):
+            methods |= route.methods
+    return sorted(methods)
+
+
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     code = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http")
     detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+    allow = ", ".join(allowed_methods(request)) if error.status_code == 405 else None
+    if allow is not None:
+        detail = f"{request.method} is not allowed here; this resource allows {allow}"
     response = problem(error.status_code, code, detail, request)
     if error.headers:
         response.headers.update(error.headers)
+    if allow is not None:
+        response.headers["Allow"] = allow
     return response
 
 

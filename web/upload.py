@@ -8,13 +8,22 @@ from dataclasses import dataclass, field
 
 import anyio.from_thread
 import anyio.lowlevel
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from common.errors import InvalidInput
+from common.errors import ApertureError, InvalidInput, MalformedRequest, UnsupportedMediaType
 
 #: Form fields other than the file are small labels; refuse anything bigger.
 MAX_FIELD_BYTES = 64 * 1024
+
+
+class ClientGone(ApertureError):
+    """The client closed the connection before its body arrived: nobody reads the answer,
+    so this is logged quietly (no traceback) and whatever was half-stored is dropped."""
+
+    code = "client-disconnected"
+    default_message = "the client disconnected before the request body was complete"
 
 
 @dataclass
@@ -33,7 +42,9 @@ class MultipartFile:
     def __init__(self, request: Request, *, file_field: str = "file") -> None:
         content_type, options = parse_options_header(request.headers.get("content-type", ""))
         if content_type != b"multipart/form-data" or b"boundary" not in options:
-            raise InvalidInput("the upload must be multipart/form-data with a boundary")
+            raise UnsupportedMediaType(
+                "the upload must be multipart/form-data with a boundary (field `file`, last)"
+            )
         self.file_field = file_field
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
@@ -45,8 +56,14 @@ class MultipartFile:
         self._in_file = False
         self._file_done = False
         self._data: list[bytes] = []
-        self._parser = MultipartParser(
-            options[b"boundary"],
+        try:
+            self._parser = self._make_parser(options[b"boundary"])
+        except FormParserError as error:
+            raise MalformedRequest(f"the multipart boundary is not usable: {error}") from None
+
+    def _make_parser(self, boundary: bytes) -> MultipartParser:
+        return MultipartParser(
+            boundary,
             {
                 "on_part_begin": self._begin,
                 "on_header_field": self._hfield,
@@ -84,6 +101,11 @@ class MultipartFile:
             except UnicodeDecodeError:
                 raise InvalidInput("the file name is not valid UTF-8") from None
         part.content_type = part.headers.get(b"content-type", b"").decode("latin-1") or None
+        if self._file_done:  # anything after the file would be read too late to matter
+            raise MalformedRequest(
+                f"form field {part.name!r} comes after the file part {self.file_field!r}; "
+                "send every other field before the file"
+            )
         if part.name == self.file_field and part.filename is not None:
             self._in_file = True
             self.filename, self.content_type = part.filename, part.content_type
@@ -109,8 +131,13 @@ class MultipartFile:
             chunk = await self._body.__anext__()
         except StopAsyncIteration:
             return False
+        except ClientDisconnect:
+            raise ClientGone() from None
         if chunk:
-            self._parser.write(chunk)
+            try:
+                self._parser.write(chunk)
+            except FormParserError as error:
+                raise MalformedRequest(f"the multipart body is malformed: {error}") from None
         return True
 
     async def open(self) -> None:
@@ -124,6 +151,10 @@ class MultipartFile:
             while self._data:
                 yield self._data.pop(0)
             if self._file_done:
+                # Read the rest (the closing boundary) so a part after the file is refused
+                # before the upload is recorded.
+                while await self._feed():
+                    pass
                 return
             if not await self._feed():
                 raise InvalidInput("the upload ended before the file part was complete")
@@ -146,6 +177,8 @@ async def _next_batch(stream: AsyncIterator[bytes]) -> bytes:
             chunk = await anext(stream)
         except StopAsyncIteration:
             break
+        except ClientDisconnect:
+            raise ClientGone() from None
         parts.append(chunk)
         size += len(chunk)
     return b"".join(parts)

@@ -34,7 +34,7 @@ def test_a_file_under_a_root_resolves(tree: dict[str, Path]) -> None:
     ("make_path", "error", "message"),
     [
         (lambda t: str(t["outside"]), Forbidden, "outside the allowed import roots"),
-        (lambda t: str(t["root"] / "escape"), Forbidden, "resolves to"),
+        (lambda t: str(t["root"] / "escape"), Forbidden, "outside the allowed import roots"),
         (lambda t: str(t["root"] / ".." / "secrets.txt"), Forbidden, "outside"),
         (lambda t: str(t["root"] / "2026"), InvalidInput, "not a regular file"),
         (lambda t: str(t["root"] / "missing.tif"), NotFound, "no file"),
@@ -58,3 +58,29 @@ def test_a_symlinked_root_is_resolved_too(tree: dict[str, Path], tmp_path: Path)
     os.symlink(tree["root"], link_root)
     found = resolve_import_path(str(link_root / "2026" / "stack.tif"), [link_root])
     assert found == tree["inside"].resolve()
+
+
+def test_outside_the_roots_one_answer_whether_or_not_it_exists(
+    tree: dict[str, Path], tmp_path: Path
+) -> None:
+    """A 403 for an existing path and a 404 for a missing one would let any user map the
+    server's disk; a symlink's target would leak too. Every path outside is the same 403."""
+    (tree["root"] / "dangling").symlink_to(tmp_path / "no-such-dir" / "x")
+    (tree["root"] / "to-etc").symlink_to("/etc")
+    paths = {
+        "existing": str(tree["outside"]),
+        "missing": str(tmp_path / "nothing-here.txt"),
+        "missing dir": str(tmp_path / "no-such-dir" / "x"),
+        "symlink out": str(tree["root"] / "escape"),
+        "dangling symlink out": str(tree["root"] / "dangling"),
+        "through a linked dir": str(tree["root"] / "to-etc" / "passwd"),
+        "dot-dot": str(tree["root"] / ".." / "secrets.txt"),
+    }
+    answers = {}
+    for label, path in paths.items():
+        with pytest.raises(Forbidden) as refused:
+            resolve_import_path(path, [tree["root"]])
+        answers[label] = refused.value.message.replace(path, "<path>")
+        assert str(tree["outside"]) not in refused.value.message or label == "existing"
+        assert "resolves" not in refused.value.message
+    assert set(answers.values()) == {"<path> is outside the allowed import roots"}, answers

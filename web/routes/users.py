@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter
 
-from common.errors import InvalidInput
+from common.errors import Conflict, InvalidInput
 from web.deps import Admin, CurrentUser, RequestClient, State
 from web.fields import Limit, Offset
 from web.schemas import MeUpdate, Page, UserCreate, UserPublic, UserUpdate
@@ -83,8 +83,11 @@ def read_user(user_id: uuid.UUID, admin: Admin, state: State) -> UserPublic:
 def update_user(
     user_id: uuid.UUID, body: UserUpdate, admin: Admin, state: State, client: RequestClient
 ) -> UserPublic:
-    """Change an account's email, password, role or name (admins)."""
+    """Change an account's email, password, role or name (admins; your own role stays
+    admin: 409)."""
     changes = body.model_dump(exclude_unset=True)
+    if changes.get("role", "admin") != "admin":
+        _not_yourself(user_id, admin, "take the admin role from")
     updated = state.identity.accounts.update_user(user_id, changes)
     state.identity.audit.record(
         "user.updated",
@@ -95,6 +98,12 @@ def update_user(
         fields=sorted(changes),
     )
     return UserPublic.model_validate(updated)
+
+
+def _not_yourself(user_id: uuid.UUID, admin: Admin, what: str) -> None:
+    """An admin who locks out their own account may lock out the deployment."""
+    if user_id == admin.id:
+        raise Conflict(f"you cannot {what} your own account; ask another administrator")
 
 
 def _set_active(
@@ -115,7 +124,9 @@ def _set_active(
 def deactivate_user(
     user_id: uuid.UUID, admin: Admin, state: State, client: RequestClient
 ) -> UserPublic:
-    """Deactivate an account: its tokens and keys stop working at once (admins)."""
+    """Deactivate an account: its tokens and keys stop working at once (admins; not your
+    own account: 409)."""
+    _not_yourself(user_id, admin, "deactivate")
     return _set_active(user_id, False, admin, state, client)
 
 
