@@ -44,6 +44,8 @@ def _text(value: str) -> str:
 
 
 def _email(value: str) -> str:
+    if (why := label_error(value)) is not None:
+        raise ValueError(why)
     if re.match(EMAIL_PATTERN, value) is None:
         raise ValueError(
             "must be an email address: name@domain.tld without spaces, control or "
