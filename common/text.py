@@ -34,6 +34,22 @@ TEXT_PATTERN = rf"^[^{_CONTROLS_BUT_LINE_BREAKS}]*$"
 _NOT_IN_EMAIL = rf"@\s{_CONTROLS}{_BIDI}"
 EMAIL_PATTERN = rf"^[^{_NOT_IN_EMAIL}]{{1,64}}@[^{_NOT_IN_EMAIL}]+\.[^{_NOT_IN_EMAIL}]+$"
 
+#: What `common.naming.safe_name` accepts (its 255-byte limit aside): no separators, not
+#: `.` or `..`, not only spaces, no controls or bidi characters.
+_NOT_IN_NAME = rf"/\\{_CONTROLS}{_BIDI}"
+FILE_NAME_PATTERN = rf"^(?!\.\.?$)[^{_NOT_IN_NAME}]*[^\s{_NOT_IN_NAME}][^{_NOT_IN_NAME}]*$"
+
+
+def name_with_extension_pattern(extensions: list[str]) -> str:
+    """FILE_NAME_PATTERN for names that end in one of `extensions` (any case)."""
+
+    def any_case(text: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in text)
+
+    endings = "|".join(any_case(ext) for ext in sorted(extensions, key=len, reverse=True))
+    return rf"^(?!\.\.?$)[^{_NOT_IN_NAME}]*(?:{endings})$"
+
+
 _LABEL = re.compile(LABEL_PATTERN)
 _TEXT = re.compile(TEXT_PATTERN)
 _EMAIL = re.compile(EMAIL_PATTERN)

@@ -23,6 +23,7 @@ from web.deps import current_principal
 from web.errors import install_error_handlers
 from web.hub import EventHub
 from web.middleware import RequestContextMiddleware
+from web.openapi import install_openapi
 from web.periodic import cleanup_forever
 from web.routes import (
     analysis,
@@ -133,6 +134,8 @@ def create_app(
         lifespan=lifespan,
         description="Microscopy and digital-pathology image analysis: metadata, processing "
         "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",
+        # Authorize once (bearer token or API key) and keep it across page reloads.
+        swagger_ui_parameters={"persistAuthorization": True},
     )
     install_error_handlers(app)
     if settings.cors_origins:
@@ -149,4 +152,5 @@ def create_app(
     app.include_router(viewer_page.alias_router)
     # Public viewer assets: the page's script, styles and OpenSeadragon.
     app.mount("/static", StaticFiles(directory=viewer_page.STATIC), name="static")
+    install_openapi(app)
     return app

@@ -137,6 +137,8 @@ def _body_problem(request: Request, error: RequestValidationError) -> JSONRespon
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    if (answer := _method_not_allowed(request)) is not None:
+        return answer
     if (answer := _body_problem(request, error)) is not None:
         return answer
     items = [
@@ -163,13 +165,30 @@ def _compiled(path: str) -> re.Pattern[str]:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at the request's path (Starlette's 405 names only
-    the first route that matched the path, not all of them)."""
-    methods: set[str] = set()
+    """Every method the resource at the request's path serves (Starlette's 405 names only
+    the first route that matched the path, not all of them).
+
+    The resource is what the most literal matching routes name: `/datasets/stats` is the
+    stats, though `/datasets/{dataset_id}` matches it too."""
+    by_params: dict[int, set[str]] = {}
     for route in iter_route_contexts(request.app.routes):
         if route.methods and route.path and _compiled(route.path).match(request.url.path):
-            methods |= route.methods
-    return sorted(methods)
+            by_params.setdefault(route.path.count("{"), set()).update(route.methods)
+    return sorted(by_params[min(by_params)]) if by_params else []
+
+
+def _method_not_allowed(request: Request) -> JSONResponse | None:
+    """A 405 when the request's path names a resource that does not serve its method,
+    though a route with a parameter matched it (PATCH /datasets/stats is not a PATCH
+    of a dataset whose id is "stats")."""
+    allowed = allowed_methods(request)
+    if not allowed or request.method in allowed:
+        return None
+    allow = ", ".join(allowed)
+    detail = f"{request.method} is not allowed here; this resource allows {allow}"
+    response = problem(405, "method-not-allowed", detail, request)
+    response.headers["Allow"] = allow
+    return response
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

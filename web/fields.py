@@ -7,7 +7,7 @@ the published schema says what the server enforces:
 - `Timestamp`: an RFC 3339 date-time, in UTC once parsed, never a bare number, never
   one whose UTC time falls off the calendar;
 - `Limit` / `Offset`: pagination, bounded so a count never overflows a database integer;
-- `BigCount`: any other integer a query compares with a BIGINT column.
+- `BigCount` / `Seq`: other integers a query compares with a BIGINT / INTEGER column.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ from common.errors import InvalidInput
 from common.records.types import to_utc
 from common.text import EMAIL_PATTERN, LABEL_PATTERN, TEXT_PATTERN, label_error, text_error
 
-#: The largest value of a PostgreSQL BIGINT (and of a SQLite integer).
-MAX_BIGINT = 2**63 - 1
+#: The largest count or size we take: a BIGINT holds more, but 2**53 - 1 is the largest
+#: integer every JSON reader (JavaScript's numbers, a float64) keeps exact, so a bound at
+#: 2**63 - 1 would be read back as 2**63 and a value just above it would pass as equal.
+MAX_BIGINT = 2**53 - 1
+#: The largest value of a PostgreSQL INTEGER column (event sequence numbers).
+MAX_INT = 2**31 - 1
 #: Deeper pages than this are not a listing any more; it also keeps offsets far from
 #: the database's integer range.
 MAX_OFFSET = 1_000_000_000
@@ -125,3 +129,5 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
 #: A count or size compared with a BIGINT column.
 BigCount = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
+#: A number compared with an INTEGER column.
+Seq = Annotated[int, Field(ge=0, le=MAX_INT)]

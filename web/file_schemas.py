@@ -7,16 +7,33 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from web.fields import BigCount, Label
+from common.sniff import EXTENSIONS
+from common.text import FILE_NAME_PATTERN, name_with_extension_pattern
+from web.fields import MAX_BIGINT, Label
 
-FileName = Annotated[Label, Field(min_length=1, max_length=1024)]
+#: A file name as `common.naming.safe_name` takes it (at most 255 bytes in UTF-8).
+FileName = Annotated[
+    Label, Field(min_length=1, max_length=255, json_schema_extra={"pattern": FILE_NAME_PATTERN})
+]
+#: The name of an upload: its extension says which types it may be.
+UploadName = Annotated[
+    Label,
+    Field(
+        min_length=1,
+        max_length=255,
+        json_schema_extra={"pattern": name_with_extension_pattern(list(EXTENSIONS))},
+        description=f"Ends in an accepted extension: {', '.join(sorted(EXTENSIONS))}.",
+    ),
+]
 
 
 class UploadCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: FileName
-    size: BigCount = Field(ge=1, description="Exact size in bytes; checked at completion.")
+    name: UploadName
+    size: int = Field(
+        ge=1, le=MAX_BIGINT, description="Exact size in bytes; checked at completion."
+    )
     content_type: Annotated[Label, Field(max_length=255)] | None = None
     sha256: str | None = Field(
         default=None, pattern="^[0-9a-fA-F]{64}$", description="Verified at completion if given."

@@ -151,13 +151,26 @@ class UserUpdate(BaseModel):
 
 
 class MeUpdate(BaseModel):
-    """What users may change of their own account."""
+    """What users may change of their own account (a new password needs the current one)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"dependentRequired": {"password": ["current_password"]}}
+    )
 
     display_name: DisplayName | None = None
-    password: NewPassword | None = None
-    current_password: str | None = Field(default=None, max_length=1024)
+    password: NewPassword | SkipJsonSchema[None] = None
+    current_password: (
+        Annotated[str, Field(min_length=1, max_length=1024)] | SkipJsonSchema[None]
+    ) = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_passwords(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in ("password", "current_password"):
+                if name in data and data[name] is None:
+                    raise ValueError(f"{name} cannot be null (leave it out instead)")
+        return data
 
 
 class AuditEventPublic(BaseModel):

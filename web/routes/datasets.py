@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from common.datasets import DatasetFilter, DatasetRecord, Datasets, DatasetStats
 from common.errors import InvalidInput
@@ -36,9 +37,10 @@ class DatasetUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
+    # name and tags may be left out, not nulled: the schema offers no null for them.
+    name: Name | SkipJsonSchema[None] = None
     description: Annotated[Text, Field(max_length=10_000)] | None = None
-    tags: Tags | None = None
+    tags: Tags | SkipJsonSchema[None] = None
 
 
 class DatasetFilesAdd(BaseModel):

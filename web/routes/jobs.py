@@ -15,7 +15,7 @@ from common.jobs.models import JobEventRecord
 from common.jobs.queries import JobFilter
 from common.jobs.status import Status
 from web.deps import CurrentUser, OwnedJob, RequestClient, State
-from web.fields import BigCount, LabelQuery, Limit, Offset, TimestampQuery
+from web.fields import LabelQuery, Limit, Offset, Seq, TimestampQuery
 from web.schemas import JobCreate, JobEventPublic, JobPublic, JobStatsPublic, JobUpdate, Page
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -119,7 +119,7 @@ def cancel_job_by_delete(
 def read_job_logs(
     job: OwnedJob,
     state: State,
-    after: Annotated[BigCount, Query(description="Return events after this seq.")] = 0,
+    after: Annotated[Seq, Query(description="Return events after this seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[JobEventPublic]:
     """The job's event log (status changes, progress, log lines) in order."""
@@ -134,15 +134,11 @@ def _sse(event: JobEventRecord) -> dict[str, Any]:
 async def read_job_events(
     job: OwnedJob,
     state: State,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[Seq | None, Header(description="Resume after this id.")] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events of the job's changes; resumable with `Last-Event-ID`; the stream
     ends after the job's final status."""
-    try:
-        after = int(last_event_id) if last_event_id else 0
-    except ValueError:
-        raise InvalidInput("Last-Event-ID must be an event id (an integer)") from None
-    return EventSourceResponse(_job_stream(state, job.id, after), ping=15)
+    return EventSourceResponse(_job_stream(state, job.id, last_event_id or 0), ping=15)
 
 
 async def _job_stream(state: State, job_id: uuid.UUID, after: int) -> AsyncIterator[dict[str, Any]]:
