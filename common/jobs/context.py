@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 
 from common.arrays import gpu_available
 from common.capabilities import ChildOutcome, StoredFile, get_capability
@@ -16,7 +18,10 @@ from common.jobs.models import JobRecord
 from common.jobs.service import JobService
 from common.jobs.status import Status
 from common.objects import ObjectStore
+from common.records.engine import connection_lost
 from common.runtime import Runtime
+
+log = logging.getLogger("aperture.runner")
 
 #: Minimum seconds between progress writes; reports in between only update memory.
 PROGRESS_INTERVAL_S = 0.2
@@ -61,20 +66,34 @@ class JobContext:
         if fraction < 1.0 and now - self._last_progress_write < PROGRESS_INTERVAL_S:
             return
         self._last_progress_write = now
-        status = self._runtime.jobs.report(
-            self.job_id, kind="progress", progress=fraction, message=message or None
+        self._best_effort(
+            lambda: self._runtime.jobs.report(
+                self.job_id, kind="progress", progress=fraction, message=message or None
+            )
         )
-        self._note_status(status)
 
     def log(self, message: str) -> None:
-        self._note_status(self._runtime.jobs.report(self.job_id, kind="log", message=message))
+        self._best_effort(
+            lambda: self._runtime.jobs.report(self.job_id, kind="log", message=message)
+        )
 
     def cancelled(self) -> bool:
         now = time.monotonic()
         if not self._cancelled and now - self._last_cancel_poll >= CANCEL_POLL_S:
             self._last_cancel_poll = now
-            self._note_status(self._runtime.jobs.status_of(self.job_id))
+            self._best_effort(lambda: self._runtime.jobs.status_of(self.job_id))
         return self._cancelled
+
+    def _best_effort(self, call: Callable[[], Status | None]) -> None:
+        """Progress, log lines and cancel polls while the database is unreachable are
+        skipped (the next one, or the final status write, gets through), so a database
+        restart does not fail the work."""
+        try:
+            self._note_status(call())
+        except DBAPIError as error:
+            if not connection_lost(error):
+                raise
+            log.warning("job %s: database unreachable; progress not recorded", self.job_id)
 
     def _note_status(self, status: Status | None) -> None:
         # None: the job is no longer active (cancelled from queued, or ended elsewhere).

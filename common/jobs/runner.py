@@ -19,9 +19,15 @@ from common.jobs.context import JobContext
 from common.jobs.models import JobRecord
 from common.jobs.status import Status
 from common.records import Job
+from common.records.engine import outlasting_outages
 from common.runtime import Runtime
 
 log = logging.getLogger("aperture.runner")
+
+#: How long a job's own status writes wait for the database to come back (a restart, a
+#: failover) before they give up: the work is done, its outcome must not be lost to a
+#: blip, nor the worker process with it.
+DB_RETRY_S = 30.0
 
 
 class _Heartbeat(threading.Thread):
@@ -45,13 +51,16 @@ class _Heartbeat(threading.Thread):
 def run_job(job_id: uuid.UUID, runtime: Runtime, *, handle: str | None = None) -> Status | None:
     """Run one attempt of the job; returns the status it ended in (None if not started,
     e.g. it was cancelled while queued or another worker holds it)."""
-    job = runtime.jobs.start(job_id, handle)
+    job = outlasting_outages(lambda: runtime.jobs.start(job_id, handle), within_s=DB_RETRY_S)
     if job is None:
         return None
     heartbeat = _Heartbeat(runtime, job_id)
     heartbeat.start()
     try:
-        return _finish(runtime, job, *_execute(runtime, job))
+        status, fields = _execute(runtime, job)
+        return outlasting_outages(
+            lambda: _finish(runtime, job, status, fields), within_s=DB_RETRY_S
+        )
     finally:
         heartbeat.stopped.set()
 
@@ -78,7 +87,10 @@ def _execute(runtime: Runtime, job: JobRecord) -> tuple[Status, dict[str, Any]]:
     except ApertureError as error:
         return Status.failed, _error(error.code, error.message)
     except Exception as error:
-        runtime.jobs.report(job.id, kind="log", message=traceback.format_exc(limit=20))
+        trace = traceback.format_exc(limit=20)
+        outlasting_outages(
+            lambda: runtime.jobs.report(job.id, kind="log", message=trace), within_s=DB_RETRY_S
+        )
         return Status.failed, _error("internal", f"{type(error).__name__}: {error}")
 
 

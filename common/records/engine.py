@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("aperture.records")
+
+T = TypeVar("T")
 
 
 def normalise_url(url: str) -> str:
@@ -63,3 +70,27 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits together on success and rolls back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached (a restart, a failover, a
+    dropped connection) rather than that the statement was wrong."""
+    return isinstance(error, DBAPIError) and (
+        error.connection_invalidated or isinstance(error, OperationalError)
+    )
+
+
+def outlasting_outages(call: Callable[[], T], *, within_s: float = 30.0) -> T:
+    """`call()`, again while the database is unreachable, for up to `within_s` seconds
+    (backing off from 0.1 to 2 s); any other error is raised at once. For writes that
+    must not be lost to a blip: a job's final status."""
+    deadline, delay = time.monotonic() + within_s, 0.1
+    while True:
+        try:
+            return call()
+        except DBAPIError as error:
+            if not connection_lost(error) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable (%s); retrying", type(error.orig).__name__)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

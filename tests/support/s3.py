@@ -211,36 +211,57 @@ def _remove_grpc_sockets(ports: list[int]) -> None:
                 Path(f"/tmp/seaweedfs-{role}-grpc-{port}.sock").unlink()
 
 
+class SeaweedFS:
+    """A SeaweedFS server with an S3 gateway on 127.0.0.1 whose ports and data directory
+    stay the same across `stop()` and `start()`, so a test can take it away and bring it
+    back (fault tests); `run_seaweedfs` is the one-shot form."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.ports = _free_ports(8)
+        self.server = S3Server(
+            endpoint=f"http://127.0.0.1:{self.ports[6]}",
+            access_key="aperture-test",
+            secret_key=secrets.token_hex(20),
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"SeaweedFS({self.server.endpoint})"
+
+    def start(self) -> S3Server:
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": self.server.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.server.secret_key,
+        }
+        log = self.data_dir / "weed.log"
+        with log.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                _weed_command(_weed_binary(), self.data_dir, self.ports),
+                env=env,
+                cwd=self.data_dir,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        _wait_until_up(self.process, self.server, log)
+        return self.server
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+        _remove_grpc_sockets(self.ports)
+
+
 @contextlib.contextmanager
 def run_seaweedfs(data_dir: Path) -> Iterator[S3Server]:
     """A SeaweedFS server with an S3 gateway on 127.0.0.1, stopped on exit."""
-    ports = _free_ports(8)
-    server = S3Server(
-        endpoint=f"http://127.0.0.1:{ports[6]}",
-        access_key="aperture-test",
-        secret_key=secrets.token_hex(20),
-    )
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": server.access_key,
-        "AWS_SECRET_ACCESS_KEY": server.secret_key,
-    }
-    log = data_dir / "weed.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            _weed_command(_weed_binary(), data_dir, ports),
-            env=env,
-            cwd=data_dir,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    weed = SeaweedFS(data_dir)
     try:
-        _wait_until_up(process, server, log)
-        yield server
+        yield weed.start()
     finally:
-        _stop(process)
-        _remove_grpc_sockets(ports)
+        weed.stop()
 
 
 # fixtures -------------------------------------------------------------------------
