@@ -3,6 +3,8 @@ and an RFC 9457 problem `type`; nothing below `web/` knows about HTTP."""
 
 from __future__ import annotations
 
+import errno
+
 
 class ApertureError(Exception):
     """Base of every error the service reports to a caller on purpose."""
@@ -44,6 +46,20 @@ class InsufficientStorage(ApertureError):
 
     code = "insufficient-storage"
     default_message = "the storage is full; nothing was stored"
+
+
+#: OSError numbers that mean "no room": the disk is full, or a quota is.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def insufficient_storage(error: BaseException) -> InsufficientStorage | None:
+    """The domain error for an OSError that says the disk (or a quota) is full."""
+    if isinstance(error, OSError) and error.errno in NO_SPACE:
+        return InsufficientStorage(
+            f"the storage is full ({error.strerror}); nothing was stored, and what "
+            "was written of it has been removed"
+        )
+    return None
 
 
 class Conflict(ApertureError):

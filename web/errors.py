@@ -206,6 +206,14 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     return response
 
 
+async def _os_error(request: Request, error: Exception) -> JSONResponse:
+    """A full disk under a store write is 507 (the write cleaned up after itself); any
+    other OSError is unexpected."""
+    if (full := errors.insufficient_storage(error)) is not None:
+        return await _domain_error(request, full)
+    raise error
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error", extra={"path": request.url.path})
     return problem(500, "internal", "an unexpected error occurred; it has been logged", request)
@@ -215,4 +223,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.ApertureError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from common.capabilities import VALIDATED, get_capability
-from common.errors import ApertureError, JobCancelled, UnknownCapability
+from common.errors import ApertureError, JobCancelled, UnknownCapability, insufficient_storage
 from common.jobs.context import JobContext
 from common.jobs.models import JobRecord
 from common.jobs.status import Status
@@ -87,6 +87,8 @@ def _execute(runtime: Runtime, job: JobRecord) -> tuple[Status, dict[str, Any]]:
     except ApertureError as error:
         return Status.failed, _error(error.code, error.message)
     except Exception as error:
+        if (full := insufficient_storage(error)) is not None:  # the store's disk is full
+            return Status.failed, _error(full.code, full.message)
         trace = traceback.format_exc(limit=20)
         outlasting_outages(
             lambda: runtime.jobs.report(job.id, kind="log", message=trace), within_s=DB_RETRY_S

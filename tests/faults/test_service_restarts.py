@@ -79,8 +79,8 @@ def test_postgres_restarted_while_jobs_run(tmp_path: Path, postgres: Restartable
     client = signed_in(server.url)
     try:
         jobs = [
-            client.post("/api/v1/jobs", json={"function": "noop", "params": {"sleep_s": 1.5}})
-            for _ in range(4)
+            client.post("/api/v1/jobs", json={"function": "noop", "params": {"sleep_s": 1.0}})
+            for _ in range(3)
         ]
         job_ids = [job.json()["id"] for job in jobs]
         wait_for(
