@@ -108,14 +108,14 @@ DEPENDENCY_ERRORS: dict[str, set[int]] = {
 
 #: Domain errors raised by a handler itself: what no signature shows.
 DOMAIN_ERRORS: dict[str, set[int]] = {
-    "POST /api/v1/auth/register": {404, 409, 429},  # closed registration, taken email
-    "POST /api/v1/auth/login": {401, 404, 429},
-    "POST /api/v1/auth/refresh": {401, 404, 429},
+    "POST /api/v1/auth/register": {404, 409},  # closed registration, a taken email
+    "POST /api/v1/auth/login": {401, 404, 429},  # throttled after failures
+    "POST /api/v1/auth/refresh": {401, 404},
     "POST /api/v1/users": {409},
     "PATCH /api/v1/users/{user_id}": {409},
     "PATCH /api/v1/users/me": {401},
     "POST /api/v1/users/{user_id}/deactivate": {409},
-    "POST /api/v1/jobs": {404, 409},  # unknown function, a file it names is not yours
+    "POST /api/v1/jobs": {404},  # an unknown function, or a file it names is not yours
     "POST /api/v1/jobs/{job_id}/cancel": {409},
     "DELETE /api/v1/jobs/{job_id}/cancel": {409},
     "POST /api/v1/files": {400, 413, 415, 507},  # a broken multipart body is 400
@@ -123,11 +123,8 @@ DOMAIN_ERRORS: dict[str, set[int]] = {
     "POST /api/v1/files/uploads/{upload_id}/complete": {409, 413, 415, 507},
     "DELETE /api/v1/files/uploads/{upload_id}": {409},
     "POST /api/v1/files/import": {403, 404, 413, 415, 507},
-    "PATCH /api/v1/files/{file_id}": {409},
     "GET /api/v1/files/{file_id}/download": {416},
     "POST /api/v1/datasets/{dataset_id}/files": {404},
-    "PATCH /api/v1/datasets/{dataset_id}": {409},
-    "POST /api/v1/datasets": {409},
     "POST /api/v1/processing/merge": {404, 409},
     "GET /api/v1/processing/workflow/results/{job_id}": {409},
     "POST /api/v1/processing/workflow/cancel/{job_id}": {409},

@@ -61,7 +61,7 @@ def test_bad_uploads_are_refused_without_leaving_anything(client: TestClient) ->
     )
     assert truncated.status_code == 422 and "ended before" in truncated.json()["detail"]
     not_form = client.post("/api/v1/files", json={"file": "x"})
-    assert not_form.status_code == 422
+    assert not_form.status_code == 415 and "multipart/form-data" in not_form.json()["detail"]
     assert sum(1 for _ in objects.iter_objects("users/")) == before
 
 

@@ -177,3 +177,11 @@ def test_register_answers_as_declared(app_client: TestClient) -> None:
     )
     assert short.status_code == 422 and "password" in short.json()["detail"]
     assert register(app_client)  # a policy-conforming one passes
+
+
+def test_the_domain_error_table_names_real_operations(spec: dict[str, Any]) -> None:
+    """A route renamed without its entry would lose its declared errors silently."""
+    from web.openapi import DOMAIN_ERRORS
+
+    operations = {f"{method.upper()} {path}" for path, method, _ in _operations(spec)}
+    assert set(DOMAIN_ERRORS) <= operations, set(DOMAIN_ERRORS) - operations
