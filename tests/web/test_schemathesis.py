@@ -28,7 +28,8 @@ from tests.support.app import PASSWORD, LiveServer
 
 SEED = 14
 MAX_EXAMPLES = 3
-ST_TIMEOUT_S = 170
+#: About 80 s on two idle cores; much longer on a machine shared with other work.
+ST_TIMEOUT_S = 480
 
 #: Schemathesis' settings. Every exclusion says why it is not a bug of ours.
 CONFIG = """
@@ -194,6 +195,7 @@ def _server(engine: str, workdir: Path, request: pytest.FixtureRequest) -> LiveS
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(ST_TIMEOUT_S + 120)
 def test_schemathesis_finds_nothing_on_sqlite_and_postgres(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
