@@ -35,8 +35,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+#: Loggers of file-format libraries: what they report is a problem of the file a user
+#: sent (and the request answers it with a 4xx), not of the service.
+USER_FILE_LOGGERS = ("tifffile",)
+
+
+class UserErrorsAtInfo(logging.Filter):
+    """Writes the file-format libraries' errors at info: user errors are not errors of
+    the service. (Handlers on those loggers, such as `common.sniff`'s, still see the
+    original level: they run before the record reaches the root's handler.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] in USER_FILE_LOGGERS and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
+
+
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(UserErrorsAtInfo())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -1,0 +1,39 @@
+"""A damaged file a user sends is the user's error: the format library's complaint is
+logged at info, and the upload check still sees it (and refuses the file)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from common.errors import UnsupportedFile
+from common.logs import configure_logging
+from common.sniff import identify
+from tests.support.fixtures import REAL
+
+
+@pytest.fixture
+def service_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("text", "INFO")  # its handler writes to (the captured) stderr
+    try:
+        yield
+    finally:
+        root.handlers[:], root.level = saved
+        logging.getLogger("uvicorn.access").disabled = False
+
+
+def test_a_damaged_tiff_is_refused_and_logged_at_info(
+    service_logging: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    data = (REAL / "boxes.tiff").read_bytes()
+    damaged = data[: len(data) - len(data) // 2]
+    with pytest.raises(UnsupportedFile, match="truncated or damaged"):
+        identify("boxes.tiff", io.BytesIO(damaged), len(damaged))
+    logged = capfd.readouterr().err
+    assert "tifffile" in logged and " INFO tifffile " in logged
+    assert " ERROR " not in logged
