@@ -265,6 +265,13 @@ async def bench_soak(
         "rss_end_mib": round(samples[-1][1], 1),
         "rss_max_mib": round(max(rss for _, rss in samples), 1),
         "rss_slope_second_half_mib_per_hour": round(slope, 2),
+        "rss_slope_last_quarter_mib_per_hour": round(
+            _slope_mib_per_hour([s for s in samples if s[0] >= seconds * 0.75] or samples), 2
+        ),
+        "rss_at_quarters_mib": [
+            round(min(samples, key=lambda s: abs(s[0] - seconds * q))[1], 1)
+            for q in (0.25, 0.5, 0.75, 1.0)
+        ],
         "reference": "the server's RSS after warm-up (10% of the run)",
         "ratio_end_to_warm_rss": round(samples[-1][1] / warm[0][1], 3),
     }
