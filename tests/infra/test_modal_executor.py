@@ -86,7 +86,10 @@ def test_a_job_runs_as_a_function_call(harness: Harness) -> None:
     assert done.handle is not None and done.handle.startswith("fc-")
     call = harness.modal.calls[done.handle]
     assert (call.function, call.job_id) == ("cap_noop", str(job.id))
-    assert harness.executor.poll(done.handle) is HandleState.finished
+    # The job's record ends inside the call; the call itself ends a moment later.
+    handle = done.handle
+    state = _until(lambda: harness.executor.poll(handle), lambda s: s is HandleState.finished, 5)
+    assert state is HandleState.finished
 
 
 def test_pending_then_running_then_finished(harness: Harness) -> None:
