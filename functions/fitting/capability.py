@@ -219,7 +219,17 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
     return _merge(parts)
 
 
-_FIT_FIELDS = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
+_FIT_FIELDS = (
+    "params",
+    "stderr",
+    "ss_res",
+    "r_squared",
+    "n_points",
+    "iterations",
+    "status",
+    "lower",
+    "upper",
+)
 
 
 def _pack_fit(fit: Any) -> bytes:

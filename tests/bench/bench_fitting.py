@@ -70,6 +70,7 @@ def textbook_maturation(t: np.ndarray, p: np.ndarray, fixed: np.ndarray) -> np.n
 def reference_loop(spec: FitSpec, t: np.ndarray, y: np.ndarray) -> tuple[ReferenceFit, float]:
     from scipy.optimize import least_squares
 
+    spec = spec.for_times(t)  # the bounds and start the batched fit uses on this axis
     free = spec.free
     fixed = spec.start[~free]
     lower, upper, x0 = spec.lower[free], spec.upper[free], spec.start[free]
@@ -91,7 +92,17 @@ def reference_loop(spec: FitSpec, t: np.ndarray, y: np.ndarray) -> tuple[Referen
 
 
 def subset(fit: FitArrays, rows: np.ndarray) -> FitArrays:
-    fields = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
+    fields = (
+        "params",
+        "stderr",
+        "ss_res",
+        "r_squared",
+        "n_points",
+        "iterations",
+        "status",
+        "lower",
+        "upper",
+    )
     return FitArrays(
         names=fit.names,
         free=fit.free,
@@ -193,9 +204,9 @@ def main() -> None:
             gpu = fit_traces(spec, big.t, big.y, device="gpu")
             times.append(time.perf_counter() - start)
         gpu_s = min(times[1:])
-        rows = min(2000, args.gpu_traces)
-        on_cpu = fit_traces(spec, big.t, big.y[:rows])
-        agree = np.isclose(gpu.ss_res[:rows], on_cpu.ss_res, rtol=1e-6, atol=0)
+        checked = min(2000, args.gpu_traces)
+        on_cpu = fit_traces(spec, big.t, big.y[:checked])
+        agree = np.isclose(gpu.ss_res[:checked], on_cpu.ss_res, rtol=1e-6, atol=0)
         emit(
             bench="fitting",
             measure="gpu",
