@@ -29,9 +29,11 @@ GPU_WORKING_SET = (1 << 14, 1 << 20)  # traces iterated together on a GPU: at le
 GPU_ARRAYS_PER_TRACE = 32  # (T,) float64 arrays per trace the array path may hold at once
 
 
-# A parameter within this fraction of its bound's magnitude (at least of 1) counts as on
-# it: the solver clips steps onto bounds exactly, so this only absorbs rounding.
+# A fitted parameter counts as on a bound within this fraction of the bound's magnitude
+# (at least of 1; the solver clips steps onto bounds exactly) or within this fraction of
+# its own standard error (a fit that creeps up to a bound stops a hair inside it).
 AT_BOUND_RTOL = 1e-9
+AT_BOUND_SE = 0.1
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,14 @@ class FitArrays:
 
     def at_bound(self) -> np.ndarray:
         """(N, P) int8: -1 where a fitted parameter ended on its lower bound, +1 on its
-        upper bound, 0 elsewhere (fixed parameters and unfitted traces: 0)."""
+        upper bound, 0 elsewhere (fixed parameters and unfitted traces: 0). "On" allows
+        for rounding and for a tenth of the parameter's standard error."""
         fitted = ((self.status == CONVERGED) | (self.status == MAX_ITER))[:, None] & self.free
         p, lo, hi = self.params, self.lower, self.upper
+        se = AT_BOUND_SE * np.nan_to_num(self.stderr, nan=0.0, posinf=0.0)
         with np.errstate(invalid="ignore"):
-            on_lo = p <= lo + AT_BOUND_RTOL * np.maximum(np.abs(lo), 1.0)
-            on_hi = p >= hi - AT_BOUND_RTOL * np.maximum(np.abs(hi), 1.0)
+            on_lo = p <= lo + np.maximum(AT_BOUND_RTOL * np.maximum(np.abs(lo), 1.0), se)
+            on_hi = p >= hi - np.maximum(AT_BOUND_RTOL * np.maximum(np.abs(hi), 1.0), se)
         out = np.where(on_lo & fitted, -1, np.where(on_hi & fitted, 1, 0))
         return out.astype(np.int8)
 

@@ -83,7 +83,8 @@ def _frames(xp: ModuleType, lo: float, hi: float, t: Any, valid: Any, y: Any, k:
             inside = inside[xp.linspace(0, inside.shape[0] - 1, SHARED_FRAMES).astype(int)]
         return mids[:, inside]
     # consecutive valid samples: the valid ones first, in time order
-    order = xp.argsort(~valid, axis=1, kind="stable") if xp is np else xp.argsort(~valid, axis=1)
+    missing = (~valid).astype(xp.int8)
+    order = xp.argsort(missing, axis=1, kind="stable") if xp is np else xp.argsort(missing, axis=1)
     tv, yv, vv = (xp.take_along_axis(a, order, axis=1) for a in (t, y, valid))
     mids = 0.5 * (tv[:, 1:] + tv[:, :-1])
     inside = vv[:, 1:] & (mids > lo) & (mids < hi)
