@@ -1,4 +1,4 @@
-"""Per-trace results table, CSV/Parquet outputs, summary, quality bands and plots."""
+"""Per-trace results table, CSV/Parquet outputs, summary, quality bands, at_bound."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pyarrow.csv as pacsv
 import pytest
 
 from functions.fitting.fit import fit_traces
-from functions.fitting.plots import fit_plots
 from functions.fitting.results import (
     load_results,
     quality_band,
@@ -152,11 +151,3 @@ def test_summary(fitted) -> None:
     assert summary["fixed"] == {"km": 1.28, "beta": 5.22e-3, "scale": 1.0}
     assert sum(summary["quality"].values()) == 25
     json.dumps(summary)
-
-
-def test_plots_are_pngs(fitted) -> None:
-    s, y, fit = fitted
-    plots = fit_plots(fit, s.t, y, "maturation")
-    assert set(plots) == {"parameters.png", "r_squared.png", "examples.png"}
-    for png in plots.values():
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
