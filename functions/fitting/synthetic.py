@@ -158,17 +158,28 @@ def synthetic_traces(
 
 def to_long_csv(traces: SyntheticTraces, *, time_unit: str = "h") -> bytes:
     """Long-format CSV (`time,fov,cell,value`) as the merge step writes it, with the
-    `# Time units:` first line; times converted from hours to `time_unit`."""
+    `# Time units:` first line; times converted from hours to `time_unit`. Rows by
+    cell, then time; missing points have no row."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     factor = {"h": 1.0, "min": 60.0, "s": 3600.0}[time_unit]
-    buf = io.StringIO()
-    buf.write(f"# Time units: {time_unit}\ntime,fov,cell,value\n")
-    valid = np.isfinite(traces.y)
-    rows, cols = np.nonzero(valid)
-    for i, j in zip(rows, cols, strict=True):
-        buf.write(
-            f"{traces.t[j] * factor:.10g},{traces.fov[i]},{traces.cell[i]},{traces.y[i, j]:.10g}\n"
-        )
-    return buf.getvalue().encode()
+    rows, cols = np.nonzero(np.isfinite(traces.y))
+    times = traces.t * factor
+    near = np.round(times, 6)  # 49.99999999999999 min is written 50
+    times = np.where(np.abs(near - times) <= 1e-12 * np.abs(times), near, times)
+    table = pa.table(
+        {
+            "time": times[cols],
+            "fov": traces.fov[rows],
+            "cell": traces.cell[rows],
+            "value": traces.y[rows, cols],
+        }
+    )
+    buf = io.BytesIO()
+    buf.write(f"# Time units: {time_unit}\ntime,fov,cell,value\n".encode())
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    return buf.getvalue()
 
 
 def to_wide_csv(traces: SyntheticTraces) -> bytes:
