@@ -51,7 +51,7 @@ import json
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -312,8 +312,37 @@ def _fit_over_http(client: httpx.Client, path: Path) -> dict[str, Any]:
         "upload_s": uploaded - start,
         "start_to_succeeded_s": succeeded - uploaded,
         "results_download_s": done - succeeded,
+        "job_steps_s": _job_steps(client, job_id),
         "summary": results["summary"],
         "csv_rows": csv.content.count(b"\n") - 1,
+    }
+
+
+def _job_steps(client: httpx.Client, job_id: str) -> dict[str, float | None]:
+    """Where the job's time went, from its record and event log (to the 0.2 s its
+    progress writes are throttled to): waiting for a worker, reading the traces,
+    fitting, then writing CSV, Parquet, plots and summary."""
+    from datetime import datetime
+
+    job = client.get(f"/api/v1/jobs/{job_id}").json()
+    events = client.get(f"/api/v1/jobs/{job_id}/logs").json()
+
+    def at(value: str | None) -> float | None:
+        return datetime.fromisoformat(value).timestamp() if value else None
+
+    def last(step: Callable[[str], bool]) -> float | None:
+        # progress writes are throttled to one per 0.2 s: the last one seen of a step
+        times = [at(e["created_at"]) for e in events if step(e["message"] or "")]
+        return max((v for v in times if v is not None), default=None)
+
+    created, started, finished = (at(job[k]) for k in ("created_at", "started_at", "finished_at"))
+    read = last(lambda m: m.endswith("traces read"))
+    fitted = last(lambda m: m.startswith(("fitting", "chunk", "writing results")))
+    marks = [created, started, read, fitted, finished]
+    names = ("queued", "read", "fit", "outputs")
+    return {
+        name: round(b - a, 3) if a is not None and b is not None else None
+        for name, a, b in zip(names, marks, marks[1:], strict=False)
     }
 
 
@@ -369,6 +398,7 @@ def _e2e_size(
         upload_s=round(ours["upload_s"], 3),
         start_to_succeeded_s=round(ours["start_to_succeeded_s"], 3),
         results_download_s=round(ours["results_download_s"], 3),
+        job_steps_s=ours["job_steps_s"],
         reference="scipy.optimize.least_squares per trace (trf, 2-point jac), "
         + ("every trace" if full else f"{rows.size}-trace subsample, scaled"),
         reference_seconds=round(reference_s, 3),
