@@ -79,23 +79,30 @@ class Parameter:
 
     @property
     def full_description(self) -> str:
-        """The description, with where the default bounds come from when not constants."""
-        if self.window is None:
-            return self.description
-        lo, start, hi = self.window
+        """The description, with where the default bounds come from when they are not
+        constants, and which bound is an answer rather than a search limit."""
+        notes = [self.description] if self.description else []
+        if self.window is not None:
+            lo, start, hi = self.window
 
-        def at(f: float) -> str:
-            if f == 0:
-                return "first time"
-            if f == 1:
-                return "last time"
-            return f"first time {'+' if f > 0 else '-'} {abs(f) * 100:g} % of the time span"
+            def at(f: float) -> str:
+                if f == 0:
+                    return "first time"
+                if f == 1:
+                    return "last time"
+                sign = "+" if f > 0 else "-"
+                return f"first time {sign} {abs(f) * 100:g} % of the time span"
 
-        note = (
-            f"default bounds from the data's time axis: [{at(lo)}, {at(hi)}], start at "
-            f"{at(start)} (rounded outwards; listed bounds are outer limits)"
-        )
-        return f"{self.description}; {note}" if self.description else note
+            notes.append(
+                f"default bounds from the data's time axis: [{at(lo)}, {at(hi)}], start at "
+                f"{at(start)} (rounded outwards; listed bounds are outer limits)"
+            )
+        if self.bound_ok == "lower":
+            notes.append(
+                "ending at its lower bound is an answer (none, or too little to measure): "
+                "reported in at_bound, the fit may still be good"
+            )
+        return "; ".join(notes)
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,12 @@ def _register(model: Model) -> None:
 
 # Time-like parameters (onsets, mid-points) take their bounds from the data's time axis
 # (`Parameter.window`); these outer limits only keep them finite.
+#
+# Bounds that are answers (`bound_ok="lower"`: a fit ending there is reported in
+# at_bound and may still be good): maturation δ, β; maturation_blocked G0, Gu0, β;
+# trivial δ, β; exponential_decay rate. Every other bound (onsets, mid-points,
+# translation rates, amplitudes, offsets, km, logistic rate, Hill parameters) is a
+# search limit: a fit that ends on it is at best "fair".
 _TIME_LIMIT = 1e6
 # Onsets may precede the first frame by a tenth of the time span (expression that began
 # before imaging) and follow it up to the last frame.
