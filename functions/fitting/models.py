@@ -35,8 +35,10 @@ class Parameter:
     or "log" spacing inside the bounds, "time" over each trace's time span, "rate" over
     rates 0.3/span ... 300/span, "dose" log-spaced over the positive x range, "frames"
     mid-points between consecutive sample times (one start per smooth piece of a
-    model with a step at that parameter). `kink` marks an onset where the model's slope
-    jumps: a fit ending next to a sample time is retried from the sample's other side.
+    model with a step at that parameter: every piece inside the bounds when traces
+    share a time axis, else each trace's `n_starts` pieces with the largest jumps).
+    `kink` marks an onset where the model's slope jumps: a fit ending next to a sample
+    time is retried from the sample's other side.
 
     `window` makes a time-like parameter (an onset, a mid-point) take its default start
     and bounds from the time axis of the data instead of `default`, `lower`, `upper`:

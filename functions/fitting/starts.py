@@ -28,7 +28,10 @@ from functions.fitting.models import Parameter
 from functions.fitting.spec import FitSpec
 
 SCREEN_POINTS = 30  # time points used to rank start candidates, per trace
-SHARED_FRAMES = 256  # at most this many sample intervals screened for a "frames" parameter
+# Sample intervals x time points screened for a "frames" parameter on a shared axis: all
+# 179 intervals of 180 points; every few of 1,000 points (the screen's arrays grow as
+# intervals x points x the other parameters' grid).
+SHARED_FRAME_POINTS = 1 << 16
 
 
 def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any, y: Any = None) -> Any:
@@ -70,17 +73,18 @@ def _frames(xp: ModuleType, lo: float, hi: float, t: Any, valid: Any, y: Any, k:
     """Starts of a parameter that places a step (an onset) in the model: mid-points
     between consecutive samples inside (lo, hi), one per smooth piece of the cost.
 
-    Shared by every trace (`y` None): every interval, or `SHARED_FRAMES` of them evenly
-    spread. Per trace: the `k` intervals where the trace jumps most (a step shows as the
-    largest difference between consecutive samples), in time order.
+    Shared by every trace (`y` None): every interval, or as many as `SHARED_FRAME_POINTS`
+    allows, evenly spread. Per trace: the `k` intervals where the trace jumps most (a
+    step shows as the largest difference between consecutive samples), in time order.
     """
     if y is None:
         mids = 0.5 * (t[:, 1:] + t[:, :-1])
         inside = xp.flatnonzero(valid[0, 1:] & valid[0, :-1] & (mids[0] > lo) & (mids[0] < hi))
         if inside.shape[0] == 0:
             return xp.full((1, 1), 0.5 * (lo + hi))
-        if inside.shape[0] > SHARED_FRAMES:
-            inside = inside[xp.linspace(0, inside.shape[0] - 1, SHARED_FRAMES).astype(int)]
+        most = max(SHARED_FRAME_POINTS // t.shape[1], 16)
+        if inside.shape[0] > most:
+            inside = inside[xp.linspace(0, inside.shape[0] - 1, most).astype(int)]
         return mids[:, inside]
     # consecutive valid samples: the valid ones first, in time order
     missing = (~valid).astype(xp.int8)
