@@ -21,7 +21,7 @@ import numpy as np
 from common.errors import InvalidInput
 from functions.fitting import kernels
 
-StartGrid = Literal["linear", "log", "time", "rate", "dose", "frames"]
+StartGrid = Literal["linear", "log", "time", "onset", "rate", "dose", "frames"]
 BoundOk = Literal["lower"] | None
 Kernel = Callable[[ModuleType, Any, Mapping[str, Any], frozenset[str]], tuple[Any, dict[str, Any]]]
 
@@ -32,7 +32,8 @@ class Parameter:
 
     `linear` marks parameters the model is linear in (used to project starting points);
     `grid` and `n_starts` describe the deterministic multi-start candidates: "linear"
-    or "log" spacing inside the bounds, "time" over each trace's time span, "rate" over
+    or "log" spacing inside the bounds, "time" over each trace's time span ("onset": the
+    same, denser early, where expression mostly starts), "rate" over
     rates 0.3/span ... 300/span, "dose" log-spaced over the positive x range, "frames"
     mid-points between consecutive sample times (one start per smooth piece of a
     model with a step at that parameter: every piece inside the bounds when traces
@@ -232,9 +233,11 @@ def _register(model: Model) -> None:
 # translation rates, amplitudes, offsets, km, logistic rate, Hill parameters) is a
 # search limit: a fit that ends on it is at best "fair".
 _TIME_LIMIT = 1e6
-# Onsets may precede the first frame by a tenth of the time span (expression that began
-# before imaging) and follow it up to the last frame.
-_ONSET = (-0.1, 0.0, 1.0)
+# Onsets may precede the first frame by a twentieth of the time span (expression that
+# began before imaging: 1 h on a 10-hour time-lapse, 2 h on 30 h, once rounded) and
+# follow it up to the last frame. Further back the onset hardly shows in the data: it
+# trades off against the offset, and a wider window only lets such fits wander.
+_ONSET = (-0.05, 0.0, 1.0)
 
 _register(
     Model(
@@ -250,7 +253,7 @@ _register(
                 -_TIME_LIMIT,
                 _TIME_LIMIT,
                 "h",
-                grid="time",
+                grid="onset",
                 n_starts=8,
                 window=_ONSET,
                 description="onset of expression",
@@ -331,7 +334,7 @@ _register(
                 n_starts=7,
                 kink=True,
                 # a start on the first frame sits on the kink of every trace's cost
-                window=(-0.1, 0.05, 1.0),
+                window=(-0.05, 0.05, 1.0),
                 description="onset of expression",
             ),
             Parameter("ktl", 20.0, 1.0, _BIG, "a.u./h", linear=True),

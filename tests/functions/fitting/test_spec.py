@@ -60,10 +60,10 @@ def test_onset_bounds_come_from_the_time_axis() -> None:
     spec = resolve_spec("maturation")
     assert spec.needs_axis and spec.as_dict()["parameters"]["t0"]["lower"] is None
     i = spec.names.index("t0")
-    # 180 frames of 10 min (0 .. 29.8 h): a tenth of the span before the first frame,
+    # 180 frames of 10 min (0 .. 29.8 h): a twentieth of the span before the first frame,
     # up to the last one, rounded outwards to 2 h; the start on the first frame
     on_30h = spec.for_times(np.arange(180) / 6)
-    assert (on_30h.lower[i], on_30h.start[i], on_30h.upper[i]) == (-4.0, 0.0, 30.0)
+    assert (on_30h.lower[i], on_30h.start[i], on_30h.upper[i]) == (-2.0, 0.0, 30.0)
     # the demo time-lapse: 60 frames of 10 min, rounded to whole hours
     on_10h = spec.for_times(np.arange(60) / 6)
     assert (on_10h.lower[i], on_10h.upper[i]) == (-1.0, 10.0)
@@ -97,9 +97,9 @@ def test_request_bounds_and_starts_win_over_the_time_axis() -> None:
     assert (given.for_times(t).lower[i], given.for_times(t).upper[i]) == (-1.0, 1.0)
     # a start outside the default window widens it; one inside keeps it
     outside = resolve_spec("maturation", params={"t0": 42.0}).for_times(t)
-    assert (outside.lower[i], outside.start[i], outside.upper[i]) == (-4.0, 42.0, 42.0)
+    assert (outside.lower[i], outside.start[i], outside.upper[i]) == (-2.0, 42.0, 42.0)
     inside = resolve_spec("maturation", params={"t0": 3.0}).for_times(t)
-    assert (inside.lower[i], inside.start[i], inside.upper[i]) == (-4.0, 3.0, 30.0)
+    assert (inside.lower[i], inside.start[i], inside.upper[i]) == (-2.0, 3.0, 30.0)
 
 
 def test_axes_of_similar_span_share_a_spec() -> None:
@@ -109,7 +109,7 @@ def test_axes_of_similar_span_share_a_spec() -> None:
     specs, which = spec.on_axes(first, last)
     i = spec.names.index("t0")
     bounds = [(specs[w].lower[i], specs[w].upper[i]) for w in which]
-    assert bounds[0] == bounds[1] == (-4.0, 30.0)
+    assert bounds[0] == bounds[1] == (-2.0, 30.0)
     assert bounds[2] == (-1.0, 10.0) and bounds[3] == (2.0, 36.0)
     assert bounds[4] == (0.0, 0.0)  # an axis without times: nothing to fit anyway
     assert len(specs) == 4
