@@ -307,7 +307,7 @@ _register(
             ),
             Parameter("G0", 100.0, 0.0, _BIG, "a.u.", linear=True, bound_ok="lower"),
             Parameter("Gu0", 100.0, 0.0, _BIG, "a.u.", linear=True, bound_ok="lower"),
-            Parameter("km", 1.28, 1e-5, 30.0, "1/h", grid="rate", n_starts=4),
+            Parameter("km", 1.28, 1e-5, 30.0, "1/h", grid="rate", n_starts=3),
             Parameter(
                 "beta", 5.22e-3, 1e-5, 10.0, "1/h", grid="rate", n_starts=2, bound_ok="lower"
             ),
