@@ -133,12 +133,29 @@ def fit_traces(
         _tune_malloc()
     if be.name == "gpu":
         opt = replace(opt, working_set=max(opt.working_set, _gpu_working_set(y2.shape[1])))
-    n = y2.shape[0]
     threads = workers if be.name == "cpu" else 1
+    out = _fit_by_time_axis(be, spec, t2, y2, opt, threads, progress, cancelled)
+    if progress is not None:
+        progress(1.0)
+    return FitArrays(names=spec.names, free=spec.free.copy(), device=be.name, **out)
+
+
+def _fit_by_time_axis(
+    be: Any,
+    spec: FitSpec,
+    t2: np.ndarray,
+    y2: np.ndarray,
+    opt: SolverOptions,
+    threads: int,
+    progress: Callable[[float], None] | None,
+    cancelled: Callable[[], bool] | None,
+) -> dict[str, Any]:
+    """Resolve the spec's time windows on the traces' time axes and solve each group of
+    traces that share the resulting bounds (one group when the axis is shared)."""
+    n, P = y2.shape[0], len(spec.names)
     specs, group = spec.on_axes(*time_extent(t2))
     if t2.shape[0] == 1:  # one time axis: one spec for every trace
         group = np.zeros(n, dtype=np.intp)
-    P = len(spec.names)
     out: dict[str, Any] = {}
     done = 0
     for g, sub in enumerate(specs):
@@ -155,16 +172,13 @@ def fit_traces(
         part["lower"] = np.broadcast_to(sub.lower, (yg.shape[0], P))
         part["upper"] = np.broadcast_to(sub.upper, (yg.shape[0], P))
         if rows is None:
-            out = {k: np.ascontiguousarray(v) for k, v in part.items()}
-        else:
-            for k, v in part.items():
-                if k not in out:
-                    out[k] = np.empty((n, *v.shape[1:]), dtype=v.dtype)
-                out[k][rows] = v
+            return {k: np.ascontiguousarray(v) for k, v in part.items()}
+        for k, v in part.items():
+            if k not in out:
+                out[k] = np.empty((n, *v.shape[1:]), dtype=v.dtype)
+            out[k][rows] = v
         done += yg.shape[0]
-    if progress is not None:
-        progress(1.0)
-    return FitArrays(names=spec.names, free=spec.free.copy(), device=be.name, **out)
+    return out
 
 
 def time_extent(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
