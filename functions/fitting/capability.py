@@ -247,7 +247,17 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
     return _merge(parts)
 
 
-_FIT_FIELDS = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
+_FIT_FIELDS = (
+    "params",
+    "stderr",
+    "ss_res",
+    "r_squared",
+    "n_points",
+    "iterations",
+    "status",
+    "lower",
+    "upper",
+)
 
 
 def _pack_fit(fit: Any) -> bytes:
@@ -303,15 +313,27 @@ def _save_outputs(
         kind="fit-results",
     )
     plots = {}
-    for name, png in fit_plots(fit, traces.t, traces.y, model).items():
+    made = fit_plots(
+        fit,
+        traces.t,
+        traces.y,
+        model,
+        fov=traces.fov,
+        cell=traces.cell,
+        time_unit=traces.time_unit,
+    )
+    for name, png in made.files.items():
         if ctx.cancelled():
             raise JobCancelled()
         plots[name.removesuffix(".png")] = ctx.save_file(
             f"{base}_{model}_{name}", png, content_type="image/png", kind="fit-plot"
         ).id
+    for error in made.errors:  # a plot that failed is reported; the fit stands
+        ctx.log(f"plot not made: {error}")
     summary = summarize_fit(fit, model)
     summary["spec"] = spec.as_dict()
     summary["time_units"] = traces.time_unit
+    summary["plot_errors"] = made.errors
     ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
     return FittingResult(
         summary=summary, results_file_id=csv.id, parquet_file_id=parquet.id, plot_file_ids=plots
