@@ -111,7 +111,9 @@ def write_pyramid(
     tile : int
         Stored tile size (a multiple of 16).
     quality : int
-        JPEG quality of the stored tiles.
+        JPEG quality of the stored tiles, below 90: libvips stops subsampling chroma
+        at 90, and the assembled TIFF declares 2x2 subsampling (OpenSlide would show
+        false colours).
     mpp : float
         Microns per level-0 pixel, recorded as the Aperio ``MPP`` property.
     label : str
@@ -122,6 +124,8 @@ def write_pyramid(
     Path
         The written file.
     """
+    if not 1 <= quality < 90:
+        raise ValueError(f"quality must be in [1, 90), got {quality}")
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="aperture-synth-") as tmp:
         parts = []
