@@ -41,7 +41,9 @@ class Layout:
 def plan_layout(width: int, height: int, seed: int) -> Layout:
     """Tissue islands and nuclei of a `width` x `height` slide, fixed by `seed`."""
     if width < 64 or height < 64:
-        raise ValueError(f"a synthetic H&E slide needs at least 64 x 64 pixels, got {width}x{height}")
+        raise ValueError(
+            f"a synthetic H&E slide needs at least 64 x 64 pixels, got {width}x{height}"
+        )
     rng = np.random.default_rng(seed)
     tissue = _tissue_mask(width, height, rng)
     layout = Layout(width, height, tissue, [], np.empty(0))
