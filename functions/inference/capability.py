@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from common.capabilities import Context, Resources, capability
-from common.errors import ApertureError, JobCancelled
+from common.errors import ApertureError, InvalidInput, JobCancelled
 from common.objects.access import stored_path
 from functions.inference.params import (
     InferenceParams,
@@ -119,13 +119,18 @@ def _run_regions(
     if len(setup.regions) == 1 and params.device != "gpu":
         child = _region_params(params, setup, 0, tissue_id)
         out = tmp / "region-0.parquet"
-        table = _region_table(
-            child,
-            ctx,
-            path,
-            setup.tissue,
-            lambda d, n: ctx.progress(0.05 + 0.85 * d / total, f"{d}/{n} tiles"),
-        )
+        try:
+            table = _region_table(
+                child,
+                ctx,
+                path,
+                setup.tissue,
+                lambda d, n: ctx.progress(0.05 + 0.85 * d / total, f"{d}/{n} tiles"),
+            )
+        except JobCancelled:
+            raise
+        except ApertureError as error:
+            raise _region_failed(0, setup.regions[0], error.message, error.code) from error
         _write_parquet(table, out)
         return [out]
     function = "inference.region.gpu" if params.device == "gpu" else "inference.region"
@@ -140,11 +145,9 @@ def _run_regions(
         if outcome.status == "cancelled" or ctx.cancelled():
             raise JobCancelled()
         if outcome.status != "succeeded" or not outcome.result:
-            tiles = setup.regions[i]
-            message = (outcome.error or {}).get("message", outcome.status)
-            raise ApertureError(
-                f"region {i} ({len(tiles)} tiles from tile {list(tiles[0])}) failed: {message}"
-            )
+            failure = outcome.error or {}
+            message, code = failure.get("message", outcome.status), failure.get("type", "error")
+            raise _region_failed(i, setup.regions[i], message, code)
         stored = ctx.file(uuid.UUID(str(outcome.result["objects_file_id"])))
         out = tmp / f"region-{i}.parquet"
         with out.open("wb") as f:
@@ -156,6 +159,16 @@ def _run_regions(
             0.05 + 0.85 * done / total, f"region {i + 1}/{len(jobs)}: {done}/{total} tiles"
         )
     return paths
+
+
+def _region_failed(
+    index: int, tiles: list[tuple[int, int]], message: str, code: str
+) -> ApertureError:
+    """The task's error for a failed region: names the region, keeps bad input bad."""
+    text = f"region {index} ({len(tiles)} tiles from tile {list(tiles[0])}) failed: {message}"
+    return (
+        InvalidInput(text) if code in ("invalid-input", "unsupported-file") else ApertureError(text)
+    )
 
 
 def _names(io_: Any) -> tuple[str, ...]:

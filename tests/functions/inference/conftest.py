@@ -72,7 +72,9 @@ def store_file(pool: JobService, path: Path, name: str | None = None) -> StoredF
         return pool.runtime.files.add(f, name=name or path.name, owner_id=None)  # type: ignore[no-any-return]
 
 
-def run_job(pool: JobService, function: str, params: dict[str, Any], timeout: float = 240) -> JobRecord:
+def run_job(
+    pool: JobService, function: str, params: dict[str, Any], timeout: float = 240
+) -> JobRecord:
     job = pool.submit(function, params, owner_id=None)
     deadline = time.monotonic() + timeout
     while not (found := pool.runtime.jobs.get(job.id)).status.terminal:
