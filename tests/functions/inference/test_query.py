@@ -23,7 +23,11 @@ COLORS = {"tumor": "#d63f2f", "immune": "#2f6fd6"}
 
 
 def random_objects(
-    n: int, size: float, seed: int, tile: tuple[int, int], x_range: tuple[float, float] | None = None
+    n: int,
+    size: float,
+    seed: int,
+    tile: tuple[int, int],
+    x_range: tuple[float, float] | None = None,
 ) -> Objects:
     rng = np.random.default_rng(seed)
     centre = rng.uniform(0, size, (n, 2))
