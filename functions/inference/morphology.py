@@ -23,28 +23,52 @@ def disk_offsets(radius: float, *, closed: bool = True) -> np.ndarray:
     return (d2 <= radius * radius) if closed else (d2 < radius * radius)  # type: ignore[no-any-return]
 
 
-def _vips_morph(mask: np.ndarray, footprint: np.ndarray, op: str) -> np.ndarray:
+def _vips_image(mask: np.ndarray) -> Any:
+    """A 0/255 uchar libvips image over a boolean array (pyvips keeps the buffer alive)."""
     import pyvips
 
-    r = footprint.shape[0] // 2
     h, w = mask.shape
-    image = pyvips.Image.new_from_memory(
-        np.ascontiguousarray(mask, np.uint8).data, w, h, 1, "uchar"
-    )
-    # 1 (foreground) rather than 255: morph compares with the mask's 255s, so scale.
-    image = (image * 255).cast("uchar")
+    pixels = np.ascontiguousarray(mask, dtype=np.uint8) * np.uint8(255)
+    image = pyvips.Image.new_from_memory(pixels.data, w, h, 1, "uchar")
+    return image
+
+
+def _vips_op(image: Any, radius: float, op: str, *, closed: bool = True) -> Any:
+    """A lazy libvips morph of a 0/255 image: padded as background (dilate) or
+    foreground (erode), the disk as a 255/128 ("don't care") mask, cropped back."""
+    import pyvips
+
+    footprint = disk_offsets(radius, closed=closed)
+    r = footprint.shape[0] // 2
+    w, h = image.width, image.height
     pad = 255 if op == "erode" else 0
-    image = image.embed(r, r, w + 2 * r, h + 2 * r, extend="background", background=[pad])
-    weights = np.where(footprint, 255, 128)  # 128: "don't care" outside the disk
-    out = image.morph(pyvips.Image.new_from_array(weights.tolist()), op).crop(r, r, w, h)
-    return np.ndarray(buffer=out.write_to_memory(), dtype=np.uint8, shape=(h, w)) > 0
+    padded = image.embed(r, r, w + 2 * r, h + 2 * r, extend="background", background=[pad])
+    weights = np.where(footprint, 255, 128)
+    return padded.morph(pyvips.Image.new_from_array(weights.tolist()), op).crop(r, r, w, h)
+
+
+def _to_mask(image: Any) -> np.ndarray:
+    out = np.ndarray(
+        buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width)
+    )
+    return out > 0
+
+
+def close_open(be: Backend, mask: Any, radius: float) -> Any:
+    """Closing then opening with a closed disk (one libvips pipeline on the CPU)."""
+    if be.name != "cpu":
+        return dilate(be, erode(be, erode(be, dilate(be, mask, radius), radius), radius), radius)
+    image = _vips_image(mask)
+    for op in ("dilate", "erode", "erode", "dilate"):
+        image = _vips_op(image, radius, op)
+    return _to_mask(image)
 
 
 def dilate(be: Backend, mask: Any, radius: float) -> Any:
     """Binary dilation by a closed disk of `radius`."""
     footprint = disk_offsets(radius)
     if be.name == "cpu":
-        return _vips_morph(mask, footprint, "dilate")
+        return _to_mask(_vips_op(_vips_image(mask), radius, "dilate"))
     return be.ndimage.binary_dilation(mask, structure=be.asarray(footprint), border_value=0)
 
 
@@ -52,7 +76,7 @@ def erode(be: Backend, mask: Any, radius: float, *, closed: bool = True) -> Any:
     """Binary erosion by a disk of `radius` (closed, or open: distance < radius)."""
     footprint = disk_offsets(radius, closed=closed)
     if be.name == "cpu":
-        return _vips_morph(mask, footprint, "erode")
+        return _to_mask(_vips_op(_vips_image(mask), radius, "erode", closed=closed))
     return be.ndimage.binary_erosion(mask, structure=be.asarray(footprint), border_value=1)
 
 
@@ -78,11 +102,12 @@ def within(be: Backend, mask: Any, distances: Sequence[float]) -> list[Any]:
     if be.name != "cpu":
         edt = be.ndimage.distance_transform_edt(mask)
         return [edt < d for d in distances]
+    source = _vips_image(mask)
     for d in distances:
         if math.isinf(d):
             out.append(np.ones(mask.shape, bool))
         elif d <= 0:
             out.append(np.zeros(mask.shape, bool))
         else:  # edt >= d  <=>  every pixel closer than d is foreground
-            out.append(~erode(be, mask, d, closed=False))
+            out.append(~_to_mask(_vips_op(source, d, "erode", closed=False)))
     return out

@@ -43,12 +43,9 @@ def foreground(be: Backend, hema: Any, threshold: float, radius: int = 3) -> Any
 
     Closing then opening with a `radius` disk, then holes filled.
     """
-    from functions.inference.morphology import dilate, erode, fill_holes
+    from functions.inference.morphology import close_open, fill_holes
 
-    mask = be.xp.asarray(hema) < threshold
-    mask = erode(be, dilate(be, mask, radius), radius)
-    mask = dilate(be, erode(be, mask, radius), radius)
-    return fill_holes(be, mask)
+    return fill_holes(be, close_open(be, be.xp.asarray(hema) < threshold, radius))
 
 
 def cdog(
@@ -81,8 +78,9 @@ def cdog(
 
     Returns
     -------
-    (H, W) float32 array
-        The largest DoG response over the usable scales (0 where none).
+    (H / 2**first_octave, W / 2**first_octave) float32 array
+        The largest DoG response over the usable scales (0 where none), at the first
+        octave's resolution.
     """
     from functions.inference.morphology import within
 
@@ -95,7 +93,6 @@ def cdog(
     sigmas = [sigma_min * ratio**i for i in range(k + 1)]
     near = within(be, mask, [s / 2 if s <= sigma_max else math.inf for s in sigmas])
     low = xp.float32(np.finfo(np.float32).min)
-    best = xp.full(image.shape, low, xp.float32)
     n_level, n_octave = 0, first_octave
     start = image
     for _ in range(first_octave):  # a 2x2 mean blurs by sigma 0.5 (in its input's pixels)
@@ -103,7 +100,8 @@ def cdog(
         start = start[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
     done = sum((0.5 * 2.0**j) ** 2 for j in range(first_octave))  # variance, full-res px
     first = math.sqrt(max(sigma_min**2 - done, 0.0)) / 2.0**first_octave
-    octave_best = xp.full(start.shape, low, xp.float32)
+    best = xp.full(start.shape, low, xp.float32)
+    octave_best = best.copy()
     sigma, gauss = sigma_min, nd.gaussian_filter(start, first, truncate=TRUNCATE)
     for i in range(k + 1):
         sigma_next = sigma * ratio
@@ -111,11 +109,13 @@ def cdog(
         gauss_next = nd.gaussian_filter(gauss, step, truncate=TRUNCATE)
         dog = gauss_next - gauss
         if i > 0:  # clip(..., sigma_min, ...) never masks the first scale
-            dog[near[i][:: 2**n_octave, :: 2**n_octave]] = low
+            step_px = 2**n_octave
+            dog[near[i][::step_px, ::step_px][: dog.shape[0], : dog.shape[1]]] = low
         xp.maximum(octave_best, dog, out=octave_best)
         sigma, gauss, n_level = sigma_next, gauss_next, n_level + 1
         if i == k or n_level == levels:
-            xp.maximum(best, _upsample(xp, octave_best, n_octave, image.shape), out=best)
+            up = _upsample(xp, octave_best, n_octave - first_octave, best.shape)
+            xp.maximum(best, up, out=best)
             if n_level == levels:
                 gauss = gauss_next[::2, ::2]
                 octave_best = octave_best[::2, ::2].copy()
@@ -145,14 +145,15 @@ def seeds(be: Backend, response: Any, mask: Any, radius: float) -> Any:
     ys, xs = xp.nonzero(local)
     r = int(radius + 0.5)
     dy, dx = np.nonzero(disk(r) if r == radius else _disk_float(radius))
-    dy, dx = be.asarray(dy - r), be.asarray(dx - r)
-    h, w = masked.shape
+    padded = xp.pad(masked, r, constant_values=floor)  # no index clipping below
+    offsets = be.asarray((dy * (masked.shape[1] + 2 * r) + dx).astype(np.int64))
+    flat = padded.ravel()
+    corner = ys.astype(xp.int64) * (masked.shape[1] + 2 * r) + xs  # (y - r + r, x - r + r)
     keep = xp.ones(ys.shape, bool)
     for start in range(0, int(ys.shape[0]), 4096):  # bounded (n, taps) temporaries
-        py = xp.clip(ys[start : start + 4096, None] + dy, 0, h - 1)
-        px = xp.clip(xs[start : start + 4096, None] + dx, 0, w - 1)
+        block = corner[start : start + 4096]
         peak = masked[ys[start : start + 4096], xs[start : start + 4096]]
-        keep[start : start + 4096] = masked[py, px].max(axis=1) <= peak
+        keep[start : start + 4096] = flat[block[:, None] + offsets].max(axis=1) <= peak
     peaks = xp.zeros(masked.shape, bool)
     peaks[ys[keep], xs[keep]] = True
     labels, _ = nd.label(peaks, structure=xp.ones((3, 3), bool))
@@ -165,18 +166,20 @@ def _disk_float(radius: float) -> np.ndarray:
     return (xx * xx + yy * yy) <= radius * radius  # type: ignore[no-any-return]
 
 
-def split_nuclei(
-    response: np.ndarray, mask: np.ndarray, markers: np.ndarray, min_area: int
-) -> np.ndarray:
-    """Marker watershed of `-response` inside `mask`; each label's disconnected
-    fragments become objects of their own; objects under `min_area` pixels dropped;
-    labels renumbered 1..n (host arrays)."""
-    from skimage.measure import label
+def basins(response: Any, mask: Any, markers: Any) -> np.ndarray:
+    """Marker watershed of `-response` inside `mask` (host arrays; labels of markers)."""
     from skimage.segmentation import watershed
 
     if not markers.any():
         return np.zeros(mask.shape, np.int32)
-    labels = watershed(-response, markers, mask=mask)
+    return watershed(-response, markers, mask=mask)  # type: ignore[no-any-return]
+
+
+def split_and_filter(labels: np.ndarray, min_area: int) -> np.ndarray:
+    """Each label's disconnected fragments become objects of their own; objects under
+    `min_area` pixels are dropped; labels renumbered 1..n."""
+    from skimage.measure import label
+
     labels = label(labels, connectivity=2, background=0)
     sizes = np.bincount(labels.ravel())
     small = sizes < min_area
@@ -184,3 +187,20 @@ def split_nuclei(
     keep = np.cumsum(~small).astype(np.int32)
     keep[small] = 0
     return keep[labels]  # type: ignore[no-any-return]
+
+
+def any_pool(xp: Any, mask: Any, factor: int) -> Any:
+    """A boolean mask shrunk by `factor`: a pixel is set when any pixel it covers is."""
+    if factor == 1:
+        return mask
+    h, w = mask.shape[0] // factor * factor, mask.shape[1] // factor * factor
+    return mask[:h, :w].reshape(h // factor, factor, w // factor, factor).any(axis=(1, 3))
+
+
+def enlarge(xp: Any, labels: Any, factor: int, shape: tuple[int, ...]) -> Any:
+    """Labels enlarged by pixel replication to `shape` (edge rows/columns repeated)."""
+    if factor == 1:
+        return labels
+    big = xp.repeat(xp.repeat(labels, factor, axis=0), factor, axis=1)
+    pad = ((0, max(0, shape[0] - big.shape[0])), (0, max(0, shape[1] - big.shape[1])))
+    return xp.pad(big, pad, mode="edge")[: shape[0], : shape[1]]

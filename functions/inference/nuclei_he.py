@@ -22,7 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.arrays import get_backend
 from functions.inference.measure import KeepFn, label_stats, labels_to_objects
 from functions.inference.models import ModelIO
-from functions.inference.nuclei import cdog, foreground, seeds, split_nuclei
+from functions.inference.nuclei import (
+    any_pool,
+    basins,
+    cdog,
+    enlarge,
+    foreground,
+    seeds,
+    split_and_filter,
+)
 from functions.inference.objects import Objects
 from functions.inference.stains import (
     REFERENCE_MU_LAB,
@@ -75,9 +83,10 @@ class NucleiHEParams(BaseModel):
         default=1,
         ge=0,
         le=1,
-        description="1: the DoG scale space starts on the tile halved (2x2 means), as "
-        "HistomicsTK's cdog does from its second octave on (about twice as fast, same "
-        "detections within a pixel); 0: HistomicsTK's full-resolution first octave.",
+        description="1: the DoG scale space, its seeds and the watershed work on the tile "
+        "halved (2x2 means), as HistomicsTK's cdog does from its second octave on; the "
+        "foreground, outlines and areas stay at full resolution (about twice as fast, "
+        "the same nuclei within 2 px); 0: HistomicsTK's full-resolution first octave.",
     )
     polygon_tolerance: float = Field(
         default=0.5, ge=0, le=5, description="Outline simplification (Douglas-Peucker, px)."
@@ -143,10 +152,14 @@ class NucleiHE:
             return empty, be.to_numpy(hema), be.to_numpy(eosin)
         sigmas = (p.min_radius / math.sqrt(2), p.max_radius / math.sqrt(2))
         response = cdog(be, hema, mask, *sigmas, first_octave=p.first_octave)
-        markers = seeds(be, response, mask, p.local_max_search_radius)
-        labels = split_nuclei(
-            be.to_numpy(response), be.to_numpy(mask), be.to_numpy(markers), p.min_nucleus_area
-        )
+        # Seeds and basins at the response's resolution; the foreground, outlines and
+        # areas stay at full resolution.
+        factor = 2**p.first_octave
+        coarse = any_pool(be.xp, mask, factor)
+        markers = seeds(be, response, coarse, p.local_max_search_radius / factor)
+        flooded = basins(be.to_numpy(response), be.to_numpy(coarse), be.to_numpy(markers))
+        full = enlarge(np, flooded, factor, mask.shape) * be.to_numpy(mask)
+        labels = split_and_filter(full, p.min_nucleus_area)
         return labels, be.to_numpy(hema), be.to_numpy(eosin)
 
     def predict(self, tiles: Sequence[np.ndarray], keep: Sequence[KeepFn]) -> list[Objects]:
