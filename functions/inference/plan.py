@@ -147,6 +147,11 @@ def summarize(
         "counts": counts,
         "density_per_mm2": {k: round(v / area, 3) if area > 0 else None for k, v in counts.items()},
         "duplicates_removed": report.duplicates,
+        "stain_stats": (
+            {"mu_lab": list(setup.stain_stats[0]), "sigma_lab": list(setup.stain_stats[1])}
+            if setup.stain_stats
+            else None
+        ),
         "row_groups": report.row_groups,
         "timing_s": seconds,
     }

@@ -114,7 +114,8 @@ def render_level0(layout: Layout, raw: Path, seed: int) -> None:
 
 
 def _textures(seed: int) -> np.ndarray:
-    """Three periodic smooth noise tiles in [-1, 1]: stroma, stroma hematoxylin, chromatin."""
+    """Three periodic smooth noise tiles in [-1, 1] (stroma, stroma hematoxylin,
+    chromatin) and one of pixel noise (sigma 1), float32."""
     from scipy import ndimage
 
     rng = np.random.default_rng(seed + 7919)
@@ -122,7 +123,16 @@ def _textures(seed: int) -> np.ndarray:
     for sigma in (6.0, 3.0, 1.2):
         t = ndimage.gaussian_filter(rng.standard_normal((TEXTURE, TEXTURE)), sigma, mode="wrap")
         tiles.append(t / (np.abs(t).max() + 1e-9))
+    tiles.append(rng.standard_normal((TEXTURE, TEXTURE)))
     return np.stack(tiles).astype(np.float32)
+
+
+def _periodic(texture: np.ndarray, rows: np.ndarray, width: int, shift: int = 0) -> np.ndarray:
+    """`texture` laid over rows `rows` and columns [shift, shift + width) (np.tile, not
+    a gather: a strip is 20,000 pixels wide)."""
+    block = texture[rows % TEXTURE]
+    reps = -(-(width + shift) // TEXTURE)
+    return np.tile(block, (1, reps))[:, shift : shift + width]  # type: ignore[no-any-return]
 
 
 def render_strip(
@@ -135,25 +145,33 @@ def render_strip(
     top = y0 - MARGIN
     rows, width = y1 - y0 + 2 * MARGIN, layout.width
     ys = np.clip(np.arange(top, top + rows), 0, layout.height - 1)
-    mask_rows = layout.tissue[ys // MASK_DOWNSAMPLE]
-    tissue = np.repeat(mask_rows, MASK_DOWNSAMPLE, axis=1)[:, :width].astype(np.float32)
-    tissue = ndimage.gaussian_filter(tissue, 3.0)
-    ty, tx = np.ix_(ys % TEXTURE, np.arange(width) % TEXTURE)
-    eosin = tissue * (0.32 + 0.14 * textures[0][ty, tx])
-    hema = tissue * (0.07 + 0.04 * textures[1][ty, tx])
+    # Soft tissue edges: the mask blurred at its own resolution, then replicated.
+    mask_rows = np.unique(ys // MASK_DOWNSAMPLE)
+    lo, hi = max(0, mask_rows[0] - 2), min(layout.tissue.shape[0], mask_rows[-1] + 3)
+    soft = ndimage.gaussian_filter(layout.tissue[lo:hi].astype(np.float32), 0.5)
+    tissue = np.repeat(soft[ys // MASK_DOWNSAMPLE - lo], MASK_DOWNSAMPLE, axis=1)[:, :width]
+    eosin = tissue * (0.32 + 0.14 * _periodic(textures[0], ys, width))
+    hema = tissue * (0.07 + 0.04 * _periodic(textures[1], ys, width))
+    owner = np.zeros((rows, width), np.int32)  # 1 + index of the nucleus drawn last
     for i in nuclei:
         outline = layout.outlines[i]
         rr, cc = polygon(outline[:, 1] - top, outline[:, 0], (rows, width))
-        chromatin = 1 + 0.12 * textures[2][(rr + top) % TEXTURE, cc % TEXTURE]
-        hema[rr, cc] = layout.stain[i] * chromatin
-        eosin[rr, cc] = 0.12
-    hema = ndimage.gaussian_filter(hema, 0.7)
-    eosin = ndimage.gaussian_filter(eosin, 0.7)
-    od = hema[..., None] * _unit(HEMATOXYLIN) + eosin[..., None] * _unit(EOSIN)
-    rgb = WHITE * np.exp(-od)
-    rng = np.random.default_rng((seed, y0))
-    rgb += rng.normal(0, 2.0, rgb.shape).astype(np.float32)
-    return np.clip(rgb[MARGIN:-MARGIN] + 0.5, 0, 255).astype(np.uint8)  # type: ignore[no-any-return]
+        owner[rr, cc] = i + 1
+    inside = owner > 0
+    stain = np.concatenate([[0.0], layout.stain]).astype(np.float32)
+    chromatin = 1 + 0.12 * _periodic(textures[2], ys, width)
+    hema[inside] = (stain[owner] * chromatin)[inside]
+    eosin[inside] = 0.12
+    hema = ndimage.gaussian_filter(hema, 0.7)  # soft nuclear edges
+    rgb = np.empty((rows, width, 3), np.float32)
+    shift = int(np.random.default_rng((seed, y0)).integers(0, TEXTURE))
+    noise = 2.0 * _periodic(textures[3], ys, width, shift)
+    for c, (h, e) in enumerate(zip(_unit(HEMATOXYLIN), _unit(EOSIN), strict=True)):
+        channel = np.exp(-(hema * h + eosin * e)) * np.float32(WHITE[c])
+        channel += noise
+        rgb[..., c] = channel
+    np.clip(rgb, 0, 255, out=rgb)
+    return (rgb[MARGIN:-MARGIN] + 0.5).astype(np.uint8)  # type: ignore[no-any-return]
 
 
 def _unit(vector: tuple[float, float, float]) -> np.ndarray:
