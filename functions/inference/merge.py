@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.inference.outputs import LIGHT_COLUMNS, GeoJSONWriter, spatial_groups, table_features
+from functions.inference.outputs import LIGHT_COLUMNS, GeoJSONWriter, spatial_groups
 from functions.inference.seams import duplicates
 from functions.inference.wkb import decode_polygon
 
@@ -90,7 +90,7 @@ def merge_regions(
                     writer = pq.ParquetWriter(parquet_out, schema, compression="zstd")
                 writer.write_table(group.cast(writer.schema), row_group_size=group.num_rows)
                 report.row_groups += 1
-                features.write(table_features(group, colors))
+                features.write(group, colors)
                 report.per_class.update(group["class"].to_pylist())
         features.close()
     if writer is None:  # no objects: an empty file with the regions' schema

@@ -10,16 +10,16 @@ x_min, y_min, x_max, y_max let a viewport query skip the others.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
 
 from functions.inference.objects import Objects
-from functions.inference.wkb import decode_polygon, encode_polygons
+from functions.inference.wkb import encode_polygons
 
 CELL = 512
-ROW_GROUP_ROWS = 2048
+ROW_GROUP_ROWS = 1024
 HILBERT_ORDER = 16  # 2**16 cells a side: slides up to 33 million pixels wide
 PARQUET = "application/vnd.apache.parquet"
 GEOJSON = "application/geo+json"
@@ -109,53 +109,60 @@ def _rgb(color: str) -> list[int]:
     return [int(color[i : i + 2], 16) for i in (1, 3, 5)]
 
 
-def _coords(ring: np.ndarray) -> str:
-    return "[" + ",".join(f"[{x:.2f},{y:.2f}]" for x, y in ring.tolist()) + "]"
+def _rings(column: Any) -> list[list[list[float]]]:
+    """Exterior rings of a WKB polygon column, as lists rounded to 0.01 px, read
+    straight from the column's data buffer (no per-row WKB objects)."""
+    array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    if len(array) == 0:
+        return []
+    _, offsets, data = array.buffers()
+    starts = np.frombuffer(offsets, np.int32, count=len(array) + 1, offset=array.offset * 4)
+    raw = memoryview(data)
+    out = []
+    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+        points = np.frombuffer(raw[a + 13 : b], "<f8").reshape(-1, 2)
+        out.append(np.round(points, 2).tolist())
+    return out
 
 
-def feature_bytes(
-    object_id: int,
-    cls: str,
-    color: str,
-    confidence: float,
-    measurements: dict[str, float],
-    wkb: bytes,
-) -> bytes:
-    """One QuPath detection as a GeoJSON Feature (level-0 pixel coordinates)."""
-    ring = decode_polygon(wkb)
-    props = json.dumps(
-        {
-            "objectType": "detection",
-            "object_id": object_id,
-            "classification": {"name": cls, "color": _rgb(color)},
-            "confidence": round(float(confidence), 4),
-            "measurements": {
-                k: (None if v is None or v != v else v) for k, v in measurements.items()
-            },
-        },
-        allow_nan=False,
-    )
-    return (
-        b'{"type":"Feature","geometry":{"type":"Polygon","coordinates":['
-        + _coords(ring).encode()
-        + b']},"properties":'
-        + props.encode()
-        + b"}"
-    )
-
-
-def table_features(table: Any, colors: dict[str, str]) -> Iterator[bytes]:
-    """GeoJSON Features of the rows of an objects table that has ids."""
+def table_features(table: Any, colors: dict[str, str]) -> list[dict[str, Any]]:
+    """QuPath detections (GeoJSON Features, level-0 pixel coordinates) of the rows of
+    an objects table that has ids, as dicts ready for `json.dumps`."""
     ids = table["id"].to_pylist()
     classes = table["class"].to_pylist()
-    confidence = table["confidence"].to_pylist()
-    measurements = table["measurements"].to_pylist()
-    polygons = table["polygon"].to_pylist()
-    for i, object_id in enumerate(ids):
-        cls = classes[i]
-        yield feature_bytes(
-            object_id, cls, colors.get(cls, "#808080"), confidence[i], measurements[i], polygons[i]
-        )
+    confidence = np.round(table["confidence"].to_numpy().astype(np.float64), 4).tolist()
+    struct = table["measurements"].combine_chunks()
+    names = [struct.type.field(i).name for i in range(struct.type.num_fields)]
+    # flatten(), not field(): it honours a sliced struct's offset
+    columns = [child.to_numpy(zero_copy_only=False).tolist() for child in struct.flatten()]
+    rings = _rings(table["polygon"])
+    styles = {c: {"name": c, "color": _rgb(colors.get(c, "#808080"))} for c in set(classes)}
+    return [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [rings[i]]},
+            "properties": {
+                "objectType": "detection",
+                "object_id": ids[i],
+                "classification": styles[classes[i]],
+                "confidence": confidence[i],
+                "measurements": {n: _finite(col[i]) for n, col in zip(names, columns, strict=True)},
+            },
+        }
+        for i in range(len(ids))
+    ]
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or value != value or value in (np.inf, -np.inf) else value
+
+
+def features_bytes(table: Any, colors: dict[str, str]) -> bytes:
+    """The rows' Features, comma-separated (a slice of a FeatureCollection's array)."""
+    features = table_features(table, colors)
+    if not features:
+        return b""
+    return json.dumps(features, separators=(",", ":"), allow_nan=False)[1:-1].encode()
 
 
 class GeoJSONWriter:
@@ -169,11 +176,13 @@ class GeoJSONWriter:
     def __repr__(self) -> str:
         return f"GeoJSONWriter({self.count} features)"
 
-    def write(self, features: Iterable[bytes]) -> None:
-        for feature in features:
+    def write(self, table: Any, colors: dict[str, str]) -> None:
+        """Append the Features of an objects table's rows."""
+        chunk = features_bytes(table, colors)
+        if chunk:
             self.out.write(b",\n" if self.count else b"\n")
-            self.out.write(feature)
-            self.count += 1
+            self.out.write(chunk)
+            self.count += table.num_rows
 
     def close(self) -> None:
         self.out.write(b"\n]}\n")

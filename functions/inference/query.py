@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from common.errors import InvalidInput
-from functions.inference.outputs import table_features
+from functions.inference.outputs import features_bytes
 
 #: Columns a feature needs (measurements include the centroid).
 FEATURE_COLUMNS = [
@@ -211,6 +211,8 @@ def _geojson(tables: Iterator[Any], index: RowGroupIndex) -> Iterator[bytes]:
     yield b'{"type":"FeatureCollection","features":['
     first = True
     for table in tables:
-        yield (b"" if first else b",") + b",".join(table_features(table, index.colors))
-        first = False
+        chunk = features_bytes(table, index.colors)
+        if chunk:
+            yield chunk if first else b"," + chunk
+            first = False
     yield b"]}"

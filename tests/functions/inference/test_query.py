@@ -172,4 +172,15 @@ def test_merge_drops_cross_region_duplicates(tmp_path: Path) -> None:
         decode_polygon(table["polygon"][0].as_py())[0],
         decode_polygon(table["polygon"][0].as_py())[-1],
     )
-    assert len(json.loads((tmp_path / "o.geojson").read_bytes())["features"]) == 50
+    features = json.loads((tmp_path / "o.geojson").read_bytes())["features"]
+    assert len(features) == 50
+    # each feature carries its own row's values (row groups are slices of a table)
+    rows = {r["id"]: r for r in table.select(["id", "measurements", "confidence"]).to_pylist()}
+    for feature in features:
+        props = feature["properties"]
+        row = rows[props["object_id"]]
+        assert props["measurements"] == pytest.approx(row["measurements"])
+        assert props["confidence"] == pytest.approx(row["confidence"], abs=1e-4)
+        ring = np.array(feature["geometry"]["coordinates"][0])
+        centre = (row["measurements"]["centroid_x"], row["measurements"]["centroid_y"])
+        assert ring[:, 0].min() < centre[0] < ring[:, 0].max()
