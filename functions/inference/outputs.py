@@ -109,60 +109,79 @@ def _rgb(color: str) -> list[int]:
     return [int(color[i : i + 2], 16) for i in (1, 3, 5)]
 
 
-def _rings(column: Any) -> list[list[list[float]]]:
-    """Exterior rings of a WKB polygon column, as lists rounded to 0.01 px, read
-    straight from the column's data buffer (no per-row WKB objects)."""
+def _coordinates(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """All vertices of a WKB polygon column (our writer's: little-endian, one ring)
+    as one (n_points, 2) float64 array, and each row's first point (n_rows + 1)."""
     array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    if len(array) == 0:
-        return []
     _, offsets, data = array.buffers()
     starts = np.frombuffer(offsets, np.int32, count=len(array) + 1, offset=array.offset * 4)
-    raw = memoryview(data)
-    out = []
-    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
-        points = np.frombuffer(raw[a + 13 : b], "<f8").reshape(-1, 2)
-        out.append(np.round(points, 2).tolist())
-    return out
+    first = starts[:-1].astype(np.int64) + 13  # after byte order, type, rings, points
+    sizes = starts[1:].astype(np.int64) - first
+    # one gather of every row's coordinate bytes (rows sit at any alignment)
+    index = np.repeat(first - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    index += np.arange(int(sizes.sum()))
+    raw = np.frombuffer(data, np.uint8)[index]
+    points = np.concatenate([[0], np.cumsum(sizes // 16)])
+    return raw.view("<f8").reshape(-1, 2), points
 
 
-def table_features(table: Any, colors: dict[str, str]) -> list[dict[str, Any]]:
-    """QuPath detections (GeoJSON Features, level-0 pixel coordinates) of the rows of
-    an objects table that has ids, as dicts ready for `json.dumps`."""
-    ids = table["id"].to_pylist()
-    classes = table["class"].to_pylist()
-    confidence = np.round(table["confidence"].to_numpy().astype(np.float64), 4).tolist()
-    struct = table["measurements"].combine_chunks()
-    names = [struct.type.field(i).name for i in range(struct.type.num_fields)]
-    # flatten(), not field(): it honours a sliced struct's offset
-    columns = [child.to_numpy(zero_copy_only=False).tolist() for child in struct.flatten()]
-    rings = _rings(table["polygon"])
-    styles = {c: {"name": c, "color": _rgb(colors.get(c, "#808080"))} for c in set(classes)}
-    return [
-        {
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": [rings[i]]},
-            "properties": {
-                "objectType": "detection",
-                "object_id": ids[i],
-                "classification": styles[classes[i]],
-                "confidence": confidence[i],
-                "measurements": {n: _finite(col[i]) for n, col in zip(names, columns, strict=True)},
-            },
-        }
-        for i in range(len(ids))
-    ]
+def _numbers(values: np.ndarray, decimals: int | None = None) -> Any:
+    """JSON numbers as an Arrow string array (C++ shortest round-trip formatting);
+    NaN and infinities become null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or value != value or value in (np.inf, -np.inf) else value
+    values = np.asarray(values, np.float64)
+    if decimals is not None:
+        values = np.round(values, decimals)
+    text = pa.array(values).cast(pa.string())
+    return pc.if_else(pa.array(np.isfinite(values)), text, "null")
 
 
 def features_bytes(table: Any, colors: dict[str, str]) -> bytes:
-    """The rows' Features, comma-separated (a slice of a FeatureCollection's array)."""
-    features = table_features(table, colors)
-    if not features:
+    """The rows of an objects table (with ids) as QuPath detections: GeoJSON
+    Features in level-0 pixel coordinates, comma-separated (a slice of a
+    FeatureCollection's array). Built column by column with Arrow's string kernels
+    (no Python object per number): a viewport's few thousand features in milliseconds."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
         return b""
-    return json.dumps(features, separators=(",", ":"), allow_nan=False)[1:-1].encode()
+    coords, points = _coordinates(table["polygon"])
+    text = _numbers(coords.ravel(), 2)
+    pairs = pc.binary_join_element_wise("[", text[0::2], ",", text[1::2], "]", "")
+    rings = pc.binary_join(pa.ListArray.from_arrays(pa.array(points, pa.int32()), pairs), ",")
+    struct = table["measurements"].combine_chunks()
+    names = [struct.type.field(i).name for i in range(struct.type.num_fields)]
+    parts: list[Any] = []
+    for i, (name, child) in enumerate(zip(names, struct.flatten(), strict=True)):
+        values = child.to_numpy(zero_copy_only=False)
+        parts += [("," if i else "") + json.dumps(name) + ":", _numbers(values)]
+    measurements = pc.binary_join_element_wise(*parts, "") if parts else pa.scalar("")
+    classes = sorted(set(table["class"].to_pylist()))
+    styles = pa.array(
+        [
+            json.dumps({"name": c, "color": _rgb(colors.get(c, "#808080"))}, separators=(",", ":"))
+            for c in classes
+        ]
+    )
+    style = styles.take(pc.index_in(table["class"], pa.array(classes)))
+    features = pc.binary_join_element_wise(
+        '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[',
+        rings,
+        ']]},"properties":{"objectType":"detection","object_id":',
+        table["id"].cast(pa.string()),
+        ',"classification":',
+        style,
+        ',"confidence":',
+        _numbers(table["confidence"].to_numpy(), 4),
+        ',"measurements":{',
+        measurements,
+        "}}}",
+        "",
+    )
+    return ",".join(features.to_pylist()).encode()
 
 
 class GeoJSONWriter:
