@@ -216,3 +216,28 @@ def _geojson(tables: Iterator[Any], index: RowGroupIndex) -> Iterator[bytes]:
             yield chunk if first else b"," + chunk
             first = False
     yield b"]}"
+
+
+def viewport_parquet(
+    source: str | Path | IO[bytes],
+    *,
+    bbox: tuple[float, float, float, float] | None = None,
+    min_confidence: float = 0.0,
+    classes: set[str] | None = None,
+    limit: int | None = None,
+    cache_key: str | None = None,
+) -> bytes:
+    """The matching objects (see `select_rows`), every column, as a Parquet file."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _check(bbox, min_confidence, limit)
+    parquet, index = open_objects(source, cache_key)
+    columns = parquet.schema_arrow.names
+    tables = list(_rows(parquet, index, bbox, min_confidence, classes, limit, columns))
+    table = pa.concat_tables(tables) if tables else parquet.schema_arrow.empty_table()
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()

@@ -184,3 +184,37 @@ def test_merge_drops_cross_region_duplicates(tmp_path: Path) -> None:
         ring = np.array(feature["geometry"]["coordinates"][0])
         centre = (row["measurements"]["centroid_x"], row["measurements"]["centroid_y"])
         assert ring[:, 0].min() < centre[0] < ring[:, 0].max()
+
+
+def test_a_viewport_as_parquet_holds_the_same_rows(merged: Path) -> None:
+    import io
+
+    from functions.inference.query import viewport_parquet
+
+    bbox = (1000.0, 1000.0, 4000.0, 3000.0)
+    data = viewport_parquet(merged, bbox=bbox, min_confidence=0.5, classes={"immune"})
+    table = pq.read_table(io.BytesIO(data))
+    assert set(table["id"].to_pylist()) == brute(merged, bbox, 0.5, {"immune"})
+    assert table.schema.names == pq.read_schema(merged).names
+
+
+def test_the_model_list_describes_nuclei_he() -> None:
+    from functions.inference.params import OnnxModelSpec
+    from functions.inference.registry import builtin_models, describe_onnx
+
+    (model,) = builtin_models()
+    assert model["name"] == "nuclei-he" and model["mpp"] == 0.5 and model["tile"] == 1024
+    assert model["output"] == {"kind": "segmentation", "classes": ["nucleus"]}
+    props = model["params_schema"]["properties"]
+    assert props["foreground_threshold"]["default"] == 60 and props["min_radius"]["default"] == 6
+    assert props["max_radius"]["default"] == 20 and props["min_nucleus_area"]["default"] == 80
+    assert props["local_max_search_radius"]["default"] == 10
+    spec = OnnxModelSpec.model_validate(
+        {
+            "file_id": "00000000-0000-0000-0000-000000000001",
+            "input": {"size": 256, "mpp": 1.0},
+            "output": {"kind": "detection", "classes": ["a", "b"]},
+        }
+    )
+    onnx = describe_onnx(spec)
+    assert onnx["overlap"] == 64 and onnx["output"] == {"kind": "detection", "classes": ["a", "b"]}
