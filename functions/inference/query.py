@@ -43,6 +43,7 @@ class RowGroupIndex:
     max_confidence: np.ndarray  # (g,)
     rows: np.ndarray  # (g,)
     colors: dict[str, str]
+    metadata: Any = None  # the file's parsed footer, reused by later opens
 
 
 def read_index(parquet: Any) -> RowGroupIndex:
@@ -72,7 +73,7 @@ def read_index(parquet: Any) -> RowGroupIndex:
     import json
 
     colors = json.loads(kv.get(b"aperture.colors", b"{}"))
-    return RowGroupIndex(bounds, conf, rows, colors)
+    return RowGroupIndex(bounds, conf, rows, colors, meta)
 
 
 class IndexCache:
@@ -86,6 +87,10 @@ class IndexCache:
 
     def __repr__(self) -> str:
         return f"IndexCache({len(self._items)}/{self.max_entries})"
+
+    def peek(self, key: str) -> RowGroupIndex | None:
+        with self._lock:
+            return self._items.get(key)
 
     def get(self, key: str, parquet: Any) -> RowGroupIndex:
         with self._lock:
@@ -122,9 +127,13 @@ def _check(
 def open_objects(
     source: str | Path | IO[bytes], cache_key: str | None = None
 ) -> tuple[Any, RowGroupIndex]:
-    """An objects Parquet and its row-group index (cached under `cache_key`)."""
+    """An objects Parquet and its row-group index (cached under `cache_key`, with the
+    parsed footer: a million objects make a footer worth parsing once)."""
     import pyarrow.parquet as pq
 
+    known = INDEXES.peek(cache_key) if cache_key else None
+    if known is not None:
+        return pq.ParquetFile(source, metadata=known.metadata), known
     parquet = pq.ParquetFile(source)
     return parquet, (INDEXES.get(cache_key, parquet) if cache_key else read_index(parquet))
 

@@ -92,10 +92,15 @@ def test_a_viewport_returns_exactly_the_objects_a_full_scan_finds(merged: Path, 
     ]
     assert len(got) == len(set(got))
     assert set(got) == brute(merged, bbox, conf, classes)
-    body = json.loads(
-        b"".join(viewport_geojson(merged, bbox=bbox, min_confidence=conf, classes=classes))
-    )
-    assert {f["properties"]["object_id"] for f in body["features"]} == set(got)
+    for key in (None, "merged", "merged"):  # uncached, first cached, cached footer reused
+        body = json.loads(
+            b"".join(
+                viewport_geojson(
+                    merged, bbox=bbox, min_confidence=conf, classes=classes, cache_key=key
+                )
+            )
+        )
+        assert {f["properties"]["object_id"] for f in body["features"]} == set(got)
 
 
 def test_a_viewport_reads_few_row_groups(merged: Path) -> None:
