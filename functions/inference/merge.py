@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.inference.outputs import LIGHT_COLUMNS, GeoJSONWriter, spatial_groups
+from functions.inference.outputs import (
+    LIGHT_COLUMNS,
+    GeoJSONWriter,
+    feature_texts,
+    spatial_groups,
+)
 from functions.inference.seams import duplicates
 from functions.inference.wkb import decode_polygon
 
@@ -84,6 +89,8 @@ def merge_regions(
             for group in spatial_groups(table):
                 ids = pa.array(np.arange(next_id, next_id + group.num_rows, dtype=np.int64))
                 group = group.add_column(0, "id", ids)
+                texts = feature_texts(group, colors)
+                group = group.append_column("feature", texts)
                 next_id += group.num_rows
                 if writer is None:
                     schema = group.schema.with_metadata({"aperture.colors": json.dumps(colors)})
@@ -91,13 +98,14 @@ def merge_regions(
                     writer = pq.ParquetWriter(parquet_out, schema, compression="lz4")
                 writer.write_table(group.cast(writer.schema), row_group_size=group.num_rows)
                 report.row_groups += 1
-                features.write(group, colors)
+                features.write(texts)
                 report.per_class.update(group["class"].to_pylist())
         features.close()
     if writer is None:  # no objects: an empty file with the regions' schema
         schema = pq.read_schema(regions[0]) if regions else None
         empty = schema.empty_table() if schema is not None else pa.table({})
         empty = empty.add_column(0, "id", pa.array([], pa.int64()))
+        empty = empty.append_column("feature", pa.array([], pa.string()))
         pq.write_table(
             empty.replace_schema_metadata({"aperture.colors": json.dumps(colors)}), parquet_out
         )
