@@ -102,7 +102,8 @@ def prepare(path: Path, params: InferenceParams) -> Setup:
         tiles = tissue.touching(grid)
         t1 = time.monotonic()
         stats = None
-        if isinstance(params.model, BuiltinModelSpec) and tiles:
+        needs_stats = isinstance(params.model, BuiltinModelSpec)
+        if needs_stats and tiles:
             pixels = sample_tissue_pixels(reader, grid, tissue, tiles)
             if len(pixels) >= 2:
                 mu, sigma = reinhard_stats(pixels)
@@ -115,9 +116,10 @@ def prepare(path: Path, params: InferenceParams) -> Setup:
         grid=grid,
         tissue=tissue,
         tiles=tiles,
-        regions=plan_regions(tiles, params.tiles_per_region)
-        if stats or not isinstance(params.model, BuiltinModelSpec)
-        else [],
+        # nuclei-he without colour statistics means no tissue pixels: nothing to run
+        regions=[]
+        if needs_stats and stats is None
+        else plan_regions(tiles, params.tiles_per_region),
         stain_stats=stats,  # type: ignore[arg-type]
         timing={"tissue_s": round(t1 - t0, 3), "stain_stats_s": round(t2 - t1, 3)},
     )
