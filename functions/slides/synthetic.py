@@ -194,7 +194,7 @@ def _assemble(
     path: Path,
     parts: list[Path],
     thumb: Any,
-    size: tuple[int, int],
+    dimensions: tuple[int, int],
     tile: int,
     quality: int,
     mpp: float,
@@ -204,7 +204,7 @@ def _assemble(
     import numpy as np
     import tifffile
 
-    width, height = size
+    width, height = dimensions
     head = f"Aperio Image Library v12.0.0 (Aperture synthetic, {label})\r\n"
     app_mag = round(APP_MAG * MPP / mpp)  # objective magnification scales with resolution
     props = f"|AppMag = {app_mag}|MPP = {mpp}|ScanScope ID = SYNTHETIC|Filename = {path.stem}"
