@@ -132,6 +132,14 @@ def cmd_demo_slide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_he_slide(args: argparse.Namespace) -> int:
+    from functions.inference.synthetic import write_he_slide
+
+    slide, truth = write_he_slide(args.out, width=args.width, height=args.height, seed=args.seed)
+    print(f"wrote {slide} and {truth}")
+    return 0
+
+
 _GROUPS = """\
 server commands (run where the server runs):
   serve, migrate, users, demo-data, cleanup
@@ -206,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     slide.add_argument("--levels", type=int, default=4)
     slide.add_argument("--seed", type=int, default=0)
     slide.set_defaults(run=cmd_demo_slide)
+    he = demo.add_parser("he-slide", help="H&E-like pyramidal SVS at 0.5 um/px + nuclei truth JSON")
+    he.add_argument("out", help="output file, e.g. he.svs (truth: he.truth.json beside it)")
+    he.add_argument("--width", type=int, default=20_000)
+    he.add_argument("--height", type=int, default=20_000)
+    he.add_argument("--seed", type=int, default=0)
+    he.set_defaults(run=cmd_demo_he_slide)
 
     from client.cli import register as register_user_verbs  # the client's own verbs
 
