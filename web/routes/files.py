@@ -13,18 +13,22 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.capabilities import StoredFile
-from common.errors import RangeNotSatisfiable
+from common.errors import NotFound, RangeNotSatisfiable
 from common.files import ANY_OWNER, FileFilter
 from common.imports import resolve_import_path
+from common.jobs.status import Status
 from common.objects.disposition import content_disposition
-from common.records.models import Upload
+from common.records.models import File, Upload
+from common.slides import SlideFilter
 from web.deps import CurrentUser, RequestClient, State, visible_to
 from web.file_schemas import (
     BulkDelete,
     BulkDeleted,
+    FileDetail,
     FileImport,
     FileUpdate,
     PartPublic,
+    SlideState,
     StoredPart,
     UploadComplete,
     UploadCreate,
@@ -57,13 +61,44 @@ def owned_upload(upload_id: uuid.UUID, state: State, user: CurrentUser) -> Uploa
 OwnedUpload = Annotated[Upload, Depends(owned_upload)]
 
 
-def _public(state: State, file_id: uuid.UUID) -> FilePublic:
-    return FilePublic.model_validate(state.runtime.files.record(file_id))
+METADATA_JOB = "metadata_job_id"  # in a file's `details`: the job that reads it
+
+
+def _detail(state: State, file_id: uuid.UUID) -> FileDetail:
+    row = state.runtime.files.record(file_id)
+    recorded = (row.details or {}).get(METADATA_JOB)
+    job_id = uuid.UUID(recorded) if recorded else None
+    derived = {k: v for k, v in (row.details or {}).items() if k != METADATA_JOB}
+    return FileDetail.model_validate(row).model_copy(
+        update={
+            "details": derived or None,
+            "metadata_job_id": job_id,
+            "slide": _slide_state(state, row, job_id) if row.kind == "slide" else None,
+        }
+    )
+
+
+def _slide_state(state: State, row: File, job_id: uuid.UUID | None) -> SlideState:
+    """`ready` once the slide record exists; `failed` with the metadata job's reason;
+    `pending` while that job is queued or running."""
+    found, _ = state.runtime.slides.find(SlideFilter(file_id=row.id, all_owners=True), limit=1)
+    if found:
+        return SlideState(status="ready", slide_id=found[0].id)
+    try:
+        job = state.runtime.jobs.get(job_id) if job_id else None
+    except NotFound:
+        job = None
+    if job is None or not job.status.terminal:
+        return SlideState(status="pending")
+    if job.status is Status.succeeded:  # it read the file, yet made no record
+        return SlideState(status="failed", reason="no slide record was made")
+    reason = job.error.message if job.error else f"its metadata job was {job.status.value}"
+    return SlideState(status="failed", reason=reason)
 
 
 def _after_store(
     state: State, stored: StoredFile, user: CurrentUser, client: RequestClient, how: str
-) -> FilePublic:
+) -> FileDetail:
     state.identity.audit.record(
         "file.uploaded",
         actor=user.id,
@@ -75,8 +110,11 @@ def _after_store(
         via=how,
     )
     if stored.kind == "slide":  # slides get their metadata (and slide record) at once
-        state.jobs.submit("metadata", {"file_id": str(stored.id)}, owner_id=user.id, tags=["auto"])
-    return _public(state, stored.id)
+        job = state.jobs.submit(
+            "metadata", {"file_id": str(stored.id)}, owner_id=user.id, tags=["auto"]
+        )
+        state.runtime.catalog.update(stored.id, {"details": {METADATA_JOB: str(job.id)}})
+    return _detail(state, stored.id)
 
 
 # -- multipart uploads -----------------------------------------------------------------
@@ -132,8 +170,9 @@ def complete_upload(
     state: State,
     user: CurrentUser,
     client: RequestClient,
-) -> FilePublic:
-    """Assemble the parts and verify size, SHA-256 and type; the file record is the answer."""
+) -> FileDetail:
+    """Assemble the parts and verify size, SHA-256 and type; the file record is the answer
+    (for a slide, with the job that reads it: see GET /files/{id})."""
     stored = state.runtime.uploads.complete(upload, [(p.number, p.etag) for p in body.parts])
     return _after_store(state, stored, user, client, "multipart")
 
@@ -170,7 +209,7 @@ def delete_upload(upload: OwnedUpload, state: State) -> Response:
 )
 async def create_file(
     request: Request, state: State, user: CurrentUser, client: RequestClient
-) -> FilePublic:
+) -> FileDetail:
     """Upload a file as multipart/form-data (field `file`, last), streamed to storage and
     checked like a multipart upload."""
     form = MultipartFile(request)
@@ -189,7 +228,7 @@ async def create_file(
 @router.post("/import", status_code=201)
 def import_file(
     body: FileImport, state: State, user: CurrentUser, client: RequestClient
-) -> FilePublic:
+) -> FileDetail:
     """Copy a file from the server's disk (under APERTURE_IMPORT_ROOTS) into the store."""
     path = resolve_import_path(body.path, state.settings.import_roots)
     stored = state.import_file(user, path, name=body.name)
@@ -266,9 +305,10 @@ def delete_files(
 
 
 @router.get("/{file_id}")
-def read_file(stored: OwnedFile, state: State) -> FilePublic:
-    """A file's record, with derived metadata when known."""
-    return _public(state, stored.id)
+def read_file(stored: OwnedFile, state: State) -> FileDetail:
+    """A file's record, with derived metadata when known; for a whole-slide image, its
+    slide's state (`pending`, `ready` with `slide_id`, or `failed` with the reason)."""
+    return _detail(state, stored.id)
 
 
 @router.patch("/{file_id}")
