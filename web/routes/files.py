@@ -13,14 +13,13 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.capabilities import StoredFile
-from common.errors import NotFound, RangeNotSatisfiable
+from common.errors import RangeNotSatisfiable
 from common.files import ANY_OWNER, FileFilter
 from common.imports import resolve_import_path
-from common.jobs.status import Status
 from common.objects.disposition import content_disposition
-from common.records.models import File, Upload
-from common.slides import SlideFilter
+from common.records.models import Upload
 from web.deps import CurrentUser, RequestClient, State, visible_to
+from web.file_detail import METADATA_JOB, file_detail
 from web.file_schemas import (
     BulkDelete,
     BulkDeleted,
@@ -28,7 +27,6 @@ from web.file_schemas import (
     FileImport,
     FileUpdate,
     PartPublic,
-    SlideState,
     StoredPart,
     UploadComplete,
     UploadCreate,
@@ -61,41 +59,6 @@ def owned_upload(upload_id: uuid.UUID, state: State, user: CurrentUser) -> Uploa
 OwnedUpload = Annotated[Upload, Depends(owned_upload)]
 
 
-METADATA_JOB = "metadata_job_id"  # in a file's `details`: the job that reads it
-
-
-def _detail(state: State, file_id: uuid.UUID) -> FileDetail:
-    row = state.runtime.files.record(file_id)
-    recorded = (row.details or {}).get(METADATA_JOB)
-    job_id = uuid.UUID(recorded) if recorded else None
-    derived = {k: v for k, v in (row.details or {}).items() if k != METADATA_JOB}
-    return FileDetail.model_validate(row).model_copy(
-        update={
-            "details": derived or None,
-            "metadata_job_id": job_id,
-            "slide": _slide_state(state, row, job_id) if row.kind == "slide" else None,
-        }
-    )
-
-
-def _slide_state(state: State, row: File, job_id: uuid.UUID | None) -> SlideState:
-    """`ready` once the slide record exists; `failed` with the metadata job's reason;
-    `pending` while that job is queued or running."""
-    found, _ = state.runtime.slides.find(SlideFilter(file_id=row.id, all_owners=True), limit=1)
-    if found:
-        return SlideState(status="ready", slide_id=found[0].id)
-    try:
-        job = state.runtime.jobs.get(job_id) if job_id else None
-    except NotFound:
-        job = None
-    if job is None or not job.status.terminal:
-        return SlideState(status="pending")
-    if job.status is Status.succeeded:  # it read the file, yet made no record
-        return SlideState(status="failed", reason="no slide record was made")
-    reason = job.error.message if job.error else f"its metadata job was {job.status.value}"
-    return SlideState(status="failed", reason=reason)
-
-
 def _after_store(
     state: State, stored: StoredFile, user: CurrentUser, client: RequestClient, how: str
 ) -> FileDetail:
@@ -114,7 +77,7 @@ def _after_store(
             "metadata", {"file_id": str(stored.id)}, owner_id=user.id, tags=["auto"]
         )
         state.runtime.catalog.update(stored.id, {"details": {METADATA_JOB: str(job.id)}})
-    return _detail(state, stored.id)
+    return file_detail(state, stored.id)
 
 
 # -- multipart uploads -----------------------------------------------------------------
@@ -308,7 +271,7 @@ def delete_files(
 def read_file(stored: OwnedFile, state: State) -> FileDetail:
     """A file's record, with derived metadata when known; for a whole-slide image, its
     slide's state (`pending`, `ready` with `slide_id`, or `failed` with the reason)."""
-    return _detail(state, stored.id)
+    return file_detail(state, stored.id)
 
 
 @router.patch("/{file_id}")
