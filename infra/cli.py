@@ -183,16 +183,22 @@ def cmd_demo_timelapse(args: argparse.Namespace) -> int:
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff")
 
 
-def cmd_demo_slide(args: argparse.Namespace) -> int:
-    from functions.slides.synthetic import write_synthetic_slide
-
-    out = Path(args.out)
+def _slide_out(name: str) -> Path:
+    """Where a demo slide goes, refused with one line when it cannot be a slide there."""
+    out = Path(name)
     if out.suffix.lower() not in SLIDE_SUFFIXES:
         raise CommandError(
             f"{out.name}: a slide is written as {', '.join(SLIDE_SUFFIXES)} (a pyramidal TIFF)"
         )
     if not out.parent.is_dir():
         raise CommandError(f"folder {out.parent} does not exist")
+    return out
+
+
+def cmd_demo_slide(args: argparse.Namespace) -> int:
+    from functions.slides.synthetic import write_synthetic_slide
+
+    out = _slide_out(args.out)
     try:
         write_synthetic_slide(
             out,
@@ -211,8 +217,13 @@ def cmd_demo_slide(args: argparse.Namespace) -> int:
 def cmd_demo_he_slide(args: argparse.Namespace) -> int:
     from functions.inference.synthetic import write_he_slide
 
-    slide, truth = write_he_slide(args.out, width=args.width, height=args.height, seed=args.seed)
-    print(f"wrote {slide} and {truth}")
+    out = _slide_out(args.out)
+    try:
+        paths = write_he_slide(out, width=args.width, height=args.height, seed=args.seed)
+    except (ValueError, OSError) as error:
+        raise CommandError(str(error)) from None
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -300,9 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     slide.set_defaults(run=cmd_demo_slide)
     he = demo.add_parser("he-slide", help="H&E-like pyramidal SVS at 0.5 um/px + nuclei truth JSON")
     he.add_argument("out", help="output file, e.g. he.svs (truth: he.truth.json beside it)")
-    he.add_argument("--width", type=int, default=20_000)
-    he.add_argument("--height", type=int, default=20_000)
-    he.add_argument("--seed", type=int, default=0)
+    he.add_argument("--width", type=int, default=20_000, help="level-0 width in pixels")
+    he.add_argument("--height", type=int, default=20_000, help="level-0 height in pixels")
+    he.add_argument("--seed", type=int, default=0, help="random seed (same seed, same slide)")
     he.set_defaults(run=cmd_demo_he_slide)
 
     from client.cli import register as register_user_verbs  # the client's own verbs
