@@ -1,7 +1,7 @@
 """Load on one `aperture serve` (SQLite, directory store, 2 workers), through real HTTP:
 
 - `submits`: N concurrent job submissions (default 200). Every submission must come
-  back 201 with its own id, and exactly N jobs (no more, no fewer) must exist and
+  back 202 with its own id, and exactly N jobs (no more, no fewer) must exist and
   succeed: 0 lost, 0 duplicated. Reference: a /health round trip on the same server.
 - `sse`: N concurrent SSE subscribers (default 1,000) on one job that logs a known
   number of lines once they are all connected. Every subscriber must receive every
@@ -106,7 +106,7 @@ async def bench_submits(server: LiveServer, headers: dict[str, str], n: int) -> 
         submitted_s = time.perf_counter() - started
         page = await _until_terminal(client, tag, n, timeout=600)
         done_s = time.perf_counter() - started
-    ids = [job_id for status, job_id, _ in answers if status == 201]
+    ids = [job_id for status, job_id, _ in answers if status == 202]
     names = [job["name"] for job in page["items"]]
     latencies = [seconds * 1000 for _, _, seconds in answers]
     return {

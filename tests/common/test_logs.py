@@ -35,7 +35,7 @@ def service_logging() -> Iterator[io.StringIO]:
 def test_a_damaged_tiff_is_refused_and_logged_at_info(service_logging: io.StringIO) -> None:
     data = (REAL / "boxes.tiff").read_bytes()
     damaged = data[: len(data) - len(data) // 2]
-    with pytest.raises(UnsupportedFile, match="truncated or damaged"):
+    with pytest.raises(UnsupportedFile, match="truncated or corrupt"):
         identify("boxes.tiff", io.BytesIO(damaged), len(damaged))
     logged = service_logging.getvalue()
     assert "tifffile" in logged and " INFO tifffile " in logged

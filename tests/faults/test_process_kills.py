@@ -57,7 +57,7 @@ def test_a_worker_killed_mid_write_leaves_no_partial_object(tmp_path: Path) -> N
     try:
         params = {"size_kib": 4096, "chunk_kib": 256, "delay_s": 0.15}
         job = client.post("/api/v1/jobs", json={"function": "faults.slow_result", "params": params})
-        assert job.status_code == 201, job.text
+        assert job.status_code == 202, job.text
         job_id = job.json()["id"]
         pid = wait_for(lambda: _writer_pid(client, job_id), timeout=30, what="the write to start")
         spool = tmp_path / "data" / "objects"

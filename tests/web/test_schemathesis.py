@@ -87,7 +87,7 @@ checks.positive_data_acceptance.expected-statuses = [
 # A job id that names another function's job (a checksum job at /fitting/status/{id})
 # is a well-formed id of the wrong kind of job: 422 saying which kind it is.
 [[operations]]
-include-name-regex = "/(fitting|workflow)/(status|results|cancel)/[{]job_id[}]$"
+include-name-regex = "/(fitting|workflow|merge)/(status|results|cancel)/[{]job_id[}]$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429",
 ]
@@ -136,7 +136,7 @@ def _user(client: httpx.Client, name: str) -> dict[str, str]:
         json={"function": "checksum", "params": {"file_id": uploaded["id"]}},
         headers=headers,
     )
-    assert job.status_code == 201, job.text
+    assert job.status_code == 202, job.text
     return {"name": name, "key": key.json()["key"]}
 
 
