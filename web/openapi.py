@@ -225,9 +225,24 @@ def _problem_response(status: int) -> dict[str, Any]:
     return response
 
 
+def _parameters_never_null(operation: Operation) -> None:
+    """A query, header or path parameter cannot be null: absent is how it is left out,
+    and the text `null` is not a value (FastAPI's `X | None` declares `anyOf [X, null]`,
+    which a client may then send as `Last-Event-ID: null`)."""
+    for parameter in operation.get("parameters", []):
+        schema = parameter["schema"]
+        kept = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+        if len(kept) == 1 and len(schema["anyOf"]) == 2:
+            del schema["anyOf"]
+            schema.update(kept[0])
+            if "default" in schema and schema["default"] is None:
+                del schema["default"]
+
+
 def _describe(
     path: str, method: str, operation: Operation, dependant: Dependant, name: str
 ) -> None:
+    _parameters_never_null(operation)
     responses: dict[str, Any] = operation.setdefault("responses", {})
     for error in sorted(error_statuses(path, method, operation, dependant)):
         responses[str(error)] = _problem_response(error)

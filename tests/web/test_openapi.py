@@ -185,3 +185,18 @@ def test_the_domain_error_table_names_real_operations(spec: dict[str, Any]) -> N
 
     operations = {f"{method.upper()} {path}" for path, method, _ in _operations(spec)}
     assert set(DOMAIN_ERRORS) <= operations, set(DOMAIN_ERRORS) - operations
+
+
+def test_no_parameter_is_declared_nullable(spec: dict[str, Any]) -> None:
+    """A query or header value cannot be null (left out is how it is absent): declared
+    nullable, a client sends `Last-Event-ID: null` and gets a 422 for a valid request."""
+    nullable = [
+        (path, method, p["name"])
+        for path, method, operation in _operations(spec)
+        for p in operation.get("parameters", [])
+        if "anyOf" in p["schema"] or p["schema"].get("default", 0) is None
+    ]
+    assert nullable == []
+    events = spec["paths"][API + "/jobs/{job_id}/events"]["get"]["parameters"]
+    last_event_id = next(p for p in events if p["name"] == "last-event-id")
+    assert last_event_id["schema"]["type"] == "integer" and not last_event_id["required"]
