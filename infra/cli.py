@@ -85,8 +85,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from common.logs import configure_logging
+    from infra.malloc import bound_malloc_arenas
     from web.app import create_app
 
+    bound_malloc_arenas()  # before uvicorn's threads exist
     settings = _settings(workers=args.workers)
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings)
