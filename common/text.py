@@ -27,6 +27,8 @@ _BIDI = r"\u202a-\u202e\u2066-\u2069"
 
 #: One line: names, labels, emails, filters.
 LABEL_PATTERN = rf"^[^{_CONTROLS}{_BIDI}]*$"
+#: A label that is an absolute POSIX path: what `resolve_import_path` accepts.
+ABSOLUTE_PATH_PATTERN = rf"^/[^{_CONTROLS}{_BIDI}]*$"
 #: Several lines: descriptions.
 TEXT_PATTERN = rf"^[^{_CONTROLS_BUT_LINE_BREAKS}]*$"
 #: What `normalise_email` accepts: a local part of at most 64 characters, an @, and a

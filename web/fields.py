@@ -21,7 +21,14 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from common.errors import InvalidInput
 from common.records.types import to_utc
-from common.text import EMAIL_PATTERN, LABEL_PATTERN, TEXT_PATTERN, label_error, text_error
+from common.text import (
+    ABSOLUTE_PATH_PATTERN,
+    EMAIL_PATTERN,
+    LABEL_PATTERN,
+    TEXT_PATTERN,
+    label_error,
+    text_error,
+)
 
 #: The largest count or size we take: a BIGINT holds more, but 2**53 - 1 is the largest
 #: integer every JSON reader (JavaScript's numbers, a float64) keeps exact, so a bound at
@@ -72,6 +79,16 @@ Tag = Annotated[Label, Field(min_length=1, max_length=64)]
 Name = Annotated[Label, Field(min_length=1, max_length=255)]
 
 #: A search filter in the query string.
+#: A path on the server's disk, absolute (the import roots decide which are allowed).
+ServerPath = Annotated[
+    Label,
+    Field(
+        min_length=1,
+        max_length=4096,
+        json_schema_extra={"pattern": ABSOLUTE_PATH_PATTERN},
+        description="Absolute path under the import roots.",
+    ),
+]
 LabelQuery = Annotated[Label | None, Query(max_length=255)]
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.sniff import EXTENSIONS
 from common.text import FILE_NAME_PATTERN, name_with_extension_pattern
-from web.fields import MAX_BIGINT, Label
+from web.fields import MAX_BIGINT, Label, ServerPath
 from web.schemas import FilePublic
 
 #: A file name as `common.naming.safe_name` takes it (at most 255 bytes in UTF-8).
@@ -89,7 +89,7 @@ class UploadComplete(BaseModel):
 class FileImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: Annotated[Label, Field(min_length=1, max_length=4096)]
+    path: ServerPath
     name: FileName | None = None
 
 

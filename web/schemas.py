@@ -13,7 +13,7 @@ from common.capabilities import Resources
 from common.identity.passwords import MAX_LENGTH as PASSWORD_MAX
 from common.identity.passwords import MIN_LENGTH as PASSWORD_MIN
 from common.jobs.models import JobEventRecord, JobRecord
-from web.fields import Email, JsonObject, Label, Tag
+from web.fields import Email, JsonObject, Label, ServerPath, Tag
 
 T = TypeVar("T")
 
@@ -42,8 +42,8 @@ class FileSource(BaseModel):
     )
 
     file_id: uuid.UUID | SkipJsonSchema[None] = None
-    file_path: Annotated[Label, Field(min_length=1, max_length=4096)] | SkipJsonSchema[None] = (
-        Field(None, description="Absolute path under the import roots.")
+    file_path: ServerPath | SkipJsonSchema[None] = Field(
+        None, description="Absolute path under the import roots."
     )
 
     @model_validator(mode="after")

@@ -200,3 +200,13 @@ def test_no_parameter_is_declared_nullable(spec: dict[str, Any]) -> None:
     events = spec["paths"][API + "/jobs/{job_id}/events"]["get"]["parameters"]
     last_event_id = next(p for p in events if p["name"] == "last-event-id")
     assert last_event_id["schema"]["type"] == "integer" and not last_event_id["required"]
+
+
+def test_server_paths_are_declared_absolute(spec: dict[str, Any]) -> None:
+    """The server refuses a relative path ("the path must be absolute"): the schema says
+    so, or a schema-valid `"path": "0"` is answered 422."""
+    import re
+
+    for path, field in [("/files/import", "path"), ("/analysis/load-traces", "file_path")]:
+        pattern = _schema(spec, path)["properties"][field]["pattern"]
+        assert re.search(pattern, "/data/plate 1.tif") and not re.search(pattern, "0"), path

@@ -184,7 +184,15 @@ def _command(server: LiveServer, workdir: Path) -> list[str]:
 
 def _server(engine: str, workdir: Path, request: pytest.FixtureRequest) -> LiveServer:
     """`aperture serve` with the built-in functions only, as a user runs it."""
-    env: dict[str, str] = {"APERTURE_EXTRA_CAPABILITIES": "[]"}
+    # Import roots with a file in them: POST /files/import reaches path resolution
+    # (otherwise every import is the same 403, imports being off).
+    root = workdir / "imports"
+    root.mkdir()
+    (root / "notes.txt").write_text("hello\n")
+    env: dict[str, str] = {
+        "APERTURE_EXTRA_CAPABILITIES": "[]",
+        "APERTURE_IMPORT_ROOTS": json.dumps([str(root)]),
+    }
     if engine == "postgres":
         url = str(request.getfixturevalue("postgres_url"))
         database = create_engine(url)
