@@ -178,6 +178,26 @@ class Settings(BaseSettings):
     # slides
     tiles: TileSettings = TileSettings()
 
+    # inference
+    inference_external_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=23 * 3600,
+        description="An external inference service that reports nothing for this long "
+        "times its task out (the task fails and the service is told to stop).",
+    )
+    inference_callback_max_bytes: int = Field(
+        default=64 << 20,
+        ge=1024,
+        description="Largest webhook body (predictions sent inline); a service with more "
+        "sends predictions_url instead.",
+    )
+    inference_predictions_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1024,
+        description="Largest predictions file fetched from a service's predictions_url.",
+    )
+
     # web
     cors_origins: list[str] = Field(default_factory=list)
     log_format: Literal["json", "text"] = "json"
