@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.errors import Conflict, NotFound
 from common.jobs.models import JobRecord
 from common.jobs.status import TERMINAL, Status
-from common.records import Job, transaction
+from common.records import File, Job, transaction
 from common.records.models import (
     InferenceCallback,
     InferenceModel,
@@ -308,6 +308,22 @@ class InferenceRecords:
         with self.db() as session:
             rows = session.scalars(select(InferenceTask).where(InferenceTask.slide_id == slide_id))
             return [TaskRecord.model_validate(r) for r in rows]
+
+    def artefact_ids(self, task_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Files the tasks' jobs (and their region children) made, not yet deleted."""
+        if not task_ids:
+            return []
+        ids = list(task_ids)
+        children = select(Job.id).where(Job.parent_id.in_(ids))
+        with self.db() as session:
+            return list(
+                session.scalars(
+                    select(File.id).where(
+                        File.deleted_at.is_(None),
+                        File.source_job_id.in_(ids) | File.source_job_id.in_(children),
+                    )
+                )
+            )
 
     def delete_tasks(self, task_ids: Sequence[uuid.UUID]) -> None:
         """Forget tasks (their jobs stay, as every job's history does)."""

@@ -32,7 +32,10 @@ from web.routes import (
     files,
     functions,
     health,
+    inference,
+    inference_webhook,
     jobs,
+    predictions,
     processing,
     signed,
     slides,
@@ -52,8 +55,9 @@ API_PREFIX = "/api/v1"
 #: Routers open to anyone: health, signed URLs (they carry their own signature and
 #: expiry), and auth (whose register/login/refresh are how an identity is obtained; its
 #: other routes ask for the principal themselves), and the viewer page (its data
-#: routes need an identity; the browser's session cookie gives it).
-PUBLIC_ROUTERS = (health, signed, auth, viewer_page)
+#: routes need an identity; the browser's session cookie gives it), and the inference
+#: webhook (external services sign each callback; the signature is their identity).
+PUBLIC_ROUTERS = (health, signed, auth, viewer_page, inference_webhook)
 #: Everything else needs an identity: a router added here is protected by default.
 PROTECTED_ROUTERS = (
     users,
@@ -66,6 +70,8 @@ PROTECTED_ROUTERS = (
     processing,
     slides,
     viewer,
+    predictions,
+    inference,
 )
 
 
@@ -132,7 +138,9 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         description="Microscopy and digital-pathology image analysis: metadata, processing "
-        "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",
+        "workflows, trace fitting, Deep Zoom tiles, and inference over whole slides (the "
+        "builtin nuclei-he detector, your ONNX models, external services reporting through "
+        "signed webhooks) with predictions queried per viewport, all as jobs.",
     )
     install_error_handlers(app)
     if settings.cors_origins:
