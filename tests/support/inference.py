@@ -53,12 +53,8 @@ def wait_task(
 
 
 def centroids(features: list[dict[str, Any]]) -> np.ndarray:
-    return np.array(
-        [
-            (f["properties"]["measurements"]["centroid_x"], f["properties"]["measurements"]["centroid_y"])
-            for f in features
-        ]
-    ).reshape(-1, 2)
+    measured = [f["properties"]["measurements"] for f in features]
+    return np.array([(m["centroid_x"], m["centroid_y"]) for m in measured]).reshape(-1, 2)
 
 
 def bounds(features: list[dict[str, Any]]) -> np.ndarray:

@@ -213,9 +213,12 @@ def test_onnx_models_are_checked_at_registration_and_run(
     assert listed["red-nuclei"]["id"] == model["id"]
     other = signed_in(app_client, register(app_client))
     assert "red-nuclei" not in {m["name"] for m in other.get("/api/v1/inference/models").json()}
-    assert other.post(
-        "/api/v1/inference", json={"slide_id": slide["id"], "model": model["id"]}
-    ).status_code == 404
+    assert (
+        other.post(
+            "/api/v1/inference", json={"slide_id": slide["id"], "model": model["id"]}
+        ).status_code
+        == 404
+    )
     started = start_task(client, {"slide_id": slide["id"], "model": "red-nuclei"})
     assert started["model"] == {"kind": "onnx", "name": "red-nuclei", "id": model["id"]}
     done = wait_task(client, started["task_id"])
