@@ -152,13 +152,14 @@ def test_bad_input_is_refused_with_the_reason(
         assert response.status_code == status, (body, response.text)
         assert words in response.json()["detail"], response.json()
     url = f"/api/v1/viewer/predictions/{slide['id']}"
-    for params, words in [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"bbox": "1,2,3"}, "bbox"),
         ({"bbox": "5,5,1,1"}, "bbox"),
         ({"bbox": "a,b,c,d"}, "bbox"),
         ({"min_confidence": 2}, "min_confidence"),
         ({"limit": -1}, "limit"),
-    ]:
+    ]
+    for params, words in bad:
         response = client.get(url, params=params)
         assert response.status_code == 422 and words in response.json()["detail"], response.text
     other = signed_in(app_client, register(app_client))
