@@ -119,7 +119,12 @@ def _held(service: StandInService, user: httpx.Client, slide: dict[str, Any]) ->
     service.mode = "hold"
     task = start_task(user, {"slide_id": slide["id"], "model": "standin"})
     service.wait(lambda: task["task_id"] in service.tasks)
-    wait_task(user, task["task_id"], statuses={"running"})
+    deadline = time.monotonic() + 30
+    # settled: the job has recorded handing the task over (and waits for callbacks)
+    while (now := wait_task(user, task["task_id"], statuses={"running"}))["progress"] == 0:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    assert now["message"] == "sent to standin"
     return str(task["task_id"])
 
 
