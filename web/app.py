@@ -150,7 +150,7 @@ def create_app(
             allow_credentials=True,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "ETag"],
+            expose_headers=["X-Request-ID", "ETag", "Location", "X-Aperture-Task-Id"],
         )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(_api_router())
