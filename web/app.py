@@ -137,10 +137,11 @@ def create_app(
         title="Aperture",
         version="0.1.0",
         lifespan=lifespan,
-        description="Microscopy and digital-pathology image analysis: metadata, processing "
-        "workflows, trace fitting, Deep Zoom tiles, and inference over whole slides (the "
-        "builtin nuclei-he detector, your ONNX models, external services reporting through "
-        "signed webhooks) with predictions queried per viewport, all as jobs.",
+        description="Microscopy and digital-pathology image analysis, run as jobs: uploads, "
+        "metadata, per-FOV processing workflows and merge, kinetic trace fitting, "
+        "whole-slide images as Deep Zoom tiles with a viewer, and inference over whole "
+        "slides (the builtin nuclei-he detector, your ONNX models, external services "
+        "reporting through signed webhooks) with predictions queried per viewport.",
     )
     install_error_handlers(app)
     if settings.cors_origins:

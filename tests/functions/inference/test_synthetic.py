@@ -94,7 +94,8 @@ def test_demo_data_writes_an_he_slide_and_its_truth(
     code = main(
         ["demo-data", "he-slide", str(out), "--width", "700", "--height", "600", "--seed", "2"]
     )
-    assert code == 0 and "he.truth.json" in capsys.readouterr().out
+    assert code == 0
+    assert capsys.readouterr().out.split() == [str(out), str(tmp_path / "he.truth.json")]
     slide = openslide.OpenSlide(str(out))
     assert slide.dimensions == (700, 600)
     truth = json.loads((tmp_path / "he.truth.json").read_text())
@@ -109,3 +110,11 @@ def test_demo_data_writes_an_he_slide_and_its_truth(
         "equivalent_radius_px",
     }
     assert first["area_um2"] == pytest.approx(first["area_px"] * 0.25, rel=1e-3)
+
+
+def test_demo_data_refuses_an_he_slide_that_is_not_a_tiff(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo-data", "he-slide", str(tmp_path / "he.png")]) == 1
+    assert "he.png: a slide is written as" in capsys.readouterr().err
+    assert not (tmp_path / "he.png").exists()
