@@ -92,6 +92,12 @@ def test_a_builtin_task_is_a_job_with_its_outputs(
     assert task["task_id"] in {t["task_id"] for t in by_model["items"]}
     failed = client.get("/api/v1/inference/tasks", params={"status": "failed"}).json()
     assert task["task_id"] not in {t["task_id"] for t in failed["items"]}
+    events = client.get(f"/api/v1/jobs/{task['task_id']}/events")  # the jobs' SSE stream
+    assert events.headers["content-type"].startswith("text/event-stream")
+    kinds = [line[6:].strip() for line in events.text.splitlines() if line.startswith("event:")]
+    data = [line[5:].strip() for line in events.text.splitlines() if line.startswith("data:")]
+    assert "progress" in kinds and kinds[-1] == "status"
+    assert json.loads(data[-1])["status"] == "succeeded"
 
 
 def test_the_viewport_query_filters_by_box_class_confidence_and_limit(
@@ -192,6 +198,7 @@ def test_onnx_models_are_checked_at_registration_and_run(
     client: TestClient,
     app_client: TestClient,
     slide: dict[str, Any],
+    task: dict[str, Any],
     he: tuple[Path, Truth],
     tmp_path: Path,
 ) -> None:
@@ -225,6 +232,15 @@ def test_onnx_models_are_checked_at_registration_and_run(
     done = wait_task(client, started["task_id"])
     assert done["status"] == "succeeded", done["error"]
     found = centroids(features(client, slide["id"], task_id=done["task_id"]))
+    pages = [
+        client.get(
+            "/api/v1/inference/tasks", params={"slide_id": slide["id"], "limit": 1, "offset": i}
+        ).json()
+        for i in (0, 1)
+    ]
+    assert [p["total"] for p in pages] == [2, 2]  # the builtin's task, then this one
+    newest_first = [done["task_id"], task["task_id"]]
+    assert [p["items"][0]["task_id"] for p in pages] == newest_first
     truth = he[1]
     interior = (truth.centroids > 16).all(1) & (truth.centroids < [1008, 752]).all(1)
     keep = (found > 16).all(1) & (found < [1008, 752]).all(1)
@@ -239,13 +255,15 @@ def test_deleting_a_slide_deletes_its_tasks_artefacts(
     client: TestClient, he: tuple[Path, Truth]
 ) -> None:
     doomed = upload_slide(client, he[0], name="doomed.svs")
-    started = start_task(
-        client,
-        {
-            "slide_id": doomed["id"],
-            "region": {"bbox": {"x0": 0, "y0": 0, "x1": 300, "y1": 300}},
-        },
-    )
+    region = {"bbox": {"x0": 0, "y0": 0, "x1": 300, "y1": 300}}
+    with client.websocket_connect("/api/v1/ws/jobs") as websocket:  # tasks are jobs there too
+        started = start_task(client, {"slide_id": doomed["id"], "region": region})
+        statuses: list[str] = []
+        while not statuses or statuses[-1] not in {"succeeded", "failed", "cancelled"}:
+            event = websocket.receive_json()["event"]
+            if event["job_id"] == started["task_id"] and event["kind"] == "status":
+                statuses.append(event["status"])
+    assert statuses[-1] == "succeeded" and "running" in statuses
     done = wait_task(client, started["task_id"])
     assert done["status"] == "succeeded", done["error"]
     files = list(done["artefacts"].values())
