@@ -309,6 +309,19 @@ def test_predictions_overlay_follows_the_viewport(server: LiveServer, tmp_path: 
         )
         assert any("/density?" in url for url in asked)
         page.screenshot(path=str(tmp_path / "predictions-density.png"))
+        # zoomed out (a small window over the whole slide): nuclei become points
+        page.set_viewport_size({"width": 1000, "height": 200})
+        page.wait_for_function("() => window.aperture.viewer.container.clientHeight < 200")
+        page.wait_for_timeout(300)  # OpenSeadragon notices the new size on its next frame
+        page.evaluate("() => window.aperture.viewer.viewport.goHome(true)")
+        page.evaluate("() => window.aperturePredictions.setOutlineLimit(100000)")
+        page.wait_for_function(
+            f"() => {{ const s = ({PREDICTIONS_STATE})(); return s.mode === 'points' "
+            f"&& s.drawn === {task['objects']}; }}",  # every nucleus, once the box's answer is in
+            timeout=15_000,
+        )
+        assert page.evaluate(COUNT_COLOURED) > task["objects"]  # dots in the class colour
+        page.screenshot(path=str(tmp_path / "predictions-points.png"))
         browser.close()
     assert errors == []
     assert (tmp_path / "predictions.png").stat().st_size > 10_000
