@@ -3,10 +3,11 @@ the test process) speaking the protocol Aperture's external tasks use.
 
 `POST /tasks` (signed by Aperture with the shared secret) records the task and, in
 "run" mode, works it on a thread: downloads the slide through the presigned URL, then
-calls back signed `started`, `progress` and `succeeded` with GeoJSON predictions. In
-"hold" mode it only records the task (the test drives callbacks itself). `DELETE
-/tasks/{id}` (signed) records a cancellation. The signature check here is written
-independently of `common.webhooks`, as a service's own would be.
+calls back signed `started`, `progress` and `succeeded` with GeoJSON predictions (inline,
+or with `by_url` at `GET /predictions/{id}`, which Aperture fetches). In "hold" mode it
+only records the task (the test drives callbacks itself). `DELETE /tasks/{id}` (signed)
+records a cancellation. The signature check here is written independently of
+`common.webhooks`, as a service's own would be.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class StandInService:
         self.secret = secret
         self.predictions = predictions
         self.mode = "run"
+        self.by_url = False  # succeeded callbacks name predictions_url instead of inlining
+        self.fetched: list[str] = []  # tasks whose predictions were fetched by URL
         self.tasks: dict[str, dict[str, Any]] = {}
         self.downloads: dict[str, bytes] = {}
         self.cancelled: list[str] = []
@@ -125,7 +128,7 @@ class StandInService:
             for event in (
                 {"status": "started"},
                 {"status": "progress", "progress": 0.5, "message": "half the tiles"},
-                {"status": "succeeded", "predictions": self.predictions},
+                self._succeeded(task_id),
             ):
                 response = self.callback(task_id, event)
                 with self.changed:
@@ -135,6 +138,11 @@ class StandInService:
             with self.changed:
                 self.errors.append(f"{type(error).__name__}: {error}")
                 self.changed.notify_all()
+
+    def _succeeded(self, task_id: str) -> dict[str, Any]:
+        if self.by_url:
+            return {"status": "succeeded", "predictions_url": f"{self.url}/predictions/{task_id}"}
+        return {"status": "succeeded", "predictions": self.predictions}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         service = self
@@ -164,6 +172,20 @@ class StandInService:
                 self._answer(202)
                 if service.mode == "run":
                     threading.Thread(target=service._work, args=(task,), daemon=True).start()
+
+            def do_GET(self) -> None:
+                task_id = self.path.removeprefix("/predictions/")
+                if task_id not in service.tasks:
+                    self._answer(404)
+                    return
+                body = json.dumps(service.predictions).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/geo+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                with service.changed:
+                    service.fetched.append(task_id)
 
             def do_DELETE(self) -> None:
                 body = self._body()

@@ -181,6 +181,25 @@ def test_a_task_runs_through_the_service(
     assert bad.status_code == 422 and "sensitivity" in bad.json()["detail"]
 
 
+def test_predictions_can_come_by_url(
+    user: httpx.Client, service: StandInService, registered: dict[str, Any], slide: dict[str, Any]
+) -> None:
+    """A service with too many objects for a callback body names a URL; Aperture fetches it."""
+    service.mode, service.by_url = "run", True
+    try:
+        started = start_task(user, {"slide_id": slide["id"], "model": "standin"})
+        done = wait_task(user, started["task_id"], timeout=60)
+    finally:
+        service.by_url = False
+    assert service.errors == [] and done["status"] == "succeeded", (service.errors, done)
+    assert service.fetched == [done["task_id"]]
+    assert done["summary"]["counts"] == {"lymphocyte": 1, "tumor": 2}  # 0.2 under threshold
+    features = user.get(
+        f"/api/v1/viewer/predictions/{slide['id']}", params={"task_id": done["task_id"]}
+    ).json()["features"]
+    assert sorted(f["properties"]["confidence"] for f in features) == [0.7, 0.9, 0.95]
+
+
 def test_refused_callbacks_change_nothing(
     user: httpx.Client, service: StandInService, registered: dict[str, Any], slide: dict[str, Any]
 ) -> None:
