@@ -160,6 +160,11 @@ def test_a_task_runs_through_the_service(
     assert sent["slide"]["mpp"] == pytest.approx(slide["mpp_x"])
     stored = user.get(f"/api/v1/files/{slide['file_id']}").json()
     assert hashlib.sha256(service.downloads[done["task_id"]]).hexdigest() == stored["sha256"]
+    link = httpx.URL(sent["slide"]["download_url"])  # presigned and expiring
+    expires = int(link.params["e"])
+    assert 0 < expires - time.time() <= sent["slide"]["expires_in"] == 3600
+    later = link.copy_set_param("e", str(expires + 3600))  # a longer life is not its to take
+    assert httpx.get(str(later)).status_code in {401, 403}
     assert [r.status_code for r in service.callbacks] == [200, 200, 200]
     assert done["objects"] == 3 and done["summary"]["counts"] == {"lymphocyte": 1, "tumor": 2}
     assert done["model"] == {"kind": "external", "name": "standin", "id": registered["id"]}
