@@ -160,9 +160,9 @@ def _fit_file(
 
     spec = params.spec
     stored = ctx.file(params.file_id)
-    traces = read_traces(
-        ctx.objects.get_bytes(stored.key), name=stored.name, time_unit=params.time_unit
-    )
+    # the stored object's own file where there is one: parsed from disk, never held whole
+    source = ctx.objects.local_path(stored.key) or ctx.objects.get_bytes(stored.key)
+    traces = read_traces(source, name=stored.name, time_unit=params.time_unit)
     ctx.progress(0.05, f"{len(traces)} traces read")
     if fan_out and len(traces) > params.chunk_size:
         fit = _fan_out(params, traces, ctx)

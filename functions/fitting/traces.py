@@ -10,14 +10,23 @@ missing points are NaN.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.errors import InvalidInput
+from functions.fitting.trace_files import (
+    factorize,
+    head,
+    is_blank,
+    is_text,
+    numeric,
+    read_csv,
+    read_parquet,
+)
 
 LONG_COLUMNS = ("time", "fov", "cell", "value")
 UNIT_HOURS = {
@@ -32,7 +41,6 @@ UNIT_HOURS = {
     "second": 1 / 3600,
     "seconds": 1 / 3600,
 }
-_UNIT_LINE = re.compile(rb"^#\s*time\s*units?\s*:\s*(\w+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -55,13 +63,14 @@ class Traces:
         return f"Traces(n={self.y.shape[0]}, T={self.y.shape[1]}, layout={self.layout!r})"
 
 
-def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) -> Traces:
+def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = None) -> Traces:
     """Parse a traces file.
 
     Parameters
     ----------
-    data : bytes
-        File contents: CSV (long or wide) or Parquet (detected by its magic bytes).
+    data : bytes or Path
+        File contents, or the path of a file to read them from (never held whole in
+        memory): CSV (long or wide) or Parquet (detected by its magic bytes).
     name : str, optional
         File name, used in error messages.
     time_unit : {"h", "min", "s"}, optional
@@ -70,7 +79,7 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
     Returns
     -------
     Traces
-        Times converted to hours.
+        Times converted to hours; traces ordered by (fov, cell).
 
     Raises
     ------
@@ -80,12 +89,12 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
         (fov, cell, time) rows, unknown time unit.
     """
     label = f"{name!r}: " if name else ""
-    if not data or not data.strip():
+    if is_blank(data):
         raise InvalidInput(f"{label}the traces file is empty")
-    if data[:4] == b"PAR1":
-        table, unit = _read_parquet(data, label)
+    if head(data, 4) == b"PAR1":
+        table, unit = read_parquet(data, label)
     else:
-        table, unit = _read_csv(data, label)
+        table, unit = read_csv(data, label)
     unit = (unit or time_unit or "h").lower()
     if unit not in UNIT_HOURS:
         raise InvalidInput(f"{label}unknown time unit {unit!r}; use one of min, h, s")
@@ -94,9 +103,9 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
         raise InvalidInput(f"{label}the traces file has a header but no data rows")
     if set(LONG_COLUMNS) <= set(columns):
         arrays = {c: table.column(columns.index(c)) for c in LONG_COLUMNS}
-        t, y, fov, cell = _from_long(arrays, label)
+        del table  # each column is freed once converted
+        t, y, fov, cell, nan_values = _from_long(arrays, label)
         layout = "long"
-        nan_values = int(np.isnan(_numeric(arrays["value"], "value", label, allow_nan=True)).sum())
     elif any(c in LONG_COLUMNS[1:] for c in columns):
         raise InvalidInput(
             f"{label}long format needs columns time,fov,cell,value; got {','.join(columns)}"
@@ -110,106 +119,73 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
     return Traces(t * UNIT_HOURS[unit], y, fov, cell, unit, layout, nan_values)
 
 
-def _read_csv(data: bytes, label: str) -> tuple[Any, str | None]:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    unit = None
-    lines = data.splitlines()
-    skip = 0
-    for line in lines:
-        if not line.startswith(b"#"):
-            break
-        match = _UNIT_LINE.match(line)
-        if match:
-            unit = match.group(1).decode()
-        skip += 1
-    if skip >= len(lines) or not lines[skip].strip():
-        raise InvalidInput(f"{label}the traces file has no header or data")
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(skip_rows=skip),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{label}not a readable CSV: {exc}") from None
-    return table, unit
-
-
-def _read_parquet(data: bytes, label: str) -> tuple[Any, str | None]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidInput(f"{label}not a readable Parquet file: {exc}") from None
-    meta = table.schema.metadata or {}
-    unit = meta.get(b"time_units") or meta.get(b"time_unit")
-    return table, unit.decode() if unit else None
-
-
-def _numeric(column: Any, what: str, label: str, *, allow_nan: bool) -> np.ndarray:
-    """A float64 copy of an Arrow column, refusing text and infinities."""
-    import pyarrow as pa
-
-    if pa.types.is_null(column.type):
-        return np.full(len(column), np.nan)
-    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-        values = column.to_pylist()
-        for i, v in enumerate(values):
-            try:
-                float(v) if v is not None else None
-            except (TypeError, ValueError):
-                raise InvalidInput(
-                    f"{label}column {what!r} is not numeric: row {i + 1} holds {v!r}"
-                ) from None
-        raise InvalidInput(f"{label}column {what!r} is not numeric ({column.type})")
-    out = column.to_numpy(zero_copy_only=False).astype(np.float64)
-    bad = np.isinf(out) if allow_nan else ~np.isfinite(out)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0]) + 1
-        kind = "infinite" if allow_nan else "missing or infinite"
-        raise InvalidInput(
-            f"{label}column {what!r} has {int(bad.sum())} {kind} values (first at data "
-            f"row {first}); leave missing values empty instead"
-        )
-    return out
-
-
-def _from_long(cols: dict[str, Any], label: str) -> tuple[np.ndarray, ...]:
-    time = _numeric(cols["time"], "time", label, allow_nan=False)
-    value = _numeric(cols["value"], "value", label, allow_nan=True)
-    fov = np.asarray(cols["fov"].to_numpy(zero_copy_only=False))
-    cell = np.asarray(cols["cell"].to_numpy(zero_copy_only=False))
-    keys = (
-        np.rec.fromarrays([fov, cell])
-        if fov.dtype != object and cell.dtype != object
-        else np.array([f"{a}\x00{b}" for a, b in zip(fov, cell, strict=True)])
-    )
-    uniq, first, trace_of = np.unique(keys, return_index=True, return_inverse=True)
-    n = uniq.shape[0]
-    times, time_of = np.unique(time, return_inverse=True)
+def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
+    """(t, y, fov, cell, NaN values) of long-format columns, one trace per (fov, cell)."""
+    time = numeric(cols.pop("time"), "time", label, allow_nan=False)
+    value = numeric(cols.pop("value"), "value", label, allow_nan=True)
+    nan_values = int(np.isnan(value).sum())
+    trace_of, fov, cell = _trace_ids(cols.pop("fov"), cols.pop("cell"))
+    time_of, times = factorize(time)
+    n = fov.shape[0]
     counts = np.bincount(trace_of, minlength=n)
     if times.size <= 2 * counts.max():  # a shared frame grid (the merge step's output)
-        t: np.ndarray = times
-        col = time_of
-        width = times.size
+        t, y = times, _on_grid(trace_of, time_of, value, n, times.size, label)
     else:  # each cell has its own times: pack them left, sorted
-        order = np.lexsort((time, trace_of))
-        rank = np.empty_like(order)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank[order] = np.arange(order.size) - starts[trace_of[order]]
-        col, width = rank, int(counts.max())
-        t = np.full((n, width), np.nan)
-        t[trace_of, col] = time
-    slot = trace_of.astype(np.int64) * width + col
-    if np.unique(slot).size != slot.size:
+        t, y = _packed(trace_of, time_of, times.size, counts, time, value, label)
+    return t, y, fov, cell, nan_values
+
+
+def _trace_ids(fov: Any, cell: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's trace, and each trace's fov and cell, traces sorted by (fov, cell):
+    as numbers, or, when either column is text, by their text."""
+    as_text = is_text(fov) or is_text(cell)
+    fov_code, fov_values = factorize(fov, as_text=as_text)
+    cell_code, cell_values = factorize(cell, as_text=as_text)
+    key = fov_code.astype(np.int64) * cell_values.size + cell_code
+    del fov_code, cell_code
+    trace_of, keys = factorize(key)
+    return trace_of, fov_values[keys // cell_values.size], cell_values[keys % cell_values.size]
+
+
+def _on_grid(
+    trace_of: np.ndarray, time_of: np.ndarray, value: np.ndarray, n: int, width: int, label: str
+) -> np.ndarray:
+    """(n, width) values on the shared grid of times, NaN where a trace has no row."""
+    slot = trace_of.astype(np.int64) * width + time_of
+    seen = np.zeros(n * width, dtype=bool)
+    seen[slot] = True
+    if np.count_nonzero(seen) != slot.size:
         raise InvalidInput(f"{label}duplicate rows: a (fov, cell, time) appears twice")
+    del seen
+    y = np.full(n * width, np.nan)
+    y[slot] = value
+    return y.reshape(n, width)
+
+
+def _packed(
+    trace_of: np.ndarray,
+    time_of: np.ndarray,
+    n_times: int,
+    counts: np.ndarray,
+    time: np.ndarray,
+    value: np.ndarray,
+    label: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, max count) times and values of each trace, sorted by time, NaN-padded."""
+    key = trace_of.astype(np.int64) * n_times + time_of
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    if (key[1:] == key[:-1]).any():
+        raise InvalidInput(f"{label}duplicate rows: a (fov, cell, time) appears twice")
+    del key
+    n, width = counts.size, int(counts.max())
+    rows = trace_of[order]
+    col = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    t = np.full((n, width), np.nan)
     y = np.full((n, width), np.nan)
-    y.reshape(-1)[slot] = value
-    return t, y, fov[first], cell[first]
+    t[rows, col] = time[order]
+    y[rows, col] = value[order]
+    return t, y
 
 
 def _from_wide(table: Any, label: str) -> tuple[np.ndarray, ...]:
@@ -219,10 +195,10 @@ def _from_wide(table: Any, label: str) -> tuple[np.ndarray, ...]:
             f"{label}expected long format (time,fov,cell,value) or wide format (a time "
             f"column and one column per cell); got columns {','.join(names)}"
         )
-    t = _numeric(table.column(0), names[0], label, allow_nan=False)
-    y = np.stack(
-        [_numeric(table.column(i), names[i], label, allow_nan=True) for i in range(1, len(names))]
-    )
+    t = numeric(table.column(0), names[0], label, allow_nan=False)
+    y = np.empty((len(names) - 1, t.size))
+    for i in range(1, len(names)):
+        y[i - 1] = numeric(table.column(i), names[i], label, allow_nan=True)
     order = np.argsort(t, kind="stable")
     if np.unique(t).size != t.size:
         raise InvalidInput(f"{label}duplicate times in the time column {names[0]!r}")
