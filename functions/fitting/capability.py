@@ -21,6 +21,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from common.capabilities import VALIDATED, Context, Resources, capability, validated_before
 from common.errors import ApertureError, JobCancelled
+from functions.fitting.packing import merge_fits, pack_fit, unpack_fit
 from functions.fitting.spec import FitSpec, resolve_spec
 
 FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
@@ -113,7 +114,9 @@ class FittingResult(BaseModel):
     summary: dict[str, Any]
     results_file_id: uuid.UUID
     parquet_file_id: uuid.UUID
-    plot_file_ids: dict[str, uuid.UUID]
+    plots_job_id: uuid.UUID = Field(
+        description="The `fitting.plots` child that renders the plots after the results."
+    )
 
 
 class FittingChunkParams(FitChoice):
@@ -136,7 +139,8 @@ def _device(requested: str, ctx: Context) -> Literal["cpu", "gpu"]:
     resources=FIT_RESOURCES,
 )
 def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
-    """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary, plots."""
+    """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary (plots
+    follow in a `fitting.plots` child)."""
     return _fit_file(params, ctx, _device(params.device, ctx), fan_out=True)
 
 
@@ -204,7 +208,7 @@ def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkR
     )
     saved = ctx.save_file(
         "fit-arrays.npz",
-        _pack_fit(fit),
+        pack_fit(fit),
         kind="fitting-chunk",
         content_type="application/octet-stream",
     )
@@ -242,63 +246,17 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
                 f"child job {outcome.job_id} (traces from {i * size}) did not succeed: {message}"
             )
         arrays = ctx.file(uuid.UUID(str(outcome.result["arrays_file_id"])))
-        parts.append(_unpack_fit(ctx.objects.get_bytes(arrays.key)))
+        parts.append(unpack_fit(ctx.objects.get_bytes(arrays.key)))
         ctx.progress(0.05 + 0.85 * (i + 1) / len(jobs), f"chunk {i + 1}/{len(jobs)} done")
-    return _merge(parts)
-
-
-_FIT_FIELDS = (
-    "params",
-    "stderr",
-    "ss_res",
-    "r_squared",
-    "n_points",
-    "iterations",
-    "status",
-    "lower",
-    "upper",
-)
-
-
-def _pack_fit(fit: Any) -> bytes:
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        names=np.array(fit.names),
-        free=fit.free,
-        device=np.array(fit.device),
-        **{k: getattr(fit, k) for k in _FIT_FIELDS},
-    )
-    return buf.getvalue()
-
-
-def _unpack_fit(data: bytes) -> Any:
-    from functions.fitting.fit import FitArrays
-
-    with np.load(io.BytesIO(data)) as z:
-        arrays: dict[str, Any] = {k: z[k] for k in _FIT_FIELDS}
-        return FitArrays(
-            names=tuple(str(v) for v in z["names"]),
-            free=z["free"],
-            device=str(z["device"]),
-            **arrays,
-        )
-
-
-def _merge(parts: list[Any]) -> Any:
-    from functions.fitting.fit import FitArrays
-
-    first = parts[0]
-    arrays: dict[str, Any] = {
-        k: np.concatenate([getattr(p, k) for p in parts]) for k in _FIT_FIELDS
-    }
-    return FitArrays(names=first.names, free=first.free, device=first.device, **arrays)
+    return merge_fits(parts)
 
 
 def _save_outputs(
     params: FittingParams, spec: Any, traces: Any, fit: Any, base: str, ctx: Context
 ) -> FittingResult:
-    from functions.fitting.plots import fit_plots
+    """Store the results (CSV, Parquet; the summary is the job's result), then start
+    the plots job, which the results route lists once it has made them."""
+    from functions.fitting.plot_job import spawn_plots
     from functions.fitting.results import results_table, summarize_fit, to_csv, to_parquet
 
     model = params.model_type
@@ -312,29 +270,17 @@ def _save_outputs(
         content_type="application/vnd.apache.parquet",
         kind="fit-results",
     )
-    plots = {}
-    made = fit_plots(
-        fit,
-        traces.t,
-        traces.y,
-        model,
-        fov=traces.fov,
-        cell=traces.cell,
-        time_unit=traces.time_unit,
-    )
-    for name, png in made.files.items():
-        if ctx.cancelled():
-            raise JobCancelled()
-        plots[name.removesuffix(".png")] = ctx.save_file(
-            f"{base}_{model}_{name}", png, content_type="image/png", kind="fit-plot"
-        ).id
-    for error in made.errors:  # a plot that failed is reported; the fit stands
-        ctx.log(f"plot not made: {error}")
+    del table
     summary = summarize_fit(fit, model)
     summary["spec"] = spec.as_dict()
     summary["time_units"] = traces.time_unit
-    summary["plot_errors"] = made.errors
+    if ctx.cancelled():
+        raise JobCancelled()
+    plots_job = spawn_plots(ctx, fit, traces, model, f"{base}_{model}")
     ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
     return FittingResult(
-        summary=summary, results_file_id=csv.id, parquet_file_id=parquet.id, plot_file_ids=plots
+        summary=summary,
+        results_file_id=csv.id,
+        parquet_file_id=parquet.id,
+        plots_job_id=plots_job,
     )

@@ -95,9 +95,11 @@ def _fit(client: TestClient, file_id: str, **body: Any) -> dict[str, Any]:
     status = client.get(f"{API}/fitting/status/{job_id}").json()
     assert status["status"] == "succeeded", status
     assert status["progress"] == 1.0
-    results = client.get(f"{API}/fitting/results/{job_id}", params={"limit": 10_000})
-    assert results.status_code == 200, results.text
-    return {"job_id": job_id, **results.json()}
+    while True:  # the results are there at once; the plots follow from a child job
+        results = client.get(f"{API}/fitting/results/{job_id}", params={"limit": 10_000})
+        assert results.status_code == 200, results.text
+        if results.json()["plots_status"] != "pending":
+            return {"job_id": job_id, **results.json()}
 
 
 # --- models and load-traces -------------------------------------------------------------
