@@ -25,6 +25,9 @@ from functions.fitting.packing import merge_fits, pack_fit, unpack_fit
 from functions.fitting.spec import FitSpec, resolve_spec
 
 FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
+# A job fitting on its own CPU solves this many traces at a time: the solver's per-trace
+# temporaries stay a few hundred MB whatever the file's size.
+SLICE_TRACES = 50_000
 FIT_RESOURCES = Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600)
 # The GPU path holds up to 2^20 traces' arrays on the device; the host keeps the file's
 # traces and results.
@@ -94,8 +97,12 @@ class TraceFileOptions(BaseModel):
 class FittingOptions(TraceFileOptions, FitChoice):
     """What a fitting request chooses, besides the file."""
 
-    chunk_size: int = Field(
-        FAN_OUT_TRACES, ge=100, description="Traces per child job when the file has more."
+    chunk_size: int | None = Field(
+        None,
+        ge=100,
+        description="Traces per child job when the file has more. Default: "
+        f"{FAN_OUT_TRACES:,} where child jobs get machines of their own, and no child "
+        "jobs on local workers (they share the cores one job already uses).",
     )
 
     def for_file(self, file_id: uuid.UUID) -> FittingParams:
@@ -159,7 +166,6 @@ def run_fitting_gpu(params: FittingParams, ctx: Context) -> FittingResult:
 def _fit_file(
     params: FittingParams, ctx: Context, device: Literal["cpu", "gpu"], *, fan_out: bool
 ) -> FittingResult:
-    from functions.fitting.fit import fit_traces
     from functions.fitting.traces import read_traces
 
     spec = params.spec
@@ -168,18 +174,11 @@ def _fit_file(
     source = ctx.objects.local_path(stored.key) or ctx.objects.get_bytes(stored.key)
     traces = read_traces(source, name=stored.name, time_unit=params.time_unit)
     ctx.progress(0.05, f"{len(traces)} traces read")
-    if fan_out and len(traces) > params.chunk_size:
-        fit = _fan_out(params, traces, ctx)
+    size = _chunk_size(params, ctx) if fan_out else None
+    if size is not None and len(traces) > size:
+        fit = _fan_out(params, traces, size, ctx)
     else:
-        fit = fit_traces(
-            spec,
-            traces.t,
-            traces.y,
-            device=device,
-            workers=_threads(),
-            progress=lambda f: ctx.progress(0.05 + 0.85 * f, "fitting"),
-            cancelled=ctx.cancelled,
-        )
+        fit = _fit_here(spec, traces, device, ctx)
     ctx.progress(0.9, "writing results")
     return _save_outputs(params, spec, traces, fit, PurePosixPath(stored.name).stem, ctx)
 
@@ -215,9 +214,48 @@ def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkR
     return FittingChunkResult(arrays_file_id=saved.id, n=len(fit))
 
 
-def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
+def _chunk_size(params: FittingParams, ctx: Context) -> int | None:
+    """Traces per child job (None: no child jobs). Asked for, or by default only where
+    children get machines of their own: local workers share this machine's cores, which
+    one job's solver threads already keep busy, so children there only add storing and
+    loading their slices and waiting for workers."""
+    if params.chunk_size is not None:
+        return params.chunk_size
+    return None if ctx.runtime.settings.executor == "local" else FAN_OUT_TRACES
+
+
+def _fit_here(spec: FitSpec, traces: Any, device: Literal["cpu", "gpu"], ctx: Context) -> Any:
+    """Fit every trace in this job: on the CPU `SLICE_TRACES` at a time (a trace's fit
+    does not depend on the others), on a GPU all at once."""
+    from functions.fitting.fit import fit_traces
+
+    n = len(traces)
+    step = n if device == "gpu" else SLICE_TRACES
+    parts = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+
+        def progress(f: float, start: int = start, stop: int = stop) -> None:
+            ctx.progress(0.05 + 0.85 * (start + f * (stop - start)) / n, "fitting")
+
+        t = traces.t if traces.t.ndim == 1 else traces.t[start:stop]
+        parts.append(
+            fit_traces(
+                spec,
+                t,
+                traces.y[start:stop],
+                device=device,
+                workers=_threads(),
+                progress=progress,
+                cancelled=ctx.cancelled,
+            )
+        )
+    return parts[0] if len(parts) == 1 else merge_fits(parts)
+
+
+def _fan_out(params: FittingParams, traces: Any, size: int, ctx: Context) -> Any:
     """Store each slice of traces, fit them in child jobs, merge the arrays in order."""
-    n, size = len(traces), params.chunk_size
+    n = len(traces)
     jobs = []
     for start in range(0, n, size):
         if ctx.cancelled():

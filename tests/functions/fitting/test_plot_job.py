@@ -14,7 +14,7 @@ import pytest
 from common.jobs.models import JobRecord
 from functions.fitting.example_plots import Examples, draw_examples, pick_examples
 from functions.fitting.fit import fit_traces
-from functions.fitting.packing import pack_fit, unpack_fit
+from functions.fitting.packing import merge_fits, pack_fit, unpack_fit
 from functions.fitting.plot_job import PlotsState, plots_state
 from functions.fitting.spec import resolve_spec
 from functions.fitting.synthetic import synthetic_traces
@@ -94,3 +94,14 @@ def test_examples_travel_in_the_plot_inputs_and_draw_alike() -> None:
         draw_examples(fit, picked, "maturation")
     )
     assert titles(draw_examples(fit, picked, "maturation"))[0].startswith("fov 2, cell_")
+
+
+def test_fits_of_slices_merge_to_the_fit_of_the_whole() -> None:
+    """What a job relies on to fit a big file a slice at a time (and a fan-out in
+    chunks): a trace's fit does not depend on the traces beside it, to the bit."""
+    s = synthetic_traces("maturation", n=90, n_times=60, missing=0.05, seed=6)
+    spec = resolve_spec("maturation")
+    whole = fit_traces(spec, s.t, s.y)
+    merged = merge_fits([fit_traces(spec, s.t, s.y[a : a + 40]) for a in range(0, 90, 40)])
+    for name in ("params", "stderr", "ss_res", "r_squared", "status", "lower", "upper"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
