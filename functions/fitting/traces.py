@@ -19,6 +19,7 @@ import numpy as np
 
 from common.errors import InvalidInput
 from functions.fitting.trace_files import (
+    check_numeric,
     factorize,
     head,
     is_blank,
@@ -94,7 +95,7 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
     if head(data, 4) == b"PAR1":
         table, unit = read_parquet(data, label)
     else:
-        table, unit = read_csv(data, label)
+        table, unit = read_csv(data, label, _expected_types)
     unit = (unit or time_unit or "h").lower()
     if unit not in UNIT_HOURS:
         raise InvalidInput(f"{label}unknown time unit {unit!r}; use one of min, h, s")
@@ -119,60 +120,132 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
     return Traces(t * UNIT_HOURS[unit], y, fov, cell, unit, layout, nan_values)
 
 
+def _expected_types(names: list[str]) -> Any:
+    """The types a traces CSV's columns have when it is what the merge step writes (long:
+    times and values as numbers, fov and cell as integers, none missing) or a table of
+    numbers (wide), and the check of a table read with them; None for other headers
+    (a long format missing columns, ...), which are read inferring types."""
+    import pyarrow as pa
+
+    plain = [n.strip().lower() for n in names]
+    if len(set(plain)) != len(plain):
+        return None
+    if set(LONG_COLUMNS) <= set(plain):
+        kinds = {"time": pa.float64(), "value": pa.float64(), "fov": pa.int64(), "cell": pa.int64()}
+        types = {n: kinds[p] for n, p in zip(names, plain, strict=True) if p in kinds}
+        ids = [n for n, p in zip(names, plain, strict=True) if p in ("fov", "cell")]
+        return types, lambda table: all(table.column(n).null_count == 0 for n in ids)
+    if any(p in LONG_COLUMNS[1:] for p in plain) or len(names) < 2:
+        return None
+    return dict.fromkeys(names, pa.float64()), lambda table: True
+
+
 def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
-    """(t, y, fov, cell, NaN values) of long-format columns, one trace per (fov, cell)."""
-    time = numeric(cols.pop("time"), "time", label, allow_nan=False)
-    value = numeric(cols.pop("value"), "value", label, allow_nan=True)
-    nan_values = int(np.isnan(value).sum())
-    trace_of, fov, cell = _trace_ids(cols.pop("fov"), cols.pop("cell"))
-    time_of, times = factorize(time)
-    n = fov.shape[0]
-    counts = np.bincount(trace_of, minlength=n)
+    """(t, y, fov, cell, NaN values) of long-format columns, one trace per (fov, cell).
+
+    The columns are walked an Arrow chunk at a time: nothing of the file's length is
+    made in numpy but where each trace has its own times."""
+    import pyarrow as pa
+
+    check_numeric(cols["time"], "time", label, allow_nan=False)
+    nan_values = check_numeric(cols["value"], "value", label, allow_nan=True)
+    batches = pa.table(cols).to_batches()  # the columns' chunks, aligned
+    column = {c: pa.chunked_array([b.column(c) for b in batches]) for c in LONG_COLUMNS}
+    time = factorize(column["time"])
+    times = time.uniques.astype(np.float64)
+    ids = _TraceIds(column["fov"], column["cell"])
+    values = [_values(b.column("value")) for b in batches]
+    counts = np.zeros(ids.n, dtype=np.int64)
+    for i in range(len(batches)):
+        counts += np.bincount(ids.trace(i), minlength=ids.n)
     if times.size <= 2 * counts.max():  # a shared frame grid (the merge step's output)
-        t, y = times, _on_grid(trace_of, time_of, value, n, times.size, label)
+        t, y = times, _on_grid(ids, time, values, times.size, label)
     else:  # each cell has its own times: pack them left, sorted
-        t, y = _packed(trace_of, time_of, times.size, counts, time, value, label)
-    return t, y, fov, cell, nan_values
+        trace_of, time_of = ids.all_traces(), time.all_codes()
+        t, y = _packed(trace_of, time_of, times, counts, np.concatenate(values), label)
+    return t, y, ids.fov, ids.cell, nan_values
 
 
-def _trace_ids(fov: Any, cell: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's trace, and each trace's fov and cell, traces sorted by (fov, cell):
-    as numbers, or, when either column is text, by their text."""
-    as_text = is_text(fov) or is_text(cell)
-    fov_code, fov_values = factorize(fov, as_text=as_text)
-    cell_code, cell_values = factorize(cell, as_text=as_text)
-    key = fov_code.astype(np.int64) * cell_values.size + cell_code
-    del fov_code, cell_code
-    trace_of, keys = factorize(key)
-    return trace_of, fov_values[keys // cell_values.size], cell_values[keys % cell_values.size]
+def _values(chunk: Any) -> np.ndarray:
+    """A chunk of the value column as floats (missing ones NaN)."""
+    import pyarrow as pa
+
+    if pa.types.is_null(chunk.type):
+        return np.full(len(chunk), np.nan)
+    return np.asarray(chunk.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+class _TraceIds:
+    """The trace of each row, chunk by chunk, traces sorted by (fov, cell): as numbers,
+    or, when either column is text, by their text; and each trace's fov and cell."""
+
+    # (fov, cell) pairs are numbered through a table over every pair up to this many;
+    # beyond it (ids unique across the whole file, say), by hashing the pairs' keys
+    DENSE_PAIRS = 1 << 24
+
+    def __init__(self, fov: Any, cell: Any) -> None:
+        as_text = is_text(fov) or is_text(cell)
+        self._fov = factorize(fov, as_text=as_text)
+        self._cell = factorize(cell, as_text=as_text)
+        self._width = self._cell.uniques.size
+        pairs = self._fov.uniques.size * self._width
+        if pairs <= self.DENSE_PAIRS:
+            present = np.zeros(pairs, dtype=bool)
+            for i in range(len(self._fov.chunks)):
+                present[self._key(i)] = True
+            keys = np.flatnonzero(present)
+            self._lut = np.cumsum(present, dtype=np.int64) - 1
+            self._hashed = None
+        else:
+            import pyarrow as pa
+
+            chunks = [pa.array(self._key(i)) for i in range(len(self._fov.chunks))]
+            self._hashed = factorize(pa.chunked_array(chunks, type=pa.int64()))
+            keys = self._hashed.uniques
+        self.n = int(keys.size)
+        self.fov = self._fov.uniques[keys // self._width]
+        self.cell = self._cell.uniques[keys % self._width]
+
+    def _key(self, i: int) -> np.ndarray:
+        return self._fov.codes(i).astype(np.int64) * self._width + self._cell.codes(i)
+
+    def trace(self, i: int) -> np.ndarray:
+        """The trace of each row of chunk i."""
+        if self._hashed is not None:
+            return self._hashed.codes(i)
+        return self._lut[self._key(i)]
+
+    def all_traces(self) -> np.ndarray:
+        return np.concatenate([self.trace(i) for i in range(len(self._fov.chunks))])
 
 
 def _on_grid(
-    trace_of: np.ndarray, time_of: np.ndarray, value: np.ndarray, n: int, width: int, label: str
+    ids: _TraceIds, time: Any, values: list[np.ndarray], width: int, label: str
 ) -> np.ndarray:
     """(n, width) values on the shared grid of times, NaN where a trace has no row."""
-    slot = trace_of.astype(np.int64) * width + time_of
-    seen = np.zeros(n * width, dtype=bool)
-    seen[slot] = True
-    if np.count_nonzero(seen) != slot.size:
+    seen = np.zeros(ids.n * width, dtype=bool)
+    y = np.full(ids.n * width, np.nan)
+    rows = 0
+    for i, value in enumerate(values):
+        slot = ids.trace(i) * width + time.codes(i)
+        seen[slot] = True
+        y[slot] = value
+        rows += value.size
+    if np.count_nonzero(seen) != rows:
         raise InvalidInput(f"{label}duplicate rows: a (fov, cell, time) appears twice")
-    del seen
-    y = np.full(n * width, np.nan)
-    y[slot] = value
-    return y.reshape(n, width)
+    return y.reshape(ids.n, width)
 
 
 def _packed(
     trace_of: np.ndarray,
     time_of: np.ndarray,
-    n_times: int,
+    times: np.ndarray,
     counts: np.ndarray,
-    time: np.ndarray,
     value: np.ndarray,
     label: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n, max count) times and values of each trace, sorted by time, NaN-padded."""
-    key = trace_of.astype(np.int64) * n_times + time_of
+    key = trace_of.astype(np.int64) * times.size + time_of
     order = np.argsort(key, kind="stable")
     key = key[order]
     if (key[1:] == key[:-1]).any():
@@ -183,7 +256,7 @@ def _packed(
     col = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
     t = np.full((n, width), np.nan)
     y = np.full((n, width), np.nan)
-    t[rows, col] = time[order]
+    t[rows, col] = times[time_of[order]]
     y[rows, col] = value[order]
     return t, y
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import functions.fitting.traces as traces_module
 from common.errors import InvalidInput
 from functions.fitting.synthetic import synthetic_traces, to_long_csv, to_wide_csv
 from functions.fitting.traces import read_traces, summarize_traces
@@ -165,3 +166,17 @@ def test_comment_lines_longer_than_the_first_read() -> None:
     tr = read_traces(data)
     assert tr.time_unit == "s"
     np.testing.assert_allclose(tr.t, [0.0, 1.0])
+
+
+def test_ids_numbered_by_hashing_read_like_those_numbered_by_table(
+    ragged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(fov, cell) pairs beyond what a table over every pair holds (ids unique across a
+    whole file) are numbered by hashing, to the same traces in the same order."""
+    data = to_long_csv(ragged)
+    table = read_traces(data)
+    monkeypatch.setattr(traces_module._TraceIds, "DENSE_PAIRS", 1)
+    hashed = read_traces(data)
+    np.testing.assert_array_equal(hashed.y, table.y)
+    np.testing.assert_array_equal(hashed.fov, table.fov)
+    np.testing.assert_array_equal(hashed.cell, table.cell)
