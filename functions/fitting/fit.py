@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cache
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from common.arrays import Device, get_backend, to_host
+from functions.fitting.host import one_blas_thread, tune_malloc
 from functions.fitting.linalg import inverse_spd
 from functions.fitting.solver import (
     CONVERGED,
@@ -132,11 +128,11 @@ def fit_traces(
     opt = options or SolverOptions()
     be = get_backend(device)
     if be.name == "cpu":
-        _tune_malloc()
+        tune_malloc()
     if be.name == "gpu":
         opt = replace(opt, working_set=max(opt.working_set, _gpu_working_set(y2.shape[1])))
     threads = workers if be.name == "cpu" else 1
-    with _one_blas_thread(be.name == "cpu"):
+    with one_blas_thread(be.name == "cpu"):
         out = _fit_on_axes(be, spec, t2, y2, np.ndim(t) == 1, opt, threads, progress, cancelled)
     if progress is not None:
         progress(1.0)
@@ -338,37 +334,6 @@ def _cross_kink(
     for name in ("params", "cost", "hess", "status"):
         getattr(out, name)[better] = getattr(again, name)[better]
     out.iterations[xp.asarray(retry_rows)] += again.iterations[xp.asarray(retry_rows)]
-
-
-def _one_blas_thread(on_cpu: bool) -> Any:
-    """One BLAS thread while the solver runs on the CPU: its own threads (`workers`) are
-    its parallelism, and a multi-threaded BLAS under each of them (OpenBLAS's default,
-    a thread per core) only oversubscribes the cores: measured 1.5x the CPU time."""
-    if not on_cpu:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-@cache
-def _tune_malloc() -> None:
-    """Keep freed array buffers in the heap (glibc only, once per process).
-
-    The solver's temporaries are a few hundred kB each. By default glibc serves such
-    sizes with fresh `mmap`s, so every temporary pays page faults on first touch, which
-    costs more than the arithmetic on it (measured 3x on the maturation kernel). Raising
-    the mmap and trim thresholds makes them ordinary, reused heap blocks.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("APERTURE_NO_MALLOC_TUNING"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_trim_threshold, 256 << 20)
-        libc.mallopt(m_mmap_threshold, 64 << 20)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        return
 
 
 def _validate(t: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -104,7 +104,7 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
         raise InvalidInput(f"{label}the traces file has a header but no data rows")
     if set(LONG_COLUMNS) <= set(columns):
         arrays = {c: table.column(columns.index(c)) for c in LONG_COLUMNS}
-        del table  # each column is freed once converted
+        del table  # the four columns alone live on
         t, y, fov, cell, nan_values = _from_long(arrays, label)
         layout = "long"
     elif any(c in LONG_COLUMNS[1:] for c in columns):
