@@ -13,14 +13,22 @@ import io
 import os
 import uuid
 from pathlib import PurePosixPath
-from typing import Any, Literal, Self
+from typing import IO, Any, Literal, Self, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from common.capabilities import VALIDATED, Context, Resources, capability, validated_before
+from common.capabilities import (
+    VALIDATED,
+    Context,
+    Resources,
+    SubmitContext,
+    capability,
+    validated_before,
+)
 from common.errors import ApertureError, JobCancelled
+from common.objects.ranged import RangedReader
 from functions.fitting.packing import merge_fits, pack_fit, unpack_fit
 from functions.fitting.spec import FitSpec, resolve_spec
 
@@ -139,11 +147,23 @@ def _device(requested: str, ctx: Context) -> Literal["cpu", "gpu"]:
     return ctx.device if requested == "auto" else requested  # type: ignore[return-value]
 
 
+def check_traces_file(params: FittingParams, ctx: SubmitContext) -> FittingParams:
+    """Submit-time: the traces file's columns, from its header or Parquet footer (its
+    rows are read once, by the job), like `load-traces` would refuse them."""
+    from functions.fitting.traces import check_traces_head
+
+    stored = ctx.file(params.file_id)
+    with RangedReader(ctx.objects, stored.key, size=stored.size) as head:
+        check_traces_head(cast(IO[bytes], head), name=stored.name)
+    return params
+
+
 @capability(
     "fitting",
     params=FittingParams,
     result=FittingResult,
     resources=FIT_RESOURCES,
+    check=check_traces_file,
 )
 def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary (plots
@@ -156,6 +176,7 @@ def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     params=FittingParams,
     result=FittingResult,
     resources=FIT_GPU_RESOURCES,
+    check=check_traces_file,
 )
 def run_fitting_gpu(params: FittingParams, ctx: Context) -> FittingResult:
     """`fitting` on a GPU (the file's traces in one solve; `device` "cpu" is honoured)."""

@@ -174,7 +174,7 @@ def test_a_retried_call_counts_as_an_attempt(harness: Harness) -> None:
 
 
 def test_an_in_process_retry_spawns_a_new_call(harness: Harness) -> None:
-    job = harness.submit("checksum", file_id=str(uuid.uuid4()))  # missing: fails twice
+    job = harness.submit("test.fail.retried")  # fails in the container, twice
     harness.wait(job.id, Status.failed)
     done = _until(lambda: harness.runtime.jobs.get(job.id), lambda j: j.attempts == 2, 10)
     assert done.status is Status.failed and done.attempts == 2

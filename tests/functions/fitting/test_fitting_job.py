@@ -37,7 +37,7 @@ def test_a_wide_csv_of_two_cells_fits_and_plots(client: TestClient) -> None:
     upload = client.post("/api/v1/files", files={"file": ("two$cells.csv", _wide_two_cells())})
     assert upload.status_code == 201, upload.text
     started = client.post(f"{API}/fitting/start", json={"file_id": upload.json()["id"]})
-    assert started.status_code == 201, started.text
+    assert started.status_code == 202, started.text
     job_id = started.json()["job_id"]
     job = wait_for_job(client, job_id, timeout=120)
     assert job["status"] == "succeeded", job
