@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from datetime import datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -58,6 +59,10 @@ def test_a_wide_csv_of_two_cells_fits_and_plots(client: TestClient) -> None:
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     plots_job = client.get(f"/api/v1/jobs/{job['result']['plots_job_id']}").json()
     assert plots_job["function"] == "fitting.plots" and plots_job["parent_id"] == job_id
+    # `succeeded` does not wait for the plots: the fit ended before its plots job did
+    assert datetime.fromisoformat(job["finished_at"]) < datetime.fromisoformat(
+        plots_job["finished_at"]
+    )
     # at_bound in the summary, the per-cell JSON rows and the CSV; the bounds used
     assert summary["at_bound"] == {} and summary["bounds"]["t0"] == [-1.0, 10.0]
     assert [(r["cell"], r["at_bound"], r["quality"]) for r in results["results"]] == [
