@@ -10,7 +10,17 @@ import pytest
 
 from functions.microscopy.synthetic import write_timelapse
 
-REAL = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "real"
+
+def _real_fixtures() -> Path:
+    """``shared/fixtures/real`` beside the checkout (or beside a worktree's parent)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents[3:]:
+        if (parent / "shared" / "fixtures" / "real").is_dir():
+            return parent / "shared" / "fixtures" / "real"
+    return here.parents[4] / "shared" / "fixtures" / "real"
+
+
+REAL = _real_fixtures()
 
 
 @pytest.fixture(scope="session")
