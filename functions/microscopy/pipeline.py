@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.arrays import get_backend
 from functions.microscopy.background import estimate_background, subtract_background
+from functions.microscopy.background_fit import auto_step, background_pixels, fit_background
+from functions.microscopy.background_quality import QualityLog, region_residuals
 from functions.microscopy.extraction import (
     FLUORESCENCE_FEATURES,
     PHASE_FEATURES,
@@ -46,10 +48,44 @@ class WorkflowOptions(BaseModel):
     structure_size: int = Field(default=7, ge=1)
     morphology_iterations: int = Field(default=3, ge=1)
     # background
-    tile_size: int = Field(default=256, ge=2)
+    background_method: Literal["fit", "pyama"] = Field(
+        default="fit",
+        description="fit: a smooth spline fitted to masked block means (unbiased at any "
+        "frame size); pyama: PyAMA's spline through 256-px tile medians (reference)",
+    )
+    tile_size: int | None = Field(
+        default=None,
+        ge=2,
+        description="block side (fit) or tile side (pyama) in px; None: 1/32 of the "
+        "frame's shorter side, 8-64 px (fit), 256 (pyama)",
+    )
+    background_knots: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="knot intervals per axis of the fitted surface; None: from the frame "
+        "size (one per 64 px, 1-6)",
+    )
+    background_window: int = Field(
+        default=8,
+        ge=1,
+        description="consecutive frames of a batch fitted together, the surface varying "
+        "linearly in time within them",
+    )
     mask_dilation: int = Field(default=21, ge=0)
     background_weight: float = Field(default=1.0, ge=0.0, le=1.0)
-    median_step: int = Field(default=2, ge=1, description="pixel step inside tiles for medians")
+    median_step: int | None = Field(
+        default=None,
+        ge=1,
+        description="pixel step of the background statistics; None: 1 for frames up to "
+        "512 x 512 px, else 2",
+    )
+    background_threshold: float = Field(
+        default=0.01,
+        gt=0.0,
+        description="flag frames where the background residual of a region exceeds this "
+        "fraction of the background level",
+    )
     # tracking
     min_iou: float = Field(default=0.1, gt=0.0, le=1.0)
     max_gap: int = Field(default=2, ge=0)
@@ -156,6 +192,7 @@ def run_fov(
     tracker = IoUTracker(min_iou=opts.min_iou, max_gap=opts.max_gap)
     batch = max(1, min(meta.n_frames, opts.batch_pixels // (meta.height * meta.width)))
     parts: list[dict[str, np.ndarray]] = []
+    quality = {ch: QualityLog(opts.background_threshold) for ch in opts.fluorescence_channels}
     labels_path = out / f"fov_{fov:03d}_labels.tif"
     import tifffile
 
@@ -166,7 +203,9 @@ def run_fov(
 
                 raise JobCancelled()
             stop = min(start + batch, meta.n_frames)
-            part, track_labels = _process_batch(reader, fov, start, stop, opts, be, tracker)
+            part, track_labels = _process_batch(
+                reader, fov, start, stop, opts, be, tracker, quality
+            )
             parts.append(part)
             if progress is not None:  # before yielding: the writer stops after the last frame
                 progress(stop / meta.n_frames, f"FOV {fov}: frames {stop}/{meta.n_frames}")
@@ -202,6 +241,7 @@ def run_fov(
         "frames": meta.n_frames,
         **summarise(columns["cell"], good, reason),
         "time_units": meta.time_units,
+        "background": _background_summary(opts, quality),
     }
     return FovResult(fov, table, csv_path, parquet_path, labels_path, summary)
 
@@ -216,6 +256,16 @@ def _validate(meta: Any, fov: int, opts: WorkflowOptions) -> None:
         raise ValueError(f"z {opts.z} outside 0..{meta.n_z - 1}")
 
 
+def _background_summary(opts: WorkflowOptions, quality: dict[int, QualityLog]) -> dict[str, Any]:
+    channels = {str(ch): log.summary() for ch, log in quality.items()}
+    return {
+        "method": opts.background_method,
+        "threshold": opts.background_threshold,
+        "flagged": any(c["flagged_frames"] for c in channels.values()),
+        "channels": channels,
+    }
+
+
 def _process_batch(
     reader: Reader,
     fov: int,
@@ -224,6 +274,7 @@ def _process_batch(
     opts: WorkflowOptions,
     be: Any,
     tracker: IoUTracker,
+    quality: dict[int, QualityLog],
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     phase = be.asarray(reader.read(fov, opts.phase_channel, start, stop, z=opts.z))
     mask = segment_logstd(
@@ -255,16 +306,14 @@ def _process_batch(
         part[key] = shape[key][present]
     for name in PHASE_FEATURES:
         part[feature_column(name, opts.phase_channel)] = shape[name][present]
+    _, height, width = mask.shape
+    step = opts.median_step or auto_step(height, width)
+    keep = background_pixels(mask, dilation=opts.mask_dilation, step=step, backend=be)
     for ch in opts.fluorescence_channels:
         raw = be.asarray(reader.read(fov, ch, start, stop, z=opts.z))
-        bg = estimate_background(
-            raw,
-            mask,
-            tile=opts.tile_size,
-            dilation=opts.mask_dilation,
-            sample_step=opts.median_step,
-            backend=be,
-        )
+        bg, level = _background(raw, mask, keep, step, opts, be)
+        residual, _ = region_residuals(raw, bg, keep, step=step, backend=be)
+        quality[ch].add(residual, level)
         corrected = be.to_numpy(
             subtract_background(raw, bg, weight=opts.background_weight, backend=be)
         )
@@ -273,6 +322,31 @@ def _process_batch(
         for name in FLUORESCENCE_FEATURES:
             part[feature_column(name, ch)] = stats[name][present]
     return part, lut.astype(np.uint32)[comp]
+
+
+def _background(
+    raw: Any, mask: Any, keep: Any, step: int, opts: WorkflowOptions, be: Any
+) -> tuple[Any, np.ndarray]:
+    """The background surface of a batch of one channel and each frame's mean level."""
+    if opts.background_method == "fit":
+        return fit_background(  # type: ignore[no-any-return]
+            raw,
+            keep,
+            step=step,
+            block=opts.tile_size,
+            intervals=opts.background_knots,
+            window=opts.background_window,
+            backend=be,
+        )
+    bg = estimate_background(
+        raw,
+        mask,
+        tile=opts.tile_size or 256,
+        dilation=opts.mask_dilation,
+        sample_step=step,
+        backend=be,
+    )
+    return bg, be.to_numpy(bg[:, ::8, ::8].mean(axis=(1, 2), dtype=be.xp.float64))
 
 
 def _track(comp: np.ndarray, tracker: IoUTracker) -> np.ndarray:
