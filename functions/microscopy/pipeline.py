@@ -14,21 +14,14 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from threadpoolctl import threadpool_limits
 
 from common.arrays import get_backend
-from functions.microscopy.background import estimate_background, subtract_background
-from functions.microscopy.background_fit import auto_step, background_pixels, fit_background
-from functions.microscopy.background_quality import QualityLog, region_residuals
-from functions.microscopy.extraction import (
-    FLUORESCENCE_FEATURES,
-    PHASE_FEATURES,
-    Foreground,
-    intensity_features,
-    shape_features,
-)
+from functions.microscopy.background_quality import QualityLog
+from functions.microscopy.extraction import FLUORESCENCE_FEATURES, PHASE_FEATURES
 from functions.microscopy.filters import flag_traces, summarise
+from functions.microscopy.fov_batch import process_batch
 from functions.microscopy.readers import Reader
-from functions.microscopy.segmentation import _SQUARE, segment_logstd
 from functions.microscopy.traces import build_table, feature_column, write_table
 from functions.microscopy.tracking import IoUTracker
 
@@ -151,9 +144,6 @@ class FovResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-_LABEL_STRUCTURE = _SQUARE  # 8-connected cells, frames never connected
-
-
 def run_fov(
     reader: Reader,
     fov: int,
@@ -203,16 +193,19 @@ def run_fov(
 
                 raise JobCancelled()
             stop = min(start + batch, meta.n_frames)
-            part, track_labels = _process_batch(
-                reader, fov, start, stop, opts, be, tracker, quality
-            )
+            part, track_labels = process_batch(reader, fov, start, stop, opts, be, tracker, quality)
             parts.append(part)
             if progress is not None:  # before yielding: the writer stops after the last frame
                 progress(stop / meta.n_frames, f"FOV {fov}: frames {stop}/{meta.n_frames}")
             yield from track_labels
 
-    # one series of T pages, written as the batches are made
-    with tifffile.TiffWriter(labels_path, bigtiff=True) as labels_out:
+    # one series of T pages, written as the batches are made; one BLAS thread: a FOV
+    # runs on one core (FOVs run in parallel), and the small products of the background
+    # fit are 100x slower when BLAS threads contend with the other FOVs for the cores
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        tifffile.TiffWriter(labels_path, bigtiff=True) as labels_out,
+    ):
         labels_out.write(
             label_frames(),
             shape=(meta.n_frames, meta.height, meta.width),
@@ -264,101 +257,3 @@ def _background_summary(opts: WorkflowOptions, quality: dict[int, QualityLog]) -
         "flagged": any(c["flagged_frames"] for c in channels.values()),
         "channels": channels,
     }
-
-
-def _process_batch(
-    reader: Reader,
-    fov: int,
-    start: int,
-    stop: int,
-    opts: WorkflowOptions,
-    be: Any,
-    tracker: IoUTracker,
-    quality: dict[int, QualityLog],
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    phase = be.asarray(reader.read(fov, opts.phase_channel, start, stop, z=opts.z))
-    mask = segment_logstd(
-        phase,
-        size=opts.logstd_size,
-        bins=opts.histogram_bins,
-        n_std=opts.threshold_n_std,
-        structure_size=opts.structure_size,
-        iterations=opts.morphology_iterations,
-        backend=be,
-    )
-    del phase
-    from scipy import ndimage
-
-    # labelled on the host: scipy numbers components in scan order, frame by frame,
-    # which _track relies on
-    comp, _ = ndimage.label(be.to_numpy(mask), structure=_LABEL_STRUCTURE)
-    lut = _track(comp, tracker)
-    fg = Foreground.from_labels(comp)
-    shape = shape_features(fg)
-    present = np.bincount(fg.label, minlength=fg.n + 1) > 0
-    present[0] = False
-    part: dict[str, np.ndarray] = {
-        "fov": np.full(int(present.sum()), fov, dtype=np.int64),
-        "cell": lut[present],
-        "frame": shape["frame"][present] + start,
-    }
-    for key in ("position_x", "position_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"):
-        part[key] = shape[key][present]
-    for name in PHASE_FEATURES:
-        part[feature_column(name, opts.phase_channel)] = shape[name][present]
-    _, height, width = mask.shape
-    step = opts.median_step or auto_step(height, width)
-    keep = background_pixels(mask, dilation=opts.mask_dilation, step=step, backend=be)
-    for ch in opts.fluorescence_channels:
-        raw = be.asarray(reader.read(fov, ch, start, stop, z=opts.z))
-        bg, level = _background(raw, mask, keep, step, opts, be)
-        residual, _ = region_residuals(raw, bg, keep, step=step, backend=be)
-        quality[ch].add(residual, level)
-        corrected = be.to_numpy(
-            subtract_background(raw, bg, weight=opts.background_weight, backend=be)
-        )
-        del raw, bg
-        stats = intensity_features(fg, corrected, erosion=opts.erosion)
-        for name in FLUORESCENCE_FEATURES:
-            part[feature_column(name, ch)] = stats[name][present]
-    return part, lut.astype(np.uint32)[comp]
-
-
-def _background(
-    raw: Any, mask: Any, keep: Any, step: int, opts: WorkflowOptions, be: Any
-) -> tuple[Any, np.ndarray]:
-    """The background surface of a batch of one channel and each frame's mean level."""
-    if opts.background_method == "fit":
-        return fit_background(  # type: ignore[no-any-return]
-            raw,
-            keep,
-            step=step,
-            block=opts.tile_size,
-            intervals=opts.background_knots,
-            window=opts.background_window,
-            backend=be,
-        )
-    bg = estimate_background(
-        raw,
-        mask,
-        tile=opts.tile_size or 256,
-        dilation=opts.mask_dilation,
-        sample_step=step,
-        backend=be,
-    )
-    return bg, be.to_numpy(bg[:, ::8, ::8].mean(axis=(1, 2), dtype=be.xp.float64))
-
-
-def _track(comp: np.ndarray, tracker: IoUTracker) -> np.ndarray:
-    """Track ids of every component of a batch (components numbered frame by frame)."""
-    lut = np.zeros(int(comp.max()) + 1, dtype=np.int64)
-    for frame in comp:
-        present = frame > 0
-        if not present.any():
-            tracker.update(np.zeros(frame.shape, dtype=np.int32))
-            continue
-        lo = int(frame[present].min()) - 1
-        local = np.where(present, frame - lo, 0)
-        ids = tracker.update(local)
-        lut[lo + 1 : lo + len(ids)] = ids[1:]
-    return lut
