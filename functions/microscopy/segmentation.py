@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from common.arrays import Backend, get_backend
+from functions.microscopy.histogram import uniform_histogram
 
 #: In-plane structuring elements for 3-D ``(T, Y, X)`` batches: frames never connect.
 _CROSS = np.zeros((3, 3, 3), dtype=bool)
@@ -134,13 +135,34 @@ def logstd_threshold(logstd: Any, *, bins: int = 200, n_std: float = 3.0) -> flo
     """
     if bins < 2:
         raise ValueError(f"bins must be >= 2, got {bins}")
-    xp = np if isinstance(logstd, np.ndarray) else _xp_of(logstd)
+    if isinstance(logstd, np.ndarray):
+        counts, edges = uniform_histogram(logstd, bins)
+        i = int(np.argmax(counts))
+        mode = float((edges[i] + edges[i + 1]) / 2)
+        return mode + n_std * _std_at_most(logstd, mode)
+    xp = _xp_of(logstd)
     counts, edges = xp.histogram(logstd, bins=bins)
     i = int(xp.argmax(counts))
     mode = float((edges[i] + edges[i + 1]) / 2)
     below = logstd[logstd <= mode]
     sigma = float(below.astype(xp.float64).std()) if below.size else 0.0
     return mode + n_std * sigma
+
+
+def _std_at_most(values: np.ndarray, limit: float) -> float:
+    """Standard deviation of the values <= `limit`, from float64 sums of the values and
+    their squares masked by multiplication (no compressed copy): the log std's spread
+    is ~5 % of its level, far from where E[x²] - E[x]² would lose digits in float64."""
+    below = values <= limit
+    n = int(np.count_nonzero(below))
+    if not n:
+        return 0.0
+    kept = values * below
+    s1 = float(kept.sum(dtype=np.float64))
+    kept *= kept
+    s2 = float(kept.sum(dtype=np.float64))
+    mean = s1 / n
+    return float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
 
 
 def _xp_of(array: Any) -> Any:
@@ -206,9 +228,15 @@ def fill_holes(mask: Any, *, backend: Backend | None = None) -> Any:
     edge = xp.concatenate(
         [bg[:, 0, :].ravel(), bg[:, -1, :].ravel(), bg[:, :, 0].ravel(), bg[:, :, -1].ravel()]
     )
+    touching = xp.unique(edge)
+    touching = touching[touching > 0]
+    if len(touching) <= 4:  # usually one background touches the border: compare, no gather
+        filled = bg != touching[0] if len(touching) else xp.ones(bg.shape, dtype=bool)
+        for label in touching[1:]:
+            filled &= bg != label
+        return filled
     touches = xp.zeros(int(n) + 1, dtype=bool)
-    touches[edge] = True
-    touches[0] = False
+    touches[touching] = True
     return ~touches[bg]
 
 
@@ -230,6 +258,13 @@ def clean_mask(
     -------
     cleaned : (T, Y, X) bool ndarray
         Equal to ``binary_closing(binary_opening(binary_fill_holes(m), s, k), s, k)``.
+
+    Notes
+    -----
+    For an odd side ``w``, the opening's dilation and the closing's dilation are done as
+    one dilation by the square of side ``2w - 1``: a pixel within ``w - 1`` px
+    (Chebyshev) of a set pixel always has an in-frame pixel within ``(w - 1) / 2`` of
+    both, so the frame's border changes nothing, and one step is saved.
     """
     if structure_size < 1 or iterations < 1:
         raise ValueError(
@@ -238,9 +273,12 @@ def clean_mask(
     be = backend or get_backend("cpu")
     xp = be.xp
     width = iterations * (structure_size - 1) + 1
-    m = fill_holes(mask, backend=be)
-    m = _dilate(_erode(m, width, xp), width, xp)
-    return _erode(_dilate(m, width, xp), width, xp)
+    m = _erode(fill_holes(mask, backend=be), width, xp)
+    # an even square is off-centre: two dilations by it do not add up to a centred one
+    grown = (
+        _dilate(m, 2 * width - 1, xp) if width % 2 else _dilate(_dilate(m, width, xp), width, xp)
+    )
+    return _erode(grown, width, xp)
 
 
 def segment_logstd(
