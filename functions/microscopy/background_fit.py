@@ -6,8 +6,8 @@ tensor-product cubic B-spline with a few knots per axis (their number set by the
 frame's size, in blocks) is fitted to those means at those centroids by weighted least
 squares (weight: background pixels in the block), with a small second-difference
 penalty so it stays well-posed where cells leave no background at all, and refitted
-twice with Tukey's biweight on the block residuals so blocks spoiled by something the
-segmentation missed stop counting.
+without the blocks that something the segmentation missed has spoiled
+(:mod:`functions.microscopy.background_solver`).
 
 Why not PyAMA's tile medians: the median of a right-skewed background (Poisson noise,
 autofluorescence) lies below its mean, which is what sits under a cell, and a spline
@@ -25,14 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from common.arrays import Backend, get_backend
+from functions.microscopy.background_solver import fit_coefficients
 from functions.microscopy.segmentation import _dilate
-
-#: Tukey biweight constant (95 % efficiency under Gaussian noise).
-_TUKEY = 4.685
-#: Penalty factor of the first, stiff fit of the robust iterations.
-_STIFF = 1e3
-#: Deviations below this fraction of the level never make a block an outlier.
-_FLOOR = 0.02
 
 
 def auto_block(height: int, width: int) -> int:
@@ -95,23 +89,6 @@ def _pixel_basis(n: int, intervals: int) -> np.ndarray:
     out = bspline_basis(np.arange(n) + 0.5, float(n), intervals).astype(np.float32)
     out.setflags(write=False)
     return out
-
-
-@lru_cache(maxsize=16)
-def _penalty(my: int, mx: int) -> np.ndarray:
-    """Thin-plate-like roughness of a ``(my, mx)`` coefficient grid: squared second
-    differences along y and x and twice the squared mixed differences, so that only
-    planes cost nothing and a surface over a large gap in the data stays a plane."""
-
-    def diff(m: int, order: int) -> np.ndarray:
-        d = np.diff(np.eye(m), order, axis=0) if m > order else np.zeros((0, m))
-        return d.T @ d
-
-    return (
-        np.kron(diff(my, 2), np.eye(mx))
-        + np.kron(np.eye(my), diff(mx, 2))
-        + 2 * np.kron(diff(my, 1), diff(mx, 1))
-    )
 
 
 class BlockStats(NamedTuple):
@@ -190,116 +167,6 @@ def block_stats(
     return BlockStats(
         count, total, y0[None, :, None] + sy / safe + 0.5, x0[None, None, :] + sx / safe + 0.5
     )
-
-
-def fit_coefficients(
-    stats: BlockStats,
-    height: float,
-    width: float,
-    intervals: tuple[int, int],
-    *,
-    window: int = 1,
-    smoothing: float = 1e-3,
-    robust_iterations: int = 2,
-) -> np.ndarray:
-    """Spline coefficients of every frame's background (host, float64).
-
-    Parameters
-    ----------
-    stats : BlockStats
-        Block means at centroids, in px of a ``height x width`` frame.
-    intervals : (int, int)
-        Knot intervals along y and x.
-    window : int, optional
-        Consecutive frames fitted together, the coefficients varying linearly in time
-        within a window: illumination changes slowly, so pooling frames averages the
-        noise of the fit without following it any less.
-    smoothing : float, optional
-        Roughness penalty relative to the mean diagonal of the data's normal matrix.
-    robust_iterations : int, optional
-        Refits with Tukey's biweight on standardised block residuals.
-
-    Returns
-    -------
-    coefficients : (T, iy + 3, ix + 3) float64 ndarray
-    """
-    t = stats.pixels.shape[0]
-    my, mx = intervals[0] + 3, intervals[1] + 3
-    ay = bspline_basis(stats.y.reshape(t, -1), height, intervals[0])
-    ax = bspline_basis(stats.x.reshape(t, -1), width, intervals[1])
-    design = (ay[..., :, None] * ax[..., None, :]).reshape(t, ay.shape[1], my * mx)
-    n = stats.pixels.reshape(t, -1)
-    z = stats.total.reshape(t, -1) / np.maximum(n, 1)
-    penalty = _penalty(my, mx)
-    coef = np.zeros((t, my * mx))
-    for start in range(0, t, max(window, 1)):
-        sl = slice(start, min(start + max(window, 1), t))
-        weight = n[sl].copy()
-        for it in range(robust_iterations + 1):
-            # a stiff first fit: something bright the mask missed bends it little, so
-            # its blocks stand out and lose their weight at once
-            stiffness = smoothing * (_STIFF if it == 0 and robust_iterations else 1.0)
-            coef[sl] = _solve_window(design[sl], weight, z[sl], penalty, stiffness)
-            if it == robust_iterations:
-                break
-            fitted = np.matmul(design[sl], coef[sl][..., None])[..., 0]
-            level = np.array(
-                [
-                    np.median(f[m > 0]) if (m > 0).any() else 0.0
-                    for f, m in zip(z[sl], n[sl], strict=True)
-                ]
-            )
-            weight = n[sl] * _biweight(z[sl] - fitted, n[sl], level)
-    return coef.reshape(t, my, mx)
-
-
-def _solve_window(
-    design: np.ndarray, weight: np.ndarray, z: np.ndarray, penalty: np.ndarray, smoothing: float
-) -> np.ndarray:
-    """Penalised weighted least squares of the frames of one window: coefficients
-    ``c0 + tau_t c1`` (``tau`` centred frame index; ``c1 = 0`` for a single frame)."""
-    t, _, m = design.shape
-    wd = design * weight[..., None]
-    normal = np.matmul(wd.transpose(0, 2, 1), design)  # (t, m, m) per frame
-    rhs = np.matmul(wd.transpose(0, 2, 1), z[..., None])[..., 0]
-    tau = np.arange(t) - (t - 1) / 2
-    q = 2 if t > 1 else 1
-    big = np.zeros((q * m, q * m))
-    vec = np.zeros(q * m)
-    powers = [np.ones(t), tau][:q]
-    for i in range(q):
-        vec[i * m : (i + 1) * m] = powers[i] @ rhs
-        for j in range(q):
-            big[i * m : (i + 1) * m, j * m : (j + 1) * m] = np.tensordot(
-                powers[i] * powers[j], normal, axes=1
-            )
-    scale = max(float(np.trace(big)) / (q * m), 1e-12)
-    for i in range(q):
-        big[i * m : (i + 1) * m, i * m : (i + 1) * m] += smoothing * scale * penalty
-    empty = weight.sum(axis=1) == 0
-    if empty.all():
-        return np.zeros((t, m))
-    sol = np.linalg.solve(big, vec).reshape(q, m)
-    return sol[0][None, :] + (tau[:, None] * sol[1][None, :] if q > 1 else 0.0)
-
-
-def _biweight(resid: np.ndarray, pixels: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """Tukey weights of block residuals (counts): a block is down-weighted when it
-    deviates by more than ~4.7 standard errors (scale from the MAD of the residuals
-    standardised by the block's pixel count) and by more than 2 % of the level."""
-    valid = pixels > 0
-    root = np.sqrt(pixels)
-    out = np.zeros_like(resid)
-    for f in range(resid.shape[0]):
-        v = valid[f]
-        if not v.any():
-            continue
-        std = resid[f][v] * root[f][v]
-        scale = 1.4826 * np.median(np.abs(std - np.median(std)))
-        reach = np.maximum(_TUKEY * scale / np.maximum(root[f], 1), _FLOOR * abs(level[f]))
-        u = resid[f] / np.maximum(reach, 1e-12)
-        out[f] = np.where(v & (np.abs(u) < 1), (1 - u * u) ** 2, 0.0)
-    return out
 
 
 def background_pixels(

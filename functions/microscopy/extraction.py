@@ -304,15 +304,22 @@ def intensity_features(
     """
     n, lab = fg.n, fg.label
     at = fg.values(values)
-    v = at.astype(np.float64)
-    area = np.maximum(_bincount(lab, n), 1)
-    total = _bincount(lab, n, v)
-    mean = total / area
-    var = np.maximum(_bincount(lab, n, v * v) / area - mean**2, 0)
-    mx, med = _max_median(lab, at.astype(np.float32, copy=False), n)
+    runs, starts = fg.runs, fg._run_starts
+    area = _bincount(runs.label, n, runs.length.astype(np.float64))
+    if len(starts):  # per run first (contiguous in `at`), then per label: few bincounts
+        total = _bincount(runs.label, n, np.add.reduceat(at, starts, dtype=np.float64))
+        squares = at.astype(np.float64)
+        squares *= squares
+        sum_sq = _bincount(runs.label, n, np.add.reduceat(squares, starts))
+    else:
+        total, sum_sq = np.zeros(n + 1), np.zeros(n + 1)
+    safe = np.maximum(area, 1)
+    mean = total / safe
+    var = np.maximum(sum_sq / safe - mean**2, 0)
+    mx, med = _max_median(lab, at.astype(np.float32, copy=False), area.astype(np.int64))
     if erosion > 0:
         keep = _eroded(fg, erosion)
-        total = _bincount(lab[keep], n, v[keep])
+        total = _bincount(lab[keep], n, at[keep].astype(np.float64))
     return {
         "intensity_total": total,
         "intensity_mean": mean,
@@ -332,24 +339,35 @@ def _eroded(fg: Foreground, erosion: int) -> np.ndarray:
     return (lo == fg.label) & (hi == fg.label)
 
 
-def _max_median(lab: np.ndarray, v: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-label max and median from one sort of (label, value) packed into uint64."""
-    bits = v.view(np.uint32)
-    # order-preserving map of float32 bits to uint32: flip negatives, set sign of positives
-    key = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
-    key |= lab.astype(np.uint64) << np.uint64(32)
+def _max_median(
+    lab: np.ndarray, v: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label max and median from one sort of (label, value) packed into int64.
+
+    A float32's bits read as int32, with the lower 31 bits flipped for negatives, order
+    like the float; ``label << 32`` on top keeps labels apart. Only the 3 ranks per
+    label that are needed are decoded after the sort.
+    """
+    bits = v.view(np.int32)
+    key32 = bits >> 31
+    key32 &= np.int32(0x7FFFFFFF)
+    key32 ^= bits
+    key = lab.astype(np.int64) << 32
+    key += key32
     key.sort()
-    low = (key & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    vals = np.where(low >> 31, low & np.uint32(0x7FFFFFFF), ~low).view(np.float32)
-    counts = _bincount(lab, n)
+    n = len(counts) - 1
     ends = np.cumsum(counts)
     starts = ends - counts
-    present = counts > 0
+    present = np.flatnonzero(counts > 0)
     mx = np.full(n + 1, np.nan)
     med = np.full(n + 1, np.nan)
-    mx[present] = vals[ends[present] - 1]
     c = counts[present]
-    lo = vals[starts[present] + (c - 1) // 2].astype(np.float64)
-    hi = vals[starts[present] + c // 2].astype(np.float64)
-    med[present] = (lo + hi) / 2
+    ranks = np.concatenate(
+        [ends[present] - 1, starts[present] + (c - 1) // 2, starts[present] + c // 2]
+    )
+    picked = key[ranks].astype(np.int32)  # the low 32 bits: the value's key
+    picked ^= (picked >> 31) & np.int32(0x7FFFFFFF)  # the map is its own inverse
+    values = picked.view(np.float32).astype(np.float64).reshape(3, -1)
+    mx[present] = values[0]
+    med[present] = (values[1] + values[2]) / 2
     return mx, med

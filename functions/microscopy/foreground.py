@@ -48,7 +48,7 @@ class Foreground:
 
     padded: np.ndarray  # (T, Y+2, X+2) labels, zero border around every frame
     index: np.ndarray  # flat indices into `padded` of labelled pixels
-    label: np.ndarray  # their labels, int64
+    label: np.ndarray  # their labels, in the label image's dtype
     n: int  # largest label
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -66,7 +66,7 @@ class Foreground:
             raise ValueError(f"labels must be (T, Y, X), got shape {padded.shape}")
         flat = padded.reshape(-1)
         index = np.flatnonzero(flat)
-        label = flat[index].astype(np.int64)
+        label = flat[index]  # the image's own dtype: compared with it, never copied to int64
         return cls(padded, index, label, int(label.max()) if label.size else 0)
 
     @property
@@ -91,7 +91,7 @@ class Foreground:
         t, rest = np.divmod(first, ph * pw)
         y, x = np.divmod(rest, pw)
         length = np.diff(np.append(starts, len(self.index)))
-        return Runs(t, y - 1, x - 1, x - 1 + length, self.label[starts])
+        return Runs(t, y - 1, x - 1, x - 1 + length, self.label[starts].astype(np.int64))
 
     @cached_property
     def unpadded_index(self) -> np.ndarray:
