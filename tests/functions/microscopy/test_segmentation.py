@@ -129,3 +129,10 @@ def test_clean_mask_odd_squares(structure_size: int, iterations: int) -> None:
     )
     got = clean_mask(mask, structure_size=structure_size, iterations=iterations)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 5])
+def test_logstd_any_window_matches_oracle(size: int) -> None:
+    frame = textured((40, 52), 5, np.uint16)
+    got = local_logstd(frame[None], size=size)[0]
+    np.testing.assert_allclose(got, oracle_logstd(frame, size), atol=1e-3)
