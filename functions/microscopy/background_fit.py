@@ -1,12 +1,14 @@
 """Fluorescence background as a smooth surface fitted to masked block means.
 
-The frame is cut into small blocks (about 1/32 of its shorter side); each block gives
-the mean and the centroid of its background pixels (outside the dilated cells). A
-tensor-product cubic B-spline with a few knots per axis (their number set by the
-frame's size, in blocks) is fitted to those means at those centroids by weighted least
-squares (weight: background pixels in the block), with a small second-difference
-penalty so it stays well-posed where cells leave no background at all, and refitted
-without the blocks that something the segmentation missed has spoiled
+The frame is cut into small blocks (about 1/32 of its shorter side, the workflow's
+``tile_size``); each block gives the mean and the centroid of its background pixels
+(outside the dilated cells, on every pixel up to 512² and every other row and column
+above). A tensor-product cubic B-spline with one knot interval per 64 px (1 to 6 per
+axis) is fitted to those means at those centroids by weighted least squares (weight:
+background pixels in the block), with a small roughness penalty so it stays
+well-posed where cells leave no background at all, a few consecutive frames fitted
+together (coefficients linear in time), and refitted without the blocks that
+something the segmentation missed has spoiled
 (:mod:`functions.microscopy.background_solver`).
 
 Why not PyAMA's tile medians: the median of a right-skewed background (Poisson noise,
