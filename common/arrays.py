@@ -1,7 +1,7 @@
-"""One switch between CPU (numpy/scipy/scikit-image) and GPU (cupy/cupyx/cucim) arrays.
+"""One switch between CPU (numpy/scipy) and GPU (cupy/cupyx) arrays.
 
-Kernels take a `Backend` and use `be.xp`, `be.ndimage`, `be.skimage`, so each kernel is
-written once. `device="auto"` picks the GPU only when cupy imports and sees a device.
+Kernels take a `Backend` and use `be.xp` and `be.ndimage`, so each kernel is written
+once. `device="auto"` picks the GPU only when cupy imports and sees a device.
 """
 
 from __future__ import annotations
@@ -21,13 +21,6 @@ class Backend:
     name: Literal["cpu", "gpu"]
     xp: ModuleType  # numpy | cupy
     ndimage: ModuleType  # scipy.ndimage | cupyx.scipy.ndimage
-    _skimage: str  # module name, imported lazily: skimage imports are slow
-
-    @property
-    def skimage(self) -> ModuleType:
-        import importlib
-
-        return importlib.import_module(self._skimage)
 
     def asarray(self, array: Any) -> Any:
         return self.xp.asarray(array)
@@ -59,7 +52,7 @@ def gpu_available() -> bool:
 def _cpu() -> Backend:
     import scipy.ndimage
 
-    return Backend("cpu", np, scipy.ndimage, "skimage")
+    return Backend("cpu", np, scipy.ndimage)
 
 
 @cache
@@ -67,7 +60,7 @@ def _gpu() -> Backend:
     import cupy
     import cupyx.scipy.ndimage
 
-    return Backend("gpu", cupy, cupyx.scipy.ndimage, "cucim.skimage")
+    return Backend("gpu", cupy, cupyx.scipy.ndimage)
 
 
 def get_backend(device: Device = "cpu") -> Backend:

@@ -3,6 +3,13 @@
 A capability is what a job runs. It is declared once with `@capability(...)` and the
 same declaration feeds the API (parameter schema), the local worker pool and the Modal
 app (resources), so the three can never drift apart.
+
+The declaration also says what is checked when a job is submitted, before its record
+exists (:func:`submit_check`): every stored file its params name (fields `file_id`,
+`*_file_id`, `*_file_ids`) must be one the owner may read, and a capability may add a
+`check` that reads cheap facts (a file's header, a table's columns) and refuses what
+would only fail later. `JobService.submit` runs it for POST /jobs and the convenience
+routes alike.
 """
 
 from __future__ import annotations
@@ -12,17 +19,33 @@ import logging
 import pkgutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Generic, Literal, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
 from common.errors import UnknownCapability
+
+if TYPE_CHECKING:  # both import this module
+    from common.objects import ObjectStore
+    from common.runtime import Runtime
 
 log = logging.getLogger("aperture.capabilities")
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
+
+
+#: Validation context for params validated once already: a job's params as stored when it
+#: was submitted (read back by the runner), or a model rebuilt from validated values.
+#: Structure is still checked; validators that derive something from params (a fitting
+#: job's resolved spec) keep what the first validation derived instead of deriving again.
+VALIDATED: dict[str, Any] = {"validated": True}
+
+
+def validated_before(info: ValidationInfo) -> bool:
+    """Whether a validator runs on params that were validated before (:data:`VALIDATED`)."""
+    return bool(info.context and info.context.get("validated"))
 
 
 class Resources(BaseModel):
@@ -53,6 +76,41 @@ class StoredFile(BaseModel):
     content_type: str | None = None
 
 
+class SubmitContext(Protocol):
+    """What a submit-time check may read: records and stored bytes. Nothing runs yet and
+    nothing is written; a check raises InvalidInput, NotFound or UnsupportedFile."""
+
+    owner_id: UUID | None
+
+    @property
+    def objects(self) -> ObjectStore: ...
+
+    def file(self, file_id: UUID) -> StoredFile:
+        """A stored file the owner may read; NotFound otherwise (missing or another's)."""
+        ...
+
+
+def referenced_files(params: BaseModel) -> list[UUID]:
+    """The stored files `params` name by convention: fields `file_id`, `*_file_id`
+    (an id) and `*_file_ids` (a list of ids), the names clients fill with file ids."""
+    found: list[UUID] = []
+    for name in type(params).model_fields:
+        if not (name == "file_id" or name.endswith(("_file_id", "_file_ids"))):
+            continue
+        value = getattr(params, name)
+        values = value if isinstance(value, list | tuple) else [value]
+        found += [v for v in values if isinstance(v, UUID)]
+    return found
+
+
+def submit_check(capability: Capability[Any, Any], params: BaseModel, ctx: SubmitContext) -> Any:
+    """Params checked against records before a job exists: the files they name, then the
+    capability's own `check`. Returns the params to store."""
+    for file_id in referenced_files(params):
+        ctx.file(file_id)
+    return capability.check(params, ctx) if capability.check else params
+
+
 class ChildOutcome(BaseModel):
     """How a child job spawned with `ctx.spawn` ended."""
 
@@ -70,11 +128,10 @@ class Context(Protocol):
     device: Literal["cpu", "gpu"]
 
     @property
-    def objects(self) -> Any:  # common.objects.ObjectStore; Any avoids an import cycle
-        ...
+    def objects(self) -> ObjectStore: ...
 
     @property
-    def runtime(self) -> Any:  # common.runtime.Runtime
+    def runtime(self) -> Runtime:
         """Database and settings, for platform capabilities that keep records (cleanup,
         slide records) and for reading deployment settings (`tiles.pyramid` fans out
         only where children get machines of their own)."""
@@ -117,6 +174,10 @@ class Capability(Generic[P, R]):
     run: Callable[[P, Context], R]
     resources: Resources = field(default_factory=Resources)
     description: str = ""
+    #: Its own submit-time check (see the module docstring): validated params in, params
+    #: to store out (unchanged, or planned from what it read, so the job need not read
+    #: it again); None: only the files are checked.
+    check: Callable[[P, SubmitContext], P] | None = None
 
     def params_schema(self) -> dict[str, Any]:
         return self.params.model_json_schema()
@@ -135,8 +196,10 @@ def capability(
     params: type[P],
     result: type[R],
     resources: Resources | None = None,
+    check: Callable[[P, SubmitContext], P] | None = None,
 ) -> Callable[[Callable[[P, Context], R]], Callable[[P, Context], R]]:
-    """Register `run(params, ctx) -> result` under `name`; its docstring is the description."""
+    """Register `run(params, ctx) -> result` under `name`; its docstring is the description.
+    `check` is its submit-time check (see the module docstring)."""
 
     def register(run: Callable[[P, Context], R]) -> Callable[[P, Context], R]:
         if name in _registry and _registry[name].run is not run:
@@ -149,6 +212,7 @@ def capability(
             run=run,
             resources=resources or Resources(),
             description=" ".join(doc.split()),
+            check=check,
         )
         return run
 

@@ -87,11 +87,6 @@ class JobCancelled(ApertureError):
     default_message = "the job was cancelled"
 
 
-class WorkerLost(ApertureError):
-    code = "worker-lost"
-    default_message = "the worker running the job stopped unexpectedly"
-
-
 class RateLimited(ApertureError):
     code = "rate-limited"
     default_message = "too many attempts; try again later"

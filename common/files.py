@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.capabilities import StoredFile
 from common.errors import NotFound
 from common.naming import safe_name
-from common.objects.base import CHUNK_SIZE
+from common.objects.base import CHUNK_SIZE, ObjectStore
 from common.records import File, transaction
 from common.records.models import Dataset
 from common.records.types import utcnow
@@ -64,7 +64,7 @@ class _Hashing:
 
 
 class Files:
-    def __init__(self, db: sessionmaker[Session], objects: Any) -> None:
+    def __init__(self, db: sessionmaker[Session], objects: ObjectStore) -> None:
         self.db = db
         self.objects = objects
 
@@ -156,6 +156,8 @@ class FileFilter:
     name_contains: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    sha256: str | None = None
+    size: int | None = None
 
 
 def _filtered(query: Select, f: FileFilter) -> Select:  # type: ignore[type-arg]
@@ -175,6 +177,10 @@ def _filtered(query: Select, f: FileFilter) -> Select:  # type: ignore[type-arg]
         query = query.where(File.created_at >= f.created_after)
     if f.created_before is not None:
         query = query.where(File.created_at < f.created_before)
+    if f.sha256 is not None:
+        query = query.where(File.sha256 == f.sha256.lower())
+    if f.size is not None:
+        query = query.where(File.size == f.size)
     return query
 
 
@@ -253,7 +259,7 @@ class FileCatalog:
     def delete(
         self,
         file_ids: list[uuid.UUID],
-        objects: Any,
+        objects: ObjectStore,
         *,
         owner_id: uuid.UUID | _AnyOwner | None = ANY_OWNER,
     ) -> list[uuid.UUID]:

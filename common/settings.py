@@ -3,6 +3,8 @@
 The embedded defaults (SQLite + a data directory + local worker processes) need no
 configuration at all; production values (PostgreSQL, S3, Modal, Supabase) come from
 the environment. Validators refuse unsafe combinations instead of warning about them.
+Deep Zoom's settings are one group of it (`Settings.tiles`, `APERTURE_TILES_*`), a plain
+model the tile code takes on its own, so it runs without the rest of the service.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,9 +26,43 @@ class Environment(StrEnum):
     production = "production"
 
 
+class TileSettings(BaseModel):
+    """Deep Zoom settings (`APERTURE_TILES_<NAME>`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tile_size: int = Field(default=254, ge=1, le=4096)
+    overlap: int = Field(default=1, ge=0, le=64)
+    format: str = Field(default="jpeg", pattern="^(jpeg|png)$")
+    quality: int = Field(default=75, ge=1, le=100)
+    limit_bounds: bool = False
+    max_handles: int = Field(default=32, ge=1, description="Open slides kept in the handle LRU.")
+    cache_bytes: int = Field(default=256 << 20, ge=0, description="Rendered-tile cache budget.")
+    decoded_cache_bytes: int = Field(
+        default=128 << 20, ge=0, description="Decoded stored-tile cache budget."
+    )
+    local_cache_bytes: int = Field(
+        default=10 << 30,
+        ge=0,
+        description="Local copies of slides from stores without "
+        "local files (S3), least recently used evicted.",
+    )
+    pyramid_check_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long the answer to 'has this slide a pre-generated pyramid?' is reused.",
+    )
+
+
 class Settings(BaseSettings):
+    # A nested group is read from APERTURE_<GROUP>_<NAME> (split once): APERTURE_TILES_OVERLAP.
     model_config = SettingsConfigDict(
-        env_prefix="APERTURE_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="APERTURE_",
+        env_file=".env",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        frozen=True,
     )
 
     environment: Environment = Environment.development
@@ -74,6 +110,12 @@ class Settings(BaseSettings):
         "presigned URL instead of streaming through the API.",
     )
     signed_url_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    download_url_ttl_s: int = Field(
+        default=300,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Lifetime of the presigned URL a download redirects to.",
+    )
     upload_expiry_s: int = Field(
         default=7 * 24 * 3600,
         ge=60,
@@ -115,7 +157,7 @@ class Settings(BaseSettings):
     allow_registration: bool = Field(
         default=True, description="Local provider: anyone may register an account."
     )
-    access_token_ttl_s: int = Field(default=900, ge=60, le=24 * 3600)
+    access_token_ttl_s: int = Field(default=900, ge=5, le=24 * 3600)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
     login_window_s: int = Field(default=900, ge=1, description="Failed-login counting window.")
     login_max_failures_per_account: int = Field(default=5, ge=1)
@@ -132,6 +174,9 @@ class Settings(BaseSettings):
         description="Least time between two JWKS fetches forced by "
         "unknown key ids (a flood of made-up kids cannot hammer Supabase).",
     )
+
+    # slides
+    tiles: TileSettings = TileSettings()
 
     # web
     cors_origins: list[str] = Field(default_factory=list)

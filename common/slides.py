@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.capabilities import StoredFile
 from common.errors import InvalidInput, NotFound
+from common.objects.base import ObjectStore
 from common.records import File, transaction
 from common.records.models import Slide
 from common.records.types import utcnow
@@ -214,7 +215,7 @@ class LocalSlideFiles:
     readable after it is removed (the handle holds the inode).
     """
 
-    def __init__(self, objects: Any, cache_dir: Path, max_bytes: int) -> None:
+    def __init__(self, objects: ObjectStore, cache_dir: Path, max_bytes: int) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.objects = objects

@@ -1,20 +1,22 @@
-"""What a stored file really is: its type from magic bytes, checked against its extension
-and the allow-list, plus a cheap structural check that catches truncated files.
+"""What an uploaded file really is: its type from magic bytes, checked against its
+extension and the allow-list, plus a cheap structural check that catches truncated files.
 
-Nothing here decodes pixels; TIFF-family files are checked by walking their directories
-and making sure every strip or tile lies inside the file.
+The bytes decide the family and, for TIFFs, slide or microscopy, by the one rule in
+:mod:`common.filekinds`; the extension only says what the upload may be. Nothing here
+decodes pixels; TIFF-family files are checked by walking their directories and making
+sure every strip or tile lies inside the file.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from typing import IO
 
 from common.errors import UnsupportedFile
-
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+from common.filekinds import family_of, tiff_kind
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,6 @@ EXTENSIONS: dict[str, FileType] = {
     ".jpeg": FileType("jpeg", ("image",)),
 }
 
-SLIDE_ONLY = {".svs", ".ndpi", ".scn", ".bif", ".dcm"}
-
 _LONGEST_FIRST = tuple(sorted(EXTENSIONS, key=len, reverse=True))
 
 
@@ -72,24 +72,6 @@ def check_name(name: str) -> FileType:
     return EXTENSIONS[ext]
 
 
-def _family_of(head: bytes) -> str | None:
-    if head[:4] in TIFF_MAGIC:
-        return "tiff"
-    if head[:4] == b"\xda\xce\xbe\x0a" or head[4:12] == b"jP  \r\n\x87\n":
-        return "nd2"
-    if head[:10] == b"ZISRAWFILE":
-        return "czi"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head[:4] == b"PAR1":
-        return "parquet"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    return None
-
-
 def _is_text(head: bytes) -> bool:
     if b"\x00" in head:
         return False
@@ -104,9 +86,11 @@ def identify(name: str, stream: IO[bytes], size: int) -> str:
     """The kind of a stored file (microscopy, slide, table, model, image, other), or
     UnsupportedFile saying how its content disagrees with its name."""
     expected = check_name(name)
+    if size == 0 and expected.family != "text":
+        raise UnsupportedFile(f"{name!r} is an empty file (0 bytes)")
     stream.seek(0)
     head = stream.read(4096)
-    family = _family_of(head)
+    family = family_of(head)
     if expected.family == "text":
         family = "text" if family is None and _is_text(head) else family
     elif expected.family == "onnx":
@@ -144,6 +128,7 @@ def _tiff_kind(name: str, stream: IO[bytes], size: int, expected: FileType) -> s
     errors = _ThreadErrors()
     tiff_log = logging.getLogger("tifffile")
     tiff_log.addHandler(errors)
+    compressions: set[int] = set()
     try:
         with tifffile.TiffFile(stream, name=name) as tif:
             pages = tif.pages
@@ -152,20 +137,24 @@ def _tiff_kind(name: str, stream: IO[bytes], size: int, expected: FileType) -> s
                 if index >= 512:  # enough to find a truncation in practice; stays cheap
                     break
                 _check_segments(name, page, size)
-            first = tif.pages.first
-            pyramid = len(tif.series) > 0 and len(tif.series[0].levels) > 1
-            tiled = bool(getattr(first, "is_tiled", False))
+                compressions.add(int(getattr(page, "compression", 1)))
+            kind = tiff_kind(tif)
     except UnsupportedFile:
         raise
     except Exception as error:
-        raise UnsupportedFile(f"{name!r} is not a readable TIFF: {error}") from None
+        raise UnsupportedFile(corrupt_tiff(name, str(error))) from None
     finally:
         tiff_log.removeHandler(errors)
     if errors.messages:
-        raise UnsupportedFile(f"{name!r} is truncated or damaged: {errors.messages[0]}")
-    if len(expected.kinds) == 1:
-        return expected.kinds[0]
-    return "slide" if tiled and (pyramid or extension_of(name) in SLIDE_ONLY) else "microscopy"
+        raise UnsupportedFile(corrupt_tiff(name, errors.messages[0]))
+    if kind == "microscopy":  # read by tifffile (slides by OpenSlide, which knows more)
+        _check_codecs(name, compressions)
+    if kind not in expected.kinds:
+        raise UnsupportedFile(
+            f"{name!r} is named like a {' or '.join(expected.kinds)} file but its content "
+            f"is a {'whole-slide image' if kind == 'slide' else 'microscopy image'}"
+        )
+    return kind
 
 
 def _check_segments(name: str, page: object, size: int) -> None:
@@ -174,9 +163,41 @@ def _check_segments(name: str, page: object, size: int) -> None:
     for offset, count in zip(offsets, counts, strict=False):
         if offset + count > size:
             raise UnsupportedFile(
-                f"{name!r} is truncated: image data runs to byte "
-                f"{offset + count} of a {size}-byte file"
+                corrupt_tiff(
+                    name, f"image data runs to byte {offset + count} of a {size}-byte file"
+                )
             )
+
+
+def _check_codecs(name: str, compressions: set[int]) -> None:
+    """Refuse a microscopy TIFF whose compression tifffile cannot decode: its metadata
+    would read, and every job on it fail."""
+    import tifffile
+
+    for compression in sorted(compressions):
+        try:
+            tifffile.TIFF.DECOMPRESSORS[compression]
+        except Exception:  # KeyError for unknown or unavailable codecs
+            raise UnsupportedFile(
+                f"{name!r} uses TIFF compression {compression}, which cannot be decoded"
+            ) from None
+
+
+_RAISED = re.compile(r"raised \w+\((['\"])(?P<inner>.*)\1\)\s*$")
+_TAG = re.compile(r"<tifffile\.TiffTag (\d+) @\d+>")
+_ANGLED = re.compile(r"<[^<>]*>")
+
+
+def corrupt_tiff(name: str, reason: str) -> str:
+    """The message for a TIFF whose structure is broken: "truncated or corrupt TIFF"
+    and a short reason, without tifffile's internals (class names, reprs, offsets of
+    its own objects)."""
+    raised = _RAISED.search(reason)
+    if raised:  # "<TiffTag.fromfile> raised TiffFileError('...')": keep the inner message
+        reason = raised.group("inner")
+    reason = _ANGLED.sub("", _TAG.sub(r"tag \1:", reason))
+    reason = " ".join(reason.split()).strip(" :;,") or "its structure cannot be read"
+    return f"{name!r}: truncated or corrupt TIFF: {reason}"
 
 
 def _check_parquet(name: str, stream: IO[bytes], size: int) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +25,7 @@ from common.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, TooLa
 from common.files import Files, file_key
 from common.naming import safe_name
 from common.objects.access import open_stored
-from common.objects.base import PartInfo
+from common.objects.base import ObjectStore, PartInfo
 from common.records import File, transaction
 from common.records.models import Upload
 from common.records.types import utcnow
@@ -54,9 +53,10 @@ class PlannedUpload:
 
 
 class Uploads:
-    def __init__(self, db: sessionmaker[Session], objects: Any, settings: Settings) -> None:
-        self.db = db
-        self.objects = objects
+    def __init__(self, files: Files, settings: Settings) -> None:
+        self.files = files
+        self.db: sessionmaker[Session] = files.db
+        self.objects: ObjectStore = files.objects
         self.settings = settings
 
     # usage and quota -------------------------------------------------------------------
@@ -97,9 +97,7 @@ class Uploads:
     ) -> StoredFile:
         """Copy a server file (resolved by `common.imports.resolve_import_path`) in as the
         owner's file, with the same checks as an upload."""
-        return Files(self.db, self.objects).import_path(
-            path, owner_id=owner_id, name=name, check=self.vet(owner_id)
-        )
+        return self.files.import_path(path, owner_id=owner_id, name=name, check=self.vet(owner_id))
 
     # the life of an upload ---------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """Capability ``metadata``: what a stored file is and holds, without reading pixel data.
 
-The file's content decides, never its name: ND2, CZI and microscopy TIFFs (OME, ImageJ,
-plain stacks) go to :func:`functions.microscopy.readers.read_metadata`; whole-slide
-images (vendor TIFFs such as SVS, NDPI, SCN; tiled pyramids; DICOM) to
-:func:`describe_slide`; anything else is :class:`common.errors.UnsupportedFile`.
+The file's content decides, never its name, by the rule in :mod:`common.filekinds` that
+upload checks use too: ND2, CZI and microscopy TIFFs (OME, ImageJ, plain stacks) go to
+:func:`functions.microscopy.readers.read_metadata`; whole-slide images (vendor TIFFs
+such as SVS, NDPI, SCN; other tiled pyramids; DICOM) to :func:`describe_slide`;
+anything else is :class:`common.errors.UnsupportedFile`.
 
 The cost does not grow with the file's size. With the directory store the object's
 own file is read in place. Elsewhere (S3) ND2 and TIFF are parsed through a
@@ -22,14 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import Context, Resources, StoredFile, capability
 from common.errors import UnsupportedFile
+from common.filekinds import HEAD_BYTES, family_of
+from common.objects import ObjectStore
 from common.objects.access import stored_path
 from common.objects.ranged import RangedReader
+from functions.microscopy.readers import WholeSlideImage
 
 Kind = Literal["microscopy", "slide"]
-
-_ND2_MAGIC = (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  ")
-_CZI_MAGIC = b"ZISRAWFILE"
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 class MetadataParams(BaseModel):
@@ -62,7 +62,7 @@ def run_metadata(params: MetadataParams, ctx: Context) -> MetadataResult:
     return result
 
 
-def describe_stored(objects: Any, stored: StoredFile) -> MetadataResult:
+def describe_stored(objects: ObjectStore, stored: StoredFile) -> MetadataResult:
     """Metadata of a stored file, read in place, through byte ranges, or (CZI and
     slides on a store without local files) from a temporary copy."""
     local = objects.local_path(stored.key)
@@ -70,24 +70,35 @@ def describe_stored(objects: Any, stored: StoredFile) -> MetadataResult:
         return describe_path(local, name=stored.name)
     with RangedReader(objects, stored.key, size=stored.size) as ranged:
         fh = cast(IO[bytes], ranged)  # a binary file object, as readers expect
-        kind = detect(fh, name=stored.name)
-        if kind in ("nd2", "tiff"):
-            return _microscopy(fh, name=stored.name)
+        family = _family(fh, name=stored.name)
+        if family in ("nd2", "tiff"):
+            try:
+                return _microscopy(fh, name=stored.name)
+            except WholeSlideImage:
+                family = "slide"
     with stored_path(objects, stored.key, stored.name) as path:
-        return describe_path(path, name=stored.name)
+        if family == "czi":
+            return _microscopy(path, name=stored.name)
+        return _slide(path)
 
 
 def describe_path(path: Path, *, name: str | None = None) -> MetadataResult:
     """Metadata of the file at `path` (`name` is what messages and ``base_name`` use)."""
     name = name or path.name
     with open(path, "rb") as fh:
-        kind = detect(fh, name=name)
-    if kind == "slide":
-        return MetadataResult(kind="slide", metadata=describe_slide(path))
-    if kind == "czi":
+        family = _family(fh, name=name)
+        if family in ("nd2", "tiff"):
+            try:
+                return _microscopy(fh, name=name)
+            except WholeSlideImage:
+                family = "slide"
+    if family == "czi":
         return _microscopy(path, name=name)
-    with open(path, "rb") as fh:
-        return _microscopy(fh, name=name)
+    return _slide(path)
+
+
+def _slide(path: Path) -> MetadataResult:
+    return MetadataResult(kind="slide", metadata=describe_slide(path))
 
 
 def describe_slide(path: Path) -> dict[str, Any]:
@@ -101,47 +112,27 @@ def describe_slide(path: Path) -> dict[str, Any]:
     return read_slide_info(path).model_dump(mode="json")
 
 
-def detect(fh: IO[bytes], *, name: str) -> str:
-    """What the bytes are: "nd2", "czi", "tiff" (microscopy) or "slide"; UnsupportedFile
-    for anything else."""
+def _family(fh: IO[bytes], *, name: str) -> str:
+    """What the leading bytes are: "nd2", "czi", "tiff" (a slide or a stack: the TIFF
+    reader tells, see `_microscopy`) or "slide" (DICOM); UnsupportedFile else."""
     fh.seek(0)
-    head = fh.read(132)
-    if head.startswith(_ND2_MAGIC):
-        return "nd2"
-    if head.startswith(_CZI_MAGIC):
-        return "czi"
-    if head[128:132] == b"DICM":
+    family = family_of(fh.read(HEAD_BYTES))
+    if family in ("nd2", "czi", "tiff"):
+        return family
+    if family == "dicom":
         return "slide"
-    if head[:4] in _TIFF_MAGIC:
-        return "slide" if _tiff_is_slide(fh, name) else "tiff"
     raise UnsupportedFile(
         f"{name} is neither a microscopy file (ND2, CZI, TIFF) nor a "
         "whole-slide image (unrecognised content)"
     )
 
 
-def _tiff_is_slide(fh: IO[bytes], name: str) -> bool:
-    """Vendor slide TIFFs, and tiled pyramids that are not OME or ImageJ stacks."""
-    import tifffile
-
-    fh.seek(0)  # tifffile takes a file object's position as the file's start
-    try:
-        with tifffile.TiffFile(fh, name=name) as tif:
-            if tif.is_svs or tif.is_ndpi or tif.is_scn or tif.is_bif or tif.is_philips:
-                return True
-            if tif.is_ome or tif.is_imagej:
-                return False
-            first = tif.pages.first
-            levels = len(tif.series[0].levels) if tif.series else 1
-            return bool(getattr(first, "is_tiled", False)) and levels > 1
-    except Exception as exc:  # tifffile raises many types for broken files
-        raise UnsupportedFile(f"{name} is not a readable TIFF file: {exc}") from None
-
-
 def _microscopy(source: Path | IO[bytes], *, name: str) -> MetadataResult:
+    """A microscopy file's metadata; WholeSlideImage for a slide TIFF (told apart in the
+    same parse of its directories)."""
     from functions.microscopy.readers import read_metadata
 
-    meta = read_metadata(source, name=name)
+    meta = read_metadata(source, name=name, microscopy_only=True)
     if meta.file_type == "czi":  # the CZI reader names files by their path only
         meta = meta.model_copy(update={"base_name": Path(name).stem})
     return MetadataResult(

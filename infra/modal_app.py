@@ -48,7 +48,10 @@ CLEANUP_CAPABILITY = "cleanup"
 PYTHON_VERSION = "3.11"
 UV_VERSION = "0.13.9"
 #: GPU array stack on top of the project's locked dependencies (CUDA 12 wheels; the
-#: `ctk` extra brings the CUDA runtime libraries cupy compiles kernels with).
+#: `ctk` extra brings the CUDA runtime libraries cupy compiles kernels with). cupy runs
+#: the fitting solver and the microscopy kernels (`common.arrays`). cucim (scikit-image
+#: on the GPU) is imported by no capability yet: it is here for the inference
+#: capability's GPU path, whose CPU twin uses scikit-image; drop it if that path goes.
 GPU_PACKAGES = ("cupy-cuda12x[ctk]==14.2.0", "cucim-cu12==26.10.0")
 #: CuPy compiles each kernel on first use (~50 s for the fitting solver's on an H100) and
 #: caches the binaries on disk; GPU containers share that cache through a Volume, so a

@@ -41,6 +41,7 @@ from web.routes import (
     viewer_page,
     ws,
 )
+from web.slides import SlideService
 from web.state import AppState
 
 log = logging.getLogger("aperture.web")
@@ -96,6 +97,7 @@ def create_app(
         await run_in_threadpool(executor.start)
         hub = EventHub(runtime.queries)
         await hub.start()
+        slide_service = SlideService(runtime)
         app.state.aperture = AppState(
             settings=settings,
             runtime=runtime,
@@ -103,6 +105,7 @@ def create_app(
             jobs=JobService(runtime, executor),
             hub=hub,
             identity=Identity.from_runtime(runtime),
+            slides=slide_service,
         )
         log.info(
             "aperture started", extra={"executor": executor.name, "objects": runtime.objects.kind}
@@ -119,6 +122,7 @@ def create_app(
                 housekeeping.cancel()
             await hub.stop()
             await run_in_threadpool(executor.stop)
+            slide_service.close()
             runtime.close()
 
     # FastAPIOffline serves the Swagger UI and ReDoc assets itself (no CDN), so /docs
@@ -127,8 +131,9 @@ def create_app(
         title="Aperture",
         version="0.1.0",
         lifespan=lifespan,
-        description="Microscopy and digital-pathology image analysis: metadata, processing "
-        "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",
+        description="Microscopy and digital-pathology image analysis, run as jobs: uploads, "
+        "metadata, per-FOV processing workflows and merge, kinetic trace fitting, and "
+        "whole-slide images as Deep Zoom tiles with a viewer.",
     )
     install_error_handlers(app)
     if settings.cors_origins:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
 
+from common.capabilities import StoredFile
 from common.errors import Forbidden, InvalidInput, NotFound
 from common.identity import Client, Principal
+from common.imports import resolve_import_path
 from common.jobs.models import JobRecord
 from web.auth import authenticate
+from web.schemas import FileSource
 from web.state import AppState
 
 
@@ -54,12 +57,27 @@ def client_of(request: Request) -> Client:
 RequestClient = Annotated[Client, Depends(client_of)]
 
 
+class Owned(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def owner_id(self) -> uuid.UUID | None: ...
+
+
+R = TypeVar("R", bound=Owned)
+
+
+def visible_to(user: Principal, record: R, what: str) -> R:
+    """`record` if `user` may see it; another owner's `what` is 404, so ids do not leak."""
+    if not user.may_see(record.owner_id):
+        raise NotFound(f"no {what} with id {record.id}")
+    return record
+
+
 def owned_job(job_id: uuid.UUID, state: State, user: CurrentUser) -> JobRecord:
-    """The job if the caller may see it; another owner's job is 404, so ids do not leak."""
-    job = state.runtime.jobs.get(job_id)
-    if not user.may_see(job.owner_id):
-        raise NotFound(f"no job with id {job_id}")
-    return job
+    """The job if the caller may see it (404 otherwise)."""
+    return visible_to(user, state.runtime.jobs.get(job_id), "job")
 
 
 OwnedJob = Annotated[JobRecord, Depends(owned_job)]
@@ -73,13 +91,37 @@ def check_function(job: JobRecord, function: str | tuple[str, ...], what: str) -
     return job
 
 
-def owned_job_running(
-    function: str | tuple[str, ...], what: str
-) -> Callable[[JobRecord], JobRecord]:
-    """A dependency: the caller's job (404 otherwise), if it runs `function` (or one of
-    them; 422 otherwise)."""
+def owned_job_of(function: str | tuple[str, ...], what: str) -> Callable[[JobRecord], JobRecord]:
+    """A dependency: the caller's job (404 otherwise), if it is a job of `function` (or
+    of one of them; 422 otherwise), whatever its status."""
 
     def dependency(job: OwnedJob) -> JobRecord:
         return check_function(job, function, what)
 
     return dependency
+
+
+class SourceFiles:
+    """Resolves a request's `FileSource` to the caller's stored file: a stored file by id
+    (another owner's is 404), or a server path under the import roots, imported first as
+    the caller's file (checked like an upload)."""
+
+    def __init__(self, state: AppState, user: Principal) -> None:
+        self.state = state
+        self.user = user
+
+    def __repr__(self) -> str:
+        return f"SourceFiles(user={self.user.id})"
+
+    def __call__(self, source: FileSource) -> StoredFile:
+        if source.file_id is not None:
+            return self.state.runtime.files.get(source.file_id, owner_id=self.user.id)
+        path = resolve_import_path(source.file_path or "", self.state.settings.import_roots)
+        return self.state.import_file(self.user, path)
+
+
+def source_files(state: State, user: CurrentUser) -> SourceFiles:
+    return SourceFiles(state, user)
+
+
+Sources = Annotated[SourceFiles, Depends(source_files)]

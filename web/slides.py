@@ -1,5 +1,6 @@
-"""What the slide and viewer routes share: one tile service per app, slide ownership,
-local slide files and pre-generated pyramids."""
+"""What the slide and viewer routes share: one tile service per app (built in the
+lifespan, closed at shutdown), slide ownership, local slide files and pre-generated
+pyramids."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from common.errors import NotFound
 from common.runtime import Runtime
-from common.slides import LocalSlideFiles, SlideRecord, Slides
+from common.slides import LocalSlideFiles, SlideRecord
 from functions.slides.capability import dzi_prefix, pyramid_dzi_key
 from functions.slides.dzi import DziDescriptor
-from functions.slides.service import SlideTiles, TileSettings
-from web.deps import CurrentUser
+from functions.slides.service import SlideTiles
+from web.deps import CurrentUser, visible_to
 
 #: How long a slide record is reused by tile requests. A slide deleted or renamed through
 #: this process is forgotten at once; another process sees the change within this time.
@@ -38,10 +39,10 @@ UNKNOWN = Unknown()
 class SlideService:
     """The app's slides: records, the tile service and local copies of slide files."""
 
-    def __init__(self, runtime: Runtime, settings: TileSettings | None = None) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.records = Slides(runtime.db)
-        self.tiles = SlideTiles(settings)
+        self.records = runtime.slides
+        self.tiles = SlideTiles(runtime.settings.tiles)
         self.local = LocalSlideFiles(
             runtime.objects,
             Path(runtime.settings.data_dir) / "cache" / "slides",
@@ -54,6 +55,14 @@ class SlideService:
 
     def __repr__(self) -> str:
         return f"SlideService({self.tiles!r}, {self.local!r})"
+
+    def close(self) -> None:
+        """Close the open slides and drop what is cached (at shutdown)."""
+        self.tiles.close()
+        with self._lock:
+            self._pyramids.clear()
+            self._paths.clear()
+            self._records.clear()
 
     def record(self, slide_id: uuid.UUID) -> SlideRecord:
         """The slide's record (NotFound if none); remembered for RECORD_TTL_S, so a
@@ -141,21 +150,10 @@ class SlideService:
             self._records.pop(slide.id, None)
 
 
-_create_lock = threading.Lock()
-
-
 def get_slide_service(request: Request) -> SlideService:
-    """The app's one SlideService, made on first use (open handles and caches live in
-    it, so there must be exactly one per process)."""
-    app_state = request.app.state
-    service: SlideService | None = getattr(app_state, "slides", None)
-    if service is None:
-        with _create_lock:
-            service = getattr(app_state, "slides", None)
-            if service is None:
-                service = SlideService(app_state.aperture.runtime)
-                app_state.slides = service
-    return service
+    """The app's one SlideService (open handles and caches live in it), built in the
+    lifespan."""
+    return request.app.state.aperture.slides  # type: ignore[no-any-return]
 
 
 SlideServiceDep = Annotated[SlideService, Depends(get_slide_service)]
@@ -163,7 +161,7 @@ SlideServiceDep = Annotated[SlideService, Depends(get_slide_service)]
 
 def owned_slide(slide_id: uuid.UUID, service: SlideServiceDep, user: CurrentUser) -> SlideRecord:
     """The slide if the caller may see it; another owner's slide is 404."""
-    return _check_owner(service.records.get(slide_id), user)
+    return visible_to(user, service.records.get(slide_id), "slide")
 
 
 async def viewed_slide(
@@ -173,13 +171,7 @@ async def viewed_slide(
     slide = service.fresh_record(slide_id)
     if slide is None:
         slide = await run_in_threadpool(service.record, slide_id)
-    return _check_owner(slide, user)
-
-
-def _check_owner(slide: SlideRecord, user: CurrentUser) -> SlideRecord:
-    if not user.may_see(slide.owner_id):
-        raise NotFound(f"no slide with id {slide.id}")
-    return slide
+    return visible_to(user, slide, "slide")
 
 
 OwnedSlide = Annotated[SlideRecord, Depends(owned_slide)]

@@ -1,13 +1,16 @@
-"""What the running app holds: built at start-up, closed at shut-down, plus the few
-actions every router performs the same way (submitting and cancelling jobs with their
-audit record, importing a server file with the upload checks)."""
+"""What the running app holds, built once in the app's lifespan and closed at shut-down
+(the runtime holds the stores), plus the few actions every router performs the same way
+(submitting and cancelling jobs with their audit record, importing a server file with
+the upload checks)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from common.capabilities import StoredFile
 from common.executors.base import Executor
@@ -16,8 +19,10 @@ from common.jobs.models import JobRecord
 from common.jobs.service import JobService
 from common.runtime import Runtime
 from common.settings import Settings
-from common.uploads import Uploads
 from web.hub import EventHub
+
+if TYPE_CHECKING:  # web.slides depends on web.deps, which depends on this module
+    from web.slides import SlideService
 
 
 @dataclass
@@ -28,17 +33,14 @@ class AppState:
     jobs: JobService
     hub: EventHub
     identity: Identity
-
-    @property
-    def uploads(self) -> Uploads:
-        return Uploads(self.runtime.db, self.runtime.objects, self.settings)
+    slides: SlideService
 
     def submit_job(
         self,
         user: Principal,
         client: Client,
         function: str,
-        params: dict[str, Any],
+        params: BaseModel | dict[str, Any],
         *,
         name: str | None = None,
         tags: list[str] | None = None,
@@ -66,4 +68,4 @@ class AppState:
     def import_file(self, user: Principal, path: Path, *, name: str | None = None) -> StoredFile:
         """Copy an already resolved server path in as `user`'s file, checked like an upload
         (type against name, truncation, quota)."""
-        return self.uploads.import_file(path, owner_id=user.id, name=name)
+        return self.runtime.uploads.import_file(path, owner_id=user.id, name=name)

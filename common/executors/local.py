@@ -2,8 +2,8 @@
 
 One supervisor thread owns the pool. It hands queued jobs to idle workers, notices a
 worker's death through its process sentinel (segfault, `os._exit`, OOM kill) and
-recovers its job, kills workers whose job outlived its cancel grace or timeout, and
-replaces every worker it loses, so the pool keeps serving.
+recovers its job (`common.jobs.recovery`), kills workers whose job outlived its cancel
+grace or timeout, and replaces every worker it loses, so the pool keeps serving.
 
 Assumes one server per database in this mode (the embedded default): at start, jobs
 held by an earlier local instance are recovered as that instance is gone.
@@ -30,8 +30,7 @@ from common.capabilities import get_capability
 from common.errors import UnknownCapability
 from common.executors.base import HandleState
 from common.executors.worker import worker_main
-from common.jobs.status import ACTIVE, Status
-from common.records import Job
+from common.jobs.recovery import Cause, Loss, Unstarted, recover
 from common.runtime import Runtime
 
 log = logging.getLogger("aperture.executor")
@@ -53,7 +52,7 @@ class _Worker:
     started: float = 0.0
     timeout_s: float = 0.0
     kill_at: float | None = None  # monotonic deadline after a cancel request
-    kill_reason: str = ""
+    loss: Loss | None = None  # why the supervisor stops (or will stop) the current run
     waiting: bool = False
 
 
@@ -134,8 +133,7 @@ class LocalExecutor:
         with self._lock:
             for worker in self._state.workers:
                 if worker.job_id == job_id and worker.kill_at is None:
-                    worker.kill_at = deadline
-                    worker.kill_reason = "cancelled: stopped after the grace period"
+                    worker.kill_at, worker.loss = deadline, Loss.cancel_overdue()
         self._wake()
 
     def health(self) -> dict[str, Any]:
@@ -197,8 +195,9 @@ class LocalExecutor:
                 if message == "ready":
                     worker.ready = True
                 elif message == "done" and worker.job_id == job_id:
-                    with self._lock:
+                    with self._lock:  # the run is over: so is any stop planned for it
                         worker.job_id, worker.kill_at, worker.waiting = None, None, False
+                        worker.loss = None
                 elif message == "waiting" and worker.job_id == job_id:
                     worker.waiting = bool(value)
         except (EOFError, OSError):
@@ -252,28 +251,19 @@ class LocalExecutor:
             self._state.workers.remove(worker)
         worker.conn.close()
         if worker.job_id is not None:
-            reason = worker.kill_reason or (
+            loss = worker.loss or Loss.crashed(
                 f"the worker process died ({_describe_exit(worker.process.exitcode)}) "
                 "while running the job"
             )
-            self._recover(worker.job_id, reason, timed_out=worker.kill_reason.startswith("timed"))
+            self._recover(worker.job_id, loss)
         if not self._stopping.is_set() and len(self._state.workers) < self.size:
             self._spawn_worker()
 
-    def _recover(self, job_id: uuid.UUID, reason: str, *, timed_out: bool = False) -> None:
-        jobs = self.runtime.jobs
-        if timed_out:
-            jobs.try_transition(
-                job_id,
-                Status.failed,
-                guards=[Job.status.in_(ACTIVE)],
-                error={"type": "timeout", "message": reason},
-                message=reason,
-            )
-        recovered = jobs.lose(job_id, reason)
-        if recovered is None:
-            # Never started (still queued under our handle): let the scan claim it again.
-            jobs.unclaim(job_id, self.prefix + str(job_id))
+    def _recover(self, job_id: uuid.UUID, loss: Loss, handle: str | None = None) -> None:
+        """The recovery policy for a job of ours; one its worker never started is left
+        for the scan to claim again (the worker died, not the job)."""
+        handle = handle if handle is not None else self.prefix + str(job_id)
+        recover(self.runtime.jobs, job_id, loss, handle=handle, unstarted=Unstarted.requeue)
         self._wake()
 
     def _enforce_deadlines(self) -> None:
@@ -282,12 +272,13 @@ class LocalExecutor:
             if worker.job_id is None:
                 continue
             if worker.kill_at is not None and now >= worker.kill_at:
-                self._kill(worker, worker.kill_reason)
+                self._kill(worker, worker.loss or Loss.cancel_overdue())
             elif worker.timeout_s and now - worker.started > worker.timeout_s:
-                self._kill(worker, f"timed out after {worker.timeout_s:.0f} s")
+                self._kill(worker, Loss.timed_out(worker.timeout_s))
 
-    def _kill(self, worker: _Worker, reason: str) -> None:
-        worker.kill_reason = reason
+    def _kill(self, worker: _Worker, loss: Loss) -> None:
+        """SIGKILL the worker; its sentinel reports the death and `_bury` records `loss`."""
+        worker.loss = loss
         worker.kill_at = None
         if worker.process.is_alive() and worker.process.pid:
             os.kill(worker.process.pid, signal.SIGKILL)
@@ -303,19 +294,20 @@ class LocalExecutor:
         for job in self.runtime.jobs.stale(timedelta(seconds=timeout)):
             if job.executor != self.name:
                 continue
-            reason = f"no heartbeat for {timeout:.0f} s"
+            silent = Loss.silent(timeout)
             holder = next((w for w in self._state.workers if w.job_id == job.id), None)
             if holder is not None:
-                self._kill(holder, f"the worker stopped responding ({reason})")
+                self._kill(
+                    holder, Loss(Cause.silent, f"the worker stopped responding ({silent.message})")
+                )
             else:
-                self.runtime.jobs.lose(job.id, reason)
+                self._recover(job.id, silent, job.handle or "")
 
     def _recover_previous_instances(self) -> None:
+        """Jobs an earlier instance held: queued ones are released, running ones lost."""
+        orphaned = Loss.orphaned("the server stopped while the job was running")
         for job in self.runtime.queries.held_by_others(self.name, self.prefix):
-            if job.status is Status.queued:
-                self.runtime.jobs.unclaim(job.id, job.handle or "")
-            else:
-                self.runtime.jobs.lose(job.id, "the server stopped while the job was running")
+            self._recover(job.id, orphaned, job.handle or "")
 
 
 def _timeout_of(runtime: Runtime, job_id: uuid.UUID) -> float:

@@ -8,8 +8,9 @@ jobs beat; only quiet ones (no recent heartbeat, or queued a while) have their c
 polled, so a healthy job costs no Modal request:
 
 - a call that ended while its job is still active (container crash, out of memory, Modal
-  timeout after its retries) recovers the job: retried while attempts remain, else failed;
-  a job silent past `APERTURE_HEARTBEAT_TIMEOUT_S` is recovered too (its call cancelled);
+  timeout after its retries) recovers the job (`common.jobs.recovery`: retried while
+  attempts remain, else failed); a job silent past `APERTURE_HEARTBEAT_TIMEOUT_S` is
+  recovered too (its call cancelled);
 - a job that stayed `cancelling` past the grace period gets `FunctionCall.cancel()` and
   ends cancelled;
 - queued jobs nobody submitted (a retry whose spawn failed) are submitted.
@@ -29,13 +30,12 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
-
 from common.errors import NotFound
 from common.executors.base import HandleState
+from common.jobs.recovery import Loss, Unstarted, recover
 from common.jobs.runner import run_job
 from common.jobs.status import ACTIVE, Status
-from common.records import Job, JobEvent
+from common.records import Job
 from common.records.types import utcnow
 from common.runtime import Runtime
 
@@ -188,7 +188,7 @@ class ModalExecutor:
         try:
             self.api.FunctionCall.from_id(handle).get(timeout=0)
         except TimeoutError:  # the built-in one: no output yet
-            status = self._status_by_handle(handle)
+            status = self.runtime.queries.status_by_handle(handle)
             return (HandleState.pending if status is Status.queued else HandleState.running, None)
         except exceptions.OutputExpiredError:
             return HandleState.lost, "Modal no longer holds the call's outcome (expired)"
@@ -200,116 +200,54 @@ class ModalExecutor:
             return HandleState.finished, f"{type(error).__name__}: {error}"
         return HandleState.finished, None
 
-    def _status_by_handle(self, handle: str) -> Status | None:
-        with self.runtime.db() as session:
-            status = session.scalar(select(Job.status).where(Job.handle == handle))
-        return Status(status) if status else None
-
-    def _suspects(self) -> list[Any]:
-        """Jobs whose call is worth a look: queued with a call for a while (not started
-        yet), or active with no recent heartbeat. Healthy running jobs beat every
-        `heartbeat_interval_s`, so they cost no Modal request."""
-        quiet = utcnow() - timedelta(seconds=self.quiet_after_s)
-        with self.runtime.db() as session:
-            return list(
-                session.execute(
-                    select(Job.id, Job.status, Job.handle, Job.heartbeat_at)
-                    .where(
-                        Job.executor == self.name,
-                        Job.handle.is_not(None),
-                        Job.handle != _SUBMITTING,
-                        or_(
-                            and_(Job.status == Status.queued, Job.updated_at < quiet),
-                            and_(
-                                Job.status.in_(ACTIVE),
-                                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < quiet),
-                            ),
-                        ),
-                    )
-                    .limit(500)
-                ).all()
-            )
-
     def _recover_ended_calls(self) -> None:
-        silent_since = utcnow() - timedelta(seconds=self.runtime.settings.heartbeat_timeout_s)
-        for job_id, status, handle, heartbeat_at in self._suspects():
-            silent = status is not Status.queued and (
-                heartbeat_at is None or heartbeat_at < silent_since
+        """Poll the calls of quiet jobs (queued with a call for a while, or active with no
+        recent heartbeat) and recover the jobs whose call ended or froze. Healthy running
+        jobs beat every `heartbeat_interval_s`, so they cost no Modal request."""
+        timeout_s = self.runtime.settings.heartbeat_timeout_s
+        silent_since = utcnow() - timedelta(seconds=timeout_s)
+        quiet_since = utcnow() - timedelta(seconds=self.quiet_after_s)
+        for job in self.runtime.queries.quiet(
+            self.name, since=quiet_since, skip_handle=_SUBMITTING
+        ):
+            handle = job.handle or ""
+            silent = job.status is not Status.queued and (
+                job.heartbeat_at is None or job.heartbeat_at < silent_since
             )
             try:
                 state, error = self._outcome(handle)
             except Exception as failure:  # Modal unreachable or the call unknown
                 log.warning("could not poll Modal call %s", handle, exc_info=True)
                 if silent:
-                    self._recover(
-                        job_id,
-                        handle,
-                        f"no heartbeat for "
-                        f"{self.runtime.settings.heartbeat_timeout_s:.0f} s and "
-                        f"Modal could not be asked ({type(failure).__name__})",
-                    )
+                    detail = f"Modal could not be asked ({type(failure).__name__})"
+                    self._recover(job.id, handle, Loss.silent(timeout_s, detail=detail))
                 continue
             if state is HandleState.running and silent:
                 with contextlib.suppress(Exception):  # frozen: stop it before retrying
                     self._cancel_call(handle)
-                self._recover(
-                    job_id,
-                    handle,
-                    f"no heartbeat for {self.runtime.settings.heartbeat_timeout_s:.0f} s",
-                )
+                self._recover(job.id, handle, Loss.silent(timeout_s))
             elif state in (HandleState.finished, HandleState.lost):
-                self._recover(
-                    job_id,
-                    handle,
-                    "the Modal call ended without finishing the "
-                    "job" + (f" ({error})" if error else ""),
-                )
+                ended = "the Modal call ended without finishing the job"
+                loss = Loss.crashed(f"{ended} ({error})" if error else ended)
+                self._recover(job.id, handle, loss)
 
-    def _recover(self, job_id: uuid.UUID, handle: str, reason: str) -> None:
-        """The call behind `handle` is gone: retry the job while attempts remain, else
-        fail it. A job the call never started fails (retrying would repeat the cause)."""
-        status = self.runtime.jobs.status_of(job_id)
-        if status is Status.queued:
-            self.runtime.jobs.try_transition(
-                job_id,
-                Status.failed,
-                guards=[Job.handle == handle],
-                error={"type": "executor", "message": reason},
-                message=reason,
-            )
-            return
-        if status not in ACTIVE:
-            return  # the container finished the record just now
-        recovered = self.runtime.jobs.lose(job_id, reason)
+    def _recover(self, job_id: uuid.UUID, handle: str, loss: Loss) -> None:
+        """The recovery policy; a job the call never started fails (a new call would
+        repeat the cause), and one that goes back to the queue gets a new call."""
+        jobs = self.runtime.jobs
+        recovered = recover(jobs, job_id, loss, handle=handle, unstarted=Unstarted.fail)
         if recovered is not None and recovered.status is Status.queued:
             self.submit_or_fail(job_id)
 
     def _enforce_cancels(self) -> None:
         """Cancel the calls of jobs still `cancelling` after the grace period."""
         cutoff = utcnow() - timedelta(seconds=self.runtime.settings.cancel_grace_s)
-        asked = (
-            select(func.max(JobEvent.created_at))
-            .where(JobEvent.job_id == Job.id, JobEvent.status == Status.cancelling)
-            .scalar_subquery()
-        )
-        with self.runtime.db() as session:
-            due = list(
-                session.execute(
-                    select(Job.id, Job.handle).where(
-                        Job.executor == self.name, Job.status == Status.cancelling, asked < cutoff
-                    )
-                ).all()
-            )
-        for job_id, handle in due:
+        for job in self.runtime.queries.cancelling_since(self.name, cutoff):
+            handle = job.handle or ""
             if handle and handle != _SUBMITTING:
                 with contextlib.suppress(Exception):  # an ended call cannot be cancelled
                     self._cancel_call(handle)
-            self.runtime.jobs.try_transition(
-                job_id,
-                Status.cancelled,
-                guards=[Job.status == Status.cancelling],
-                message="cancelled: stopped after the grace period",
-            )
+            self._recover(job.id, handle, Loss.cancel_overdue())
 
     def _cancel_call(self, handle: str) -> None:
         self.api.FunctionCall.from_id(handle).cancel()
@@ -318,21 +256,7 @@ class ModalExecutor:
         """Queued jobs without a call for a while (a retry whose spawn was lost); young
         ones are left alone, as their submitter is about to record the call."""
         cutoff = utcnow() - timedelta(seconds=UNCLAIMED_AFTER_S)
-        with self.runtime.db() as session:
-            job_ids = list(
-                session.scalars(
-                    select(Job.id)
-                    .where(
-                        Job.executor == self.name,
-                        Job.status == Status.queued,
-                        Job.handle.is_(None),
-                        Job.updated_at < cutoff,
-                    )
-                    .order_by(Job.created_at)
-                    .limit(100)
-                )
-            )
-        for job_id in job_ids:
+        for job_id in self.runtime.queries.unclaimed(self.name, updated_before=cutoff):
             if self.runtime.jobs.claim(job_id, _SUBMITTING):  # else another replica has it
                 self.submit_or_fail(job_id, held=_SUBMITTING)
 
@@ -381,12 +305,8 @@ def _recover_retried_call(runtime: Runtime, job_id: uuid.UUID, call_id: str) -> 
         return  # run_job reports nothing to do
     if job.handle != call_id or job.status not in ACTIVE:
         return
-    if job.status is Status.cancelling:
-        runtime.jobs.try_transition(job_id, Status.cancelled, message="cancelled")
-        return
-    if job.status is Status.running:
-        runtime.jobs.lose(
-            job_id,
-            "the previous attempt's container stopped before "
-            "finishing (crash, out of memory or timeout)",
-        )
+    stopped = Loss.crashed(
+        "the previous attempt's container stopped before finishing "
+        "(crash, out of memory or timeout)"
+    )
+    recover(runtime.jobs, job_id, stopped, handle=call_id, unstarted=Unstarted.fail)

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 
 from common.arrays import gpu_available
 from common.capabilities import ChildOutcome, StoredFile, get_capability
-from common.errors import InvalidInput
 from common.jobs.models import JobRecord
+from common.jobs.service import JobService
 from common.jobs.status import Status
+from common.objects import ObjectStore
 from common.runtime import Runtime
 
 #: Minimum seconds between progress writes; reports in between only update memory.
@@ -43,7 +44,7 @@ class JobContext:
         return f"JobContext(job_id={self.job_id}, function={self._job.function!r})"
 
     @property
-    def objects(self) -> Any:
+    def objects(self) -> ObjectStore:
         return self._runtime.objects
 
     @property
@@ -101,21 +102,10 @@ class JobContext:
         )
 
     def spawn(self, function: str, params: BaseModel | dict[str, Any]) -> uuid.UUID:
-        capability = get_capability(function)
-        raw = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
-        try:
-            checked = capability.params.model_validate(raw).model_dump(mode="json")
-        except ValueError as error:
-            raise InvalidInput(f"invalid params for child {function!r}: {error}") from error
-        child = self._runtime.jobs.create(
-            function=function,
-            params=checked,
-            executor=self._job.executor,
-            owner_id=self.owner_id,
-            parent_id=self.job_id,
-            max_attempts=1 + capability.resources.retries,
+        """Submit a child job on this job's executor (see `JobService.submit`)."""
+        child = JobService.in_worker(self._runtime, self._job.executor).submit(
+            function, params, owner_id=self.owner_id, parent_id=self.job_id
         )
-        self._runtime.submit(child.id)
         return child.id
 
     def gather(self, job_ids: Sequence[uuid.UUID]) -> list[ChildOutcome]:

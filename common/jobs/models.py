@@ -43,12 +43,6 @@ class JobRecord(BaseModel):
     finished_at: datetime | None
     updated_at: datetime
 
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return (self.finished_at - self.started_at).total_seconds()
-
 
 class JobEventRecord(BaseModel):
     model_config = ConfigDict(frozen=True, from_attributes=True)

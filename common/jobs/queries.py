@@ -1,4 +1,4 @@
-"""Job reads: filtered listing, statistics and event streams."""
+"""Job reads: filtered listing, statistics, event streams, and what executors watch."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, exists, func, literal, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.jobs.models import JobEventRecord, JobRecord
-from common.jobs.status import Status
+from common.jobs.status import ACTIVE, Status
 from common.records import Job, JobEvent
 
 
@@ -140,19 +140,61 @@ class JobQueries:
     def children(self, parent_id: uuid.UUID) -> list[JobRecord]:
         return self.find(JobFilter(parent_id=parent_id, all_owners=True), limit=100_000)[0]
 
-    def unclaimed(self, executor: str, *, limit: int = 100) -> list[uuid.UUID]:
-        """Queued jobs of `executor` that no executor instance holds yet, oldest first."""
+    def unclaimed(
+        self, executor: str, *, limit: int = 100, updated_before: datetime | None = None
+    ) -> list[uuid.UUID]:
+        """Queued jobs of `executor` that no executor instance holds yet, oldest first
+        (only those unchanged since `updated_before`, when given)."""
+        query = select(Job.id).where(
+            Job.status == Status.queued, Job.executor == executor, Job.handle.is_(None)
+        )
+        if updated_before is not None:
+            query = query.where(Job.updated_at < updated_before)
         with self.db() as session:
-            return list(
-                session.scalars(
-                    select(Job.id)
-                    .where(
-                        Job.status == Status.queued, Job.executor == executor, Job.handle.is_(None)
-                    )
-                    .order_by(Job.created_at)
-                    .limit(limit)
-                ).all()
-            )
+            return list(session.scalars(query.order_by(Job.created_at).limit(limit)).all())
+
+    def status_by_handle(self, handle: str) -> Status | None:
+        """The status of the job held under `handle` (None when no job is)."""
+        with self.db() as session:
+            status = session.scalar(select(Job.status).where(Job.handle == handle))
+        return Status(status) if status else None
+
+    def quiet(
+        self, executor: str, *, since: datetime, skip_handle: str, limit: int = 500
+    ) -> list[JobRecord]:
+        """Jobs of `executor` held under a handle (other than `skip_handle`) that have
+        been quiet since `since`: queued and unchanged, or active with no heartbeat.
+        Healthy running jobs beat, so they are never among them."""
+        query = select(Job).where(
+            Job.executor == executor,
+            Job.handle.is_not(None),
+            Job.handle != skip_handle,
+            or_(
+                and_(Job.status == Status.queued, Job.updated_at < since),
+                and_(
+                    Job.status.in_(ACTIVE),
+                    or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < since),
+                ),
+            ),
+        )
+        with self.db() as session:
+            rows = session.scalars(query.limit(limit)).all()
+            return [JobRecord.model_validate(row) for row in rows]
+
+    def cancelling_since(self, executor: str, before: datetime) -> list[JobRecord]:
+        """Jobs of `executor` still `cancelling` whose cancel was asked before `before`."""
+        asked = (
+            select(func.max(JobEvent.created_at))
+            .where(JobEvent.job_id == Job.id, JobEvent.status == Status.cancelling)
+            .scalar_subquery()
+        )
+        with self.db() as session:
+            rows = session.scalars(
+                select(Job).where(
+                    Job.executor == executor, Job.status == Status.cancelling, asked < before
+                )
+            ).all()
+            return [JobRecord.model_validate(row) for row in rows]
 
     def held_by_others(self, executor: str, prefix: str) -> list[JobRecord]:
         """Unfinished jobs of `executor` whose handle does not start with `prefix`."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.capabilities import get_capability
+from common.capabilities import VALIDATED, get_capability
 from common.errors import ApertureError, JobCancelled, UnknownCapability
 from common.jobs.context import JobContext
 from common.jobs.models import JobRecord
@@ -60,7 +60,9 @@ def _execute(runtime: Runtime, job: JobRecord) -> tuple[Status, dict[str, Any]]:
     """Run the capability; map every outcome to (status, fields of the final write)."""
     try:
         capability = get_capability(job.function)
-        params = capability.params.model_validate(job.params)
+        # Params were validated when the job was submitted (JobService.submit). Parsing
+        # them back still refuses what does not parse, and keeps what submit derived.
+        params = capability.params.model_validate(job.params, context=VALIDATED)
         ctx = JobContext(job, runtime)
         result = capability.run(params, ctx)
         if ctx.cancelled():

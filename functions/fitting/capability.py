@@ -13,13 +13,23 @@ import io
 import os
 import uuid
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import IO, Any, Literal, Self, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from common.capabilities import Context, Resources, capability
+from common.capabilities import (
+    VALIDATED,
+    Context,
+    Resources,
+    SubmitContext,
+    capability,
+    validated_before,
+)
 from common.errors import ApertureError, JobCancelled
+from common.objects.ranged import RangedReader
+from functions.fitting.spec import FitSpec, resolve_spec
 
 FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
 FIT_RESOURCES = Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600)
@@ -33,12 +43,19 @@ def _threads() -> int:
     return max(1, min(int(FIT_RESOURCES.cpu), os.cpu_count() or 1))
 
 
-class FittingParams(BaseModel):
+class FitChoice(BaseModel):
+    """The model to fit and a request's overrides of its defaults; shared by the params
+    of `fitting`, `fitting.gpu` and `fitting.chunk`.
+
+    Validating resolves the overrides against the model once (:func:`resolve_spec`:
+    unknown names, bounds, nothing free are InvalidInput); the resolved spec travels
+    with the params as `resolved`, so a job and its chunks rebuild it without resolving
+    again (params read back with the `VALIDATED` context keep it; anything sent in is
+    resolved afresh).
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    file_id: uuid.UUID = Field(
-        description="Stored traces file: long CSV (time,fov,cell,value), wide CSV or Parquet."
-    )
     model_type: str = Field("maturation", description="A model from GET /analysis/models.")
     model_params: dict[str, float] | None = Field(
         None, description="Start values (or values of fixed parameters) by name."
@@ -49,12 +66,54 @@ class FittingParams(BaseModel):
     fixed: dict[str, bool] | list[str] | None = Field(
         None, description="Per-name fixed flags, or the complete list of fixed parameters."
     )
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    resolved: SkipJsonSchema[dict[str, Any] | None] = Field(
+        None, description="The spec the overrides resolve to (FitSpec.as_dict); derived."
+    )
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> Self:
+        if self.resolved is None or not validated_before(info):
+            self.resolved = resolve_spec(
+                self.model_type,
+                params=self.model_params,
+                bounds=self.model_bounds,
+                fixed=self.fixed,
+            ).as_dict()
+        return self
+
+    @property
+    def spec(self) -> FitSpec:
+        """The resolved spec, rebuilt without resolving again."""
+        return FitSpec.from_dict(self.resolved or {})
+
+    def choice(self) -> dict[str, Any]:
+        """These fields, resolved spec included, for the params of a related job."""
+        return self.model_dump(include=set(FitChoice.model_fields))
+
+
+class TraceFileOptions(BaseModel):
     time_unit: Literal["h", "min", "s"] | None = Field(
         None, description="Unit of the time column when the file does not say (default h)."
     )
-    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+
+class FittingOptions(TraceFileOptions, FitChoice):
+    """What a fitting request chooses, besides the file."""
+
     chunk_size: int = Field(
         FAN_OUT_TRACES, ge=100, description="Traces per child job when the file has more."
+    )
+
+    def for_file(self, file_id: uuid.UUID) -> FittingParams:
+        """The params that fit these options to a stored file (kept as validated)."""
+        chosen = self.model_dump(include=set(FittingOptions.model_fields))
+        return FittingParams.model_validate({**chosen, "file_id": file_id}, context=VALIDATED)
+
+
+class FittingParams(FittingOptions):
+    file_id: uuid.UUID = Field(
+        description="Stored traces file: long CSV (time,fov,cell,value), wide CSV or Parquet."
     )
 
 
@@ -65,15 +124,8 @@ class FittingResult(BaseModel):
     plot_file_ids: dict[str, uuid.UUID]
 
 
-class FittingChunkParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FittingChunkParams(FitChoice):
     chunk_file_id: uuid.UUID = Field(description="npz with t (T,)|(n, T) and y (n, T).")
-    model_type: str
-    model_params: dict[str, float] | None = None
-    model_bounds: dict[str, tuple[float, float]] | None = None
-    fixed: dict[str, bool] | list[str] | None = None
-    device: Literal["auto", "cpu", "gpu"] = "auto"
 
 
 class FittingChunkResult(BaseModel):
@@ -81,19 +133,19 @@ class FittingChunkResult(BaseModel):
     n: int
 
 
-def _spec(params: FittingParams | FittingChunkParams) -> Any:
-    from functions.fitting.spec import resolve_spec
-
-    return resolve_spec(
-        params.model_type,
-        params=params.model_params,
-        bounds=params.model_bounds,
-        fixed=params.fixed,
-    )
-
-
 def _device(requested: str, ctx: Context) -> Literal["cpu", "gpu"]:
     return ctx.device if requested == "auto" else requested  # type: ignore[return-value]
+
+
+def check_traces_file(params: FittingParams, ctx: SubmitContext) -> FittingParams:
+    """Submit-time: the traces file's columns, from its header or Parquet footer (its
+    rows are read once, by the job), like `load-traces` would refuse them."""
+    from functions.fitting.traces import check_traces_head
+
+    stored = ctx.file(params.file_id)
+    with RangedReader(ctx.objects, stored.key, size=stored.size) as head:
+        check_traces_head(cast(IO[bytes], head), name=stored.name)
+    return params
 
 
 @capability(
@@ -101,6 +153,7 @@ def _device(requested: str, ctx: Context) -> Literal["cpu", "gpu"]:
     params=FittingParams,
     result=FittingResult,
     resources=FIT_RESOURCES,
+    check=check_traces_file,
 )
 def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary, plots."""
@@ -112,6 +165,7 @@ def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     params=FittingParams,
     result=FittingResult,
     resources=FIT_GPU_RESOURCES,
+    check=check_traces_file,
 )
 def run_fitting_gpu(params: FittingParams, ctx: Context) -> FittingResult:
     """`fitting` on a GPU (the file's traces in one solve; `device` "cpu" is honoured)."""
@@ -125,7 +179,7 @@ def _fit_file(
     from functions.fitting.fit import fit_traces
     from functions.fitting.traces import read_traces
 
-    spec = _spec(params)  # a bad model or bounds fails before the file is read
+    spec = params.spec
     stored = ctx.file(params.file_id)
     traces = read_traces(
         ctx.objects.get_bytes(stored.key), name=stored.name, time_unit=params.time_unit
@@ -157,7 +211,7 @@ def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkR
     """Fit one slice of traces for a `fitting` job and store the per-trace arrays."""
     from functions.fitting.fit import fit_traces
 
-    spec = _spec(params)
+    spec = params.spec
     with np.load(io.BytesIO(ctx.objects.get_bytes(ctx.file(params.chunk_file_id).key))) as z:
         t, y = z["t"], z["y"]
     fit = fit_traces(
@@ -195,13 +249,8 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
             kind="fitting-chunk",
             content_type="application/octet-stream",
         )
-        child = FittingChunkParams(
-            chunk_file_id=chunk.id,
-            model_type=params.model_type,
-            model_params=params.model_params,
-            model_bounds=params.model_bounds,
-            fixed=params.fixed,
-            device=params.device,
+        child = FittingChunkParams.model_validate(
+            {**params.choice(), "chunk_file_id": chunk.id}, context=VALIDATED
         )
         jobs.append(ctx.spawn("fitting.chunk", child))
     ctx.log(f"fitting {n} traces in {len(jobs)} child jobs of up to {size}")
@@ -219,7 +268,17 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
     return _merge(parts)
 
 
-_FIT_FIELDS = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
+_FIT_FIELDS = (
+    "params",
+    "stderr",
+    "ss_res",
+    "r_squared",
+    "n_points",
+    "iterations",
+    "status",
+    "lower",
+    "upper",
+)
 
 
 def _pack_fit(fit: Any) -> bytes:
@@ -275,15 +334,27 @@ def _save_outputs(
         kind="fit-results",
     )
     plots = {}
-    for name, png in fit_plots(fit, traces.t, traces.y, model).items():
+    made = fit_plots(
+        fit,
+        traces.t,
+        traces.y,
+        model,
+        fov=traces.fov,
+        cell=traces.cell,
+        time_unit=traces.time_unit,
+    )
+    for name, png in made.files.items():
         if ctx.cancelled():
             raise JobCancelled()
         plots[name.removesuffix(".png")] = ctx.save_file(
             f"{base}_{model}_{name}", png, content_type="image/png", kind="fit-plot"
         ).id
+    for error in made.errors:  # a plot that failed is reported; the fit stands
+        ctx.log(f"plot not made: {error}")
     summary = summarize_fit(fit, model)
     summary["spec"] = spec.as_dict()
     summary["time_units"] = traces.time_unit
+    summary["plot_errors"] = made.errors
     ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
     return FittingResult(
         summary=summary, results_file_id=csv.id, parquet_file_id=parquet.id, plot_file_ids=plots

@@ -1,13 +1,16 @@
 """Microscopy readers behind one interface: metadata without pixels, frames on demand.
 
 ``open_reader(path)`` picks the reader from the file's leading bytes (never from its
-name), so a mislabelled file is read as what it is or refused with
-:class:`common.errors.UnsupportedFile`. ND2 and TIFF readers also take a seekable
-binary file object (e.g. :class:`common.objects.ranged.RangedReader` over S3), so
-metadata can be read without a local copy; CZI needs a real path (pylibCZIrw opens
-files by name only). Every reader reports the same
-:class:`MicroscopyMetadata` and reads ``(n, Y, X)`` frame batches of one FOV, channel
-and z plane, so a workflow never holds more than one batch.
+name; the families are told apart by :mod:`common.filekinds`, as for uploads and the
+``metadata`` capability), so a mislabelled file is read as what it is or refused with
+:class:`common.errors.UnsupportedFile`. Asked for microscopy only, the TIFF reader
+refuses a whole-slide image by the same module's rule (:class:`WholeSlideImage`), in the
+same parse of the file's directories that reads its metadata.
+ND2 and TIFF readers also take a seekable binary file object (e.g.
+:class:`common.objects.ranged.RangedReader` over S3), so metadata can be read without a
+local copy; CZI needs a real path (pylibCZIrw opens files by name only). Every reader
+reports the same :class:`MicroscopyMetadata` and reads ``(n, Y, X)`` frame batches of
+one FOV, channel and z plane, so a workflow never holds more than one batch.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from common.errors import UnsupportedFile
+from common.filekinds import HEAD_BYTES, family_of
 from functions.microscopy.metadata import ChannelInfo, MicroscopyMetadata
-
-_ND2_MAGIC = (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  ")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_CZI_MAGIC = b"ZISRAWFILE"
 
 #: What a reader opens: a path, or a seekable binary file object (ND2 and TIFF only).
 Source = str | Path | IO[bytes] | io.RawIOBase
+
+
+class WholeSlideImage(UnsupportedFile):
+    """A TIFF that is a whole-slide image (:func:`common.filekinds.tiff_kind`), refused by
+    a reader asked for microscopy only."""
+
+    default_message = "the file is a whole-slide image, not a microscopy file"
 
 
 def is_file_object(source: Source) -> bool:
@@ -93,25 +100,24 @@ def sniff(path: Source, *, name: str | None = None) -> str:
         if is_file_object(path):
             fh: Any = path
             fh.seek(0)
-            head = fh.read(16)
+            head = fh.read(HEAD_BYTES)
             fh.seek(0)  # tifffile takes a file object's position as the file's start
         else:
             with open(path, "rb") as fh:  # type: ignore[arg-type]
-                head = fh.read(16)
+                head = fh.read(HEAD_BYTES)
     except OSError as exc:
         raise UnsupportedFile(f"cannot open {shown}: {exc.strerror or exc}") from None
-    if head.startswith(_ND2_MAGIC):
-        return "nd2"
-    if head[:4] in _TIFF_MAGIC:
-        return "tiff"
-    if head.startswith(_CZI_MAGIC):
-        return "czi"
+    family = family_of(head)
+    if family in ("nd2", "tiff", "czi"):
+        return family
     raise UnsupportedFile(f"{shown} is not an ND2, CZI or TIFF file (unrecognised leading bytes)")
 
 
-def open_reader(path: Source, *, name: str | None = None) -> Reader:
+def open_reader(path: Source, *, name: str | None = None, microscopy_only: bool = False) -> Reader:
     """Open a microscopy file (a path, or a seekable binary file object named `name`);
-    raises UnsupportedFile for unknown, corrupt or truncated files.
+    raises UnsupportedFile for unknown, corrupt or truncated files, and with
+    `microscopy_only` :class:`WholeSlideImage` for a slide TIFF (else any TIFF is read
+    as a stack).
 
     Examples
     --------
@@ -130,13 +136,16 @@ def open_reader(path: Source, *, name: str | None = None) -> Reader:
         return CziReader(path)  # type: ignore[arg-type]
     from functions.microscopy.readers_tiff import TiffReader
 
-    return TiffReader(path, name=name)
+    return TiffReader(path, name=name, microscopy_only=microscopy_only)
 
 
-def read_metadata(path: Source, *, name: str | None = None) -> MicroscopyMetadata:
+def read_metadata(
+    path: Source, *, name: str | None = None, microscopy_only: bool = False
+) -> MicroscopyMetadata:
     """Metadata of a microscopy file (a path, or for ND2 and TIFF a seekable binary file
-    object named `name`) without reading pixel data."""
-    with open_reader(path, name=name) as reader:
+    object named `name`) without reading pixel data (`microscopy_only`: see
+    :func:`open_reader`)."""
+    with open_reader(path, name=name, microscopy_only=microscopy_only) as reader:
         return reader.metadata
 
 

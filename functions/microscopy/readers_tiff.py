@@ -18,13 +18,20 @@ from typing import Any
 import numpy as np
 
 from common.errors import UnsupportedFile
+from common.filekinds import tiff_kind
 from functions.microscopy.metadata import (
     ChannelInfo,
     MicroscopyMetadata,
     to_micrometres,
     to_minutes,
 )
-from functions.microscopy.readers import Source, _Base, is_file_object, source_path
+from functions.microscopy.readers import (
+    Source,
+    WholeSlideImage,
+    _Base,
+    is_file_object,
+    source_path,
+)
 
 
 def _float(el: Any, name: str) -> float | None:
@@ -108,7 +115,9 @@ def _tifffile_errors() -> Iterator[_Errors]:
 class TiffReader(_Base):
     """OME-TIFF (multi-series: FOVs) and plain or ImageJ TIFF stacks."""
 
-    def __init__(self, path: Source, *, name: str | None = None) -> None:
+    def __init__(
+        self, path: Source, *, name: str | None = None, microscopy_only: bool = False
+    ) -> None:
         import tifffile
 
         self.path = source_path(path, name)
@@ -122,7 +131,7 @@ class TiffReader(_Base):
                     f"{self.path.name} is not a readable TIFF file: {exc}"
                 ) from None
             try:
-                self.metadata = self._read_metadata()
+                self.metadata = self._read_metadata(microscopy_only)
                 if errors.messages:
                     raise UnsupportedFile(
                         f"{self.path.name} is truncated or corrupt: {errors.messages[0]}"
@@ -131,8 +140,10 @@ class TiffReader(_Base):
                 self._tf.close()
                 raise
 
-    def _read_metadata(self) -> MicroscopyMetadata:
+    def _read_metadata(self, microscopy_only: bool) -> MicroscopyMetadata:
         try:
+            if microscopy_only and tiff_kind(self._tf) == "slide":
+                raise WholeSlideImage(f"{self.path.name} is a whole-slide image")
             return self._parse()
         except UnsupportedFile:
             raise

@@ -212,11 +212,6 @@ class DeepZoomGeometry:
         )
         return TileRead(slide_level, l0_location, l_size, z_size)  # type: ignore[arg-type]
 
-    def level_position(self, read: TileRead) -> Size:
-        """Where `read` starts in its own slide level's pixel grid."""
-        ds = self.slide_downsamples[read.level]
-        return (round(read.location[0] / ds), round(read.location[1] / ds))
-
 
 def parse_tile_format(fmt: str) -> str:
     """Normalise a tile format name; raise InvalidInput for anything but jpeg/png."""

@@ -196,6 +196,15 @@ class HandleCache:
             self._opening.pop(key, None)
         return handle
 
+    def close(self) -> None:
+        """Close every open slide and drop the decoded tiles (at shutdown, when no
+        request holds a handle any more)."""
+        with self._lock:
+            handles, self._handles = list(self._handles.values()), OrderedDict()
+        for handle in handles:
+            handle.close()
+        self.decoded_cache.clear()
+
     def evict(self, key: str) -> None:
         """Forget a slide (deleted or replaced); its cached decoded tiles go too."""
         with self._lock:

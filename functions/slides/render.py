@@ -15,14 +15,11 @@ The tile geometry is `DeepZoomGenerator`'s (see geometry.py); the work differs:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from functions.slides.geometry import DeepZoomGeometry, Size, TileRead
 from functions.slides.handles import SlideHandle
 
-TileFormat = Literal["jpeg", "png"]
 MEDIA_TYPES: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png"}
 #: From this shrink factor on Pillow (box-reduce, then Lanczos) is as fast as libvips.
 PIL_MIN_FACTOR = 4

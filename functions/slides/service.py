@@ -1,5 +1,8 @@
 """The tile service the web layer calls: settings, open handles, cached tiles, ETags.
 
+Settings are `common.settings.TileSettings` (`APERTURE_TILES_*`), given or read from the
+environment, so the tile code runs without the web service.
+
 One `SlideTiles` per process. Every method is synchronous and thread-safe; `async`
 callers use the `a*` variants, which run the work in a worker thread so the event loop
 never renders. The web layer resolves a slide id to a local file path (downloading from
@@ -14,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import InvalidInput, NotFound
+from common.settings import Settings, TileSettings
 from functions.slides.dzi import DziDescriptor
 from functions.slides.geometry import DeepZoomGeometry, parse_tile_format
 from functions.slides.handles import HandleCache, SlideHandle
@@ -28,34 +30,6 @@ from functions.slides.tile_cache import ByteLRU
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 #: Bump when rendering changes in a way that changes bytes.
 RENDERER_VERSION = "1"
-
-
-class TileSettings(BaseSettings):
-    """Deep Zoom settings, read from `APERTURE_TILES_*` variables."""
-
-    model_config = SettingsConfigDict(env_prefix="APERTURE_TILES_", extra="ignore", frozen=True)
-
-    tile_size: int = Field(254, ge=1, le=4096)
-    overlap: int = Field(1, ge=0, le=64)
-    format: str = Field("jpeg", pattern="^(jpeg|png)$")
-    quality: int = Field(75, ge=1, le=100)
-    limit_bounds: bool = False
-    max_handles: int = Field(32, ge=1, description="Open slides kept in the handle LRU.")
-    cache_bytes: int = Field(256 << 20, ge=0, description="Rendered-tile cache budget.")
-    decoded_cache_bytes: int = Field(
-        128 << 20, ge=0, description="Decoded stored-tile cache budget."
-    )
-    local_cache_bytes: int = Field(
-        10 << 30,
-        ge=0,
-        description="Local copies of slides from stores without "
-        "local files (S3), least recently used evicted.",
-    )
-    pyramid_check_s: float = Field(
-        30.0,
-        ge=0,
-        description="How long the answer to 'has this slide a pre-generated pyramid?' is reused.",
-    )
 
 
 @dataclass(frozen=True)
@@ -72,7 +46,7 @@ class SlideTiles:
     """Deep Zoom descriptors, tiles, thumbnails and associated images of slides."""
 
     def __init__(self, settings: TileSettings | None = None) -> None:
-        self.settings = settings or TileSettings.model_validate({})
+        self.settings = settings or Settings().tiles  # APERTURE_TILES_* when not given
         s = self.settings
         self.handles = HandleCache(
             s.max_handles, decoded_cache=ByteLRU(s.decoded_cache_bytes, size_of=lambda a: a.nbytes)
@@ -165,6 +139,11 @@ class SlideTiles:
             raise InvalidInput(f"the {name} image cannot be read: {exc}") from None
         content = encode(np.asarray(image), "png")
         return Tile(content, "image/png", self._etag(handle, "associated", name))
+
+    def close(self) -> None:
+        """Close every open slide and drop the cached tiles (at shutdown)."""
+        self.handles.close()
+        self.cache.clear()
 
     def evict(self, slide_id: str) -> None:
         """Forget a deleted or replaced slide."""

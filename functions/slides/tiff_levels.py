@@ -50,10 +50,6 @@ class TiffLevel:
     def tiles_across(self) -> int:
         return -(-self.width // self.tile_width)
 
-    @property
-    def tiles_down(self) -> int:
-        return -(-self.height // self.tile_height)
-
 
 def _level_from_page(index: int, page: Any) -> TiffLevel | None:
     ok = (

@@ -193,3 +193,27 @@ def test_stale_finds_silent_active_jobs(stores) -> None:  # type: ignore[no-unty
     jobs.start(job_id, "h")
     assert jobs.stale(timedelta(seconds=60)) == []
     assert [j.id for j in jobs.stale(timedelta(seconds=-1))] == [job_id]
+
+
+def test_what_the_modal_supervisor_watches(stores) -> None:  # type: ignore[no-untyped-def]
+    jobs, queries = stores
+    future = datetime.now(UTC) + timedelta(minutes=1)
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    waiting = _new(jobs, executor="modal")
+    assert queries.unclaimed("modal", updated_before=past) == []  # young: its submitter acts
+    assert queries.unclaimed("modal", updated_before=future) == [waiting]
+    assert queries.unclaimed("local") == []
+    jobs.claim(waiting, "fc-1")
+    assert queries.status_by_handle("fc-1") is Status.queued
+    assert queries.status_by_handle("fc-none") is None
+    running = _new(jobs, executor="modal")
+    jobs.start(running, "fc-2")
+    submitting = _new(jobs, executor="modal")
+    jobs.claim(submitting, "placeholder")
+    quiet = {j.id for j in queries.quiet("modal", since=future, skip_handle="placeholder")}
+    assert quiet == {waiting, running}  # not the placeholder's, not another executor's
+    assert queries.quiet("modal", since=past, skip_handle="placeholder") == []  # all beat
+    jobs.request_cancel(running)
+    assert [j.id for j in queries.cancelling_since("modal", future)] == [running]
+    assert queries.cancelling_since("modal", past) == []  # asked too recently
+    assert queries.cancelling_since("local", future) == []

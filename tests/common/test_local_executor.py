@@ -101,6 +101,18 @@ def test_cooperative_cancel_stops_a_running_job(pool: JobService) -> None:
     assert done.status is Status.cancelled
 
 
+def test_a_crash_after_a_cooperative_cancel_reports_the_crash(pool: JobService) -> None:
+    """The stop planned for a cancelled run ends with that run: a later crash on the same
+    worker is reported as what it is, not as the earlier cancel."""
+    job = pool.submit("noop", {"sleep_s": 30}, owner_id=None)
+    _wait_status(pool, job.id, Status.running)
+    pool.cancel(job.id)
+    assert _wait(pool, job.id, timeout=5).status is Status.cancelled
+    crashed = _run(pool, "test.exit")  # one worker: the same process runs it
+    assert crashed.error is not None and "exited with code 3" in crashed.error.message
+    assert _run(pool, "noop").status is Status.succeeded  # the replacement worker serves
+
+
 def test_a_job_that_ignores_cancel_is_killed_after_the_grace_period(pool: JobService) -> None:
     job = pool.submit("test.stubborn", {"seconds": 60}, owner_id=None)
     _wait_status(pool, job.id, Status.running)

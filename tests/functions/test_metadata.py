@@ -13,8 +13,7 @@ from common.errors import UnsupportedFile
 from functions.metadata import describe_path, describe_stored
 from functions.microscopy.synthetic import write_timelapse
 from tests.functions.microscopy.test_readers import write_czi
-
-REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
+from tests.support.fixtures import REAL
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ the allowed principal gets through. A new route without a decision fails this te
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.app import PASSWORD, make_admin, register, wait_for_job
+from tests.support.fixtures import REAL
 
 PUBLIC = "public"  # no identity needed
 SIGNED = "signed"  # no identity: the URL's own signature decides (403 without one)
@@ -69,6 +69,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/processing/workflow/cancel/{job_id}"): OWNED,
     ("GET", "/api/v1/processing/workflow/results/{job_id}"): OWNED,
     ("POST", "/api/v1/processing/merge"): USER,
+    ("GET", "/api/v1/processing/merge/results/{job_id}"): OWNED,
     ("POST", "/api/v1/datasets"): USER,
     ("GET", "/api/v1/datasets"): USER,
     ("GET", "/api/v1/datasets/stats"): USER,
@@ -97,6 +98,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/slides/{slide_id}/thumbnail"): OWNED,
     ("GET", "/api/v1/slides/{slide_id}/associated/{image}"): OWNED,
     ("GET", "/api/v1/viewer"): PUBLIC,
+    ("GET", "/api/v1/viewer/login"): PUBLIC,
     ("GET", "/api/v1/viewer/{slide_id}"): PUBLIC,
     ("GET", "/api/v1/viewer/{slide_id}.dzi"): OWNED,
     ("GET", "/api/v1/viewer/{slide_id}_files/{level}/{col}_{row}.{fmt}"): OWNED,
@@ -116,9 +118,7 @@ DESTROYS = {
     ("DELETE", "/api/v1/slides/{slide_id}"),
 }
 #: A's slide: a real one, so the metadata job makes its record.
-SLIDE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real" / "small.svs"
-if not SLIDE.exists():
-    SLIDE = Path("/work/shared/fixtures/real/small.svs")
+SLIDE = REAL / "small.svs"
 
 
 def _routes(client: TestClient) -> set[tuple[str, str]]:

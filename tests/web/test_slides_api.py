@@ -14,10 +14,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.support.app import register, signed_in, wait_for_job
+from tests.support.fixtures import REAL
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
-if not REAL.exists():
-    REAL = Path("/work/shared/fixtures/real")
 API = "/api/v1"
 
 
@@ -162,6 +160,8 @@ def test_etag_gives_304(slides: dict[str, dict[str, Any]], client: TestClient) -
     etag = first.headers["etag"]
     again = client.get(url, headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    for header in (f'"other", W/{etag}', "*"):  # RFC 9110: weak comparison, any tag
+        assert client.get(url, headers={"If-None-Match": header}).status_code == 304, header
     assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
@@ -209,6 +209,33 @@ def test_unreadable_file_fails_its_metadata_job(client: TestClient, name: str) -
     assert client.get(f"{API}/health").status_code == 200
 
 
+def test_the_file_says_where_its_slide_is(client: TestClient) -> None:
+    """The upload answer names the metadata job; GET /files/{id} shows the slide as
+    pending, then ready with its id, or failed with the reason. A TIFF whose codec
+    cannot be decoded, or an empty one, is refused at upload with a clear 415."""
+    broken = upload(client, "unreadable.svs")
+    good = upload(client, "small.svs")
+    for body in (broken, good):
+        assert body["metadata_job_id"] and body["slide"]["status"] in {"pending", "ready"}
+        assert body["details"] is None
+    assert metadata_job(client, broken["id"])["id"] == broken["metadata_job_id"]
+    failed = client.get(f"{API}/files/{broken['id']}").json()["slide"]
+    assert failed["status"] == "failed" and failed["slide_id"] is None
+    assert "unreadable.svs" in failed["reason"], failed
+    slide = slide_of(client, good["id"])
+    ready = client.get(f"{API}/files/{good['id']}").json()
+    assert ready["slide"] == {"status": "ready", "slide_id": slide["id"], "reason": None}
+    assert ready["metadata_job_id"] == good["metadata_job_id"]
+    table = client.post(f"{API}/files", files={"file": ("t.csv", b"a,b\n1,2\n")}).json()
+    assert table["slide"] is None and table["metadata_job_id"] is None
+    for name, data, words in [
+        ("unopenable.tiff", (REAL / "unopenable.tiff").read_bytes(), "cannot be decoded"),
+        ("empty.tif", b"", "'empty.tif' is an empty file"),
+    ]:
+        refused = client.post(f"{API}/files", files={"file": (name, data)})
+        assert refused.status_code == 415 and words in refused.json()["detail"], refused.text
+
+
 def test_another_user_gets_404_everywhere(
     slides: dict[str, dict[str, Any]], client: TestClient
 ) -> None:
@@ -239,7 +266,7 @@ def test_rename_delete_and_bulk_delete(client: TestClient) -> None:
     assert renamed.json()["name"] == "Case 7, H&E"
     assert client.patch(f"{API}/slides/{first}", json={"bogus": 1}).status_code == 422
     assert client.get(f"{API}/viewer/{first}_files/9/0_0.jpeg").status_code == 200
-    service = client.app.state.slides  # type: ignore[attr-defined]
+    service = client.app.state.aperture.slides  # type: ignore[attr-defined]
     assert first in service.tiles.handles._handles
     assert client.delete(f"{API}/slides/{first}").status_code == 204
     assert first not in service.tiles.handles._handles, "DELETE must evict the open handle"
@@ -280,3 +307,18 @@ def test_pre_generated_pyramid_is_served_from_storage(client: TestClient) -> Non
     assert png.status_code == 200 and decode(png.content).size == (255, 250)
     assert client.delete(f"{API}/slides/{slide['id']}").status_code == 204
     assert not objects.exists(pyramid_tile_key(slide["id"], 9, 0, 0, "jpeg"))
+
+
+def test_a_pyramidal_ome_tiff_upload_is_microscopy_not_a_slide(
+    client: TestClient, tmp_path: Path
+) -> None:
+    from tests.common.test_filekinds import write_pyramidal_ome
+
+    data = write_pyramidal_ome(tmp_path / "pyramid.tif").read_bytes()
+    stored = upload(client, "pyramid.tif", data)
+    assert stored["kind"] == "microscopy"
+    jobs = client.get(f"{API}/jobs", params={"function": "metadata", "limit": 500}).json()
+    assert all(j["params"].get("file_id") != stored["id"] for j in jobs["items"])
+    assert client.get(f"{API}/slides", params={"file_id": stored["id"]}).json()["total"] == 0
+    described = client.post(f"{API}/processing/load-metadata", json={"file_id": stored["id"]})
+    assert described.json()["kind"] == "microscopy"

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
 from tests.support.app import LiveServer, register, wait_for_job
+from tests.support.fixtures import REAL
 from tests.support.s3 import S3Server, s3_settings_env, unique_bucket
-
-REAL = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real"
-if not REAL.exists():
-    REAL = Path("/work/shared/fixtures/real")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.app import LiveServer, register
+from tests.support.fixtures import REAL
 from tests.support.s3 import S3Server, s3_settings_env, unique_bucket
 
 MIB = 1024 * 1024
@@ -130,6 +131,13 @@ def test_64_mib_with_a_repeated_part_and_a_dropped_connection(server) -> None:  
         f"/api/v1/files/{record['id']}/download", headers={"If-None-Match": f'"{record["sha256"]}"'}
     )
     assert cached.status_code == 304
+    for header in (f'W/"{record["sha256"]}"', "*", f'"x", W/"{record["sha256"]}"'):
+        weak = client.get(
+            f"/api/v1/files/{record['id']}/download", headers={"If-None-Match": header}
+        )
+        assert weak.status_code == 304, header
+    other = client.get(f"/api/v1/files/{record['id']}/download", headers={"If-None-Match": '"x"'})
+    assert other.status_code == 200 and other.content == data
     assert client.get(f"/api/v1/files/uploads/{plan['id']}").json()["status"] == "completed"
 
 
@@ -173,7 +181,7 @@ def _refused(live, client, plan: dict, parts: list[dict], status: int, words: st
 
 def test_completion_refuses_bad_uploads_and_keeps_nothing(server) -> None:  # type: ignore[no-untyped-def]
     live, client = server
-    real = Path("/work/shared/fixtures/real")
+    real = REAL
     text = _csv(1000)
     plan = _start(client, "short.csv", text + b"0" * 10)  # declares 10 bytes more
     etag = _put(plan["parts"][0]["url"], text)
@@ -242,7 +250,7 @@ def test_bad_names_are_refused_at_start(server, name: str, status: int) -> None:
 def test_small_uploads_are_checked_too(server) -> None:  # type: ignore[no-untyped-def]
     live, client = server
     before = _leftovers(live, client)
-    real = Path("/work/shared/fixtures/real")
+    real = REAL
     for name, content, status in (
         ("renamed.svs", b"plain text, not a slide\n", 415),
         ("cut.tif", (real / "boxes.tiff").read_bytes()[:3000], 415),

@@ -7,28 +7,25 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from common.arrays import gpu_available
-from common.capabilities import StoredFile
 from common.errors import Conflict, InvalidInput
-from common.imports import resolve_import_path
 from common.jobs.models import JobError, JobRecord
 from common.jobs.status import Status
-from functions.fitting.capability import FAN_OUT_TRACES
+from functions.fitting.capability import FittingOptions, TraceFileOptions
 from functions.fitting.models import list_models
 from functions.fitting.results import load_results, results_page
-from functions.fitting.spec import resolve_spec
 from functions.fitting.traces import read_traces, summarize_traces
-from web.deps import CurrentUser, RequestClient, State, owned_job_running
+from web.deps import CurrentUser, RequestClient, Sources, State, owned_job_of
+from web.http import JOB_ACCEPTED, job_location
 from web.schemas import FileSource
 
 router = APIRouter(prefix="/analysis", tags=["analysis"])
 
 FITTING = "fitting"
 FITTING_GPU = "fitting.gpu"  # device "gpu": the whole file on one GPU function
-TimeUnit = Literal["h", "min", "s"]
 
 
 class ParameterPublic(BaseModel):
@@ -47,12 +44,8 @@ class ModelPublic(BaseModel):
     parameters: list[ParameterPublic]
 
 
-class TracesSource(FileSource):
+class TracesSource(FileSource, TraceFileOptions):
     """Exactly one of a stored file (`file_id`) or a server path under the import roots."""
-
-    time_unit: TimeUnit | None = Field(
-        None, description="Unit of the time column when the file does not say (default h)."
-    )
 
 
 class TimePoints(BaseModel):
@@ -82,15 +75,9 @@ class TracesPublic(BaseModel):
     preview: list[TracePreview]
 
 
-class FittingStart(TracesSource):
-    model_type: str = Field("maturation", description="A model from GET /analysis/models.")
-    model_params: dict[str, float] | None = None
-    model_bounds: dict[str, tuple[float, float]] | None = None
-    fixed: dict[str, bool] | list[str] | None = None
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    chunk_size: int = Field(
-        FAN_OUT_TRACES, ge=100, description="Traces per child job when the file has more."
-    )
+class FittingStart(FileSource, FittingOptions):
+    """The `fitting` params, with the file given as a stored file or a server path;
+    parsing it checks the model and its overrides (the one time they are resolved)."""
 
 
 class FittingStarted(BaseModel):
@@ -123,17 +110,7 @@ class FittingResults(BaseModel):
     offset: int
 
 
-FittingJob = Annotated[
-    JobRecord, Depends(owned_job_running((FITTING, FITTING_GPU), "a fitting job"))
-]
-
-
-def _traces_file(source: TracesSource, state: State, user: CurrentUser) -> StoredFile:
-    """The caller's stored file; a server path is imported as one first."""
-    if source.file_id is not None:
-        return state.runtime.files.get(source.file_id, owner_id=user.id)
-    real = resolve_import_path(source.file_path or "", state.settings.import_roots)
-    return state.import_file(user, real)
+FittingJob = Annotated[JobRecord, Depends(owned_job_of((FITTING, FITTING_GPU), "a fitting job"))]
 
 
 def _status(job: JobRecord) -> FittingStatus:
@@ -168,34 +145,37 @@ def read_models() -> list[ModelPublic]:
 
 
 @router.post("/load-traces")
-def load_traces(body: TracesSource, state: State, user: CurrentUser) -> TracesPublic:
+def load_traces(body: TracesSource, state: State, sources: Sources) -> TracesPublic:
     """Read a traces file and describe it: cells, points per cell, units, ranges."""
-    stored = _traces_file(body, state, user)
+    stored = sources(body)
     traces = read_traces(
         state.runtime.objects.get_bytes(stored.key), name=stored.name, time_unit=body.time_unit
     )
     return TracesPublic(file_id=stored.id, **summarize_traces(traces))
 
 
-@router.post("/fitting/start", status_code=201)
+@router.post("/fitting/start", **JOB_ACCEPTED)
 def start_fitting(
-    body: FittingStart, state: State, user: CurrentUser, client: RequestClient
+    body: FittingStart,
+    state: State,
+    sources: Sources,
+    user: CurrentUser,
+    client: RequestClient,
+    request: Request,
+    response: Response,
 ) -> FittingStarted:
-    """Fit a model to every trace of a file, as a job (params checked before it exists).
-    Device "gpu" runs it as a `fitting.gpu` job, on a GPU function."""
-    resolve_spec(
-        body.model_type, params=body.model_params, bounds=body.model_bounds, fixed=body.fixed
-    )
+    """Fit a model to every trace of a file, as a job (params and the file's columns
+    checked before it exists). Device "gpu" runs it as a `fitting.gpu` job, on a GPU
+    function."""
     if body.device == "gpu" and not _gpu_deployment(state):
         raise InvalidInput(
             "device 'gpu': this deployment has no GPU (local workers on a machine without "
             "a CUDA GPU and cupy); ask for 'auto' or 'cpu'"
         )
-    stored = _traces_file(body, state, user)
-    params = body.model_dump(exclude={"file_path"}, exclude_none=True)
-    params["file_id"] = str(stored.id)
+    stored = sources(body)
     function = FITTING_GPU if body.device == "gpu" else FITTING
-    job = state.submit_job(user, client, function, params)
+    job = state.submit_job(user, client, function, body.for_file(stored.id))
+    job_location(request, response, job.id)
     return FittingStarted(job_id=job.id, file_id=stored.id)
 
 

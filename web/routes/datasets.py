@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.datasets import DatasetFilter, DatasetRecord, Datasets, DatasetStats
-from common.errors import InvalidInput, NotFound
-from web.deps import CurrentUser, RequestClient, State
+from common.errors import InvalidInput
+from web.deps import CurrentUser, RequestClient, State, visible_to
 from web.schemas import FilePublic, Page, Tag
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -51,7 +51,7 @@ DatasetStatsPublic = DatasetStats
 
 
 def datasets_service(state: State) -> Datasets:
-    return Datasets(state.runtime.db)
+    return state.runtime.datasets
 
 
 DatasetsService = Annotated[Datasets, Depends(datasets_service)]
@@ -60,11 +60,8 @@ DatasetsService = Annotated[Datasets, Depends(datasets_service)]
 def owned_dataset(
     dataset_id: uuid.UUID, datasets: DatasetsService, user: CurrentUser
 ) -> DatasetRecord:
-    """The dataset if the caller may see it; another owner's dataset is 404."""
-    dataset = datasets.get(dataset_id)
-    if not user.may_see(dataset.owner_id):
-        raise NotFound(f"no dataset with id {dataset_id}")
-    return dataset
+    """The dataset if the caller may see it (404 otherwise)."""
+    return visible_to(user, datasets.get(dataset_id), "dataset")
 
 
 OwnedDataset = Annotated[DatasetRecord, Depends(owned_dataset)]

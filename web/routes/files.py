@@ -9,19 +9,21 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.capabilities import StoredFile
-from common.errors import NotFound, RangeNotSatisfiable
-from common.files import ANY_OWNER, FileCatalog, FileFilter
+from common.errors import RangeNotSatisfiable
+from common.files import ANY_OWNER, FileFilter
 from common.imports import resolve_import_path
 from common.objects.disposition import content_disposition
 from common.records.models import Upload
-from web.deps import CurrentUser, RequestClient, State
+from web.deps import CurrentUser, RequestClient, State, visible_to
+from web.file_detail import METADATA_JOB, file_detail
 from web.file_schemas import (
     BulkDelete,
     BulkDeleted,
+    FileDetail,
     FileImport,
     FileUpdate,
     PartPublic,
@@ -32,6 +34,7 @@ from web.file_schemas import (
     UploadPublic,
     Usage,
 )
+from web.http import etag_matches, presigned_redirect, quoted
 from web.schemas import FilePublic, Page
 from web.upload import MultipartFile
 
@@ -40,16 +43,9 @@ router = APIRouter(prefix="/files", tags=["files"])
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _catalog(state: State) -> FileCatalog:
-    return FileCatalog(state.runtime.db)
-
-
 def owned_file(file_id: uuid.UUID, state: State, user: CurrentUser) -> StoredFile:
-    """The file if the caller may see it; another owner's file is 404."""
-    stored = state.runtime.files.get(file_id)
-    if not user.may_see(stored.owner_id):
-        raise NotFound(f"no file with id {file_id}")
-    return stored
+    """The file if the caller may see it (404 otherwise)."""
+    return visible_to(user, state.runtime.files.get(file_id), "file")
 
 
 OwnedFile = Annotated[StoredFile, Depends(owned_file)]
@@ -57,19 +53,15 @@ OwnedFile = Annotated[StoredFile, Depends(owned_file)]
 
 def owned_upload(upload_id: uuid.UUID, state: State, user: CurrentUser) -> Upload:
     """The caller's own upload (uploads are personal: another user's, admins' too, is 404)."""
-    return state.uploads.get(upload_id, owner_id=user.id)
+    return state.runtime.uploads.get(upload_id, owner_id=user.id)
 
 
 OwnedUpload = Annotated[Upload, Depends(owned_upload)]
 
 
-def _public(state: State, file_id: uuid.UUID) -> FilePublic:
-    return FilePublic.model_validate(state.runtime.files.record(file_id))
-
-
 def _after_store(
     state: State, stored: StoredFile, user: CurrentUser, client: RequestClient, how: str
-) -> FilePublic:
+) -> FileDetail:
     state.identity.audit.record(
         "file.uploaded",
         actor=user.id,
@@ -81,8 +73,11 @@ def _after_store(
         via=how,
     )
     if stored.kind == "slide":  # slides get their metadata (and slide record) at once
-        state.jobs.submit("metadata", {"file_id": str(stored.id)}, owner_id=user.id, tags=["auto"])
-    return _public(state, stored.id)
+        job = state.jobs.submit(
+            "metadata", {"file_id": str(stored.id)}, owner_id=user.id, tags=["auto"]
+        )
+        state.runtime.catalog.update(stored.id, {"details": {METADATA_JOB: str(job.id)}})
+    return file_detail(state, stored.id)
 
 
 # -- multipart uploads -----------------------------------------------------------------
@@ -92,8 +87,8 @@ def _after_store(
 def create_upload(body: UploadCreate, state: State, user: CurrentUser) -> UploadPlan:
     """Plan a multipart upload: one URL per part; PUT each part's bytes, keep its ETag."""
     if body.dataset_id is not None:
-        _catalog(state).check_dataset(body.dataset_id, user.id, admin=user.is_admin)
-    planned = state.uploads.start(
+        state.runtime.catalog.check_dataset(body.dataset_id, user.id, admin=user.is_admin)
+    planned = state.runtime.uploads.start(
         owner_id=user.id,
         name=body.name,
         size=body.size,
@@ -117,7 +112,7 @@ def read_upload(upload: OwnedUpload, state: State) -> UploadPublic:
     """What is stored so far (to resume after a dropped connection)."""
     parts = [
         StoredPart(number=p.number, etag=p.etag, size=p.size)
-        for p in state.uploads.stored_parts(upload)
+        for p in state.runtime.uploads.stored_parts(upload)
     ]
     return UploadPublic(
         id=upload.id,
@@ -138,16 +133,17 @@ def complete_upload(
     state: State,
     user: CurrentUser,
     client: RequestClient,
-) -> FilePublic:
-    """Assemble the parts and verify size, SHA-256 and type; the file record is the answer."""
-    stored = state.uploads.complete(upload, [(p.number, p.etag) for p in body.parts])
+) -> FileDetail:
+    """Assemble the parts and verify size, SHA-256 and type; the file record is the answer
+    (for a slide, with the job that reads it: see GET /files/{id})."""
+    stored = state.runtime.uploads.complete(upload, [(p.number, p.etag) for p in body.parts])
     return _after_store(state, stored, user, client, "multipart")
 
 
 @router.delete("/uploads/{upload_id}", status_code=204)
 def delete_upload(upload: OwnedUpload, state: State) -> Response:
     """Abort an upload and drop its parts."""
-    state.uploads.abort(upload)
+    state.runtime.uploads.abort(upload)
     return Response(status_code=204)
 
 
@@ -176,7 +172,7 @@ def delete_upload(upload: OwnedUpload, state: State) -> Response:
 )
 async def create_file(
     request: Request, state: State, user: CurrentUser, client: RequestClient
-) -> FilePublic:
+) -> FileDetail:
     """Upload a file as multipart/form-data (field `file`, last), streamed to storage and
     checked like a multipart upload."""
     form = MultipartFile(request)
@@ -187,7 +183,7 @@ async def create_file(
         name=form.filename or "",
         owner_id=user.id,
         content_type=form.content_type,
-        check=state.uploads.vet(user.id),
+        check=state.runtime.uploads.vet(user.id),
     )
     return await run_in_threadpool(_after_store, state, stored, user, client, "form")
 
@@ -195,7 +191,7 @@ async def create_file(
 @router.post("/import", status_code=201)
 def import_file(
     body: FileImport, state: State, user: CurrentUser, client: RequestClient
-) -> FilePublic:
+) -> FileDetail:
     """Copy a file from the server's disk (under APERTURE_IMPORT_ROOTS) into the store."""
     path = resolve_import_path(body.path, state.settings.import_roots)
     stored = state.import_file(user, path, name=body.name)
@@ -214,10 +210,15 @@ def read_files(
     name: Annotated[str | None, Query(max_length=255, description="Name contains.")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    sha256: Annotated[
+        str | None, Query(pattern="^[0-9a-fA-F]{64}$", description="Exact content hash.")
+    ] = None,
+    size: Annotated[int | None, Query(ge=0, description="Exact size in bytes.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[FilePublic]:
-    """Files, newest first, filtered by kind, dataset, name and creation time."""
+    """Files, newest first, filtered by kind, dataset, name, creation time, and content
+    (SHA-256 and size: clients skip uploading bytes they already stored)."""
     f = FileFilter(
         owner_id=user.id,
         all_owners=user.is_admin,
@@ -226,8 +227,10 @@ def read_files(
         name_contains=name,
         created_after=created_after,
         created_before=created_before,
+        sha256=sha256,
+        size=size,
     )
-    rows, total = _catalog(state).find(f, limit=limit, offset=offset)
+    rows, total = state.runtime.catalog.find(f, limit=limit, offset=offset)
     return Page[FilePublic](
         items=[FilePublic.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
     )
@@ -236,7 +239,9 @@ def read_files(
 @router.get("/usage")
 def read_usage(state: State, user: CurrentUser) -> Usage:
     """Bytes and files stored, by kind (admins: everyone's, also by user)."""
-    return Usage(**_catalog(state).usage(FileFilter(owner_id=user.id, all_owners=user.is_admin)))
+    return Usage(
+        **state.runtime.catalog.usage(FileFilter(owner_id=user.id, all_owners=user.is_admin))
+    )
 
 
 @router.post("/bulk-delete")
@@ -244,7 +249,7 @@ def delete_files(
     body: BulkDelete, state: State, user: CurrentUser, client: RequestClient
 ) -> BulkDeleted:
     """Delete several files; ids that are not yours (or not there) are reported, not deleted."""
-    deleted = _catalog(state).delete(
+    deleted = state.runtime.catalog.delete(
         body.ids, state.runtime.objects, owner_id=ANY_OWNER if user.is_admin else user.id
     )
     for file_id in deleted:
@@ -263,9 +268,10 @@ def delete_files(
 
 
 @router.get("/{file_id}")
-def read_file(stored: OwnedFile, state: State) -> FilePublic:
-    """A file's record, with derived metadata when known."""
-    return _public(state, stored.id)
+def read_file(stored: OwnedFile, state: State) -> FileDetail:
+    """A file's record, with derived metadata when known; for a whole-slide image, its
+    slide's state (`pending`, `ready` with `slide_id`, or `failed` with the reason)."""
+    return file_detail(state, stored.id)
 
 
 @router.patch("/{file_id}")
@@ -273,8 +279,8 @@ def update_file(stored: OwnedFile, body: FileUpdate, state: State, user: Current
     """Rename a file or move it to (or out of) a dataset."""
     values = body.model_dump(exclude_unset=True)
     if values.get("dataset_id") is not None:
-        _catalog(state).check_dataset(values["dataset_id"], user.id, admin=user.is_admin)
-    return FilePublic.model_validate(_catalog(state).update(stored.id, values))
+        state.runtime.catalog.check_dataset(values["dataset_id"], user.id, admin=user.is_admin)
+    return FilePublic.model_validate(state.runtime.catalog.update(stored.id, values))
 
 
 @router.delete("/{file_id}", status_code=204)
@@ -282,7 +288,7 @@ def delete_file(
     stored: OwnedFile, state: State, user: CurrentUser, client: RequestClient
 ) -> Response:
     """Delete a file: gone at once; its bytes are removed now or by cleanup."""
-    _catalog(state).delete([stored.id], state.runtime.objects)
+    state.runtime.catalog.delete([stored.id], state.runtime.objects)
     state.identity.audit.record(
         "file.deleted", actor=user.id, target_type="file", target_id=stored.id, client_ip=client.ip
     )
@@ -306,18 +312,18 @@ def download_file(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse | Response:
     """The file's bytes, streamed; honours Range (one range) and If-None-Match."""
-    etag = f'"{stored.sha256}"'
+    etag = quoted(str(stored.sha256))
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
         "Content-Disposition": content_disposition(stored.name),
     }
-    if if_none_match and {etag, "*"} & {t.strip() for t in if_none_match.split(",")}:
+    if etag_matches(etag, if_none_match):
         return Response(status_code=304, headers={"ETag": etag})
     objects = state.runtime.objects
     if state.settings.download_redirect and objects.kind == "s3" and range_header is None:
-        url = objects.presigned_get_url(stored.key, expires_s=300, filename=stored.name)
-        return RedirectResponse(url, status_code=307)
+        ttl = state.settings.download_url_ttl_s
+        return presigned_redirect(objects, stored.key, expires_s=ttl, filename=stored.name)
     media = stored.content_type or "application/octet-stream"
     span = _byte_range(range_header, stored.size)
     if span is None:

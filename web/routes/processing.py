@@ -1,44 +1,55 @@
 """Microscopy processing (PyAMA's API): load-metadata, features, the per-FOV workflow
-(start, status, cancel, results) and merge. Compute lives in `functions.metadata` and
-`functions.microscopy`; this module checks input and ownership and submits jobs."""
+(start, status, cancel, results) and merge (start, results). Compute lives in
+`functions.metadata` and `functions.microscopy`, PyAMA's shapes in `web.pyama`; this
+module resolves the file, checks ownership and submits jobs (whose submit-time checks
+read the file's header once)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import StoredFile
-from common.errors import Conflict, InvalidInput, UnsupportedFile
-from common.imports import resolve_import_path
+from common.errors import Conflict, InvalidInput
 from common.jobs.models import JobRecord
-from functions.metadata import MetadataResult, describe_path, describe_stored
+from functions.metadata import MetadataResult, describe_stored
 from functions.microscopy import list_features
-from functions.microscopy.capability import MergeParams
+from functions.microscopy.capability import (
+    MergedFile,
+    MergeParams,
+    MergeResult,
+    WorkflowResult,
+    fov_traces,
+)
 from functions.microscopy.extraction import FLUORESCENCE_FEATURES, PHASE_FEATURES
 from functions.microscopy.merge import parse_fov_spec
-from functions.microscopy.report import (
-    ChannelsSpec,
-    merge_traces,
-    workflow_params,
-    workflow_results,
-    workflow_status,
-)
 from web.deps import (
     CurrentUser,
     RequestClient,
+    Sources,
     State,
     check_function,
     owned_job,
-    owned_job_running,
+    owned_job_of,
+)
+from web.http import JOB_ACCEPTED, job_location
+from web.pyama import (
+    ChannelsSpec,
+    WorkflowResults,
+    WorkflowStatus,
+    workflow_params,
+    workflow_results,
+    workflow_status,
 )
 from web.schemas import FileSource
 
 router = APIRouter(prefix="/processing", tags=["processing"])
 
 WORKFLOW = "workflow"
+MERGE = "merge"
 
 
 class MetadataPublic(BaseModel):
@@ -73,47 +84,19 @@ class WorkflowStart(FileSource):
 class JobStarted(BaseModel):
     success: bool = True
     job_id: uuid.UUID
-    file_id: uuid.UUID | None = None
+    file_id: uuid.UUID
 
 
-class Progress(BaseModel):
-    current: int = Field(description="FOVs finished.")
-    total: int
-    percentage: float
-
-
-class FovState(BaseModel):
-    fov: int
-    status: str
-    job_id: uuid.UUID | None
-    progress: float
-    error: str | None
-
-
-class WorkflowStatus(BaseModel):
+class MergeStarted(BaseModel):
     success: bool = True
     job_id: uuid.UUID
-    status: str
-    message: str | None
-    error: str | None
-    progress: Progress
-    fovs: list[FovState]
+    workflow_job_id: uuid.UUID
 
 
-class TraceFiles(BaseModel):
-    fov: int
-    csv_file_id: uuid.UUID
-    parquet_file_id: uuid.UUID
-    labels_file_id: uuid.UUID
-    job_id: uuid.UUID
-    summary: dict[str, Any]
-
-
-class WorkflowResults(BaseModel):
+class MergeResults(BaseModel):
     success: bool = True
     job_id: uuid.UUID
-    traces: list[TraceFiles]
-    summary: dict[str, Any]
+    files: list[MergedFile] = Field(description="One long CSV per sample, feature and channel.")
 
 
 class MergeSample(BaseModel):
@@ -131,27 +114,25 @@ class MergeCreate(BaseModel):
     features: list[str] | None = Field(None, description="Feature names; all when omitted.")
 
 
-def _source(state: State, user: CurrentUser, body: FileSource) -> tuple[StoredFile, MetadataResult]:
-    """The caller's stored file and its metadata; a server path is read in place, then
-    imported as the caller's file (only once it proved readable)."""
-    if body.file_id is not None:
-        stored = state.runtime.files.get(body.file_id, owner_id=user.id)
-        return stored, describe_stored(state.runtime.objects, stored)
-    path = resolve_import_path(body.file_path or "", state.settings.import_roots)
-    described = describe_path(path)
-    stored = state.import_file(user, path)
-    if described.kind == "microscopy":
+def _described(
+    state: State, sources: Sources, body: FileSource
+) -> tuple[StoredFile, MetadataResult]:
+    """The caller's file and its metadata: the one read of its header a request makes."""
+    stored = sources(body)
+    described = describe_stored(state.runtime.objects, stored)
+    if described.kind == "microscopy" and body.file_path is not None:
         described.metadata["file_path"] = body.file_path
     return stored, described
 
 
-WorkflowJob = Annotated[JobRecord, Depends(owned_job_running(WORKFLOW, "a workflow"))]
+WorkflowJob = Annotated[JobRecord, Depends(owned_job_of(WORKFLOW, "a workflow"))]
+MergeJob = Annotated[JobRecord, Depends(owned_job_of(MERGE, "a merge"))]
 
 
 @router.post("/load-metadata")
-def load_metadata(body: FileSource, state: State, user: CurrentUser) -> MetadataPublic:
+def load_metadata(body: FileSource, state: State, sources: Sources) -> MetadataPublic:
     """A microscopy file's or slide's metadata, read without its pixel data."""
-    stored, described = _source(state, user, body)
+    stored, described = _described(state, sources, body)
     return MetadataPublic(file_id=stored.id, kind=described.kind, metadata=described.metadata)
 
 
@@ -164,31 +145,29 @@ def read_features() -> FeaturesPublic:
     )
 
 
-@router.post("/workflow/start")
+@router.post("/workflow/start", **JOB_ACCEPTED)
 def start_workflow(
-    body: WorkflowStart, state: State, user: CurrentUser, client: RequestClient
+    body: WorkflowStart,
+    state: State,
+    sources: Sources,
+    user: CurrentUser,
+    client: RequestClient,
+    request: Request,
+    response: Response,
 ) -> JobStarted:
-    """Start the workflow: one child job per FOV (segment, track, extract)."""
-    stored, described = _source(state, user, body)
-    if described.kind != "microscopy":
-        raise UnsupportedFile(f"{stored.name} is a whole-slide image, not a time-lapse")
-    meta = described.metadata
-    params = workflow_params(
-        stored.id,
-        body.channels,
-        body.parameters,
-        n_fovs=meta["n_fovs"],
-        n_channels=meta["n_channels"],
-    )
-    job = state.submit_job(user, client, WORKFLOW, params.model_dump(mode="json"))
+    """Start the workflow: one child job per FOV (segment, track, extract). FOVs,
+    channels and z are checked against the file before the job exists (422)."""
+    stored = sources(body)
+    asked = workflow_params(stored.id, body.channels, body.parameters)
+    job = state.submit_job(user, client, WORKFLOW, asked)
+    job_location(request, response, job.id)
     return JobStarted(job_id=job.id, file_id=stored.id)
 
 
 @router.get("/workflow/status/{job_id}")
 def read_workflow_status(job: WorkflowJob, state: State) -> WorkflowStatus:
     """Overall and per-FOV state of a workflow job."""
-    children = state.runtime.queries.children(job.id)
-    return WorkflowStatus.model_validate(workflow_status(job, children))
+    return workflow_status(job, state.runtime.queries.children(job.id))
 
 
 @router.post("/workflow/cancel/{job_id}")
@@ -197,8 +176,7 @@ def cancel_workflow(
 ) -> WorkflowStatus:
     """Cancel a workflow and its unfinished FOV jobs."""
     cancelled = state.cancel_job(user, client, job.id)
-    children = state.runtime.queries.children(job.id)
-    return WorkflowStatus.model_validate(workflow_status(cancelled, children))
+    return workflow_status(cancelled, state.runtime.queries.children(job.id))
 
 
 @router.get("/workflow/results/{job_id}")
@@ -206,14 +184,20 @@ def read_workflow_results(job: WorkflowJob) -> WorkflowResults:
     """Traces files (CSV, Parquet) per FOV of a finished workflow, and a summary."""
     if job.status != "succeeded":
         raise Conflict(f"workflow {job.id} is {job.status}; results exist once it succeeded")
-    return WorkflowResults(job_id=job.id, **workflow_results(job))
+    return workflow_results(job)
 
 
-@router.post("/merge")
+@router.post("/merge", **JOB_ACCEPTED)
 def create_merge(
-    body: MergeCreate, state: State, user: CurrentUser, client: RequestClient
-) -> JobStarted:
-    """Merge a workflow's traces into one long CSV per sample, feature and channel."""
+    body: MergeCreate,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+    request: Request,
+    response: Response,
+) -> MergeStarted:
+    """Merge a workflow's traces into one long CSV per sample, feature and channel
+    (listed by GET /processing/merge/results/{job_id} once done)."""
     job = check_function(owned_job(body.job_id, state, user), WORKFLOW, "a workflow")
     if job.status != "succeeded":
         raise Conflict(f"workflow {job.id} is {job.status}; merge needs a finished one")
@@ -224,10 +208,22 @@ def create_merge(
     unknown = set(body.features or ()) - set(PHASE_FEATURES) - set(FLUORESCENCE_FEATURES)
     if unknown:
         raise InvalidInput(f"unknown features {sorted(unknown)}")
+    fovs = [fov for chosen in samples.values() for fov in chosen]
     params = MergeParams(
-        traces=merge_traces(job, samples),
+        traces=fov_traces(WorkflowResult.model_validate(job.result), fovs),
         features=body.features,
         samples={s.name: s.fovs for s in body.samples},
     )
-    merge = state.submit_job(user, client, "merge", params.model_dump(mode="json"))
-    return JobStarted(job_id=merge.id)
+    merge = state.submit_job(user, client, MERGE, params)
+    job_location(request, response, merge.id)
+    return MergeStarted(job_id=merge.id, workflow_job_id=job.id)
+
+
+@router.get("/merge/results/{job_id}")
+def read_merge_results(job: MergeJob) -> MergeResults:
+    """The merged CSVs of a finished merge: one per sample, feature and channel."""
+    if job.status != "succeeded":
+        why = f": {job.error.message}" if job.error else ""
+        raise Conflict(f"merge {job.id} is {job.status}; results exist once it succeeded{why}")
+    result = MergeResult.model_validate(job.result)
+    return MergeResults(job_id=job.id, files=result.outputs)

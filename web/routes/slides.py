@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import NotFound
 from common.slides import SlideFilter, SlideRecord
-from functions.slides.service import Tile
 from web.deps import CurrentUser, RequestClient, State
+from web.http import image_response
 from web.schemas import Page
 from web.slides import OwnedSlide, SlideService, SlideServiceDep, ViewedSlide, owned_slide
 
@@ -37,30 +37,6 @@ class SlideBulkDelete(BaseModel):
 class SlideBulkDeleted(BaseModel):
     deleted: list[uuid.UUID]
     not_found: list[uuid.UUID]
-
-
-def image_response(tile: Tile, request: Request) -> Response:
-    """An image with its ETag and caching headers; 304 when the client has it."""
-    unchanged = not_modified(tile.etag, tile.cache_control, request)
-    return unchanged if unchanged is not None else image(tile)
-
-
-def image(tile: Tile) -> Response:
-    """An image with its ETag and caching headers (the caller checked If-None-Match)."""
-    headers = {"ETag": tile.etag, "Cache-Control": tile.cache_control}
-    return Response(tile.content, media_type=tile.media_type, headers=headers)
-
-
-def not_modified(etag: str, cache_control: str, request: Request) -> Response | None:
-    """A 304 when the request's If-None-Match names `etag`, else None (so a caller can
-    skip reading the content)."""
-    if etag not in _etags(request.headers.get("if-none-match", "")):
-        return None
-    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": cache_control})
-
-
-def _etags(header: str) -> set[str]:
-    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
 @router.get("")

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.errors import InvalidInput, NotFound
@@ -21,7 +21,7 @@ from functions.slides.geometry import parse_tile_format
 from functions.slides.render import MEDIA_TYPES
 from functions.slides.service import CACHE_CONTROL, Tile
 from web.deps import State
-from web.routes.slides import image, image_response, not_modified
+from web.http import image, image_response, not_modified, presigned_redirect, quoted
 from web.slides import SlideServiceDep, ViewedSlide
 
 router = APIRouter(prefix="/viewer", tags=["viewer"])
@@ -83,13 +83,12 @@ async def _stored_tile(
     try:
         if objects.kind == "s3":
             await run_in_threadpool(objects.head, key)
-            url = await run_in_threadpool(
-                objects.presigned_get_url, key, expires_s=state.settings.signed_url_ttl_s
-            )
-            return RedirectResponse(url, status_code=307)
+            ttl = state.settings.signed_url_ttl_s
+            return await run_in_threadpool(presigned_redirect, objects, key, expires_s=ttl)
         info = await run_in_threadpool(objects.head, key)
-        etag = f'"{info.etag}"'
-        if (unchanged := not_modified(etag, CACHE_CONTROL, request)) is not None:
+        etag = quoted(info.etag)
+        unchanged = not_modified(etag, request, cache_control=CACHE_CONTROL)
+        if unchanged is not None:
             return unchanged
         content = await run_in_threadpool(objects.get_bytes, key)
     except NotFound:

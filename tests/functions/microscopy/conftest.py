@@ -9,18 +9,7 @@ from typing import Any
 import pytest
 
 from functions.microscopy.synthetic import write_timelapse
-
-
-def _real_fixtures() -> Path:
-    """``shared/fixtures/real`` beside the checkout (or beside a worktree's parent)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents[3:]:
-        if (parent / "shared" / "fixtures" / "real").is_dir():
-            return parent / "shared" / "fixtures" / "real"
-    return here.parents[4] / "shared" / "fixtures" / "real"
-
-
-REAL = _real_fixtures()
+from tests.support.fixtures import REAL
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,7 @@ from pathlib import Path
 import pytest
 
 from functions.slides.synthetic import write_synthetic_slide
-
-REAL = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "real"
-if not REAL.exists():
-    REAL = Path("/work/shared/fixtures/real")
+from tests.support.fixtures import REAL
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""`aperture batch`: one job per input file, resumable through a manifest."""
