@@ -11,6 +11,8 @@ off by tens of percent and the FOV summary flags their background.
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 
 from common.errors import JobCancelled
+from functions.microscopy.capability import FovOutcome, background_warnings
 from functions.microscopy.pipeline import WorkflowOptions, run_fov
 from functions.microscopy.readers import open_reader
 from functions.microscopy.synthetic import write_timelapse
@@ -101,8 +104,6 @@ def hard_run(
     paths = write_timelapse(
         tmp_path, fovs=fovs, frames=frames, size=size, seed=21, scene="hard", interval_min=30
     )
-    import json
-
     truth = json.loads(paths.truth.read_text())
     signed, tracked, results = [], [], []
     with open_reader(paths.image) as reader:
@@ -130,6 +131,7 @@ def test_fluorescence_accuracy_on_hard_data(tmp_path: Path, size: int) -> None:
         quality = background["channels"]["1"]
         assert len(quality["residual_median"]) == r.summary["frames"]
         assert quality["worst"] < background["threshold"]
+    assert background_warnings(outcomes(results)) == []
 
 
 def test_pyama_background_is_biased_on_small_frames_and_flagged(tmp_path: Path) -> None:
@@ -140,13 +142,22 @@ def test_pyama_background_is_biased_on_small_frames_and_flagged(tmp_path: Path) 
     background = results[0].summary["background"]
     assert background["flagged"] is True
     assert len(background["channels"]["1"]["flagged_frames"]) == results[0].summary["frames"]
+    # the workflow's result says so in its warnings, one line per FOV and channel
+    (warning,) = background_warnings(outcomes(results))
+    assert warning.startswith("FOV 0, channel 1: background residual above 1.0%")
+    assert f"on {results[0].summary['frames']} frame(s)" in warning
+
+
+def outcomes(results: list[Any]) -> list[FovOutcome]:
+    return [
+        FovOutcome(fov=r.fov, status="succeeded", job_id=uuid.uuid4(), summary=r.summary)
+        for r in results
+    ]
 
 
 @pytest.mark.slow
 def test_accuracy_1024(tmp_path: Path) -> None:
     paths = write_timelapse(tmp_path, fovs=1, frames=40, size=1024, seed=5)
-    import json
-
     truth = json.loads(paths.truth.read_text())
     with open_reader(paths.image) as reader:
         result = run_fov(reader, 0, tmp_path / "out")
