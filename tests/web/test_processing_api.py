@@ -245,6 +245,13 @@ def test_workflow_results_download_as_pyama_tables(
         data = client.get(f"/api/v1/files/{trace['parquet_file_id']}/download").content
         table = pq.read_table(io.BytesIO(data))
         assert table.column_names == list(rows[0]) and table.num_rows == len(rows)
+        # the background's per-frame quality, for the user to judge before the traces
+        background = trace["summary"]["background"]
+        quality = background["channels"]["1"]
+        assert background["method"] == "fit" and background["threshold"] == 0.01
+        assert len(quality["residual_median"]) == len(quality["residual_spread"]) == 35
+        flagged = [w for w in results["summary"]["warnings"] if "background residual" in w]
+        assert bool(quality["flagged_frames"]) == any(f"FOV {trace['fov']}," in w for w in flagged)
 
 
 def test_invalid_workflow_requests(client: TestClient, workflow: dict[str, Any]) -> None:
