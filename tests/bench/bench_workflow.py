@@ -270,7 +270,7 @@ def run_workflow(client: Any, file_id: str, frames: int) -> tuple[float, dict[st
     }
     start = time.perf_counter()
     started = client.post(f"{API}/workflow/start", json=body)
-    if started.status_code != 200:
+    if started.status_code != 202:  # Accepted, with the job's Location
         raise RuntimeError(f"start failed: {started.status_code} {started.text[:500]}")
     job_id = started.json()["job_id"]
     while True:
