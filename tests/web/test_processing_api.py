@@ -472,7 +472,7 @@ def test_what_the_file_lacks_is_refused_before_a_job_exists(client: TestClient) 
     assert "the file has 10" in started.json()["detail"]
     late = _start(client, file_id, fov_start=1)
     assert late.status_code == 422 and "FOV 1 does not exist" in late.json()["detail"]
-    bad = [
+    bad: list[tuple[str, dict[str, Any], str]] = [
         ("workflow", {"fovs": [0], "options": {"fluorescence_channels": [2]}}, "channel 2"),
         ("workflow", {"fovs": "0", "options": {"z": 10}}, "z plane 10"),
         ("workflow", {"fovs": [3]}, "FOV 3 does not exist"),
