@@ -56,7 +56,9 @@ def test_shape_features_match_regionprops(seed: int) -> None:
 def test_intensity_features_match_numpy(dtype: type) -> None:
     labels = blobs(2)
     rng = np.random.default_rng(3)
-    values = rng.normal(5, 10, labels.shape).astype(dtype)  # negatives after subtraction
+    values: np.ndarray = rng.normal(5, 10, labels.shape).astype(
+        dtype
+    )  # negatives after subtraction
     got = intensity_features(Foreground.from_labels(labels), values)
     for k in range(1, labels.max() + 1):
         v = values[labels == k].astype(np.float64)
