@@ -14,7 +14,7 @@ from common.errors import Forbidden, InvalidInput, NotFound
 from common.identity import Client, Principal
 from common.imports import resolve_import_path
 from common.jobs.models import JobRecord
-from web.auth import authenticate
+from web.auth import PrincipalCache, authenticate, cached_principal
 from web.schemas import FileSource
 from web.state import AppState
 
@@ -30,9 +30,19 @@ def get_ws_state(websocket: WebSocket) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
+def principal_cache(request: Request) -> PrincipalCache | None:
+    """The app's cache of verified credentials (web.auth), built in the lifespan."""
+    return getattr(request.app.state, "principals", None)
+
+
 async def current_principal(request: Request, state: State) -> Principal:
-    """Who is asking (401 without valid credentials)."""
-    return await run_in_threadpool(authenticate, request, state.identity)
+    """Who is asking (401 without valid credentials). A credential verified moments ago
+    is answered from the cache on the event loop; others are checked in a thread."""
+    cache = principal_cache(request)
+    principal = cached_principal(request, cache)
+    if principal is not None:
+        return principal
+    return await run_in_threadpool(authenticate, request, state.identity, cache=cache)
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
