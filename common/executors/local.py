@@ -283,6 +283,11 @@ class LocalExecutor:
             return
         retiring = self.plan.to_retire(workers, now)
         if retiring is not None:
+            log.debug(
+                "worker %s idle for %.0f s: retiring",
+                retiring.process.pid,
+                now - retiring.idle_since,
+            )
             retiring.retiring = True
             retiring.conn.close()  # its loop ends; the sentinel reports the exit
 
@@ -298,6 +303,7 @@ class LocalExecutor:
         child.close()
         with self._lock:
             self._state.workers.append(Worker(process=process, conn=parent))
+            log.debug("started worker %s (%d in the pool)", process.pid, len(self._state.workers))
 
     def _bury(self, worker: Worker) -> None:
         """A worker process ended: recover its job. `_resize` replaces it if need be."""
