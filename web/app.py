@@ -20,6 +20,7 @@ from common.records import migrate
 from common.runtime import Runtime
 from common.settings import Settings
 from web.auth import PrincipalCache
+from web.cached_tiles import CachedTiles
 from web.deps import current_principal
 from web.errors import install_error_handlers
 from web.hub import EventHub
@@ -56,7 +57,9 @@ API_PREFIX = "/api/v1"
 #: routes need an identity; the browser's session cookie gives it).
 PUBLIC_ROUTERS = (health, signed, auth, viewer_page)
 #: Everything else needs an identity: a router added here is protected by default.
+#: Routes are matched in order: the viewer's tiles, asked for dozens a second, go first.
 PROTECTED_ROUTERS = (
+    viewer,
     users,
     events,
     functions,
@@ -66,7 +69,6 @@ PROTECTED_ROUTERS = (
     datasets,
     processing,
     slides,
-    viewer,
 )
 
 
@@ -149,6 +151,7 @@ def create_app(
         "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",
     )
     install_error_handlers(app)
+    app.add_middleware(CachedTiles)  # innermost: CORS and request context wrap it too
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

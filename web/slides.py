@@ -155,7 +155,7 @@ class SlideService:
             self._records.pop(slide.id, None)
 
 
-def get_slide_service(request: Request) -> SlideService:
+async def get_slide_service(request: Request) -> SlideService:
     """The app's one SlideService (open handles and caches live in it), built in the
     lifespan."""
     return request.app.state.aperture.slides  # type: ignore[no-any-return]

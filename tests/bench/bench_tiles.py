@@ -330,10 +330,12 @@ def alternate(
 HTTP_CLIENTS = 8
 
 
-def bench_http(path: Path, work: Path, n: int, server_repo: Path | None) -> None:
+def bench_http(
+    path: Path, work: Path, n: int, server_repo: Path | None, web_workers: int | None
+) -> None:
     import os
 
-    server, slide_id, token = serve_slide(path, work, server_repo)
+    server, slide_id, token = serve_slide(path, work, server_repo, web_workers)
     peer, peer_port = start_peer(path, work)
     try:
         servers = {
@@ -359,6 +361,7 @@ def bench_http(path: Path, work: Path, n: int, server_repo: Path | None) -> None
                 bench="tiles.http",
                 phase=phase,
                 server="base" if server_repo else "this checkout",
+                web_workers=web_workers or "default",
                 clients=HTTP_CLIENTS,
                 tiles=len(addresses),
                 slide=image_size(path),
@@ -380,7 +383,9 @@ def bench_http(path: Path, work: Path, n: int, server_repo: Path | None) -> None
         server.stop()
 
 
-def serve_slide(path: Path, work: Path, server_repo: Path | None = None) -> tuple[Any, str, str]:
+def serve_slide(
+    path: Path, work: Path, server_repo: Path | None = None, web_workers: int | None = None
+) -> tuple[Any, str, str]:
     """`aperture serve` on a fresh data dir with `path` uploaded as a slide: (server,
     slide id, bearer token). With `server_repo`, that checkout's server (as it was: no
     options it may not know). Embedded defaults otherwise: JSON logs, the default
@@ -391,7 +396,7 @@ def serve_slide(path: Path, work: Path, server_repo: Path | None = None) -> tupl
 
     env = {"APERTURE_LOG_FORMAT": "json", "APERTURE_HEARTBEAT_INTERVAL_S": "2.0"}
     server = LiveServer(work / "data", env=env, repo=server_repo or REPO)
-    server.start(web_workers=None)
+    server.start(web_workers=web_workers)
     with httpx.Client(base_url=server.url, timeout=600) as client:
         headers = register(client)
         client.headers.update(headers)
@@ -514,6 +519,7 @@ def main() -> None:
         "--http", action="store_true", help="tiles over HTTP: aperture serve vs the peer"
     )
     parser.add_argument("--server-repo", type=Path, help="with --http: serve this checkout")
+    parser.add_argument("--web-workers", type=int, help="with --http: web processes")
     parser.add_argument("--peer", type=Path, help=argparse.SUPPRESS)  # run the peer server
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -538,7 +544,7 @@ def main() -> None:
             bench_pyramid_jobs(path, work, args.band_rows, args.repeats)
             return
         if args.http:
-            bench_http(path, work, args.tiles, args.server_repo)
+            bench_http(path, work, args.tiles, args.server_repo, args.web_workers)
             return
         bench_renderer(path, args.tiles)
         if not args.skip_pyramid:
