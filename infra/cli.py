@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--web-workers",
         type=int,
         default=None,
-        help="web processes (default: APERTURE_WEB_WORKERS, or half the CPUs, 2 to 8)",
+        help="web processes (default: APERTURE_WEB_WORKERS, or half the CPUs, 1 to 8)",
     )
     serve.set_defaults(run=cmd_serve)
 

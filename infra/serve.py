@@ -49,9 +49,11 @@ GRACEFUL_S = 10
 
 
 def default_web_workers() -> int:
-    """Half the CPUs, at least 2 and at most 8: tiles and JSON are CPU-bound in Python,
-    and the job workers need the other half."""
-    return max(2, min(8, (os.cpu_count() or 2) // 2))
+    """Half the CPUs, 1 to 8. The job workers need the other half; and each web process
+    keeps its own rendered-tile cache, so a tile rendered in one process is rendered
+    again when another is asked for it: on a small machine one web process serves a
+    viewer faster than two (measured with tests/bench/bench_tiles.py --http)."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def public_url_for(host: str, port: int) -> str:
