@@ -8,9 +8,9 @@ grace or timeout, and replaces every worker it loses, so the pool keeps serving.
 Jobs reach it at once: submitted here, rung in by a web process of `aperture serve`
 (`common.executors.link`), or spawned as children by a worker (over the worker's pipe).
 A scan of the database finds anything a message missed. The pool keeps one warm spare
-worker (imports done) while every worker is busy, so a fan-out child or a retry starts
-without waiting for a process to spawn; workers beyond `workers` and that spare exit
-after `APERTURE_WORKER_IDLE_EXIT_S` idle (see `common.executors.pool`).
+worker (imports done) beyond those that can be busy, so a fan-out child or a retry
+starts without waiting for a process to spawn; workers beyond `workers` and that spare
+exit after `APERTURE_WORKER_IDLE_EXIT_S` idle (see `common.executors.pool`).
 
 One server per data directory: `start` takes the directory's lock (`common.datadir`),
 unless its caller hands it over, and only then recovers the jobs an earlier instance
@@ -102,7 +102,7 @@ class LocalExecutor:
         if self._owner is None:
             self._own_lock = DataDirLock.acquire(self.runtime.settings.data_dir)
         self._recover_previous_instances()
-        for _ in range(self.size):
+        for _ in range(self.plan.wanted([])):  # the pool and its warm spare
             self._spawn_worker()
         self._thread.start()
 

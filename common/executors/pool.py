@@ -5,12 +5,14 @@ Sizing, decided in one place (`PoolPlan`):
 - `size` workers always (`APERTURE_WORKERS`): that many jobs run at once;
 - a parent blocked in `ctx.gather` lends its slot, so up to `size * EXTRA_WORKERS_FACTOR`
   more jobs may run while parents wait (fan-out can never deadlock a small pool);
-- while every worker is busy and the pool may still grow, one more worker is kept
-  started and idle: the warm spare. A child spawned the moment its parent blocks, a
-  retry, or the replacement of a crashed worker starts on it at once instead of waiting
-  a second or two for a new process to import everything;
-- workers beyond what is needed now (`size`, or the busy ones plus the spare) exit once
-  idle for `idle_exit_s`, so a burst of fan-out does not leave processes behind.
+- one more worker than could be busy is kept started and idle: the warm spare. A child
+  spawned the moment its parent blocks (the parent lends its slot, and every other
+  worker may be busy), a retry, or the replacement of a crashed worker starts on it at
+  once instead of waiting a second or two for a new process to import everything; a
+  new spare is started as soon as one is taken;
+- workers beyond what is needed now (`size` plus the spare, or the busy ones plus the
+  spare) exit once idle for `idle_exit_s`, so a burst of fan-out leaves no processes
+  behind.
 """
 
 from __future__ import annotations
@@ -69,11 +71,11 @@ class PoolPlan:
         return self.size + min(blocked, self.size * EXTRA_WORKERS_FACTOR)
 
     def wanted(self, workers: Sequence[Worker]) -> int:
-        """Workers to keep: the base size, or every busy worker plus one warm spare
-        (never more than the most that could ever be busy, plus that spare)."""
+        """Workers to keep: the base size or every busy worker, whichever is more, plus
+        one warm spare (never more than the most that could ever be busy, plus it)."""
         busy = sum(w.job_id is not None for w in workers)
         ceiling = self.size * (1 + EXTRA_WORKERS_FACTOR) + 1
-        return max(self.size, min(busy + 1, ceiling))
+        return min(max(self.size, busy) + 1, ceiling)
 
     def should_spawn(self, workers: Sequence[Worker]) -> bool:
         """One worker starts at a time, while the pool is short of `wanted`."""

@@ -231,8 +231,9 @@ def _wait_health(service: JobService, what: str, check: object, timeout: float =
 
 
 def test_a_fan_out_child_starts_at_once_on_the_warm_spare(pool: JobService) -> None:
-    """While its one worker is busy the pool keeps a spare started, so the child of a
-    parent that blocks in gather runs without waiting for a process to spawn."""
+    """The pool keeps a spare started beside its one worker, so the child of a parent
+    that blocks in gather runs without waiting for a process to spawn."""
+    _wait_health(pool, "workers", lambda n: n == 2)  # the worker and the spare
     go = f"test/go/{uuid.uuid4()}"
     parent = pool.submit("test.fanout", {"children": 1, "go_key": go}, owner_id=None)
     _wait_status(pool, parent.id, Status.running)
@@ -252,7 +253,7 @@ def test_idle_extra_workers_exit(pool: JobService) -> None:
     job = pool.submit("test.fanout", {"children": 2, "seconds": 0.5}, owner_id=None)
     _wait_health(pool, "workers", lambda n: n >= 3)  # parent, child, spare
     assert _wait(pool, job.id).status is Status.succeeded
-    _wait_health(pool, "workers", lambda n: n == 1)
+    _wait_health(pool, "workers", lambda n: n == 2)  # the pool's one worker and the spare
     assert _run(pool, "noop").status is Status.succeeded
 
 
