@@ -131,10 +131,20 @@ class _Server:
         executor: Any = None
         receiver, ringer = doorbell()
         board = StatusBoard()
+        local = self.settings.executor == "local"
+        web = _WebProcesses(
+            self.context,
+            _per_process(self.settings, self.web_workers),
+            self.listener,
+            (ringer, board) if local else None,
+        )
         try:
             if self.settings.database_url is None:
                 migrate(runtime.engine)
-            if self.settings.executor == "local":
+            # The web processes first: they are what a user waits for, and a job they
+            # record before the supervisor runs waits in the doorbell's buffer.
+            web.start(self.web_workers)
+            if local:
                 from common.executors.local import LocalExecutor
 
                 executor = LocalExecutor(runtime, owner=self.lock, doorbell=receiver, board=board)
@@ -156,10 +166,10 @@ class _Server:
                     "data_dir": str(self.settings.data_dir.resolve()),
                 },
             )
-            link = (ringer, board) if executor is not None else None
-            return self._supervise_web(link)
+            return web.watch(self.stopping)
         finally:
             self.stopping.set()
+            web.stop()
             if executor is not None:
                 executor.stop()
             receiver.close()
@@ -180,28 +190,40 @@ class _Server:
             except Exception:  # the next round tries again; the server keeps serving
                 log.exception("cleanup failed")
 
-    def _supervise_web(self, link: tuple[socket.socket, Any] | None) -> int:
-        """Start the web processes, replace any that dies, stop them all on a signal."""
-        web_settings = _per_process(self.settings, self.web_workers)
-        started: dict[BaseProcess, float] = {}
 
-        def start() -> None:
+class _WebProcesses:
+    """The web processes: started, replaced when one dies, stopped on a signal."""
+
+    def __init__(
+        self, context: Any, settings: Settings, listener: socket.socket, link: Any
+    ) -> None:
+        self.context = context
+        self.settings = settings
+        self.listener = listener
+        self.link = link
+        self.started: dict[BaseProcess, float] = {}
+
+    def __repr__(self) -> str:
+        return f"_WebProcesses({len(self.started)})"
+
+    def start(self, count: int = 1) -> None:
+        for _ in range(count):
             process = self.context.Process(
                 target=web_process_main,
-                args=(web_settings, self.listener, link),
+                args=(self.settings, self.listener, self.link),
                 name="aperture-web",
             )
             process.start()
-            started[process] = time.monotonic()
+            self.started[process] = time.monotonic()
 
-        for _ in range(self.web_workers):
-            start()
-        status = 0
-        while not self.stopping.wait(0.2):
-            for process, since in list(started.items()):
+    def watch(self, stopping: threading.Event) -> int:
+        """Replace any web process that dies until `stopping`; the exit status (1 when
+        one died at once after its start: broken, not unlucky)."""
+        while not stopping.wait(0.2):
+            for process, since in list(self.started.items()):
                 if process.is_alive():
                     continue
-                del started[process]
+                del self.started[process]
                 lived = time.monotonic() - since
                 log.error(
                     "web process %s exited with code %s after %.1f s",
@@ -210,12 +232,13 @@ class _Server:
                     lived,
                 )
                 if lived < MIN_WEB_LIFE_S:
-                    status = 1
-                    self.stopping.set()
-                    break
-                start()
-        _stop_all(list(started))
-        return status
+                    return 1
+                self.start()
+        return 0
+
+    def stop(self) -> None:
+        _stop_all(list(self.started))
+        self.started.clear()
 
 
 def _per_process(settings: Settings, web_workers: int) -> Settings:

@@ -163,7 +163,7 @@ class LiveServer:
         return command
 
     def start(
-        self, *, workers: int = 2, web_workers: int | None = 1, timeout: float = 60
+        self, *, workers: int = 2, web_workers: int | None = 1, timeout: float = 120
     ) -> LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
