@@ -14,7 +14,8 @@ an access token's own expiry), bounded in size. Revocation therefore takes effec
   process's database sessions empties its cache (`PrincipalCache.watch`);
 - within `APERTURE_PRINCIPAL_CACHE_S` in every other process of the deployment.
 
-Only successes are kept; a refused credential is checked again on every request.
+Only successes are kept; a refused credential is checked again on every request. An API
+key's `last_used_at` is written when the key is verified, so at most once per TTL.
 """
 
 from __future__ import annotations

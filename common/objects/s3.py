@@ -286,7 +286,7 @@ class S3Store:
             return _stream_body(body, chunk_size)
         # A long read: the rest with several ranged GETs in flight (one GET stream is
         # much slower than the server, as boto3's download_file knows).
-        return _stream_long(body, chunk_size, self._range_reader(key), start, start + length)
+        return readback.continued(body, chunk_size, self._range_reader(key), start, start + length)
 
     def _range_reader(self, key: str) -> Any:
         def fetch(start: int, stop: int) -> bytes:
@@ -399,29 +399,6 @@ def _listed(item: dict[str, Any]) -> ObjectInfo:
 
 def _md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
-
-
-def _stream_long(body: Any, chunk_size: int, fetch: Any, start: int, stop: int) -> Iterator[bytes]:
-    """The first range from the open GET, the rest from `readback.prefetched`."""
-    first = min(stop, start + 4 * 1024 * 1024)
-    try:
-        left = first - start
-        for chunk in body.iter_chunks(min(chunk_size, left)):
-            chunk = chunk[:left]
-            left -= len(chunk)
-            yield chunk
-            if left <= 0:
-                break
-    finally:
-        body.close()
-    if left > 0:
-        raise RuntimeError(f"the object ended {left} bytes early")
-    # 4 x 4 MiB in flight: most of the speed of more, within a download's memory budget
-    ranges = readback.prefetched(fetch, first, stop, range_bytes=4 * 1024 * 1024, in_flight=4)
-    for data in ranges:
-        view = memoryview(data)
-        for offset in range(0, len(view), chunk_size):
-            yield bytes(view[offset : offset + chunk_size])
 
 
 def _stream_body(body: Any, chunk_size: int) -> Iterator[bytes]:
