@@ -205,35 +205,35 @@ def register(commands: Any) -> None:
     """Add the user verbs to the `aperture` command's subparsers."""
     login = _add(commands, "login", cmd_login, "sign in to a server and save the credential")
     login.add_argument("--url", required=True, help="the server, e.g. https://aperture.example")
-    login.add_argument("--email")
+    login.add_argument("--email", help="a local account's email (password login)")
     login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     login.add_argument("--api-key-stdin", action="store_true", help="read an API key from stdin")
     login.add_argument("--supabase-url", help="sign in through this Supabase project")
     login.add_argument("--supabase-key", help="the Supabase project's anon (publishable) key")
 
     upload = _add(commands, "upload", cmd_upload, "upload files (skips ones already stored)")
-    upload.add_argument("files", nargs="+", type=Path)
+    upload.add_argument("files", nargs="+", type=Path, help="files to upload")
     upload.add_argument("--force", action="store_true", help="upload even if already stored")
     upload.add_argument("--dataset", help="put the files in this dataset")
     upload.add_argument("--concurrency", type=int, default=8, help="parts in flight at once")
 
     submit = _add(commands, "submit", cmd_submit, "submit a job")
-    submit.add_argument("function")
+    submit.add_argument("function", help="a function from GET /functions, e.g. metadata")
     submit.add_argument("--params", help="a JSON file of parameters ('-': stdin)")
-    submit.add_argument("--name")
+    submit.add_argument("--name", help="a name for the job")
     submit.add_argument("--wait", action="store_true", help="follow it to its end")
 
     jobs = _add(commands, "jobs", cmd_jobs, "list your jobs")
-    jobs.add_argument("--status")
-    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--status", help="only jobs in this status (queued, running, ...)")
+    jobs.add_argument("--limit", type=int, default=50, help="how many, newest first")
     jobs.add_argument("--watch", action="store_true", help="keep printing changes (Ctrl-C ends)")
     jobs.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
 
     download = _add(commands, "download", cmd_download, "download a job's artefacts")
-    download.add_argument("job_id")
+    download.add_argument("job_id", help="the job whose artefacts to fetch")
     download.add_argument("--out", required=True, help="folder to write them into")
 
     cancel = _add(commands, "cancel", cmd_cancel, "cancel a job")
-    cancel.add_argument("job_id")
+    cancel.add_argument("job_id", help="the job to cancel")
 
     batch_command.register(commands)

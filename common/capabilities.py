@@ -3,6 +3,13 @@
 A capability is what a job runs. It is declared once with `@capability(...)` and the
 same declaration feeds the API (parameter schema), the local worker pool and the Modal
 app (resources), so the three can never drift apart.
+
+The declaration also says what is checked when a job is submitted, before its record
+exists (:func:`submit_check`): every stored file its params name (fields `file_id`,
+`*_file_id`, `*_file_ids`) must be one the owner may read, and a capability may add a
+`check` that reads cheap facts (a file's header, a table's columns) and refuses what
+would only fail later. `JobService.submit` runs it for POST /jobs and the convenience
+routes alike.
 """
 
 from __future__ import annotations
@@ -69,6 +76,41 @@ class StoredFile(BaseModel):
     content_type: str | None = None
 
 
+class SubmitContext(Protocol):
+    """What a submit-time check may read: records and stored bytes. Nothing runs yet and
+    nothing is written; a check raises InvalidInput, NotFound or UnsupportedFile."""
+
+    owner_id: UUID | None
+
+    @property
+    def objects(self) -> ObjectStore: ...
+
+    def file(self, file_id: UUID) -> StoredFile:
+        """A stored file the owner may read; NotFound otherwise (missing or another's)."""
+        ...
+
+
+def referenced_files(params: BaseModel) -> list[UUID]:
+    """The stored files `params` name by convention: fields `file_id`, `*_file_id`
+    (an id) and `*_file_ids` (a list of ids), the names clients fill with file ids."""
+    found: list[UUID] = []
+    for name in type(params).model_fields:
+        if not (name == "file_id" or name.endswith(("_file_id", "_file_ids"))):
+            continue
+        value = getattr(params, name)
+        values = value if isinstance(value, list | tuple) else [value]
+        found += [v for v in values if isinstance(v, UUID)]
+    return found
+
+
+def submit_check(capability: Capability[Any, Any], params: BaseModel, ctx: SubmitContext) -> Any:
+    """Params checked against records before a job exists: the files they name, then the
+    capability's own `check`. Returns the params to store."""
+    for file_id in referenced_files(params):
+        ctx.file(file_id)
+    return capability.check(params, ctx) if capability.check else params
+
+
 class ChildOutcome(BaseModel):
     """How a child job spawned with `ctx.spawn` ended."""
 
@@ -132,6 +174,10 @@ class Capability(Generic[P, R]):
     run: Callable[[P, Context], R]
     resources: Resources = field(default_factory=Resources)
     description: str = ""
+    #: Its own submit-time check (see the module docstring): validated params in, params
+    #: to store out (unchanged, or planned from what it read, so the job need not read
+    #: it again); None: only the files are checked.
+    check: Callable[[P, SubmitContext], P] | None = None
 
     def params_schema(self) -> dict[str, Any]:
         return self.params.model_json_schema()
@@ -150,8 +196,10 @@ def capability(
     params: type[P],
     result: type[R],
     resources: Resources | None = None,
+    check: Callable[[P, SubmitContext], P] | None = None,
 ) -> Callable[[Callable[[P, Context], R]], Callable[[P, Context], R]]:
-    """Register `run(params, ctx) -> result` under `name`; its docstring is the description."""
+    """Register `run(params, ctx) -> result` under `name`; its docstring is the description.
+    `check` is its submit-time check (see the module docstring)."""
 
     def register(run: Callable[[P, Context], R]) -> Callable[[P, Context], R]:
         if name in _registry and _registry[name].run is not run:
@@ -164,6 +212,7 @@ def capability(
             run=run,
             resources=resources or Resources(),
             description=" ".join(doc.split()),
+            check=check,
         )
         return run
 

@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     allow_registration: bool = Field(
         default=True, description="Local provider: anyone may register an account."
     )
-    access_token_ttl_s: int = Field(default=900, ge=60, le=24 * 3600)
+    access_token_ttl_s: int = Field(default=900, ge=5, le=24 * 3600)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
     login_window_s: int = Field(default=900, ge=1, description="Failed-login counting window.")
     login_max_failures_per_account: int = Field(default=5, ge=1)

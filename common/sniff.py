@@ -10,6 +10,7 @@ sure every strip or tile lies inside the file.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from typing import IO
@@ -85,6 +86,8 @@ def identify(name: str, stream: IO[bytes], size: int) -> str:
     """The kind of a stored file (microscopy, slide, table, model, image, other), or
     UnsupportedFile saying how its content disagrees with its name."""
     expected = check_name(name)
+    if size == 0 and expected.family != "text":
+        raise UnsupportedFile(f"{name!r} is an empty file (0 bytes)")
     stream.seek(0)
     head = stream.read(4096)
     family = family_of(head)
@@ -125,6 +128,7 @@ def _tiff_kind(name: str, stream: IO[bytes], size: int, expected: FileType) -> s
     errors = _ThreadErrors()
     tiff_log = logging.getLogger("tifffile")
     tiff_log.addHandler(errors)
+    compressions: set[int] = set()
     try:
         with tifffile.TiffFile(stream, name=name) as tif:
             pages = tif.pages
@@ -133,15 +137,18 @@ def _tiff_kind(name: str, stream: IO[bytes], size: int, expected: FileType) -> s
                 if index >= 512:  # enough to find a truncation in practice; stays cheap
                     break
                 _check_segments(name, page, size)
+                compressions.add(int(getattr(page, "compression", 1)))
             kind = tiff_kind(tif)
     except UnsupportedFile:
         raise
     except Exception as error:
-        raise UnsupportedFile(f"{name!r} is not a readable TIFF: {error}") from None
+        raise UnsupportedFile(corrupt_tiff(name, str(error))) from None
     finally:
         tiff_log.removeHandler(errors)
     if errors.messages:
-        raise UnsupportedFile(f"{name!r} is truncated or damaged: {errors.messages[0]}")
+        raise UnsupportedFile(corrupt_tiff(name, errors.messages[0]))
+    if kind == "microscopy":  # read by tifffile (slides by OpenSlide, which knows more)
+        _check_codecs(name, compressions)
     if kind not in expected.kinds:
         raise UnsupportedFile(
             f"{name!r} is named like a {' or '.join(expected.kinds)} file but its content "
@@ -156,9 +163,41 @@ def _check_segments(name: str, page: object, size: int) -> None:
     for offset, count in zip(offsets, counts, strict=False):
         if offset + count > size:
             raise UnsupportedFile(
-                f"{name!r} is truncated: image data runs to byte "
-                f"{offset + count} of a {size}-byte file"
+                corrupt_tiff(
+                    name, f"image data runs to byte {offset + count} of a {size}-byte file"
+                )
             )
+
+
+def _check_codecs(name: str, compressions: set[int]) -> None:
+    """Refuse a microscopy TIFF whose compression tifffile cannot decode: its metadata
+    would read, and every job on it fail."""
+    import tifffile
+
+    for compression in sorted(compressions):
+        try:
+            tifffile.TIFF.DECOMPRESSORS[compression]
+        except Exception:  # KeyError for unknown or unavailable codecs
+            raise UnsupportedFile(
+                f"{name!r} uses TIFF compression {compression}, which cannot be decoded"
+            ) from None
+
+
+_RAISED = re.compile(r"raised \w+\((['\"])(?P<inner>.*)\1\)\s*$")
+_TAG = re.compile(r"<tifffile\.TiffTag (\d+) @\d+>")
+_ANGLED = re.compile(r"<[^<>]*>")
+
+
+def corrupt_tiff(name: str, reason: str) -> str:
+    """The message for a TIFF whose structure is broken: "truncated or corrupt TIFF"
+    and a short reason, without tifffile's internals (class names, reprs, offsets of
+    its own objects)."""
+    raised = _RAISED.search(reason)
+    if raised:  # "<TiffTag.fromfile> raised TiffFileError('...')": keep the inner message
+        reason = raised.group("inner")
+    reason = _ANGLED.sub("", _TAG.sub(r"tag \1:", reason))
+    reason = " ".join(reason.split()).strip(" :;,") or "its structure cannot be read"
+    return f"{name!r}: truncated or corrupt TIFF: {reason}"
 
 
 def _check_parquet(name: str, stream: IO[bytes], size: int) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from common.settings import Settings
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README_PATH = Path(__file__).resolve().parents[1] / "README.md"
+README = README_PATH.read_text()
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
@@ -31,3 +32,19 @@ def test_every_tile_setting_is_in_the_readme() -> None:
         if f"`APERTURE_TILES_{name.upper()}`" not in README
     ]
     assert missing == []
+
+
+def test_the_descriptions_promise_only_what_exists() -> None:
+    """The API's and the package's descriptions name inference only once a capability
+    runs it."""
+    import tomllib
+
+    from common.capabilities import load_capabilities
+    from web.app import create_app
+
+    app = create_app(Settings(data_dir=Path("/nonexistent")))  # built, not started
+    package = tomllib.loads((README_PATH.parent / "pyproject.toml").read_text())
+    texts = [app.description, package["project"]["description"]]
+    if not any(name.startswith("inference") for name in load_capabilities()):
+        assert [t for t in texts if "inference" in t.lower()] == []
+    assert all("trace fitting" in t and "Deep Zoom" in t for t in texts)

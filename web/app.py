@@ -147,8 +147,9 @@ def create_app(
         title="Aperture",
         version="0.1.0",
         lifespan=lifespan,
-        description="Microscopy and digital-pathology image analysis: metadata, processing "
-        "workflows, trace fitting, Deep Zoom tiles and inference, as jobs.",
+        description="Microscopy and digital-pathology image analysis, run as jobs: uploads, "
+        "metadata, per-FOV processing workflows and merge, kinetic trace fitting, and "
+        "whole-slide images as Deep Zoom tiles with a viewer.",
     )
     install_error_handlers(app)
     app.add_middleware(CachedTiles)  # innermost: CORS and request context wrap it too

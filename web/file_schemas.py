@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from web.schemas import FilePublic
 
 
 class UploadCreate(BaseModel):
@@ -92,3 +94,22 @@ class Usage(BaseModel):
     files: int
     by_kind: dict[str, dict[str, int]]
     by_owner: dict[str, Any] | None = None
+
+
+class SlideState(BaseModel):
+    """Where a whole-slide image is on its way to the viewer: its `metadata` job reads it
+    and makes its slide record (`ready`), or says why it cannot (`failed`)."""
+
+    status: Literal["pending", "ready", "failed"]
+    slide_id: uuid.UUID | None = Field(default=None, description="Set when ready.")
+    reason: str | None = Field(default=None, description="Why it failed.")
+
+
+class FileDetail(FilePublic):
+    """One file: its record, and for a whole-slide image the job that reads it and the
+    state of its slide."""
+
+    metadata_job_id: uuid.UUID | None = Field(
+        default=None, description="The `metadata` job started for it on upload (slides)."
+    )
+    slide: SlideState | None = Field(default=None, description="Whole-slide images only.")

@@ -1,8 +1,12 @@
 """HTTP helpers every router uses the same way: entity tags and `If-None-Match`
-(RFC 9110 weak comparison, `*`), image responses with their caching headers, and
-redirects to presigned object URLs."""
+(RFC 9110 weak comparison, `*`), image responses with their caching headers,
+redirects to presigned object URLs, and the 202 answer of every route that creates a
+job."""
 
 from __future__ import annotations
+
+import uuid
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
@@ -61,3 +65,25 @@ def presigned_redirect(
     from the settings: `signed_url_ttl_s`, `download_url_ttl_s`)."""
     url = objects.presigned_get_url(key, expires_s=expires_s, filename=filename)
     return RedirectResponse(url, status_code=307)
+
+
+#: Route options of every route that creates a job: `@router.post(path, **JOB_ACCEPTED)`.
+JOB_ACCEPTED: dict[str, Any] = {
+    "status_code": 202,
+    "responses": {
+        202: {
+            "description": "Accepted: the job exists and runs in the background.",
+            "headers": {
+                "Location": {
+                    "description": "The job's record (GET it, or follow its /events).",
+                    "schema": {"type": "string"},
+                }
+            },
+        }
+    },
+}
+
+
+def job_location(request: Request, response: Response, job_id: uuid.UUID) -> None:
+    """Point a job-creating route's 202 answer at the job's record (`Location`)."""
+    response.headers["Location"] = request.url_for("read_job", job_id=str(job_id)).path

@@ -45,14 +45,16 @@ class ChannelsSpec(BaseModel):
 
 
 def workflow_params(
-    file_id: uuid.UUID, channels: ChannelsSpec, parameters: dict[str, Any], *, n_fovs: int
+    file_id: uuid.UUID, channels: ChannelsSpec, parameters: dict[str, Any]
 ) -> WorkflowParams:
-    """The ``workflow`` params a PyAMA request asks for (not yet checked against the
-    file: `plan_workflow` does that).
+    """The ``workflow`` params a PyAMA request asks for. What needs the file (FOVs,
+    channels, z against its header) is checked when the job is submitted
+    (`functions.microscopy.capability.check_workflow`), with the file read once.
 
-    ``parameters`` holds ``fov_start`` / ``fov_end`` (inclusive; all `n_fovs` FOVs when
-    omitted) and any :class:`WorkflowOptions` field; PyAMA's ``batch_size`` and
-    ``n_workers`` are accepted and ignored. Raises InvalidInput naming what is wrong.
+    ``parameters`` holds ``fov_start`` / ``fov_end`` (inclusive; from the first and to
+    the last FOV when omitted) and any :class:`WorkflowOptions` field; PyAMA's
+    ``batch_size`` and ``n_workers`` are accepted and ignored. Raises InvalidInput naming
+    what is wrong.
     """
     _check_features(channels)
     clash = sorted(CHANNEL_OPTIONS & set(parameters))
@@ -63,11 +65,6 @@ def workflow_params(
         for k, v in parameters.items()
         if k not in IGNORED_PARAMETERS | {"fov_start", "fov_end"}
     }
-    start, end = parameters.get("fov_start", 0), parameters.get("fov_end", n_fovs - 1)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
-        raise InvalidInput("fov_start and fov_end must be integers")
-    if not 0 <= start <= end:
-        raise InvalidInput(f"invalid FOV range {start}-{end}")
     fluorescence = channels.fluorescence
     chosen = None
     if any(c.features is not None for c in fluorescence):
@@ -88,7 +85,22 @@ def workflow_params(
             for e in exc.errors(include_url=False)[:5]
         )
         raise InvalidInput(f"invalid parameters: {problems}") from None
-    return WorkflowParams(file_id=file_id, fovs=list(range(start, end + 1)), options=opts)
+    return WorkflowParams(file_id=file_id, fovs=_fov_range(parameters), options=opts)
+
+
+def _fov_range(parameters: dict[str, Any]) -> str | None:
+    """PyAMA's inclusive ``fov_start``-``fov_end`` as a FOV spec ("2-5", "2-" to the
+    last); None (every FOV) when neither is given."""
+    start, end = parameters.get("fov_start"), parameters.get("fov_end")
+    if start is None and end is None:
+        return None
+    given = [v for v in (start, end) if v is not None]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in given):
+        raise InvalidInput("fov_start and fov_end must be integers")
+    start = start or 0
+    if start < 0 or (end is not None and end < start):
+        raise InvalidInput(f"invalid FOV range {start}-{'' if end is None else end}")
+    return f"{start}-{'' if end is None else end}"
 
 
 def _check_features(channels: ChannelsSpec) -> None:
@@ -122,6 +134,10 @@ class WorkflowStatus(BaseModel):
     error: str | None
     progress: Progress
     fovs: list[FovState]
+    failed_fovs: list[int] = Field(
+        default_factory=list, description="FOVs whose job ended without succeeding."
+    )
+    warnings: list[str] = Field(default_factory=list)
 
 
 class TraceFiles(BaseModel):
@@ -175,6 +191,7 @@ def workflow_status(job: JobRecord, children: Sequence[JobRecord]) -> WorkflowSt
     if job.status is Status.succeeded:
         fraction = float(total)
     percentage = round(100.0 * fraction / total, 1) if total else 0.0
+    ended = {"failed", "cancelled"}
     return WorkflowStatus(
         job_id=job.id,
         status=job.status.value,
@@ -182,6 +199,8 @@ def workflow_status(job: JobRecord, children: Sequence[JobRecord]) -> WorkflowSt
         error=job.error.message if job.error else None,
         progress=Progress(current=done, total=total, percentage=percentage),
         fovs=states,
+        failed_fovs=[s.fov for s in states if s.status in ended],
+        warnings=list((job.result or {}).get("warnings", [])),
     )
 
 
@@ -212,6 +231,8 @@ def workflow_results(job: JobRecord) -> WorkflowResults:
         "n_fovs": len(result.fovs),
         "succeeded": result.succeeded,
         "failed": failed,
+        "failed_fovs": result.failed,
+        "warnings": result.warnings,
         "time_units": "min",
         **cells,
     }

@@ -135,7 +135,7 @@ def register(commands: Any) -> None:
         "batch", help="run one job per input file, resumably", description=__doc__
     ).add_subparsers(dest="batch_command", required=True)
     run = batch.add_parser("run", help="upload, submit, follow and download a batch")
-    run.add_argument("--function", required=True)
+    run.add_argument("--function", required=True, help="the function every input runs")
     run.add_argument("--params", help="JSON file of the parameters every job shares")
     run.add_argument(
         "--inputs",
@@ -151,8 +151,8 @@ def register(commands: Any) -> None:
     run.add_argument("--retry-failed", action="store_true", help="resubmit inputs that failed")
     run.set_defaults(run=cmd_batch_run)
     status = batch.add_parser("status", help="show a batch's manifest, statuses refreshed")
-    status.add_argument("manifest")
+    status.add_argument("manifest", help="the batch's manifest (JSON)")
     status.set_defaults(run=cmd_batch_status)
     cancel = batch.add_parser("cancel", help="cancel a batch's unfinished jobs")
-    cancel.add_argument("manifest")
+    cancel.add_argument("manifest", help="the batch's manifest (JSON)")
     cancel.set_defaults(run=cmd_batch_cancel)

@@ -4,8 +4,14 @@
 the web process's service, and a running job's `ctx.spawn` through one bound to the
 worker (`JobService.in_worker`). Params are validated here, once per submit: a dict
 (from POST /jobs, or a capability spawning with one) against the capability's params
-model; a model instance of that class was validated when it was built and is stored
-as it is.
+model; a model instance of that class was validated when it was built and is used as
+it is.
+
+A job submitted from outside (no parent) is then checked against records before it
+exists (`common.capabilities.submit_check`: the files it names, the capability's own
+check), so a missing file is 404 and a wrong column or channel 422 at submit, through
+POST /jobs and the convenience routes alike. Children are planned by a parent whose
+params were checked, so they are not checked again.
 """
 
 from __future__ import annotations
@@ -16,26 +22,25 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from common.capabilities import Capability, get_capability
+from common.capabilities import Capability, StoredFile, get_capability, submit_check
 from common.errors import IllegalTransition, InvalidInput
 from common.jobs.models import JobRecord
 from common.jobs.status import Status
+from common.objects import ObjectStore
 from common.runtime import Runtime
 
 
 def validated_params(function: str, params: BaseModel | dict[str, Any]) -> dict[str, Any]:
     """Params checked against the capability's model, as JSON (defaults filled in)."""
-    return _checked(get_capability(function), params)
+    return _validated(get_capability(function), params).model_dump(mode="json")
 
 
-def _checked(
-    capability: Capability[Any, Any], params: BaseModel | dict[str, Any]
-) -> dict[str, Any]:
+def _validated(capability: Capability[Any, Any], params: BaseModel | dict[str, Any]) -> Any:
     if isinstance(params, capability.params):  # validated when it was built
-        return params.model_dump(mode="json")
+        return params
     raw = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
     try:
-        return capability.params.model_validate(raw).model_dump(mode="json")
+        return capability.params.model_validate(raw)
     except ValidationError as error:
         raise InvalidInput(
             f"params do not match the schema of {capability.name!r}: {_summary(error)}"
@@ -48,6 +53,24 @@ def _summary(error: ValidationError) -> str:
         where = ".".join(str(p) for p in item["loc"]) or "(params)"
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
+
+
+class _OwnerRecords:
+    """The `SubmitContext` of one submit: the owner's files and the object store."""
+
+    def __init__(self, runtime: Runtime, owner_id: uuid.UUID | None) -> None:
+        self._runtime = runtime
+        self.owner_id = owner_id
+
+    def __repr__(self) -> str:
+        return f"_OwnerRecords(owner_id={self.owner_id})"
+
+    @property
+    def objects(self) -> ObjectStore:
+        return self._runtime.objects
+
+    def file(self, file_id: uuid.UUID) -> StoredFile:
+        return self._runtime.files.get(file_id, owner_id=self.owner_id)
 
 
 class Dispatcher(Protocol):
@@ -103,12 +126,16 @@ class JobService:
         name: str | None = None,
         tags: list[str] | None = None,
     ) -> JobRecord:
-        """Record the job (params validated, see the module docstring), then hand it to
-        the executor; an executor that cannot take it fails the job."""
+        """Record the job (params validated and, without a parent, checked: see the
+        module docstring), then hand it to the executor; an executor that cannot take it
+        fails the job."""
         capability = get_capability(function)
+        model = _validated(capability, params)
+        if parent_id is None:
+            model = submit_check(capability, model, _OwnerRecords(self.runtime, owner_id))
         job = self.runtime.jobs.create(
             function=function,
-            params=_checked(capability, params),
+            params=model.model_dump(mode="json"),
             executor=self.executor.name,
             owner_id=owner_id,
             parent_id=parent_id,

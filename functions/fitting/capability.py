@@ -13,14 +13,22 @@ import io
 import os
 import uuid
 from pathlib import PurePosixPath
-from typing import Any, Literal, Self
+from typing import IO, Any, Literal, Self, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from common.capabilities import VALIDATED, Context, Resources, capability, validated_before
+from common.capabilities import (
+    VALIDATED,
+    Context,
+    Resources,
+    SubmitContext,
+    capability,
+    validated_before,
+)
 from common.errors import ApertureError, JobCancelled
+from common.objects.ranged import RangedReader
 from functions.fitting.spec import FitSpec, resolve_spec
 
 FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
@@ -129,11 +137,23 @@ def _device(requested: str, ctx: Context) -> Literal["cpu", "gpu"]:
     return ctx.device if requested == "auto" else requested  # type: ignore[return-value]
 
 
+def check_traces_file(params: FittingParams, ctx: SubmitContext) -> FittingParams:
+    """Submit-time: the traces file's columns, from its header or Parquet footer (its
+    rows are read once, by the job), like `load-traces` would refuse them."""
+    from functions.fitting.traces import check_traces_head
+
+    stored = ctx.file(params.file_id)
+    with RangedReader(ctx.objects, stored.key, size=stored.size) as head:
+        check_traces_head(cast(IO[bytes], head), name=stored.name)
+    return params
+
+
 @capability(
     "fitting",
     params=FittingParams,
     result=FittingResult,
     resources=FIT_RESOURCES,
+    check=check_traces_file,
 )
 def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary, plots."""
@@ -145,6 +165,7 @@ def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
     params=FittingParams,
     result=FittingResult,
     resources=FIT_GPU_RESOURCES,
+    check=check_traces_file,
 )
 def run_fitting_gpu(params: FittingParams, ctx: Context) -> FittingResult:
     """`fitting` on a GPU (the file's traces in one solve; `device` "cpu" is honoured)."""
@@ -247,7 +268,17 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
     return _merge(parts)
 
 
-_FIT_FIELDS = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
+_FIT_FIELDS = (
+    "params",
+    "stderr",
+    "ss_res",
+    "r_squared",
+    "n_points",
+    "iterations",
+    "status",
+    "lower",
+    "upper",
+)
 
 
 def _pack_fit(fit: Any) -> bytes:
@@ -303,15 +334,27 @@ def _save_outputs(
         kind="fit-results",
     )
     plots = {}
-    for name, png in fit_plots(fit, traces.t, traces.y, model).items():
+    made = fit_plots(
+        fit,
+        traces.t,
+        traces.y,
+        model,
+        fov=traces.fov,
+        cell=traces.cell,
+        time_unit=traces.time_unit,
+    )
+    for name, png in made.files.items():
         if ctx.cancelled():
             raise JobCancelled()
         plots[name.removesuffix(".png")] = ctx.save_file(
             f"{base}_{model}_{name}", png, content_type="image/png", kind="fit-plot"
         ).id
+    for error in made.errors:  # a plot that failed is reported; the fit stands
+        ctx.log(f"plot not made: {error}")
     summary = summarize_fit(fit, model)
     summary["spec"] = spec.as_dict()
     summary["time_units"] = traces.time_unit
+    summary["plot_errors"] = made.errors
     ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
     return FittingResult(
         summary=summary, results_file_id=csv.id, parquet_file_id=parquet.id, plot_file_ids=plots

@@ -1,4 +1,4 @@
-"""Fit many traces: validation, chunking over the array backend, standard errors, R²."""
+"""Fit many traces: validation, time-axis bounds, the array backend, standard errors, R²."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from common.arrays import Device, get_backend, to_host
 from functions.fitting.linalg import inverse_spd
 from functions.fitting.solver import (
     CONVERGED,
+    MAX_ITER,
     REASONS,
     SolveOutput,
     SolverOptions,
@@ -28,9 +29,20 @@ GPU_WORKING_SET = (1 << 14, 1 << 20)  # traces iterated together on a GPU: at le
 GPU_ARRAYS_PER_TRACE = 32  # (T,) float64 arrays per trace the array path may hold at once
 
 
+# A fitted parameter counts as on a bound within this fraction of the bound's magnitude
+# (at least of 1; the solver clips steps onto bounds exactly) or within this fraction of
+# its own standard error (a fit that creeps up to a bound stops a hair inside it).
+AT_BOUND_RTOL = 1e-9
+AT_BOUND_SE = 0.1
+
+
 @dataclass(frozen=True)
 class FitArrays:
-    """Per-trace fit outputs as host arrays; parameters in the order of `names`."""
+    """Per-trace fit outputs as host arrays; parameters in the order of `names`.
+
+    `lower` and `upper` are the bounds each trace was fitted within: time-like
+    parameters take theirs from the trace's time axis (`spec.FitSpec.on_axes`).
+    """
 
     names: tuple[str, ...]
     free: np.ndarray  # (P,) bool
@@ -41,12 +53,27 @@ class FitArrays:
     n_points: np.ndarray  # (N,) valid points per trace
     iterations: np.ndarray  # (N,)
     status: np.ndarray  # (N,) solver status codes
+    lower: np.ndarray  # (N, P) bounds used per trace
+    upper: np.ndarray  # (N, P)
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def success(self) -> np.ndarray:
         return self.status == CONVERGED
+
+    def at_bound(self) -> np.ndarray:
+        """(N, P) int8: -1 where a fitted parameter ended on its lower bound, +1 on its
+        upper bound, 0 elsewhere (fixed parameters and unfitted traces: 0). "On" allows
+        for rounding and for a tenth of the parameter's standard error."""
+        fitted = ((self.status == CONVERGED) | (self.status == MAX_ITER))[:, None] & self.free
+        p, lo, hi = self.params, self.lower, self.upper
+        se = AT_BOUND_SE * np.nan_to_num(self.stderr, nan=0.0, posinf=0.0)
+        with np.errstate(invalid="ignore"):
+            on_lo = p <= lo + np.maximum(AT_BOUND_RTOL * np.maximum(np.abs(lo), 1.0), se)
+            on_hi = p >= hi - np.maximum(AT_BOUND_RTOL * np.maximum(np.abs(hi), 1.0), se)
+        out = np.where(on_lo & fitted, -1, np.where(on_hi & fitted, 1, 0))
+        return out.astype(np.int8)
 
     @property
     def reasons(self) -> list[str]:
@@ -72,7 +99,11 @@ def fit_traces(
     Parameters
     ----------
     spec : FitSpec
-        Model, start values, bounds and free mask (see `resolve_spec`).
+        Model, start values, bounds and free mask (see `resolve_spec`). Time-like
+        parameters whose bounds the request left open take them from the time axis:
+        the shared one when `t` is (T,), each trace's own when `t` is (N, T) (traces
+        whose windows round to the same bounds are solved together). A trace's result
+        depends only on its own data and time axis, never on the other traces.
     t : (T,) or (N, T) ndarray
         Sample times in the model's units (hours for the expression models).
     y : (N, T) ndarray
@@ -102,7 +133,76 @@ def fit_traces(
         _tune_malloc()
     if be.name == "gpu":
         opt = replace(opt, working_set=max(opt.working_set, _gpu_working_set(y2.shape[1])))
-    n = y2.shape[0]
+    threads = workers if be.name == "cpu" else 1
+    out = _fit_by_time_axis(be, spec, t2, y2, opt, threads, progress, cancelled)
+    if progress is not None:
+        progress(1.0)
+    return FitArrays(names=spec.names, free=spec.free.copy(), device=be.name, **out)
+
+
+def _fit_by_time_axis(
+    be: Any,
+    spec: FitSpec,
+    t2: np.ndarray,
+    y2: np.ndarray,
+    opt: SolverOptions,
+    threads: int,
+    progress: Callable[[float], None] | None,
+    cancelled: Callable[[], bool] | None,
+) -> dict[str, Any]:
+    """Resolve the spec's time windows on the traces' time axes and solve each group of
+    traces that share the resulting bounds (one group when the axis is shared)."""
+    n, P = y2.shape[0], len(spec.names)
+    specs, group = spec.on_axes(*time_extent(t2))
+    if t2.shape[0] == 1:  # one time axis: one spec for every trace
+        group = np.zeros(n, dtype=np.intp)
+    out: dict[str, Any] = {}
+    done = 0
+    for g, sub in enumerate(specs):
+        rows = None if len(specs) == 1 else np.flatnonzero(group == g)
+        tg = t2 if rows is None or t2.shape[0] == 1 else t2[rows]
+        yg = y2 if rows is None else y2[rows]
+        report = None
+        if progress is not None:
+
+            def report(finished: int, before: int = done) -> None:
+                progress((before + finished) / n)
+
+        part = _fit_group(be, sub, tg, yg, opt, threads, report, cancelled)
+        part["lower"] = np.broadcast_to(sub.lower, (yg.shape[0], P))
+        part["upper"] = np.broadcast_to(sub.upper, (yg.shape[0], P))
+        if rows is None:
+            return {k: np.ascontiguousarray(v) for k, v in part.items()}
+        for k, v in part.items():
+            if k not in out:
+                out[k] = np.empty((n, *v.shape[1:]), dtype=v.dtype)
+            out[k][rows] = v
+        done += yg.shape[0]
+    return out
+
+
+def time_extent(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last finite time of each row of `t` (N|1, T); NaN for a row without."""
+    finite = np.isfinite(t)
+    with np.errstate(invalid="ignore"):
+        first = np.where(finite, t, np.inf).min(axis=1)
+        last = np.where(finite, t, -np.inf).max(axis=1)
+    empty = ~finite.any(axis=1)
+    first[empty] = last[empty] = np.nan
+    return first, last
+
+
+def _fit_group(
+    be: Any,
+    spec: FitSpec,
+    t2: np.ndarray,
+    y2: np.ndarray,
+    opt: SolverOptions,
+    threads: int,
+    report: Callable[[int], None] | None,
+    cancelled: Callable[[], bool] | None,
+) -> dict[str, np.ndarray]:
+    """Solve the traces `y2` of one resolved spec; per-trace host arrays by field."""
     xp = be.xp
     # Masks are made where the arrays live: on a GPU only the raw data crosses the bus.
     td, yd = be.asarray(t2), be.asarray(y2)
@@ -111,13 +211,6 @@ def fit_traces(
     w = valid.astype(xp.float64)
     yd = xp.where(valid, yd, 0.0)
     td = xp.where(t_ok, td, 0.0)
-    report = None
-    if progress is not None:
-
-        def report(done: int) -> None:
-            progress(done / n)
-
-    threads = workers if be.name == "cpu" else 1
     out = solve(xp, spec, td, yd, w, opt, progress=report, cancelled=cancelled, workers=threads)
     kinks = [i for i, p in enumerate(spec.model.parameters) if p.kink and spec.free[i]]
     if kinks and opt.multistart:
@@ -130,20 +223,15 @@ def fit_traces(
         ss_tot = (((yd - mean[:, None]) * w) ** 2).sum(axis=1)
         r2 = xp.where(ss_tot > 0, 1.0 - ss_res / ss_tot, xp.where(ss_res <= 0, 1.0, 0.0))
         r2 = xp.where(xp.isfinite(ss_res), xp.clip(r2, 0.0, 1.0), xp.nan)
-    if progress is not None:
-        progress(1.0)
-    return FitArrays(
-        names=spec.names,
-        free=spec.free.copy(),
-        device=be.name,
-        params=be.to_numpy(out.params),
-        stderr=be.to_numpy(stderr),
-        ss_res=be.to_numpy(ss_res),
-        r_squared=be.to_numpy(r2),
-        n_points=be.to_numpy(npts).astype(np.int64),
-        iterations=be.to_numpy(out.iterations).astype(np.int64),
-        status=be.to_numpy(out.status).astype(np.int64),
-    )
+    return {
+        "params": be.to_numpy(out.params),
+        "stderr": be.to_numpy(stderr),
+        "ss_res": be.to_numpy(ss_res),
+        "r_squared": be.to_numpy(r2),
+        "n_points": be.to_numpy(npts).astype(np.int64),
+        "iterations": be.to_numpy(out.iterations).astype(np.int64),
+        "status": be.to_numpy(out.status).astype(np.int64),
+    }
 
 
 def _gpu_working_set(n_times: int) -> int:

@@ -21,7 +21,8 @@ import numpy as np
 from common.errors import InvalidInput
 from functions.fitting import kernels
 
-StartGrid = Literal["linear", "log", "time", "rate", "dose", "frames"]
+StartGrid = Literal["linear", "log", "time", "onset", "rate", "dose", "frames"]
+BoundOk = Literal["lower"] | None
 Kernel = Callable[[ModuleType, Any, Mapping[str, Any], frozenset[str]], tuple[Any, dict[str, Any]]]
 
 
@@ -31,11 +32,25 @@ class Parameter:
 
     `linear` marks parameters the model is linear in (used to project starting points);
     `grid` and `n_starts` describe the deterministic multi-start candidates: "linear"
-    or "log" spacing inside the bounds, "time" over each trace's time span, "rate" over
+    or "log" spacing inside the bounds, "time" over each trace's time span ("onset": the
+    same, denser early, where expression mostly starts), "rate" over
     rates 0.3/span ... 300/span, "dose" log-spaced over the positive x range, "frames"
     mid-points between consecutive sample times (one start per smooth piece of a
-    model with a step at that parameter). `kink` marks an onset where the model's slope
-    jumps: a fit ending next to a sample time is retried from the sample's other side.
+    model with a step at that parameter: every piece inside the bounds when traces
+    share a time axis, else each trace's `n_starts` pieces with the largest jumps).
+    `kink` marks an onset where the model's slope jumps: a fit ending next to a sample
+    time is retried from the sample's other side.
+
+    `window` makes a time-like parameter (an onset, a mid-point) take its default start
+    and bounds from the time axis of the data instead of `default`, `lower`, `upper`:
+    `(lower, start, upper)` as fractions of the time span, counted from the first time
+    point (see `spec.time_window`). `lower` and `upper` then stay as outer limits only.
+
+    `bound_ok` says which bound is a legitimate answer: "lower" for a rate or an amount
+    whose floor means "none on this time scale" (a protein that does not degrade). A fit
+    that ends on any other bound found its best point outside the search window, so its
+    other parameters are distorted too, and its quality is not "good" (see
+    `results.quality_band`). Either way the parameter is reported in `at_bound`.
     """
 
     name: str
@@ -48,6 +63,8 @@ class Parameter:
     grid: StartGrid | None = None
     n_starts: int = 0
     kink: bool = False
+    window: tuple[float, float, float] | None = None
+    bound_ok: BoundOk = None
     description: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -58,8 +75,37 @@ class Parameter:
             "upper": self.upper,
             "unit": self.unit,
             "fixed": self.fixed,
-            "description": self.description,
+            "description": self.full_description,
+            "window": list(self.window) if self.window else None,
+            "bound_ok": self.bound_ok,
         }
+
+    @property
+    def full_description(self) -> str:
+        """The description, with where the default bounds come from when they are not
+        constants, and which bound is an answer rather than a search limit."""
+        notes = [self.description] if self.description else []
+        if self.window is not None:
+            lo, start, hi = self.window
+
+            def at(f: float) -> str:
+                if f == 0:
+                    return "first time"
+                if f == 1:
+                    return "last time"
+                sign = "+" if f > 0 else "-"
+                return f"first time {sign} {abs(f) * 100:g} % of the time span"
+
+            notes.append(
+                f"default bounds from the data's time axis: [{at(lo)}, {at(hi)}], start at "
+                f"{at(start)} (rounded outwards; listed bounds are outer limits)"
+            )
+        if self.bound_ok == "lower":
+            notes.append(
+                "ending at its lower bound is an answer (none, or too little to measure): "
+                "reported in at_bound, the fit may still be good"
+            )
+        return "; ".join(notes)
 
 
 @dataclass(frozen=True)
@@ -178,6 +224,21 @@ def _register(model: Model) -> None:
     MODELS[model.name] = model
 
 
+# Time-like parameters (onsets, mid-points) take their bounds from the data's time axis
+# (`Parameter.window`); these outer limits only keep them finite.
+#
+# Bounds that are answers (`bound_ok="lower"`: a fit ending there is reported in
+# at_bound and may still be good): maturation δ, β; maturation_blocked G0, Gu0, β;
+# trivial δ, β; exponential_decay rate. Every other bound (onsets, mid-points,
+# translation rates, amplitudes, offsets, km, logistic rate, Hill parameters) is a
+# search limit: a fit that ends on it is at best "fair".
+_TIME_LIMIT = 1e6
+# Onsets may precede the first frame by a twentieth of the time span (expression that
+# began before imaging: 1 h on a 10-hour time-lapse, 2 h on 30 h, once rounded) and
+# follow it up to the last frame. Further back the onset hardly shows in the data: it
+# trades off against the offset, and a wider window only lets such fits wander.
+_ONSET = (-0.05, 0.0, 1.0)
+
 _register(
     Model(
         name="maturation",
@@ -189,11 +250,12 @@ _register(
             Parameter(
                 "t0",
                 0.0,
-                -1.0,
-                1.0,
+                -_TIME_LIMIT,
+                _TIME_LIMIT,
                 "h",
-                grid="linear",
-                n_starts=2,
+                grid="onset",
+                n_starts=8,
+                window=_ONSET,
                 description="onset of expression",
             ),
             Parameter("ktl", 1e3, 1.0, 5e8, "a.u./h", linear=True, description="translation rate"),
@@ -205,12 +267,20 @@ _register(
                 "1/h",
                 grid="rate",
                 n_starts=8,
+                bound_ok="lower",
                 description="protein degradation rate",
             ),
             Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True, description="background"),
             Parameter("km", 1.28, 1e-5, 30.0, "1/h", fixed=True, description="maturation rate"),
             Parameter(
-                "beta", 5.22e-3, 1e-5, 10.0, "1/h", fixed=True, description="mRNA degradation rate"
+                "beta",
+                5.22e-3,
+                1e-5,
+                10.0,
+                "1/h",
+                fixed=True,
+                bound_ok="lower",
+                description="mRNA degradation rate",
             ),
             Parameter("scale", 1.0, 1e-6, _BIG, "", fixed=True, description="signal scale"),
         ),
@@ -224,11 +294,23 @@ _register(
         "mature (G0) and unmaturated (Gu0) pools at t0.",
         equation="y = [dt>0]·(G0·e^{-β·dt} + Gu0·(e^{-β·dt} - e^{-(β+km)·dt})) + offset",
         parameters=(
-            Parameter("t0", 0.0, 0.0, 1.0, "h", grid="frames", n_starts=6),
-            Parameter("G0", 100.0, 0.0, _BIG, "a.u.", linear=True),
-            Parameter("Gu0", 100.0, 0.0, _BIG, "a.u.", linear=True),
-            Parameter("km", 1.28, 1e-5, 30.0, "1/h", grid="rate", n_starts=2),
-            Parameter("beta", 5.22e-3, 1e-5, 10.0, "1/h", grid="rate", n_starts=2),
+            Parameter(
+                "t0",
+                0.0,
+                -_TIME_LIMIT,
+                _TIME_LIMIT,
+                "h",
+                grid="frames",
+                n_starts=6,
+                window=(0.0, 0.0, 1.0),
+                description="time translation was blocked",
+            ),
+            Parameter("G0", 100.0, 0.0, _BIG, "a.u.", linear=True, bound_ok="lower"),
+            Parameter("Gu0", 100.0, 0.0, _BIG, "a.u.", linear=True, bound_ok="lower"),
+            Parameter("km", 1.28, 1e-5, 30.0, "1/h", grid="rate", n_starts=3),
+            Parameter(
+                "beta", 5.22e-3, 1e-5, 10.0, "1/h", grid="rate", n_starts=2, bound_ok="lower"
+            ),
             Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True),
         ),
         kernel=kernels.maturation_blocked,
@@ -242,10 +324,22 @@ _register(
         "(β) and protein degradation (δ).",
         equation="y = offset + [dt>0]·(ktl/(δ-β))·(1 - e^{-(δ-β)dt})·e^{-β·dt}",
         parameters=(
-            Parameter("t0", 2.0, 0.0, 30.0, "h", grid="time", n_starts=7, kink=True),
+            Parameter(
+                "t0",
+                0.0,
+                -_TIME_LIMIT,
+                _TIME_LIMIT,
+                "h",
+                grid="time",
+                n_starts=7,
+                kink=True,
+                # a start on the first frame sits on the kink of every trace's cost
+                window=(-0.05, 0.05, 1.0),
+                description="onset of expression",
+            ),
             Parameter("ktl", 20.0, 1.0, _BIG, "a.u./h", linear=True),
-            Parameter("delta", 0.07, 1e-5, 10.1, "1/h", grid="rate", n_starts=3),
-            Parameter("beta", 0.0436275356035, 1e-5, 10.0, "1/h"),
+            Parameter("delta", 0.07, 1e-5, 10.1, "1/h", grid="rate", n_starts=3, bound_ok="lower"),
+            Parameter("beta", 0.0436275356035, 1e-5, 10.0, "1/h", bound_ok="lower"),
             Parameter("offset", 0.0, -_BIG, _BIG, "a.u.", linear=True),
         ),
         kernel=kernels.trivial,
@@ -258,7 +352,7 @@ _register(
         equation="y = amplitude·e^{-rate·t} + offset",
         parameters=(
             Parameter("amplitude", 1.0, -1e12, 1e12, "a.u.", linear=True),
-            Parameter("rate", 0.1, 1e-9, 1e6, "1/time", grid="rate", n_starts=5),
+            Parameter("rate", 0.1, 1e-9, 1e6, "1/time", grid="rate", n_starts=5, bound_ok="lower"),
             Parameter("offset", 0.0, -1e12, 1e12, "a.u.", linear=True),
         ),
         kernel=kernels.exponential_decay,
@@ -272,7 +366,18 @@ _register(
         parameters=(
             Parameter("capacity", 1.0, -1e12, 1e12, "a.u.", linear=True),
             Parameter("rate", 1.0, 1e-9, 1e6, "1/time", grid="rate", n_starts=3),
-            Parameter("t_mid", 0.0, -1e9, 1e9, "time", grid="time", n_starts=5),
+            Parameter(
+                "t_mid",
+                0.0,
+                -1e9,
+                1e9,
+                "time",
+                grid="time",
+                n_starts=5,
+                # a mid-point beyond the data shows as exponential growth or saturation
+                window=(-0.5, 0.5, 1.5),
+                description="time of half capacity",
+            ),
             Parameter("offset", 0.0, -1e12, 1e12, "a.u.", linear=True),
         ),
         kernel=kernels.logistic_growth,

@@ -1,18 +1,98 @@
 """PNG plots of a fit: parameter histograms, R² histogram, example traces with fits.
 
 Figures are built with `matplotlib.figure.Figure` on the Agg canvas (no pyplot, no
-global state), so plotting is safe in worker threads and needs no display.
+global state), so plotting is safe in worker threads and needs no display. Each plot is
+made on its own by `fit_plots`: one that fails is logged and reported, and never fails
+the fit whose results it shows.
+
+The `*_figure` functions return the figures (tests read their labels, titles and
+legends); the others render them to PNG bytes.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
 from functions.fitting.fit import FitArrays
-from functions.fitting.models import get_model
+from functions.fitting.models import Model, get_model
+from functions.fitting.results import quality_band, search_limited
+from functions.fitting.traces import UNIT_HOURS
+
+log = logging.getLogger(__name__)
+
+DATA_COLOR, FIT_COLOR, BOUND_COLOR = "#3b6ea8", "#c0392b", "#d35400"
+LOG_SPAN = 100.0  # positive values spanning more than this factor get a log axis
+
+
+@dataclass(frozen=True)
+class PlotSet:
+    """The PNGs made, by file name, and one line per plot that could not be made."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def fit_plots(
+    fit: FitArrays,
+    t: np.ndarray,
+    y: np.ndarray,
+    model: str,
+    *,
+    fov: np.ndarray | None = None,
+    cell: np.ndarray | None = None,
+    time_unit: str = "h",
+) -> PlotSet:
+    """Every plot of a fit, each made independently of the others.
+
+    Parameters
+    ----------
+    fit : FitArrays
+    t : (T,) or (N, T) ndarray
+        Times in hours (as fitted).
+    y : (N, T) ndarray
+    model : str
+    fov, cell : (N,) ndarray, optional
+        Each trace's own id, for panel titles (default: the row number as cell).
+    time_unit : str
+        The unit of the file's time column: times are shown in it.
+
+    Returns
+    -------
+    PlotSet
+        A plot that raised is missing from `files`, and its error is in `errors`.
+    """
+    makers = {
+        "parameters.png": lambda: _png(parameter_figure(fit, model)),
+        "r_squared.png": lambda: _png(r_squared_figure(fit, model)),
+        "examples.png": lambda: _png(
+            examples_figure(fit, t, y, model, fov=fov, cell=cell, time_unit=time_unit)
+        ),
+    }
+    out = PlotSet()
+    for name, make in makers.items():
+        try:
+            out.files[name] = make()
+        except Exception as exc:  # a plot must never fail the fit it shows
+            log.warning("plot %s of a %s fit failed", name, model, exc_info=True)
+            out.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    return out
+
+
+def parameter_histograms(fit: FitArrays, model: str) -> bytes:
+    return _png(parameter_figure(fit, model))
+
+
+def r_squared_histogram(fit: FitArrays, model: str) -> bytes:
+    return _png(r_squared_figure(fit, model))
+
+
+def example_fits(fit: FitArrays, t: np.ndarray, y: np.ndarray, model: str, **ids: Any) -> bytes:
+    return _png(examples_figure(fit, t, y, model, **ids))
 
 
 def _png(fig: Any) -> bytes:
@@ -32,74 +112,233 @@ def _figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Any, np.nd
     return fig, axes
 
 
-def parameter_histograms(fit: FitArrays, *, bins: int = 40) -> bytes:
-    """One histogram per fitted (free) parameter over the successful fits."""
-    names = [n for n, f in zip(fit.names, fit.free, strict=True) if f]
-    cols = min(3, len(names))
-    rows = -(-len(names) // cols)
-    fig, axes = _figure(rows, cols, (4.0 * cols, 3.0 * rows))
-    for ax, name in zip(axes, names, strict=False):
-        values = fit.params[fit.success, fit.names.index(name)]
-        values = values[np.isfinite(values)]
-        if values.size:
-            ax.hist(values, bins=bins, color="#3b6ea8")
-        ax.set_title(f"{name} (n={values.size})")
+def _integer_counts(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _unit(model: Model, unit: str) -> str:
+    """A parameter's unit as fitted: times are in hours once read."""
+    if model.name == "hill":
+        return unit
+    return unit.replace("time", "h")
+
+
+def _label(name: str, unit: str) -> str:
+    return f"{name} ({unit})" if unit else name
+
+
+# --- parameter histograms -----------------------------------------------------------------
+
+
+def parameter_figure(fit: FitArrays, model: str) -> Any:
+    """One histogram per fitted parameter over the successful fits, with the bounds
+    the parameter was fitted within and how many fits ended on each."""
+    m = get_model(model)
+    free = [i for i, f in enumerate(fit.free) if f]
+    cols = max(min(3, len(free)), 1)
+    rows = max(-(-len(free) // cols), 1)
+    fig, axes = _figure(rows, cols, (4.2 * cols, 3.4 * rows))
+    side = fit.at_bound()
+    for ax, i in zip(axes, free, strict=False):
+        p = m.parameters[i]
+        ok = fit.success & np.isfinite(fit.params[:, i])
+        values = fit.params[ok, i]
+        unit = _unit(m, p.unit)
+        title = f"{p.name}: {p.description}" if p.description else p.name
+        ax.set_title(f"{title} (n={values.size})", fontsize=10)
+        ax.set_xlabel(_label(p.name, unit))
         ax.set_ylabel("traces")
-    for ax in axes[len(names) :]:
+        _integer_counts(ax)
+        if values.size == 0:
+            ax.text(0.5, 0.5, "no successful fit", ha="center", va="center", transform=ax.transAxes)
+            continue
+        # rates and amounts bounded away from 0 spread over decades: a log axis
+        log_axis = _histogram(ax, values, positive=p.lower > 0 and p.window is None)
+        _mark_bounds(ax, values, fit.lower[ok, i], fit.upper[ok, i], side[ok, i], unit, log_axis)
+    for ax in axes[len(free) :]:
         ax.set_visible(False)
-    return _png(fig)
+    return fig
 
 
-def r_squared_histogram(fit: FitArrays, *, bins: int = 50) -> bytes:
+def _histogram(ax: Any, values: np.ndarray, *, positive: bool, bins: int = 40) -> bool:
+    """Histogram that any values can be drawn as (one value, values a few ulps apart,
+    values of a `positive` parameter spanning decades); returns whether the axis is
+    logarithmic."""
+    lo, hi = float(values.min()), float(values.max())
+    scale = max(abs(lo), abs(hi), 1e-300)
+    if hi - lo <= 1e-9 * scale or not np.isfinite(hi - lo):
+        # one value (to rounding): one bar around it
+        half = max(1e-3 * scale, 1e-12)
+        ax.hist(values, bins=1, range=(lo - half, hi + half), color=DATA_COLOR)
+        ax.set_xlim(lo - 10 * half, hi + 10 * half)
+        return False
+    n_bins = int(min(bins, max(np.unique(values).size, 1)))
+    if positive and lo > 0 and hi / lo > LOG_SPAN:
+        edges = np.geomspace(lo, hi, n_bins + 1)
+        ax.hist(values, bins=edges, color=DATA_COLOR)
+        ax.set_xscale("log")
+        return True
+    ax.hist(values, bins=np.linspace(lo, hi, n_bins + 1), color=DATA_COLOR)
+    return False
+
+
+def _mark_bounds(
+    ax: Any,
+    values: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    side: np.ndarray,
+    unit: str,
+    log_axis: bool,
+) -> None:
+    """Dashed lines at the bounds near the values (far ones, which would squash the
+    histogram, are named in the legend only), with the count of fits on each."""
+    from matplotlib.lines import Line2D
+
+    vmin, vmax = float(values.min()), float(values.max())
+    handles = []
+    sides: tuple[tuple[str, np.ndarray, int, Literal["--", ":"]], ...] = (
+        ("lower", lower, -1, "--"),
+        ("upper", upper, 1, ":"),
+    )
+    for label, bounds, code, style in sides:
+        distinct = np.unique(bounds)
+        shown = distinct if distinct.size <= 3 else distinct[[0, -1]]
+        text = ", ".join(f"{b:.4g}" for b in shown) + (" …" if distinct.size > 3 else "")
+        on = int((side == code).sum())
+        visible = [b for b in shown if _near(float(b), vmin, vmax, log_axis)]
+        for b in visible:
+            ax.axvline(b, color=BOUND_COLOR, linestyle=style, linewidth=1.2)
+        where = "" if visible else ", off the axis"
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=BOUND_COLOR,
+                linestyle=style,
+                label=f"{label} bound {text}{' ' + unit if unit else ''}{where}: "
+                f"{on} fit{'' if on == 1 else 's'} on it",
+            )
+        )
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.85)
+
+
+def _near(bound: float, vmin: float, vmax: float, log_axis: bool) -> bool:
+    """Whether a bound lies close enough to the values to draw without squashing them:
+    within a decade on a log axis, within half the values' range otherwise."""
+    if log_axis:
+        return bound > 0 and bound >= vmin / 10 and bound <= vmax * 10
+    pad = 0.5 * max(vmax - vmin, 0.1 * max(abs(vmin), abs(vmax)), 1e-12)
+    return vmin - pad <= bound <= vmax + pad
+
+
+# --- R² -----------------------------------------------------------------------------------
+
+
+def r_squared_figure(fit: FitArrays, model: str, *, bins: int = 50) -> Any:
     """Histogram of R² over all fitted traces, with the quality-band thresholds."""
-    fig, axes = _figure(1, 1, (5.0, 3.5))
+    from functions.fitting.results import FAIR_R2, GOOD_R2
+
+    fig, axes = _figure(1, 1, (5.5, 3.8))
     ax = axes[0]
     r2 = fit.r_squared[np.isfinite(fit.r_squared)]
-    ax.hist(r2, bins=bins, range=(0.0, 1.0), color="#3b6ea8")
-    for x in (0.7, 0.9):
-        ax.axvline(x, color="0.4", linestyle="--", linewidth=1)
+    left = min(0.6, float(np.floor(r2.min() * 10) / 10)) if r2.size else 0.0
+    ax.hist(r2, bins=bins, range=(left, 1.0), color=DATA_COLOR)
+    ax.axvline(GOOD_R2, color="0.25", linestyle="--", linewidth=1, label=f"good: R² > {GOOD_R2}")
+    ax.axvline(
+        FAIR_R2,
+        color="0.55",
+        linestyle="--",
+        linewidth=1,
+        label=f"fair: R² > {FAIR_R2}; poor below",
+    )
+    bands = quality_band(fit.r_squared, fit.success, search_limited(fit, model))
+    counts = ", ".join(f"{b} {int((bands == b).sum())}" for b in ("good", "fair", "poor", "failed"))
+    ax.legend(title=counts, fontsize=8, title_fontsize=8, loc="upper left", frameon=False)
+    ax.set_xlim(left, 1.0)
     ax.set_xlabel("R²")
     ax.set_ylabel("traces")
-    ax.set_title(f"R² (n={r2.size})")
-    return _png(fig)
+    _integer_counts(ax)
+    ax.set_title(f"Goodness of fit, {model} (n={r2.size})", fontsize=10)
+    return fig
 
 
-def example_fits(
-    fit: FitArrays, t: np.ndarray, y: np.ndarray, model: str, *, per_group: int = 3
-) -> bytes:
-    """A grid of traces with their fitted curves: best, median and worst R² rows."""
+# --- example traces -----------------------------------------------------------------------
+
+
+def examples_figure(
+    fit: FitArrays,
+    t: np.ndarray,
+    y: np.ndarray,
+    model: str,
+    *,
+    fov: np.ndarray | None = None,
+    cell: np.ndarray | None = None,
+    time_unit: str = "h",
+    per_group: int = 3,
+) -> Any:
+    """A grid of traces with their fitted curves: best, median and worst R², each
+    panel titled with the cell's own id (fov, cell)."""
     m = get_model(model)
+    n = len(fit)
+    fov = np.zeros(n, dtype=np.int64) if fov is None else np.asarray(fov)
+    cell = np.arange(n) if cell is None else np.asarray(cell)
     order = np.flatnonzero(fit.success & np.isfinite(fit.r_squared))
-    order = order[np.argsort(fit.r_squared[order])[::-1]]
-    mid = max(len(order) // 2 - per_group // 2, 0)
-    groups = [
-        ("best", order[:per_group]),
-        ("median", order[mid : mid + per_group]),
-        ("worst", order[::-1][:per_group][::-1]),
-    ]
-    fig, axes = _figure(3, per_group, (4.0 * per_group, 9.0))
+    order = order[np.argsort(fit.r_squared[order], kind="stable")[::-1]]
+    if len(order) <= 3 * per_group:  # few traces: each once, best first
+        groups = [("", order[k : k + per_group]) for k in range(0, max(len(order), 1), per_group)]
+    else:
+        mid = len(order) // 2 - per_group // 2
+        groups = [
+            ("best ", order[:per_group]),
+            ("median ", order[mid : mid + per_group]),
+            ("worst ", order[::-1][:per_group][::-1]),
+        ]
+    fig, axes = _figure(len(groups), per_group, (4.2 * per_group, 3.2 * len(groups)))
     t2 = np.broadcast_to(np.atleast_2d(t), y.shape)
+    per_unit = UNIT_HOURS.get(time_unit, 1.0)
+    x_label = "dose" if m.name == "hill" else f"time ({time_unit})"
+    side = fit.at_bound()
+    drawn = 0
     for g, (label, rows) in enumerate(groups):
         for j in range(per_group):
             ax = axes[g * per_group + j]
             if j >= len(rows):
                 ax.set_visible(False)
                 continue
-            i = rows[j]
+            i = int(rows[j])
             ok = np.isfinite(y[i]) & np.isfinite(t2[i])
             ti = t2[i][ok]
-            ax.plot(ti, y[i][ok], ".", markersize=3, color="0.5")
+            scale = 1.0 if m.name == "hill" else per_unit
+            ax.plot(ti / scale, y[i][ok], ".", markersize=3, color="0.45", label="data")
             if ti.size:
                 grid = np.linspace(ti.min(), ti.max(), 300)
-                ax.plot(grid, m.eval(grid, fit.params[i])[0], color="#c0392b")
-            ax.set_title(f"{label}: #{i} R²={fit.r_squared[i]:.3f}", fontsize=9)
-    return _png(fig)
+                ax.plot(grid / scale, m.eval(grid, fit.params[i])[0], color=FIT_COLOR, label="fit")
+            if m.name == "hill" and ti.size and ti.min() > 0:
+                ax.set_xscale("log")
+            pinned = [fit.names[k] for k in np.flatnonzero(side[i])]
+            note = f"; on bound: {', '.join(pinned)}" if pinned else ""
+            ax.set_title(
+                f"{_cell_id(fov[i], cell[i])}\n{label}R² = {fit.r_squared[i]:.3f}{note}",
+                fontsize=9,
+            )
+            ax.set_xlabel(x_label)
+            ax.set_ylabel("intensity (a.u.)")
+            if drawn == 0:
+                ax.legend(fontsize=8, frameon=False, loc="best")
+            drawn += 1
+    if drawn == 0:
+        axes[0].set_visible(True)
+        axes[0].text(0.5, 0.5, "no successful fit", ha="center", va="center")
+        axes[0].set_axis_off()
+    return fig
 
 
-def fit_plots(fit: FitArrays, t: np.ndarray, y: np.ndarray, model: str) -> dict[str, bytes]:
-    """All plot artefacts by file name."""
-    return {
-        "parameters.png": parameter_histograms(fit),
-        "r_squared.png": r_squared_histogram(fit),
-        "examples.png": example_fits(fit, t, y, model),
-    }
+def _cell_id(fov: Any, cell: Any) -> str:
+    """ "fov 2, cell 17"; a cell named by its column ("cell_1") keeps its own name."""
+    fov, cell = (v.item() if isinstance(v, np.generic) else v for v in (fov, cell))
+    # ids are shown as written: a "$" would otherwise start matplotlib's math text
+    fov, name = str(fov).replace("$", r"\$"), str(cell).replace("$", r"\$")
+    return f"fov {fov}, {name}" if name.lower().startswith("cell") else f"fov {fov}, cell {name}"

@@ -1,4 +1,13 @@
-"""Per-trace fit results as a table (CSV, Parquet, JSON pages) and a summary."""
+"""Per-trace fit results as a table (CSV, Parquet, JSON pages) and a summary.
+
+Every result format says which fitted parameters ended on a bound (`at_bound`): a list
+of names per trace (in CSV the names joined by ";"), and counts per parameter and side
+in the summary. The quality label accounts for it: a parameter whose bound is only a
+search limit (an onset, an amplitude) that ends on it means the best fit lies outside
+the window and its other parameters are distorted, so the trace is at best "fair". A
+rate at its floor (`Parameter.bound_ok`, e.g. no measurable degradation) is reported
+and may still be "good".
+"""
 
 from __future__ import annotations
 
@@ -9,23 +18,53 @@ from typing import Any
 import numpy as np
 
 from functions.fitting.fit import FitArrays
+from functions.fitting.models import get_model
 
 GOOD_R2, FAIR_R2 = 0.9, 0.7
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+LIST_SEPARATOR = ";"  # joins the names of a list column in CSV
 
 
-def quality_band(r_squared: np.ndarray, success: np.ndarray) -> np.ndarray:
-    """ "good" (R² > 0.9), "fair" (0.7 < R² ≤ 0.9), "poor" (R² ≤ 0.7), "failed"."""
+def quality_band(
+    r_squared: np.ndarray, success: np.ndarray, not_good: np.ndarray | None = None
+) -> np.ndarray:
+    """ "good" (R² > 0.9), "fair" (0.7 < R² ≤ 0.9), "poor" (R² ≤ 0.7), "failed";
+    traces marked `not_good` (a search limit reached, see `limited`) are at best
+    "fair"."""
     r2 = np.nan_to_num(np.asarray(r_squared, dtype=np.float64), nan=0.0)
     band = np.where(r2 > GOOD_R2, "good", np.where(r2 > FAIR_R2, "fair", "poor"))
+    if not_good is not None:
+        band = np.where(np.asarray(not_good, dtype=bool) & (band == "good"), "fair", band)
     return np.where(np.asarray(success, dtype=bool), band, "failed").astype(object)
+
+
+def search_limited(fit: FitArrays, model: str) -> np.ndarray:
+    """(N,) bool: traces with a parameter on a bound that is not a legitimate answer
+    for it (`Parameter.bound_ok`): the best fit lies beyond a search limit."""
+    side = fit.at_bound()
+    params = get_model(model).parameters
+    ok_low = np.array([p.bound_ok == "lower" for p in params], dtype=bool)
+    bad = (side == 1) | ((side == -1) & ~ok_low)
+    return np.asarray(bad.any(axis=1))
+
+
+def at_bound_names(fit: FitArrays) -> list[list[str]]:
+    """Per trace, the fitted parameters that ended on a bound, in model order."""
+    side = fit.at_bound()
+    names = np.array(fit.names, dtype=object)
+    rows, cols = np.nonzero(side)
+    out: list[list[str]] = [[] for _ in range(len(fit))]
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        out[r].append(str(names[c]))
+    return out
 
 
 def results_table(fit: FitArrays, fov: np.ndarray, cell: np.ndarray, model: str) -> Any:
     """A pyarrow Table, one row per trace.
 
     Columns: fov, cell, model_type, success, r_squared, <parameters>, se_<parameter>
-    (free parameters only), n_points, iterations, quality, reason.
+    (free parameters only), n_points, iterations, quality, reason, at_bound (a list of
+    parameter names; see the module docstring).
     """
     import pyarrow as pa
 
@@ -46,8 +85,10 @@ def results_table(fit: FitArrays, fov: np.ndarray, cell: np.ndarray, model: str)
             cols[f"se_{name}"] = pa.array(fit.stderr[:, i])
     cols["n_points"] = pa.array(fit.n_points)
     cols["iterations"] = pa.array(fit.iterations)
-    cols["quality"] = pa.array(quality_band(fit.r_squared, fit.success), type=pa.string())
+    quality = quality_band(fit.r_squared, fit.success, search_limited(fit, model))
+    cols["quality"] = pa.array(quality, type=pa.string())
     cols["reason"] = pa.array(fit.reasons, type=pa.string())
+    cols["at_bound"] = pa.array(at_bound_names(fit), type=pa.list_(pa.string()))
     return pa.table(cols)
 
 
@@ -61,9 +102,15 @@ def _column(values: np.ndarray) -> Any:
 
 
 def to_csv(table: Any) -> bytes:
-    """CSV bytes with the table's column order."""
+    """CSV bytes with the table's column order; list columns (`at_bound`) as their
+    items joined by ";" (empty when none)."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    for i, field in enumerate(table.schema):
+        if pa.types.is_list(field.type):
+            joined = [LIST_SEPARATOR.join(v or []) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, field.name, pa.array(joined, type=pa.string()))
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(quoting_style="needed"))
     return buf.getvalue()
@@ -105,7 +152,7 @@ def summarize_fit(fit: FitArrays, model: str) -> dict[str, Any]:
         if not good:
             reasons[reason] = reasons.get(reason, 0) + 1
     r2 = fit.r_squared[ok & np.isfinite(fit.r_squared)]
-    bands = quality_band(fit.r_squared, ok)
+    bands = quality_band(fit.r_squared, ok, search_limited(fit, model))
     params: dict[str, Any] = {}
     for i, name in enumerate(fit.names):
         if not fit.free[i]:
@@ -135,6 +182,9 @@ def summarize_fit(fit: FitArrays, model: str) -> dict[str, Any]:
             "median": float(np.median(r2)) if r2.size else None,
         },
         "quality": {b: int((bands == b).sum()) for b in ("good", "fair", "poor", "failed")},
+        "at_bound": _at_bound_counts(fit),
+        "search_limited": int(search_limited(fit, model).sum()),
+        "bounds": _bounds_used(fit),
         "parameters": params,
         "fixed": {
             n: float(fit.params[0, i])
@@ -143,3 +193,34 @@ def summarize_fit(fit: FitArrays, model: str) -> dict[str, Any]:
         },
         "device": fit.device,
     }
+
+
+def _at_bound_counts(fit: FitArrays) -> dict[str, dict[str, int]]:
+    """Traces per parameter that ended on its lower or upper bound (only parameters
+    with any)."""
+    side = fit.at_bound()
+    out = {}
+    for i, name in enumerate(fit.names):
+        lower, upper = int((side[:, i] == -1).sum()), int((side[:, i] == 1).sum())
+        if lower or upper:
+            out[name] = {"lower": lower, "upper": upper}
+    return out
+
+
+def _bounds_used(fit: FitArrays) -> dict[str, Any]:
+    """The bounds each free parameter was fitted within: [lower, upper] when every
+    trace had the same, else the range of each over the traces (bounds from the
+    traces' own time axes)."""
+    out: dict[str, Any] = {}
+    for i, name in enumerate(fit.names):
+        if not fit.free[i] or not len(fit):
+            continue
+        lo, hi = fit.lower[:, i], fit.upper[:, i]
+        if (lo == lo[0]).all() and (hi == hi[0]).all():
+            out[name] = [float(lo[0]), float(hi[0])]
+        else:
+            out[name] = {
+                "lower": [float(lo.min()), float(lo.max())],
+                "upper": [float(hi.min()), float(hi.max())],
+            }
+    return out

@@ -1,10 +1,11 @@
-"""Resolve a request's parameter overrides (start values, bounds, fixed/free) against a model."""
+"""Resolve a request's parameter overrides (start values, bounds, fixed/free) against a model,
+and the default bounds of time-like parameters against the data's time axes."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,13 @@ from functions.fitting.models import Model, get_model
 class FitSpec:
     """A model with the start values, bounds and free mask one request fits with.
 
-    Arrays are `(P,)` in the order of `model.names`.
+    Arrays are `(P,)` in the order of `model.names`. `window` (P, 3) holds, for the
+    time-like parameters whose bounds the request left to the data, the fractions of the
+    time span their bounds and start come from (`Parameter.window`; NaN rows for the
+    others). Such a spec is resolved against each trace's time axis (`on_axes`) before
+    solving; until then its `start`, `lower` and `upper` hold the model's outer limits.
+    `start_given` marks start values the request set (they are kept, and a window is
+    widened to contain them).
     """
 
     model: Model
@@ -25,6 +32,8 @@ class FitSpec:
     lower: np.ndarray
     upper: np.ndarray
     free: np.ndarray
+    window: np.ndarray | None = None
+    start_given: np.ndarray | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -41,29 +50,109 @@ class FitSpec:
             n: float(s) for n, s, f in zip(self.names, self.start, self.free, strict=True) if not f
         }
 
+    @property
+    def windowed(self) -> np.ndarray:
+        """(P,) bool: parameters whose bounds still come from the time axis."""
+        if self.window is None:
+            return np.zeros(len(self.names), dtype=bool)
+        return np.isfinite(self.window).all(axis=1)
+
+    @property
+    def needs_axis(self) -> bool:
+        return bool(self.windowed.any())
+
+    def on_axes(self, first: np.ndarray, last: np.ndarray) -> tuple[list[FitSpec], np.ndarray]:
+        """Resolve the time windows for time axes from `first` to `last` (each (N,)).
+
+        Returns the distinct resolved specs and, per axis, the index of its spec. Window
+        ends are rounded outwards to a coarse grid (`time_window`), so traces with
+        similar time axes share a spec and are solved together.
+        """
+        first = np.asarray(first, dtype=np.float64).reshape(-1)
+        last = np.asarray(last, dtype=np.float64).reshape(-1)
+        windowed = np.flatnonzero(self.windowed)
+        if windowed.size == 0:
+            return [self], np.zeros(first.size, dtype=np.intp)
+        assert self.window is not None
+        n = first.size
+        lower, start, upper = (np.tile(a, (n, 1)) for a in (self.lower, self.start, self.upper))
+        given = self.start_given if self.start_given is not None else np.zeros(len(self.names))
+        for i in windowed:
+            lo, st, hi = time_window(first, last, self.window[i])
+            lo = np.maximum(lo, self.lower[i])
+            hi = np.minimum(hi, self.upper[i])
+            if given[i]:  # the request's start stays, inside a widened window
+                st = np.full(n, self.start[i])
+                lo, hi = np.minimum(lo, st), np.maximum(hi, st)
+            lower[:, i], start[:, i], upper[:, i] = lo, np.clip(st, lo, hi), hi
+        keys = np.concatenate([lower[:, windowed], start[:, windowed], upper[:, windowed]], axis=1)
+        _, first_row, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        specs = [
+            replace(
+                self,
+                start=start[r],
+                lower=lower[r],
+                upper=upper[r],
+                window=None,
+            )
+            for r in first_row
+        ]
+        return specs, inverse.reshape(-1)
+
+    def for_times(self, t: np.ndarray) -> FitSpec:
+        """The spec resolved for one time axis `t` (T,) shared by every trace."""
+        times = np.asarray(t, dtype=np.float64).reshape(-1)
+        times = times[np.isfinite(times)]
+        first, last = (times.min(), times.max()) if times.size else (np.nan, np.nan)
+        specs, _ = self.on_axes(np.array([first]), np.array([last]))
+        return specs[0]
+
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.name,
-            "parameters": {
-                n: {"start": float(s), "lower": float(lo), "upper": float(hi), "fixed": not bool(f)}
-                for n, s, lo, hi, f in zip(
-                    self.names, self.start, self.lower, self.upper, self.free, strict=True
-                )
-            },
-        }
+        windowed = self.windowed
+        out: dict[str, Any] = {}
+        for i, name in enumerate(self.names):
+            entry: dict[str, Any] = {
+                "start": float(self.start[i]),
+                "lower": float(self.lower[i]),
+                "upper": float(self.upper[i]),
+                "fixed": not bool(self.free[i]),
+            }
+            if windowed[i]:
+                assert self.window is not None
+                # resolved per time axis: the fit's summary lists the bounds used
+                entry["lower"] = entry["upper"] = None
+                if self.start_given is None or not self.start_given[i]:
+                    entry["start"] = None
+                entry["from_time_axis"] = [float(f) for f in self.window[i]]
+            out[name] = entry
+        return {"model": self.model.name, "parameters": out}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FitSpec:
         """The spec :meth:`as_dict` wrote, rebuilt as it is: it was checked when it was
         resolved (:func:`resolve_spec`)."""
         model = get_model(str(data["model"]))
-        parameters = data["parameters"]
+        entries = [data["parameters"][n] for n in model.names]
+        # A parameter resolved per time axis was written without its numbers (None): they
+        # are the model's own, as resolve_spec left them, and its window says the rest.
+        defaults = {
+            "start": [p.default for p in model.parameters],
+            "lower": [p.lower for p in model.parameters],
+            "upper": [p.upper for p in model.parameters],
+        }
 
         def column(key: str) -> np.ndarray:
-            return np.array([parameters[n][key] for n in model.names], dtype=np.float64)
+            pairs = zip(entries, defaults[key], strict=True)
+            return np.array([d if e[key] is None else e[key] for e, d in pairs], dtype=np.float64)
 
-        fixed = np.array([bool(parameters[n]["fixed"]) for n in model.names], dtype=bool)
-        return cls(model, column("start"), column("lower"), column("upper"), ~fixed)
+        window = np.array(
+            [e.get("from_time_axis") or [np.nan] * 3 for e in entries], dtype=np.float64
+        )
+        given = np.array(
+            [e.get("from_time_axis") is not None and e["start"] is not None for e in entries]
+        )
+        fixed = np.array([bool(e["fixed"]) for e in entries], dtype=bool)
+        return cls(model, column("start"), column("lower"), column("upper"), ~fixed, window, given)
 
     def __repr__(self) -> str:
         return f"FitSpec({self.model.name!r}, free={self.free_names})"
@@ -142,7 +231,45 @@ def resolve_spec(
             )
     if not free.any():
         raise InvalidInput(f"model {m.name!r}: every parameter is fixed; nothing to fit")
-    return FitSpec(m, start, lower, upper, free)
+    window = np.full((len(names), 3), np.nan)
+    for i, p in enumerate(m.parameters):
+        if p.window is not None and p.name not in (bounds or {}):
+            window[i] = p.window
+    given = np.array([name in (params or {}) for name in names], dtype=bool)
+    return FitSpec(m, start, lower, upper, free, window, given)
+
+
+def time_window(
+    first: np.ndarray, last: np.ndarray, fractions: Iterable[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bounds and start of a time-like parameter for time axes from `first` to `last`.
+
+    Parameters
+    ----------
+    first, last : (N,) ndarray
+        First and last time of each axis (non-finite: an axis without times, taken as 0).
+    fractions : (lower, start, upper)
+        Fractions of the span `last - first`, counted from `first`.
+
+    Returns
+    -------
+    lower, start, upper : (N,) ndarray
+        Rounded outwards (the start to the nearest) to multiples of a power of two near
+        an eighth of the span: whole hours for a 10-hour movie, 2 h for 30 h. Traces
+        whose axes differ a little get the same window, and bounds read as round numbers.
+    """
+    ok = np.isfinite(first) & np.isfinite(last)
+    first = np.where(ok, first, 0.0)
+    span = np.where(ok, np.maximum(last - first, 0.0), 0.0)
+    with np.errstate(divide="ignore"):
+        step = np.where(
+            span > 0, 2.0 ** (np.floor(np.log2(np.where(span > 0, span, 1.0))) - 3), 1.0
+        )
+    f_lo, f_start, f_hi = fractions
+    lower = np.floor((first + f_lo * span) / step) * step
+    upper = np.ceil((first + f_hi * span) / step) * step
+    start = np.clip(np.round((first + f_start * span) / step) * step, lower, upper)
+    return lower, start, upper
 
 
 def _finite(value: Any, what: str) -> float:

@@ -84,6 +84,7 @@ def synthetic_traces(
     ragged: bool = False,
     seed: int = 0,
     fixed: dict[str, float] | None = None,
+    onsets: tuple[float, float] | None = None,
 ) -> SyntheticTraces:
     """Draw `n` traces of `model` with known parameters.
 
@@ -105,6 +106,11 @@ def synthetic_traces(
     seed : int
     fixed : dict, optional
         Parameter values to use for every trace instead of drawing them.
+    onsets : (float, float), optional
+        Draw the time-like parameters (onsets, mid-points: those whose default bounds
+        come from the time axis) uniformly over this part of the time axis, as fractions
+        of its span: (0, 0.8) spreads onsets over the first 80 % of the time-lapse.
+        Default: the model's typical range (`RANGES`).
 
     Returns
     -------
@@ -122,15 +128,21 @@ def synthetic_traces(
         raise ValueError(f"need 0 <= missing < 1 and noise >= 0, got {missing}, {noise}")
     m = get_model(model)
     rng = np.random.default_rng(seed)
+    t = np.geomspace(0.01, 100.0, n_times) if model == "hill" else np.arange(n_times) * dt
+    ranges = dict(RANGES.get(model, {}))
+    if onsets is not None:
+        span = float(t[-1] - t[0])
+        for p in m.parameters:
+            if p.window is not None:
+                ranges[p.name] = ("uniform", t[0] + onsets[0] * span, t[0] + onsets[1] * span)
     params = np.tile([p.default for p in m.parameters], (n, 1)).astype(np.float64)
     for i, name in enumerate(m.names):
         if fixed and name in fixed:
             params[:, i] = fixed[name]
-        elif name in RANGES.get(model, {}):
-            kind, lo, hi = RANGES[model][name]
+        elif name in ranges:
+            kind, lo, hi = ranges[name]
             draw = rng.uniform(np.log(lo), np.log(hi), n) if kind == "log" else None
             params[:, i] = np.exp(draw) if draw is not None else rng.uniform(lo, hi, n)
-    t = np.geomspace(0.01, 100.0, n_times) if model == "hill" else np.arange(n_times) * dt
     clean = m.eval(t, params)
     spread = np.ptp(clean, axis=1, keepdims=True)
     y = clean + rng.normal(size=clean.shape) * noise * np.maximum(spread, 1e-12)
@@ -146,17 +158,28 @@ def synthetic_traces(
 
 def to_long_csv(traces: SyntheticTraces, *, time_unit: str = "h") -> bytes:
     """Long-format CSV (`time,fov,cell,value`) as the merge step writes it, with the
-    `# Time units:` first line; times converted from hours to `time_unit`."""
+    `# Time units:` first line; times converted from hours to `time_unit`. Rows by
+    cell, then time; missing points have no row."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     factor = {"h": 1.0, "min": 60.0, "s": 3600.0}[time_unit]
-    buf = io.StringIO()
-    buf.write(f"# Time units: {time_unit}\ntime,fov,cell,value\n")
-    valid = np.isfinite(traces.y)
-    rows, cols = np.nonzero(valid)
-    for i, j in zip(rows, cols, strict=True):
-        buf.write(
-            f"{traces.t[j] * factor:.10g},{traces.fov[i]},{traces.cell[i]},{traces.y[i, j]:.10g}\n"
-        )
-    return buf.getvalue().encode()
+    rows, cols = np.nonzero(np.isfinite(traces.y))
+    times = traces.t * factor
+    near = np.round(times, 6)  # 49.99999999999999 min is written 50
+    times = np.where(np.abs(near - times) <= 1e-12 * np.abs(times), near, times)
+    table = pa.table(
+        {
+            "time": times[cols],
+            "fov": traces.fov[rows],
+            "cell": traces.cell[rows],
+            "value": traces.y[rows, cols],
+        }
+    )
+    buf = io.BytesIO()
+    buf.write(f"# Time units: {time_unit}\ntime,fov,cell,value\n".encode())
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    return buf.getvalue()
 
 
 def to_wide_csv(traces: SyntheticTraces) -> bytes:

@@ -10,10 +10,11 @@ missing points are NaN.
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -92,18 +93,13 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
     columns = [c.strip().lower() for c in table.column_names]
     if table.num_rows == 0:
         raise InvalidInput(f"{label}the traces file has a header but no data rows")
-    if set(LONG_COLUMNS) <= set(columns):
+    layout = layout_of(columns, label)
+    if layout == "long":
         arrays = {c: table.column(columns.index(c)) for c in LONG_COLUMNS}
         t, y, fov, cell = _from_long(arrays, label)
-        layout = "long"
         nan_values = int(np.isnan(_numeric(arrays["value"], "value", label, allow_nan=True)).sum())
-    elif any(c in LONG_COLUMNS[1:] for c in columns):
-        raise InvalidInput(
-            f"{label}long format needs columns time,fov,cell,value; got {','.join(columns)}"
-        )
     else:
         t, y, fov, cell = _from_wide(table, label)
-        layout = "wide"
         nan_values = int(np.isnan(y).sum())
     if not np.isfinite(y).any():
         raise InvalidInput(f"{label}the traces file has no values: every value is missing or NaN")
@@ -212,13 +208,59 @@ def _from_long(cols: dict[str, Any], label: str) -> tuple[np.ndarray, ...]:
     return t, y, fov[first], cell[first]
 
 
-def _from_wide(table: Any, label: str) -> tuple[np.ndarray, ...]:
-    names = list(table.column_names)
-    if len(names) < 2:
+def layout_of(columns: list[str], label: str = "") -> str:
+    """ "long" or "wide": the layout that (lower-cased) `columns` name; InvalidInput when
+    they name neither (the one rule for the whole file and for its header alone)."""
+    if set(LONG_COLUMNS) <= set(columns):
+        return "long"
+    if any(c in LONG_COLUMNS[1:] for c in columns):
+        raise InvalidInput(
+            f"{label}long format needs columns time,fov,cell,value; got {','.join(columns)}"
+        )
+    if len(columns) < 2:
         raise InvalidInput(
             f"{label}expected long format (time,fov,cell,value) or wide format (a time "
-            f"column and one column per cell); got columns {','.join(names)}"
+            f"column and one column per cell); got columns {','.join(columns)}"
         )
+    return "wide"
+
+
+#: Bytes of a CSV read to find its header (and a first data row).
+HEAD_BYTES = 64 * 1024
+
+
+def check_traces_head(fh: IO[bytes], *, name: str = "") -> str:
+    """Check a traces file's columns from its head alone (a CSV's header line, a Parquet
+    file's schema from its footer), without reading its rows: what a fitting job is
+    checked against before it exists. Returns the layout; InvalidInput like
+    :func:`read_traces` for an empty file, a header without data, or wrong columns.
+    """
+    label = f"{name!r}: " if name else ""
+    head = fh.read(HEAD_BYTES)
+    if not head.strip():
+        raise InvalidInput(f"{label}the traces file is empty")
+    if head[:4] == b"PAR1":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        fh.seek(0)
+        try:
+            names = pq.ParquetFile(fh).schema_arrow.names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InvalidInput(f"{label}not a readable Parquet file: {exc}") from None
+    else:
+        lines = [line for line in head.splitlines() if not line.startswith(b"#")]
+        if not lines or not lines[0].strip():
+            raise InvalidInput(f"{label}the traces file has no header or data")
+        if len(head) < HEAD_BYTES and not any(line.strip() for line in lines[1:]):
+            raise InvalidInput(f"{label}the traces file has a header but no data rows")
+        text = lines[0].decode("utf-8", errors="replace")
+        names = next(csv.reader([text]))
+    return layout_of([c.strip().lower() for c in names], label)
+
+
+def _from_wide(table: Any, label: str) -> tuple[np.ndarray, ...]:
+    names = list(table.column_names)
     t = _numeric(table.column(0), names[0], label, allow_nan=False)
     y = np.stack(
         [_numeric(table.column(i), names[i], label, allow_nan=True) for i in range(1, len(names))]

@@ -7,6 +7,7 @@ calls :func:`functions.microscopy.readers.read_metadata` for microscopy files.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
@@ -15,8 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.capabilities import Context, Resources, capability
-from common.errors import InvalidInput, JobCancelled
+from common.capabilities import Context, Resources, StoredFile, SubmitContext, capability
+from common.errors import ApertureError, InvalidInput, JobCancelled, UnsupportedFile
+from common.objects import ObjectStore
 from common.objects.access import stored_path
 from functions.microscopy.merge import parse_fov_spec
 from functions.microscopy.pipeline import WorkflowOptions
@@ -28,9 +30,9 @@ class WorkflowParams(BaseModel):
     file_id: uuid.UUID = Field(description="The stored microscopy file (ND2, OME-TIFF, TIFF).")
     fovs: str | list[int] | None = Field(
         None,
-        description='FOVs to process, e.g. "0-5, 7" or [0, 1]; all when omitted. A list is '
-        "taken as checked against the file (see `plan_workflow`); a spec or none makes the "
-        "job read the file's metadata and check it.",
+        description='FOVs to process, e.g. "0-5, 7", "3-" (3 to the last) or [0, 1]; all '
+        "when omitted. Checked with the channels and z plane against the file's header when "
+        "the job is submitted, which stores the explicit list.",
     )
     options: WorkflowOptions = WorkflowOptions()
 
@@ -51,6 +53,9 @@ class WorkflowResult(BaseModel):
     fovs: list[FovOutcome]
     succeeded: list[int]
     failed: list[int]
+    warnings: list[str] = Field(
+        default_factory=list, description="What the caller should know, e.g. FOVs that failed."
+    )
 
 
 class FovParams(BaseModel):
@@ -79,8 +84,42 @@ class MergeParams(BaseModel):
     features: list[str] | None = None
 
 
+class MergedFile(BaseModel):
+    sample: str
+    feature: str
+    channel: int
+    name: str
+    file_id: uuid.UUID
+
+
 class MergeResult(BaseModel):
-    files: dict[str, uuid.UUID]
+    files: dict[str, uuid.UUID] = Field(description="File name -> file id.")
+    outputs: list[MergedFile] = Field(
+        default_factory=list, description="The same files by sample, feature and channel."
+    )
+
+
+def check_workflow(params: WorkflowParams, ctx: SubmitContext) -> WorkflowParams:
+    """Submit-time: FOVs, channels and z checked against the file's header (its one read);
+    the job is stored with the explicit FOV list (:func:`plan_workflow`)."""
+    return plan_workflow(params, microscopy_metadata(ctx.objects, ctx.file(params.file_id)))
+
+
+def check_fov(params: FovParams, ctx: SubmitContext) -> FovParams:
+    """Submit-time (a `workflow.fov` job submitted on its own): its FOV, channels and z
+    checked against the file's header."""
+    single = WorkflowParams(file_id=params.file_id, fovs=[params.fov], options=params.options)
+    checked_fovs(single, microscopy_metadata(ctx.objects, ctx.file(params.file_id)))
+    return params
+
+
+def check_merge(params: MergeParams, ctx: SubmitContext) -> MergeParams:
+    """Submit-time: the sample specs parse and every traces file is the owner's."""
+    for spec in params.samples.values():
+        parse_fov_spec(spec)
+    for file_id in params.traces:
+        ctx.file(file_id)
+    return params
 
 
 @capability(
@@ -88,13 +127,16 @@ class MergeResult(BaseModel):
     params=WorkflowParams,
     result=WorkflowResult,
     resources=Resources(cpu=0.25, memory_mib=512, timeout_s=6 * 3600),
+    check=check_workflow,
 )
 def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
-    """Segment, track and measure every cell of the chosen FOVs, one child job per FOV."""
-    if isinstance(params.fovs, list):  # planned by the caller (`plan_workflow`)
+    """Segment, track and measure every cell of the chosen FOVs, one child job per FOV.
+    It fails when every FOV failed; when some did, it succeeds and says which."""
+    if isinstance(params.fovs, list):  # planned at submit (`check_workflow`)
         fovs = params.fovs
-    else:
-        fovs = checked_fovs(params, _microscopy_metadata(ctx, params.file_id))
+    else:  # submitted as a child, unchecked: read the header here, once
+        stored = ctx.file(params.file_id)
+        fovs = checked_fovs(params, microscopy_metadata(ctx.objects, stored))
     jobs: list[uuid.UUID] = []
     for fov in fovs:
         if ctx.cancelled():
@@ -113,9 +155,18 @@ def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
         raise JobCancelled()
     ok = [o.fov for o in outcomes if o.status == "succeeded"]
     failed = [o.fov for o in outcomes if o.status != "succeeded"]
+    if outcomes and not ok:
+        first = next(o for o in outcomes if o.status != "succeeded")
+        raise ApertureError(
+            f"every FOV failed ({len(failed)}); FOV {first.fov}: {first.error or first.status}"
+        )
+    warnings = []
     if failed:
-        ctx.log(f"FOVs that did not succeed: {failed}")
-    return WorkflowResult(file_id=params.file_id, fovs=outcomes, succeeded=ok, failed=failed)
+        warnings.append(f"{len(failed)} of {len(outcomes)} FOVs failed: {failed}; see `fovs`")
+        ctx.log(f"warning: {warnings[0]}")
+    return WorkflowResult(
+        file_id=params.file_id, fovs=outcomes, succeeded=ok, failed=failed, warnings=warnings
+    )
 
 
 def plan_workflow(params: WorkflowParams, metadata: Mapping[str, Any]) -> WorkflowParams:
@@ -125,26 +176,51 @@ def plan_workflow(params: WorkflowParams, metadata: Mapping[str, Any]) -> Workfl
 
 
 def checked_fovs(params: WorkflowParams, metadata: Mapping[str, Any]) -> list[int]:
-    """The FOVs `params` ask for, checked with their channels against the file: the one
-    check of a workflow's params against its file.
+    """The FOVs `params` ask for, checked with their channels and z plane against the
+    file: the one check of a workflow's params against its file.
 
-    `metadata` is the file's microscopy metadata (``n_fovs``, ``n_channels``), read once
-    by whoever plans: the processing API before it submits, or the job itself when it
-    was submitted without a list. Raises InvalidInput naming what does not exist.
+    `metadata` is the file's microscopy metadata (``n_fovs``, ``n_channels``, ``n_z``),
+    read once at submit (`check_workflow`), or by the job itself when it was submitted
+    unchecked (as a child). Raises InvalidInput naming what does not exist.
     """
     n_fovs, n_channels = int(metadata["n_fovs"]), int(metadata["n_channels"])
+    n_z = int(metadata.get("n_z") or 1)
     channels = [params.options.phase_channel, *params.options.fluorescence_channels]
     if max(channels) >= n_channels:
         raise InvalidInput(f"channel {max(channels)} does not exist (the file has {n_channels})")
-    return parse_fov_spec(range(n_fovs) if params.fovs is None else params.fovs, n_fovs=n_fovs)
+    if params.options.z >= n_z:
+        raise InvalidInput(
+            f"z plane {params.options.z} does not exist (the file has {n_z}: 0 to {n_z - 1})"
+        )
+    spec = range(n_fovs) if params.fovs is None else params.fovs
+    if isinstance(spec, str):
+        spec = _closed(spec, n_fovs)
+    return parse_fov_spec(spec, n_fovs=n_fovs)
 
 
-def _microscopy_metadata(ctx: Context, file_id: uuid.UUID) -> dict[str, Any]:
+_OPEN_RANGE = re.compile(r"(^|,)\s*(\d+)\s*-\s*(?=,|$)")
+
+
+def _closed(spec: str, n_fovs: int) -> str:
+    """`spec` with each open range ``N-`` closed at the file's last FOV."""
+
+    def close(match: re.Match[str]) -> str:
+        start = int(match.group(2))
+        if start >= n_fovs:
+            raise InvalidInput(f"FOV {start} does not exist (the file has {n_fovs})")
+        return f"{match.group(1)}{start}-{n_fovs - 1}"
+
+    return _OPEN_RANGE.sub(close, spec.strip())
+
+
+def microscopy_metadata(objects: ObjectStore, stored: StoredFile) -> dict[str, Any]:
+    """A stored microscopy file's metadata (its header; no pixel data); UnsupportedFile
+    for a whole-slide image."""
     from functions.metadata import describe_stored
 
-    described = describe_stored(ctx.objects, ctx.file(file_id))  # no pixel data
+    described = describe_stored(objects, stored)
     if described.kind != "microscopy":
-        raise InvalidInput("the file is a whole-slide image, not a microscopy time-lapse")
+        raise UnsupportedFile(f"{stored.name} is a whole-slide image, not a time-lapse")
     return described.metadata
 
 
@@ -185,6 +261,7 @@ def _fov_outcome(fov: int, child: Any) -> FovOutcome:
     params=FovParams,
     result=FovResultModel,
     resources=Resources(cpu=1, memory_mib=4096, timeout_s=4 * 3600, retries=1),
+    check=check_fov,
 )
 def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
     """Run the per-FOV pipeline on one FOV and store its traces and label stack."""
@@ -235,15 +312,14 @@ def run_workflow_fov(params: FovParams, ctx: Context) -> FovResultModel:
     params=MergeParams,
     result=MergeResult,
     resources=Resources(cpu=1, memory_mib=2048, timeout_s=3600),
+    check=check_merge,
 )
 def run_merge(params: MergeParams, ctx: Context) -> MergeResult:
     """Long CSVs (time, fov, cell, value) of good cells per sample, feature and channel."""
-    from functions.microscopy.merge import merge_samples
+    from functions.microscopy.merge import feature_columns, merge_samples
     from functions.microscopy.traces import read_table
 
-    for spec in params.samples.values():
-        parse_fov_spec(spec)  # invalid specs fail before any file is fetched
-    tables = []
+    tables = []  # the sample specs were parsed at submit (`check_merge`)
     for file_id in params.traces:
         stored = ctx.file(file_id)
         with stored_path(ctx.objects, stored.key, stored.name) as path:
@@ -253,10 +329,17 @@ def run_merge(params: MergeParams, ctx: Context) -> MergeResult:
                 raise InvalidInput(f"{path.name} is not a traces table: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="aperture-merge-") as tmp:
         paths = merge_samples(tables, params.samples, tmp, features=params.features)
-        files = {}
-        for p in paths:
+        outputs = []
+        # merge_samples writes every sample's files in the same feature order
+        per_sample = len(paths) // len(params.samples)
+        for i, p in enumerate(paths):
+            sample = list(params.samples)[i // per_sample]
+            ((_, feature, channel),) = feature_columns([p.stem.removeprefix(f"{sample}_")])
             with open(p, "rb") as fh:
-                files[p.name] = ctx.save_file(
-                    p.name, fh, content_type="text/csv", kind="merged-traces"
-                ).id
-    return MergeResult(files=files)
+                saved = ctx.save_file(p.name, fh, content_type="text/csv", kind="merged-traces")
+            outputs.append(
+                MergedFile(
+                    sample=sample, feature=feature, channel=channel, name=p.name, file_id=saved.id
+                )
+            )
+    return MergeResult(files={o.name: o.file_id for o in outputs}, outputs=outputs)

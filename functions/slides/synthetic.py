@@ -11,6 +11,7 @@ pixel replication, not interpolation.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,64 @@ def write_synthetic_slide(
         raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
     if min(width, height) // 4 ** (levels - 1) < 1:
         raise ValueError(f"{levels} levels of 4x make a {width}x{height} slide vanish")
+    return write_pyramid(
+        path,
+        lambda level: _level_image(width, height, 4**level, seed),
+        levels=levels,
+        tile=tile,
+        quality=quality,
+        mpp=MPP,
+        label=f"seed {seed}",
+    )
+
+
+def write_pyramid(
+    path: str | Path,
+    level_image: Callable[[int], Any],
+    *,
+    levels: int,
+    tile: int = 256,
+    quality: int = 80,
+    mpp: float = MPP,
+    label: str = "",
+) -> Path:
+    """Write an Aperio-style pyramidal BigTIFF (an SVS OpenSlide reads) from level images.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file (``.svs`` by convention).
+    level_image : callable
+        ``level_image(level)`` returns the slide at ``1 / 4**level`` as an RGB
+        ``pyvips.Image`` (lazy images stream: no level is held in memory whole).
+    levels : int
+        Pyramid levels, each 4x smaller than the one before.
+    tile : int
+        Stored tile size (a multiple of 16).
+    quality : int
+        JPEG quality of the stored tiles, below 90: libvips stops subsampling chroma
+        at 90, and the assembled TIFF declares 2x2 subsampling (OpenSlide would show
+        false colours).
+    mpp : float
+        Microns per level-0 pixel, recorded as the Aperio ``MPP`` property.
+    label : str
+        Free text recorded in the image description (e.g. the generator's seed).
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    if not 1 <= quality < 90:
+        raise ValueError(f"quality must be in [1, 90), got {quality}")
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="aperture-synth-") as tmp:
         parts = []
+        size = (0, 0)
         for level in range(levels):
-            image = _level_image(width, height, 4**level, seed)
+            image = level_image(level)
+            if level == 0:
+                size = (image.width, image.height)
             part = Path(tmp) / f"level{level}.tif"
             image.tiffsave(
                 str(part),
@@ -92,8 +146,8 @@ def write_synthetic_slide(
                 strip=True,
             )
             parts.append(part)
-        thumb = _level_image(width, height, 4 ** (levels - 1), seed).thumbnail_image(768)
-        _assemble(path, parts, thumb, width, height, tile, quality, seed)
+        thumb = level_image(levels - 1).thumbnail_image(768)
+        _assemble(path, parts, thumb, size, tile, quality, mpp, label)
     return path
 
 
@@ -140,18 +194,20 @@ def _assemble(
     path: Path,
     parts: list[Path],
     thumb: Any,
-    width: int,
-    height: int,
+    dimensions: tuple[int, int],
     tile: int,
     quality: int,
-    seed: int,
+    mpp: float,
+    label: str,
 ) -> None:
     """Copy each level's stored JPEG tiles into one Aperio-style BigTIFF."""
     import numpy as np
     import tifffile
 
-    head = f"Aperio Image Library v12.0.0 (Aperture synthetic, seed {seed})\r\n"
-    props = f"|AppMag = {APP_MAG}|MPP = {MPP}|ScanScope ID = SYNTHETIC|Filename = {path.stem}"
+    width, height = dimensions
+    head = f"Aperio Image Library v12.0.0 (Aperture synthetic, {label})\r\n"
+    app_mag = round(APP_MAG * MPP / mpp)  # objective magnification scales with resolution
+    props = f"|AppMag = {app_mag}|MPP = {mpp}|ScanScope ID = SYNTHETIC|Filename = {path.stem}"
     thumb_pixels = np.ndarray(
         buffer=thumb.write_to_memory(),
         dtype=np.uint8,

@@ -2,6 +2,7 @@
 
     uv run python tests/bench/bench_fitting.py [--traces 10000] [--reference 500]
         [--workers 0] [--rounds 3] [--gpu-traces 1000000]
+    uv run python tests/bench/bench_fitting.py --e2e [--e2e-traces 3000,100000]
 
 Data: synthetic `maturation` traces (180 points, 10-minute frames, 2 % noise) with known
 parameters (`functions.fitting.synthetic`). In one run:
@@ -24,6 +25,15 @@ parameters (`functions.fitting.synthetic`). In one run:
   an H100; and the share of the first 2,000 traces whose cost equals the CPU fit's
   within 1e-6 relative.
 
+With `--e2e`, what the user waits for instead, through the HTTP API of `aperture serve`
+(a child process, its default two workers, `tests.support.app.LiveServer`): the traces
+as the merge step writes them (long CSV, minutes) are uploaded, `POST
+/analysis/fitting/start` starts the fit, the status is polled until it succeeded and the
+results CSV is downloaded; the clock runs from the upload's first byte to the CSV's
+last. A small fit first warms the workers. The reference is the same scipy loop over
+the same traces, timed in this process while the server idles: every trace up to
+`--e2e-full-reference` traces, above that the `--reference` subsample, scaled.
+
 Prints one JSON line per measurement.
 """
 
@@ -33,20 +43,26 @@ import os
 
 # One BLAS thread: both sides are measured on one core (the batched fit's start
 # screen uses one matrix product; least_squares uses LAPACK on small matrices).
+# (Not for the server of --e2e, which runs as a user starts it.)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
+import secrets
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from common.arrays import gpu_available
 from functions.fitting.fit import FitArrays, fit_traces
 from functions.fitting.reference import ReferenceFit, parity
 from functions.fitting.spec import FitSpec, resolve_spec
-from functions.fitting.synthetic import synthetic_traces
+from functions.fitting.synthetic import synthetic_traces, to_long_csv
 
 
 def emit(**fields: Any) -> None:
@@ -70,6 +86,7 @@ def textbook_maturation(t: np.ndarray, p: np.ndarray, fixed: np.ndarray) -> np.n
 def reference_loop(spec: FitSpec, t: np.ndarray, y: np.ndarray) -> tuple[ReferenceFit, float]:
     from scipy.optimize import least_squares
 
+    spec = spec.for_times(t)  # the bounds and start the batched fit uses on this axis
     free = spec.free
     fixed = spec.start[~free]
     lower, upper, x0 = spec.lower[free], spec.upper[free], spec.start[free]
@@ -91,7 +108,17 @@ def reference_loop(spec: FitSpec, t: np.ndarray, y: np.ndarray) -> tuple[Referen
 
 
 def subset(fit: FitArrays, rows: np.ndarray) -> FitArrays:
-    fields = ("params", "stderr", "ss_res", "r_squared", "n_points", "iterations", "status")
+    fields = (
+        "params",
+        "stderr",
+        "ss_res",
+        "r_squared",
+        "n_points",
+        "iterations",
+        "status",
+        "lower",
+        "upper",
+    )
     return FitArrays(
         names=fit.names,
         free=fit.free,
@@ -116,7 +143,13 @@ def main() -> None:
         "--rounds", type=int, default=3, help="timing rounds; each side keeps its fastest"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--e2e", action="store_true", help="through the HTTP API instead")
+    parser.add_argument("--e2e-traces", default="3000,100000", help="comma-separated sizes")
+    parser.add_argument("--e2e-full-reference", type=int, default=3000)
     args = parser.parse_args()
+    if args.e2e:
+        end_to_end(args)
+        return
 
     spec = resolve_spec("maturation")
     data = synthetic_traces(
@@ -193,9 +226,9 @@ def main() -> None:
             gpu = fit_traces(spec, big.t, big.y, device="gpu")
             times.append(time.perf_counter() - start)
         gpu_s = min(times[1:])
-        rows = min(2000, args.gpu_traces)
-        on_cpu = fit_traces(spec, big.t, big.y[:rows])
-        agree = np.isclose(gpu.ss_res[:rows], on_cpu.ss_res, rtol=1e-6, atol=0)
+        checked = min(2000, args.gpu_traces)
+        on_cpu = fit_traces(spec, big.t, big.y[:checked])
+        agree = np.isclose(gpu.ss_res[:checked], on_cpu.ss_res, rtol=1e-6, atol=0)
         emit(
             bench="fitting",
             measure="gpu",
@@ -213,6 +246,170 @@ def main() -> None:
             median_iterations=float(np.median(gpu.iterations)),
             cpu_cost_agreement_rate=float(agree.mean()),
         )
+
+
+# --- end to end through the HTTP API ----------------------------------------------------
+
+API = "/api/v1/analysis"
+CHUNK = 1 << 20
+
+
+def _multipart(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
+    """The file as form field `file`, streamed from disk, and the body's length."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{path.name}"\r\nContent-Type: text/csv\r\n\r\n'
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+        yield tail
+
+    return chunks(), len(head) + path.stat().st_size + len(tail)
+
+
+def _upload(client: httpx.Client, path: Path) -> str:
+    boundary = secrets.token_hex(16)
+    body, length = _multipart(path, boundary)
+    headers = {
+        "content-type": f"multipart/form-data; boundary={boundary}",
+        "content-length": str(length),
+    }
+    response = client.post("/api/v1/files", content=body, headers=headers)
+    if response.status_code != 201:
+        raise RuntimeError(f"upload failed: {response.status_code} {response.text[:500]}")
+    return str(response.json()["id"])
+
+
+def _fit_over_http(client: httpx.Client, path: Path) -> dict[str, Any]:
+    """Upload → start → poll → download the results CSV; seconds of each step."""
+    start = time.perf_counter()
+    file_id = _upload(client, path)
+    uploaded = time.perf_counter()
+    started = client.post(f"{API}/fitting/start", json={"file_id": file_id})
+    if started.status_code not in (200, 201, 202):
+        raise RuntimeError(f"start failed: {started.status_code} {started.text[:500]}")
+    job_id = started.json()["job_id"]
+    while True:
+        status = client.get(f"{API}/fitting/status/{job_id}").json()
+        if status["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.02)
+    if status["status"] != "succeeded":
+        raise RuntimeError(f"fitting job {job_id} {status['status']}: {status['error']}")
+    succeeded = time.perf_counter()
+    results = client.get(f"{API}/fitting/results/{job_id}", params={"limit": 1}).json()
+    csv = client.get(f"/api/v1/files/{results['results_file_id']}/download")
+    if csv.status_code != 200:
+        raise RuntimeError(f"results download failed: {csv.status_code}")
+    done = time.perf_counter()
+    return {
+        "seconds": done - start,
+        "upload_s": uploaded - start,
+        "start_to_succeeded_s": succeeded - uploaded,
+        "results_download_s": done - succeeded,
+        "job_steps_s": _job_steps(client, job_id),
+        "summary": results["summary"],
+        "csv_rows": csv.content.count(b"\n") - 1,
+    }
+
+
+def _job_steps(client: httpx.Client, job_id: str) -> dict[str, float | None]:
+    """Where the job's time went, from its record and event log (to the 0.2 s its
+    progress writes are throttled to): waiting for a worker, reading the traces,
+    fitting, then writing CSV, Parquet, plots and summary."""
+    from datetime import datetime
+
+    job = client.get(f"/api/v1/jobs/{job_id}").json()
+    events = client.get(f"/api/v1/jobs/{job_id}/logs").json()
+
+    def at(value: str | None) -> float | None:
+        return datetime.fromisoformat(value).timestamp() if value else None
+
+    def last(step: Callable[[str], bool]) -> float | None:
+        # progress writes are throttled to one per 0.2 s: the last one seen of a step
+        times = [at(e["created_at"]) for e in events if step(e["message"] or "")]
+        return max((v for v in times if v is not None), default=None)
+
+    created, started, finished = (at(job[k]) for k in ("created_at", "started_at", "finished_at"))
+    read = last(lambda m: m.endswith("traces read"))
+    fitted = last(lambda m: m.startswith(("fitting", "chunk", "writing results")))
+    marks = [created, started, read, fitted, finished]
+    names = ("queued", "read", "fit", "outputs")
+    return {
+        name: round(b - a, 3) if a is not None and b is not None else None
+        for name, a, b in zip(names, marks, marks[1:], strict=False)
+    }
+
+
+def end_to_end(args: argparse.Namespace) -> None:
+    from tests.support.app import LiveServer, register
+
+    spec = resolve_spec("maturation")
+    sizes = [int(v) for v in args.e2e_traces.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        # OpenBLAS's own default, one thread per core, as for a user's `aperture serve`
+        server = LiveServer(work / "data", env={"OPENBLAS_NUM_THREADS": str(os.cpu_count())})
+        server.start()
+        try:
+            with server.client() as anonymous:
+                headers = register(anonymous)
+            with httpx.Client(base_url=server.url, headers=headers, timeout=600) as client:
+                warm = work / "warm.csv"
+                warm.write_bytes(to_long_csv(synthetic_traces(n=200, seed=99), time_unit="min"))
+                _fit_over_http(client, warm)
+                for n in sizes:
+                    _e2e_size(args, client, spec, work, n)
+        finally:
+            server.stop()
+
+
+def _e2e_size(
+    args: argparse.Namespace, client: httpx.Client, spec: FitSpec, work: Path, n: int
+) -> None:
+    data = synthetic_traces("maturation", n=n, n_times=args.points, noise=0.02, seed=args.seed)
+    path = work / f"traces-{n}.csv"
+    path.write_bytes(to_long_csv(data, time_unit="min"))
+    load = os.getloadavg()
+    ours = _fit_over_http(client, path)
+    if ours["csv_rows"] != n:
+        raise RuntimeError(f"results CSV has {ours['csv_rows']} rows for {n} traces")
+    full = n <= args.e2e_full_reference
+    rows = np.arange(n) if full else np.linspace(0, n - 1, args.reference).astype(int)
+    _, ref_s = reference_loop(spec, data.t, data.y[rows])
+    reference_s = ref_s * n / rows.size
+    summary = ours["summary"]
+    emit(
+        bench="fitting",
+        measure="e2e_http",
+        model="maturation",
+        traces=n,
+        points=args.points,
+        file_mib=round(path.stat().st_size / 2**20, 1),
+        server_workers=2,
+        cpu_count=os.cpu_count(),
+        load_avg_1min_before=round(load[0], 2),
+        aperture_seconds=round(ours["seconds"], 3),
+        upload_s=round(ours["upload_s"], 3),
+        start_to_succeeded_s=round(ours["start_to_succeeded_s"], 3),
+        results_download_s=round(ours["results_download_s"], 3),
+        job_steps_s=ours["job_steps_s"],
+        reference="scipy.optimize.least_squares per trace (trf, 2-point jac), "
+        + ("every trace" if full else f"{rows.size}-trace subsample, scaled"),
+        reference_seconds=round(reference_s, 3),
+        reference_ms_per_fit=round(1e3 * ref_s / rows.size, 3),
+        ratio=round(reference_s / ours["seconds"], 2),
+        goal_ratio=20,
+        success_rate=round(summary["succeeded"] / summary["total"], 4),
+        median_r_squared=summary["r_squared"]["median"],
+        plot_errors=len(summary.get("plot_errors", [])),
+    )
+    path.unlink()
 
 
 if __name__ == "__main__":

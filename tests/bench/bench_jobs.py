@@ -132,7 +132,7 @@ async def _burst(url: str, n: int, headers: dict[str, str]) -> float:
                 for _ in range(n)
             ]
         )
-        if any(r.status_code != 201 for r in responses):
+        if any(r.status_code != 202 for r in responses):
             raise RuntimeError("a submission was refused")
         while True:
             stats = (await client.get("/api/v1/jobs/stats", params={"tag": "burst"})).json()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -127,8 +129,9 @@ def test_demo_data_writes_a_timelapse_and_a_slide(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr
-    assert (tmp_path / "tl" / "timelapse.ome.tif").exists()
-    assert (tmp_path / "tl" / "timelapse.truth.json").exists()
+    written = [tmp_path / "tl" / "timelapse.ome.tif", tmp_path / "tl" / "timelapse.truth.json"]
+    assert made.stdout.splitlines() == [str(p) for p in written]  # paths, not a repr
+    assert all(p.exists() for p in written)
     slide = _aperture(
         "demo-data",
         "slide",
@@ -140,6 +143,7 @@ def test_demo_data_writes_a_timelapse_and_a_slide(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert slide.returncode == 0, slide.stderr
+    assert slide.stdout.strip() == str(tmp_path / "s.svs")
     import openslide
 
     with openslide.OpenSlide(str(tmp_path / "s.svs")) as opened:
@@ -160,3 +164,56 @@ def test_serve_runs_cleanup_periodically(tmp_path: Path) -> None:
         while runtime.objects.exists(key):
             assert time.monotonic() < deadline, "cleanup never removed the deleted file's bytes"
             time.sleep(0.1)
+
+
+def test_user_errors_are_one_line_without_a_traceback(tmp_path: Path) -> None:
+    """Each mistake prints one line naming it and exits non-zero; the four run at once
+    (each is a fresh interpreter)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APERTURE_")}
+    env["PYTHONPATH"] = str(REPO)
+    cases = {
+        ("demo-data", "timelapse", "out", "--size", "0"): "--size: must be at least 64, got 0",
+        ("demo-data", "slide", "/nonexistent/dir/x.svs"): "folder /nonexistent/dir does not exist",
+        ("demo-data", "slide", "out.png"): "a slide is written as .svs, .tif, .tiff",
+        ("migrate", "--revision", "nonsense"): "Can't locate revision identified by 'nonsense'",
+        ("users", "create", "--email", "a@lab.org"): "pipe it in with --password-stdin",
+    }
+    running = {
+        args: subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,  # no terminal
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in cases
+    }
+    for args, words in cases.items():
+        out, err = running[args].communicate(timeout=120)
+        assert running[args].returncode != 0, (args, out, err)
+        assert err.count("\n") == 1 and words in err, (args, err)
+        assert "Traceback" not in err and err.startswith("aperture "), (args, err)
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "out").exists()
+
+
+def _options(parser: argparse.ArgumentParser, prog: str = "aperture") -> Iterator[tuple]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{prog} {name}")
+        elif not isinstance(action, argparse._HelpAction) and action.help != argparse.SUPPRESS:
+            yield prog, action
+
+
+def test_every_option_has_help_and_help_shows_defaults() -> None:
+    parser = build_parser()
+    undocumented = [(prog, a.dest) for prog, a in _options(parser) if not a.help]
+    assert undocumented == []
+    slide = parser._subparsers._group_actions[0].choices["demo-data"]  # type: ignore[union-attr]
+    text = slide._subparsers._group_actions[0].choices["slide"].format_help()
+    assert "--width WIDTH" in text and "(default: 8000)" in text and "(default: 0)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+    defaults = parser.parse_args(["demo-data", "slide", "x.svs"])
+    assert (defaults.width, defaults.height) == (8000, 6000)  # made in seconds

@@ -86,7 +86,10 @@ def test_a_job_runs_as_a_function_call(harness: Harness) -> None:
     assert done.handle is not None and done.handle.startswith("fc-")
     call = harness.modal.calls[done.handle]
     assert (call.function, call.job_id) == ("cap_noop", str(job.id))
-    assert harness.executor.poll(done.handle) is HandleState.finished
+    # The job's record ends inside the call; the call itself ends a moment later.
+    handle = done.handle
+    state = _until(lambda: harness.executor.poll(handle), lambda s: s is HandleState.finished, 5)
+    assert state is HandleState.finished
 
 
 def test_pending_then_running_then_finished(harness: Harness) -> None:
@@ -171,7 +174,7 @@ def test_a_retried_call_counts_as_an_attempt(harness: Harness) -> None:
 
 
 def test_an_in_process_retry_spawns_a_new_call(harness: Harness) -> None:
-    job = harness.submit("checksum", file_id=str(uuid.uuid4()))  # missing: fails twice
+    job = harness.submit("test.fail.retried")  # fails in the container, twice
     harness.wait(job.id, Status.failed)
     done = _until(lambda: harness.runtime.jobs.get(job.id), lambda j: j.attempts == 2, 10)
     assert done.status is Status.failed and done.attempts == 2

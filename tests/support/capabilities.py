@@ -49,6 +49,12 @@ def fail(params: Params, ctx: Context) -> Result:
     raise InvalidInput("this input is refused on purpose")
 
 
+@capability("test.fail.retried", params=Params, result=Result, resources=Resources(retries=1))
+def fail_retried(params: Params, ctx: Context) -> Result:
+    """Raises a domain error on every attempt (it has one retry)."""
+    raise InvalidInput("this input is refused on every attempt")
+
+
 @capability("test.bug", params=Params, result=Result)
 def bug(params: Params, ctx: Context) -> Result:
     """Raises an unexpected exception."""

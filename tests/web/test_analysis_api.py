@@ -88,8 +88,9 @@ def _download(client: TestClient, file_id: str) -> bytes:
 def _fit(client: TestClient, file_id: str, **body: Any) -> dict[str, Any]:
     """Start a fit, wait for it through the status route, and return its results."""
     started = client.post(f"{API}/fitting/start", json={"file_id": file_id, **body})
-    assert started.status_code == 201, started.text
+    assert started.status_code == 202, started.text
     assert started.json()["success"] is True
+    assert started.headers["location"] == f"/api/v1/jobs/{started.json()['job_id']}"
     job_id = started.json()["job_id"]
     wait_for_job(client, job_id, timeout=60)
     status = client.get(f"{API}/fitting/status/{job_id}").json()
@@ -253,7 +254,7 @@ def test_a_gpu_fitting_job_fits_the_whole_file_in_one_job(
         "chunk_size": 100,
     }
     job = client.post("/api/v1/jobs", json={"function": "fitting.gpu", "params": params})
-    assert job.status_code == 201, job.text
+    assert job.status_code == 202, job.text
     job_id = job.json()["id"]
     assert wait_for_job(client, job_id, timeout=60)["status"] == "succeeded"
     children = client.get("/api/v1/jobs", params={"function": "fitting.chunk"}).json()
@@ -277,7 +278,7 @@ def test_device_gpu_fits_on_the_gpu(
     client: TestClient, traces_file: str, unsplit: dict[str, Any]
 ) -> None:
     started = client.post(f"{API}/fitting/start", json={"file_id": traces_file, "device": "gpu"})
-    assert started.status_code == 201, started.text
+    assert started.status_code == 202, started.text
     job = client.get(f"/api/v1/jobs/{started.json()['job_id']}").json()
     assert job["function"] == "fitting.gpu"
     gpu = _fit(client, traces_file, device="gpu")
@@ -356,7 +357,7 @@ def test_file_path_under_import_roots(
     fit = client.post(
         f"{API}/fitting/start", json={"file_path": str(inside), "model_type": "exponential_decay"}
     )
-    assert fit.status_code == 201, fit.text
+    assert fit.status_code == 202, fit.text
     assert wait_for_job(client, fit.json()["job_id"], timeout=60)["status"] == "succeeded"
     outside = tmp_path / "traces.csv"
     outside.write_bytes(to_wide_csv(s))
@@ -368,3 +369,27 @@ def test_file_path_under_import_roots(
         404,
         "no file",
     )
+
+
+def test_a_traces_file_with_wrong_columns_is_refused_at_start(client: TestClient) -> None:
+    """What `load-traces` refuses at once is refused at fitting start too (422, no job),
+    from the file's header or Parquet footer; a well-formed wide CSV is accepted."""
+    table = pa.table({"time": [0.0, 1.0], "fov": [0, 0], "cell": [1, 1], "signal": [1.0, 2.0]})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    cases = {
+        "wrong.csv": (b"time,fov,cell,intensity\n0,0,1,5\n", "long format needs columns"),
+        "one.csv": (b"# Time units: h\nsignal\n1\n", "got columns signal"),
+        "header.csv": (b"time,fov,cell,value\n", "header but no data rows"),
+        "wrong.parquet": (buf.getvalue(), "long format needs columns"),
+    }
+    before = client.get("/api/v1/jobs", params={"function": "fitting"}).json()["total"]
+    for name, (data, words) in cases.items():
+        file_id = _upload(client, name, data)
+        _problem(client.post(f"{API}/load-traces", json={"file_id": file_id}), 422, words)
+        _problem(client.post(f"{API}/fitting/start", json={"file_id": file_id}), 422, words)
+        body = {"function": "fitting", "params": {"file_id": file_id}}
+        _problem(client.post("/api/v1/jobs", json=body), 422, words)
+    assert client.get("/api/v1/jobs", params={"function": "fitting"}).json()["total"] == before
+    wide = _upload(client, "wide.csv", b"time,cell_1,cell_2\n0,1,2\n1,2,3\n2,3,4\n")
+    assert client.post(f"{API}/fitting/start", json={"file_id": wide}).status_code == 202

@@ -168,7 +168,7 @@ def test_cookie_auth_needs_csrf_for_unsafe_requests(app_client: TestClient) -> N
     assert wrong.status_code == 403
     token = browser.cookies.get("aperture_csrf")
     assert (
-        browser.post("/api/v1/jobs", json=body, headers={"X-CSRF-Token": token}).status_code == 201
+        browser.post("/api/v1/jobs", json=body, headers={"X-CSRF-Token": token}).status_code == 202
     )
     refreshed = browser.post("/api/v1/auth/refresh")  # refresh token from its cookie
     assert refreshed.status_code == 200

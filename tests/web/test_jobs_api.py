@@ -6,7 +6,7 @@ import uuid
 
 from fastapi.testclient import TestClient
 
-from tests.support.app import wait_for_job
+from tests.support.app import register, signed_in, wait_for_job
 
 
 def _submit(
@@ -15,7 +15,8 @@ def _submit(
     response = client.post(
         "/api/v1/jobs", json={"function": function, "params": params or {}, **extra}
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/api/v1/jobs/{response.json()['id']}"
     return response.json()
 
 
@@ -112,3 +113,23 @@ def test_checksum_of_an_uploaded_file(client: TestClient) -> None:
         e for e in client.get(f"/api/v1/jobs/{job['id']}/logs").json() if e["kind"] == "progress"
     ]
     assert progress and progress[-1]["progress"] == 1.0
+
+
+def test_a_missing_or_foreign_file_is_404_at_submit(
+    client: TestClient, app_client: TestClient
+) -> None:
+    """`checksum` names a stored file: one that is not there, or not the caller's, is
+    refused before a job exists (not failed after two attempts)."""
+    other = signed_in(app_client, register(app_client))
+    theirs = other.post("/api/v1/files", files={"file": ("a.txt", b"theirs")}).json()["id"]
+    before = client.get("/api/v1/jobs", params={"function": "checksum"}).json()["total"]
+    for file_id in (str(uuid.uuid4()), theirs):
+        body = {"function": "checksum", "params": {"file_id": file_id}}
+        refused = client.post("/api/v1/jobs", json=body)
+        assert refused.status_code == 404, refused.text
+        assert f"no file with id {file_id}" in refused.json()["detail"]
+    after = client.get("/api/v1/jobs", params={"function": "checksum"}).json()["total"]
+    assert after == before
+    mine = client.post("/api/v1/files", files={"file": ("b.txt", b"mine")}).json()["id"]
+    job = _submit(client, "checksum", {"file_id": mine})
+    assert wait_for_job(client, job["id"])["status"] == "succeeded"

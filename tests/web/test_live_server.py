@@ -27,7 +27,7 @@ async def _submit_all(url: str, n: int, headers: dict[str, str]) -> list[dict]:
                 for i in range(n)
             ]
         )
-    assert all(r.status_code == 201 for r in responses), {r.status_code for r in responses}
+    assert all(r.status_code == 202 for r in responses), {r.status_code for r in responses}
     return [r.json() for r in responses]
 
 

@@ -97,7 +97,8 @@ def workflow(client: TestClient, timelapse: Path) -> dict[str, Any]:
     """One finished two-FOV workflow, shared by the status, results and merge tests."""
     file_id = _upload(client, "timelapse.ome.tif", timelapse.read_bytes())
     started = _start(client, file_id, fov_start=0, fov_end=1)
-    assert started.status_code == 200, started.text
+    assert started.status_code == 202, started.text
+    assert started.headers["location"] == f"/api/v1/jobs/{started.json()['job_id']}"
     body = started.json()
     assert body["success"] is True and body["file_id"] == file_id
     early = client.get(f"{API}/workflow/status/{body['job_id']}").json()
@@ -275,9 +276,9 @@ def test_invalid_workflow_requests(client: TestClient, workflow: dict[str, Any])
     assert _start(client, slide).status_code == 415
 
 
-def _with_corrupt_fov(source: Path, out: Path) -> Path:
-    """The time-lapse rewritten zlib-compressed, with FOV 1's compressed data destroyed
-    (its metadata stay intact, so only its own job can notice)."""
+def _with_corrupt_fov(source: Path, out: Path, broken: tuple[int, ...] = (1,)) -> Path:
+    """The time-lapse rewritten zlib-compressed, with the `broken` FOVs' compressed data destroyed
+    (their metadata stay intact, so only their own jobs can notice)."""
     with tifffile.TiffFile(source) as tif:
         fovs = [series.asarray() for series in tif.series]
     with tifffile.TiffWriter(out, ome=True) as writer:
@@ -293,7 +294,7 @@ def _with_corrupt_fov(source: Path, out: Path) -> Path:
                 },
             )
     with tifffile.TiffFile(out) as tif:
-        pages: list[Any] = list(tif.series[1].pages)
+        pages: list[Any] = [page for fov in broken for page in tif.series[fov].pages]
         segments = [
             (o, n)
             for page in pages
@@ -317,9 +318,13 @@ def test_a_failing_fov_does_not_fail_the_others(
     states = {f["fov"]: f for f in status["fovs"]}
     assert states[0]["status"] == "succeeded" and states[1]["status"] == "failed"
     assert "unreadable" in states[1]["error"]
+    assert status["failed_fovs"] == [1] and "1 of 2 FOVs failed" in status["warnings"][0]
     results = client.get(f"{API}/workflow/results/{job_id}").json()
     assert [t["fov"] for t in results["traces"]] == [0]
     assert [f["fov"] for f in results["summary"]["failed"]] == [1]
+    assert results["summary"]["failed_fovs"] == [1] and results["summary"]["warnings"]
+    logs = client.get(f"/api/v1/jobs/{job_id}/logs").json()
+    assert any("warning: 1 of 2 FOVs failed" in (e["message"] or "") for e in logs)
     merge = client.post(
         f"{API}/merge", json={"job_id": job_id, "samples": [{"name": "a", "fovs": "0-1"}]}
     )
@@ -335,7 +340,7 @@ def test_cancel_a_workflow_started_from_a_server_path(
         f"{API}/workflow/start",
         json={"file_path": str(path), "channels": CHANNELS, "parameters": FAST},
     )
-    assert started.status_code == 200, started.text
+    assert started.status_code == 202, started.text
     job_id = started.json()["job_id"]
     imported = client.get(f"/api/v1/files/{started.json()['file_id']}").json()
     assert imported["name"] == "timelapse.ome.tif" and imported["size"] == path.stat().st_size
@@ -366,10 +371,21 @@ def test_merge_writes_long_csvs_per_sample(client: TestClient, workflow: dict[st
             "samples": [{"name": "ctrl", "fovs": "0"}, {"name": "treated", "fovs": [1]}],
         },
     )
-    assert response.status_code == 200, response.text
-    done = wait_for_job(client, response.json()["job_id"])
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert response.headers["location"] == f"/api/v1/jobs/{started['job_id']}"
+    assert started["workflow_job_id"] == workflow["job"]["id"] and "file_id" not in started
+    done = wait_for_job(client, started["job_id"])
     assert done["status"] == "succeeded", done
+    listed = client.get(f"{API}/merge/results/{started['job_id']}")
+    assert listed.status_code == 200, listed.text
+    by_key = {(f["sample"], f["feature"], f["channel"]): f for f in listed.json()["files"]}
+    assert set(by_key) == {
+        (s, f, c) for s in ("ctrl", "treated") for f, c in (("area", 0), ("intensity_total", 1))
+    }
+    assert by_key[("ctrl", "area", 0)]["name"] == "ctrl_area_ch_0.csv"
     files = done["result"]["files"]
+    assert files["ctrl_area_ch_0.csv"] == by_key[("ctrl", "area", 0)]["file_id"]
     assert set(files) == {
         f"{s}_{f}.csv" for s in ("ctrl", "treated") for f in ("area_ch_0", "intensity_total_ch_1")
     }
@@ -414,6 +430,10 @@ def test_merge_needs_a_workflow_and_known_features(
     assert unknown.status_code == 422
     missing = client.post(f"{API}/merge", json={"job_id": str(uuid.uuid4()), "samples": samples})
     assert missing.status_code == 404
+    workflow_id = workflow["job"]["id"]
+    not_a_merge = client.get(f"{API}/merge/results/{workflow_id}")
+    assert not_a_merge.status_code == 422 and "not a merge" in not_a_merge.json()["detail"]
+    assert client.get(f"{API}/merge/results/{uuid.uuid4()}").status_code == 404
 
 
 def test_other_users_get_404_on_job_routes(other: TestClient, workflow: dict[str, Any]) -> None:
@@ -425,3 +445,49 @@ def test_other_users_get_404_on_job_routes(other: TestClient, workflow: dict[str
         f"{API}/merge", json={"job_id": job_id, "samples": [{"name": "a", "fovs": "0"}]}
     )
     assert merge.status_code == 404
+
+
+# checked at submit --------------------------------------------------------------------
+
+
+def _job_count(client: TestClient) -> int:
+    return int(client.get("/api/v1/jobs", params={"limit": 1}).json()["total"])
+
+
+def test_what_the_file_lacks_is_refused_before_a_job_exists(client: TestClient) -> None:
+    """cluster.nd2 has 1 FOV, 2 channels and 10 z planes: a z, channel or FOV it lacks is
+    422 at start and through POST /jobs (with or without an explicit FOV list), and no
+    job is created."""
+    file_id = _upload(client, "cluster.nd2", (REAL / "cluster.nd2").read_bytes())
+    before = _job_count(client)
+    started = _start(client, file_id, z=12)
+    assert started.status_code == 422 and "z plane 12 does not exist" in started.text
+    assert "the file has 10" in started.json()["detail"]
+    late = _start(client, file_id, fov_start=1)
+    assert late.status_code == 422 and "FOV 1 does not exist" in late.json()["detail"]
+    bad = [
+        ("workflow", {"fovs": [0], "options": {"fluorescence_channels": [2]}}, "channel 2"),
+        ("workflow", {"fovs": "0", "options": {"z": 10}}, "z plane 10"),
+        ("workflow", {"fovs": [3]}, "FOV 3 does not exist"),
+        ("workflow.fov", {"fov": 0, "options": {"z": 11}}, "z plane 11"),
+    ]
+    for function, params, words in bad:
+        body = {"function": function, "params": {"file_id": file_id, **params}}
+        refused = client.post("/api/v1/jobs", json=body)
+        assert refused.status_code == 422 and words in refused.json()["detail"], refused.text
+    slide = _upload(client, "small.svs", (REAL / "small.svs").read_bytes())
+    as_workflow = {"function": "workflow", "params": {"file_id": slide}}
+    assert client.post("/api/v1/jobs", json=as_workflow).status_code == 415
+    assert _job_count(client) == before + 1  # the slide's own metadata job, nothing else
+
+
+def test_a_workflow_whose_every_fov_failed_fails(
+    client: TestClient, timelapse: Path, tmp_path: Path
+) -> None:
+    broken = _with_corrupt_fov(timelapse, tmp_path / "dead.ome.tif", broken=(0, 1))
+    file_id = _upload(client, "dead.ome.tif", broken.read_bytes())
+    job = wait_for_job(client, _start(client, file_id).json()["job_id"], timeout=60)
+    assert job["status"] == "failed", job
+    assert "every FOV failed (2)" in job["error"]["message"]
+    status = client.get(f"{API}/workflow/status/{job['id']}").json()
+    assert status["status"] == "failed" and status["failed_fovs"] == [0, 1]

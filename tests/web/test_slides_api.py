@@ -211,6 +211,33 @@ def test_unreadable_file_fails_its_metadata_job(client: TestClient, name: str) -
     assert client.get(f"{API}/health").status_code == 200
 
 
+def test_the_file_says_where_its_slide_is(client: TestClient) -> None:
+    """The upload answer names the metadata job; GET /files/{id} shows the slide as
+    pending, then ready with its id, or failed with the reason. A TIFF whose codec
+    cannot be decoded, or an empty one, is refused at upload with a clear 415."""
+    broken = upload(client, "unreadable.svs")
+    good = upload(client, "small.svs")
+    for body in (broken, good):
+        assert body["metadata_job_id"] and body["slide"]["status"] in {"pending", "ready"}
+        assert body["details"] is None
+    assert metadata_job(client, broken["id"])["id"] == broken["metadata_job_id"]
+    failed = client.get(f"{API}/files/{broken['id']}").json()["slide"]
+    assert failed["status"] == "failed" and failed["slide_id"] is None
+    assert "unreadable.svs" in failed["reason"], failed
+    slide = slide_of(client, good["id"])
+    ready = client.get(f"{API}/files/{good['id']}").json()
+    assert ready["slide"] == {"status": "ready", "slide_id": slide["id"], "reason": None}
+    assert ready["metadata_job_id"] == good["metadata_job_id"]
+    table = client.post(f"{API}/files", files={"file": ("t.csv", b"a,b\n1,2\n")}).json()
+    assert table["slide"] is None and table["metadata_job_id"] is None
+    for name, data, words in [
+        ("unopenable.tiff", (REAL / "unopenable.tiff").read_bytes(), "cannot be decoded"),
+        ("empty.tif", b"", "'empty.tif' is an empty file"),
+    ]:
+        refused = client.post(f"{API}/files", files={"file": (name, data)})
+        assert refused.status_code == 415 and words in refused.json()["detail"], refused.text
+
+
 def test_another_user_gets_404_everywhere(
     slides: dict[str, dict[str, Any]], client: TestClient
 ) -> None:

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from common.arrays import gpu_available
@@ -19,6 +19,7 @@ from functions.fitting.models import list_models
 from functions.fitting.results import load_results, results_page
 from functions.fitting.traces import read_traces, summarize_traces
 from web.deps import CurrentUser, RequestClient, Sources, State, owned_job_of
+from web.http import JOB_ACCEPTED, job_location
 from web.schemas import FileSource
 
 router = APIRouter(prefix="/analysis", tags=["analysis"])
@@ -153,12 +154,19 @@ def load_traces(body: TracesSource, state: State, sources: Sources) -> TracesPub
     return TracesPublic(file_id=stored.id, **summarize_traces(traces))
 
 
-@router.post("/fitting/start", status_code=201)
+@router.post("/fitting/start", **JOB_ACCEPTED)
 def start_fitting(
-    body: FittingStart, state: State, sources: Sources, user: CurrentUser, client: RequestClient
+    body: FittingStart,
+    state: State,
+    sources: Sources,
+    user: CurrentUser,
+    client: RequestClient,
+    request: Request,
+    response: Response,
 ) -> FittingStarted:
-    """Fit a model to every trace of a file, as a job (params checked before it exists).
-    Device "gpu" runs it as a `fitting.gpu` job, on a GPU function."""
+    """Fit a model to every trace of a file, as a job (params and the file's columns
+    checked before it exists). Device "gpu" runs it as a `fitting.gpu` job, on a GPU
+    function."""
     if body.device == "gpu" and not _gpu_deployment(state):
         raise InvalidInput(
             "device 'gpu': this deployment has no GPU (local workers on a machine without "
@@ -167,6 +175,7 @@ def start_fitting(
     stored = sources(body)
     function = FITTING_GPU if body.device == "gpu" else FITTING
     job = state.submit_job(user, client, function, body.for_file(stored.id))
+    job_location(request, response, job.id)
     return FittingStarted(job_id=job.id, file_id=stored.id)
 
 

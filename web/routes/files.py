@@ -19,9 +19,11 @@ from common.imports import resolve_import_path
 from common.objects.disposition import content_disposition
 from common.records.models import Upload
 from web.deps import CurrentUser, RequestClient, State, visible_to
+from web.file_detail import METADATA_JOB, file_detail
 from web.file_schemas import (
     BulkDelete,
     BulkDeleted,
+    FileDetail,
     FileImport,
     FileUpdate,
     PartPublic,
@@ -57,13 +59,9 @@ def owned_upload(upload_id: uuid.UUID, state: State, user: CurrentUser) -> Uploa
 OwnedUpload = Annotated[Upload, Depends(owned_upload)]
 
 
-def _public(state: State, file_id: uuid.UUID) -> FilePublic:
-    return FilePublic.model_validate(state.runtime.files.record(file_id))
-
-
 def _after_store(
     state: State, stored: StoredFile, user: CurrentUser, client: RequestClient, how: str
-) -> FilePublic:
+) -> FileDetail:
     state.identity.audit.record(
         "file.uploaded",
         actor=user.id,
@@ -75,8 +73,11 @@ def _after_store(
         via=how,
     )
     if stored.kind == "slide":  # slides get their metadata (and slide record) at once
-        state.jobs.submit("metadata", {"file_id": str(stored.id)}, owner_id=user.id, tags=["auto"])
-    return _public(state, stored.id)
+        job = state.jobs.submit(
+            "metadata", {"file_id": str(stored.id)}, owner_id=user.id, tags=["auto"]
+        )
+        state.runtime.catalog.update(stored.id, {"details": {METADATA_JOB: str(job.id)}})
+    return file_detail(state, stored.id)
 
 
 # -- multipart uploads -----------------------------------------------------------------
@@ -132,8 +133,9 @@ def complete_upload(
     state: State,
     user: CurrentUser,
     client: RequestClient,
-) -> FilePublic:
-    """Assemble the parts and verify size, SHA-256 and type; the file record is the answer."""
+) -> FileDetail:
+    """Assemble the parts and verify size, SHA-256 and type; the file record is the answer
+    (for a slide, with the job that reads it: see GET /files/{id})."""
     stored = state.runtime.uploads.complete(upload, [(p.number, p.etag) for p in body.parts])
     return _after_store(state, stored, user, client, "multipart")
 
@@ -170,7 +172,7 @@ def delete_upload(upload: OwnedUpload, state: State) -> Response:
 )
 async def create_file(
     request: Request, state: State, user: CurrentUser, client: RequestClient
-) -> FilePublic:
+) -> FileDetail:
     """Upload a file as multipart/form-data (field `file`, last), streamed to storage and
     checked like a multipart upload."""
     form = MultipartFile(request)
@@ -189,7 +191,7 @@ async def create_file(
 @router.post("/import", status_code=201)
 def import_file(
     body: FileImport, state: State, user: CurrentUser, client: RequestClient
-) -> FilePublic:
+) -> FileDetail:
     """Copy a file from the server's disk (under APERTURE_IMPORT_ROOTS) into the store."""
     path = resolve_import_path(body.path, state.settings.import_roots)
     stored = state.import_file(user, path, name=body.name)
@@ -266,9 +268,10 @@ def delete_files(
 
 
 @router.get("/{file_id}")
-def read_file(stored: OwnedFile, state: State) -> FilePublic:
-    """A file's record, with derived metadata when known."""
-    return _public(state, stored.id)
+def read_file(stored: OwnedFile, state: State) -> FileDetail:
+    """A file's record, with derived metadata when known; for a whole-slide image, its
+    slide's state (`pending`, `ready` with `slide_id`, or `failed` with the reason)."""
+    return file_detail(state, stored.id)
 
 
 @router.patch("/{file_id}")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,6 +16,7 @@ from common.jobs.models import JobEventRecord
 from common.jobs.queries import JobFilter
 from common.jobs.status import Status
 from web.deps import CurrentUser, OwnedJob, RequestClient, State
+from web.http import JOB_ACCEPTED, job_location
 from web.schemas import JobCreate, JobEventPublic, JobPublic, JobStatsPublic, JobUpdate, Page
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -55,14 +56,23 @@ def job_filter(
 Filter = Annotated[JobFilter, Depends(job_filter)]
 
 
-@router.post("", status_code=201)
+@router.post("", **JOB_ACCEPTED)
 def create_job(
-    body: JobCreate, state: State, user: CurrentUser, client: RequestClient
+    body: JobCreate,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+    request: Request,
+    response: Response,
 ) -> JobPublic:
-    """Submit a job: params are validated against the function's schema."""
-    return state.submit_job(
+    """Submit a job: params are validated against the function's schema, and what they
+    name is checked before the job exists (a missing file is 404, a channel the file
+    lacks 422)."""
+    job = state.submit_job(
         user, client, body.function, body.params, name=body.name, tags=_check_tags(body.tags)
     )
+    job_location(request, response, job.id)
+    return job
 
 
 @router.get("")

@@ -1,26 +1,28 @@
 """Microscopy processing (PyAMA's API): load-metadata, features, the per-FOV workflow
-(start, status, cancel, results) and merge. Compute lives in `functions.metadata` and
-`functions.microscopy`, PyAMA's shapes in `web.pyama`; this module reads the file once,
-checks ownership and submits jobs."""
+(start, status, cancel, results) and merge (start, results). Compute lives in
+`functions.metadata` and `functions.microscopy`, PyAMA's shapes in `web.pyama`; this
+module resolves the file, checks ownership and submits jobs (whose submit-time checks
+read the file's header once)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.capabilities import StoredFile
-from common.errors import Conflict, InvalidInput, UnsupportedFile
+from common.errors import Conflict, InvalidInput
 from common.jobs.models import JobRecord
 from functions.metadata import MetadataResult, describe_stored
 from functions.microscopy import list_features
 from functions.microscopy.capability import (
+    MergedFile,
     MergeParams,
+    MergeResult,
     WorkflowResult,
     fov_traces,
-    plan_workflow,
 )
 from functions.microscopy.extraction import FLUORESCENCE_FEATURES, PHASE_FEATURES
 from functions.microscopy.merge import parse_fov_spec
@@ -33,6 +35,7 @@ from web.deps import (
     owned_job,
     owned_job_of,
 )
+from web.http import JOB_ACCEPTED, job_location
 from web.pyama import (
     ChannelsSpec,
     WorkflowResults,
@@ -46,6 +49,7 @@ from web.schemas import FileSource
 router = APIRouter(prefix="/processing", tags=["processing"])
 
 WORKFLOW = "workflow"
+MERGE = "merge"
 
 
 class MetadataPublic(BaseModel):
@@ -80,7 +84,19 @@ class WorkflowStart(FileSource):
 class JobStarted(BaseModel):
     success: bool = True
     job_id: uuid.UUID
-    file_id: uuid.UUID | None = None
+    file_id: uuid.UUID
+
+
+class MergeStarted(BaseModel):
+    success: bool = True
+    job_id: uuid.UUID
+    workflow_job_id: uuid.UUID
+
+
+class MergeResults(BaseModel):
+    success: bool = True
+    job_id: uuid.UUID
+    files: list[MergedFile] = Field(description="One long CSV per sample, feature and channel.")
 
 
 class MergeSample(BaseModel):
@@ -110,6 +126,7 @@ def _described(
 
 
 WorkflowJob = Annotated[JobRecord, Depends(owned_job_of(WORKFLOW, "a workflow"))]
+MergeJob = Annotated[JobRecord, Depends(owned_job_of(MERGE, "a merge"))]
 
 
 @router.post("/load-metadata")
@@ -128,17 +145,22 @@ def read_features() -> FeaturesPublic:
     )
 
 
-@router.post("/workflow/start")
+@router.post("/workflow/start", **JOB_ACCEPTED)
 def start_workflow(
-    body: WorkflowStart, state: State, sources: Sources, user: CurrentUser, client: RequestClient
+    body: WorkflowStart,
+    state: State,
+    sources: Sources,
+    user: CurrentUser,
+    client: RequestClient,
+    request: Request,
+    response: Response,
 ) -> JobStarted:
-    """Start the workflow: one child job per FOV (segment, track, extract)."""
-    stored, described = _described(state, sources, body)
-    if described.kind != "microscopy":
-        raise UnsupportedFile(f"{stored.name} is a whole-slide image, not a time-lapse")
-    meta = described.metadata
-    asked = workflow_params(stored.id, body.channels, body.parameters, n_fovs=meta["n_fovs"])
-    job = state.submit_job(user, client, WORKFLOW, plan_workflow(asked, meta))
+    """Start the workflow: one child job per FOV (segment, track, extract). FOVs,
+    channels and z are checked against the file before the job exists (422)."""
+    stored = sources(body)
+    asked = workflow_params(stored.id, body.channels, body.parameters)
+    job = state.submit_job(user, client, WORKFLOW, asked)
+    job_location(request, response, job.id)
     return JobStarted(job_id=job.id, file_id=stored.id)
 
 
@@ -165,11 +187,17 @@ def read_workflow_results(job: WorkflowJob) -> WorkflowResults:
     return workflow_results(job)
 
 
-@router.post("/merge")
+@router.post("/merge", **JOB_ACCEPTED)
 def create_merge(
-    body: MergeCreate, state: State, user: CurrentUser, client: RequestClient
-) -> JobStarted:
-    """Merge a workflow's traces into one long CSV per sample, feature and channel."""
+    body: MergeCreate,
+    state: State,
+    user: CurrentUser,
+    client: RequestClient,
+    request: Request,
+    response: Response,
+) -> MergeStarted:
+    """Merge a workflow's traces into one long CSV per sample, feature and channel
+    (listed by GET /processing/merge/results/{job_id} once done)."""
     job = check_function(owned_job(body.job_id, state, user), WORKFLOW, "a workflow")
     if job.status != "succeeded":
         raise Conflict(f"workflow {job.id} is {job.status}; merge needs a finished one")
@@ -186,5 +214,16 @@ def create_merge(
         features=body.features,
         samples={s.name: s.fovs for s in body.samples},
     )
-    merge = state.submit_job(user, client, "merge", params)
-    return JobStarted(job_id=merge.id)
+    merge = state.submit_job(user, client, MERGE, params)
+    job_location(request, response, merge.id)
+    return MergeStarted(job_id=merge.id, workflow_job_id=job.id)
+
+
+@router.get("/merge/results/{job_id}")
+def read_merge_results(job: MergeJob) -> MergeResults:
+    """The merged CSVs of a finished merge: one per sample, feature and channel."""
+    if job.status != "succeeded":
+        why = f": {job.error.message}" if job.error else ""
+        raise Conflict(f"merge {job.id} is {job.status}; results exist once it succeeded{why}")
+    result = MergeResult.model_validate(job.result)
+    return MergeResults(job_id=job.id, files=result.outputs)

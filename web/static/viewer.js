@@ -1,24 +1,24 @@
 // Aperture slide viewer: OpenSeadragon on the Deep Zoom API, a scale bar from microns
 // per pixel, the slide's properties, and a canvas overlay for predictions.
 // Plain JS, no build step. The page is served at {api}/viewer/{slide_id} (one slide)
-// or {api}/viewer (the list); `?slide=ID&api=/api/v1` overrides both.
+// or {api}/viewer (the list); `?slide=ID&api=/api/v1` overrides both. The cookie
+// session (session.js) signs in on {api}/viewer/login and is renewed while the page is
+// open, so tiles keep loading however long a slide is read.
 (function () {
   "use strict";
 
   const OSD_IMAGES = "/static/vendor/openseadragon/images/";
+  const session = window.apertureSession;
   const params = new URLSearchParams(window.location.search);
   const match = window.location.pathname.match(/^(.*)\/viewer(?:\/([^/]+))?\/?$/);
-  const api = params.get("api") || (match ? match[1] : "/api/v1") || "";
+  const api = session.api;
   const slideId = params.get("slide") || (match && match[2] ? decodeURIComponent(match[2]) : null);
   const $ = (id) => document.getElementById(id);
 
   function status(text) { $("status").textContent = text || ""; }
 
   async function getJSON(url) {
-    const response = await fetch(url, {
-      credentials: "same-origin",
-      headers: { Accept: "application/json" },
-    });
+    const response = await session.request(url);
     if (!response.ok) {
       let detail = response.statusText;
       try {
@@ -205,7 +205,19 @@
     viewer.addHandler("animation", redraw);
     viewer.addHandler("resize", redraw);
     viewer.addHandler("open-failed", (event) => status(`cannot open slide: ${event.message}`));
-    viewer.addHandler("tile-load-failed", (event) => status(`tile failed: ${event.message}`));
+    viewer.addHandler("tile-load-failed", async (event) => {
+      const request = event.tileRequest;
+      if (request && request.status === 401) { // the session lapsed (asleep, offline)
+        if (await session.renew(true)) {
+          event.tile.exists = true; // OpenSeadragon gave it up; ask for it again
+          viewer.forceRedraw();
+        } else {
+          session.toSignIn();
+        }
+        return;
+      }
+      status(`tile failed: ${event.message}`);
+    });
     $("show-overlay").addEventListener("change", () => drawOverlay(viewer));
     window.aperture = {
       viewer,
@@ -219,6 +231,23 @@
     }
   }
 
-  const run = slideId ? showSlide : showList;
-  run().catch((error) => status(error.message));
+  // ---- account ---------------------------------------------------------------------
+
+  async function showAccount() {
+    const me = await getJSON(`${api}/auth/me`);
+    $("who").textContent = me.email || me.display_name || "";
+    $("account").hidden = false;
+    $("sign-out").addEventListener("click", () => session.signOut());
+  }
+
+  async function main() {
+    if (!(await session.start())) {
+      session.toSignIn();
+      return;
+    }
+    await showAccount();
+    await (slideId ? showSlide() : showList());
+  }
+
+  main().catch((error) => status(error.message));
 })();

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import numpy as np
 import pytest
 
 import functions.fitting.capability as fitting
@@ -15,6 +16,7 @@ from functions.fitting.capability import FittingChunkParams, FittingOptions, Fit
 from functions.fitting.spec import resolve_spec
 
 FILE = uuid.UUID(int=1)
+HOURS = np.linspace(0.0, 30.0, 181)
 
 
 @pytest.fixture
@@ -46,6 +48,11 @@ def test_a_request_resolves_once_and_its_job_and_chunks_trust_it(
     for spec in (in_job.spec, in_chunk.spec):
         assert spec.as_dict() == expected.as_dict()
         assert spec.free_names == expected.free_names
+        # the onset's bounds still come from the data's time axis after the round trip
+        on_axis, wanted = spec.for_times(HOURS), expected.for_times(HOURS)
+        for a, b in ((on_axis.lower, wanted.lower), (on_axis.start, wanted.start)):
+            assert np.array_equal(a, b)
+        assert np.array_equal(on_axis.upper, wanted.upper)
 
 
 def test_a_resolved_spec_sent_in_is_resolved_afresh(resolutions: list[str]) -> None:

@@ -41,6 +41,11 @@ def test_registry_describes_every_model() -> None:
             assert set(p) >= {"name", "default", "lower", "upper", "unit", "fixed"}
     fixed = {p["name"] for p in listed["maturation"]["parameters"] if p["fixed"]}
     assert fixed == {"km", "beta", "scale"}
+    # time-like parameters say where their default bounds come from
+    onset = listed["maturation"]["parameters"][0]
+    assert onset["name"] == "t0" and onset["window"] == [-0.05, 0.0, 1.0]
+    assert "from the data's time axis" in onset["description"]
+    assert "first time - 5 % of the time span" in onset["description"]
 
 
 def test_unknown_model_is_invalid_input() -> None:

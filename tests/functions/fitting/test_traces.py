@@ -75,7 +75,7 @@ def test_per_cell_time_grids_are_packed() -> None:
     data = b"time,fov,cell,value\n0,0,0,1\n1,0,0,2\n0.5,0,1,5\n1.5,0,1,6\n0.7,0,2,8\n0.9,0,2,9\n"
     tr = read_traces(data)
     assert tr.t.shape == tr.y.shape == (3, 2)
-    np.testing.assert_allclose(tr.t, [[0, 1], [0.5, 1.5], [0.7, 0.9]])
+    np.testing.assert_allclose(tr.t, np.array([[0, 1], [0.5, 1.5], [0.7, 0.9]]))
     np.testing.assert_allclose(tr.y, [[1, 2], [5, 6], [8, 9]])
 
 

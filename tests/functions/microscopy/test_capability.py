@@ -1,4 +1,5 @@
-"""A workflow's params are checked against its file once: `checked_fovs`."""
+"""A workflow's params are checked against its file once: `checked_fovs` (FOVs,
+channels, z plane)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from common.errors import InvalidInput
 from functions.microscopy.capability import WorkflowParams, checked_fovs, plan_workflow
 from functions.microscopy.pipeline import WorkflowOptions
 
-FILE = {"n_fovs": 3, "n_channels": 2}
+FILE = {"n_fovs": 3, "n_channels": 2, "n_z": 4}
 
 
 def _params(fovs: str | list[int] | None = None, **options: object) -> WorkflowParams:
@@ -20,6 +21,9 @@ def _params(fovs: str | list[int] | None = None, **options: object) -> WorkflowP
 def test_every_fov_when_none_are_named() -> None:
     assert checked_fovs(_params(), FILE) == [0, 1, 2]
     assert plan_workflow(_params("2, 0-1"), FILE).fovs == [0, 1, 2]
+    assert checked_fovs(_params("1-"), FILE) == [1, 2]
+    assert checked_fovs(_params("0, 2 -"), FILE) == [0, 2]
+    assert checked_fovs(_params(z=3), FILE) == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -28,6 +32,8 @@ def test_every_fov_when_none_are_named() -> None:
         (_params([3]), "FOV 3 does not exist"),
         (_params("1-4"), "FOV 4 does not exist"),
         (_params(phase_channel=1, fluorescence_channels=[2]), "channel 2 does not exist"),
+        (_params(z=4), "z plane 4 does not exist"),
+        (_params("3-"), "FOV 3 does not exist"),
     ],
 )
 def test_what_the_file_lacks_is_named(params: WorkflowParams, message: str) -> None:

@@ -1,0 +1,48 @@
+"""The `fitting` capability as a real job (the real app, its worker processes, HTTP):
+a wide CSV of two cells fits, plots and reports `at_bound` and plot errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from fastapi.testclient import TestClient
+
+from tests.functions.fitting.test_plots import _wide_two_cells
+from tests.support.app import wait_for_job
+
+API = "/api/v1/analysis"
+
+
+def test_a_wide_csv_of_two_cells_fits_and_plots(client: TestClient) -> None:
+    """`time,cell_1,cell_2` (which load-traces accepts) made the job fail with
+    "Too many bins for data range" from the parameter histogram."""
+    upload = client.post("/api/v1/files", files={"file": ("two$cells.csv", _wide_two_cells())})
+    assert upload.status_code == 201, upload.text
+    started = client.post(f"{API}/fitting/start", json={"file_id": upload.json()["id"]})
+    assert started.status_code == 202, started.text
+    job_id = started.json()["job_id"]
+    job = wait_for_job(client, job_id, timeout=120)
+    assert job["status"] == "succeeded", job
+    results = client.get(f"{API}/fitting/results/{job_id}").json()
+    summary = results["summary"]
+    assert summary["plot_errors"] == [] and sorted(results["plots"]) == [
+        "examples",
+        "parameters",
+        "r_squared",
+    ]
+    for plot_id in results["plot_file_ids"]:
+        png = client.get(f"/api/v1/files/{plot_id}/download")
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    # at_bound in the summary, the per-cell JSON rows and the CSV; the bounds used
+    assert summary["at_bound"] == {} and summary["bounds"]["t0"] == [-1.0, 10.0]
+    assert [(r["cell"], r["at_bound"], r["quality"]) for r in results["results"]] == [
+        ("cell_1", [], "good"),
+        ("cell_2", [], "good"),
+    ]
+    body = client.get(f"/api/v1/files/{results['results_file_id']}/download").text
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert [r["at_bound"] for r in rows] == ["", ""]
+    messages = [e["message"] or "" for e in client.get(f"/api/v1/jobs/{job_id}/logs").json()]
+    assert "2/2 traces fitted" in messages
+    assert not any("plot not made" in message for message in messages)
