@@ -133,6 +133,18 @@ class Settings(BaseSettings):
     # execution
     executor: Literal["local", "modal"] = "local"
     workers: int = Field(default=2, ge=1, le=256, description="Local worker processes.")
+    worker_idle_exit_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Extra local workers (beyond `workers` and one warm spare) idle this "
+        "long exit.",
+    )
+    web_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Web processes of `aperture serve` (default: from the CPU count).",
+    )
     cancel_grace_s: float = Field(
         default=5.0,
         ge=0,
@@ -165,6 +177,14 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(
         default=True,
         description="Send auth cookies only over HTTPS (localhost is exempt in browsers).",
+    )
+    principal_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long a verified credential's principal is reused by a web "
+        "process; a revoked session, key or account is refused within this time (0: "
+        "check every request).",
     )
     supabase_url: str | None = None
     supabase_jwt_secret: SecretStr | None = None

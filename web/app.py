@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -13,12 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from common.executors import make_executor
+from common.executors import Executor, make_executor
 from common.identity import Identity
 from common.jobs.service import JobService
 from common.records import migrate
 from common.runtime import Runtime
 from common.settings import Settings
+from web.auth import PrincipalCache
+from web.cached_tiles import CachedTiles
 from web.deps import current_principal
 from web.errors import install_error_handlers
 from web.hub import EventHub
@@ -59,7 +61,9 @@ API_PREFIX = "/api/v1"
 #: webhook (external services sign each callback; the signature is their identity).
 PUBLIC_ROUTERS = (health, signed, auth, viewer_page, inference_webhook)
 #: Everything else needs an identity: a router added here is protected by default.
+#: Routes are matched in order: the viewer's tiles, asked for dozens a second, go first.
 PROTECTED_ROUTERS = (
+    viewer,
     users,
     events,
     functions,
@@ -69,7 +73,6 @@ PROTECTED_ROUTERS = (
     datasets,
     processing,
     slides,
-    viewer,
     predictions,
     inference,
 )
@@ -86,24 +89,37 @@ def _api_router() -> APIRouter:
 
 
 def create_app(
-    settings: Settings | None = None, *, migrate_on_start: bool | None = None
+    settings: Settings | None = None,
+    *,
+    migrate_on_start: bool | None = None,
+    executor: Callable[[Runtime], Executor] | None = None,
+    housekeeping: bool = True,
 ) -> FastAPI:
     """Build the app. The database is migrated on start for the embedded SQLite default
-    (production runs `aperture migrate` as a deploy step instead)."""
+    (production runs `aperture migrate` as a deploy step instead).
+
+    On its own (tests, Modal's web function) the app runs everything in its process: the
+    configured executor and the periodic cleanup. The web processes of `aperture serve`
+    pass `executor` (a link to the serve process's supervisor) and `housekeeping=False`,
+    since the serve process migrates, supervises and cleans up once for all of them.
+    """
     settings = settings or Settings()
     if migrate_on_start is None:
         migrate_on_start = settings.database_url is None
+    build_executor = executor or make_executor
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await run_in_threadpool(Runtime.from_settings, settings)
         if migrate_on_start:
             await run_in_threadpool(migrate, runtime.engine)
-        executor = make_executor(runtime)
+        executor = build_executor(runtime)
         await run_in_threadpool(executor.start)
         hub = EventHub(runtime.queries)
         await hub.start()
         slide_service = SlideService(runtime)
+        app.state.principals = PrincipalCache(settings.principal_cache_s)
+        app.state.principals.watch(runtime.db)
         app.state.aperture = AppState(
             settings=settings,
             runtime=runtime,
@@ -116,16 +132,16 @@ def create_app(
         log.info(
             "aperture started", extra={"executor": executor.name, "objects": runtime.objects.kind}
         )
-        housekeeping = (
+        cleanup = (
             asyncio.create_task(cleanup_forever(runtime, settings.cleanup_interval_s))
-            if settings.cleanup_interval_s > 0
+            if housekeeping and settings.cleanup_interval_s > 0
             else None
         )
         try:
             yield
         finally:
-            if housekeeping is not None:
-                housekeeping.cancel()
+            if cleanup is not None:
+                cleanup.cancel()
             await hub.stop()
             await run_in_threadpool(executor.stop)
             slide_service.close()
@@ -144,6 +160,7 @@ def create_app(
         "reporting through signed webhooks) with predictions queried per viewport.",
     )
     install_error_handlers(app)
+    app.add_middleware(CachedTiles)  # innermost: CORS and request context wrap it too
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
