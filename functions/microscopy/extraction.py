@@ -19,6 +19,7 @@ __all__ = [
     "PHASE_FEATURES",
     "Foreground",
     "convex_areas",
+    "foreground_intensity_features",
     "intensity_features",
     "list_features",
     "perimeters",
@@ -302,8 +303,18 @@ def intensity_features(
     features : dict of (n + 1,) float64 ndarray
         :data:`FLUORESCENCE_FEATURES`.
     """
+    return foreground_intensity_features(fg, fg.values(values), erosion=erosion)
+
+
+def foreground_intensity_features(
+    fg: Foreground, at: np.ndarray, *, erosion: int = 0
+) -> dict[str, np.ndarray]:
+    """:func:`intensity_features` from the values at the foreground pixels only (in the
+    order of ``fg.index``): a caller that corrects only those pixels never builds the
+    corrected frames."""
+    if at.shape != fg.index.shape:
+        raise ValueError(f"{at.shape} values for {fg.index.shape} foreground pixels")
     n, lab = fg.n, fg.label
-    at = fg.values(values)
     runs, starts = fg.runs, fg._run_starts
     area = _bincount(runs.label, n, runs.length.astype(np.float64))
     if len(starts):  # per run first (contiguous in `at`), then per label: few bincounts

@@ -19,7 +19,7 @@ from functions.microscopy.background_quality import QualityLog, region_residuals
 from functions.microscopy.extraction import (
     FLUORESCENCE_FEATURES,
     PHASE_FEATURES,
-    intensity_features,
+    foreground_intensity_features,
     shape_features,
 )
 from functions.microscopy.foreground import Foreground, Runs
@@ -72,19 +72,34 @@ def process_batch(
     _, height, width = mask.shape
     step = opts.median_step or auto_step(height, width)
     keep = background_pixels(mask, dilation=opts.mask_dilation, step=step, backend=be)
+    index = be.asarray(fg.unpadded_index)
     for ch in opts.fluorescence_channels:
         raw = be.asarray(reader.read(fov, ch, start, stop, z=opts.z))
         bg, level = _background(raw, mask, keep, step, opts, be)
         residual, _ = region_residuals(raw, bg, keep, step=step, backend=be)
         quality[ch].add(residual, level)
-        corrected = be.to_numpy(
-            subtract_background(raw, bg, weight=opts.background_weight, backend=be)
+        # I - w·B only where a cell is: the features never look anywhere else
+        at = be.to_numpy(
+            subtract_background(
+                raw.reshape(-1)[index],
+                bg.reshape(-1)[index],
+                weight=opts.background_weight,
+                backend=be,
+            )
         )
         del raw, bg
-        stats = intensity_features(fg, corrected, erosion=opts.erosion)
+        stats = foreground_intensity_features(fg, at, erosion=opts.erosion)
         for name in FLUORESCENCE_FEATURES:
             part[feature_column(name, ch)] = stats[name][present]
-    return part, lut.astype(np.uint32)[fg.padded[:, 1:-1, 1:-1]]
+    return part, _track_labels(fg, lut)
+
+
+def _track_labels(fg: Foreground, lut: np.ndarray) -> np.ndarray:
+    """The batch's label frames renumbered with track ids, uint32: written at the
+    foreground pixels only (a third of a dense frame) rather than looked up at all."""
+    out = np.zeros(fg.shape, dtype=np.uint32)
+    out.reshape(-1)[fg.unpadded_index] = lut.astype(np.uint32)[fg.label]
+    return out
 
 
 def _label(mask: np.ndarray) -> Foreground:
