@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from common.errors import InvalidInput
 
@@ -73,8 +77,6 @@ def _parse(
 ) -> Any:
     """Arrow's CSV reader over the file after its `#` lines; None for an error when
     `quiet` (reading with expected types), else InvalidInput."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     try:
         return pacsv.read_csv(
@@ -122,8 +124,6 @@ def _preamble(source: Source, label: str) -> tuple[int, str | None, list[str] | 
 def read_parquet(source: Source, label: str) -> tuple[Any, str | None]:
     """The Parquet file as an Arrow table and the time unit its schema metadata names
     (`time_units`), if any."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(_arrow_input(source))
@@ -135,7 +135,6 @@ def read_parquet(source: Source, label: str) -> tuple[Any, str | None]:
 
 
 def _arrow_input(source: Source) -> Any:
-    import pyarrow as pa
 
     return pa.BufferReader(source) if isinstance(source, bytes) else str(source)
 
@@ -143,7 +142,6 @@ def _arrow_input(source: Source) -> Any:
 def numeric(column: Any, what: str, label: str, *, allow_nan: bool) -> np.ndarray:
     """A float64 copy of an Arrow column (nulls NaN), refusing text and infinities (and,
     unless `allow_nan`, missing values)."""
-    import pyarrow as pa
 
     if pa.types.is_null(column.type):
         return np.full(len(column), np.nan)
@@ -165,8 +163,6 @@ def check_numeric(column: Any, what: str, label: str, *, allow_nan: bool) -> int
     """`numeric`'s checks without a numpy copy of the column (Arrow's kernels); returns
     how many values are missing or NaN. A column that fails is converted by `numeric`
     for its error message."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     kind = column.type
     if pa.types.is_null(kind):
@@ -187,8 +183,6 @@ def check_numeric(column: Any, what: str, label: str, *, allow_nan: bool) -> int
 def _refuse_text(column: Any, what: str, label: str) -> NoReturn:
     """Raise for a column that is not numbers, naming the first value that is not one.
     Only chunks that Arrow cannot read as numbers are looked at value by value."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     row = 0
@@ -233,7 +227,6 @@ def factorize(values: Any, *, as_text: bool = False) -> Factorized:
     Hashing (Arrow's `dictionary_encode`) finds the distinct values in one pass outside
     the GIL; only they are sorted.
     """
-    import pyarrow as pa
 
     array = pa.chunked_array([values]) if isinstance(values, np.ndarray) else values
     if isinstance(array, pa.Array):
@@ -266,8 +259,6 @@ def _small_integers(array: Any) -> Factorized | None:
     """`factorize` of an integer column whose values lie in [0, DENSE_INTEGERS) and none
     is missing (fov and cell numbers, usually): a table over the range marks the values
     present. None for any other column."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     if not pa.types.is_integer(array.type) or array.null_count or len(array) == 0:
         return None
@@ -285,7 +276,6 @@ def _small_integers(array: Any) -> Factorized | None:
 
 def is_text(column: Any) -> bool:
     """Whether numpy holds the column's values as Python objects (text, nulls only)."""
-    import pyarrow as pa
 
     kind = column.type
     return not (

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from common.errors import InvalidInput
 from functions.fitting.trace_files import (
@@ -121,7 +123,6 @@ def _expected_types(names: list[str]) -> Any:
     times and values as numbers, fov and cell as integers, none missing) or a table of
     numbers (wide), and the check of a table read with them; None for other headers
     (a long format missing columns, ...), which are read inferring types."""
-    import pyarrow as pa
 
     plain = [n.strip().lower() for n in names]
     if len(set(plain)) != len(plain):
@@ -141,7 +142,6 @@ def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
 
     The columns are walked an Arrow chunk at a time: nothing of the file's length is
     made in numpy but where each trace has its own times."""
-    import pyarrow as pa
 
     check_numeric(cols["time"], "time", label, allow_nan=False)
     nan_values = check_numeric(cols["value"], "value", label, allow_nan=True)
@@ -164,7 +164,6 @@ def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
 
 def _values(chunk: Any) -> np.ndarray:
     """A chunk of the value column as floats (missing ones NaN)."""
-    import pyarrow as pa
 
     if pa.types.is_null(chunk.type):
         return np.full(len(chunk), np.nan)
@@ -193,8 +192,6 @@ class _TraceIds:
             self._lut = np.cumsum(present, dtype=np.int64) - 1
             self._hashed = None
         else:
-            import pyarrow as pa
-
             chunks = [pa.array(self._key(i)) for i in range(len(self._fov.chunks))]
             self._hashed = factorize(pa.chunked_array(chunks, type=pa.int64()))
             keys = self._hashed.uniques
@@ -289,9 +286,6 @@ def check_traces_head(fh: IO[bytes], *, name: str = "") -> str:
     if not start.strip():
         raise InvalidInput(f"{label}the traces file is empty")
     if start[:4] == b"PAR1":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         fh.seek(0)
         try:
             names = pq.ParquetFile(fh).schema_arrow.names
