@@ -48,21 +48,6 @@ def _chunks(source: bytes | IO[bytes] | Iterable[bytes]) -> Iterator[bytes]:
     yield from source
 
 
-class _Hashing:
-    """Counts and hashes bytes as they stream past on their way to the store."""
-
-    def __init__(self, source: bytes | IO[bytes] | Iterable[bytes]) -> None:
-        self.source = source
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in _chunks(self.source):
-            self.sha256.update(chunk)
-            self.size += len(chunk)
-            yield chunk
-
-
 class Files:
     def __init__(self, db: sessionmaker[Session], objects: ObjectStore) -> None:
         self.db = db
@@ -99,19 +84,21 @@ class Files:
         name = safe_name(name)
         file_id = uuid.uuid4()
         key = file_key(owner_id, file_id, name)
-        hashing = _Hashing(source)
         try:
-            self.objects.put_stream(key, iter(hashing), content_type=content_type)
+            # The store hashes the bytes as it writes them (one pass); a store that
+            # could not is read back once.
+            info = self.objects.put_stream(key, _chunks(source), content_type=content_type)
+            sha256 = info.sha256 or self._sha256_of(key)
             if check is not None:
-                kind = check(name, key, hashing.size)
+                kind = check(name, key, info.size)
             now = utcnow()
             row = File(
                 id=file_id,
                 owner_id=owner_id,
                 name=name,
                 key=key,
-                size=hashing.size,
-                sha256=hashing.sha256.hexdigest(),
+                size=info.size,
+                sha256=sha256,
                 kind=kind,
                 content_type=content_type,
                 source_job_id=source_job_id,
@@ -125,6 +112,12 @@ class Files:
             self.objects.delete(key)
             raise
         return StoredFile.model_validate(row, from_attributes=True)
+
+    def _sha256_of(self, key: str) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.objects.iter_bytes(key):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     def import_path(
         self,

@@ -133,6 +133,18 @@ class Settings(BaseSettings):
     # execution
     executor: Literal["local", "modal"] = "local"
     workers: int = Field(default=2, ge=1, le=256, description="Local worker processes.")
+    worker_idle_exit_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Extra local workers (beyond `workers` and one warm spare) idle this "
+        "long exit.",
+    )
+    web_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Web processes of `aperture serve` (default: from the CPU count).",
+    )
     cancel_grace_s: float = Field(
         default=5.0,
         ge=0,
@@ -166,6 +178,14 @@ class Settings(BaseSettings):
         default=True,
         description="Send auth cookies only over HTTPS (localhost is exempt in browsers).",
     )
+    principal_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long a verified credential's principal is reused by a web "
+        "process; a revoked session, key or account is refused within this time (0: "
+        "check every request).",
+    )
     supabase_url: str | None = None
     supabase_jwt_secret: SecretStr | None = None
     supabase_jwks_cooldown_s: float = Field(
@@ -177,6 +197,26 @@ class Settings(BaseSettings):
 
     # slides
     tiles: TileSettings = TileSettings()
+
+    # inference
+    inference_external_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=23 * 3600,
+        description="An external inference service that reports nothing for this long "
+        "times its task out (the task fails and the service is told to stop).",
+    )
+    inference_callback_max_bytes: int = Field(
+        default=64 << 20,
+        ge=1024,
+        description="Largest webhook body (predictions sent inline); a service with more "
+        "sends predictions_url instead.",
+    )
+    inference_predictions_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1024,
+        description="Largest predictions file fetched from a service's predictions_url.",
+    )
 
     # web
     cors_origins: list[str] = Field(default_factory=list)

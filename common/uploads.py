@@ -9,7 +9,6 @@ that fails verification is removed again: it never becomes a usable record.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import uuid
 from collections.abc import Sequence
@@ -24,8 +23,9 @@ from common.capabilities import StoredFile
 from common.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, TooLarge
 from common.files import Files, file_key
 from common.naming import safe_name
+from common.objects import readback
 from common.objects.access import open_stored
-from common.objects.base import ObjectStore, PartInfo
+from common.objects.base import ObjectInfo, ObjectStore, PartInfo
 from common.records import File, transaction
 from common.records.models import Upload
 from common.records.types import utcnow
@@ -185,12 +185,12 @@ class Uploads:
             )
         self._claim(upload, "completing")
         try:
-            self.objects.complete_multipart(upload.key, upload.store_upload_id, list(parts))
+            info = self.objects.complete_multipart(upload.key, upload.store_upload_id, list(parts))
         except Exception:
             self._set_status(upload.id, "open")  # nothing assembled: the client may retry
             raise
         with self._removed_on_failure(upload):
-            return self._verify_and_record(upload)
+            return self._verify_and_record(upload, info)
 
     # internals ---------------------------------------------------------------------------
 
@@ -228,16 +228,22 @@ class Uploads:
             self._set_status(upload.id, "rejected")
             raise
 
-    def _verify_and_record(self, upload: Upload) -> StoredFile:
-        info = self.objects.head(upload.key)
+    def _verify_and_record(self, upload: Upload, info: ObjectInfo) -> StoredFile:
+        """Size, SHA-256 (as declared, when it was), type and quota of the joined object.
+
+        The SHA-256 is the one the store computed from the parts as they were stored
+        (the directory store, parts through this API), or else the object is read back
+        with several ranged reads in flight (S3: the parts went to S3 directly, and
+        per-part checksums do not give the whole object's SHA-256). The type and
+        truncation checks read only what they need."""
         if info.size != upload.size:
             raise InvalidInput(
                 f"the parts add up to {info.size} bytes but the upload declared {upload.size}"
             )
-        digest = hashlib.sha256()
-        for chunk in self.objects.iter_bytes(upload.key):
-            digest.update(chunk)
-        sha256 = digest.hexdigest()
+        sha256 = info.sha256 or readback.sha256_of(
+            lambda start, end: self.objects.get_bytes(upload.key, start=start, end=end),
+            info.size,
+        )
         if upload.sha256 and upload.sha256 != sha256:
             raise InvalidInput(
                 f"the content's SHA-256 is {sha256}, not the declared {upload.sha256}"

@@ -82,18 +82,15 @@ def _runtime() -> Iterator[Runtime]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    """The API server: see `infra.serve` for its processes."""
     from common.logs import configure_logging
     from infra.malloc import bound_malloc_arenas
-    from web.app import create_app
+    from infra.serve import serve
 
-    bound_malloc_arenas()  # before uvicorn's threads exist
+    bound_malloc_arenas()  # before any thread or web process exists
     settings = _settings(workers=args.workers)
     configure_logging(settings.log_format, settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=10)
-    return 0
+    return serve(settings, host=args.host, port=args.port, web_workers=args.web_workers)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -249,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="local worker processes (default: APERTURE_WORKERS or 2)",
+    )
+    serve.add_argument(
+        "--web-workers",
+        type=int,
+        default=None,
+        help="web processes (default: APERTURE_WEB_WORKERS, or half the CPUs, 1 to 8)",
     )
     serve.set_defaults(run=cmd_serve)
 

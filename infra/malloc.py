@@ -21,12 +21,16 @@ def bound_malloc_arenas(arenas: int = SERVER_ARENAS) -> bool:
     (the load benchmark's 4-minute soak on 2 shared cores: +30 MiB, 650 MiB/h over the
     second half, with 16 heaps; +8 MiB, 92 MiB/h, with two). Python's own small-object
     allocator is unaffected. An operator's `MALLOC_ARENA_MAX` wins; on other C libraries
-    this does nothing. Call it before the first thread starts.
+    this does nothing. Call it before the first thread starts; the processes spawned after
+    it (web and job workers) get the same bound through `MALLOC_ARENA_MAX`.
     """
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+        took = bool(libc.mallopt(M_ARENA_MAX, arenas))
     except (OSError, AttributeError):  # not glibc
         return False
+    if took:  # the spawned web and job processes: glibc reads it as they start
+        os.environ["MALLOC_ARENA_MAX"] = str(arenas)
+    return took

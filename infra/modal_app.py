@@ -50,9 +50,20 @@ UV_VERSION = "0.13.9"
 #: GPU array stack on top of the project's locked dependencies (CUDA 12 wheels; the
 #: `ctk` extra brings the CUDA runtime libraries cupy compiles kernels with). cupy runs
 #: the fitting solver and the microscopy kernels (`common.arrays`). cucim (scikit-image
-#: on the GPU) is imported by no capability yet: it is here for the inference
-#: capability's GPU path, whose CPU twin uses scikit-image; drop it if that path goes.
-GPU_PACKAGES = ("cupy-cuda12x[ctk]==14.2.0", "cucim-cu12==26.10.0")
+#: on the GPU) is for the inference capability's GPU path, whose CPU twin uses
+#: scikit-image. onnxruntime-gpu gives `inference.region.gpu` the CUDA execution
+#: provider for users' ONNX models (its `cuda`/`cudnn` extras bring the CUDA 13 runtime
+#: and cuDNN wheels it loads with `onnxruntime.preload_dlls()`; ORT falls back to the CPU
+#: provider, same results, if they cannot load). It is the newest GPU build (the lock's
+#: CPU onnxruntime may be newer) and replaces `onnxruntime` there: both install the
+#: `onnxruntime` package, and one over the other would leave a mix of their files.
+GPU_PACKAGES = (
+    "cupy-cuda12x[ctk]==14.2.0",
+    "cucim-cu12==26.10.0",
+    "onnxruntime-gpu[cuda,cudnn]==1.31.1",
+)
+#: Locked packages the GPU image uninstalls before adding GPU_PACKAGES.
+GPU_REPLACES = ("onnxruntime",)
 #: CuPy compiles each kernel on first use (~50 s for the fitting solver's on an H100) and
 #: caches the binaries on disk; GPU containers share that cache through a Volume, so a
 #: cold container pays the compile only once per deployment.
@@ -74,11 +85,18 @@ WEB_MAX_INPUTS = 100
 CLEANUP_TIMEOUT_S = 3600
 
 
-def _image(*extra_packages: str, env: dict[str, str] | None = None) -> modal.Image:
-    """debian-slim with the project's locked dependencies (`uv.lock`, no dev group)."""
+def _image(
+    *extra_packages: str, env: dict[str, str] | None = None, replaces: tuple[str, ...] = ()
+) -> modal.Image:
+    """debian-slim with the project's locked dependencies (`uv.lock`, no dev group), less
+    `replaces`, plus `extra_packages`."""
     image = modal.Image.debian_slim(python_version=PYTHON_VERSION).uv_sync(
         str(ROOT), uv_version=UV_VERSION, extra_options="--no-dev"
     )
+    if replaces:  # uv_sync left uv at /.uv/uv and its venv's python first on PATH
+        image = image.run_commands(
+            f"/.uv/uv pip uninstall --python $(command -v python) {' '.join(replaces)}"
+        )
     if extra_packages:
         image = image.uv_pip_install(*extra_packages, uv_version=UV_VERSION)
     # Sources last: they are mounted at start, so code changes need no image rebuild.
@@ -89,7 +107,7 @@ def _image(*extra_packages: str, env: dict[str, str] | None = None) -> modal.Ima
 
 
 cpu_image = _image()
-gpu_image = _image(*GPU_PACKAGES, env=GPU_ENV)
+gpu_image = _image(*GPU_PACKAGES, env=GPU_ENV, replaces=GPU_REPLACES)
 kernel_cache = modal.Volume.from_name(f"{APP_NAME}-kernel-cache", create_if_missing=True)
 secrets = [modal.Secret.from_name(name) for name in SECRET_NAMES]
 

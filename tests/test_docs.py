@@ -45,6 +45,12 @@ def test_the_descriptions_promise_only_what_exists() -> None:
     app = create_app(Settings(data_dir=Path("/nonexistent")))  # built, not started
     package = tomllib.loads((README_PATH.parent / "pyproject.toml").read_text())
     texts = [app.description, package["project"]["description"]]
-    if not any(name.startswith("inference") for name in load_capabilities()):
-        assert [t for t in texts if "inference" in t.lower()] == []
+    capabilities = load_capabilities()
+    inference = {name for name in capabilities if name.startswith("inference")}
+    naming = [t for t in texts if "inference" in t.lower()]
+    assert naming == (texts if inference else [])  # both name it once it runs, else neither
+    if inference:  # and /functions describes each inference capability
+        assert {"inference.slide", "inference.region", "inference.external"} <= inference
+        described = {name: capabilities[name].description for name in inference}
+        assert all("slide" in d.lower() or "region" in d.lower() for d in described.values())
     assert all("trace fitting" in t and "Deep Zoom" in t for t in texts)

@@ -58,6 +58,11 @@ def _results(folder: Path) -> None:
     assert result["kind"] == "microscopy" and result["metadata"]["n_fovs"] == 2
 
 
+def _viewport(folder: Path) -> None:
+    nuclei = int((folder / "viewport.txt").read_text())
+    assert 20 < nuclei < 400, f"{nuclei} nuclei in a 512 x 512 viewport"
+
+
 #: Checks beyond the `# -> ` lines: (block output, working folder) -> assertions.
 CHECKS: dict[str, Callable[[str, Path], None]] = {
     "sign-in": lambda out, folder: None,
@@ -69,6 +74,7 @@ CHECKS: dict[str, Callable[[str, Path], None]] = {
         else pytest.fail(f"cli: no succeeded job or sign-in in\n{out}")
     ),
     "batch": lambda out, folder: _results(folder),
+    "inference": lambda out, folder: _viewport(folder),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -13,12 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from common.executors import make_executor
+from common.executors import Executor, make_executor
 from common.identity import Identity
 from common.jobs.service import JobService
 from common.records import migrate
 from common.runtime import Runtime
 from common.settings import Settings
+from web.auth import PrincipalCache
+from web.cached_tiles import CachedTiles
 from web.deps import current_principal
 from web.errors import install_error_handlers
 from web.hub import EventHub
@@ -33,7 +35,10 @@ from web.routes import (
     files,
     functions,
     health,
+    inference,
+    inference_webhook,
     jobs,
+    predictions,
     processing,
     signed,
     slides,
@@ -53,10 +58,13 @@ API_PREFIX = "/api/v1"
 #: Routers open to anyone: health, signed URLs (they carry their own signature and
 #: expiry), and auth (whose register/login/refresh are how an identity is obtained; its
 #: other routes ask for the principal themselves), and the viewer page (its data
-#: routes need an identity; the browser's session cookie gives it).
-PUBLIC_ROUTERS = (health, signed, auth, viewer_page)
+#: routes need an identity; the browser's session cookie gives it), and the inference
+#: webhook (external services sign each callback; the signature is their identity).
+PUBLIC_ROUTERS = (health, signed, auth, viewer_page, inference_webhook)
 #: Everything else needs an identity: a router added here is protected by default.
+#: Routes are matched in order: the viewer's tiles, asked for dozens a second, go first.
 PROTECTED_ROUTERS = (
+    viewer,
     users,
     events,
     functions,
@@ -66,7 +74,8 @@ PROTECTED_ROUTERS = (
     datasets,
     processing,
     slides,
-    viewer,
+    predictions,
+    inference,
 )
 
 
@@ -81,24 +90,37 @@ def _api_router() -> APIRouter:
 
 
 def create_app(
-    settings: Settings | None = None, *, migrate_on_start: bool | None = None
+    settings: Settings | None = None,
+    *,
+    migrate_on_start: bool | None = None,
+    executor: Callable[[Runtime], Executor] | None = None,
+    housekeeping: bool = True,
 ) -> FastAPI:
     """Build the app. The database is migrated on start for the embedded SQLite default
-    (production runs `aperture migrate` as a deploy step instead)."""
+    (production runs `aperture migrate` as a deploy step instead).
+
+    On its own (tests, Modal's web function) the app runs everything in its process: the
+    configured executor and the periodic cleanup. The web processes of `aperture serve`
+    pass `executor` (a link to the serve process's supervisor) and `housekeeping=False`,
+    since the serve process migrates, supervises and cleans up once for all of them.
+    """
     settings = settings or Settings()
     if migrate_on_start is None:
         migrate_on_start = settings.database_url is None
+    build_executor = executor or make_executor
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await run_in_threadpool(Runtime.from_settings, settings)
         if migrate_on_start:
             await run_in_threadpool(migrate, runtime.engine)
-        executor = make_executor(runtime)
+        executor = build_executor(runtime)
         await run_in_threadpool(executor.start)
         hub = EventHub(runtime.queries)
         await hub.start()
         slide_service = SlideService(runtime)
+        app.state.principals = PrincipalCache(settings.principal_cache_s)
+        app.state.principals.watch(runtime.db)
         app.state.aperture = AppState(
             settings=settings,
             runtime=runtime,
@@ -111,16 +133,16 @@ def create_app(
         log.info(
             "aperture started", extra={"executor": executor.name, "objects": runtime.objects.kind}
         )
-        housekeeping = (
+        cleanup = (
             asyncio.create_task(cleanup_forever(runtime, settings.cleanup_interval_s))
-            if settings.cleanup_interval_s > 0
+            if housekeeping and settings.cleanup_interval_s > 0
             else None
         )
         try:
             yield
         finally:
-            if housekeeping is not None:
-                housekeeping.cancel()
+            if cleanup is not None:
+                cleanup.cancel()
             await hub.stop()
             await run_in_threadpool(executor.stop)
             slide_service.close()
@@ -133,12 +155,15 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         description="Microscopy and digital-pathology image analysis, run as jobs: uploads, "
-        "metadata, per-FOV processing workflows and merge, kinetic trace fitting, and "
-        "whole-slide images as Deep Zoom tiles with a viewer.",
+        "metadata, per-FOV processing workflows and merge, kinetic trace fitting, "
+        "whole-slide images as Deep Zoom tiles with a viewer, and inference over whole "
+        "slides (the builtin nuclei-he detector, your ONNX models, external services "
+        "reporting through signed webhooks) with predictions queried per viewport.",
         # Authorize once (bearer token or API key) and keep it across page reloads.
         swagger_ui_parameters={"persistAuthorization": True},
     )
     install_error_handlers(app)
+    app.add_middleware(CachedTiles)  # innermost: CORS and request context wrap it too
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -146,7 +171,7 @@ def create_app(
             allow_credentials=True,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "ETag"],
+            expose_headers=["X-Request-ID", "ETag", "Location", "X-Aperture-Task-Id"],
         )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(_api_router())

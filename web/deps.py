@@ -1,9 +1,13 @@
-"""Dependencies as `Annotated` aliases, so a handler's signature says what it needs."""
+"""Dependencies as `Annotated` aliases, so a handler's signature says what it needs.
+
+FastAPI runs a plain `def` dependency in a worker thread; the ones here that do no I/O
+are `async def`, so they run on the event loop and cost no thread hand-off (a cached
+tile's request would otherwise pay several)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request, WebSocket
@@ -14,31 +18,41 @@ from common.errors import Forbidden, InvalidInput, NotFound
 from common.identity import Client, Principal
 from common.imports import resolve_import_path
 from common.jobs.models import JobRecord
-from web.auth import authenticate
+from web.auth import PrincipalCache, authenticate, cached_principal
 from web.schemas import FileSource
 from web.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.aperture  # type: ignore[no-any-return]
 
 
-def get_ws_state(websocket: WebSocket) -> AppState:
+async def get_ws_state(websocket: WebSocket) -> AppState:
     return websocket.app.state.aperture  # type: ignore[no-any-return]
 
 
 State = Annotated[AppState, Depends(get_state)]
 
 
+def principal_cache(request: Request) -> PrincipalCache | None:
+    """The app's cache of verified credentials (web.auth), built in the lifespan."""
+    return getattr(request.app.state, "principals", None)
+
+
 async def current_principal(request: Request, state: State) -> Principal:
-    """Who is asking (401 without valid credentials)."""
-    return await run_in_threadpool(authenticate, request, state.identity)
+    """Who is asking (401 without valid credentials). A credential verified moments ago
+    is answered from the cache on the event loop; others are checked in a thread."""
+    cache = principal_cache(request)
+    principal = cached_principal(request, cache)
+    if principal is not None:
+        return principal
+    return await run_in_threadpool(authenticate, request, state.identity, cache=cache)
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 
 
-def require_admin(user: CurrentUser) -> Principal:
+async def require_admin(user: CurrentUser) -> Principal:
     if not user.is_admin:
         raise Forbidden("this needs the admin role")
     return user
@@ -47,7 +61,7 @@ def require_admin(user: CurrentUser) -> Principal:
 Admin = Annotated[Principal, Depends(require_admin)]
 
 
-def client_of(request: Request) -> Client:
+async def client_of(request: Request) -> Client:
     return Client(
         ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
@@ -91,11 +105,13 @@ def check_function(job: JobRecord, function: str | tuple[str, ...], what: str) -
     return job
 
 
-def owned_job_of(function: str | tuple[str, ...], what: str) -> Callable[[JobRecord], JobRecord]:
+def owned_job_of(
+    function: str | tuple[str, ...], what: str
+) -> Callable[[JobRecord], Awaitable[JobRecord]]:
     """A dependency: the caller's job (404 otherwise), if it is a job of `function` (or
     of one of them; 422 otherwise), whatever its status."""
 
-    def dependency(job: OwnedJob) -> JobRecord:
+    async def dependency(job: OwnedJob) -> JobRecord:
         return check_function(job, function, what)
 
     return dependency
@@ -120,7 +136,7 @@ class SourceFiles:
         return self.state.import_file(self.user, path)
 
 
-def source_files(state: State, user: CurrentUser) -> SourceFiles:
+async def source_files(state: State, user: CurrentUser) -> SourceFiles:
     return SourceFiles(state, user)
 
 

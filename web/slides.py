@@ -21,6 +21,11 @@ from functions.slides.dzi import DziDescriptor
 from functions.slides.service import SlideTiles
 from web.deps import CurrentUser, visible_to
 
+#: Tiles need a signed-in user, so only their browser may keep them (`private`); under a
+#: given URL a tile never changes (the ETag covers the tile settings), so it never asks
+#: twice.
+TILE_CACHE_CONTROL = "private, max-age=31536000, immutable"
+
 #: How long a slide record is reused by tile requests. A slide deleted or renamed through
 #: this process is forgotten at once; another process sees the change within this time.
 RECORD_TTL_S = 2.0
@@ -150,7 +155,7 @@ class SlideService:
             self._records.pop(slide.id, None)
 
 
-def get_slide_service(request: Request) -> SlideService:
+async def get_slide_service(request: Request) -> SlideService:
     """The app's one SlideService (open handles and caches live in it), built in the
     lifespan."""
     return request.app.state.aperture.slides  # type: ignore[no-any-return]

@@ -5,8 +5,16 @@ worker's death through its process sentinel (segfault, `os._exit`, OOM kill) and
 recovers its job (`common.jobs.recovery`), kills workers whose job outlived its cancel
 grace or timeout, and replaces every worker it loses, so the pool keeps serving.
 
-Assumes one server per database in this mode (the embedded default): at start, jobs
-held by an earlier local instance are recovered as that instance is gone.
+Jobs reach it at once: submitted here, rung in by a web process of `aperture serve`
+(`common.executors.link`), or spawned as children by a worker (over the worker's pipe).
+A scan of the database finds anything a message missed. The pool keeps one warm spare
+worker (imports done) beyond those that can be busy, so a fan-out child or a retry
+starts without waiting for a process to spawn; workers beyond `workers` and that spare
+exit after `APERTURE_WORKER_IDLE_EXIT_S` idle (see `common.executors.pool`).
+
+One server per data directory: `start` takes the directory's lock (`common.datadir`),
+unless its caller hands it over, and only then recovers the jobs an earlier instance
+left, as that instance is gone.
 """
 
 from __future__ import annotations
@@ -17,48 +25,36 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from typing import Any
 
 from common.capabilities import get_capability
+from common.datadir import DataDirLock
 from common.errors import UnknownCapability
 from common.executors.base import HandleState
+from common.executors.link import CANCEL, SUBMIT, StatusBoard, read_doorbell
+from common.executors.pool import PoolPlan, Worker
 from common.executors.worker import worker_main
 from common.jobs.recovery import Cause, Loss, Unstarted, recover
+from common.records.types import utcnow
 from common.runtime import Runtime
 
 log = logging.getLogger("aperture.executor")
 
-#: Seconds between scans of the database for queued jobs nobody holds (children spawned
-#: by workers, retries, jobs left from a restart).
+#: Seconds between scans of the database for queued jobs nobody holds (a message that
+#: was lost, retries, jobs left from a restart); messages make the usual case immediate.
 SCAN_INTERVAL_S = 0.25
-#: A pool lends at most this many extra workers per base worker to parents blocked in
-#: `gather`, so fan-out can never deadlock a small pool.
-EXTRA_WORKERS_FACTOR = 4
-
-
-@dataclass
-class _Worker:
-    process: BaseProcess
-    conn: Connection
-    ready: bool = False
-    job_id: uuid.UUID | None = None
-    started: float = 0.0
-    timeout_s: float = 0.0
-    kill_at: float | None = None  # monotonic deadline after a cancel request
-    loss: Loss | None = None  # why the supervisor stops (or will stop) the current run
-    waiting: bool = False
 
 
 @dataclass
 class _State:
-    workers: list[_Worker] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
     queue: collections.deque[uuid.UUID] = field(default_factory=collections.deque)
     queued: set[uuid.UUID] = field(default_factory=set)
 
@@ -66,11 +62,27 @@ class _State:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, runtime: Runtime, *, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        workers: int | None = None,
+        owner: DataDirLock | None = None,
+        doorbell: socket.socket | None = None,
+        board: StatusBoard | None = None,
+    ) -> None:
+        """`owner`: the data directory's lock, when the caller took it (`aperture serve`
+        does, before anything else); otherwise `start` takes it. `doorbell` and `board`:
+        the serve process's link to its web processes (`common.executors.link`)."""
         self.runtime = runtime
         self.size = workers or runtime.settings.workers
+        self.plan = PoolPlan(self.size, runtime.settings.worker_idle_exit_s)
         self.instance = uuid.uuid4().hex[:12]
         self.prefix = f"local:{self.instance}:"
+        self._doorbell = doorbell
+        self._board = board
+        self._owner = owner
+        self._own_lock: DataDirLock | None = None  # taken by `start`, released by `stop`
         self._state = _State()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -85,8 +97,12 @@ class LocalExecutor:
     # -- interface ------------------------------------------------------------------
 
     def start(self) -> None:
+        """Own the data directory (DataDirBusy if another server does), recover what an
+        earlier instance left, start the workers and the supervisor."""
+        if self._owner is None:
+            self._own_lock = DataDirLock.acquire(self.runtime.settings.data_dir)
         self._recover_previous_instances()
-        for _ in range(self.size):
+        for _ in range(self.plan.wanted([])):  # the pool and its warm spare
             self._spawn_worker()
         self._thread.start()
 
@@ -103,6 +119,8 @@ class LocalExecutor:
                 worker.process.join(timeout=2)
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
+        if self._own_lock is not None:
+            self._own_lock.release()
 
     def submit(self, job_id: uuid.UUID) -> str:
         handle = self.prefix + str(job_id)
@@ -138,14 +156,15 @@ class LocalExecutor:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            alive = sum(w.process.is_alive() for w in self._state.workers)
-            busy = sum(w.job_id is not None for w in self._state.workers)
+            workers = list(self._state.workers)
             queued = len(self._state.queue)
+        alive = sum(w.process.is_alive() for w in workers)
         return {
             "executor": self.name,
             "ok": self._thread.is_alive() and alive > 0,
             "workers": alive,
-            "busy": busy,
+            "busy": sum(w.job_id is not None for w in workers),
+            "idle": sum(w.idle for w in workers),  # ready for a job now (the spare among them)
             "queued": queued,
         }
 
@@ -165,22 +184,42 @@ class LocalExecutor:
                     next_scan = now + SCAN_INTERVAL_S
                 if now >= next_reap:
                     self._reap_silent_jobs()
+                    self._enforce_cancels()
                     next_reap = now + self.runtime.settings.heartbeat_interval_s
                 self._dispatch()
                 self._enforce_deadlines()
+                self._resize(now)
+                self._publish()
                 self._wait_and_handle(timeout=SCAN_INTERVAL_S)
             except Exception:  # the supervisor must outlive any single bad moment
                 log.exception("local executor supervisor error")
                 time.sleep(0.5)
 
+    def _publish(self) -> None:
+        if self._board is not None:
+            detail = self.health()
+            self._board.publish(
+                ok=bool(detail["ok"]),
+                workers=detail["workers"],
+                busy=detail["busy"],
+                queued=detail["queued"],
+            )
+
     def _wait_and_handle(self, timeout: float) -> None:
         workers = list(self._state.workers)
         waitables: list[Any] = [self._wake_r]
+        if self._doorbell is not None:
+            waitables.append(self._doorbell)
         for worker in workers:
-            waitables += [worker.conn, worker.process.sentinel]
+            waitables.append(worker.process.sentinel)
+            if not worker.retiring:  # a retiring worker's pipe is closed already
+                waitables.append(worker.conn)
         for ready in wait(waitables, timeout=timeout):
             if ready == self._wake_r:
                 os.read(self._wake_r, 4096)
+                continue
+            if ready is self._doorbell:
+                self._answer_doorbell(ready)
                 continue
             for worker in workers:
                 if ready is worker.conn:
@@ -188,49 +227,69 @@ class LocalExecutor:
                 elif ready == worker.process.sentinel:
                     self._bury(worker)
 
-    def _receive(self, worker: _Worker) -> None:
+    def _answer_doorbell(self, doorbell: socket.socket) -> None:
+        """Submissions and cancels rung in by the web processes."""
+        for kind, payload in read_doorbell(doorbell):
+            try:
+                if kind == SUBMIT:
+                    self.submit(uuid.UUID(bytes=payload))
+                elif kind == CANCEL:
+                    self.cancel(payload.decode())
+            except (ValueError, UnicodeDecodeError):
+                log.warning("ignored a malformed doorbell message %r", kind + payload[:64])
+
+    def _receive(self, worker: Worker) -> None:
         try:
             while worker.conn.poll():
                 message, job_id, value = worker.conn.recv()
                 if message == "ready":
                     worker.ready = True
                 elif message == "done" and worker.job_id == job_id:
-                    with self._lock:  # the run is over: so is any stop planned for it
-                        worker.job_id, worker.kill_at, worker.waiting = None, None, False
-                        worker.loss = None
+                    with self._lock:
+                        worker.release()
                 elif message == "waiting" and worker.job_id == job_id:
                     worker.waiting = bool(value)
+                elif message == "submit":  # a child spawned, or a retry: run it now
+                    self.submit(job_id)
         except (EOFError, OSError):
             pass  # the sentinel reports the death
 
     def _dispatch(self) -> None:
         while True:
             with self._lock:
+                workers = self._state.workers
                 if not self._state.queue:
                     return
-                worker = self._idle_worker()
-                if worker is None:
+                busy = sum(w.job_id is not None for w in workers)
+                worker = next((w for w in workers if w.idle and w.process.is_alive()), None)
+                if worker is None or busy >= self.plan.slots(workers):
                     return
                 job_id = self._state.queue.popleft()
                 self._state.queued.discard(job_id)
-                worker.job_id = job_id
-            worker.started = time.monotonic()
-            worker.timeout_s = _timeout_of(self.runtime, job_id)
+                worker.take(job_id)
+            worker.timeout_s = _timeout_of(self.runtime, job_id)  # a read: off the lock
             with contextlib.suppress(OSError):  # a death is reported by the sentinel
                 worker.conn.send(("run", job_id, self.prefix + str(job_id)))
 
-    def _idle_worker(self) -> _Worker | None:
-        """An idle ready worker; spawns an extra one while parents block in `gather`."""
-        workers = self._state.workers
-        for worker in workers:
-            if worker.ready and worker.job_id is None and worker.process.is_alive():
-                return worker
-        blocked = sum(w.waiting for w in workers)
-        starting = sum(not w.ready for w in workers)
-        capacity = self.size + min(blocked, self.size * EXTRA_WORKERS_FACTOR)
-        if len(workers) < capacity and starting == 0:
+    def _resize(self, now: float) -> None:
+        """Start the next worker the plan wants (the warm spare included), or let one
+        idle extra worker go."""
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            workers = list(self._state.workers)
+        if self.plan.should_spawn(workers):
             self._spawn_worker()
-        return None
+            return
+        retiring = self.plan.to_retire(workers, now)
+        if retiring is not None:
+            log.debug(
+                "worker %s idle for %.0f s: retiring",
+                retiring.process.pid,
+                now - retiring.idle_since,
+            )
+            retiring.retiring = True
+            retiring.conn.close()  # its loop ends; the sentinel reports the exit
 
     def _spawn_worker(self) -> None:
         parent, child = self._context.Pipe()
@@ -242,22 +301,23 @@ class LocalExecutor:
         )
         process.start()
         child.close()
-        self._state.workers.append(_Worker(process=process, conn=parent))
+        with self._lock:
+            self._state.workers.append(Worker(process=process, conn=parent))
+            log.debug("started worker %s (%d in the pool)", process.pid, len(self._state.workers))
 
-    def _bury(self, worker: _Worker) -> None:
-        """A worker process ended: recover its job and, unless stopping, replace it."""
+    def _bury(self, worker: Worker) -> None:
+        """A worker process ended: recover its job. `_resize` replaces it if need be."""
         worker.process.join(timeout=1)
         with self._lock:
             self._state.workers.remove(worker)
-        worker.conn.close()
+        with contextlib.suppress(OSError):
+            worker.conn.close()
         if worker.job_id is not None:
             loss = worker.loss or Loss.crashed(
                 f"the worker process died ({_describe_exit(worker.process.exitcode)}) "
                 "while running the job"
             )
             self._recover(worker.job_id, loss)
-        if not self._stopping.is_set() and len(self._state.workers) < self.size:
-            self._spawn_worker()
 
     def _recover(self, job_id: uuid.UUID, loss: Loss, handle: str | None = None) -> None:
         """The recovery policy for a job of ours; one its worker never started is left
@@ -276,7 +336,18 @@ class LocalExecutor:
             elif worker.timeout_s and now - worker.started > worker.timeout_s:
                 self._kill(worker, Loss.timed_out(worker.timeout_s))
 
-    def _kill(self, worker: _Worker, loss: Loss) -> None:
+    def _enforce_cancels(self) -> None:
+        """Jobs of ours cancelled longer than the grace period ago and still running:
+        stopped, even if no cancel message reached us (a web process's, or a parent's
+        in `gather`, which only records it)."""
+        grace = self.runtime.settings.cancel_grace_s
+        before = utcnow() - timedelta(seconds=grace)
+        for job in self.runtime.queries.cancelling_since(self.name, before):
+            holder = next((w for w in self._state.workers if w.job_id == job.id), None)
+            if holder is not None and holder.kill_at is None:
+                self._kill(holder, Loss.cancel_overdue())
+
+    def _kill(self, worker: Worker, loss: Loss) -> None:
         """SIGKILL the worker; its sentinel reports the death and `_bury` records `loss`."""
         worker.loss = loss
         worker.kill_at = None

@@ -23,6 +23,12 @@ CHUNK_SIZE = 1024 * 1024
 ByteSource = bytes | bytearray | memoryview | BinaryIO | Iterable[bytes]
 
 
+#: Streams up to this size get S3's single-upload ETag (the content's MD5); longer ones
+#: an opaque ETag (S3: the multipart form; the directory store: the SHA-256 hex), as
+#: the S3 backend switches to a multipart upload there.
+MD5_ETAG_LIMIT = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -30,6 +36,9 @@ class ObjectInfo:
     etag: str
     last_modified: datetime
     content_type: str | None = None
+    #: The content's SHA-256 (hex) when the store computed it on the way in (`put_stream`,
+    #: `complete_multipart` where it could); None when it did not.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,8 @@ class ObjectStore(Protocol):
 
     Semantics follow S3 in both backends: an object's content type defaults to
     `application/octet-stream`; its ETag is the MD5 hex of the content for a single
-    upload (S3 may use the multipart form `md5-of-part-md5s-N` for large streams);
+    upload up to `MD5_ETAG_LIMIT` (longer streams get an opaque ETag: S3's multipart
+    form `md5-of-part-md5s-N`, the directory store's SHA-256 hex);
     listing is in UTF-8 byte order and its items carry no content type. Invalid
     keys raise InvalidKey before anything is read or written. Stores are
     synchronous; call them from async code through a thread.

@@ -2,21 +2,36 @@
 
 Each upload is a directory `<root>/.uploads/<upload_id>/` holding `upload.json`
 (key, initiation time, content type) and one `NNNNN.part` file per part with a
-`NNNNN.json` sidecar (MD5 ETag, size). Parts are written atomically, so uploading a
-part number again replaces it. Completion checks the caller's (number, ETag) list
-the way S3 does, then concatenates the parts into one temp file for the store to
-publish; the ETag is S3's multipart form, `md5(part digests) + "-N"`.
+`NNNNN.json` sidecar (MD5 ETag, size, and the file's inode and mtime). Parts are written
+atomically, so uploading a part number again replaces it (a new inode). Completion
+checks the caller's (number, ETag) list the way S3 does, then concatenates the parts
+into one temp file in the kernel (`copy_file_range`), checking that each part copied is
+the very file its ETag was computed over; the ETag is S3's multipart form,
+`md5(part digests) + "-N"`.
+
+The object's SHA-256 is computed while the parts arrive, not by reading the object
+again: this process keeps a running digest per upload, fed part 1, 2, 3, ... as soon
+as each one and all before it are stored (a part that arrives early waits on disk,
+fresh in the page cache, for its turn). At completion the digest stands if it covers
+exactly the parts being joined, the same files; otherwise (a part replaced after it
+was hashed, parts stored by another web process, a restart) the parts are hashed while
+they are joined. The digest is reported only over bytes that were hashed.
 """
 
 from __future__ import annotations
 
+import collections
+import errno
 import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
+import tempfile
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +47,13 @@ _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _RECORD = "upload.json"
 
 
+#: Running digests kept per process (uploads in progress here at once, at most).
+MAX_RUNNING = 256
+
+#: (inode, mtime_ns, size): which file a part was when it was hashed or copied.
+Identity = tuple[int, int, int]
+
+
 @dataclass(frozen=True)
 class Assembled:
     """The concatenated parts of a completed upload, ready to publish."""
@@ -39,6 +61,17 @@ class Assembled:
     spooled: fsutil.Spooled
     etag: str
     content_type: str | None
+    sha256: str | None = None
+
+
+@dataclass
+class _RunningDigest:
+    """SHA-256 over parts 1..next-1, and which files they were."""
+
+    sha256: Any = field(default_factory=hashlib.sha256)
+    next: int = 1
+    hashed: dict[int, Identity] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class DirectoryUploads:
@@ -47,6 +80,8 @@ class DirectoryUploads:
     def __init__(self, root: Path, *, tmp_dir: Path) -> None:
         self._root = root
         self._tmp = tmp_dir
+        self._running: collections.OrderedDict[str, _RunningDigest] = collections.OrderedDict()
+        self._guard = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DirectoryUploads({str(self._root)!r})"
@@ -96,7 +131,40 @@ class DirectoryUploads:
         except FileNotFoundError:
             fsutil.discard(spooled.path)
             raise NotFound(f"multipart upload {upload_id!r} was aborted or completed") from None
+        self._advance(upload_id, directory, start=number == 1)
         return PartInfo(number=number, etag=sidecar.etag, size=sidecar.size)
+
+    # the running SHA-256 ------------------------------------------------------------
+
+    def _advance(self, upload_id: str, directory: Path, *, start: bool = False) -> None:
+        """Hash every stored part that continues this process's digest of the upload
+        (one is started when part 1 is stored here)."""
+        with self._guard:
+            running = self._running.get(upload_id)
+            if running is None and start:
+                running = self._running[upload_id] = _RunningDigest()
+                while len(self._running) > MAX_RUNNING:
+                    self._running.popitem(last=False)
+        if running is None:
+            return
+        with running.lock:
+            while (identity := _hash_part(directory, running.next, running.sha256)) is not None:
+                running.hashed[running.next] = identity
+                running.next += 1
+
+    def _digest(self, upload_id: str, directory: Path, joined: dict[int, Identity]) -> str | None:
+        """The running SHA-256 if it covers exactly the parts `joined` (1..N, the same
+        files), else None."""
+        self._advance(upload_id, directory)
+        with self._guard:
+            running = self._running.pop(upload_id, None)
+        if (
+            running is None
+            or running.hashed != joined
+            or sorted(joined) != list(range(1, len(joined) + 1))
+        ):
+            return None
+        return str(running.sha256.hexdigest())
 
     def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
         directory, _ = self._open(key, upload_id)
@@ -128,12 +196,15 @@ class DirectoryUploads:
                     f"part {number} is {part.size} bytes; every part but the "
                     f"last must be at least {rules.MIN_PART_SIZE} bytes (5 MiB)"
                 )
-        spooled = fsutil.spool(_concatenate(directory, wanted), self._tmp)
+        spooled, joined = _concatenate(directory, wanted, self._tmp)
+        sha256 = self._digest(upload_id, directory, joined) or _sha256_of(spooled.path)
         digests = b"".join(bytes.fromhex(etag) for _, etag in wanted)
         etag = f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(wanted)}"
-        return Assembled(spooled, etag, record.get("content_type"))
+        return Assembled(spooled, etag, record.get("content_type"), sha256)
 
     def remove(self, upload_id: str) -> None:
+        with self._guard:
+            self._running.pop(upload_id, None)
         shutil.rmtree(self._root / upload_id, ignore_errors=True)
 
     def abort(self, key: str, upload_id: str) -> None:
@@ -161,21 +232,81 @@ class DirectoryUploads:
         return iter(uploads)
 
 
-def _concatenate(directory: Path, parts: list[tuple[int, str]]) -> Iterator[bytes]:
-    """The parts' bytes in order, re-checking each part's MD5 as it is read.
+def _identity(st: os.stat_result) -> Identity:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    A part re-uploaded while the upload completes would otherwise end up in the
-    object under the ETag of the part it replaced.
-    """
-    for number, etag in parts:
-        md5 = hashlib.md5(usedforsecurity=False)
-        try:
-            f = (directory / f"{number:05d}.part").open("rb")
-        except FileNotFoundError:
-            raise NotFound("the multipart upload was completed or aborted meanwhile") from None
-        with f:
-            while chunk := f.read(CHUNK_SIZE):
-                md5.update(chunk)
-                yield chunk
-        if md5.hexdigest() != etag:
+
+def _hash_part(directory: Path, number: int, digest: Any) -> Identity | None:
+    """Feed part `number` to `digest` if it is stored (whole: parts appear by rename);
+    its identity, or None if it is not there (yet)."""
+    try:
+        f = (directory / f"{number:05d}.part").open("rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        identity = _identity(os.fstat(f.fileno()))
+        while chunk := f.read(CHUNK_SIZE * 4):
+            digest.update(chunk)
+    return identity
+
+
+def _concatenate(
+    directory: Path, parts: list[tuple[int, str]], tmp_dir: Path
+) -> tuple[fsutil.Spooled, dict[int, Identity]]:
+    """The parts joined into a new fsynced temp file by the kernel, and which file each
+    part was. Each copied file must be the one its sidecar's ETag describes: a part
+    re-uploaded while the upload completes would otherwise end up in the object under
+    the ETag of the part it replaced."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-", suffix=".tmp")
+    joined: dict[int, Identity] = {}
+    try:
+        for number, etag in parts:
+            joined[number] = _copy_part(directory, number, etag, fd)
+        os.fsync(fd)
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        fsutil.discard(Path(name))
+        raise
+    os.close(fd)
+    spooled = fsutil.Spooled(Path(name), st.st_size, b"", st.st_mtime_ns, st.st_ino)
+    return spooled, joined
+
+
+def _copy_part(directory: Path, number: int, etag: str, out: int) -> Identity:
+    try:
+        f = (directory / f"{number:05d}.part").open("rb")
+    except FileNotFoundError:
+        raise NotFound("the multipart upload was completed or aborted meanwhile") from None
+    with f:
+        st = os.fstat(f.fileno())
+        sidecar = fsutil.read_sidecar(directory / f"{number:05d}.json")
+        if sidecar is None or not sidecar.describes(st) or sidecar.etag != etag:
             raise Conflict(f"part {number} changed while the upload was being completed")
+        _copy(f.fileno(), out, st.st_size, number)
+    return _identity(st)
+
+
+def _copy(source: int, out: int, size: int, number: int) -> None:
+    """`size` bytes from `source` appended to `out`, in the kernel where it can."""
+    left = size
+    while left > 0:
+        try:
+            copied = os.copy_file_range(source, out, left)
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise  # ENOSPC and real I/O errors are the caller's
+            copied = os.write(out, os.read(source, min(left, CHUNK_SIZE * 4)))
+        if copied == 0:
+            raise Conflict(f"part {number} shrank while the upload was being completed")
+        left -= copied
+
+
+def _sha256_of(path: Path) -> str:
+    """The joined file's SHA-256, when the running digest could not be used."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_SIZE * 4):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -28,6 +28,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from common.errors import Conflict, InvalidInput, InvalidKey, ObjectNotFound
 from common.objects import fsutil, rules, signing
 from common.objects.base import (
     CHUNK_SIZE,
+    MD5_ETAG_LIMIT,
     ByteSource,
     MultipartUpload,
     ObjectInfo,
@@ -114,8 +116,11 @@ class DirectoryStore:
         self, key: str, stream: ByteSource, *, content_type: str | None = None
     ) -> ObjectInfo:
         dest = self._path(key)
-        spooled = fsutil.spool(iter_chunks(stream), self._tmp)
-        return self._commit(key, dest, spooled, spooled.digest.hex(), content_type)
+        spooled = fsutil.spool(
+            iter_chunks(stream), self._tmp, md5_up_to=MD5_ETAG_LIMIT, sha256=True
+        )
+        etag = spooled.digest.hex() if spooled.size <= MD5_ETAG_LIMIT else str(spooled.sha256)
+        return replace(self._commit(key, dest, spooled, etag, content_type), sha256=spooled.sha256)
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
@@ -235,7 +240,7 @@ class DirectoryStore:
         dest = self._path(dst)  # before spooling, so a bad key leaves no temp file
         source = self.head(src)
         with self._path(src).open("rb") as f:
-            spooled = fsutil.spool(iter_chunks(f), self._tmp)
+            spooled = fsutil.spool(iter_chunks(f), self._tmp, md5_up_to=0)  # etag: the source's
         return self._commit(dst, dest, spooled, source.etag, source.content_type)
 
     def delete(self, key: str) -> None:
@@ -401,7 +406,7 @@ class DirectoryStore:
         assembled = self._uploads.assemble(key, upload_id, parts)
         info = self._commit(key, dest, assembled.spooled, assembled.etag, assembled.content_type)
         self._uploads.remove(upload_id)
-        return info
+        return replace(info, sha256=assembled.sha256)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         validate_key(key)

@@ -18,25 +18,17 @@ import json
 import mimetypes
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import Conflict
 from common.objects.base import CHUNK_SIZE
 
-
-@dataclass(frozen=True)
-class Spooled:
-    """A fully written, fsynced temporary file waiting to be published."""
-
-    path: Path
-    size: int
-    digest: bytes  # MD5 of the content
-    mtime_ns: int
-    ino: int
+# Spooling (writing a stream to a temp file, hashing it on the way) has its own module.
+from common.objects.spooling import Spooled as Spooled
+from common.objects.spooling import spool as spool
 
 
 @dataclass(frozen=True)
@@ -49,27 +41,6 @@ class Sidecar:
 
     def describes(self, st: os.stat_result) -> bool:
         return (self.size, self.mtime_ns, self.ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def spool(chunks: Iterable[bytes], tmp_dir: Path) -> Spooled:
-    """Write `chunks` to a new fsynced temp file in `tmp_dir`, hashing as it goes."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-", suffix=".tmp")
-    md5, size = hashlib.md5(usedforsecurity=False), 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                md5.update(chunk)
-                f.write(chunk)
-                size += len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-            st = os.fstat(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
-    return Spooled(Path(name), size, md5.digest(), st.st_mtime_ns, st.st_ino)
 
 
 def publish(tmp: Path, dest: Path, *, what: str, make_parents: bool = True) -> None:

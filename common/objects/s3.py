@@ -14,6 +14,7 @@ import base64
 import builtins
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from common.errors import InvalidInput, ObjectNotFound
-from common.objects import rules
+from common.objects import readback, rules
 from common.objects.base import (
     CHUNK_SIZE,
     ByteSource,
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from common.settings import Settings
 
 _MIB = 1024 * 1024
+#: Reads longer than this continue with parallel ranged GETs (`readback.prefetched`).
+PARALLEL_READ_AFTER = 32 * _MIB
 
 
 def _make_client(
@@ -174,7 +177,7 @@ class S3Store:
                 ContentMD5=_md5_b64(data),
                 ContentType=content_type or DEFAULT_CONTENT_TYPE,
             )
-        return self.head(key)
+        return replace(self.head(key), sha256=hashlib.sha256(data).hexdigest())
 
     def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
         validate_key(key)
@@ -194,7 +197,7 @@ class S3Store:
         if isinstance(stream, bytes | bytearray | memoryview):
             return self.put_bytes(key, bytes(stream), content_type=content_type)
         validate_key(key)
-        reader = HashingReader(iter_chunks(stream))
+        reader = HashingReader(iter_chunks(stream), sha256=True)
         with translated(key):
             self.client.upload_fileobj(
                 reader,
@@ -203,7 +206,7 @@ class S3Store:
                 Config=self._transfer,
                 ExtraArgs={"ContentType": content_type or DEFAULT_CONTENT_TYPE},
             )
-        return self.head(key)
+        return replace(self.head(key), sha256=reader.sha256.hexdigest() if reader.sha256 else None)
 
     def copy(self, src: str, dst: str) -> ObjectInfo:
         source = self.head(src)
@@ -277,8 +280,26 @@ class S3Store:
         if start or end is not None:
             kwargs["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         with translated(key):
-            body = self.client.get_object(**kwargs)["Body"]
-        return _stream_body(body, chunk_size)
+            response = self.client.get_object(**kwargs)
+        body, length = response["Body"], int(response["ContentLength"])
+        if length <= PARALLEL_READ_AFTER:
+            return _stream_body(body, chunk_size)
+        # A long read: the rest with several ranged GETs in flight (one GET stream is
+        # much slower than the server, as boto3's download_file knows).
+        return readback.continued(body, chunk_size, self._range_reader(key), start, start + length)
+
+    def _range_reader(self, key: str) -> Any:
+        def fetch(start: int, stop: int) -> bytes:
+            with translated(key):
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{stop - 1}"
+                )
+                data: bytes = response["Body"].read()
+            if len(data) != stop - start:
+                raise RuntimeError(f"{key}: got {len(data)} bytes of range {start}-{stop}")
+            return data
+
+        return fetch
 
     def list(
         self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000

@@ -43,17 +43,19 @@ def _as_bytes(chunk: object) -> bytes:
 
 
 class HashingReader(io.RawIOBase):
-    """A read-only file object over a chunk iterator that MD5s what passes through.
+    """A read-only file object over a chunk iterator that MD5s (and, if asked,
+    SHA-256s) what passes through.
 
     boto3's managed transfers read from a file object; this lets them consume a
-    generator lazily while we learn the size and MD5 of what was sent.
+    generator lazily while we learn the size and digests of what was sent.
     """
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[bytes], *, sha256: bool = False) -> None:
         self._chunks = iter(chunks)
         # A view, so handing out a chunk in small reads never copies the remainder.
         self._pending = memoryview(b"")
         self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256() if sha256 else None
         self.size = 0
 
     def readable(self) -> bool:
@@ -77,6 +79,8 @@ class HashingReader(io.RawIOBase):
             n = min(len(view) - filled, len(self._pending))
             view[filled : filled + n] = self._pending[:n]
             self.md5.update(self._pending[:n])
+            if self.sha256 is not None:
+                self.sha256.update(self._pending[:n])
             self._pending = self._pending[n:]
             filled += n
         self.size += filled

@@ -277,3 +277,86 @@ class Slide(Base):
 
     #: One slide per file: a retried metadata job updates the row it made.
     __table_args__ = (UniqueConstraint("file_id", name="uq_slides_file_id"),)
+
+
+class InferenceModel(Base):
+    """A user's registered ONNX model: the stored `.onnx` file and its declaration (the
+    `OnnxModelSpec` as JSON), checked against the graph when it was registered."""
+
+    __tablename__ = "inference_models"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # onnx
+    file_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("files.id", ondelete="CASCADE"))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_inference_models_owner_name"),)
+
+
+class InferenceService(Base):
+    """An external inference service an admin registered (visible to every user). Its
+    shared secret is stored sealed (Fernet under a key derived from the app's secret)."""
+
+    __tablename__ = "inference_services"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)  # the admin
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    base_url: Mapped[str] = mapped_column(String(2048))
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    mpp: Mapped[float | None] = mapped_column(Float)
+    #: {"kind": "segmentation" | "detection" | "classification", "classes": [...]}
+    output: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    params_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InferenceTask(Base):
+    """An inference task started with `POST /inference`: the job (same id) and what it
+    runs on, so tasks are listed by slide and model and a slide's deletion finds them."""
+
+    __tablename__ = "inference_tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    slide_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("slides.id", ondelete="CASCADE"), index=True
+    )
+    model_kind: Mapped[str] = mapped_column(String(16))  # builtin | onnx | external
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    #: The registered ONNX model or the external service, when the model is one.
+    model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class InferenceCallback(Base):
+    """One event an external service reported for a task (signed webhook), in arrival
+    order; the task's job reads them. A repeated `event_id` is refused by the key."""
+
+    __tablename__ = "inference_callbacks"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)  # the task's owner
+    event_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # started | progress | succeeded | failed
+    progress: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str | None] = mapped_column(Text)
+    #: Predictions sent in the body, kept as an object until the task stores them.
+    predictions_key: Mapped[str | None] = mapped_column(String(1024))
+    predictions_url: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "event_id", name="uq_inference_callbacks_task_event"),
+    )

@@ -3,13 +3,15 @@
 Public entry points: `list_models` / `get_model` (the model registry), `read_traces` /
 `summarize_traces` (load-traces), `resolve_spec` + `fit_traces` (the batched solver),
 `results_table` / `summarize_fit` (outputs), `load_results` + `results_page` (paginated
-results from the Parquet artefact). Importing the package registers the `fitting` and
-`fitting.chunk` capabilities.
+results from the Parquet artefact), `plots_state` (a fit's plots, made by a child job).
+Importing the package registers the `fitting`, `fitting.chunk`, `fitting.gpu` and
+`fitting.plots` capabilities.
 """
 
 from functions.fitting import capability as capability
 from functions.fitting.fit import FitArrays, fit_traces
 from functions.fitting.models import MODELS, Model, Parameter, get_model, list_models
+from functions.fitting.plot_job import PlotsState, plots_state
 from functions.fitting.results import load_results, results_page, results_table, summarize_fit
 from functions.fitting.solver import SolverOptions
 from functions.fitting.spec import FitSpec, resolve_spec
@@ -21,6 +23,7 @@ __all__ = [
     "FitSpec",
     "Model",
     "Parameter",
+    "PlotsState",
     "SolverOptions",
     "Traces",
     "capability",
@@ -28,6 +31,7 @@ __all__ = [
     "get_model",
     "list_models",
     "load_results",
+    "plots_state",
     "read_traces",
     "resolve_spec",
     "results_page",

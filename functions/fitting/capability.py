@@ -29,9 +29,13 @@ from common.capabilities import (
 )
 from common.errors import ApertureError, JobCancelled
 from common.objects.ranged import RangedReader
+from functions.fitting.packing import merge_fits, pack_fit, unpack_fit
 from functions.fitting.spec import FitSpec, resolve_spec
 
 FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
+# A job fitting on its own CPU solves this many traces at a time: the solver's per-trace
+# temporaries stay a few hundred MB whatever the file's size.
+SLICE_TRACES = 50_000
 FIT_RESOURCES = Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600)
 # The GPU path holds up to 2^20 traces' arrays on the device; the host keeps the file's
 # traces and results.
@@ -101,8 +105,12 @@ class TraceFileOptions(BaseModel):
 class FittingOptions(TraceFileOptions, FitChoice):
     """What a fitting request chooses, besides the file."""
 
-    chunk_size: int = Field(
-        FAN_OUT_TRACES, ge=100, description="Traces per child job when the file has more."
+    chunk_size: int | None = Field(
+        None,
+        ge=100,
+        description="Traces per child job when the file has more. Default: "
+        f"{FAN_OUT_TRACES:,} where child jobs get machines of their own, and no child "
+        "jobs on local workers (they share the cores one job already uses).",
     )
 
     def for_file(self, file_id: uuid.UUID) -> FittingParams:
@@ -121,7 +129,9 @@ class FittingResult(BaseModel):
     summary: dict[str, Any]
     results_file_id: uuid.UUID
     parquet_file_id: uuid.UUID
-    plot_file_ids: dict[str, uuid.UUID]
+    plots_job_id: uuid.UUID = Field(
+        description="The `fitting.plots` child that renders the plots after the results."
+    )
 
 
 class FittingChunkParams(FitChoice):
@@ -156,7 +166,8 @@ def check_traces_file(params: FittingParams, ctx: SubmitContext) -> FittingParam
     check=check_traces_file,
 )
 def run_fitting(params: FittingParams, ctx: Context) -> FittingResult:
-    """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary, plots."""
+    """Fit a kinetic model to every trace of a traces file; CSV, Parquet, summary (plots
+    follow in a `fitting.plots` child)."""
     return _fit_file(params, ctx, _device(params.device, ctx), fan_out=True)
 
 
@@ -176,27 +187,19 @@ def run_fitting_gpu(params: FittingParams, ctx: Context) -> FittingResult:
 def _fit_file(
     params: FittingParams, ctx: Context, device: Literal["cpu", "gpu"], *, fan_out: bool
 ) -> FittingResult:
-    from functions.fitting.fit import fit_traces
     from functions.fitting.traces import read_traces
 
     spec = params.spec
     stored = ctx.file(params.file_id)
-    traces = read_traces(
-        ctx.objects.get_bytes(stored.key), name=stored.name, time_unit=params.time_unit
-    )
+    # the stored object's own file where there is one: parsed from disk, never held whole
+    source = ctx.objects.local_path(stored.key) or ctx.objects.get_bytes(stored.key)
+    traces = read_traces(source, name=stored.name, time_unit=params.time_unit)
     ctx.progress(0.05, f"{len(traces)} traces read")
-    if fan_out and len(traces) > params.chunk_size:
-        fit = _fan_out(params, traces, ctx)
+    size = _chunk_size(params, ctx) if fan_out else None
+    if size is not None and len(traces) > size:
+        fit = _fan_out(params, traces, size, ctx)
     else:
-        fit = fit_traces(
-            spec,
-            traces.t,
-            traces.y,
-            device=device,
-            workers=_threads(),
-            progress=lambda f: ctx.progress(0.05 + 0.85 * f, "fitting"),
-            cancelled=ctx.cancelled,
-        )
+        fit = _fit_here(spec, traces, device, ctx)
     ctx.progress(0.9, "writing results")
     return _save_outputs(params, spec, traces, fit, PurePosixPath(stored.name).stem, ctx)
 
@@ -225,16 +228,55 @@ def run_fitting_chunk(params: FittingChunkParams, ctx: Context) -> FittingChunkR
     )
     saved = ctx.save_file(
         "fit-arrays.npz",
-        _pack_fit(fit),
+        pack_fit(fit),
         kind="fitting-chunk",
         content_type="application/octet-stream",
     )
     return FittingChunkResult(arrays_file_id=saved.id, n=len(fit))
 
 
-def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
+def _chunk_size(params: FittingParams, ctx: Context) -> int | None:
+    """Traces per child job (None: no child jobs). Asked for, or by default only where
+    children get machines of their own: local workers share this machine's cores, which
+    one job's solver threads already keep busy, so children there only add storing and
+    loading their slices and waiting for workers."""
+    if params.chunk_size is not None:
+        return params.chunk_size
+    return None if ctx.runtime.settings.executor == "local" else FAN_OUT_TRACES
+
+
+def _fit_here(spec: FitSpec, traces: Any, device: Literal["cpu", "gpu"], ctx: Context) -> Any:
+    """Fit every trace in this job: on the CPU `SLICE_TRACES` at a time (a trace's fit
+    does not depend on the others), on a GPU all at once."""
+    from functions.fitting.fit import fit_traces
+
+    n = len(traces)
+    step = n if device == "gpu" else SLICE_TRACES
+    parts = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+
+        def progress(f: float, start: int = start, stop: int = stop) -> None:
+            ctx.progress(0.05 + 0.85 * (start + f * (stop - start)) / n, "fitting")
+
+        t = traces.t if traces.t.ndim == 1 else traces.t[start:stop]
+        parts.append(
+            fit_traces(
+                spec,
+                t,
+                traces.y[start:stop],
+                device=device,
+                workers=_threads(),
+                progress=progress,
+                cancelled=ctx.cancelled,
+            )
+        )
+    return parts[0] if len(parts) == 1 else merge_fits(parts)
+
+
+def _fan_out(params: FittingParams, traces: Any, size: int, ctx: Context) -> Any:
     """Store each slice of traces, fit them in child jobs, merge the arrays in order."""
-    n, size = len(traces), params.chunk_size
+    n = len(traces)
     jobs = []
     for start in range(0, n, size):
         if ctx.cancelled():
@@ -263,63 +305,17 @@ def _fan_out(params: FittingParams, traces: Any, ctx: Context) -> Any:
                 f"child job {outcome.job_id} (traces from {i * size}) did not succeed: {message}"
             )
         arrays = ctx.file(uuid.UUID(str(outcome.result["arrays_file_id"])))
-        parts.append(_unpack_fit(ctx.objects.get_bytes(arrays.key)))
+        parts.append(unpack_fit(ctx.objects.get_bytes(arrays.key)))
         ctx.progress(0.05 + 0.85 * (i + 1) / len(jobs), f"chunk {i + 1}/{len(jobs)} done")
-    return _merge(parts)
-
-
-_FIT_FIELDS = (
-    "params",
-    "stderr",
-    "ss_res",
-    "r_squared",
-    "n_points",
-    "iterations",
-    "status",
-    "lower",
-    "upper",
-)
-
-
-def _pack_fit(fit: Any) -> bytes:
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        names=np.array(fit.names),
-        free=fit.free,
-        device=np.array(fit.device),
-        **{k: getattr(fit, k) for k in _FIT_FIELDS},
-    )
-    return buf.getvalue()
-
-
-def _unpack_fit(data: bytes) -> Any:
-    from functions.fitting.fit import FitArrays
-
-    with np.load(io.BytesIO(data)) as z:
-        arrays: dict[str, Any] = {k: z[k] for k in _FIT_FIELDS}
-        return FitArrays(
-            names=tuple(str(v) for v in z["names"]),
-            free=z["free"],
-            device=str(z["device"]),
-            **arrays,
-        )
-
-
-def _merge(parts: list[Any]) -> Any:
-    from functions.fitting.fit import FitArrays
-
-    first = parts[0]
-    arrays: dict[str, Any] = {
-        k: np.concatenate([getattr(p, k) for p in parts]) for k in _FIT_FIELDS
-    }
-    return FitArrays(names=first.names, free=first.free, device=first.device, **arrays)
+    return merge_fits(parts)
 
 
 def _save_outputs(
     params: FittingParams, spec: Any, traces: Any, fit: Any, base: str, ctx: Context
 ) -> FittingResult:
-    from functions.fitting.plots import fit_plots
+    """Store the results (CSV, Parquet; the summary is the job's result), then start
+    the plots job, which the results route lists once it has made them."""
+    from functions.fitting.plot_job import spawn_plots
     from functions.fitting.results import results_table, summarize_fit, to_csv, to_parquet
 
     model = params.model_type
@@ -333,29 +329,17 @@ def _save_outputs(
         content_type="application/vnd.apache.parquet",
         kind="fit-results",
     )
-    plots = {}
-    made = fit_plots(
-        fit,
-        traces.t,
-        traces.y,
-        model,
-        fov=traces.fov,
-        cell=traces.cell,
-        time_unit=traces.time_unit,
-    )
-    for name, png in made.files.items():
-        if ctx.cancelled():
-            raise JobCancelled()
-        plots[name.removesuffix(".png")] = ctx.save_file(
-            f"{base}_{model}_{name}", png, content_type="image/png", kind="fit-plot"
-        ).id
-    for error in made.errors:  # a plot that failed is reported; the fit stands
-        ctx.log(f"plot not made: {error}")
+    del table
     summary = summarize_fit(fit, model)
     summary["spec"] = spec.as_dict()
     summary["time_units"] = traces.time_unit
-    summary["plot_errors"] = made.errors
+    if ctx.cancelled():
+        raise JobCancelled()
+    plots_job = spawn_plots(ctx, fit, traces, model, f"{base}_{model}")
     ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
     return FittingResult(
-        summary=summary, results_file_id=csv.id, parquet_file_id=parquet.id, plot_file_ids=plots
+        summary=summary,
+        results_file_id=csv.id,
+        parquet_file_id=parquet.id,
+        plots_job_id=plots_job,
     )

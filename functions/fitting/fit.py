@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cache
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from common.arrays import Device, get_backend, to_host
+from functions.fitting.host import one_blas_thread, tune_malloc
 from functions.fitting.linalg import inverse_spd
 from functions.fitting.solver import (
     CONVERGED,
     MAX_ITER,
     REASONS,
+    Box,
     SolveOutput,
     SolverOptions,
     solve,
@@ -101,11 +99,11 @@ def fit_traces(
     spec : FitSpec
         Model, start values, bounds and free mask (see `resolve_spec`). Time-like
         parameters whose bounds the request left open take them from the time axis:
-        the shared one when `t` is (T,), each trace's own when `t` is (N, T) (traces
-        whose windows round to the same bounds are solved together). A trace's result
-        depends only on its own data and time axis, never on the other traces.
+        the shared one when `t` is (T,), each trace's own when `t` is (N, T). A trace's
+        result depends only on its own data and time axis, never on the other traces.
     t : (T,) or (N, T) ndarray
-        Sample times in the model's units (hours for the expression models).
+        Sample times in the model's units (hours for the expression models): one axis
+        for every trace, or one per trace (also when N is 1).
     y : (N, T) ndarray
         Traces; NaN marks missing points (ragged traces are NaN-padded).
     device : {"cpu", "gpu", "auto"}, optional
@@ -130,55 +128,71 @@ def fit_traces(
     opt = options or SolverOptions()
     be = get_backend(device)
     if be.name == "cpu":
-        _tune_malloc()
+        tune_malloc()
     if be.name == "gpu":
         opt = replace(opt, working_set=max(opt.working_set, _gpu_working_set(y2.shape[1])))
     threads = workers if be.name == "cpu" else 1
-    out = _fit_by_time_axis(be, spec, t2, y2, opt, threads, progress, cancelled)
+    with one_blas_thread(be.name == "cpu"):
+        out = _fit_on_axes(be, spec, t2, y2, np.ndim(t) == 1, opt, threads, progress, cancelled)
     if progress is not None:
         progress(1.0)
     return FitArrays(names=spec.names, free=spec.free.copy(), device=be.name, **out)
 
 
-def _fit_by_time_axis(
+def _fit_on_axes(
     be: Any,
     spec: FitSpec,
     t2: np.ndarray,
     y2: np.ndarray,
+    shared_axis: bool,
     opt: SolverOptions,
     threads: int,
     progress: Callable[[float], None] | None,
     cancelled: Callable[[], bool] | None,
 ) -> dict[str, Any]:
-    """Resolve the spec's time windows on the traces' time axes and solve each group of
-    traces that share the resulting bounds (one group when the axis is shared)."""
+    """Resolve the spec's time windows on the traces' time axes and solve: on a shared
+    axis with its one start and bounds; on the traces' own axes in one solve, each
+    trace with its own (`Box`). Only a fixed parameter whose value comes from the time
+    axis (a constant of the model) splits them into a solve per value."""
     n, P = y2.shape[0], len(spec.names)
-    specs, group = spec.on_axes(*time_extent(t2))
-    if t2.shape[0] == 1:  # one time axis: one spec for every trace
-        group = np.zeros(n, dtype=np.intp)
+    start, lower, upper = spec.box_on_axes(*time_extent(t2))
+    report = None if progress is None else _fraction(progress, 0, n)
+    if shared_axis or not spec.needs_axis:
+        sub = spec.resolved(start[0], lower[0], upper[0]) if spec.needs_axis else spec
+        part = _fit_group(be, sub, t2, y2, None, shared_axis, opt, threads, report, cancelled)
+        part["lower"] = np.broadcast_to(sub.lower, (n, P)).copy()
+        part["upper"] = np.broadcast_to(sub.upper, (n, P)).copy()
+        return part
+    constants = start[:, spec.windowed & ~spec.free]
+    _, group = np.unique(constants, axis=0, return_inverse=True)
+    group = group.reshape(-1)
     out: dict[str, Any] = {}
     done = 0
-    for g, sub in enumerate(specs):
-        rows = None if len(specs) == 1 else np.flatnonzero(group == g)
-        tg = t2 if rows is None or t2.shape[0] == 1 else t2[rows]
-        yg = y2 if rows is None else y2[rows]
-        report = None
-        if progress is not None:
-
-            def report(finished: int, before: int = done) -> None:
-                progress((before + finished) / n)
-
-        part = _fit_group(be, sub, tg, yg, opt, threads, report, cancelled)
-        part["lower"] = np.broadcast_to(sub.lower, (yg.shape[0], P))
-        part["upper"] = np.broadcast_to(sub.upper, (yg.shape[0], P))
-        if rows is None:
-            return {k: np.ascontiguousarray(v) for k, v in part.items()}
+    for g in range(int(group.max()) + 1):
+        rows = np.flatnonzero(group == g)
+        first = rows[0]
+        sub = spec.resolved(start[first], lower[first], upper[first])
+        box = Box(start[rows], lower[rows], upper[rows])
+        report = None if progress is None else _fraction(progress, done, n)
+        part = _fit_group(be, sub, t2[rows], y2[rows], box, False, opt, threads, report, cancelled)
+        part["lower"], part["upper"] = lower[rows], upper[rows]
+        if rows.size == n:
+            return part
         for k, v in part.items():
             if k not in out:
                 out[k] = np.empty((n, *v.shape[1:]), dtype=v.dtype)
             out[k][rows] = v
-        done += yg.shape[0]
+        done += rows.size
     return out
+
+
+def _fraction(progress: Callable[[float], None], before: int, n: int) -> Callable[[int], None]:
+    """The solver's count of finished traces, after `before` others, as a fraction of `n`."""
+
+    def report(finished: int) -> None:
+        progress((before + finished) / n)
+
+    return report
 
 
 def time_extent(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,12 +211,15 @@ def _fit_group(
     spec: FitSpec,
     t2: np.ndarray,
     y2: np.ndarray,
+    box: Box | None,
+    shared_axis: bool,
     opt: SolverOptions,
     threads: int,
     report: Callable[[int], None] | None,
     cancelled: Callable[[], bool] | None,
 ) -> dict[str, np.ndarray]:
-    """Solve the traces `y2` of one resolved spec; per-trace host arrays by field."""
+    """Solve the traces `y2` of one resolved spec (each with its own start and bounds in
+    `box`, if given); per-trace host arrays by field."""
     xp = be.xp
     # Masks are made where the arrays live: on a GPU only the raw data crosses the bus.
     td, yd = be.asarray(t2), be.asarray(y2)
@@ -211,10 +228,24 @@ def _fit_group(
     w = valid.astype(xp.float64)
     yd = xp.where(valid, yd, 0.0)
     td = xp.where(t_ok, td, 0.0)
-    out = solve(xp, spec, td, yd, w, opt, progress=report, cancelled=cancelled, workers=threads)
+    if box is not None:
+        box = Box(be.asarray(box.start), be.asarray(box.lower), be.asarray(box.upper))
+    out = solve(
+        xp,
+        spec,
+        td,
+        yd,
+        w,
+        opt,
+        progress=report,
+        cancelled=cancelled,
+        workers=threads,
+        shared_axis=shared_axis,
+        box=box,
+    )
     kinks = [i for i, p in enumerate(spec.model.parameters) if p.kink and spec.free[i]]
     if kinks and opt.multistart:
-        _cross_kink(xp, spec, td, yd, w, out, opt, kinks[0], threads)
+        _cross_kink(xp, spec, td, yd, w, out, opt, kinks[0], threads, shared_axis, box)
     npts = w.sum(axis=1)
     ss_res = 2.0 * out.cost
     with np.errstate(all="ignore"):
@@ -255,6 +286,8 @@ def _cross_kink(
     opt: SolverOptions,
     col: int,
     workers: int,
+    shared_axis: bool,
+    box: Box | None,
 ) -> None:
     """Retry fits whose onset ended within a quarter sample interval of a sample time,
     from the mirror point on that sample's other side; keep the better fit.
@@ -273,7 +306,10 @@ def _cross_kink(
     gap = xp.abs(out.params[:, col] - sample)
     mirror = 2.0 * sample - out.params[:, col]
     retry = (out.status == CONVERGED) & (gap > 0) & (gap < 0.25 * spacing)
-    retry &= (mirror >= spec.lower[col]) & (mirror <= spec.upper[col])
+    if box is None:
+        retry &= (mirror >= spec.lower[col]) & (mirror <= spec.upper[col])
+    else:
+        retry &= (mirror >= box.lower[:, col]) & (mirror <= box.upper[:, col])
     retry_rows = np.flatnonzero(to_host(xp, retry))
     if retry_rows.size == 0:
         return
@@ -289,6 +325,8 @@ def _cross_kink(
         workers=workers,
         starts=starts,
         rows=retry_rows,
+        shared_axis=shared_axis,
+        box=box,
     )
     better = xp.zeros(y.shape[0], dtype=bool)
     better[xp.asarray(retry_rows)] = True
@@ -296,26 +334,6 @@ def _cross_kink(
     for name in ("params", "cost", "hess", "status"):
         getattr(out, name)[better] = getattr(again, name)[better]
     out.iterations[xp.asarray(retry_rows)] += again.iterations[xp.asarray(retry_rows)]
-
-
-@cache
-def _tune_malloc() -> None:
-    """Keep freed array buffers in the heap (glibc only, once per process).
-
-    The solver's temporaries are a few hundred kB each. By default glibc serves such
-    sizes with fresh `mmap`s, so every temporary pays page faults on first touch, which
-    costs more than the arithmetic on it (measured 3x on the maturation kernel). Raising
-    the mmap and trim thresholds makes them ordinary, reused heap blocks.
-    """
-    if not sys.platform.startswith("linux") or os.environ.get("APERTURE_NO_MALLOC_TUNING"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_trim_threshold, 256 << 20)
-        libc.mallopt(m_mmap_threshold, 64 << 20)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        return
 
 
 def _validate(t: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:

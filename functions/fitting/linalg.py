@@ -70,7 +70,9 @@ def solve_spd(xp: ModuleType, A: Any, b: Any) -> Any:
         for m in range(i + 1, k):
             v = v - L[m][i] * x[m]
         x[i] = v * inv_diag[i]
-    return (xp.stack(x) * inv_d).T
+    # C order, as every other per-trace array: numpy's reductions (einsum) over an
+    # F-ordered result sum in another order, so a row's bits would depend on its batch
+    return xp.ascontiguousarray((xp.stack(x) * inv_d).T)
 
 
 def inverse_spd(xp: ModuleType, A: Any) -> Any:

@@ -11,21 +11,26 @@ legends); the others render them to PNG bytes.
 
 from __future__ import annotations
 
-import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from functions.fitting.example_plots import (
+    Examples,
+    draw_examples,
+    examples_figure,
+    pick_examples,
+)
+from functions.fitting.figures import BOUND_COLOR, DATA_COLOR, figure, integer_counts, png
 from functions.fitting.fit import FitArrays
 from functions.fitting.models import Model, get_model
 from functions.fitting.results import quality_band, search_limited
-from functions.fitting.traces import UNIT_HOURS
 
 log = logging.getLogger(__name__)
 
-DATA_COLOR, FIT_COLOR, BOUND_COLOR = "#3b6ea8", "#c0392b", "#d35400"
 LOG_SPAN = 100.0  # positive values spanning more than this factor get a log axis
 
 
@@ -66,12 +71,24 @@ def fit_plots(
     PlotSet
         A plot that raised is missing from `files`, and its error is in `errors`.
     """
+    return plot_set(
+        fit, lambda: pick_examples(fit, t, y, fov=fov, cell=cell), model, time_unit=time_unit
+    )
+
+
+def plot_set(
+    fit: FitArrays,
+    examples: Callable[[], Examples],
+    model: str,
+    *,
+    time_unit: str = "h",
+) -> PlotSet:
+    """`fit_plots` with the example traces given by `examples` (called once, by the
+    example plot: an error picking them fails that plot alone)."""
     makers = {
-        "parameters.png": lambda: _png(parameter_figure(fit, model)),
-        "r_squared.png": lambda: _png(r_squared_figure(fit, model)),
-        "examples.png": lambda: _png(
-            examples_figure(fit, t, y, model, fov=fov, cell=cell, time_unit=time_unit)
-        ),
+        "parameters.png": lambda: png(parameter_figure(fit, model)),
+        "r_squared.png": lambda: png(r_squared_figure(fit, model)),
+        "examples.png": lambda: png(draw_examples(fit, examples(), model, time_unit=time_unit)),
     }
     out = PlotSet()
     for name, make in makers.items():
@@ -84,38 +101,15 @@ def fit_plots(
 
 
 def parameter_histograms(fit: FitArrays, model: str) -> bytes:
-    return _png(parameter_figure(fit, model))
+    return png(parameter_figure(fit, model))
 
 
 def r_squared_histogram(fit: FitArrays, model: str) -> bytes:
-    return _png(r_squared_figure(fit, model))
+    return png(r_squared_figure(fit, model))
 
 
 def example_fits(fit: FitArrays, t: np.ndarray, y: np.ndarray, model: str, **ids: Any) -> bytes:
-    return _png(examples_figure(fit, t, y, model, **ids))
-
-
-def _png(fig: Any) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
-def _figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Any, np.ndarray]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    return fig, axes
-
-
-def _integer_counts(ax: Any) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return png(examples_figure(fit, t, y, model, **ids))
 
 
 def _unit(model: Model, unit: str) -> str:
@@ -139,7 +133,7 @@ def parameter_figure(fit: FitArrays, model: str) -> Any:
     free = [i for i, f in enumerate(fit.free) if f]
     cols = max(min(3, len(free)), 1)
     rows = max(-(-len(free) // cols), 1)
-    fig, axes = _figure(rows, cols, (4.2 * cols, 3.4 * rows))
+    fig, axes = figure(rows, cols, (4.2 * cols, 3.4 * rows))
     side = fit.at_bound()
     for ax, i in zip(axes, free, strict=False):
         p = m.parameters[i]
@@ -150,7 +144,7 @@ def parameter_figure(fit: FitArrays, model: str) -> Any:
         ax.set_title(f"{title} (n={values.size})", fontsize=10)
         ax.set_xlabel(_label(p.name, unit))
         ax.set_ylabel("traces")
-        _integer_counts(ax)
+        integer_counts(ax)
         if values.size == 0:
             ax.text(0.5, 0.5, "no successful fit", ha="center", va="center", transform=ax.transAxes)
             continue
@@ -241,7 +235,7 @@ def r_squared_figure(fit: FitArrays, model: str, *, bins: int = 50) -> Any:
     """Histogram of R² over all fitted traces, with the quality-band thresholds."""
     from functions.fitting.results import FAIR_R2, GOOD_R2
 
-    fig, axes = _figure(1, 1, (5.5, 3.8))
+    fig, axes = figure(1, 1, (5.5, 3.8))
     ax = axes[0]
     r2 = fit.r_squared[np.isfinite(fit.r_squared)]
     left = min(0.6, float(np.floor(r2.min() * 10) / 10)) if r2.size else 0.0
@@ -260,85 +254,6 @@ def r_squared_figure(fit: FitArrays, model: str, *, bins: int = 50) -> Any:
     ax.set_xlim(left, 1.0)
     ax.set_xlabel("R²")
     ax.set_ylabel("traces")
-    _integer_counts(ax)
+    integer_counts(ax)
     ax.set_title(f"Goodness of fit, {model} (n={r2.size})", fontsize=10)
     return fig
-
-
-# --- example traces -----------------------------------------------------------------------
-
-
-def examples_figure(
-    fit: FitArrays,
-    t: np.ndarray,
-    y: np.ndarray,
-    model: str,
-    *,
-    fov: np.ndarray | None = None,
-    cell: np.ndarray | None = None,
-    time_unit: str = "h",
-    per_group: int = 3,
-) -> Any:
-    """A grid of traces with their fitted curves: best, median and worst R², each
-    panel titled with the cell's own id (fov, cell)."""
-    m = get_model(model)
-    n = len(fit)
-    fov = np.zeros(n, dtype=np.int64) if fov is None else np.asarray(fov)
-    cell = np.arange(n) if cell is None else np.asarray(cell)
-    order = np.flatnonzero(fit.success & np.isfinite(fit.r_squared))
-    order = order[np.argsort(fit.r_squared[order], kind="stable")[::-1]]
-    if len(order) <= 3 * per_group:  # few traces: each once, best first
-        groups = [("", order[k : k + per_group]) for k in range(0, max(len(order), 1), per_group)]
-    else:
-        mid = len(order) // 2 - per_group // 2
-        groups = [
-            ("best ", order[:per_group]),
-            ("median ", order[mid : mid + per_group]),
-            ("worst ", order[::-1][:per_group][::-1]),
-        ]
-    fig, axes = _figure(len(groups), per_group, (4.2 * per_group, 3.2 * len(groups)))
-    t2 = np.broadcast_to(np.atleast_2d(t), y.shape)
-    per_unit = UNIT_HOURS.get(time_unit, 1.0)
-    x_label = "dose" if m.name == "hill" else f"time ({time_unit})"
-    side = fit.at_bound()
-    drawn = 0
-    for g, (label, rows) in enumerate(groups):
-        for j in range(per_group):
-            ax = axes[g * per_group + j]
-            if j >= len(rows):
-                ax.set_visible(False)
-                continue
-            i = int(rows[j])
-            ok = np.isfinite(y[i]) & np.isfinite(t2[i])
-            ti = t2[i][ok]
-            scale = 1.0 if m.name == "hill" else per_unit
-            ax.plot(ti / scale, y[i][ok], ".", markersize=3, color="0.45", label="data")
-            if ti.size:
-                grid = np.linspace(ti.min(), ti.max(), 300)
-                ax.plot(grid / scale, m.eval(grid, fit.params[i])[0], color=FIT_COLOR, label="fit")
-            if m.name == "hill" and ti.size and ti.min() > 0:
-                ax.set_xscale("log")
-            pinned = [fit.names[k] for k in np.flatnonzero(side[i])]
-            note = f"; on bound: {', '.join(pinned)}" if pinned else ""
-            ax.set_title(
-                f"{_cell_id(fov[i], cell[i])}\n{label}R² = {fit.r_squared[i]:.3f}{note}",
-                fontsize=9,
-            )
-            ax.set_xlabel(x_label)
-            ax.set_ylabel("intensity (a.u.)")
-            if drawn == 0:
-                ax.legend(fontsize=8, frameon=False, loc="best")
-            drawn += 1
-    if drawn == 0:
-        axes[0].set_visible(True)
-        axes[0].text(0.5, 0.5, "no successful fit", ha="center", va="center")
-        axes[0].set_axis_off()
-    return fig
-
-
-def _cell_id(fov: Any, cell: Any) -> str:
-    """ "fov 2, cell 17"; a cell named by its column ("cell_1") keeps its own name."""
-    fov, cell = (v.item() if isinstance(v, np.generic) else v for v in (fov, cell))
-    # ids are shown as written: a "$" would otherwise start matplotlib's math text
-    fov, name = str(fov).replace("$", r"\$"), str(cell).replace("$", r"\$")
-    return f"fov {fov}, {name}" if name.lower().startswith("cell") else f"fov {fov}, cell {name}"

@@ -19,10 +19,12 @@ import numpy as np
 
 from functions.fitting.fit import FitArrays
 from functions.fitting.models import get_model
+from functions.fitting.solver_types import REASONS
 
 GOOD_R2, FAIR_R2 = 0.9, 0.7
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 LIST_SEPARATOR = ";"  # joins the names of a list column in CSV
+BANDS = ("good", "fair", "poor", "failed")
 
 
 def quality_band(
@@ -31,11 +33,19 @@ def quality_band(
     """ "good" (R² > 0.9), "fair" (0.7 < R² ≤ 0.9), "poor" (R² ≤ 0.7), "failed";
     traces marked `not_good` (a search limit reached, see `limited`) are at best
     "fair"."""
+    return np.array(BANDS, dtype=object)[_band_codes(r_squared, success, not_good)]
+
+
+def _band_codes(
+    r_squared: np.ndarray, success: np.ndarray, not_good: np.ndarray | None = None
+) -> np.ndarray:
+    """`quality_band` as indices into `BANDS`."""
     r2 = np.nan_to_num(np.asarray(r_squared, dtype=np.float64), nan=0.0)
-    band = np.where(r2 > GOOD_R2, "good", np.where(r2 > FAIR_R2, "fair", "poor"))
+    code = np.where(r2 > GOOD_R2, 0, np.where(r2 > FAIR_R2, 1, 2)).astype(np.int8)
     if not_good is not None:
-        band = np.where(np.asarray(not_good, dtype=bool) & (band == "good"), "fair", band)
-    return np.where(np.asarray(success, dtype=bool), band, "failed").astype(object)
+        code[np.asarray(not_good, dtype=bool) & (code == 0)] = 1
+    code[~np.asarray(success, dtype=bool)] = 3
+    return code
 
 
 def search_limited(fit: FitArrays, model: str) -> np.ndarray:
@@ -50,13 +60,25 @@ def search_limited(fit: FitArrays, model: str) -> np.ndarray:
 
 def at_bound_names(fit: FitArrays) -> list[list[str]]:
     """Per trace, the fitted parameters that ended on a bound, in model order."""
-    side = fit.at_bound()
-    names = np.array(fit.names, dtype=object)
-    rows, cols = np.nonzero(side)
-    out: list[list[str]] = [[] for _ in range(len(fit))]
-    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        out[r].append(str(names[c]))
-    return out
+    return at_bound_lists(fit).to_pylist()  # type: ignore[no-any-return]
+
+
+def at_bound_lists(fit: FitArrays) -> Any:
+    """`at_bound_names` as an Arrow list<string> array, built without a loop per trace."""
+    import pyarrow as pa
+
+    rows, cols = np.nonzero(fit.at_bound())  # row-major: each row's names in model order
+    offsets = np.zeros(len(fit) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=len(fit)), out=offsets[1:])
+    names = pa.array(fit.names, type=pa.string()).take(pa.array(cols.astype(np.int32)))
+    return pa.ListArray.from_arrays(pa.array(offsets), names)
+
+
+def _names(codes: np.ndarray, names: Any) -> Any:
+    """A string array of `names[codes]`, without a Python string per row."""
+    import pyarrow as pa
+
+    return pa.array(list(names), type=pa.string()).take(pa.array(codes.astype(np.int32)))
 
 
 def results_table(fit: FitArrays, fov: np.ndarray, cell: np.ndarray, model: str) -> Any:
@@ -74,7 +96,7 @@ def results_table(fit: FitArrays, fov: np.ndarray, cell: np.ndarray, model: str)
     cols: dict[str, Any] = {
         "fov": _column(fov),
         "cell": _column(cell),
-        "model_type": pa.array([model] * n, type=pa.string()),
+        "model_type": _names(np.zeros(n, dtype=np.int32), [model]),
         "success": pa.array(fit.success),
         "r_squared": pa.array(fit.r_squared),
     }
@@ -85,10 +107,11 @@ def results_table(fit: FitArrays, fov: np.ndarray, cell: np.ndarray, model: str)
             cols[f"se_{name}"] = pa.array(fit.stderr[:, i])
     cols["n_points"] = pa.array(fit.n_points)
     cols["iterations"] = pa.array(fit.iterations)
-    quality = quality_band(fit.r_squared, fit.success, search_limited(fit, model))
-    cols["quality"] = pa.array(quality, type=pa.string())
-    cols["reason"] = pa.array(fit.reasons, type=pa.string())
-    cols["at_bound"] = pa.array(at_bound_names(fit), type=pa.list_(pa.string()))
+    bands = _band_codes(fit.r_squared, fit.success, search_limited(fit, model))
+    cols["quality"] = _names(bands, BANDS)
+    codes = sorted(REASONS)
+    cols["reason"] = _names(np.searchsorted(codes, fit.status), [REASONS[c] for c in codes])
+    cols["at_bound"] = at_bound_lists(fit)
     return pa.table(cols)
 
 
@@ -105,12 +128,13 @@ def to_csv(table: Any) -> bytes:
     """CSV bytes with the table's column order; list columns (`at_bound`) as their
     items joined by ";" (empty when none)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     for i, field in enumerate(table.schema):
         if pa.types.is_list(field.type):
-            joined = [LIST_SEPARATOR.join(v or []) for v in table.column(i).to_pylist()]
-            table = table.set_column(i, field.name, pa.array(joined, type=pa.string()))
+            joined = pc.fill_null(pc.binary_join(table.column(i), LIST_SEPARATOR), "")
+            table = table.set_column(i, field.name, joined)
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(quoting_style="needed"))
     return buf.getvalue()
@@ -147,12 +171,11 @@ def summarize_fit(fit: FitArrays, model: str) -> dict[str, Any]:
     """Totals, failures by reason, mean/median R², quality counts and quantiles of each
     fitted parameter over the successful fits."""
     ok = fit.success
-    reasons: dict[str, int] = {}
-    for reason, good in zip(fit.reasons, ok, strict=True):
-        if not good:
-            reasons[reason] = reasons.get(reason, 0) + 1
+    codes, first, counts = np.unique(fit.status[~ok], return_index=True, return_counts=True)
+    # reasons in the order they first occur among the traces
+    reasons = {REASONS[int(codes[i])]: int(counts[i]) for i in np.argsort(first)}
     r2 = fit.r_squared[ok & np.isfinite(fit.r_squared)]
-    bands = quality_band(fit.r_squared, ok, search_limited(fit, model))
+    bands = np.bincount(_band_codes(fit.r_squared, ok, search_limited(fit, model)), minlength=4)
     params: dict[str, Any] = {}
     for i, name in enumerate(fit.names):
         if not fit.free[i]:
@@ -181,7 +204,7 @@ def summarize_fit(fit: FitArrays, model: str) -> dict[str, Any]:
             "mean": float(r2.mean()) if r2.size else None,
             "median": float(np.median(r2)) if r2.size else None,
         },
-        "quality": {b: int((bands == b).sum()) for b in ("good", "fair", "poor", "failed")},
+        "quality": {b: int(k) for b, k in zip(BANDS, bands, strict=True)},
         "at_bound": _at_bound_counts(fit),
         "search_limited": int(search_limited(fit, model).sum()),
         "bounds": _bounds_used(fit),

@@ -33,10 +33,12 @@ from functions.fitting.solver_types import (
     NOT_FINITE,
     REASONS,
     TOO_FEW_POINTS,
+    Box,
     SolveOutput,
     SolverOptions,
 )
 from functions.fitting.spec import FitSpec
+from functions.fitting.starts import SharedScreen, shared_screen
 from functions.fitting.stream import Stream
 from functions.fitting.working_set import WorkingSet
 
@@ -46,6 +48,7 @@ __all__ = [
     "NOT_FINITE",
     "REASONS",
     "TOO_FEW_POINTS",
+    "Box",
     "SolveOutput",
     "SolverOptions",
     "solve",
@@ -69,6 +72,8 @@ def solve(
     workers: int = 1,
     starts: Any | None = None,
     rows: np.ndarray | None = None,
+    shared_axis: bool | None = None,
+    box: Box | None = None,
 ) -> SolveOutput:
     """Fit every row of `y`.
 
@@ -95,6 +100,13 @@ def solve(
         Given starting points (no multi-start).
     rows : (M,) int ndarray, optional
         Fit only these rows; the others keep the start and status `MAX_ITER`.
+    shared_axis : bool, optional
+        Whether `t` is one time axis for every trace (default: when it has one row).
+        Only then do traces share a start screen; a trace with an axis of its own is
+        screened alone even when it is fitted alone, so its fit never depends on it.
+    box : Box, optional
+        Each trace's start and bounds, where they differ between traces (time-like
+        parameters on traces' own time axes); default: the spec's for every trace.
 
     Returns
     -------
@@ -105,11 +117,18 @@ def solve(
     m = max(options.lm_starts or spec.model.lm_starts, 1) if multi else 1
     # With m > 1 every trace is fitted from its m best start candidates as m virtual
     # rows (trace i -> rows i*m .. i*m+m-1), and the best converged run is kept.
-    out = _unsolved(xp, spec, w, m)
+    shared = t.shape[0] == 1 if shared_axis is None else shared_axis
+    if shared and box is not None:
+        raise ValueError("traces on one time axis have one start and one set of bounds")
+    out = _unsolved(xp, spec, w, m, box)
     queue = np.flatnonzero(to_host(xp, out.status) == MAX_ITER)
     if rows is not None:
         queue = np.intersect1d(queue, rows)
-    streams = [Stream(xp, spec, t, y, w, out, options, m, starts) for _ in range(max(workers, 1))]
+    screen = _shared_screen(xp, spec, t, w, multi) if shared else None
+    streams = [
+        Stream(xp, spec, t, y, w, out, options, m, starts, screen, shared, box)
+        for _ in range(max(workers, 1))
+    ]
     parts = np.array_split(queue, len(streams))
     report = None
     if progress is not None:
@@ -129,14 +148,30 @@ def solve(
     return out if m == 1 else _best_of(xp, out, n, m)
 
 
-def _unsolved(xp: ModuleType, spec: FitSpec, w: Any, m: int) -> SolveOutput:
+def _shared_screen(
+    xp: ModuleType, spec: FitSpec, t: Any, w: Any, multistart: bool
+) -> SharedScreen | None:
+    """The start screen every trace without a missing point shares, decided and made
+    once per solve (and shared by its streams): where the solve has one time axis and
+    such traces."""
+    if not multistart or not bool(w.all(axis=1).any()):
+        return None
+    return shared_screen(xp, spec, t)
+
+
+def _unsolved(xp: ModuleType, spec: FitSpec, w: Any, m: int, box: Box | None) -> SolveOutput:
     """The output before solving, `m` rows per trace: the start, NaN cost and JᵀJ, and
     status `MAX_ITER` (to be solved) or `TOO_FEW_POINTS` (fewer points than unknowns)."""
     rows, k = w.shape[0] * m, int(spec.free.sum())
     status = xp.full(rows, MAX_ITER, dtype=xp.int8)
     status[xp.repeat(w.sum(axis=1) < max(k, 1), m)] = TOO_FEW_POINTS
+    start = (
+        xp.tile(xp.asarray(spec.start)[None, :], (rows, 1))
+        if box is None
+        else xp.repeat(box.start, m, axis=0)
+    )
     return SolveOutput(
-        params=xp.tile(xp.asarray(spec.start)[None, :], (rows, 1)),
+        params=start,
         cost=xp.full(rows, xp.nan),
         hess=xp.full((rows, k, k), xp.nan),
         iterations=xp.zeros(rows, dtype=xp.int32),

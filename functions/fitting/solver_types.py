@@ -47,3 +47,20 @@ class SolveOutput:
     hess: Any
     iterations: Any
     status: Any
+
+
+@dataclass(frozen=True)
+class Box:
+    """Each trace's own start values and bounds, (N, P) in the spec's parameter order
+    (backend arrays): traces with their own time axes take those of their time-like
+    parameters from their axis (`FitSpec.box_on_axes`). Columns of parameters without a
+    time window equal the spec's, so the spec still says how linear parameters and
+    fixed ones are treated."""
+
+    start: Any
+    lower: Any
+    upper: Any
+
+    def rows(self, idx: Any) -> Box:
+        """The box of the traces `idx`."""
+        return Box(self.start[idx], self.lower[idx], self.upper[idx])

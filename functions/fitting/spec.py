@@ -66,18 +66,32 @@ class FitSpec:
 
         Returns the distinct resolved specs and, per axis, the index of its spec. Window
         ends are rounded outwards to a coarse grid (`time_window`), so traces with
-        similar time axes share a spec and are solved together.
+        similar time axes share a spec.
         """
-        first = np.asarray(first, dtype=np.float64).reshape(-1)
-        last = np.asarray(last, dtype=np.float64).reshape(-1)
+        start, lower, upper = self.box_on_axes(first, last)
         windowed = np.flatnonzero(self.windowed)
         if windowed.size == 0:
-            return [self], np.zeros(first.size, dtype=np.intp)
-        assert self.window is not None
+            return [self], np.zeros(start.shape[0], dtype=np.intp)
+        keys = np.concatenate([lower[:, windowed], start[:, windowed], upper[:, windowed]], axis=1)
+        _, first_row, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        specs = [self.resolved(start[r], lower[r], upper[r]) for r in first_row]
+        return specs, inverse.reshape(-1)
+
+    def box_on_axes(
+        self, first: np.ndarray, last: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start values, lower and upper bounds (each (N, P)) for time axes from
+        `first` to `last` (each (N,)): the spec's own, but for its windowed parameters
+        those of each axis (`time_window`; a start the request gave stays, inside a
+        window widened to hold it)."""
+        first = np.asarray(first, dtype=np.float64).reshape(-1)
+        last = np.asarray(last, dtype=np.float64).reshape(-1)
         n = first.size
         lower, start, upper = (np.tile(a, (n, 1)) for a in (self.lower, self.start, self.upper))
+        if self.window is None:
+            return start, lower, upper
         given = self.start_given if self.start_given is not None else np.zeros(len(self.names))
-        for i in windowed:
+        for i in np.flatnonzero(self.windowed):
             lo, st, hi = time_window(first, last, self.window[i])
             lo = np.maximum(lo, self.lower[i])
             hi = np.minimum(hi, self.upper[i])
@@ -85,19 +99,11 @@ class FitSpec:
                 st = np.full(n, self.start[i])
                 lo, hi = np.minimum(lo, st), np.maximum(hi, st)
             lower[:, i], start[:, i], upper[:, i] = lo, np.clip(st, lo, hi), hi
-        keys = np.concatenate([lower[:, windowed], start[:, windowed], upper[:, windowed]], axis=1)
-        _, first_row, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        specs = [
-            replace(
-                self,
-                start=start[r],
-                lower=lower[r],
-                upper=upper[r],
-                window=None,
-            )
-            for r in first_row
-        ]
-        return specs, inverse.reshape(-1)
+        return start, lower, upper
+
+    def resolved(self, start: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> FitSpec:
+        """This spec with the start and bounds of one time axis (no window left)."""
+        return replace(self, start=start, lower=lower, upper=upper, window=None)
 
     def for_times(self, t: np.ndarray) -> FitSpec:
         """The spec resolved for one time axis `t` (T,) shared by every trace."""

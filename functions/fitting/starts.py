@@ -25,6 +25,7 @@ import numpy as np
 from functions.fitting.affine import CandidateNormals, candidate_normals
 from functions.fitting.linalg import inverse_spd, rows_times, solve_spd
 from functions.fitting.models import Parameter
+from functions.fitting.solver_types import Box
 from functions.fitting.spec import FitSpec
 
 SCREEN_POINTS = 30  # time points used to rank start candidates, per trace
@@ -39,17 +40,19 @@ ONSET_SPACING = 1.5
 SHARED_FRAME_POINTS = 1 << 16
 
 
-def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any, y: Any = None) -> Any:
-    """Candidate values of one parameter, (n, K) or (1, K), inside [lo, hi]; `y`, the
-    data, is given when candidates may differ between traces."""
+def _grid(xp: ModuleType, p: Parameter, lo: Any, hi: Any, t: Any, w: Any, y: Any = None) -> Any:
+    """Candidate values of one parameter, (n, K) or (1, K), inside [lo, hi] (numbers,
+    or each trace's (n, 1)); `y`, the data, is given when candidates may differ between
+    traces."""
     k = p.n_starts
     # Interior points only: a start on a bound invites the solver to stop at a
     # constrained local minimum there.
     mid = ((xp.arange(k) + 0.5) / k)[None, :]
     if p.grid == "linear":
         values = lo + (hi - lo) * mid
-    elif p.grid == "log" and lo > 0:
-        values = xp.exp(np.log(lo) + (np.log(hi) - np.log(lo)) * mid)
+    elif p.grid == "log" and bool((xp.asarray(lo) > 0).all()):
+        log_lo, log_hi = (np.log(v) if np.isscalar(v) else xp.log(v) for v in (lo, hi))
+        values = xp.exp(log_lo + (log_hi - log_lo) * mid)
     else:
         valid = w > 0
         t_full = xp.broadcast_to(t, w.shape)
@@ -76,7 +79,7 @@ def _grid(xp: ModuleType, p: Parameter, lo: float, hi: float, t: Any, w: Any, y:
     return xp.clip(values, lo, hi)
 
 
-def _frames(xp: ModuleType, lo: float, hi: float, t: Any, valid: Any, y: Any, k: int) -> Any:
+def _frames(xp: ModuleType, lo: Any, hi: Any, t: Any, valid: Any, y: Any, k: int) -> Any:
     """Starts of a parameter that places a step (an onset) in the model: mid-points
     between consecutive samples inside (lo, hi), one per smooth piece of the cost.
 
@@ -110,15 +113,22 @@ def _frames(xp: ModuleType, lo: float, hi: float, t: Any, valid: Any, y: Any, k:
 
 
 def _candidates(
-    xp: ModuleType, spec: FitSpec, t: Any, w: Any, n: int, y: Any = None
+    xp: ModuleType, spec: FitSpec, t: Any, w: Any, n: int, y: Any = None, box: Box | None = None
 ) -> tuple[list[Any], list[int]]:
     """(n, P) parameter arrays (the request start first, then the grid product) and a
     group per candidate: candidates sharing a "frames" value form one group, so the
     starts kept for several solver runs sit in different smooth pieces. `y` (n, T), the
-    data, is given when candidates may differ between traces (see `_frames`)."""
-    start = xp.tile(xp.asarray(spec.start)[None, :], (n, 1))
+    data, is given when candidates may differ between traces (see `_frames`); `box`,
+    each trace's own start and bounds, when they differ too."""
+    start = _request_start(xp, spec, n, box)
+
+    def bounds(i: int) -> tuple[Any, Any]:
+        if box is None:
+            return spec.lower[i], spec.upper[i]
+        return box.lower[:, i : i + 1], box.upper[:, i : i + 1]
+
     gridded = [
-        (i, _grid(xp, p, spec.lower[i], spec.upper[i], t, w, y))
+        (i, _grid(xp, p, *bounds(i), t, w, y))
         for i, p in enumerate(spec.model.parameters)
         if spec.free[i] and p.grid is not None and p.n_starts > 0
     ]
@@ -131,6 +141,11 @@ def _candidates(
         out.append(cand)
         groups.append(combo[frames[0]] if frames else c)
     return out, groups
+
+
+def _request_start(xp: ModuleType, spec: FitSpec, n: int, box: Box | None) -> Any:
+    """(n, P) the start each trace's request resolves to."""
+    return xp.tile(xp.asarray(spec.start)[None, :], (n, 1)) if box is None else box.start.copy()
 
 
 def _linear_params(spec: FitSpec) -> tuple[list[int], list[str]]:
@@ -350,13 +365,30 @@ def choose_starts(
     (keep, n, P) array
         Starting points, best first.
     """
-    n = y.shape[0]
     if multistart and t.shape[0] == 1 and bool((w > 0).all()):
         # One time axis and no missing points: every trace has the same candidates.
         # (A caller that screens many batches on one time axis keeps the `SharedScreen`
         # and calls `pick_shared` itself, as the solver does.)
         return pick_shared(xp, spec, shared_screen(xp, spec, t), y, keep)[0]
-    points, costs_list, groups = _screen(xp, spec, t, y, w, multistart)
+    return screen_each(xp, spec, t, y, w, multistart=multistart, keep=keep)
+
+
+def screen_each(
+    xp: ModuleType,
+    spec: FitSpec,
+    t: Any,
+    y: Any,
+    w: Any,
+    *,
+    multistart: bool = True,
+    keep: int = 1,
+    box: Box | None = None,
+) -> Any:
+    """`choose_starts` with each trace's own candidates, screened on its own points
+    (what traces with their own time axes or missing points get), `(keep, n, P)`;
+    `box` holds each trace's own start and bounds where they differ."""
+    n = y.shape[0]
+    points, costs_list, groups = _screen(xp, spec, t, y, w, multistart, box)
     stacked = xp.stack(points)  # (C, n, P)
     all_costs = xp.stack([xp.where(xp.isfinite(c), c, xp.inf) for c in costs_list])
     cols = xp.arange(n)
@@ -365,15 +397,15 @@ def choose_starts(
 
 
 def _screen(
-    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, multistart: bool
+    xp: ModuleType, spec: FitSpec, t: Any, y: Any, w: Any, multistart: bool, box: Box | None
 ) -> tuple[list[Any], list[Any], list[int]]:
     """Candidates per trace (times or missing points differ between traces): the
     request start unprojected, then each candidate projected; with their costs."""
     n = y.shape[0]
     if multistart:
-        cands, groups = _candidates(xp, spec, t, w, n, y)
+        cands, groups = _candidates(xp, spec, t, w, n, y, box)
     else:
-        cands, groups = [xp.tile(xp.asarray(spec.start)[None, :], (n, 1))], [-1]
+        cands, groups = [_request_start(xp, spec, n, box)], [-1]
     frames = any(p.grid == "frames" for p in spec.model.parameters)
     if len(cands) > 1 and y.shape[1] > 2 * SCREEN_POINTS and not frames:
         # Ranking candidates needs the trace's shape, not every point: screen on a

@@ -21,11 +21,12 @@ from functions.fitting.solver_types import (
     CONVERGED,
     MAX_ITER,
     NOT_FINITE,
+    Box,
     SolveOutput,
     SolverOptions,
 )
 from functions.fitting.spec import FitSpec
-from functions.fitting.starts import SharedScreen, choose_starts, pick_shared, shared_screen
+from functions.fitting.starts import SharedScreen, pick_shared, screen_each
 from functions.fitting.working_set import WorkingSet
 
 COMPACT_BELOW = 0.8  # compact the working set when fewer than this share still iterate
@@ -50,12 +51,16 @@ class Stream:
         opt: SolverOptions,
         m: int = 1,
         starts: Any | None = None,
+        screen: SharedScreen | None = None,
+        shared_t: bool = True,
+        box: Box | None = None,
     ) -> None:
         self.xp, self.spec, self.t, self.y, self.w, self.out, self.opt = xp, spec, t, y, w, out, opt
-        self.m, self.starts = m, starts
+        self.m, self.starts, self.box = m, starts, box
         self.free = np.flatnonzero(spec.free)
         self.fused = fused_normal_equations(xp, spec)
-        self.screen: SharedScreen | None = None  # made at the first batch on a shared time axis
+        self.shared_t = shared_t  # `t` (1, T) is every trace's axis (decided by the solve)
+        self.screen = screen  # the solve's shared start screen, if it has one
         self.lo = xp.asarray(spec.lower[self.free])
         self.hi = xp.asarray(spec.upper[self.free])
         self.finished = 0
@@ -101,47 +106,78 @@ class Stream:
         else:
             uniq, inverse = np.unique(rows_host // m, return_inverse=True)
         real = xp.asarray(uniq)
-        t = self.t if self.t.shape[0] == 1 else self.t[real]
+        t = self.t if self.shared_t else self.t[real]
         y, w = self.y[real], self.w[real]
-        starts, screen, cand = self._starts(t, y, w, real)
+        box = None if self.box is None else self.box.rows(real)
+        starts, cand = self._starts(t, y, w, real, box)
         inv = xp.asarray(inverse)
         which = xp.asarray(rows_host % m)
         p = starts[which, inv]
+        cand = None if cand is None else cand[which, inv]
         if m > 1:  # a trace's m runs are m rows
-            t = t if t.shape[0] == 1 else t[inv]
+            t = t if self.shared_t else t[inv]
             y, w = y[inv], w[inv]
-        s = self._new_set(t, y, w, p, xp.asarray(rows_host))
-        if screen is not None and self.fused is None:
-            # the model's values and Jacobian at the starts follow from the candidates'
-            s.cost, s.A, s.g = screen.normals.normal_equations(xp, y, cand[which, inv], p)
-        else:
-            s.cost, s.A, s.g = self._evaluate(s, p)
+            box = None if box is None else box.rows(inv)
+        s = self._new_set(t, y, w, p, xp.asarray(rows_host), box)
+        s.cost, s.A, s.g = self._first_evaluation(s, p, cand)
         bad = ~xp.isfinite(s.cost)
         if bool(bad.any()):
             self._finish(s, bad, NOT_FINITE, hess=False)
             s.take(xp, ~bad)
         return s
 
-    def _starts(self, t: Any, y: Any, w: Any, real: Any) -> tuple[Any, SharedScreen | None, Any]:
-        """(m, n, P) starting points of the traces `real`; with the shared screen that
-        chose them and each start's candidate in it (m, n), when one did."""
+    def _starts(self, t: Any, y: Any, w: Any, real: Any, box: Box | None) -> tuple[Any, Any]:
+        """(m, n, P) starting points of the traces `real`, and for each the candidate of
+        the shared screen it comes from (m, n), -1 where the trace screened its own
+        (None when no trace used the shared screen).
+
+        Which screen a trace gets depends on it alone, never on its batch: the shared
+        one when the solve has one time axis and the trace misses no point, else its
+        own (`screen_each`)."""
         xp, spec, m = self.xp, self.spec, self.m
         if self.starts is not None:
-            return self.starts[real][None], None, None
-        if self.opt.multistart and t.shape[0] == 1 and bool(w.all()):
-            # One time axis and no missing points: every trace has the same candidates.
-            if self.screen is None:
-                self.screen = shared_screen(xp, spec, t)
-            starts, cand = pick_shared(xp, spec, self.screen, y, keep=m)
-            return starts, self.screen, cand
-        starts = choose_starts(xp, spec, t, y, w, multistart=self.opt.multistart, keep=m)
-        return starts, None, None
+            return self.starts[real][None], None
+        if self.screen is None:
+            starts = screen_each(xp, spec, t, y, w, multistart=self.opt.multistart, keep=m, box=box)
+            return starts, None
+        complete = w.all(axis=1)
+        if bool(complete.all()):
+            return pick_shared(xp, spec, self.screen, y, keep=m)
+        starts = xp.empty((m, y.shape[0], len(spec.names)))
+        cand = xp.full((m, y.shape[0]), -1, dtype=xp.int64)
+        own = ~complete
+        starts[:, own] = screen_each(
+            xp, spec, t, y[own], w[own], multistart=self.opt.multistart, keep=m
+        )
+        if bool(complete.any()):
+            starts[:, complete], cand[:, complete] = pick_shared(
+                xp, spec, self.screen, y[complete], keep=m
+            )
+        return starts, cand
 
-    def _new_set(self, t: Any, y: Any, w: Any, p: Any, rows: Any) -> WorkingSet:
+    def _first_evaluation(self, s: WorkingSet, p: Any, cand: Any) -> tuple[Any, Any, Any]:
+        """Cost, JᵀJ and Jᵀr at the starts: for rows started from a shared candidate
+        they follow from the candidate's values and Jacobian (`CandidateNormals`)."""
+        xp = self.xp
+        if cand is None or self.screen is None or self.fused is not None:
+            return self._evaluate(s, p)
+        normals = self.screen.normals
+        shared = cand >= 0
+        if bool(shared.all()):
+            return normals.normal_equations(xp, s.y, cand, p)
+        cost, A, g = self._evaluate(s, p)
+        if bool(shared.any()):
+            rows = xp.flatnonzero(shared)
+            cost[rows], A[rows], g[rows] = normals.normal_equations(
+                xp, s.y[rows], cand[rows], p[rows]
+            )
+        return cost, A, g
+
+    def _new_set(self, t: Any, y: Any, w: Any, p: Any, rows: Any, box: Box | None) -> WorkingSet:
         """Rows at their starting points `p`, before their first evaluation."""
         xp = self.xp
         n = rows.shape[0]
-        lo, hi = self._piece_bounds(t, w, p)
+        lo, hi = self._piece_bounds(t, w, p, box)
         return WorkingSet(
             t=t,
             y=y,
@@ -157,16 +193,20 @@ class Stream:
             done=xp.zeros(n, dtype=bool),
             live=xp.ones(n, dtype=bool),
             dense=bool(w.all()),
+            shared_t=self.shared_t,
         )
 
-    def _piece_bounds(self, t: Any, w: Any, p: Any) -> tuple[Any, Any]:
-        """Per-row bounds (n, k). A parameter with a "frames" start grid places a step
-        in the model (an onset); the cost jumps whenever it crosses a sample time, so
-        each run keeps it between the samples around its start, where the cost is
-        smooth (the multi-start visits the other intervals)."""
+    def _piece_bounds(self, t: Any, w: Any, p: Any, box: Box | None) -> tuple[Any, Any]:
+        """Per-row bounds (n, k): the box's, or the spec's. A parameter with a "frames"
+        start grid places a step in the model (an onset); the cost jumps whenever it
+        crosses a sample time, so each run keeps it between the samples around its
+        start, where the cost is smooth (the multi-start visits the other intervals)."""
         xp, n = self.xp, p.shape[0]
-        lo = xp.tile(self.lo[None, :], (n, 1))
-        hi = xp.tile(self.hi[None, :], (n, 1))
+        if box is None:
+            lo = xp.tile(self.lo[None, :], (n, 1))
+            hi = xp.tile(self.hi[None, :], (n, 1))
+        else:
+            lo, hi = box.lower[:, self.free], box.upper[:, self.free]
         params = self.spec.model.parameters
         t_full = xp.broadcast_to(t, w.shape)
         valid = w > 0

@@ -11,14 +11,26 @@ missing points are NaN.
 from __future__ import annotations
 
 import csv
-import io
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from common.errors import InvalidInput
+from functions.fitting.trace_files import (
+    check_numeric,
+    factorize,
+    head,
+    is_blank,
+    is_text,
+    numeric,
+    read_csv,
+    read_parquet,
+)
 
 LONG_COLUMNS = ("time", "fov", "cell", "value")
 UNIT_HOURS = {
@@ -33,7 +45,6 @@ UNIT_HOURS = {
     "second": 1 / 3600,
     "seconds": 1 / 3600,
 }
-_UNIT_LINE = re.compile(rb"^#\s*time\s*units?\s*:\s*(\w+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,13 +67,14 @@ class Traces:
         return f"Traces(n={self.y.shape[0]}, T={self.y.shape[1]}, layout={self.layout!r})"
 
 
-def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) -> Traces:
+def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = None) -> Traces:
     """Parse a traces file.
 
     Parameters
     ----------
-    data : bytes
-        File contents: CSV (long or wide) or Parquet (detected by its magic bytes).
+    data : bytes or Path
+        File contents, or the path of a file to read them from (never held whole in
+        memory): CSV (long or wide) or Parquet (detected by its magic bytes).
     name : str, optional
         File name, used in error messages.
     time_unit : {"h", "min", "s"}, optional
@@ -71,7 +83,7 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
     Returns
     -------
     Traces
-        Times converted to hours.
+        Times converted to hours; traces ordered by (fov, cell).
 
     Raises
     ------
@@ -81,12 +93,12 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
         (fov, cell, time) rows, unknown time unit.
     """
     label = f"{name!r}: " if name else ""
-    if not data or not data.strip():
+    if is_blank(data):
         raise InvalidInput(f"{label}the traces file is empty")
-    if data[:4] == b"PAR1":
-        table, unit = _read_parquet(data, label)
+    if head(data, 4) == b"PAR1":
+        table, unit = read_parquet(data, label)
     else:
-        table, unit = _read_csv(data, label)
+        table, unit = read_csv(data, label, _expected_types)
     unit = (unit or time_unit or "h").lower()
     if unit not in UNIT_HOURS:
         raise InvalidInput(f"{label}unknown time unit {unit!r}; use one of min, h, s")
@@ -96,8 +108,8 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
     layout = layout_of(columns, label)
     if layout == "long":
         arrays = {c: table.column(columns.index(c)) for c in LONG_COLUMNS}
-        t, y, fov, cell = _from_long(arrays, label)
-        nan_values = int(np.isnan(_numeric(arrays["value"], "value", label, allow_nan=True)).sum())
+        del table  # the four columns alone live on
+        t, y, fov, cell, nan_values = _from_long(arrays, label)
     else:
         t, y, fov, cell = _from_wide(table, label)
         nan_values = int(np.isnan(y).sum())
@@ -106,106 +118,140 @@ def read_traces(data: bytes, *, name: str = "", time_unit: str | None = None) ->
     return Traces(t * UNIT_HOURS[unit], y, fov, cell, unit, layout, nan_values)
 
 
-def _read_csv(data: bytes, label: str) -> tuple[Any, str | None]:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def _expected_types(names: list[str]) -> Any:
+    """The types a traces CSV's columns have when it is what the merge step writes (long:
+    times and values as numbers, fov and cell as integers, none missing) or a table of
+    numbers (wide), and the check of a table read with them; None for other headers
+    (a long format missing columns, ...), which are read inferring types."""
 
-    unit = None
-    lines = data.splitlines()
-    skip = 0
-    for line in lines:
-        if not line.startswith(b"#"):
-            break
-        match = _UNIT_LINE.match(line)
-        if match:
-            unit = match.group(1).decode()
-        skip += 1
-    if skip >= len(lines) or not lines[skip].strip():
-        raise InvalidInput(f"{label}the traces file has no header or data")
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(skip_rows=skip),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{label}not a readable CSV: {exc}") from None
-    return table, unit
+    plain = [n.strip().lower() for n in names]
+    if len(set(plain)) != len(plain):
+        return None
+    if set(LONG_COLUMNS) <= set(plain):
+        kinds = {"time": pa.float64(), "value": pa.float64(), "fov": pa.int64(), "cell": pa.int64()}
+        types = {n: kinds[p] for n, p in zip(names, plain, strict=True) if p in kinds}
+        ids = [n for n, p in zip(names, plain, strict=True) if p in ("fov", "cell")]
+        return types, lambda table: all(table.column(n).null_count == 0 for n in ids)
+    if any(p in LONG_COLUMNS[1:] for p in plain) or len(names) < 2:
+        return None
+    return dict.fromkeys(names, pa.float64()), lambda table: True
 
 
-def _read_parquet(data: bytes, label: str) -> tuple[Any, str | None]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
+    """(t, y, fov, cell, NaN values) of long-format columns, one trace per (fov, cell).
 
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidInput(f"{label}not a readable Parquet file: {exc}") from None
-    meta = table.schema.metadata or {}
-    unit = meta.get(b"time_units") or meta.get(b"time_unit")
-    return table, unit.decode() if unit else None
+    The columns are walked an Arrow chunk at a time: nothing of the file's length is
+    made in numpy but where each trace has its own times."""
 
-
-def _numeric(column: Any, what: str, label: str, *, allow_nan: bool) -> np.ndarray:
-    """A float64 copy of an Arrow column, refusing text and infinities."""
-    import pyarrow as pa
-
-    if pa.types.is_null(column.type):
-        return np.full(len(column), np.nan)
-    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-        values = column.to_pylist()
-        for i, v in enumerate(values):
-            try:
-                float(v) if v is not None else None
-            except (TypeError, ValueError):
-                raise InvalidInput(
-                    f"{label}column {what!r} is not numeric: row {i + 1} holds {v!r}"
-                ) from None
-        raise InvalidInput(f"{label}column {what!r} is not numeric ({column.type})")
-    out = column.to_numpy(zero_copy_only=False).astype(np.float64)
-    bad = np.isinf(out) if allow_nan else ~np.isfinite(out)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0]) + 1
-        kind = "infinite" if allow_nan else "missing or infinite"
-        raise InvalidInput(
-            f"{label}column {what!r} has {int(bad.sum())} {kind} values (first at data "
-            f"row {first}); leave missing values empty instead"
-        )
-    return out
-
-
-def _from_long(cols: dict[str, Any], label: str) -> tuple[np.ndarray, ...]:
-    time = _numeric(cols["time"], "time", label, allow_nan=False)
-    value = _numeric(cols["value"], "value", label, allow_nan=True)
-    fov = np.asarray(cols["fov"].to_numpy(zero_copy_only=False))
-    cell = np.asarray(cols["cell"].to_numpy(zero_copy_only=False))
-    keys = (
-        np.rec.fromarrays([fov, cell])
-        if fov.dtype != object and cell.dtype != object
-        else np.array([f"{a}\x00{b}" for a, b in zip(fov, cell, strict=True)])
-    )
-    uniq, first, trace_of = np.unique(keys, return_index=True, return_inverse=True)
-    n = uniq.shape[0]
-    times, time_of = np.unique(time, return_inverse=True)
-    counts = np.bincount(trace_of, minlength=n)
+    check_numeric(cols["time"], "time", label, allow_nan=False)
+    nan_values = check_numeric(cols["value"], "value", label, allow_nan=True)
+    batches = pa.table(cols).to_batches()  # the columns' chunks, aligned
+    column = {c: pa.chunked_array([b.column(c) for b in batches]) for c in LONG_COLUMNS}
+    time = factorize(column["time"])
+    times = time.uniques.astype(np.float64)
+    ids = _TraceIds(column["fov"], column["cell"])
+    values = [_values(b.column("value")) for b in batches]
+    counts = np.zeros(ids.n, dtype=np.int64)
+    for i in range(len(batches)):
+        counts += np.bincount(ids.trace(i), minlength=ids.n)
     if times.size <= 2 * counts.max():  # a shared frame grid (the merge step's output)
-        t: np.ndarray = times
-        col = time_of
-        width = times.size
+        t, y = times, _on_grid(ids, time, values, times.size, label)
     else:  # each cell has its own times: pack them left, sorted
-        order = np.lexsort((time, trace_of))
-        rank = np.empty_like(order)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank[order] = np.arange(order.size) - starts[trace_of[order]]
-        col, width = rank, int(counts.max())
-        t = np.full((n, width), np.nan)
-        t[trace_of, col] = time
-    slot = trace_of.astype(np.int64) * width + col
-    if np.unique(slot).size != slot.size:
+        trace_of, time_of = ids.all_traces(), time.all_codes()
+        t, y = _packed(trace_of, time_of, times, counts, np.concatenate(values), label)
+    return t, y, ids.fov, ids.cell, nan_values
+
+
+def _values(chunk: Any) -> np.ndarray:
+    """A chunk of the value column as floats (missing ones NaN)."""
+
+    if pa.types.is_null(chunk.type):
+        return np.full(len(chunk), np.nan)
+    return np.asarray(chunk.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+class _TraceIds:
+    """The trace of each row, chunk by chunk, traces sorted by (fov, cell): as numbers,
+    or, when either column is text, by their text; and each trace's fov and cell."""
+
+    # (fov, cell) pairs are numbered through a table over every pair up to this many;
+    # beyond it (ids unique across the whole file, say), by hashing the pairs' keys
+    DENSE_PAIRS = 1 << 24
+
+    def __init__(self, fov: Any, cell: Any) -> None:
+        as_text = is_text(fov) or is_text(cell)
+        self._fov = factorize(fov, as_text=as_text)
+        self._cell = factorize(cell, as_text=as_text)
+        self._width = self._cell.uniques.size
+        pairs = self._fov.uniques.size * self._width
+        if pairs <= self.DENSE_PAIRS:
+            present = np.zeros(pairs, dtype=bool)
+            for i in range(len(self._fov.chunks)):
+                present[self._key(i)] = True
+            keys = np.flatnonzero(present)
+            self._lut = np.cumsum(present, dtype=np.int64) - 1
+            self._hashed = None
+        else:
+            chunks = [pa.array(self._key(i)) for i in range(len(self._fov.chunks))]
+            self._hashed = factorize(pa.chunked_array(chunks, type=pa.int64()))
+            keys = self._hashed.uniques
+        self.n = int(keys.size)
+        self.fov = self._fov.uniques[keys // self._width]
+        self.cell = self._cell.uniques[keys % self._width]
+
+    def _key(self, i: int) -> np.ndarray:
+        return self._fov.codes(i).astype(np.int64) * self._width + self._cell.codes(i)
+
+    def trace(self, i: int) -> np.ndarray:
+        """The trace of each row of chunk i."""
+        if self._hashed is not None:
+            return self._hashed.codes(i)
+        return self._lut[self._key(i)]
+
+    def all_traces(self) -> np.ndarray:
+        return np.concatenate([self.trace(i) for i in range(len(self._fov.chunks))])
+
+
+def _on_grid(
+    ids: _TraceIds, time: Any, values: list[np.ndarray], width: int, label: str
+) -> np.ndarray:
+    """(n, width) values on the shared grid of times, NaN where a trace has no row."""
+    seen = np.zeros(ids.n * width, dtype=bool)
+    y = np.full(ids.n * width, np.nan)
+    rows = 0
+    for i, value in enumerate(values):
+        slot = ids.trace(i) * width + time.codes(i)
+        seen[slot] = True
+        y[slot] = value
+        rows += value.size
+    if np.count_nonzero(seen) != rows:
         raise InvalidInput(f"{label}duplicate rows: a (fov, cell, time) appears twice")
+    return y.reshape(ids.n, width)
+
+
+def _packed(
+    trace_of: np.ndarray,
+    time_of: np.ndarray,
+    times: np.ndarray,
+    counts: np.ndarray,
+    value: np.ndarray,
+    label: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, max count) times and values of each trace, sorted by time, NaN-padded."""
+    key = trace_of.astype(np.int64) * times.size + time_of
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    if (key[1:] == key[:-1]).any():
+        raise InvalidInput(f"{label}duplicate rows: a (fov, cell, time) appears twice")
+    del key
+    n, width = counts.size, int(counts.max())
+    rows = trace_of[order]
+    col = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    t = np.full((n, width), np.nan)
     y = np.full((n, width), np.nan)
-    y.reshape(-1)[slot] = value
-    return t, y, fov[first], cell[first]
+    t[rows, col] = times[time_of[order]]
+    y[rows, col] = value[order]
+    return t, y
 
 
 def layout_of(columns: list[str], label: str = "") -> str:
@@ -236,23 +282,20 @@ def check_traces_head(fh: IO[bytes], *, name: str = "") -> str:
     :func:`read_traces` for an empty file, a header without data, or wrong columns.
     """
     label = f"{name!r}: " if name else ""
-    head = fh.read(HEAD_BYTES)
-    if not head.strip():
+    start = fh.read(HEAD_BYTES)
+    if not start.strip():
         raise InvalidInput(f"{label}the traces file is empty")
-    if head[:4] == b"PAR1":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+    if start[:4] == b"PAR1":
         fh.seek(0)
         try:
             names = pq.ParquetFile(fh).schema_arrow.names
         except (pa.ArrowInvalid, OSError) as exc:
             raise InvalidInput(f"{label}not a readable Parquet file: {exc}") from None
     else:
-        lines = [line for line in head.splitlines() if not line.startswith(b"#")]
+        lines = [line for line in start.splitlines() if not line.startswith(b"#")]
         if not lines or not lines[0].strip():
             raise InvalidInput(f"{label}the traces file has no header or data")
-        if len(head) < HEAD_BYTES and not any(line.strip() for line in lines[1:]):
+        if len(start) < HEAD_BYTES and not any(line.strip() for line in lines[1:]):
             raise InvalidInput(f"{label}the traces file has a header but no data rows")
         text = lines[0].decode("utf-8", errors="replace")
         names = next(csv.reader([text]))
@@ -261,10 +304,10 @@ def check_traces_head(fh: IO[bytes], *, name: str = "") -> str:
 
 def _from_wide(table: Any, label: str) -> tuple[np.ndarray, ...]:
     names = list(table.column_names)
-    t = _numeric(table.column(0), names[0], label, allow_nan=False)
-    y = np.stack(
-        [_numeric(table.column(i), names[i], label, allow_nan=True) for i in range(1, len(names))]
-    )
+    t = numeric(table.column(0), names[0], label, allow_nan=False)
+    y = np.empty((len(names) - 1, t.size))
+    for i in range(1, len(names)):
+        y[i - 1] = numeric(table.column(i), names[i], label, allow_nan=True)
     order = np.argsort(t, kind="stable")
     if np.unique(t).size != t.size:
         raise InvalidInput(f"{label}duplicate times in the time column {names[0]!r}")

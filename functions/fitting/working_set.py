@@ -49,6 +49,7 @@ class WorkingSet:
     A: Any  # (n, k, k) JᵀJ at p (weighted Jacobian of the free parameters)
     g: Any  # (n, k) Jᵀr
     dense: bool  # no missing points in any row: weights need not be applied
+    shared_t: bool  # `t` is one time axis (1, T) for every row (decided once per solve)
 
     def __init__(self, **arrays: Any) -> None:
         self.__dict__.update(arrays)
@@ -63,16 +64,17 @@ class WorkingSet:
 
     def _per_row(self) -> list[str]:
         """The fields with a row per trace (all but a time axis shared by every row)."""
-        return [n for n in self.FIELDS if not (n == "t" and self.t.shape[0] == 1)]
+        return [n for n in self.FIELDS if not (n == "t" and self.shared_t)]
 
     def data_of(self, rows: Any) -> WorkingSet:
         """The data of `rows` alone (times, values, weights): what an evaluation reads."""
         return WorkingSet(
-            t=self.t if self.t.shape[0] == 1 else self.t[rows],
+            t=self.t if self.shared_t else self.t[rows],
             y=self.y[rows],
             w=self.w if self.dense else self.w[rows],
             npts=self.npts[rows],
             dense=self.dense,
+            shared_t=self.shared_t,
         )
 
     def compact(self, xp: ModuleType, *, below: float = 1.0) -> Any:

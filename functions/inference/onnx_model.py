@@ -4,6 +4,7 @@ with onnxruntime (CPU; the CUDA execution provider on GPU workers)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,10 @@ def open_session(source: str | Path | bytes, *, device: Literal["cpu", "gpu"] = 
     providers = ["CPUExecutionProvider"]
     if device == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
+        preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+        if preload is not None:
+            with contextlib.suppress(Exception):  # else ORT falls back to the CPU provider
+                preload()  # CUDA and cuDNN from the nvidia wheels (the GPU image's)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:

@@ -188,5 +188,7 @@ class InferenceResult(BaseModel):
     geojson_file_id: uuid.UUID
     parquet_file_id: uuid.UUID
     summary_file_id: uuid.UUID
-    tissue_file_id: uuid.UUID
+    tissue_file_id: uuid.UUID | None = Field(
+        default=None, description="The tissue mask (none for external services' tasks)."
+    )
     objects: int

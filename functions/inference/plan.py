@@ -18,6 +18,7 @@ from functions.inference.params import (
     InferenceParams,
     InferenceResult,
     OnnxModelSpec,
+    Region,
 )
 from functions.inference.tiling import SlideReader, TileGrid, plan_regions
 from functions.inference.tissue import TissueMask, sample_tissue_pixels, tissue_mask
@@ -75,10 +76,11 @@ class Setup:
     timing: dict[str, float] = field(default_factory=dict)
 
 
-def _check_region(params: InferenceParams, size: tuple[int, int]) -> None:
-    if params.region is None:
+def check_region(region: Region | None, size: tuple[int, int]) -> None:
+    """InvalidInput unless `region` (level-0 px) meets a slide of `size` (width, height)."""
+    if region is None:
         return
-    points = params.region.points()
+    points = region.points()
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     if max(xs) <= 0 or max(ys) <= 0 or min(xs) >= size[0] or min(ys) >= size[1]:
         raise InvalidInput(f"the region lies outside the slide ({size[0]} x {size[1]} pixels)")
@@ -95,7 +97,7 @@ def prepare(path: Path, params: InferenceParams) -> Setup:
         if slide_mpp is None:
             raise InvalidInput("the slide records no resolution (µm per pixel); pass slide_mpp")
         io = model_io(params.model)
-        _check_region(params, reader.dimensions)
+        check_region(params.region, reader.dimensions)
         grid = tile_grid(reader, io, slide_mpp)
         region = params.region.points() if params.region else None
         tissue = tissue_mask(reader, slide_mpp, polygon=region)

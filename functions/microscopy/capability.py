@@ -163,10 +163,30 @@ def run_workflow(params: WorkflowParams, ctx: Context) -> WorkflowResult:
     warnings = []
     if failed:
         warnings.append(f"{len(failed)} of {len(outcomes)} FOVs failed: {failed}; see `fovs`")
-        ctx.log(f"warning: {warnings[0]}")
+    warnings += background_warnings(outcomes)
+    for warning in warnings:
+        ctx.log(f"warning: {warning}")
     return WorkflowResult(
         file_id=params.file_id, fovs=outcomes, succeeded=ok, failed=failed, warnings=warnings
     )
+
+
+def background_warnings(outcomes: Iterable[FovOutcome]) -> list[str]:
+    """One line per FOV and channel whose background residual exceeded the threshold on
+    some frame: the traces of those frames carry the background's error."""
+    out = []
+    for outcome in outcomes:
+        background = (outcome.summary or {}).get("background") or {}
+        for channel, quality in (background.get("channels") or {}).items():
+            frames = quality.get("flagged_frames") or []
+            if frames:
+                out.append(
+                    f"FOV {outcome.fov}, channel {channel}: background residual above "
+                    f"{background.get('threshold', 0):.1%} of its level on {len(frames)} "
+                    f"frame(s) (first {frames[0]}, worst {quality.get('worst', 0):.1%}); "
+                    "check intensities there, or try another background_method / tile_size"
+                )
+    return out
 
 
 def plan_workflow(params: WorkflowParams, metadata: Mapping[str, Any]) -> WorkflowParams:

@@ -1,17 +1,30 @@
 """Per-cell features from label statistics over whole frames.
 
-Every statistic is a ``bincount`` over the foreground pixels of a batch of labelled
-frames (component ids unique across the batch), so the cost does not depend on the
-number of cells; no full-frame mask is ever built per cell. Only solidity loops over
-cells, on each cell's boundary pixels.
+Every statistic is a ``bincount`` over a batch of labelled frames (component ids unique
+across the batch), so the cost does not depend on the number of cells; no full-frame
+mask is ever built per cell. What depends on positions only (area, moments, bounding
+box, convex hull) is summed in closed form over horizontal runs
+(:mod:`functions.microscopy.foreground`), the perimeter over the boundary pixels, and
+intensities over the labelled pixels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
+
+from functions.microscopy.foreground import Foreground
+
+__all__ = [
+    "FLUORESCENCE_FEATURES",
+    "PHASE_FEATURES",
+    "Foreground",
+    "convex_areas",
+    "foreground_intensity_features",
+    "intensity_features",
+    "list_features",
+    "perimeters",
+    "shape_features",
+]
 
 #: name -> (description, unit); ``GET /processing/features`` lists these.
 PHASE_FEATURES: dict[str, tuple[str, str]] = {
@@ -56,33 +69,6 @@ _PERIMETER_WEIGHTS[[21, 33]] = np.sqrt(2)
 _PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
 
 
-@dataclass
-class Foreground:
-    """Foreground pixels of a padded ``(T, Y + 2, X + 2)`` label batch, in flat order."""
-
-    padded: np.ndarray  # (T, Y+2, X+2) labels, zero border around every frame
-    index: np.ndarray  # flat indices into `padded` of labelled pixels
-    label: np.ndarray  # their labels
-    n: int  # largest label
-
-    @classmethod
-    def from_labels(cls, labels: np.ndarray) -> Foreground:
-        if labels.ndim != 3:
-            raise ValueError(f"labels must be (T, Y, X), got shape {labels.shape}")
-        padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)))
-        flat = padded.ravel()
-        index = np.flatnonzero(flat)
-        label = flat[index].astype(np.int64)
-        return cls(padded, index, label, int(label.max()) if label.size else 0)
-
-    def coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Frame, row and column (unpadded) of every foreground pixel."""
-        _, h, w = self.padded.shape
-        t, r = np.divmod(self.index, h * w)
-        y, x = np.divmod(r, w)
-        return t, y - 1, x - 1
-
-
 def _bincount(lab: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
     return np.bincount(lab, weights=weights, minlength=n + 1)
 
@@ -101,36 +87,22 @@ def shape_features(fg: Foreground) -> dict[str, np.ndarray]:
         ``frame, position_y, position_x, bbox_y0, bbox_x0, bbox_y1, bbox_x1`` (exclusive
         upper bounds) and :data:`PHASE_FEATURES`; index 0 (background) is meaningless.
     """
-    n, lab = fg.n, fg.label
-    t, y, x = fg.coords()
-    area = _bincount(lab, n).astype(np.float64)
-    safe = np.maximum(area, 1)
-    cy = _bincount(lab, n, y.astype(np.float64)) / safe
-    cx = _bincount(lab, n, x.astype(np.float64)) / safe
-    dy, dx = y - cy[lab], x - cx[lab]
-    syy = _bincount(lab, n, dy * dy) / safe
-    sxx = _bincount(lab, n, dx * dx) / safe
-    sxy = _bincount(lab, n, dy * dx) / safe
-    half_tr, diff = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy**2)
-    l1, l2 = half_tr + diff, np.maximum(half_tr - diff, 0)
+    m = _run_moments(fg)
+    area = m["area"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ecc = np.where(l1 > 0, np.sqrt(np.clip(1 - l2 / l1, 0, 1)), 0.0)
-        aspect = np.where(l2 > 0, np.sqrt(l1 / l2), np.inf)
+        ecc = np.where(m["l1"] > 0, np.sqrt(np.clip(1 - m["l2"] / m["l1"], 0, 1)), 0.0)
+        aspect = np.where(m["l2"] > 0, np.sqrt(m["l1"] / m["l2"]), np.inf)
     perim = perimeters(fg)
     with np.errstate(divide="ignore", invalid="ignore"):
         circ = np.where(perim > 0, 4 * np.pi * area / perim**2, 0.0)
-    frame = np.zeros(n + 1, dtype=np.int64)
-    frame[lab] = t
-    y0, x0 = _extreme(lab, y, n, np.minimum), _extreme(lab, x, n, np.minimum)
-    y1, x1 = _extreme(lab, y, n, np.maximum) + 1, _extreme(lab, x, n, np.maximum) + 1
     return {
-        "frame": frame,
-        "position_x": cx,
-        "position_y": cy,
-        "bbox_x0": x0,
-        "bbox_y0": y0,
-        "bbox_x1": x1,
-        "bbox_y1": y1,
+        "frame": m["frame"],
+        "position_x": m["cx"],
+        "position_y": m["cy"],
+        "bbox_x0": m["x0"],
+        "bbox_y0": m["y0"],
+        "bbox_x1": m["x1"],
+        "bbox_y1": m["y1"],
         "area": area,
         "perimeter": perim,
         "aspect_ratio": aspect,
@@ -140,21 +112,75 @@ def shape_features(fg: Foreground) -> dict[str, np.ndarray]:
     }
 
 
-def _extreme(lab: np.ndarray, v: np.ndarray, n: int, ufunc: Any) -> np.ndarray:
-    init = np.iinfo(np.int64).max if ufunc is np.minimum else -1
-    out = np.full(n + 1, init, dtype=np.int64)
-    ufunc.at(out, lab, v)
-    return out
+def _run_moments(fg: Foreground) -> dict[str, np.ndarray]:
+    """Area, centroid, inertia eigenvalues, frame and bounding box of every label, from
+    closed-form sums over its runs (coordinates taken relative to the label's first
+    run, so the second moments lose nothing to cancellation)."""
+    n, r = fg.n, fg.runs
+    lab = r.label
+    if not len(lab):
+        zero, none = np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64)
+        keys = ("area", "cy", "cx", "l1", "l2")
+        return {
+            **dict.fromkeys(keys, zero),
+            **dict.fromkeys(("frame", "y0", "x0", "y1", "x1"), none),
+        }
+    order = np.argsort(lab, kind="stable")  # by label, raster order within
+    starts = np.flatnonzero(np.r_[True, np.diff(lab[order]) != 0])
+    present = lab[order][starts]
+    first = np.zeros(n + 1, dtype=np.int64)
+    first[present] = order[starts]  # each label's first run
+    y = (r.row - r.row[first][lab]).astype(np.float64)
+    a = (r.start - r.start[first][lab]).astype(np.float64)
+    length = r.length.astype(np.float64)
+    b = a + length - 1  # last column of the run
+    sx = length * (a + b) / 2
+    sxx = (b * (b + 1) * (2 * b + 1) - (a - 1) * a * (2 * a - 1)) / 6
+    area = _bincount(lab, n, length)
+    safe = np.maximum(area, 1)
+    my, mx = _bincount(lab, n, length * y) / safe, _bincount(lab, n, sx) / safe
+    syy = _bincount(lab, n, length * y * y) / safe - my * my
+    sxx_ = _bincount(lab, n, sxx) / safe - mx * mx
+    sxy = _bincount(lab, n, y * sx) / safe - my * mx
+    half_tr, diff = (syy + sxx_) / 2, np.sqrt(((syy - sxx_) / 2) ** 2 + sxy**2)
+    frame = np.zeros(n + 1, dtype=np.int64)
+    frame[present] = r.frame[first[present]]
+    box = {}
+    for key, values, ufunc in (
+        ("y0", r.row, np.minimum),
+        ("x0", r.start, np.minimum),
+        ("y1", r.row + 1, np.maximum),
+        ("x1", r.stop, np.maximum),
+    ):
+        init = np.iinfo(np.int64).max if ufunc is np.minimum else -1
+        out = np.full(n + 1, init, dtype=np.int64)
+        out[present] = ufunc.reduceat(values[order].astype(np.int64), starts)
+        box[key] = out
+    origin_y = r.row[first].astype(np.float64)
+    origin_x = r.start[first].astype(np.float64)
+    return {
+        "area": area,
+        "cy": my + origin_y,
+        "cx": mx + origin_x,
+        "l1": half_tr + diff,
+        "l2": np.maximum(half_tr - diff, 0),
+        "frame": frame,
+        **box,
+    }
 
 
 def _border(fg: Foreground) -> np.ndarray:
-    """Boolean over foreground pixels: has a 4-neighbour with another label."""
-    flat, i, lab = fg.padded.ravel(), fg.index, fg.label
+    """Boolean over foreground pixels: has a 4-neighbour with another label. A run's
+    ends always do (runs are maximal); other pixels only through the rows above and
+    below."""
+    flat, i, lab = fg.padded.reshape(-1), fg.index, fg.label
     w = fg.padded.shape[2]
-    inner = np.ones(len(i), dtype=bool)
-    for d in (1, -1, w, -w):
-        inner &= flat[i + d] == lab
-    return ~inner
+    border = (flat[i + w] != lab) | (flat[i - w] != lab)
+    starts = fg._run_starts
+    border[starts] = True
+    border[starts[1:] - 1] = True
+    border[-1:] = True
+    return border  # type: ignore[no-any-return]
 
 
 def perimeters(fg: Foreground) -> np.ndarray:
@@ -200,17 +226,17 @@ def convex_areas(fg: Foreground) -> np.ndarray:
     -------
     convex_area : (n + 1,) float64 ndarray
     """
-    if not len(fg.label):
+    r = fg.runs
+    if not len(r):
         return np.zeros(fg.n + 1)
-    _, y, x = fg.coords()
-    _, h, w = fg.padded.shape
-    order = np.argsort((fg.label * h + y) * w + x)
-    lab, y, x = fg.label[order], y[order], x[order]
+    h = fg.padded.shape[1]
+    order = np.argsort(r.label, kind="stable")  # by label; rows ascending within
+    lab, y = r.label[order], r.row[order].astype(np.int64)
     row = lab * h + y
     first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-    last = np.r_[first[1:] - 1, len(row) - 1]
     rl, ry = lab[first], y[first]
-    xl, xr = x[first].astype(np.float64), x[last].astype(np.float64)
+    xl = np.minimum.reduceat(r.start[order], first).astype(np.float64)
+    xr = np.maximum.reduceat(r.stop[order], first).astype(np.float64) - 1
     left = _minorant_at_rows(rl, ry, xl, -1.0, h)
     right = -_minorant_at_rows(rl, ry, -xr, -1.0, h)
     tol = 1e-9
@@ -277,20 +303,34 @@ def intensity_features(
     features : dict of (n + 1,) float64 ndarray
         :data:`FLUORESCENCE_FEATURES`.
     """
-    t, h, w = fg.padded.shape
-    if values.shape != (t, h - 2, w - 2):
-        raise ValueError(f"values {values.shape} do not match labels {(t, h - 2, w - 2)}")
+    return foreground_intensity_features(fg, fg.values(values), erosion=erosion)
+
+
+def foreground_intensity_features(
+    fg: Foreground, at: np.ndarray, *, erosion: int = 0
+) -> dict[str, np.ndarray]:
+    """:func:`intensity_features` from the values at the foreground pixels only (in the
+    order of ``fg.index``): a caller that corrects only those pixels never builds the
+    corrected frames."""
+    if at.shape != fg.index.shape:
+        raise ValueError(f"{at.shape} values for {fg.index.shape} foreground pixels")
     n, lab = fg.n, fg.label
-    tt, y, x = fg.coords()
-    v = values[tt, y, x].astype(np.float64)
-    area = np.maximum(_bincount(lab, n), 1)
-    total = _bincount(lab, n, v)
-    mean = total / area
-    var = np.maximum(_bincount(lab, n, v * v) / area - mean**2, 0)
-    mx, med = _max_median(lab, values[tt, y, x].astype(np.float32), n)
+    runs, starts = fg.runs, fg._run_starts
+    area = _bincount(runs.label, n, runs.length.astype(np.float64))
+    if len(starts):  # per run first (contiguous in `at`), then per label: few bincounts
+        total = _bincount(runs.label, n, np.add.reduceat(at, starts, dtype=np.float64))
+        squares = at.astype(np.float64)
+        squares *= squares
+        sum_sq = _bincount(runs.label, n, np.add.reduceat(squares, starts))
+    else:
+        total, sum_sq = np.zeros(n + 1), np.zeros(n + 1)
+    safe = np.maximum(area, 1)
+    mean = total / safe
+    var = np.maximum(sum_sq / safe - mean**2, 0)
+    mx, med = _max_median(lab, at.astype(np.float32, copy=False), area.astype(np.int64))
     if erosion > 0:
         keep = _eroded(fg, erosion)
-        total = _bincount(lab[keep], n, v[keep])
+        total = _bincount(lab[keep], n, at[keep].astype(np.float64))
     return {
         "intensity_total": total,
         "intensity_mean": mean,
@@ -310,24 +350,35 @@ def _eroded(fg: Foreground, erosion: int) -> np.ndarray:
     return (lo == fg.label) & (hi == fg.label)
 
 
-def _max_median(lab: np.ndarray, v: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-label max and median from one sort of (label, value) packed into uint64."""
-    bits = v.view(np.uint32)
-    # order-preserving map of float32 bits to uint32: flip negatives, set sign of positives
-    key = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
-    key |= lab.astype(np.uint64) << np.uint64(32)
+def _max_median(
+    lab: np.ndarray, v: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label max and median from one sort of (label, value) packed into int64.
+
+    A float32's bits read as int32, with the lower 31 bits flipped for negatives, order
+    like the float; ``label << 32`` on top keeps labels apart. Only the 3 ranks per
+    label that are needed are decoded after the sort.
+    """
+    bits = v.view(np.int32)
+    key32 = bits >> 31
+    key32 &= np.int32(0x7FFFFFFF)
+    key32 ^= bits
+    key = lab.astype(np.int64) << 32
+    key += key32
     key.sort()
-    low = (key & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    vals = np.where(low >> 31, low & np.uint32(0x7FFFFFFF), ~low).view(np.float32)
-    counts = _bincount(lab, n)
+    n = len(counts) - 1
     ends = np.cumsum(counts)
     starts = ends - counts
-    present = counts > 0
+    present = np.flatnonzero(counts > 0)
     mx = np.full(n + 1, np.nan)
     med = np.full(n + 1, np.nan)
-    mx[present] = vals[ends[present] - 1]
     c = counts[present]
-    lo = vals[starts[present] + (c - 1) // 2].astype(np.float64)
-    hi = vals[starts[present] + c // 2].astype(np.float64)
-    med[present] = (lo + hi) / 2
+    ranks = np.concatenate(
+        [ends[present] - 1, starts[present] + (c - 1) // 2, starts[present] + c // 2]
+    )
+    picked = key[ranks].astype(np.int32)  # the low 32 bits: the value's key
+    picked ^= (picked >> 31) & np.int32(0x7FFFFFFF)  # the map is its own inverse
+    values = picked.view(np.float32).astype(np.float64).reshape(3, -1)
+    mx[present] = values[0]
+    med[present] = (values[1] + values[2]) / 2
     return mx, med

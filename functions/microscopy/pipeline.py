@@ -14,19 +14,14 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from threadpoolctl import threadpool_limits
 
 from common.arrays import get_backend
-from functions.microscopy.background import estimate_background, subtract_background
-from functions.microscopy.extraction import (
-    FLUORESCENCE_FEATURES,
-    PHASE_FEATURES,
-    Foreground,
-    intensity_features,
-    shape_features,
-)
+from functions.microscopy.background_quality import QualityLog
+from functions.microscopy.extraction import FLUORESCENCE_FEATURES, PHASE_FEATURES
 from functions.microscopy.filters import flag_traces, summarise
+from functions.microscopy.fov_batch import process_batch
 from functions.microscopy.readers import Reader
-from functions.microscopy.segmentation import _SQUARE, segment_logstd
 from functions.microscopy.traces import build_table, feature_column, write_table
 from functions.microscopy.tracking import IoUTracker
 
@@ -46,10 +41,44 @@ class WorkflowOptions(BaseModel):
     structure_size: int = Field(default=7, ge=1)
     morphology_iterations: int = Field(default=3, ge=1)
     # background
-    tile_size: int = Field(default=256, ge=2)
+    background_method: Literal["fit", "pyama"] = Field(
+        default="fit",
+        description="fit: a smooth spline fitted to masked block means (unbiased at any "
+        "frame size); pyama: PyAMA's spline through 256-px tile medians (reference)",
+    )
+    tile_size: int | None = Field(
+        default=None,
+        ge=2,
+        description="block side (fit) or tile side (pyama) in px; None: 1/32 of the "
+        "frame's shorter side, 4-64 px (fit), 256 (pyama)",
+    )
+    background_knots: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="knot intervals per axis of the fitted surface; None: from the frame "
+        "size (one per 64 px, 1-6)",
+    )
+    background_window: int = Field(
+        default=8,
+        ge=1,
+        description="consecutive frames of a batch fitted together, the surface varying "
+        "linearly in time within them",
+    )
     mask_dilation: int = Field(default=21, ge=0)
     background_weight: float = Field(default=1.0, ge=0.0, le=1.0)
-    median_step: int = Field(default=2, ge=1, description="pixel step inside tiles for medians")
+    median_step: int | None = Field(
+        default=None,
+        ge=1,
+        description="pixel step of the background statistics; None: 1 for frames up to "
+        "512 x 512 px, else 2",
+    )
+    background_threshold: float = Field(
+        default=0.01,
+        gt=0.0,
+        description="flag frames where the background residual of a region exceeds this "
+        "fraction of the background level",
+    )
     # tracking
     min_iou: float = Field(default=0.1, gt=0.0, le=1.0)
     max_gap: int = Field(default=2, ge=0)
@@ -115,9 +144,6 @@ class FovResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-_LABEL_STRUCTURE = _SQUARE  # 8-connected cells, frames never connected
-
-
 def run_fov(
     reader: Reader,
     fov: int,
@@ -156,6 +182,7 @@ def run_fov(
     tracker = IoUTracker(min_iou=opts.min_iou, max_gap=opts.max_gap)
     batch = max(1, min(meta.n_frames, opts.batch_pixels // (meta.height * meta.width)))
     parts: list[dict[str, np.ndarray]] = []
+    quality = {ch: QualityLog(opts.background_threshold) for ch in opts.fluorescence_channels}
     labels_path = out / f"fov_{fov:03d}_labels.tif"
     import tifffile
 
@@ -166,21 +193,27 @@ def run_fov(
 
                 raise JobCancelled()
             stop = min(start + batch, meta.n_frames)
-            part, track_labels = _process_batch(reader, fov, start, stop, opts, be, tracker)
+            part, track_labels = process_batch(reader, fov, start, stop, opts, be, tracker, quality)
             parts.append(part)
             if progress is not None:  # before yielding: the writer stops after the last frame
                 progress(stop / meta.n_frames, f"FOV {fov}: frames {stop}/{meta.n_frames}")
-            yield from track_labels
+            for frame in track_labels:
+                yield _deflate(frame)
 
-    # one series of T pages, written as the batches are made
-    with tifffile.TiffWriter(labels_path, bigtiff=True) as labels_out:
+    # one series of T pages, written as the batches are made, each page one deflate
+    # strip; one BLAS thread: a FOV runs on one core (FOVs run in parallel), and the
+    # small products of the background fit are 100x slower when BLAS threads contend
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        tifffile.TiffWriter(labels_path, bigtiff=True) as labels_out,
+    ):
         labels_out.write(
             label_frames(),
             shape=(meta.n_frames, meta.height, meta.width),
             dtype=np.uint32,
             photometric="minisblack",
             compression="zlib",
-            compressionargs={"level": 1},
+            rowsperstrip=meta.height,
         )
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     columns["time"] = np.asarray(meta.timepoints, dtype=np.float64)[columns["frame"]]
@@ -202,8 +235,21 @@ def run_fov(
         "frames": meta.n_frames,
         **summarise(columns["cell"], good, reason),
         "time_units": meta.time_units,
+        "background": _background_summary(opts, quality),
     }
     return FovResult(fov, table, csv_path, parquet_path, labels_path, summary)
+
+
+def _deflate(frame: np.ndarray) -> bytes:
+    """One label frame as a TIFF deflate strip. zlib-ng at level 1 writes the same
+    format 5x faster than libdeflate or zlib (what tifffile would use); label images are
+    long runs, so the strips stay small (~80 KB for 1024² with a hundred cells)."""
+    import imagecodecs
+
+    data: Any = np.ascontiguousarray(frame)  # any buffer: no copy to bytes first
+    if getattr(getattr(imagecodecs, "ZLIBNG", None), "available", False):
+        return bytes(imagecodecs.zlibng_encode(data, level=1))
+    return bytes(imagecodecs.zlib_encode(data, level=1))
 
 
 def _validate(meta: Any, fov: int, opts: WorkflowOptions) -> None:
@@ -216,75 +262,11 @@ def _validate(meta: Any, fov: int, opts: WorkflowOptions) -> None:
         raise ValueError(f"z {opts.z} outside 0..{meta.n_z - 1}")
 
 
-def _process_batch(
-    reader: Reader,
-    fov: int,
-    start: int,
-    stop: int,
-    opts: WorkflowOptions,
-    be: Any,
-    tracker: IoUTracker,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    phase = be.asarray(reader.read(fov, opts.phase_channel, start, stop, z=opts.z))
-    mask = segment_logstd(
-        phase,
-        size=opts.logstd_size,
-        bins=opts.histogram_bins,
-        n_std=opts.threshold_n_std,
-        structure_size=opts.structure_size,
-        iterations=opts.morphology_iterations,
-        backend=be,
-    )
-    del phase
-    from scipy import ndimage
-
-    # labelled on the host: scipy numbers components in scan order, frame by frame,
-    # which _track relies on
-    comp, _ = ndimage.label(be.to_numpy(mask), structure=_LABEL_STRUCTURE)
-    lut = _track(comp, tracker)
-    fg = Foreground.from_labels(comp)
-    shape = shape_features(fg)
-    present = np.bincount(fg.label, minlength=fg.n + 1) > 0
-    present[0] = False
-    part: dict[str, np.ndarray] = {
-        "fov": np.full(int(present.sum()), fov, dtype=np.int64),
-        "cell": lut[present],
-        "frame": shape["frame"][present] + start,
+def _background_summary(opts: WorkflowOptions, quality: dict[int, QualityLog]) -> dict[str, Any]:
+    channels = {str(ch): log.summary() for ch, log in quality.items()}
+    return {
+        "method": opts.background_method,
+        "threshold": opts.background_threshold,
+        "flagged": any(c["flagged_frames"] for c in channels.values()),
+        "channels": channels,
     }
-    for key in ("position_x", "position_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"):
-        part[key] = shape[key][present]
-    for name in PHASE_FEATURES:
-        part[feature_column(name, opts.phase_channel)] = shape[name][present]
-    for ch in opts.fluorescence_channels:
-        raw = be.asarray(reader.read(fov, ch, start, stop, z=opts.z))
-        bg = estimate_background(
-            raw,
-            mask,
-            tile=opts.tile_size,
-            dilation=opts.mask_dilation,
-            sample_step=opts.median_step,
-            backend=be,
-        )
-        corrected = be.to_numpy(
-            subtract_background(raw, bg, weight=opts.background_weight, backend=be)
-        )
-        del raw, bg
-        stats = intensity_features(fg, corrected, erosion=opts.erosion)
-        for name in FLUORESCENCE_FEATURES:
-            part[feature_column(name, ch)] = stats[name][present]
-    return part, lut.astype(np.uint32)[comp]
-
-
-def _track(comp: np.ndarray, tracker: IoUTracker) -> np.ndarray:
-    """Track ids of every component of a batch (components numbered frame by frame)."""
-    lut = np.zeros(int(comp.max()) + 1, dtype=np.int64)
-    for frame in comp:
-        present = frame > 0
-        if not present.any():
-            tracker.update(np.zeros(frame.shape, dtype=np.int32))
-            continue
-        lo = int(frame[present].min()) - 1
-        local = np.where(present, frame - lo, 0)
-        ids = tracker.update(local)
-        lut[lo + 1 : lo + len(ids)] = ids[1:]
-    return lut

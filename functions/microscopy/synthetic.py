@@ -1,12 +1,15 @@
 """Synthetic time-lapse microscopy with known ground truth.
 
-Each FOV has a phase-like channel (textured cells on a flat, Poisson-noisy field) and a
+Each FOV has a phase-like channel (textured cells on a Poisson-noisy field) and a
 fluorescence channel whose per-cell total intensity follows the maturation model
 (:func:`maturation`), on a smooth uneven background that brightens slowly, with
 Poisson noise and a slow stage drift. Some cells appear after the first frame and some
 divide (the parent ends, two daughters with new ids start). Cells are ellipses large
 enough for the log-std segmentation's 19-px opening and kept apart further than its
-closing can bridge, so the truth is what a correct pipeline should recover.
+closing can bridge, so the truth is what a correct pipeline should recover. How dense
+the cells are and how uneven the illumination is is a *scene*
+(:mod:`functions.microscopy.synthetic_scenes`): ``classic`` (the original, easy) or
+``hard`` (vignetting that scales with the frame, gradient, drift, dense fields).
 """
 
 from __future__ import annotations
@@ -17,12 +20,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from functions.microscopy.synthetic_scenes import SCENES, Scene, get_scene
+
 #: Maturation constants (per hour) from the issue.
 KM = 1.28
 BETA = 5.22e-3
-
-_SPACING = 84  # slot pitch: 2 x largest semi-axis (27) + a 30-px gap
-_BODY_INSET = 5  # fluorescent body = cell ellipse shrunk by this many px
 
 
 class TimelapsePaths(NamedTuple):
@@ -67,23 +69,25 @@ def maturation(
     return np.where(dt > 0, y, 0.0)
 
 
-def _plan_cells(size: int, frames: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+def _plan_cells(
+    size: int, frames: int, rng: np.random.Generator, scene: Scene
+) -> list[dict[str, Any]]:
     """Cells of one FOV: slot, shape, lifetime, model parameters, parent."""
-    n = max((size - 40) // _SPACING, 1)
-    offset = (size - n * _SPACING) / 2 + _SPACING / 2
-    centres = offset + _SPACING * np.arange(n)
+    centres, pitch = scene.layout(size)
+    n = len(centres)
+    (a_lo, a_hi), (b_lo, b_hi) = scene.axes_ranges(pitch)
     cells: list[dict[str, Any]] = []
     skip: set[tuple[int, int]] = set()
     for i, cy in enumerate(centres):
         for j, cx in enumerate(centres):
             if (i, j) in skip:
                 continue
-            kind = rng.choice(["empty", "late", "divide", "normal"], p=[0.08, 0.12, 0.1, 0.7])
+            kind = rng.choice(["empty", "late", "divide", "normal"], p=list(scene.kinds))
             if kind == "divide" and (j + 1 >= n or frames < 8):
                 kind = "normal"
             base: dict[str, Any] = {
-                "a": float(rng.uniform(23, 27)),
-                "b": float(rng.uniform(19, 23)),
+                "a": float(rng.uniform(a_lo, a_hi)),
+                "b": float(rng.uniform(b_lo, b_hi)),
                 "theta": float(rng.uniform(0, np.pi)),
                 "ktl": float(rng.uniform(1.2e5, 2e5)),
                 "delta": float(rng.uniform(0.03, 0.08)),
@@ -101,9 +105,9 @@ def _plan_cells(size: int, frames: int, rng: np.random.Generator) -> list[dict[s
                 continue
             skip.add((i, j + 1))
             split = int(rng.integers(frames // 4, 3 * frames // 4 + 1))
-            parent = {**base, "y": cy, "x": cx + _SPACING / 2, "start": 0, "end": split}
+            parent = {**base, "y": cy, "x": cx + pitch / 2, "start": 0, "end": split}
             cells.append(parent)
-            for dx in (0.0, _SPACING):
+            for dx in (0.0, pitch):
                 cells.append(
                     {
                         **base,
@@ -126,9 +130,9 @@ def _plan_cells(size: int, frames: int, rng: np.random.Generator) -> list[dict[s
     return cells
 
 
-def _position(c: dict[str, Any], t: int) -> tuple[float, float]:
-    drift_y, drift_x = 0.1 * t, 0.15 * t
-    wob = 3.0 * np.sin(2 * np.pi * t / c["period"] + c["phase"])
+def _position(c: dict[str, Any], t: int, frames: int, scene: Scene) -> tuple[float, float]:
+    drift_y, drift_x = scene.stage(t, frames)
+    wob = scene.wobble * np.sin(2 * np.pi * t / c["period"] + c["phase"])
     return c["y"] + drift_y + wob[0], c["x"] + drift_x + wob[1]
 
 
@@ -146,12 +150,8 @@ def _ellipse(
 
 
 def _background(size: int, t: int, frames: int) -> np.ndarray:
-    """Smooth uneven illumination (a tilted, vignetted plane on a 1024-px scale, the
-    same at every frame size) that brightens by 10 % over the experiment."""
-    g = (np.arange(size, dtype=np.float64) - (size - 1) / 2) / 1024.0
-    v, u = g[:, None], g[None, :]
-    surface = 1.0 + 0.2 * u - 0.15 * v - 0.25 * (u * u + v * v) + 0.05 * u * v
-    return (200.0 * (1.0 + 0.1 * t / max(frames - 1, 1)) * surface).astype(np.float32)
+    """The classic scene's background (kept for callers of the original generator)."""
+    return SCENES["classic"].background(size, t, frames)
 
 
 def render_frame(
@@ -163,20 +163,23 @@ def render_frame(
     interval_min: float,
     rng: np.random.Generator,
     truth: dict[int, Any],
+    scene: Scene | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Phase and fluorescence images (uint16) of frame `t`; appends the truth of every
     visible cell to ``truth[id]``."""
+    scene = scene or SCENES["classic"]
     phase = np.full((size, size), 1000.0, dtype=np.float32)
-    fluo = _background(size, t, frames)
+    fluo = scene.background(size, t, frames)
     hours = t * interval_min / 60.0
     for c in cells:
         if not c["start"] <= t < c["end"]:
             continue
-        cy, cx = _position(c, t)
+        cy, cx = _position(c, t, frames, scene)
         win, outer = _ellipse(cy, cx, c["a"], c["b"], c["theta"], size)
         texture = rng.normal(-150.0, 250.0, outer.shape).astype(np.float32)
         phase[win] += np.where(outer, texture, 0)
-        bwin, body = _ellipse(cy, cx, c["a"] - _BODY_INSET, c["b"] - _BODY_INSET, c["theta"], size)
+        inset = scene.body_inset
+        bwin, body = _ellipse(cy, cx, c["a"] - inset, c["b"] - inset, c["theta"], size)
         total = c["scale"] * float(maturation(hours - c["t0_h"], ktl=c["ktl"], delta=c["delta"]))
         fluo[bwin] += np.where(body, np.float32(total / body.sum()), 0)
         rec = truth.setdefault(
@@ -186,6 +189,7 @@ def render_frame(
         rec["positions"].append([round(cx, 3), round(cy, 3)])
         rec["areas"].append(int(outer.sum()))
         rec["intensity"].append(total)
+    phase *= scene.phase_illumination(size)
     phase_img = rng.poisson(np.maximum(phase, 0)).clip(0, 65535).astype(np.uint16)
     fluo_img = rng.poisson(fluo).clip(0, 65535).astype(np.uint16)
     return phase_img, fluo_img
@@ -199,6 +203,7 @@ def write_timelapse(
     size: int = 512,
     seed: int = 0,
     interval_min: float = 10.0,
+    scene: str = "classic",
 ) -> TimelapsePaths:
     """Write a multi-FOV OME-TIFF time-lapse and its ground truth JSON.
 
@@ -212,6 +217,8 @@ def write_timelapse(
         Everything is reproducible from it.
     interval_min : float
         Minutes between frames (written as ``TimeIncrement`` in minutes).
+    scene : {"classic", "hard"}
+        Cell layout and illumination (see :mod:`functions.microscopy.synthetic_scenes`).
 
     Returns
     -------
@@ -220,6 +227,7 @@ def write_timelapse(
     """
     import tifffile
 
+    layout = get_scene(scene)
     if fovs < 1 or frames < 1 or size < 64:
         raise ValueError(f"need fovs >= 1, frames >= 1, size >= 64; got {fovs}, {frames}, {size}")
     out = Path(out_dir)
@@ -229,6 +237,7 @@ def write_timelapse(
         "size": size,
         "frames": frames,
         "interval_min": interval_min,
+        "scene": layout.name,
         "channels": ["phase", "fluorescence"],
         "model": {"name": "maturation", "km": KM, "beta": BETA},
         "fovs": [],
@@ -238,7 +247,7 @@ def write_timelapse(
     ) as tw:
         for fov in range(fovs):
             rng = np.random.default_rng([seed, fov])
-            cells = _plan_cells(size, frames, rng)
+            cells = _plan_cells(size, frames, rng, layout)
             per_cell: dict[int, Any] = {}
 
             def pages(
@@ -255,6 +264,7 @@ def write_timelapse(
                         interval_min=interval_min,
                         rng=rng,
                         truth=per_cell,
+                        scene=layout,
                     )
 
             tw.write(

@@ -12,6 +12,8 @@ from collections import deque
 
 import numpy as np
 
+from functions.microscopy.foreground import Runs, runs_of
+
 
 def overlap_iou(
     prev: np.ndarray,
@@ -37,20 +39,47 @@ def overlap_iou(
     """
     if prev.shape != cur.shape:
         raise ValueError(f"label images differ in shape: {prev.shape} and {cur.shape}")
-    both = (prev > 0) & (cur > 0)
-    a_px = prev[both].astype(np.int64)
-    b_px = cur[both].astype(np.int64)
-    if a_px.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
-    nb = int(b_px.max()) + 1
-    pairs, inter = np.unique(a_px * nb + b_px, return_counts=True)
-    a, b = pairs // nb, pairs % nb
+    ra, rb = runs_of(prev), runs_of(cur)
     if prev_area is None:
-        prev_area = np.bincount(prev.ravel())
+        prev_area = np.bincount(ra.label, weights=ra.length, minlength=1)
     if cur_area is None:
-        cur_area = np.bincount(cur.ravel())
-    return a, b, inter / (prev_area[a] + cur_area[b] - inter)
+        cur_area = np.bincount(rb.label, weights=rb.length, minlength=1)
+    return run_overlap_iou(ra, rb, prev_area, cur_area)
+
+
+def run_overlaps(a: Runs, b: Runs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Overlapping label pairs of two frames' runs and their intersections (px).
+
+    Runs of one frame are disjoint and in raster order, so the runs of `a` that meet a
+    run of `b` are a contiguous range found by two binary searches.
+
+    Returns
+    -------
+    la, lb, inter : (K,) int64 ndarray
+    """
+    if not len(a) or not len(b):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    ar, br = a.row.astype(np.int64) << 32, b.row.astype(np.int64) << 32
+    lo = np.searchsorted(ar | a.stop, br | b.start, side="right")  # a.stop > b.start
+    hi = np.searchsorted(ar | a.start, br | b.stop, side="left")  # a.start < b.stop
+    count = np.maximum(hi - lo, 0)
+    ib = np.repeat(np.arange(len(b)), count)
+    ia = lo[ib] + np.arange(len(ib)) - np.repeat(np.cumsum(count) - count, count)
+    inter = np.minimum(a.stop[ia], b.stop[ib]) - np.maximum(a.start[ia], b.start[ib])
+    la, lb = a.label[ia].astype(np.int64), b.label[ib].astype(np.int64)
+    nb = int(lb.max()) + 1 if len(lb) else 1
+    pairs, where = np.unique(la * nb + lb, return_inverse=True)
+    total = np.bincount(where, weights=inter).astype(np.int64)
+    return pairs // nb, pairs % nb, total
+
+
+def run_overlap_iou(
+    a: Runs, b: Runs, area_a: np.ndarray, area_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`overlap_iou`, from runs and each label's area."""
+    la, lb, inter = run_overlaps(a, b)
+    return la, lb, inter / (area_a[la] + area_b[lb] - inter)
 
 
 def match_pairs(a: np.ndarray, b: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +149,9 @@ class IoUTracker:
         self.min_iou = min_iou
         self.max_gap = max_gap
         self.next_id = 1
-        # (track-id image, pixel count per track id) of the last max_gap + 1 frames
-        self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=max_gap + 1)
+        # (runs labelled with track ids, pixel count per track id) of the last
+        # max_gap + 1 frames: runs, not images, so a frame costs its cells, not its pixels
+        self._history: deque[tuple[Runs, np.ndarray]] = deque(maxlen=max_gap + 1)
         self._last_seen: dict[int, int] = {}
         self._frame = -1
 
@@ -143,18 +173,22 @@ class IoUTracker:
         """
         if labels.ndim != 2:
             raise ValueError(f"labels must be (Y, X), got shape {labels.shape}")
-        self._frame += 1
         n = int(labels.max()) if labels.size else 0
+        return self.update_runs(runs_of(labels), n)
+
+    def update_runs(self, runs: Runs, n: int) -> np.ndarray:
+        """Track ids for one frame given as runs with labels 1..n (see :meth:`update`)."""
+        self._frame += 1
         ids = np.zeros(n + 1, dtype=np.int64)
         unmatched = np.ones(n + 1, dtype=bool)
         unmatched[0] = False
         used: set[int] = set()
-        area = np.bincount(labels.ravel(), minlength=n + 1)
-        for age, (track_img, track_area) in enumerate(self._history, start=1):
+        area = np.bincount(runs.label, weights=runs.length, minlength=n + 1)
+        for age, (track_runs, track_area) in enumerate(self._history, start=1):
             if not unmatched.any():
                 break
-            cur = labels if age == 1 else np.where(unmatched[labels], labels, 0)
-            a, b, iou = overlap_iou(track_img, cur, prev_area=track_area, cur_area=area)
+            cur = runs if age == 1 else runs.select(unmatched[runs.label])
+            a, b, iou = run_overlap_iou(track_runs, cur, track_area, area)
             # only tracks last seen exactly `age` frames ago and not yet taken
             ok = iou >= self.min_iou
             if age > 1:
@@ -171,9 +205,8 @@ class IoUTracker:
         self.next_id += len(new)
         for t in ids[1:].tolist():
             self._last_seen[t] = self._frame
-        id_type = np.int32 if self.next_id < 2**31 else np.int64
-        track_img = ids.astype(id_type)[labels]
-        track_area = np.zeros(self.next_id, dtype=np.int64)
+        track_runs = Runs(runs.frame, runs.row, runs.start, runs.stop, ids[runs.label])
+        track_area = np.zeros(self.next_id, dtype=np.float64)
         track_area[ids[1:]] = area[1:]
-        self._history.appendleft((track_img, track_area))
+        self._history.appendleft((track_runs, track_area))
         return ids

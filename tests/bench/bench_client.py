@@ -32,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from client import ApiKey, AsyncClient, Client
 from tests.bench.bench_files import MIB, reference_boto3, write_source
 from tests.client.conftest import new_account
-from tests.support.app import LiveServer
+from tests.support.app import REPO, LiveServer
 from tests.support.s3 import run_seaweedfs, s3_settings_env, unique_bucket
 
 ENV = {"APERTURE_LOG_LEVEL": "WARNING"}
+#: The checkout whose server is measured (--server-repo: the code before a change).
+SERVER_REPO = [REPO]
 
 
 def _client_upload(url: str, source: Path, state: Path) -> tuple[float, float, str]:
@@ -64,7 +66,8 @@ def bench_s3(work: Path, source: Path, sha: str, size_mib: int) -> None:
     with run_seaweedfs(work / "weed") as s3:
         bucket = unique_bucket("bench-client")
         s3.store(bucket).ensure_bucket()
-        server = LiveServer(work / "data", env={**ENV, **s3_settings_env(s3, bucket)}).start()
+        env = {**ENV, **s3_settings_env(s3, bucket)}
+        server = LiveServer(work / "data", env=env, repo=SERVER_REPO[0]).start(web_workers=None)
         try:
             took, parts, stored = _client_upload(server.url, source, work / "state")
         finally:
@@ -84,7 +87,7 @@ def bench_s3(work: Path, source: Path, sha: str, size_mib: int) -> None:
 
 
 def bench_dir(work: Path, source: Path, sha: str, size_mib: int) -> None:
-    server = LiveServer(work / "data", env=ENV).start()
+    server = LiveServer(work / "data", env=ENV, repo=SERVER_REPO[0]).start(web_workers=None)
     try:
         took, parts, stored = _client_upload(server.url, source, work / "state")
     finally:
@@ -124,7 +127,8 @@ async def _noop_batch(url: str, key: str, count: int, in_flight: int) -> list[tu
 
 
 def bench_jobs(work: Path, count: int, in_flight: int = 8) -> None:
-    server = LiveServer(work / "data", env=ENV).start(workers=2)
+    server = LiveServer(work / "data", env=ENV, repo=SERVER_REPO[0])
+    server.start(workers=2, web_workers=None)
     try:
         account = new_account(server.url)
         asyncio.run(_noop_batch(server.url, account.api_key, 8, in_flight))  # warm-up
@@ -153,7 +157,10 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--only", default="s3,dir,jobs")
+    parser.add_argument("--server-repo", type=Path, help="serve this checkout instead")
     args = parser.parse_args()
+    if args.server_repo:
+        SERVER_REPO[0] = args.server_repo
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         root = Path(tmp)

@@ -1,11 +1,14 @@
 """Files API speed and memory: a large file up and down through `aperture serve`.
 
 For each object-store backend, against `aperture serve` in its own process:
-- upload: `POST /api/v1/files`, a hand-built multipart/form-data body streamed from a
-  generator over the source file (never held in memory);
-- download: `GET /api/v1/files/{id}/download`, streamed to a local file;
-- the server process's RSS (psutil, else /proc/<pid>/status VmRSS), sampled every 10 ms
-  during both, against its value just before the upload (after a small warm-up round).
+- upload: `POST /api/v1/files` by curl (`-F file=@...`, streamed from the file), or with
+  `--client httpx` a hand-built multipart/form-data body streamed from a generator;
+- download: `GET /api/v1/files/{id}/download`, streamed to a local file (curl `-o`, or
+  httpx). curl is the default: httpx's pure-Python HTTP/1.1 reads bodies at 200-300
+  MiB/s on this machine kind, a third of what the server sends;
+- the server's RSS (serve process, web processes and workers together, from /proc),
+  sampled every 10 ms during both, against its value just before the upload (after a
+  small warm-up round).
 References measured in the same run on the same bytes: `shutil.copyfile` for the
 directory backend; boto3 `upload_file` / `download_file` (default transfer settings)
 against the same SeaweedFS for the S3 backend, with the server also on S3.
@@ -24,6 +27,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +40,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.support.app import LiveServer, register
+from tests.support.app import REPO, LiveServer, register
 from tests.support.s3 import S3Server, run_seaweedfs, s3_settings_env, unique_bucket
 
 MIB = 1024 * 1024
@@ -46,21 +50,26 @@ WARM_UP_MIB = 16
 
 
 def _rss_reader(pid: int) -> Any:
-    try:
-        import psutil
+    """The RSS of `pid` and every process under it: `aperture serve` is a serve process
+    with web processes (and job workers) under it."""
 
-        process = psutil.Process(pid)
-        return lambda: process.memory_info().rss
-    except ImportError:
-        status = Path(f"/proc/{pid}/status")
-
-        def vm_rss() -> int:
-            for line in status.read_text().splitlines():
+    def vm_rss(one: int) -> int:
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
-            raise RuntimeError(f"no VmRSS in {status}")
+        except OSError:
+            pass  # it ended meanwhile
+        return 0
 
-        return vm_rss
+    def tree(root: int) -> list[int]:
+        try:
+            text = Path(f"/proc/{root}/task/{root}/children").read_text()
+        except OSError:
+            return [root]
+        return [root, *(p for child in text.split() for p in tree(int(child)))]
+
+    return lambda: sum(vm_rss(one) for one in tree(pid))
 
 
 class RssSampler:
@@ -125,6 +134,26 @@ def multipart_body(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
     return chunks(), len(head) + path.stat().st_size + len(tail)
 
 
+def curl_upload(url: str, headers: dict[str, str], path: Path) -> dict[str, Any]:
+    """`POST /files` by curl (-F: multipart/form-data streamed from the file)."""
+    command = ["curl", "-sS", "--fail-with-body", "-X", "POST", f"{url}/api/v1/files"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    command += ["-F", f"file=@{path};type=text/csv"]
+    done = subprocess.run(command, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"upload failed: {done.stdout[:500]!r} {done.stderr[:500]!r}")
+    return dict(json.loads(done.stdout))
+
+
+def curl_download(url: str, headers: dict[str, str], file_id: str, dest: Path) -> int:
+    command = ["curl", "-sS", "--fail", "-o", str(dest)]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    subprocess.run([*command, f"{url}/api/v1/files/{file_id}/download"], check=True)
+    return dest.stat().st_size
+
+
 def upload(client: httpx.Client, path: Path) -> dict[str, Any]:
     boundary = secrets.token_hex(16)
     body, length = multipart_body(path, boundary)
@@ -179,15 +208,22 @@ def through_server(work: Path, server: LiveServer, source: Path, sha: str) -> di
         assert server.process is not None
         sampler = RssSampler(server.process.pid)
         baseline = sampler.current()
+        auth = {"Authorization": str(client.headers["authorization"])}
         with sampler:
-            up_s, stored = timed(upload, client, source)
+            if CLIENT[0] == "curl":
+                up_s, stored = timed(curl_upload, server.url, auth, source)
+            else:
+                up_s, stored = timed(upload, client, source)
         upload_peak = sampler.peak
         if stored["sha256"] != sha or stored["size"] != source.stat().st_size:
             raise RuntimeError("the server stored other bytes than were sent")
         dest = work / "downloaded.csv"
         sampler = RssSampler(server.process.pid)
         with sampler:
-            down_s, _ = timed(download, client, stored["id"], dest)
+            if CLIENT[0] == "curl":
+                down_s, _ = timed(curl_download, server.url, auth, stored["id"], dest)
+            else:
+                down_s, _ = timed(download, client, stored["id"], dest)
         download_peak = sampler.peak
     if file_sha256(dest) != sha:
         raise RuntimeError("the download differs from the upload")
@@ -241,6 +277,8 @@ def report(
     return json.dumps(
         {
             "bench": "files",
+            "server": "base" if SERVER_REPO[0] != REPO else "this checkout",
+            "client": CLIENT[0],
             "backend": backend,
             "size_mib": size_mib,
             "upload_mib_s": measured["upload_mib_s"],
@@ -257,10 +295,20 @@ def report(
     )
 
 
+#: The checkout whose server is measured (--server-repo: the code before a change).
+SERVER_REPO = [REPO]
+#: The HTTP client that uploads and downloads (--client).
+CLIENT = ["curl"]
+
+
+def _server(data: Path, env: dict[str, str]) -> LiveServer:
+    return LiveServer(data, env=env, repo=SERVER_REPO[0]).start(workers=1, web_workers=None)
+
+
 def run_dir(tmp: Path, source: Path, sha: str, size_mib: int) -> None:
     work = tmp / "dir"
     work.mkdir()
-    server = LiveServer(work / "data", env={"APERTURE_LOG_LEVEL": "WARNING"}).start(workers=1)
+    server = _server(work / "data", {"APERTURE_LOG_LEVEL": "WARNING"})
     try:
         measured = through_server(work, server, source, sha)
     finally:
@@ -279,7 +327,7 @@ def run_s3(tmp: Path, source: Path, sha: str, size_mib: int) -> None:
         bucket = unique_bucket("bench-files")
         s3.store(bucket).ensure_bucket()
         env = {"APERTURE_LOG_LEVEL": "WARNING", **s3_settings_env(s3, bucket)}
-        server = LiveServer(work / "data", env=env).start(workers=1)
+        server = _server(work / "data", env)
         try:
             measured = through_server(work, server, source, sha)
         finally:
@@ -292,7 +340,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--backends", default="dir,s3")
+    parser.add_argument("--server-repo", type=Path, help="serve this checkout instead")
+    parser.add_argument("--client", choices=["curl", "httpx"], default="curl")
     args = parser.parse_args()
+    CLIENT[0] = args.client
+    if args.server_repo:
+        SERVER_REPO[0] = args.server_repo
     runs = {"dir": run_dir, "s3": run_s3}
     with tempfile.TemporaryDirectory(prefix="bench-files-") as tmp:
         source = Path(tmp) / "source.csv"

@@ -33,6 +33,10 @@ results CSV is downloaded; the clock runs from the upload's first byte to the CS
 last. A small fit first warms the workers. The reference is the same scipy loop over
 the same traces, timed in this process while the server idles: every trace up to
 `--e2e-full-reference` traces, above that the `--reference` subsample, scaled.
+Reported beside it, not in the clock: when the plots (made by a `fitting.plots` child
+after the results) were listed, the longest gap between the fitting job's heartbeats
+(read from the server's SQLite file; they are written every 0.5 s, so a gap of seconds
+means a GIL held that long) and the workers' peak resident memory.
 
 Prints one JSON line per measurement.
 """
@@ -51,7 +55,9 @@ import json
 import secrets
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +291,7 @@ def _upload(client: httpx.Client, path: Path) -> str:
     return str(response.json()["id"])
 
 
-def _fit_over_http(client: httpx.Client, path: Path) -> dict[str, Any]:
+def _fit_over_http(client: httpx.Client, path: Path, database: Path) -> dict[str, Any]:
     """Upload → start → poll → download the results CSV; seconds of each step."""
     start = time.perf_counter()
     file_id = _upload(client, path)
@@ -294,8 +300,10 @@ def _fit_over_http(client: httpx.Client, path: Path) -> dict[str, Any]:
     if started.status_code not in (200, 201, 202):
         raise RuntimeError(f"start failed: {started.status_code} {started.text[:500]}")
     job_id = started.json()["job_id"]
+    heartbeats = _Heartbeats(database, job_id)
     while True:
         status = client.get(f"{API}/fitting/status/{job_id}").json()
+        heartbeats.look()
         if status["status"] in ("succeeded", "failed", "cancelled"):
             break
         time.sleep(0.02)
@@ -307,23 +315,69 @@ def _fit_over_http(client: httpx.Client, path: Path) -> dict[str, Any]:
     if csv.status_code != 200:
         raise RuntimeError(f"results download failed: {csv.status_code}")
     done = time.perf_counter()
+    while results["plots_status"] == "pending":  # not in the clock: results came first
+        time.sleep(0.05)
+        results = client.get(f"{API}/fitting/results/{job_id}", params={"limit": 1}).json()
     return {
         "seconds": done - start,
         "upload_s": uploaded - start,
         "start_to_succeeded_s": succeeded - uploaded,
         "results_download_s": done - succeeded,
+        "plots_after_succeeded_s": time.perf_counter() - succeeded,
+        "plots_status": results["plots_status"],
+        "max_heartbeat_gap_s": heartbeats.max_gap,
         "job_steps_s": _job_steps(client, job_id),
         "summary": results["summary"],
         "csv_rows": csv.content.count(b"\n") - 1,
     }
 
 
+class _Heartbeats:
+    """The longest gap between successive heartbeats of a job, from the server's SQLite
+    file (read-only; the API does not show heartbeats)."""
+
+    def __init__(self, database: Path, job_id: str) -> None:
+        import sqlite3
+
+        self.db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
+        self.job = uuid.UUID(job_id).hex
+        self.last: datetime | None = None
+        self.max_gap = 0.0
+
+    def look(self) -> None:
+        row = self.db.execute("SELECT heartbeat_at FROM jobs WHERE id = ?", (self.job,)).fetchone()
+        if not row or not row[0]:
+            return
+        beat = datetime.fromisoformat(str(row[0]))
+        if self.last is not None and beat != self.last:
+            self.max_gap = round(max(self.max_gap, (beat - self.last).total_seconds()), 3)
+        self.last = beat
+
+
+def _peak_rss_mib(server: Any) -> float:
+    """The largest peak resident memory of the server's worker processes (its process
+    group, the web process itself left out)."""
+    group, peak = server.process.pid, 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == group:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != group:  # the process group
+                continue
+            status = (entry / "status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
+    return round(peak / 1024, 1)
+
+
 def _job_steps(client: httpx.Client, job_id: str) -> dict[str, float | None]:
     """Where the job's time went, from its record and event log (to the 0.2 s its
     progress writes are throttled to): waiting for a worker, reading the traces,
-    fitting, then writing CSV, Parquet, plots and summary."""
-    from datetime import datetime
-
+    fitting, then writing CSV, Parquet and summary and starting the plots job."""
     job = client.get(f"/api/v1/jobs/{job_id}").json()
     events = client.get(f"/api/v1/jobs/{job_id}/logs").json()
 
@@ -362,21 +416,21 @@ def end_to_end(args: argparse.Namespace) -> None:
             with httpx.Client(base_url=server.url, headers=headers, timeout=600) as client:
                 warm = work / "warm.csv"
                 warm.write_bytes(to_long_csv(synthetic_traces(n=200, seed=99), time_unit="min"))
-                _fit_over_http(client, warm)
+                _fit_over_http(client, warm, work / "data" / "aperture.db")
                 for n in sizes:
-                    _e2e_size(args, client, spec, work, n)
+                    _e2e_size(args, client, server, spec, work, n)
         finally:
             server.stop()
 
 
 def _e2e_size(
-    args: argparse.Namespace, client: httpx.Client, spec: FitSpec, work: Path, n: int
+    args: argparse.Namespace, client: httpx.Client, server: Any, spec: FitSpec, work: Path, n: int
 ) -> None:
     data = synthetic_traces("maturation", n=n, n_times=args.points, noise=0.02, seed=args.seed)
     path = work / f"traces-{n}.csv"
     path.write_bytes(to_long_csv(data, time_unit="min"))
     load = os.getloadavg()
-    ours = _fit_over_http(client, path)
+    ours = _fit_over_http(client, path, work / "data" / "aperture.db")
     if ours["csv_rows"] != n:
         raise RuntimeError(f"results CSV has {ours['csv_rows']} rows for {n} traces")
     full = n <= args.e2e_full_reference
@@ -407,7 +461,11 @@ def _e2e_size(
         goal_ratio=20,
         success_rate=round(summary["succeeded"] / summary["total"], 4),
         median_r_squared=summary["r_squared"]["median"],
+        plots_after_succeeded_s=round(ours["plots_after_succeeded_s"], 3),
+        plots_status=ours["plots_status"],
         plot_errors=len(summary.get("plot_errors", [])),
+        max_heartbeat_gap_s=ours["max_heartbeat_gap_s"],
+        worker_peak_rss_mib=_peak_rss_mib(server),
     )
     path.unlink()
 

@@ -14,12 +14,19 @@ Prints one JSON line per measurement, each with its reference measured in the sa
   the full-resolution level, where both sides mostly decode the same JPEG tiles).
 - pyramid: `tiles.pyramid`'s build (dzsave + our .dzi) against bare `pyvips dzsave`
   with the same options; goal <= 1.15. Also the banded build run serially, for scale.
-- http (with --http): 8 concurrent clients fetching the same addresses through the web
-  layer, cold then warm: tiles/s and per-request p50/p99. Needs a running server and a
-  slide record (`--slide-id`, `--token`); or `--serve` starts `aperture serve` on a fresh
-  data directory, uploads the slide (its metadata job makes the record) and uses that.
+- http (with --http): Deep Zoom tiles over HTTP from `aperture serve` (embedded
+  defaults: SQLite, directory store, default web processes, JSON logs, a bearer token on
+  every request) against the peer a CytoLens user would run instead: OpenSlide's example
+  Deep Zoom server, a small Flask app (`DeepZoomGenerator` + Pillow JPEG q75, Flask's
+  threaded server; `--peer` runs it). One client harness (`http_load`) for both: 8
+  keep-alive connections fetching the same addresses of a 12,000 x 9,000 JPEG pyramid
+  from the project's synthetic slide generator. Cold: every address once, never asked
+  before (addresses drawn level first, without repeats); warm: the same addresses again.
+  The two servers run side by side and take turns, one block of addresses each, so both
+  see the same load from the rest of the machine. Goal: >= 2.5x the peer cold, >= 5x warm,
+  p99 <= 50 ms. `--server-repo DIR` serves another checkout (the code before a change).
 
-    uv run python tests/bench/bench_tiles.py --serve --size 16384x12288 --tiles 1000
+    uv run python tests/bench/bench_tiles.py --http [--size 12000x9000] [--tiles 1000]
 
 - pyramid jobs (with --jobs): `tiles.pyramid` submitted to `aperture serve` (2 local
   workers) as one job and fanned out into bands, wall time from submit to the finish
@@ -34,16 +41,18 @@ Prints one JSON line per measurement, each with its reference measured in the sa
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 Address = tuple[int, int, int]
 SIZE = (50_000, 40_000)
@@ -203,68 +212,191 @@ def bench_pyramid(path: Path, work: Path, repeats: int, banded: bool) -> None:
         )
 
 
-async def fetch_all(
-    base_url: str, slide_id: str, addresses: list[Address], clients: int, headers: dict[str, str]
-) -> tuple[float, list[float]]:
-    """Tiles per second fetching every address through HTTP with `clients` workers, and
-    each request's latency in seconds."""
+PEER_TILE = 254
+PEER_OVERLAP = 1
+
+
+def peer_main(slide: Path, port: int) -> None:
+    """The peer: OpenSlide's example Deep Zoom server, reduced to one slide (its tile
+    route as the example writes it), run by Flask's threaded server."""
+    import logging
+
+    import openslide
+    from flask import Flask, abort, make_response
+    from openslide.deepzoom import DeepZoomGenerator
+
+    app = Flask("deepzoom-peer")
+    generator = DeepZoomGenerator(
+        openslide.OpenSlide(slide), PEER_TILE, PEER_OVERLAP, limit_bounds=False
+    )
+
+    @app.route("/slide.dzi")
+    def dzi() -> Any:
+        response = make_response(generator.get_dzi("jpeg"))
+        response.mimetype = "application/xml"
+        return response
+
+    @app.route("/slide_files/<int:level>/<int:col>_<int:row>.<fmt>")
+    def tile(level: int, col: int, row: int, fmt: str) -> Any:
+        fmt = fmt.lower()
+        if fmt not in ("jpeg", "png"):
+            abort(404)
+        try:
+            image = generator.get_tile(level, (col, row))
+        except ValueError:
+            abort(404)
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, quality=75)
+        response = make_response(buffer.getvalue())
+        response.mimetype = f"image/{fmt}"
+        return response
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    app.run(host="127.0.0.1", port=port, threaded=True)
+
+
+def start_peer(slide: Path, work: Path) -> tuple[Any, int]:
+    import subprocess
+    import sys
+
     import httpx
 
-    queue: asyncio.Queue[Address] = asyncio.Queue()
-    for address in addresses:
-        queue.put_nowait(address)
-    latencies: list[float] = []
+    from tests.support.app import free_port
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            level, col, row = queue.get_nowait()
-            url = f"{base_url}/viewer/{slide_id}_files/{level}/{col}_{row}.jpeg"
-            sent = time.perf_counter()
-            response = await client.get(url)
-            response.raise_for_status()
-            latencies.append(time.perf_counter() - sent)
-
-    start = time.perf_counter()
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(headers=headers, timeout=60, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
-    return len(addresses) / (time.perf_counter() - start), latencies
-
-
-def percentile_ms(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+    port = free_port()
+    log = (work / "peer.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--peer", str(slide), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/slide.dzi", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the peer did not start")
 
 
-def bench_http(base_url: str, slide_id: str, path: Path, n: int, token: str | None) -> None:
-    addresses = sample_addresses(path, n, sampling="levels")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    cold = asyncio.run(fetch_all(base_url, slide_id, addresses, 8, headers))
-    warm = asyncio.run(fetch_all(base_url, slide_id, addresses, 8, headers))
-    reference = render_reference(path, addresses)
-    for phase, (rate, latencies) in (("cold", cold), ("warm", warm)):
-        emit(
-            bench="tiles.http",
-            phase=phase,
-            clients=8,
-            tiles=n,
-            aperture_tiles_per_s=round(rate, 1),
-            p50_ms=percentile_ms(latencies, 0.5),
-            p99_ms=percentile_ms(latencies, 0.99),
-            reference="DeepZoomGenerator.get_tile + PIL JPEG q75, in-process, one thread",
-            reference_tiles_per_s=round(reference, 1),
-            ratio=round(rate / reference, 2),
-        )
+def cold_addresses(path: Path, n: int, seed: int = 0) -> list[Address]:
+    """`n` distinct addresses: a level drawn uniformly among those with tiles left, then
+    a tile of it not drawn before (every address is cold in both servers)."""
+    from functions.slides.handles import SlideHandle
+
+    geometry = SlideHandle(path).geometry(PEER_TILE, PEER_OVERLAP, False)
+    rng = random.Random(seed)
+    left = {
+        level: [(level, c, r) for c in range(cols) for r in range(rows)]
+        for level, (cols, rows) in enumerate(geometry.level_tiles)
+    }
+    out: list[Address] = []
+    while len(out) < n and left:
+        level = rng.choice(sorted(left))
+        tiles = left[level]
+        out.append(tiles.pop(rng.randrange(len(tiles))))
+        if not tiles:
+            del left[level]
+    return out
 
 
-def serve_slide(path: Path, work: Path) -> tuple[Any, str, str]:
+def alternate(
+    servers: dict[str, tuple[int, str, dict[str, str]]], addresses: list[Address], block: int
+) -> dict[str, Any]:
+    """Each server fetches every address, the servers taking turns block by block (the
+    first to go alternates too); per server the merged LoadResult."""
+    from tests.bench.http_load import LoadResult, run
+
+    merged = {name: LoadResult(seconds=0.0) for name in servers}
+    order = list(servers)
+    for start in range(0, len(addresses), block):
+        chunk = addresses[start : start + block]
+        for name in order:
+            port, prefix, headers = servers[name]
+            paths = [f"{prefix}_files/{lv}/{c}_{r}.jpeg" for lv, c, r in chunk]
+            result = run("127.0.0.1", port, paths, clients=HTTP_CLIENTS, headers=headers)
+            total = merged[name]
+            total.seconds += result.seconds
+            total.latencies += result.latencies
+            total.bytes += result.bytes
+            for status, count in result.statuses.items():
+                total.statuses[status] = total.statuses.get(status, 0) + count
+        order.reverse()
+    return merged
+
+
+HTTP_CLIENTS = 8
+
+
+def bench_http(
+    path: Path, work: Path, n: int, server_repo: Path | None, web_workers: int | None
+) -> None:
+    import os
+
+    server, slide_id, token = serve_slide(path, work, server_repo, web_workers)
+    peer, peer_port = start_peer(path, work)
+    try:
+        servers = {
+            "aperture": (
+                server.port,
+                f"/api/v1/viewer/{slide_id}",
+                {"Authorization": f"Bearer {token}"},
+            ),
+            "peer": (peer_port, "/slide", {}),
+        }
+        from tests.bench.http_load import run
+
+        for port, prefix, headers in servers.values():  # open the slide outside the timing
+            run("127.0.0.1", port, [f"{prefix}.dzi"], clients=1, headers=headers)
+        addresses = cold_addresses(path, n)
+        for phase in ("cold", "warm"):
+            results = alternate(servers, addresses, block=max(50, n // 10))
+            ours, theirs = results["aperture"], results["peer"]
+            for name, result in results.items():
+                if set(result.statuses) != {200}:
+                    raise RuntimeError(f"{name} answered {result.statuses}")
+            emit(
+                bench="tiles.http",
+                phase=phase,
+                server="base" if server_repo else "this checkout",
+                web_workers=web_workers or "default",
+                clients=HTTP_CLIENTS,
+                tiles=len(addresses),
+                slide=image_size(path),
+                settings="254/1 jpeg q75, embedded defaults, bearer token",
+                aperture_tiles_per_s=round(ours.rate, 1),
+                aperture_p50_ms=ours.percentile_ms(0.5),
+                aperture_p99_ms=ours.percentile_ms(0.99),
+                reference="OpenSlide example Deep Zoom server (Flask threaded + DeepZoomGenerator)",
+                reference_tiles_per_s=round(theirs.rate, 1),
+                reference_p50_ms=theirs.percentile_ms(0.5),
+                reference_p99_ms=theirs.percentile_ms(0.99),
+                ratio=round(ours.rate / theirs.rate, 2),
+                goal=">= 2.5 cold, >= 5 warm, aperture p99 <= 50 ms",
+                load_average=round(os.getloadavg()[0], 1),
+            )
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
+        server.stop()
+
+
+def serve_slide(
+    path: Path, work: Path, server_repo: Path | None = None, web_workers: int | None = None
+) -> tuple[Any, str, str]:
     """`aperture serve` on a fresh data dir with `path` uploaded as a slide: (server,
-    slide id, bearer token)."""
+    slide id, bearer token). With `server_repo`, that checkout's server (as it was: no
+    options it may not know). Embedded defaults otherwise: JSON logs, the default
+    heartbeat and number of web processes."""
     import httpx
 
-    from tests.support.app import LiveServer, register
+    from tests.support.app import REPO, LiveServer, register
 
-    server = LiveServer(work / "data").start()
+    env = {"APERTURE_LOG_FORMAT": "json", "APERTURE_HEARTBEAT_INTERVAL_S": "2.0"}
+    server = LiveServer(work / "data", env=env, repo=server_repo or REPO)
+    server.start(web_workers=web_workers)
     with httpx.Client(base_url=server.url, timeout=600) as client:
         headers = register(client)
         client.headers.update(headers)
@@ -383,14 +515,13 @@ def main() -> None:
         "--repeats", type=int, default=2, help="pyramid runs per side (also with --jobs)"
     )
     parser.add_argument("--banded", action="store_true", help="also time the banded build")
-    parser.add_argument("--http", help="API base URL, e.g. http://127.0.0.1:8000/api/v1")
-    parser.add_argument("--slide-id", help="slide record id on that server (with --http)")
-    parser.add_argument("--token", help="bearer token for --http")
     parser.add_argument(
-        "--serve",
-        action="store_true",
-        help="start aperture serve with the slide and run the http bench",
+        "--http", action="store_true", help="tiles over HTTP: aperture serve vs the peer"
     )
+    parser.add_argument("--server-repo", type=Path, help="with --http: serve this checkout")
+    parser.add_argument("--web-workers", type=int, help="with --http: web processes")
+    parser.add_argument("--peer", type=Path, help=argparse.SUPPRESS)  # run the peer server
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--jobs",
         action="store_true",
@@ -398,25 +529,22 @@ def main() -> None:
     )
     parser.add_argument("--band-rows", type=int, default=16, help="with --jobs")
     parser.add_argument(
-        "--size", default="x".join(map(str, SIZE)), help="synthetic slide WIDTHxHEIGHT"
+        "--size", help="synthetic slide WIDTHxHEIGHT (50000x40000; with --http 12000x9000)"
     )
     args = parser.parse_args()
+    if args.peer:
+        peer_main(args.peer, args.port)
+        return
     with tempfile.TemporaryDirectory(prefix="aperture-bench-") as tmp:
         work = Path(tmp)
-        width, height = (int(v) for v in args.size.lower().split("x"))
+        size = args.size or ("12000x9000" if args.http else "x".join(map(str, SIZE)))
+        width, height = (int(v) for v in size.lower().split("x"))
         path = args.slide or make_slide(work / "bench.svs", width, height)
         if args.jobs:
             bench_pyramid_jobs(path, work, args.band_rows, args.repeats)
             return
-        if args.serve:
-            server, slide_id, token = serve_slide(path, work)
-            try:
-                bench_http(server.url + "/api/v1", slide_id, path, args.tiles, token)
-            finally:
-                server.stop()
-            return
         if args.http:
-            bench_http(args.http.rstrip("/"), args.slide_id, path, args.tiles, args.token)
+            bench_http(path, work, args.tiles, args.server_repo, args.web_workers)
             return
         bench_renderer(path, args.tiles)
         if not args.skip_pyramid:

@@ -1,5 +1,6 @@
 """`aperture batch` against `aperture serve`: 20 inputs with one corrupt file, the live
-display (rich's recording console), resuming without resubmitting, Ctrl-C, cancel."""
+display (rich's recording console), resuming without resubmitting, --retry-failed, Ctrl-C,
+cancel."""
 
 from __future__ import annotations
 
@@ -94,6 +95,15 @@ def test_a_batch_with_a_corrupt_input_then_a_rerun_that_submits_nothing(
     assert "metadata: 20 inputs, 20 already done" in capsys.readouterr().out
     assert _metadata_jobs(signed_in) == before + 19
     assert "1 failed, 19 succeeded" in plain.file.getvalue()  # type: ignore[attr-defined]
+
+    # The user repairs the broken file: --retry-failed submits it, and only it.
+    tifffile.imwrite(tmp_path / "in" / "broken.tif", np.zeros((2, 16, 16), np.uint8))
+    retry = build_parser().parse_args(_batch(tmp_path, "--retry-failed"))
+    assert cmd_batch_run(retry, Console(file=io.StringIO(), force_terminal=False)) == 0
+    assert _metadata_jobs(signed_in) == before + 20
+    repaired = {e["name"]: e for e in json.loads((tmp_path / "batch.json").read_text())["entries"]}
+    assert repaired["broken.tif"]["status"] == "succeeded"
+    assert (tmp_path / "out" / "broken.tif" / "result.json").exists()
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from common.datadir import DataDirBusy
 from common.executors.local import LocalExecutor
 from common.jobs import JobRecord, Status
 from common.jobs.service import JobService
@@ -30,7 +31,10 @@ def _runtime(settings: Settings) -> Runtime:
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobService]:
     """One single-worker pool for the module: a worker spawn costs seconds, and each
     test only looks at its own jobs."""
-    runtime = _runtime(make_settings(tmp_path_factory.mktemp("pool") / "data", workers=1))
+    settings = make_settings(
+        tmp_path_factory.mktemp("pool") / "data", workers=1, worker_idle_exit_s=1.0
+    )
+    runtime = _runtime(settings)
     executor = LocalExecutor(runtime)
     executor.start()
     yield JobService(runtime, executor)
@@ -211,3 +215,54 @@ def _wait_status(service: JobService, job_id: uuid.UUID, status: Status) -> None
     while service.runtime.jobs.get(job_id).status is not status:
         assert time.monotonic() < deadline, f"job never became {status}"
         time.sleep(0.02)
+
+
+def _health(service: JobService) -> dict[str, object]:
+    executor = service.executor
+    assert isinstance(executor, LocalExecutor)
+    return executor.health()
+
+
+def _wait_health(service: JobService, what: str, check: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check(_health(service)[what]):  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"executor {what} never passed: {_health(service)}"
+        time.sleep(0.02)
+
+
+def test_a_fan_out_child_starts_at_once_on_the_warm_spare(pool: JobService) -> None:
+    """The pool keeps a spare started beside its one worker, so the child of a parent
+    that blocks in gather runs without waiting for a process to spawn."""
+    _wait_health(pool, "workers", lambda n: n == 2)  # the worker and the spare
+    go = f"test/go/{uuid.uuid4()}"
+    parent = pool.submit("test.fanout", {"children": 1, "go_key": go}, owner_id=None)
+    _wait_status(pool, parent.id, Status.running)
+    _wait_health(pool, "idle", lambda idle: idle >= 1)  # the spare is ready
+    pool.runtime.objects.put_bytes(go, b"go")
+    assert _wait(pool, parent.id).status is Status.succeeded
+    (child,) = pool.runtime.queries.children(parent.id)
+    assert child.started_at is not None
+    waited = (child.started_at - child.created_at).total_seconds()
+    # a worker spawned on demand takes seconds to import everything
+    assert waited < 0.5, f"the child waited {waited:.3f} s to start"
+
+
+def test_idle_extra_workers_exit(pool: JobService) -> None:
+    """Workers beyond the pool's size (the spare, those lent to a blocked parent) exit
+    once idle past APERTURE_WORKER_IDLE_EXIT_S; the pool still serves afterwards."""
+    job = pool.submit("test.fanout", {"children": 2, "seconds": 0.5}, owner_id=None)
+    _wait_health(pool, "workers", lambda n: n >= 3)  # parent, child, spare
+    assert _wait(pool, job.id).status is Status.succeeded
+    _wait_health(pool, "workers", lambda n: n == 2)  # the pool's one worker and the spare
+    assert _run(pool, "noop").status is Status.succeeded
+
+
+def test_a_second_executor_on_the_same_data_directory_is_refused(pool: JobService) -> None:
+    """Restart recovery is for a server that is gone: while one executor holds the data
+    directory, another cannot start (and recovers nothing)."""
+    running = pool.submit("noop", {"sleep_s": 2}, owner_id=None)
+    _wait_status(pool, running.id, Status.running)
+    second = LocalExecutor(pool.runtime)
+    with pytest.raises(DataDirBusy, match="in use by another aperture server"):
+        second.start()
+    assert _wait(pool, running.id).status is Status.succeeded

@@ -126,7 +126,12 @@ def test_the_images_install_the_locked_dependencies_and_gpu_stack(modal_app: Any
     assert {p.split("[")[0].split("==")[0] for p in modal_app.GPU_PACKAGES} == {
         "cupy-cuda12x",
         "cucim-cu12",
+        "onnxruntime-gpu",  # the CUDA provider for ONNX models on GPU regions
     }
+    # the GPU build replaces the locked CPU onnxruntime (same `onnxruntime` package)
+    assert modal_app.GPU_REPLACES == ("onnxruntime",)
+    lock = (REPO / "uv.lock").read_text()
+    assert 'name = "onnxruntime"' in lock and 'name = "onnxruntime-gpu"' not in lock
     assert (REPO / "uv.lock").exists()
     pins = (REPO / "pyproject.toml").read_text()
     assert '"modal~=1.' in pins

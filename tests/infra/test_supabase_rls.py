@@ -36,6 +36,10 @@ OWNED_TABLES = {
     "datasets": "owner_id",
     "uploads": "owner_id",
     "slides": "owner_id",
+    "inference_models": "owner_id",
+    "inference_services": "owner_id",
+    "inference_tasks": "owner_id",
+    "inference_callbacks": "owner_id",
 }
 #: Those the schema has now: a table listed ahead of its migration joins when it lands.
 PRESENT = [table for table in OWNED_TABLES if table in Base.metadata.tables]

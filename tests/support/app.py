@@ -121,42 +121,55 @@ def client(app_client: TestClient) -> Iterator[TestClient]:
 
 
 class LiveServer:
-    """`aperture serve` in a child process on a free port, as a user would run it."""
+    """`aperture serve` in a child process on a free port, as a user would run it.
+
+    `public_url=False` leaves APERTURE_PUBLIC_URL unset (the server derives it); `repo`
+    runs another checkout's server (benchmarks compare against the code before a change).
+    """
 
     def __init__(
-        self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        *,
+        public_url: bool = True,
+        repo: Path = REPO,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.repo = repo
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "APERTURE_PUBLIC_URL"},
             "APERTURE_DATA_DIR": str(data_dir),
             "APERTURE_EXTRA_CAPABILITIES": f'["{TEST_CAPABILITIES}"]',
-            "APERTURE_PUBLIC_URL": self.url,
             "APERTURE_LOG_FORMAT": "text",
             "APERTURE_HEARTBEAT_INTERVAL_S": "0.5",
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": str(repo),
+            **({"APERTURE_PUBLIC_URL": self.url} if public_url else {}),
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
-    def start(self, *, workers: int = 2, timeout: float = 60) -> LiveServer:
+    def command(self, *, workers: int = 2, web_workers: int | None = 1) -> list[str]:
+        """The command line. One web process unless asked: each costs seconds of CPU to
+        start, and most tests are about something else."""
+        command = [sys.executable, "-m", "infra.cli", "serve", "--port", str(self.port)]
+        command += ["--workers", str(workers)]
+        if web_workers is not None:
+            command += ["--web-workers", str(web_workers)]
+        return command
+
+    def start(
+        self, *, workers: int = 2, web_workers: int | None = 1, timeout: float = 120
+    ) -> LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "infra.cli",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(workers),
-                ],
-                cwd=REPO,
+                self.command(workers=workers, web_workers=web_workers),
+                cwd=self.repo,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

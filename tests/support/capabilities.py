@@ -20,6 +20,8 @@ class Params(BaseModel):
     seconds: float = 0.0
     children: int = Field(default=0, ge=0, le=50)
     exit_code: int = 3
+    #: test.fanout: spawn the children only once this object exists (the test's go).
+    go_key: str | None = None
 
 
 class Result(BaseModel):
@@ -92,7 +94,9 @@ def slow(params: Params, ctx: Context) -> Result:
 
 @capability("test.fanout", params=Params, result=Result)
 def fanout(params: Params, ctx: Context) -> Result:
-    """Spawns `children` noop jobs and waits for them."""
+    """Spawns `children` noop jobs (once `go_key` exists, if given) and waits for them."""
+    while params.go_key is not None and not ctx.objects.exists(params.go_key):
+        time.sleep(0.01)
     ids = [ctx.spawn("noop", {"sleep_s": params.seconds}) for _ in range(params.children)]
     outcomes = ctx.gather(ids)
     ctx.progress(1.0, "children done")

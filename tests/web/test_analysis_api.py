@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,9 +97,14 @@ def _fit(client: TestClient, file_id: str, **body: Any) -> dict[str, Any]:
     status = client.get(f"{API}/fitting/status/{job_id}").json()
     assert status["status"] == "succeeded", status
     assert status["progress"] == 1.0
-    results = client.get(f"{API}/fitting/results/{job_id}", params={"limit": 10_000})
-    assert results.status_code == 200, results.text
-    return {"job_id": job_id, **results.json()}
+    deadline = time.monotonic() + 60  # the results are there at once; plots follow
+    while True:
+        results = client.get(f"{API}/fitting/results/{job_id}", params={"limit": 10_000})
+        assert results.status_code == 200, results.text
+        if results.json()["plots_status"] != "pending":
+            return {"job_id": job_id, **results.json()}
+        assert time.monotonic() < deadline, "the plots never came"
+        time.sleep(0.05)
 
 
 # --- models and load-traces -------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.functions.inference.onnx_graphs import segmentation_model
 from tests.support.app import PASSWORD, make_admin, register, wait_for_job
 from tests.support.fixtures import REAL
 
@@ -20,6 +21,7 @@ USER = "user"  # any signed-in user
 OWNED = "owned"  # the owner or an admin; others get 404
 SELF = "self"  # the owner only (personal credentials); others, admins too, get 404
 ADMIN = "admin"  # admins only; users get 403
+WEBHOOK = "webhook"  # no identity: an external service's HMAC signature decides (401 without)
 
 ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/health"): PUBLIC,
@@ -102,6 +104,19 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/viewer/{slide_id}"): PUBLIC,
     ("GET", "/api/v1/viewer/{slide_id}.dzi"): OWNED,
     ("GET", "/api/v1/viewer/{slide_id}_files/{level}/{col}_{row}.{fmt}"): OWNED,
+    ("GET", "/api/v1/inference/models"): USER,
+    ("POST", "/api/v1/inference/models"): USER,
+    ("DELETE", "/api/v1/inference/models/{model_id}"): OWNED,
+    ("GET", "/api/v1/inference/services"): ADMIN,
+    ("POST", "/api/v1/inference/services"): ADMIN,
+    ("DELETE", "/api/v1/inference/services/{service_id}"): ADMIN,
+    ("POST", "/api/v1/inference"): USER,
+    ("GET", "/api/v1/inference/tasks"): USER,
+    ("GET", "/api/v1/inference/tasks/{task_id}"): OWNED,
+    ("DELETE", "/api/v1/inference/tasks/{task_id}"): OWNED,
+    ("POST", "/api/v1/inference/webhook/callback"): WEBHOOK,
+    ("GET", "/api/v1/viewer/predictions/{slide_id}"): OWNED,
+    ("GET", "/api/v1/viewer/predictions/{slide_id}/density"): OWNED,
     ("GET", "/api/v1/signed/object"): SIGNED,
     ("PUT", "/api/v1/signed/object"): SIGNED,
     ("PUT", "/api/v1/signed/part"): SIGNED,
@@ -116,6 +131,7 @@ DESTROYS = {
     ("DELETE", "/api/v1/files/uploads/{upload_id}"),
     ("POST", "/api/v1/files/uploads/{upload_id}/complete"),
     ("DELETE", "/api/v1/slides/{slide_id}"),
+    ("DELETE", "/api/v1/inference/models/{model_id}"),
 }
 #: A's slide: a real one, so the metadata job makes its record.
 SLIDE = REAL / "small.svs"
@@ -181,6 +197,11 @@ class World:
             "row": 0,
             "fmt": "jpeg",
         }
+        self.params |= {
+            "model_id": self.new_model(),
+            "service_id": self.new_service(),
+            "task_id": self.new_task(),
+        }
 
     def new_dataset(self) -> str:
         created = self.client.post("/api/v1/datasets", json={"name": "a"}, headers=self.a)
@@ -208,6 +229,38 @@ class World:
         slides = a.get(f"/api/v1/slides?file_id={stored['id']}").json()["items"]
         return str(slides[0]["id"])
 
+    def new_model(self) -> str:
+        """An ONNX model of A's, registered from an uploaded graph."""
+        graph = self.client.post(
+            "/api/v1/files", files={"file": ("m.onnx", segmentation_model())}, headers=self.a
+        ).json()
+        declared = {
+            "file_id": graph["id"],
+            "name": f"m-{uuid.uuid4().hex[:8]}",
+            "input": {"size": 256, "mpp": 0.5},
+            "output": {"kind": "segmentation", "classes": ["nucleus"]},
+        }
+        created = self.client.post("/api/v1/inference/models", json=declared, headers=self.a)
+        return str(created.json()["id"])
+
+    def new_service(self) -> str:
+        body = {
+            "name": f"s-{uuid.uuid4().hex[:8]}",
+            "base_url": "http://127.0.0.1:9/",
+            "secret": "s" * 32,
+            "output": {"classes": ["cell"]},
+        }
+        created = self.client.post("/api/v1/inference/services", json=body, headers=self.admin)
+        return str(created.json()["id"])
+
+    def new_task(self) -> str:
+        """A finished nuclei-he task of A's over A's slide (so the slide has predictions)."""
+        a = _Signed(self.client, self.a)
+        body = {"slide_id": self.params["slide_id"], "model": "nuclei-he"}
+        task = self.client.post("/api/v1/inference", json=body, headers=self.a).json()
+        assert wait_for_job(a, task["task_id"])["status"] == "succeeded"
+        return str(task["task_id"])
+
     def url(self, path: str, *, fresh: bool = False) -> str:
         if fresh:
             return path.format(
@@ -217,6 +270,7 @@ class World:
                     "file_id": self.new_file(),
                     "upload_id": self.new_upload(),
                     **({"slide_id": self.new_slide()} if "{slide_id}" in path else {}),
+                    **({"model_id": self.new_model()} if "{model_id}" in path else {}),
                 }
             )
         return path.format(**self.params)
@@ -258,6 +312,10 @@ def test_route_behaves_by_its_decision(world: World, method: str, path: str) -> 
     if decision == REFRESH:
         response = client.request(method, url, json={})
         assert response.status_code == 401 and "refresh token" in response.json()["detail"]
+        return
+    if decision == WEBHOOK:
+        response = client.request(method, url, json={})
+        assert response.status_code == 401 and "X-Aperture-Signature" in response.json()["detail"]
         return
     if decision == SIGNED:
         assert anonymous == 403, f"{method} {path} must refuse a missing signature"

@@ -13,7 +13,7 @@ def test_health_reports_every_dependency(client: TestClient) -> None:
     assert set(body["checks"]) == {"database", "objects", "executor", "capabilities"}
     assert body["checks"]["database"]["detail"]["dialect"] == "sqlite"
     assert body["checks"]["objects"]["detail"]["kind"] == "dir"
-    assert body["checks"]["executor"]["detail"]["workers"] == 2
+    assert body["checks"]["executor"]["detail"]["workers"] == 3  # two and the warm spare
 
 
 def test_functions_list_schemas_and_resources(client: TestClient) -> None:

@@ -245,6 +245,13 @@ def test_workflow_results_download_as_pyama_tables(
         data = client.get(f"/api/v1/files/{trace['parquet_file_id']}/download").content
         table = pq.read_table(io.BytesIO(data))
         assert table.column_names == list(rows[0]) and table.num_rows == len(rows)
+        # the background's per-frame quality, for the user to judge before the traces
+        background = trace["summary"]["background"]
+        quality = background["channels"]["1"]
+        assert background["method"] == "fit" and background["threshold"] == 0.01
+        assert len(quality["residual_median"]) == len(quality["residual_spread"]) == 35
+        flagged = [w for w in results["summary"]["warnings"] if "background residual" in w]
+        assert bool(quality["flagged_frames"]) == any(f"FOV {trace['fov']}," in w for w in flagged)
 
 
 def test_invalid_workflow_requests(client: TestClient, workflow: dict[str, Any]) -> None:
@@ -465,7 +472,7 @@ def test_what_the_file_lacks_is_refused_before_a_job_exists(client: TestClient) 
     assert "the file has 10" in started.json()["detail"]
     late = _start(client, file_id, fov_start=1)
     assert late.status_code == 422 and "FOV 1 does not exist" in late.json()["detail"]
-    bad = [
+    bad: list[tuple[str, dict[str, Any], str]] = [
         ("workflow", {"fovs": [0], "options": {"fluorescence_channels": [2]}}, "channel 2"),
         ("workflow", {"fovs": "0", "options": {"z": 10}}, "z plane 10"),
         ("workflow", {"fovs": [3]}, "FOV 3 does not exist"),

@@ -218,3 +218,110 @@ def test_a_long_read_signs_in_on_the_viewer_and_never_loses_a_tile(
     assert len(refreshes) >= 2 and set(refreshes) == {200}, refreshes
     assert after == 401  # signed out: the cookies are gone
     assert (tmp_path / "long-read.png").stat().st_size > 10_000
+
+
+PREDICTIONS_STATE = "() => window.aperturePredictions && window.aperturePredictions.state"
+#: Canvas pixels of the builtin model's class colour (PALETTE[0], #2f6fd6), as drawn.
+COUNT_COLOURED = """() => {
+  const canvas = document.getElementById('predictions-layer');
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] > 128 && Math.abs(data[i] - 47) < 40 && Math.abs(data[i + 1] - 111) < 40
+        && Math.abs(data[i + 2] - 214) < 40) n += 1;
+  }
+  return n;
+}"""
+
+
+def test_predictions_overlay_follows_the_viewport(server: LiveServer, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from functions.inference.synthetic import write_he_slide
+    from tests.support.inference import start_task, wait_task
+
+    path, _ = write_he_slide(tmp_path / "he.svs", width=1024, height=768, seed=3)
+    email = f"predictions-{uuid.uuid4().hex[:8]}@example.org"
+    with server.client() as client:
+        sign_up(client, email)
+        slide = upload_slide(client, path)
+        started = start_task(client, {"slide_id": slide["id"], "model": "nuclei-he"})
+        task = wait_task(client, started["task_id"], timeout=120)
+        assert task["status"] == "succeeded", task["error"]
+
+    errors: list[str] = []
+    asked: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        page.goto(f"{server.url}/api/v1/health")
+        assert page.evaluate(LOGIN, [email, PASSWORD]) == 200
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: asked.append(r.url) if "/predictions/" in r.url else None)
+        page.goto(f"{server.url}/api/v1/viewer/{slide['id']}")
+        page.wait_for_function(WAIT_LOADED, timeout=30_000)
+        page.wait_for_function(f"() => ({PREDICTIONS_STATE})().task !== null", timeout=15_000)
+        assert asked == []  # nothing is fetched before the box is ticked
+        page.check("#show-overlay")
+        page.wait_for_function(
+            f"() => {{ const s = ({PREDICTIONS_STATE})(); return s.mode === 'outlines' "
+            "&& s.drawn > 0; }",
+            timeout=15_000,
+        )
+        whole = page.evaluate(PREDICTIONS_STATE)
+        assert whole["drawn"] == whole["inView"] == task["objects"]
+        assert page.evaluate(COUNT_COLOURED) > 2000  # outlines in the class colour
+        assert "bbox=" in asked[-1] and f"task_id={task['task_id']}" in asked[-1]
+        legend = page.text_content("#predictions-classes") or ""
+        assert str(task["objects"]) in legend.replace(",", "")
+        before = len(asked)
+        page.evaluate(
+            "() => { const v = window.aperture.viewer.viewport;"
+            " v.zoomBy(3, new OpenSeadragon.Point(0.25, 0.2)); v.applyConstraints(); }"
+        )
+        page.wait_for_function(
+            f"() => ({PREDICTIONS_STATE})().requests > {whole['requests']}", timeout=15_000
+        )
+        page.wait_for_timeout(600)
+        zoomed = page.evaluate(PREDICTIONS_STATE)
+        assert 0 < zoomed["inView"] < whole["inView"] and len(asked) > before
+        page.screenshot(path=str(tmp_path / "predictions.png"))
+        page.eval_on_selector(
+            "#predictions-confidence",
+            "e => { e.value = '0.9'; e.dispatchEvent(new Event('input')); }",
+        )
+        page.wait_for_function(
+            f"() => ({PREDICTIONS_STATE})().requests > {zoomed['requests']}", timeout=15_000
+        )
+        page.wait_for_timeout(600)
+        assert "min_confidence=0.9" in asked[-1]
+        assert page.evaluate(PREDICTIONS_STATE)["inView"] <= zoomed["inView"]
+        page.eval_on_selector(
+            "#predictions-confidence",
+            "e => { e.value = '0'; e.dispatchEvent(new Event('input')); }",
+        )
+        page.evaluate("() => window.aperturePredictions.setOutlineLimit(5)")
+        page.wait_for_function(
+            f"() => {{ const s = ({PREDICTIONS_STATE})(); return s.mode === 'density' "
+            "&& s.drawn > 0; }",
+            timeout=15_000,
+        )
+        assert any("/density?" in url for url in asked)
+        page.screenshot(path=str(tmp_path / "predictions-density.png"))
+        # zoomed out (a small window over the whole slide): nuclei become points
+        page.set_viewport_size({"width": 1000, "height": 200})
+        page.wait_for_function("() => window.aperture.viewer.container.clientHeight < 200")
+        page.wait_for_timeout(300)  # OpenSeadragon notices the new size on its next frame
+        page.evaluate("() => window.aperture.viewer.viewport.goHome(true)")
+        page.evaluate("() => window.aperturePredictions.setOutlineLimit(100000)")
+        page.wait_for_function(
+            f"() => {{ const s = ({PREDICTIONS_STATE})(); return s.mode === 'points' "
+            f"&& s.drawn === {task['objects']}; }}",  # every nucleus, once the box's answer is in
+            timeout=15_000,
+        )
+        assert page.evaluate(COUNT_COLOURED) > task["objects"]  # dots in the class colour
+        page.screenshot(path=str(tmp_path / "predictions-points.png"))
+        browser.close()
+    assert errors == []
+    assert (tmp_path / "predictions.png").stat().st_size > 10_000

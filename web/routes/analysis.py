@@ -11,11 +11,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from common.arrays import gpu_available
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict, InvalidInput, NotFound
 from common.jobs.models import JobError, JobRecord
 from common.jobs.status import Status
 from functions.fitting.capability import FittingOptions, TraceFileOptions
 from functions.fitting.models import list_models
+from functions.fitting.plot_job import plots_state
 from functions.fitting.results import load_results, results_page
 from functions.fitting.traces import read_traces, summarize_traces
 from web.deps import CurrentUser, RequestClient, Sources, State, owned_job_of
@@ -103,8 +104,13 @@ class FittingResults(BaseModel):
     summary: dict[str, Any]
     results_file_id: uuid.UUID = Field(description="The per-trace results as CSV.")
     parquet_file_id: uuid.UUID
-    plot_file_ids: list[uuid.UUID]
+    plot_file_ids: list[uuid.UUID] = Field(description="The plots, once they are made.")
     plots: dict[str, uuid.UUID] = Field(description="The same plots by name.")
+    plots_status: Literal["pending", "ready", "failed"] = Field(
+        description="Plots are made after the results: pending until then; failed plots "
+        "are named in summary.plot_errors (they never fail the fit)."
+    )
+    plots_job_id: uuid.UUID | None = Field(description="The job that makes the plots.")
     results: list[dict[str, Any]] = Field(description="Per-trace rows, one page.")
     total: int
     limit: int
@@ -216,16 +222,28 @@ def read_fitting_results(
     result = job.result
     parquet = state.runtime.files.get(uuid.UUID(result["parquet_file_id"]))
     table = load_results(state.runtime.objects.get_bytes(parquet.key))
-    plots = {name: uuid.UUID(str(i)) for name, i in result["plot_file_ids"].items()}
+    plots = plots_state(result, _plots_job(state, result.get("plots_job_id")))
     return FittingResults(
         job_id=job.id,
-        summary=result["summary"],
+        summary={**result["summary"], "plot_errors": plots.errors},
         results_file_id=result["results_file_id"],
         parquet_file_id=parquet.id,
-        plot_file_ids=list(plots.values()),
-        plots=plots,
+        plot_file_ids=list(plots.plots.values()),
+        plots=plots.plots,
+        plots_status=plots.status,
+        plots_job_id=result.get("plots_job_id"),
         results=results_page(table, offset=offset, limit=limit),
         total=table.num_rows,
         limit=limit,
         offset=offset,
     )
+
+
+def _plots_job(state: State, job_id: str | None) -> JobRecord | None:
+    """The `fitting.plots` child a fitting job's result names (None: none, or gone)."""
+    if job_id is None:
+        return None
+    try:
+        return state.runtime.jobs.get(uuid.UUID(job_id))
+    except NotFound:
+        return None

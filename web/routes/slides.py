@@ -14,6 +14,7 @@ from common.slides import SlideFilter, SlideRecord
 from web.deps import CurrentUser, RequestClient, State
 from web.fields import LabelQuery, Limit, Name, Offset, TimestampQuery
 from web.http import image_response
+from web.inference import forget_slide_tasks
 from web.schemas import Page
 from web.slides import OwnedSlide, SlideService, SlideServiceDep, ViewedSlide, owned_slide
 
@@ -109,7 +110,8 @@ def delete_slide(
     state: State,
     client: RequestClient,
 ) -> Response:
-    """Delete a slide's record, pyramid and cached tiles (its file stays)."""
+    """Delete a slide's record, pyramid, cached tiles and its inference tasks' artefacts
+    (its file stays)."""
     _delete(service, state, slide, user, client)
     return Response(status_code=204)
 
@@ -150,6 +152,7 @@ def _delete(
     user: CurrentUser,
     client: RequestClient,
 ) -> None:
+    forget_slide_tasks(state, user, client, slide.id)  # its tasks' artefacts go first
     service.delete(slide)
     state.identity.audit.record(
         "slide.deleted",

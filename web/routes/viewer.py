@@ -9,6 +9,7 @@ URL with S3.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -19,10 +20,10 @@ from common.errors import InvalidInput, NotFound
 from functions.slides.capability import pyramid_tile_key
 from functions.slides.geometry import parse_tile_format
 from functions.slides.render import MEDIA_TYPES
-from functions.slides.service import CACHE_CONTROL, Tile
+from functions.slides.service import Tile
 from web.deps import State
 from web.http import image, image_response, not_modified, presigned_redirect, quoted
-from web.slides import SlideServiceDep, ViewedSlide
+from web.slides import TILE_CACHE_CONTROL, SlideServiceDep, ViewedSlide
 
 router = APIRouter(prefix="/viewer", tags=["viewer"])
 
@@ -60,7 +61,8 @@ async def read_tile(
     state: State,
     request: Request,
 ) -> Response:
-    """One Deep Zoom tile (JPEG or PNG), with an ETag; `If-None-Match` gives 304."""
+    """One Deep Zoom tile (JPEG or PNG), with an ETag and `Cache-Control: private`;
+    `If-None-Match` gives 304."""
     try:
         fmt = parse_tile_format(fmt)
     except InvalidInput:  # the URL names no tile
@@ -72,7 +74,7 @@ async def read_tile(
     if tile is None:
         path = await service.apath(slide)
         tile = await service.tiles.atile(str(slide.id), path, level, col, row, fmt)
-    return image_response(tile, request)
+    return image_response(replace(tile, cache_control=TILE_CACHE_CONTROL), request)
 
 
 async def _stored_tile(
@@ -87,10 +89,10 @@ async def _stored_tile(
             return await run_in_threadpool(presigned_redirect, objects, key, expires_s=ttl)
         info = await run_in_threadpool(objects.head, key)
         etag = quoted(info.etag)
-        unchanged = not_modified(etag, request, cache_control=CACHE_CONTROL)
+        unchanged = not_modified(etag, request, cache_control=TILE_CACHE_CONTROL)
         if unchanged is not None:
             return unchanged
         content = await run_in_threadpool(objects.get_bytes, key)
     except NotFound:
         raise NotFound(f"no tile {level}/{col}_{row} in this slide's pyramid") from None
-    return image(Tile(content, MEDIA_TYPES[fmt], etag))
+    return image(Tile(content, MEDIA_TYPES[fmt], etag, TILE_CACHE_CONTROL))

@@ -115,8 +115,9 @@
     $("scalebar-label").textContent = formatLength(length);
   }
 
-  // ---- predictions overlay ---------------------------------------------------------
-  // Predictions are in level-0 pixel coordinates, each one of:
+  // ---- custom overlay ----------------------------------------------------------------
+  // A page's own shapes (predictions.js draws inference tasks' on a layer of its own),
+  // in level-0 pixel coordinates, each one of:
   //   {polygon: [[x, y], ...]}, {bbox: [x, y, w, h]}, {x, y, radius}
   // with an optional label and colour. `window.aperture.setPredictions(list)` sets them.
 
@@ -164,13 +165,6 @@
       }
       ctx.stroke();
     }
-  }
-
-  async function loadPredictions(slide) {
-    // Only ask when the record says there are some: a 404 would log a console error.
-    if (!slide.prediction_count && !params.has("predictions")) return [];
-    const body = await getJSON(`${api}/slides/${encodeURIComponent(slideId)}/predictions`);
-    return Array.isArray(body) ? body : body.items || [];
   }
 
   // ---- viewer ----------------------------------------------------------------------
@@ -223,12 +217,8 @@
       viewer,
       setPredictions(list) { predictions = list || []; drawOverlay(viewer); },
     };
-    try {
-      predictions = await loadPredictions(slide);
-      drawOverlay(viewer);
-    } catch (error) {
-      status(`predictions: ${error.message}`);
-    }
+    // predictions.js draws the slide's inference predictions per viewport from here on
+    document.dispatchEvent(new CustomEvent("aperture:slide", { detail: { viewer, slide, api, slideId } }));
   }
 
   // ---- account ---------------------------------------------------------------------

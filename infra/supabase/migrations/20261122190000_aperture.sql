@@ -476,3 +476,158 @@ END
 $$;
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+
+-- Running upgrade 0005 -> 0006
+
+CREATE TABLE inference_services (
+    id UUID NOT NULL, 
+    owner_id UUID, 
+    name VARCHAR(200) NOT NULL, 
+    description TEXT, 
+    base_url VARCHAR(2048) NOT NULL, 
+    secret_sealed TEXT NOT NULL, 
+    mpp FLOAT, 
+    output JSONB NOT NULL, 
+    params_schema JSONB, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    PRIMARY KEY (id), 
+    UNIQUE (name)
+);
+
+CREATE TABLE inference_callbacks (
+    id BIGSERIAL NOT NULL, 
+    task_id UUID NOT NULL, 
+    owner_id UUID, 
+    event_id VARCHAR(128) NOT NULL, 
+    status VARCHAR(16) NOT NULL, 
+    progress FLOAT, 
+    message TEXT, 
+    predictions_key VARCHAR(1024), 
+    predictions_url TEXT, 
+    received_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(task_id) REFERENCES jobs (id) ON DELETE CASCADE, 
+    CONSTRAINT uq_inference_callbacks_task_event UNIQUE (task_id, event_id)
+);
+
+CREATE TABLE inference_models (
+    id UUID NOT NULL, 
+    owner_id UUID, 
+    name VARCHAR(200) NOT NULL, 
+    kind VARCHAR(16) NOT NULL, 
+    file_id UUID NOT NULL, 
+    spec JSONB NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(file_id) REFERENCES files (id) ON DELETE CASCADE, 
+    CONSTRAINT uq_inference_models_owner_name UNIQUE (owner_id, name)
+);
+
+CREATE TABLE inference_tasks (
+    id UUID NOT NULL, 
+    owner_id UUID, 
+    slide_id UUID NOT NULL, 
+    model_kind VARCHAR(16) NOT NULL, 
+    model_name VARCHAR(200) NOT NULL, 
+    model_id UUID, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(id) REFERENCES jobs (id) ON DELETE CASCADE, 
+    FOREIGN KEY(slide_id) REFERENCES slides (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_inference_services_created_at ON inference_services (created_at);
+
+CREATE INDEX ix_inference_services_owner_id ON inference_services (owner_id);
+
+CREATE INDEX ix_inference_models_created_at ON inference_models (created_at);
+
+CREATE INDEX ix_inference_models_owner_id ON inference_models (owner_id);
+
+CREATE INDEX ix_inference_tasks_created_at ON inference_tasks (created_at);
+
+CREATE INDEX ix_inference_tasks_model_name ON inference_tasks (model_name);
+
+CREATE INDEX ix_inference_tasks_owner_id ON inference_tasks (owner_id);
+
+CREATE INDEX ix_inference_tasks_slide_id ON inference_tasks (slide_id);
+
+CREATE INDEX ix_inference_callbacks_owner_id ON inference_callbacks (owner_id);
+
+CREATE INDEX ix_inference_callbacks_task_id ON inference_callbacks (task_id);
+
+CREATE INDEX IF NOT EXISTS "ix_inference_models_owner_id" ON "inference_models" ("owner_id");
+
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') AND to_regprocedure('auth.uid()') IS NOT NULL THEN
+    ALTER TABLE "inference_models" ENABLE ROW LEVEL SECURITY;
+    DROP POLICY IF EXISTS "inference_models_owner_select" ON "inference_models";
+    CREATE POLICY "inference_models_owner_select" ON "inference_models" AS PERMISSIVE FOR SELECT TO authenticated USING ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_models_owner_insert" ON "inference_models";
+    CREATE POLICY "inference_models_owner_insert" ON "inference_models" AS PERMISSIVE FOR INSERT TO authenticated WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_models_owner_update" ON "inference_models";
+    CREATE POLICY "inference_models_owner_update" ON "inference_models" AS PERMISSIVE FOR UPDATE TO authenticated USING ((SELECT auth.uid()) = owner_id) WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_models_owner_delete" ON "inference_models";
+    CREATE POLICY "inference_models_owner_delete" ON "inference_models" AS PERMISSIVE FOR DELETE TO authenticated USING ((SELECT auth.uid()) = owner_id);
+  END IF;
+END
+$$;
+
+CREATE INDEX IF NOT EXISTS "ix_inference_services_owner_id" ON "inference_services" ("owner_id");
+
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') AND to_regprocedure('auth.uid()') IS NOT NULL THEN
+    ALTER TABLE "inference_services" ENABLE ROW LEVEL SECURITY;
+    DROP POLICY IF EXISTS "inference_services_owner_select" ON "inference_services";
+    CREATE POLICY "inference_services_owner_select" ON "inference_services" AS PERMISSIVE FOR SELECT TO authenticated USING ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_services_owner_insert" ON "inference_services";
+    CREATE POLICY "inference_services_owner_insert" ON "inference_services" AS PERMISSIVE FOR INSERT TO authenticated WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_services_owner_update" ON "inference_services";
+    CREATE POLICY "inference_services_owner_update" ON "inference_services" AS PERMISSIVE FOR UPDATE TO authenticated USING ((SELECT auth.uid()) = owner_id) WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_services_owner_delete" ON "inference_services";
+    CREATE POLICY "inference_services_owner_delete" ON "inference_services" AS PERMISSIVE FOR DELETE TO authenticated USING ((SELECT auth.uid()) = owner_id);
+  END IF;
+END
+$$;
+
+CREATE INDEX IF NOT EXISTS "ix_inference_tasks_owner_id" ON "inference_tasks" ("owner_id");
+
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') AND to_regprocedure('auth.uid()') IS NOT NULL THEN
+    ALTER TABLE "inference_tasks" ENABLE ROW LEVEL SECURITY;
+    DROP POLICY IF EXISTS "inference_tasks_owner_select" ON "inference_tasks";
+    CREATE POLICY "inference_tasks_owner_select" ON "inference_tasks" AS PERMISSIVE FOR SELECT TO authenticated USING ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_tasks_owner_insert" ON "inference_tasks";
+    CREATE POLICY "inference_tasks_owner_insert" ON "inference_tasks" AS PERMISSIVE FOR INSERT TO authenticated WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_tasks_owner_update" ON "inference_tasks";
+    CREATE POLICY "inference_tasks_owner_update" ON "inference_tasks" AS PERMISSIVE FOR UPDATE TO authenticated USING ((SELECT auth.uid()) = owner_id) WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_tasks_owner_delete" ON "inference_tasks";
+    CREATE POLICY "inference_tasks_owner_delete" ON "inference_tasks" AS PERMISSIVE FOR DELETE TO authenticated USING ((SELECT auth.uid()) = owner_id);
+  END IF;
+END
+$$;
+
+CREATE INDEX IF NOT EXISTS "ix_inference_callbacks_owner_id" ON "inference_callbacks" ("owner_id");
+
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') AND to_regprocedure('auth.uid()') IS NOT NULL THEN
+    ALTER TABLE "inference_callbacks" ENABLE ROW LEVEL SECURITY;
+    DROP POLICY IF EXISTS "inference_callbacks_owner_select" ON "inference_callbacks";
+    CREATE POLICY "inference_callbacks_owner_select" ON "inference_callbacks" AS PERMISSIVE FOR SELECT TO authenticated USING ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_callbacks_owner_insert" ON "inference_callbacks";
+    CREATE POLICY "inference_callbacks_owner_insert" ON "inference_callbacks" AS PERMISSIVE FOR INSERT TO authenticated WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_callbacks_owner_update" ON "inference_callbacks";
+    CREATE POLICY "inference_callbacks_owner_update" ON "inference_callbacks" AS PERMISSIVE FOR UPDATE TO authenticated USING ((SELECT auth.uid()) = owner_id) WITH CHECK ((SELECT auth.uid()) = owner_id);
+    DROP POLICY IF EXISTS "inference_callbacks_owner_delete" ON "inference_callbacks";
+    CREATE POLICY "inference_callbacks_owner_delete" ON "inference_callbacks" AS PERMISSIVE FOR DELETE TO authenticated USING ((SELECT auth.uid()) = owner_id);
+  END IF;
+END
+$$;
+
+UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';

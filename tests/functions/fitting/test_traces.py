@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import functions.fitting.traces as traces_module
 from common.errors import InvalidInput
 from functions.fitting.synthetic import synthetic_traces, to_long_csv, to_wide_csv
 from functions.fitting.traces import read_traces, summarize_traces
@@ -126,3 +127,56 @@ def test_all_nan_cells_are_kept() -> None:
     assert len(tr) == 2 and np.isnan(tr.y[1]).all()
     summary = summarize_traces(tr)
     assert summary["empty_cells"] == 1 and summary["nan_count"] == 2
+
+
+def test_row_order_does_not_matter_and_text_ids_sort_as_text(ragged, tmp_path) -> None:
+    """Traces come out ordered by (fov, cell) whatever the rows' order; a path reads
+    like the same bytes."""
+    lines = to_long_csv(ragged).split(b"\n")
+    rows = [r for r in lines[2:] if r]
+    np.random.default_rng(0).shuffle(rows)
+    shuffled = b"\n".join([*lines[:2], *rows]) + b"\n"
+    path = tmp_path / "shuffled.csv"
+    path.write_bytes(shuffled)
+    a, b = read_traces(to_long_csv(ragged)), read_traces(path)
+    np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(a.cell, b.cell)
+    text = read_traces(b"time,fov,cell,value\n0,b,10,1\n0,b,9,2\n0,a,x,3\n1,a,x,4\n")
+    assert list(zip(text.fov, text.cell, strict=True)) == [("a", "x"), ("b", "10"), ("b", "9")]
+    np.testing.assert_array_equal(text.y, [[3, 4], [1, np.nan], [2, np.nan]])
+
+
+def test_duplicates_are_refused_on_per_cell_time_grids() -> None:
+    data = b"time,fov,cell,value\n0,0,0,1\n1,0,0,2\n0.5,0,1,5\n0.5,0,1,6\n0.7,0,2,8\n0.9,0,2,9\n"
+    with pytest.raises(InvalidInput, match="duplicate rows"):
+        read_traces(data)
+
+
+def test_text_deep_in_a_big_file_is_named_by_its_row() -> None:
+    """Only the Arrow chunk holding the bad value is looked at value by value."""
+    rows = [f"{i % 180},{i // 180},0,{i}.5" for i in range(200_000)]
+    rows[150_000] = rows[150_000].rsplit(",", 1)[0] + ",n/d"
+    data = ("time,fov,cell,value\n" + "\n".join(rows) + "\n").encode()
+    with pytest.raises(InvalidInput, match="'value' is not numeric: row 150001 holds 'n/d'"):
+        read_traces(data)
+
+
+def test_comment_lines_longer_than_the_first_read() -> None:
+    data = b"# " + b"x" * 100_000 + b"\n# Time units: s\ntime,fov,cell,value\n0,0,0,1\n3600,0,0,2\n"
+    tr = read_traces(data)
+    assert tr.time_unit == "s"
+    np.testing.assert_allclose(tr.t, [0.0, 1.0])
+
+
+def test_ids_numbered_by_hashing_read_like_those_numbered_by_table(
+    ragged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(fov, cell) pairs beyond what a table over every pair holds (ids unique across a
+    whole file) are numbered by hashing, to the same traces in the same order."""
+    data = to_long_csv(ragged)
+    table = read_traces(data)
+    monkeypatch.setattr(traces_module._TraceIds, "DENSE_PAIRS", 1)
+    hashed = read_traces(data)
+    np.testing.assert_array_equal(hashed.y, table.y)
+    np.testing.assert_array_equal(hashed.fov, table.fov)
+    np.testing.assert_array_equal(hashed.cell, table.cell)

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from common.inference_records import InferenceRecords
 from common.jobs import JobRecord, Status
 from common.jobs.service import JobService
 from functions.inference.nuclei_he import MPP
@@ -162,6 +163,11 @@ def test_fan_out_over_regions_gives_the_same_objects(
     children = pool.runtime.queries.children(fanned.id)
     assert sorted(c.function for c in children) == ["inference.region"] * 8
     assert all(c.status is Status.succeeded for c in children)
+    # what a slide's deletion removes: the task's outputs and its regions' own tables
+    made = {str(f) for f in InferenceRecords(pool.runtime.db).artefact_ids([fanned.id])}
+    region_files = {str(c.result["objects_file_id"]) for c in children if c.result}
+    assert len(region_files) == 8 and region_files <= made
+    assert str(fanned.result["parquet_file_id"]) in made
     a, _ = objects(pool, single, tmp_path)
     b, _ = objects(pool, fanned, tmp_path)
 

@@ -9,6 +9,7 @@ from skimage.measure import regionprops
 
 from functions.microscopy.extraction import (
     Foreground,
+    foreground_intensity_features,
     intensity_features,
     list_features,
     shape_features,
@@ -56,7 +57,9 @@ def test_shape_features_match_regionprops(seed: int) -> None:
 def test_intensity_features_match_numpy(dtype: type) -> None:
     labels = blobs(2)
     rng = np.random.default_rng(3)
-    values = rng.normal(5, 10, labels.shape).astype(dtype)  # negatives after subtraction
+    values: np.ndarray = rng.normal(5, 10, labels.shape).astype(
+        dtype
+    )  # negatives after subtraction
     got = intensity_features(Foreground.from_labels(labels), values)
     for k in range(1, labels.max() + 1):
         v = values[labels == k].astype(np.float64)
@@ -76,10 +79,25 @@ def test_erosion_shrinks_the_summed_mask() -> None:
     assert intensity_features(fg, ones, erosion=1)["intensity_total"][1] == 25
 
 
+def test_features_from_foreground_values_equal_those_from_frames() -> None:
+    """The workflow corrects only the foreground pixels: the same numbers, bit for bit,
+    as from whole corrected frames, eroded totals included."""
+    labels = blobs(2)
+    values = np.random.default_rng(4).normal(5, 10, labels.shape).astype(np.float32)
+    fg = Foreground.from_labels(labels)
+    for erosion in (0, 1):
+        whole = intensity_features(fg, values, erosion=erosion)
+        at = foreground_intensity_features(fg, values[labels > 0], erosion=erosion)
+        for name, column in whole.items():
+            np.testing.assert_array_equal(at[name], column, err_msg=name)
+
+
 def test_shapes_are_validated() -> None:
     fg = Foreground.from_labels(np.ones((1, 4, 4), np.int32))
     with pytest.raises(ValueError, match="match"):
         intensity_features(fg, np.ones((1, 4, 5)))
+    with pytest.raises(ValueError, match="foreground pixels"):
+        foreground_intensity_features(fg, np.ones(15, np.float32))
     with pytest.raises(ValueError, match="shape"):
         Foreground.from_labels(np.ones((4, 4), np.int32))
 

@@ -8,7 +8,9 @@ import pytest
 from functions.microscopy.filters import flag_traces, summarise
 
 
-def boxes(rows: list[tuple[int, int, int, int]]) -> tuple[np.ndarray, ...]:
+def boxes(
+    rows: list[tuple[int, int, int, int]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     a = np.array(rows)
     return a[:, 0], a[:, 1], a[:, 2], a[:, 3]
 

@@ -1,13 +1,18 @@
 """Per-FOV pipeline end to end on synthetic data with ground truth and on real files.
 
-Acceptance (from the issue): ≥ 95 % of ground-truth cells tracked over all their frames
-with the right identity; intensity_total after background subtraction with median
-|relative error| ≤ 2 % and 90th percentile ≤ 5 % over cell-frames whose truth exceeds
-10 % of the cell's maximum, at 512² and 1024²; late-appearing cells tracked.
+Acceptance: ≥ 95 % of ground-truth cells tracked over all their frames with the right
+identity; late-appearing cells tracked; ``intensity_total`` after background
+subtraction with median |relative error| ≤ 2 %, 90th percentile ≤ 5 % and signed
+median within ±1 % over cell-frames whose truth exceeds 10 % of the cell's maximum —
+on the classic scene and on the hard one (vignetting that scales with the frame,
+gradient, drift, dense cells) at 256², 512² and 1024², where PyAMA's tile medians are
+off by tens of percent and the FOV summary flags their background.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +20,12 @@ import numpy as np
 import pytest
 
 from common.errors import JobCancelled
+from functions.microscopy.capability import FovOutcome, background_warnings
 from functions.microscopy.pipeline import WorkflowOptions, run_fov
 from functions.microscopy.readers import open_reader
 from functions.microscopy.synthetic import write_timelapse
 from functions.microscopy.traces import BASE_COLUMNS, read_table
-from tests.functions.microscopy.truth import match_truth
+from tests.functions.microscopy.truth import accuracy_figures, match_truth
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +93,71 @@ def test_outputs(results_512: list[Any]) -> None:
     assert ids == set(r.table["cell"].to_numpy()[frame == 5].tolist())
 
 
+#: hard-scene FOVs and frames per size: enough cell-frames, a modest runtime
+HARD = {256: (2, 24), 512: (1, 20), 1024: (1, 12)}
+
+
+def hard_run(
+    tmp_path: Path, size: int, options: WorkflowOptions | None = None
+) -> tuple[dict[str, float], float, list[Any]]:
+    fovs, frames = HARD[size]
+    paths = write_timelapse(
+        tmp_path, fovs=fovs, frames=frames, size=size, seed=21, scene="hard", interval_min=30
+    )
+    truth = json.loads(paths.truth.read_text())
+    signed, tracked, results = [], [], []
+    with open_reader(paths.image) as reader:
+        for fov in range(fovs):
+            result = run_fov(reader, fov, tmp_path / "out", options or WorkflowOptions())
+            m = match_truth(result.table, truth["fovs"][fov]["cells"])
+            signed.append(m["signed_error"])
+            tracked.append(m["tracked_fraction"])
+            results.append(result)
+    err = np.concatenate(signed)
+    assert len(err) >= 100
+    return accuracy_figures(err), float(np.mean(tracked)), results
+
+
+@pytest.mark.parametrize("size", [256, 512, 1024])
+def test_fluorescence_accuracy_on_hard_data(tmp_path: Path, size: int) -> None:
+    figures, tracked, results = hard_run(tmp_path, size)
+    assert tracked >= 0.95
+    assert figures["median_abs_pct"] <= 2.0, figures
+    assert figures["p90_abs_pct"] <= 5.0, figures
+    assert abs(figures["median_signed_pct"]) <= 1.0, figures
+    for r in results:
+        background = r.summary["background"]
+        assert background["method"] == "fit" and background["flagged"] is False
+        quality = background["channels"]["1"]
+        assert len(quality["residual_median"]) == r.summary["frames"]
+        assert quality["worst"] < background["threshold"]
+    assert background_warnings(outcomes(results)) == []
+
+
+def test_pyama_background_is_biased_on_small_frames_and_flagged(tmp_path: Path) -> None:
+    """The reference method, on the same data: what the issue reported, now visible in
+    the FOV summary."""
+    figures, _, results = hard_run(tmp_path, 512, WorkflowOptions(background_method="pyama"))
+    assert figures["median_signed_pct"] > 5.0, figures
+    background = results[0].summary["background"]
+    assert background["flagged"] is True
+    assert len(background["channels"]["1"]["flagged_frames"]) == results[0].summary["frames"]
+    # the workflow's result says so in its warnings, one line per FOV and channel
+    (warning,) = background_warnings(outcomes(results))
+    assert warning.startswith("FOV 0, channel 1: background residual above 1.0%")
+    assert f"on {results[0].summary['frames']} frame(s)" in warning
+
+
+def outcomes(results: list[Any]) -> list[FovOutcome]:
+    return [
+        FovOutcome(fov=r.fov, status="succeeded", job_id=uuid.uuid4(), summary=r.summary)
+        for r in results
+    ]
+
+
 @pytest.mark.slow
 def test_accuracy_1024(tmp_path: Path) -> None:
     paths = write_timelapse(tmp_path, fovs=1, frames=40, size=1024, seed=5)
-    import json
-
     truth = json.loads(paths.truth.read_text())
     with open_reader(paths.image) as reader:
         result = run_fov(reader, 0, tmp_path / "out")

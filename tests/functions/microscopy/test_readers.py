@@ -102,7 +102,7 @@ def write_ome(
     ("unit", "minutes"), [("s", 0.5), ("ms", 0.0005), ("min", 30.0), ("h", 1800.0), (None, 0.5)]
 )
 def test_ome_time_increment_units(tmp_path: Path, unit: str | None, minutes: float) -> None:
-    meta = {"TimeIncrement": 30.0}
+    meta: dict[str, float | str] = {"TimeIncrement": 30.0}
     if unit:
         meta["TimeIncrementUnit"] = unit  # OME's default unit is seconds
     write_ome(tmp_path / "t.ome.tif", meta)

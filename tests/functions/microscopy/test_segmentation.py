@@ -109,3 +109,30 @@ def test_rejects_bad_options() -> None:
         clean_mask(np.zeros((1, 8, 8), bool), structure_size=0)
     with pytest.raises(ValueError, match="bins"):
         logstd_threshold(np.zeros((4, 4)), bins=1)
+
+
+@pytest.mark.parametrize(("structure_size", "iterations"), [(3, 3), (5, 1), (9, 2)])
+def test_clean_mask_odd_squares(structure_size: int, iterations: int) -> None:
+    """The opening's and closing's dilations merged into one (odd squares only)."""
+    rng = np.random.default_rng(4)
+    mask = ndimage.uniform_filter(rng.random((2, 60, 70)), size=(1, 5, 5)) > 0.5
+    square = np.ones((structure_size, structure_size), bool)
+    expected = np.stack(
+        [
+            ndimage.binary_closing(
+                ndimage.binary_opening(ndimage.binary_fill_holes(m), square, iterations=iterations),
+                square,
+                iterations=iterations,
+            )
+            for m in mask
+        ]
+    )
+    got = clean_mask(mask, structure_size=structure_size, iterations=iterations)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 5])
+def test_logstd_any_window_matches_oracle(size: int) -> None:
+    frame = textured((40, 52), 5, np.uint16)
+    got = local_logstd(frame[None], size=size)[0]
+    np.testing.assert_allclose(got, oracle_logstd(frame, size), atol=1e-3)

@@ -10,6 +10,7 @@ import pytest
 
 from functions.microscopy.readers import open_reader, read_metadata
 from functions.microscopy.synthetic import BETA, KM, maturation, write_timelapse
+from functions.microscopy.synthetic_scenes import get_scene
 
 
 @pytest.mark.parametrize("delta", [0.03, 0.1, 1e-4])
@@ -63,3 +64,48 @@ def test_timelapse_files(tmp_path: Path) -> None:
 def test_rejects_tiny_frames(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size"):
         write_timelapse(tmp_path, size=32)
+
+
+@pytest.mark.parametrize("size", [256, 512, 1024, 2048])
+def test_hard_background_scales_with_the_frame(size: int) -> None:
+    """Vignetting 1.5-2x from centre to the middle of an edge at every frame size, the
+    same shape at every size (a 256² frame is not a flat crop), a linear tilt, and a
+    slow drift over the experiment."""
+    scene = get_scene("hard")
+    first, last = scene.background(size, 0, 60), scene.background(size, 59, 60)
+    edges = [first[0, size // 2], first[-1, size // 2], first[size // 2, 0], first[size // 2, -1]]
+    ratio = float(first.max()) / float(np.mean(edges))
+    assert 1.5 <= ratio <= 2.0, ratio
+    small = scene.background(256, 0, 60)
+    step = size // 256
+    np.testing.assert_allclose(first[step // 2 :: step, step // 2 :: step], small, rtol=0.02)
+    # tilted and off-centre: far from symmetric under a half turn
+    assert np.abs(first / first[::-1, ::-1] - 1).max() > 0.1
+    assert 1.1 < last.mean() / first.mean() < 1.2  # brightens by ~15 %
+    shift = np.unravel_index(np.argmax(last), last.shape)
+    peak = np.unravel_index(np.argmax(first), first.shape)
+    assert peak != shift  # the optical axis drifts
+
+
+@pytest.mark.parametrize("size", [256, 512, 1024])
+def test_hard_scene_is_dense_and_noisy(tmp_path: Path, size: int) -> None:
+    paths = write_timelapse(tmp_path, fovs=1, frames=6, size=size, seed=4, scene="hard")
+    truth = json.loads(paths.truth.read_text())
+    assert truth["scene"] == "hard"
+    cells = truth["fovs"][0]["cells"]
+    for f in range(6):
+        covered = sum(c["areas"][c["frames"].index(f)] for c in cells if f in c["frames"])
+        assert covered / size**2 >= 0.30
+    scene = get_scene("hard")
+    with open_reader(paths.image) as r:
+        fluo = r.read(0, 1, 5, 6)[0].astype(np.float64)
+    expected = scene.background(size, 5, 6).astype(np.float64)
+    corner = (slice(0, 6), slice(0, 6))  # never under a cell: background only
+    resid = fluo[corner] - expected[corner]
+    assert abs(resid.mean()) < 4 * np.sqrt(expected[corner].mean() / resid.size)
+    assert resid.var() == pytest.approx(expected[corner].mean(), rel=0.5)  # Poisson
+
+
+def test_unknown_scene(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="scene"):
+        write_timelapse(tmp_path, scene="easy")
