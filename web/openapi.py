@@ -246,6 +246,10 @@ def _describe(
     responses: dict[str, Any] = operation.setdefault("responses", {})
     for error in sorted(error_statuses(path, method, operation, dependant)):
         responses[str(error)] = _problem_response(error)
+    for status, declared in responses.items():
+        if status.startswith(("4", "5")) and "content" not in declared:
+            # A route that declares an error with a description only: its body is ours.
+            declared["content"] = _problem_response(int(status))["content"]
     for status, content in MEDIA_TYPES.get(name, {}).items():
         entry: dict[str, Any] = responses.setdefault(status, {"description": "Successful Response"})
         if content:
