@@ -187,6 +187,7 @@ PAGINATED = [
     "/slides",
     "/datasets",
     "/datasets/stats",
+    "/inference/tasks",
 ]
 
 
@@ -306,6 +307,7 @@ def test_filters_refuse_nul_escape_and_bidi_overrides(client: TestClient, bad: s
         ("/files", "kind"),
         ("/slides", "vendor"),
         ("/events", "action"),
+        ("/inference/tasks", "model"),
     ]:
         _problem(client.get(API + path, params={name: bad}), 422, "validation", "found U+")
 

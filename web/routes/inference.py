@@ -17,6 +17,7 @@ from common.webhooks import seal
 from functions.inference.onnx_model import validate_onnx
 from functions.inference.params import OnnxModelSpec
 from web.deps import Admin, CurrentUser, RequestClient, State, visible_to
+from web.fields import LabelQuery, Limit, Offset
 from web.inference import OwnedTask, Records, list_models, start_task, task_public
 from web.inference_schemas import (
     InferenceCreate,
@@ -146,10 +147,10 @@ def read_tasks(
     records: Records,
     user: CurrentUser,
     slide_id: uuid.UUID | None = None,
-    model: Annotated[str | None, Query(max_length=200, description="The model's name.")] = None,
+    model: Annotated[LabelQuery, Query(max_length=200, description="The model's name.")] = None,
     status: Status | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[TaskPublic]:
     """Tasks, newest first, filtered by slide, model and status."""
     f = TaskFilter(
