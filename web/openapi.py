@@ -108,6 +108,8 @@ DEPENDENCY_ERRORS: dict[str, set[int]] = {
 
 #: Domain errors raised by a handler itself: what no signature shows.
 DOMAIN_ERRORS: dict[str, set[int]] = {
+    "POST /api/v1/inference": {404},  # the slide or the model
+    "POST /api/v1/inference/models": {404},  # the ONNX file
     "POST /api/v1/auth/register": {404, 409},  # closed registration, a taken email
     "POST /api/v1/auth/login": {401, 404, 429},  # throttled after failures
     "POST /api/v1/auth/refresh": {401, 404},
