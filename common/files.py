@@ -126,6 +126,18 @@ class Files:
             raise
         return StoredFile.model_validate(row, from_attributes=True)
 
+    def made_by(self, job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+        """The live files the jobs stored (`source_job_id`): what a cancelled build removes."""
+        wanted = list(job_ids)
+        if not wanted:
+            return []
+        with self.db() as session:
+            return list(
+                session.scalars(
+                    select(File.id).where(File.source_job_id.in_(wanted), File.deleted_at.is_(None))
+                )
+            )
+
     def import_path(
         self,
         path: Path,

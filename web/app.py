@@ -27,6 +27,7 @@ from web.periodic import cleanup_forever
 from web.routes import (
     analysis,
     auth,
+    builds,
     datasets,
     events,
     files,
@@ -63,6 +64,7 @@ PROTECTED_ROUTERS = (
     jobs,
     analysis,
     datasets,
+    builds,
     processing,
     slides,
     viewer,

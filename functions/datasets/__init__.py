@@ -1,0 +1,3 @@
+"""Training-data export: `datasets.build` turns a dataset's slides and time-lapses into
+WebDataset shards (patches of slides, single-cell crops of time-lapses), a manifest, a
+split by source file and a summary."""

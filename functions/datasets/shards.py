@@ -1,0 +1,95 @@
+"""WebDataset samples and shards: images encoded (PNG exact, JPEG with a quality), a
+`.json` per sample, members of plain POSIX tar files that `webdataset` reads as they
+are. Member names are `<key>.<ext>`; keys hold no dots (webdataset splits there)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+#: PNG's zlib level: 1 is several times faster than PIL's default 6 for a few % more bytes.
+PNG_LEVEL = 1
+
+
+def encode(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
+    """An image's bytes: PNG (uint8 gray/RGB, uint16 gray) or JPEG (uint8 only)."""
+    from PIL import Image
+
+    if pixels.dtype == np.uint16:
+        image = Image.fromarray(pixels, mode="I;16")
+    else:
+        image = Image.fromarray(pixels)
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(buf, format="JPEG", quality=quality)
+    else:
+        image.save(buf, format="PNG", compress_level=PNG_LEVEL)
+    return buf.getvalue()
+
+
+def image_ext(fmt: str) -> str:
+    return "jpg" if fmt == "jpeg" else "png"
+
+
+class TarSink:
+    """Appends samples (a key and its named members) to one tar file."""
+
+    def __init__(self, out: str | Path | IO[bytes]) -> None:
+        # closed in close() / __exit__: the sink outlives one statement
+        if isinstance(out, str | Path):
+            self._tar = tarfile.open(out, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        else:
+            self._tar = tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        self.samples = 0
+        self.bytes = 0
+
+    def __repr__(self) -> str:
+        return f"TarSink(samples={self.samples})"
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        if "." in key or "/" in key:
+            raise ValueError(f"sample key {key!r} may not hold '.' or '/'")
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            self._tar.addfile(info, io.BytesIO(data))
+            self.bytes += 512 + -(-len(data) // 512) * 512
+        self.samples += 1
+
+    def close(self) -> None:
+        self._tar.close()
+
+    def __enter__(self) -> TarSink:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def json_member(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+
+
+def read_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) of a tar written by :class:`TarSink`, in order."""
+    with tarfile.open(path, "r") as tar:
+        key: str | None = None
+        members: dict[str, bytes] = {}
+        for info in tar:
+            if not info.isfile():
+                continue
+            name_key, _, ext = info.name.partition(".")
+            if key is not None and name_key != key:
+                yield key, members
+                members = {}
+            key = name_key
+            handle = tar.extractfile(info)
+            members[ext] = handle.read() if handle else b""
+        if key is not None:
+            yield key, members
