@@ -21,10 +21,7 @@ def encode(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
     """An image's bytes: PNG (uint8 gray/RGB, uint16 gray) or JPEG (uint8 only)."""
     from PIL import Image
 
-    if pixels.dtype == np.uint16:
-        image = Image.fromarray(pixels, mode="I;16")
-    else:
-        image = Image.fromarray(pixels)
+    image = Image.fromarray(pixels)  # uint16 gray: mode I;16, written as 16-bit PNG
     buf = io.BytesIO()
     if fmt == "jpeg":
         image.save(buf, format="JPEG", quality=quality)
