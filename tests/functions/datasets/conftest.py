@@ -16,6 +16,6 @@ def small_slides(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three 1,024² synthetic H&E slides (0.5 µm/px), different seeds."""
     out = tmp_path_factory.mktemp("build-slides")
     return [
-        write_he_slide(out / f"he-{seed}.svs", width=1024, height=1024, seed=seed)[0]
+        write_he_slide(out / f"he-{seed}.svs", width=1024, height=1024, seed=seed, levels=2)[0]
         for seed in (2, 3, 4)
     ]

@@ -102,7 +102,9 @@ def test_labels_count_the_objects_whose_centroids_fall_inside(
     total = 0
     for _, meta in samples:
         cx, cy = truth.centroids[:, 0], truth.centroids[:, 1]
-        inside = (cx >= meta["x"]) & (cx < meta["x"] + 256) & (cy >= meta["y"]) & (cy < meta["y"] + 256)
+        inside = (
+            (cx >= meta["x"]) & (cx < meta["x"] + 256) & (cy >= meta["y"]) & (cy < meta["y"] + 256)
+        )
         want = {c: int((classes[inside] == c).sum()) for c in ("tumour", "stroma")}
         assert meta["counts"] == {c: n for c, n in want.items() if n}
         assert len(meta["objects"]) == inside.sum()
@@ -118,12 +120,18 @@ def test_geojson_polygons_label_the_patches_they_touch() -> None:
         "features": [
             {
                 "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [[[10, 10], [50, 10], [50, 40], [10, 10]]]},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[10, 10], [50, 10], [50, 40], [10, 10]]],
+                },
                 "properties": {"classification": {"name": "tumour"}},
             },
             {
                 "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [[[300, 300], [310, 300], [310, 310], [300, 300]]]},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[300, 300], [310, 300], [310, 310], [300, 300]]],
+                },
                 "properties": {"class": "necrosis"},
             },
         ],
