@@ -44,6 +44,11 @@ def _rows_by_frame(table: Any, spec: CropSpec) -> dict[int, list[dict[str, Any]]
     return frames
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON has no such numbers."""
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 def _uint16(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype in (np.uint8, np.uint16):
         return pixels
@@ -75,22 +80,38 @@ def fov_samples(
         raise InvalidInput(f"channel {max(spec.channels)} does not exist ({meta.n_channels})")
     frames = _rows_by_frame(pq.read_table(traces), spec)
     with tifffile.TiffFile(labels) as tif:
-        stack = tif.asarray(out="memmap") if tif.is_memmappable else tif.asarray()
-    if stack.shape[-2:] != (meta.height, meta.width):
-        raise InvalidInput(f"label stack {stack.shape} does not fit FOV {fov} of the file")
+        yield from _frames(reader, fov, tif, frames, spec, prefix=prefix, base=base)
+
+
+def _frames(
+    reader: Any,
+    fov: int,
+    tif: Any,
+    frames: dict[int, list[dict[str, Any]]],
+    spec: CropSpec,
+    *,
+    prefix: str,
+    base: dict[str, Any],
+) -> Iterator[tuple[str, dict[str, bytes]]]:
+    meta = reader.metadata
+    shape = tif.series[0].shape
+    if tuple(shape[-2:]) != (meta.height, meta.width) or shape[0] != meta.n_frames:
+        raise InvalidInput(f"label stack {shape} does not fit FOV {fov} of the file")
     for frame in sorted(frames):
         channels = {c: reader.read(fov, c, frame, frame + 1)[0] for c in spec.channels}
+        # one page per frame: the stack is zlib-compressed, never read whole
+        label_frame = tif.pages[frame].asarray() if spec.mask else None
         for r in frames[frame]:
             cx, cy = float(r["position_x"]), float(r["position_y"])
             members: dict[str, bytes] = {}
             for c, image in channels.items():
                 pixels, x0, y0 = crop(image, cx, cy, spec.size)
                 members[f"ch{c}.png"] = encode(_uint16(pixels), "png")
-            if spec.mask:
-                ids, x0, y0 = crop(np.asarray(stack[frame]), cx, cy, spec.size)
+            if label_frame is not None:
+                ids, x0, y0 = crop(label_frame, cx, cy, spec.size)
                 members["mask.png"] = encode(((ids == r["cell"]) * 255).astype(np.uint8), "png")
             key = f"{prefix}-f{fov:03d}-c{int(r['cell']):06d}-t{frame:05d}"
-            features = {k: v for k, v in r.items() if k not in PLACE_COLUMNS}
+            features = {k: _finite(v) for k, v in r.items() if k not in PLACE_COLUMNS}
             members["json"] = json_member(
                 {
                     **base,
