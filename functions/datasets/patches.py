@@ -138,5 +138,5 @@ def iter_patches(
         strip = reader.read_level(geom.level, lx0, ly0, right - lx0, ly1 - ly0)
         for k in range(i, j):
             bx0, _, bx1, _ = boxes[k]
-            yield k, _fit(np.ascontiguousarray(strip[:, bx0 - lx0 : bx1 - lx0]), geom.size)
+            yield k, _fit(strip[:, bx0 - lx0 : bx1 - lx0], geom.size)
         i = j
