@@ -155,3 +155,33 @@ def test_png_images_decode_back_exactly() -> None:
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encode(rgb, "png")))), rgb)
     back = np.asarray(Image.open(io.BytesIO(encode(gray16, "png"))))
     np.testing.assert_array_equal(back.astype(np.uint16), gray16)
+
+
+def test_a_region_keeps_patches_inside_it_and_geojson_labels_them(
+    he_slide: tuple[Path, Truth], tmp_path: Path
+) -> None:
+    import json
+
+    slide, _ = he_slide
+    region = [(512.0, 512.0), (1536.0, 512.0), (1536.0, 1536.0), (512.0, 1536.0)]
+    doc = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [[[600, 600], [700, 600], [700, 700]]]},
+        "properties": {"classification": {"name": "tumour"}},
+    }
+    labels = Polygons.from_geojson(json.dumps(doc).encode())
+    spec = PatchSpec(size=64, mpp=1.0, min_tissue=0.5, region=region)
+    samples = _build(slide, tmp_path, spec, OutputSpec(), labels=labels)
+    whole = _build(slide, tmp_path, spec.model_copy(update={"region": None}), OutputSpec())
+    assert 0 < len(samples) < len(whole)
+    for _, meta in samples:
+        assert 512 - 64 <= meta["x"] and meta["x"] + 128 <= 1536 + 64
+        assert 512 - 64 <= meta["y"] and meta["y"] + 128 <= 1536 + 64
+        touches = (
+            meta["x"] <= 700
+            and meta["x"] + 128 > 600
+            and meta["y"] <= 700
+            and meta["y"] + 128 > 600
+        )
+        assert meta["counts"] == ({"tumour": 1} if touches else {})
+    assert any(m["counts"] for _, m in samples)
