@@ -247,8 +247,10 @@ def _samples(
         _download(ctx, fov["labels"], labels)
         fovs.append((int(fov["fov"]), traces, labels))
     return timelapse_samples(
-        path, fovs, params.crops, sink, prefix=prefix, base=base, cancelled=ctx.cancelled
-    )
+        path, fovs, params.crops, sink, prefix=prefix, base=base,
+        progress=lambda d, n: ctx.progress(d / max(n, 1), f"{d}/{n} FOVs; {sink.samples} crops"),
+        cancelled=ctx.cancelled,
+    )  # fmt: skip
 
 
 def _slide_labels(params: PartParams, ctx: Context, tmp: Path) -> Any:

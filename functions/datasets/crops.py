@@ -138,14 +138,16 @@ def timelapse_samples(
     *,
     prefix: str,
     base: dict[str, Any],
+    progress: Callable[[int, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> int:
-    """Write the crops of every (fov, traces, labels) of the time-lapse at `path`."""
+    """Write the crops of every (fov, traces, labels) of the time-lapse at `path`,
+    reporting `progress(fovs done, fovs)` after each FOV."""
     from functions.microscopy.readers import open_reader
 
     done = 0
     with open_reader(path, microscopy_only=True) as reader:
-        for fov, traces, labels in fovs:
+        for i, (fov, traces, labels) in enumerate(fovs):
             for key, members in fov_samples(
                 reader, fov, traces, labels, spec, prefix=prefix, base=base
             ):
@@ -153,4 +155,6 @@ def timelapse_samples(
                     raise JobCancelled()
                 sink.write(key, members)
                 done += 1
+            if progress is not None:
+                progress(i + 1, len(fovs))
     return done
