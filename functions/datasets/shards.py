@@ -4,7 +4,6 @@ are. Member names are `<key>.<ext>`; keys hold no dots (webdataset splits there)
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections.abc import Iterator
@@ -13,9 +12,10 @@ from typing import IO, Any
 
 import numpy as np
 
-#: PNG's zlib level: 1 is about ten times faster than Pillow's default 6 for about 10 %
-#: more bytes (a 256² H&E patch: 3 ms against 50 ms), and the pixels are the same.
-PNG_LEVEL = 1
+#: PNG settings for speed (OpenCV's): zlib level 1, run-length strategy, the Sub filter.
+#: A 256² H&E patch: about 2 ms against Pillow's default (level 6, adaptive filters)
+#: 20 ms, for about 10 % more bytes; the pixels are the same.
+PNG_FAST = {"level": 1, "strategy": 3, "filter": 16}
 
 
 def encode(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
@@ -29,7 +29,7 @@ def encode(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
     pixels = np.ascontiguousarray(pixels)
     if fmt == "jpeg":
         return bytes(imagecodecs.jpeg8_encode(pixels, level=quality))
-    return bytes(imagecodecs.png_encode(pixels, level=PNG_LEVEL))
+    return bytes(imagecodecs.png_encode(pixels, **PNG_FAST))
 
 
 def image_ext(fmt: str) -> str:
@@ -54,11 +54,18 @@ class TarSink:
     def write(self, key: str, members: dict[str, bytes]) -> None:
         if "." in key or "/" in key:
             raise ValueError(f"sample key {key!r} may not hold '.' or '/'")
+        tar = self._tar
         for ext, data in members.items():
             info = tarfile.TarInfo(f"{key}.{ext}")
             info.size, info.mode, info.mtime = len(data), 0o644, 0
-            self._tar.addfile(info, io.BytesIO(data))
-            self.bytes += 512 + -(-len(data) // 512) * 512
+            # what TarFile.addfile writes (header, data, zero padding to a block), without
+            # its file-object copy: a sample is a few small members, the copy's overhead
+            # was a third of a JPEG patch's time
+            header = info.tobuf(tarfile.USTAR_FORMAT, tar.encoding, tar.errors)
+            padding = -len(data) % tarfile.BLOCKSIZE
+            tar.fileobj.write(header + data + bytes(padding))  # type: ignore[union-attr]
+            tar.offset += len(header) + len(data) + padding
+            self.bytes += len(header) + len(data) + padding
         self.samples += 1
 
     def close(self) -> None:
