@@ -119,8 +119,8 @@ def _fit(pixels: np.ndarray, size: int) -> np.ndarray:
 def iter_patches(
     reader: SlideReader, geom: PatchGeometry, origins: np.ndarray
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, patch) for each origin, in order, cutting each grid row's patches from
-    strips of at most :data:`MAX_STRIP` level pixels."""
+    """(index, patch) for each origin, in order, cutting each run of touching patches
+    of a grid row from one strip of at most :data:`MAX_STRIP` level pixels."""
     boxes = [geom.level_box(float(x), float(y)) for x, y in origins]
     i = 0
     while i < len(boxes):
@@ -131,7 +131,7 @@ def iter_patches(
             and boxes[j][1] == ly0
             and boxes[j][3] == ly1
             and boxes[j][2] - lx0 <= MAX_STRIP
-            and boxes[j][0] >= boxes[j - 1][0]
+            and boxes[j - 1][0] <= boxes[j][0] <= boxes[j - 1][2]  # no gap to decode
         ):
             j += 1
         right = max(b[2] for b in boxes[i:j])
