@@ -186,6 +186,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1, help="alternate runs; best of each")
     parser.add_argument("--jobs", action="store_true", help="also time datasets.build end to end")
+    parser.add_argument("--no-kernel", action="store_true", help="only the jobs measurement")
     args = parser.parse_args()
     path, made_s = make_slide(args.cache, args.size)
     if made_s:
@@ -193,7 +194,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aperture-bench-export-") as tmp:
         warm_up(path, args.patch, Path(tmp))
         for fmt in ("png", "jpeg"):
-            kernel(path, args.size, args.patch, fmt, Path(tmp), args.repeats)
+            if not args.no_kernel:
+                kernel(path, args.size, args.patch, fmt, Path(tmp), args.repeats)
             if args.jobs:
                 jobs(path, args.size, args.patch, fmt, Path(tmp) / fmt)
 
