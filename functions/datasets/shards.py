@@ -56,12 +56,10 @@ class TarSink:
             raise ValueError(f"sample key {key!r} may not hold '.' or '/'")
         tar = self._tar
         for ext, data in members.items():
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
             # what TarFile.addfile writes (header, data, zero padding to a block), without
-            # its file-object copy: a sample is a few small members, the copy's overhead
-            # was a third of a JPEG patch's time
-            header = info.tobuf(tarfile.USTAR_FORMAT, tar.encoding, tar.errors)
+            # its TarInfo and file-object copy: a sample is a few small members, and that
+            # overhead was a third of a JPEG patch's time
+            header = ustar_header(f"{key}.{ext}", len(data))
             padding = -len(data) % tarfile.BLOCKSIZE
             tar.fileobj.write(header + data + bytes(padding))  # type: ignore[union-attr]
             tar.offset += len(header) + len(data) + padding
@@ -76,6 +74,34 @@ class TarSink:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def ustar_header(name: str, size: int) -> bytes:
+    """The 512-byte POSIX ustar header of a regular file (mode 644, mtime 0, owner 0),
+    byte for byte what `tarfile.TarInfo.tobuf(USTAR_FORMAT)` writes for it."""
+    encoded = name.encode()
+    if len(encoded) > 100:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, 0o644, 0
+        return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+    head = b"".join(
+        (
+            encoded.ljust(100, b"\0"),
+            b"0000644\0",  # mode
+            b"0000000\0" * 2,  # uid, gid
+            b"%011o\0" % size,
+            b"00000000000\0",  # mtime
+            b" " * 8,  # checksum, counted as spaces
+            b"0",  # regular file
+            b"\0" * 100,  # link name
+            b"ustar\x0000",
+            b"\0" * 64,  # user and group names
+            b"\0" * 16,  # device numbers (none: a regular file)
+            b"\0" * 155,  # prefix
+        )
+    ).ljust(512, b"\0")
+    checksum = b"%06o\0 " % sum(head)
+    return head[:148] + checksum + head[156:]
 
 
 def json_member(meta: dict[str, Any]) -> bytes:

@@ -63,3 +63,15 @@ def test_shards_are_cut_by_samples_or_bytes_per_split(tmp_path: Path) -> None:
     shards.clear()
     assemble(parts, by_count, out, on_shard=shards.append)
     assert [len(list(read_samples(p))) for p in shards] == [5, 5, 2, 3]
+
+
+def test_ustar_headers_are_tarfiles_own() -> None:
+    import tarfile
+
+    from functions.datasets.shards import ustar_header
+
+    for name, size in [("s00001-0000001.png", 12345), ("a.json", 0), ("k" * 120 + ".png", 7)]:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, 0o644, 0
+        if len(name) <= 100:
+            assert ustar_header(name, size) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
