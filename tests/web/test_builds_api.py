@@ -89,6 +89,11 @@ def test_a_build_runs_and_its_shards_download_and_load(
     stats = client.get(f"{API}/stats").json()["items"]
     mine = next(s for s in stats if s["dataset_id"] == dataset_id)
     assert mine["builds"] == 1 and mine["builds_by_status"]["succeeded"] == 1
+    elsewhere = client.get(f"{API}/{_dataset(client)}/builds/{build['job_id']}")
+    assert elsewhere.status_code == 422 and "is of dataset" in elsewhere.text
+    noop = client.post("/api/v1/jobs", json={"function": "noop", "params": {}}).json()
+    not_a_build = client.get(f"{API}/{dataset_id}/builds/{noop['id']}")
+    assert not_a_build.status_code == 422 and "not a dataset build" in not_a_build.text
     files = client.get(f"{API}/{dataset_id}/files", params={"limit": 500}).json()["items"]
     assert {f["kind"] for f in files} >= {"dataset-shard", "dataset-manifest", "dataset-summary"}
 

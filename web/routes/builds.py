@@ -13,12 +13,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from common.errors import NotFound
+from common.errors import InvalidInput
 from common.jobs.models import JobRecord
 from common.jobs.queries import JobFilter
 from functions.datasets.params import BuildParams, BuildSpec
 from functions.datasets.plan import plan_build
-from web.deps import CurrentUser, RequestClient, State
+from web.deps import CurrentUser, OwnedJob, RequestClient, State, check_function
 from web.http import JOB_ACCEPTED, job_location
 from web.routes.datasets import OwnedDataset
 from web.schemas import Page
@@ -119,7 +119,8 @@ def create_build(
     """Start a build: shards, manifest and summary of the dataset's (or the named) files."""
     params = BuildParams(**body.model_dump(), dataset_id=dataset.id)
     planned = plan_build(state.runtime, dataset.owner_id, params)
-    job = state.submit_job(user, client, BUILD, planned)
+    # an admin's build of another user's dataset runs as its owner (it reads their files)
+    job = state.submit_job(user, client, BUILD, planned, on_behalf_of=dataset.owner_id)
     job_location(request, response, job.id)
     return _public(job)
 
@@ -138,13 +139,10 @@ def read_builds(
 
 
 @router.get("/{dataset_id}/builds/{job_id}")
-def read_build(dataset: OwnedDataset, job_id: uuid.UUID, state: State) -> BuildPublic:
-    """One build: status, progress per part (source file), summary, shard and manifest ids."""
-    job = state.runtime.jobs.get(job_id)
-    if (
-        job.function != BUILD
-        or job.owner_id != dataset.owner_id
-        or str(job.params.get("dataset_id")) != str(dataset.id)
-    ):
-        raise NotFound(f"no build {job_id} of dataset {dataset.id}")
+def read_build(dataset: OwnedDataset, job: OwnedJob, state: State) -> BuildPublic:
+    """One build: status, progress per part (source file), summary, shard and manifest ids.
+    Another user's job is 404; another kind of job, or another dataset's build, 422."""
+    check_function(job, BUILD, "a dataset build")
+    if str(job.params.get("dataset_id")) != str(dataset.id):
+        raise InvalidInput(f"build {job.id} is of dataset {job.params.get('dataset_id')}")
     return _public(job, state.runtime.queries.children(job.id))
