@@ -29,6 +29,7 @@ from web.periodic import cleanup_forever
 from web.routes import (
     analysis,
     auth,
+    builds,
     datasets,
     events,
     files,
@@ -71,6 +72,7 @@ PROTECTED_ROUTERS = (
     jobs,
     analysis,
     datasets,
+    builds,
     processing,
     slides,
     predictions,
