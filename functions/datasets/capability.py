@@ -130,7 +130,7 @@ def _finish(
         csv_path, pq_path = write_manifest(done.rows, Path(tmp) / f"{params.name}-manifest")
         summary = {**done.summary, "failed_sources": failed}
         saved = _save_outputs(params, ctx, csv_path, pq_path, summary)
-    target = params.target_dataset_id or params.dataset_id
+    target = _target_dataset(params, ctx)
     ctx.runtime.datasets.add_files(target, [*shard_ids, *saved])
     ctx.runtime.catalog.delete(
         [
@@ -150,6 +150,19 @@ def _finish(
         summary_file_id=saved[2],
         failed_sources=failed,
     )
+
+
+def _target_dataset(params: BuildParams, ctx: Context) -> uuid.UUID:
+    """Where the outputs go: a new dataset (made only now, when the build succeeded),
+    the named target, or the source dataset."""
+    if params.new_dataset_name is not None:
+        made = ctx.runtime.datasets.create(
+            owner_id=ctx.owner_id,
+            name=params.new_dataset_name,
+            description=f"Training data built by job {ctx.job_id} from dataset {params.dataset_id}",
+        )
+        return made.id
+    return params.target_dataset_id or params.dataset_id
 
 
 def _save_outputs(

@@ -118,12 +118,21 @@ class BuildSpec(BaseModel):
     target_dataset_id: uuid.UUID | None = Field(
         default=None, description="Where the shards go (default: the source dataset)."
     )
+    new_dataset_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Put the shards in a new dataset of this name, made when the build "
+        "succeeds (instead of `target_dataset_id`).",
+    )
     name: str = Field(default="build", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
     @model_validator(mode="after")
     def _something_to_build(self) -> BuildSpec:
         if self.patches is None and self.crops is None:
             raise ValueError("give `patches` (slides) or `crops` (time-lapses), or both")
+        if self.new_dataset_name is not None and self.target_dataset_id is not None:
+            raise ValueError("give `target_dataset_id` or `new_dataset_name`, not both")
         return self
 
 

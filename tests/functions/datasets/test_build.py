@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 from common.jobs import JobRecord, Status
 from common.jobs.service import JobService
@@ -108,6 +109,22 @@ def test_manifest_has_a_row_per_sample_and_the_files_join_the_dataset(
     assert not [r for r in rows if r.kind == "dataset-part"]  # parts are removed
     summary = json.loads(file_bytes(pool, result["summary_file_id"]))
     assert summary["samples"] == result["samples"]
+
+
+def test_a_build_can_put_its_outputs_in_a_new_dataset(
+    pool: JobService, dataset: tuple[str, list[str]]
+) -> None:
+    spec = _spec(dataset[0], source_ids=[dataset[1][0]], new_dataset_name="nuclei patches v1")
+    job = run_job(pool, "datasets.build", _planned(pool, spec))
+    assert job.status is Status.succeeded, job.error
+    assert job.result is not None
+    new_id = uuid.UUID(job.result["dataset_id"])
+    assert str(new_id) != dataset[0]
+    assert pool.runtime.datasets.get(new_id).name == "nuclei patches v1"
+    rows, _ = pool.runtime.datasets.files(new_id, limit=500)
+    assert {str(i) for i in job.result["shard_file_ids"]} <= {str(r.id) for r in rows}
+    with pytest.raises(ValidationError, match="not both"):
+        BuildParams.model_validate({**spec, "target_dataset_id": dataset[0]})
 
 
 def test_the_split_is_deterministic_by_source_file() -> None:
