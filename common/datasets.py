@@ -28,6 +28,8 @@ from common.records.types import json_array_has, utcnow
 #: Job params that name the files or the dataset a job ran on.
 FILE_PARAMS = ("file_id", "file_ids")
 DATASET_PARAM = "dataset_id"
+#: The capability that builds training data from a dataset (counted apart in stats).
+BUILD_FUNCTION = "datasets.build"
 
 
 class DatasetRecord(BaseModel):
@@ -56,6 +58,8 @@ class DatasetStats(BaseModel):
     kinds: dict[str, int]  # file kind ("" when unknown) -> count
     jobs: int
     jobs_by_status: dict[str, int]
+    builds: int = 0  # `datasets.build` jobs on the dataset, among `jobs`
+    builds_by_status: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -257,9 +261,11 @@ class Datasets:
         out = []
         for d in datasets:
             statuses: Counter[str] = Counter({status.value: 0 for status in Status})
-            for params, status in jobs_by_owner.get(d.owner_id, []):
+            builds: Counter[str] = Counter({status.value: 0 for status in Status})
+            for function, params, status in jobs_by_owner.get(d.owner_id, []):
                 if _runs_on(params, str(d.id), members[d.id]):
                     statuses[status] += 1
+                    builds[status] += function == BUILD_FUNCTION
             out.append(
                 DatasetStats(
                     dataset_id=d.id,
@@ -269,6 +275,8 @@ class Datasets:
                     kinds=dict(kinds[d.id]),
                     jobs=sum(statuses.values()),
                     jobs_by_status=dict(statuses),
+                    builds=sum(builds.values()),
+                    builds_by_status=dict(builds),
                 )
             )
         return out
@@ -276,17 +284,19 @@ class Datasets:
     @staticmethod
     def _jobs_of(
         session: Session, owners: set[uuid.UUID | None]
-    ) -> dict[uuid.UUID | None, list[tuple[dict[str, Any], str]]]:
+    ) -> dict[uuid.UUID | None, list[tuple[str, dict[str, Any], str]]]:
         # Matching params in Python keeps this portable (SQLite JSON vs PostgreSQL
         # JSONB operators differ) and is cheap at the scale of one owner's jobs (thousands).
         # If owners come to have millions of jobs, index a `jobs.dataset_id` column instead.
-        found: dict[uuid.UUID | None, list[tuple[dict[str, Any], str]]] = {}
+        found: dict[uuid.UUID | None, list[tuple[str, dict[str, Any], str]]] = {}
         if not owners:
             return found
-        for owner_id, params, status in session.execute(
-            select(Job.owner_id, Job.params, Job.status).where(Job.owner_id.in_(owners))
+        for owner_id, function, params, status in session.execute(
+            select(Job.owner_id, Job.function, Job.params, Job.status).where(
+                Job.owner_id.in_(owners)
+            )
         ):
-            found.setdefault(owner_id, []).append((params or {}, status))
+            found.setdefault(owner_id, []).append((function, params or {}, status))
         return found
 
     @staticmethod

@@ -119,6 +119,18 @@ class Files:
             digest.update(chunk)
         return digest.hexdigest()
 
+    def made_by(self, job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+        """The live files the jobs stored (`source_job_id`): what a cancelled build removes."""
+        wanted = list(job_ids)
+        if not wanted:
+            return []
+        with self.db() as session:
+            return list(
+                session.scalars(
+                    select(File.id).where(File.source_job_id.in_(wanted), File.deleted_at.is_(None))
+                )
+            )
+
     def import_path(
         self,
         path: Path,

@@ -30,6 +30,7 @@ from web.periodic import cleanup_forever
 from web.routes import (
     analysis,
     auth,
+    builds,
     datasets,
     events,
     files,
@@ -72,6 +73,7 @@ PROTECTED_ROUTERS = (
     jobs,
     analysis,
     datasets,
+    builds,
     processing,
     slides,
     predictions,

@@ -44,9 +44,13 @@ class AppState:
         *,
         name: str | None = None,
         tags: list[str] | None = None,
+        on_behalf_of: uuid.UUID | None = None,
     ) -> JobRecord:
-        """Submit a job for `user` and record it in the audit log."""
-        job = self.jobs.submit(function, params, owner_id=user.id, name=name, tags=tags)
+        """Submit a job for `user` and record it in the audit log. `on_behalf_of`: the
+        owner of what the job works on, when an admin submits it (the job runs as them,
+        so it may read their files); the audit names the admin."""
+        owner_id = on_behalf_of if on_behalf_of is not None else user.id
+        job = self.jobs.submit(function, params, owner_id=owner_id, name=name, tags=tags)
         self.identity.audit.record(
             "job.submitted",
             actor=user.id,
