@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from common.errors import InvalidInput
@@ -19,6 +19,7 @@ from common.jobs.queries import JobFilter
 from functions.datasets.params import BuildParams, BuildSpec
 from functions.datasets.plan import plan_build
 from web.deps import CurrentUser, OwnedJob, RequestClient, State, check_function
+from web.fields import Limit, Offset
 from web.http import JOB_ACCEPTED, job_location
 from web.routes.datasets import OwnedDataset
 from web.schemas import Page
@@ -129,8 +130,8 @@ def create_build(
 def read_builds(
     dataset: OwnedDataset,
     state: State,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[BuildPublic]:
     """The dataset's builds, newest first."""
     builds = _builds_of(state, dataset.id, dataset.owner_id)
