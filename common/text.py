@@ -15,6 +15,9 @@ knows what is accepted without sending it.
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from common.errors import InvalidInput
 
@@ -94,3 +97,14 @@ def check_label(value: str, what: str) -> str:
     if (why := label_error(value)) is not None:
         raise InvalidInput(f"{what} {why}")
     return value
+
+
+def _label(value: str) -> str:
+    if (why := label_error(value)) is not None:
+        raise ValueError(why)
+    return value
+
+
+#: One line of text (names, labels, search filters) in a request or params model; its
+#: schema says what the validator enforces.
+Label = Annotated[str, AfterValidator(_label), Field(json_schema_extra={"pattern": LABEL_PATTERN})]

@@ -24,8 +24,8 @@ from common.records.types import to_utc
 from common.text import (
     ABSOLUTE_PATH_PATTERN,
     EMAIL_PATTERN,
-    LABEL_PATTERN,
     TEXT_PATTERN,
+    Label,
     label_error,
     text_error,
 )
@@ -40,12 +40,6 @@ MAX_INT = 2**31 - 1
 #: the database's integer range.
 MAX_OFFSET = 1_000_000_000
 MAX_PAGE = 500
-
-
-def _label(value: str) -> str:
-    if (why := label_error(value)) is not None:
-        raise ValueError(why)
-    return value
 
 
 def _text(value: str) -> str:
@@ -65,8 +59,6 @@ def _email(value: str) -> str:
     return value
 
 
-#: One line of text: names, labels and search filters.
-Label = Annotated[str, AfterValidator(_label), Field(json_schema_extra={"pattern": LABEL_PATTERN})]
 #: Several lines of text: descriptions.
 Text = Annotated[str, AfterValidator(_text), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
 Email = Annotated[

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from common.text import Label
 
 #: Patch sides (px) and resolutions (µm per pixel) a build accepts.
 MIN_PATCH, MAX_PATCH = 16, 2048
@@ -101,27 +104,38 @@ class Source(BaseModel):
     mpp: float | None = None  # µm per pixel of a slide (checked at plan)
 
 
+#: A dataset's name, as the datasets API takes it. The constraints sit on the str itself:
+#: on the union with SkipJsonSchema[None] pydantic would apply them to None too.
+DatasetName = Annotated[Label, Field(min_length=1, max_length=200)]
+
+
 class BuildSpec(BaseModel):
     """What to build (the body of POST /datasets/{id}/builds)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [{"required": ["patches"]}, {"required": ["crops"]}],
+            "not": {"required": ["target_dataset_id", "new_dataset_name"]},
+        },
+    )
 
     source_ids: list[uuid.UUID] | None = Field(
         default=None,
         max_length=10_000,
         description="Explicit source files (default: the dataset's).",
     )
-    patches: PatchSpec | None = None
-    crops: CropSpec | None = None
+    # Optional but never null (SkipJsonSchema): the schema's "patches or crops" and "not
+    # both targets" below then say exactly what the validator checks.
+    patches: PatchSpec | SkipJsonSchema[None] = None
+    crops: CropSpec | SkipJsonSchema[None] = None
     output: OutputSpec = OutputSpec()
     split: SplitSpec = SplitSpec()
-    target_dataset_id: uuid.UUID | None = Field(
+    target_dataset_id: uuid.UUID | SkipJsonSchema[None] = Field(
         default=None, description="Where the shards go (default: the source dataset)."
     )
-    new_dataset_name: str | None = Field(
+    new_dataset_name: DatasetName | SkipJsonSchema[None] = Field(
         default=None,
-        min_length=1,
-        max_length=200,
         description="Put the shards in a new dataset of this name, made when the build "
         "succeeds (instead of `target_dataset_id`).",
     )

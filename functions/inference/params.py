@@ -8,7 +8,7 @@ import math
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.inference.nuclei_he import NucleiHEParams
 
@@ -23,6 +23,10 @@ class BuiltinModelSpec(BaseModel):
     params: NucleiHEParams = Field(default_factory=NucleiHEParams)
 
 
+#: A channel's divisor: the schema says it is positive, so a client learns it before sending.
+PositiveStd = Annotated[float, Field(gt=0)]
+
+
 class OnnxInput(BaseModel):
     """How tiles are fed to an ONNX graph."""
 
@@ -32,7 +36,7 @@ class OnnxInput(BaseModel):
     mpp: float = Field(gt=0, le=100, description="Resolution the model was trained at (µm/px).")
     channel_order: Literal["RGB", "BGR"] = "RGB"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    std: tuple[PositiveStd, PositiveStd, PositiveStd] = (1.0, 1.0, 1.0)
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     dtype: Literal["float32", "float16", "uint8"] = "float32"
     overlap: int | None = Field(
@@ -42,13 +46,6 @@ class OnnxInput(BaseModel):
         "(0 for classification).",
     )
     batch_size: int = Field(default=8, ge=1, le=256, description="Tiles per run of the graph.")
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if min(value) <= 0:
-            raise ValueError(f"std must be positive, got {value}")
-        return value
 
 
 class OnnxOutput(BaseModel):

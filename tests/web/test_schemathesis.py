@@ -92,6 +92,15 @@ checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429",
 ]
 
+# A build needs sources in the dataset that are slides (patches) or time-lapses with
+# workflow results (crops), at a resolution the slide has: the dataset's records decide,
+# and the 422 names what is missing.
+[[operations]]
+include-name = "POST /api/v1/datasets/{dataset_id}/builds"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "404", "409", "422", "429",
+]
+
 # A job id that names another function's job (a checksum job at /fitting/status/{id})
 # is a well-formed id of the wrong kind of job: 422 saying which kind it is.
 [[operations]]
