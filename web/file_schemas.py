@@ -100,17 +100,6 @@ class FileUpdate(BaseModel):
     dataset_id: uuid.UUID | None = None
 
 
-class BulkDelete(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
-
-
-class BulkDeleted(BaseModel):
-    deleted: list[uuid.UUID]
-    not_found: list[uuid.UUID]
-
-
 class Usage(BaseModel):
     bytes: int
     files: int

@@ -31,6 +31,19 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+class BulkDelete(BaseModel):
+    """Ids to delete at once (files, slides)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+class BulkDeleted(BaseModel):
+    deleted: list[uuid.UUID]
+    not_found: list[uuid.UUID]
+
+
 class FileSource(BaseModel):
     """Exactly one of a stored file (`file_id`) or a server path under the import roots."""
 

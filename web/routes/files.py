@@ -21,8 +21,6 @@ from web.deps import CurrentUser, RequestClient, State, visible_to
 from web.fields import BigCount, LabelQuery, Limit, Offset, TimestampQuery
 from web.file_detail import METADATA_JOB, file_detail
 from web.file_schemas import (
-    BulkDelete,
-    BulkDeleted,
     FileDetail,
     FileImport,
     FileUpdate,
@@ -35,7 +33,7 @@ from web.file_schemas import (
     Usage,
 )
 from web.http import etag_matches, presigned_redirect, quoted
-from web.schemas import FilePublic, Page
+from web.schemas import BulkDelete, BulkDeleted, FilePublic, Page
 from web.upload import MultipartFile
 
 router = APIRouter(prefix="/files", tags=["files"])

@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from common.errors import NotFound
 from common.slides import SlideFilter, SlideRecord
@@ -15,7 +15,7 @@ from web.deps import CurrentUser, RequestClient, State
 from web.fields import LabelQuery, Limit, Name, Offset, TimestampQuery
 from web.http import image_response
 from web.inference import forget_slide_tasks
-from web.schemas import Page
+from web.schemas import BulkDelete, BulkDeleted, Page
 from web.slides import OwnedSlide, SlideService, SlideServiceDep, ViewedSlide, owned_slide
 
 router = APIRouter(prefix="/slides", tags=["slides"])
@@ -27,17 +27,6 @@ class SlideUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name | None = None
-
-
-class SlideBulkDelete(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
-
-
-class SlideBulkDeleted(BaseModel):
-    deleted: list[uuid.UUID]
-    not_found: list[uuid.UUID]
 
 
 @router.get("")
@@ -70,12 +59,12 @@ def read_slides(
 
 @router.post("/bulk-delete")
 def delete_slides(
-    body: SlideBulkDelete,
+    body: BulkDelete,
     service: SlideServiceDep,
     user: CurrentUser,
     state: State,
     client: RequestClient,
-) -> SlideBulkDeleted:
+) -> BulkDeleted:
     """Delete several slides; ids that are not the caller's are reported as not found."""
     mine, missing = [], []
     for slide_id in dict.fromkeys(body.ids):
@@ -85,7 +74,7 @@ def delete_slides(
             missing.append(slide_id)
     for slide in mine:
         _delete(service, state, slide, user, client)
-    return SlideBulkDeleted(deleted=[s.id for s in mine], not_found=missing)
+    return BulkDeleted(deleted=[s.id for s in mine], not_found=missing)
 
 
 @router.get("/{slide_id}")
