@@ -4,7 +4,6 @@ Feature), the QuPath GeoJSON and the summary, through the same merge."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -14,8 +13,9 @@ from common.capabilities import Context
 from common.inference_records import ServiceRecord
 from functions.inference.geojson_in import keep_inside, read_features
 from functions.inference.models import PALETTE
-from functions.inference.outputs import GEOJSON, PARQUET, objects_table
+from functions.inference.outputs import objects_table
 from functions.inference.params import InferenceResult
+from functions.inference.stored import store_objects, store_result
 
 
 def store_predictions(
@@ -30,8 +30,6 @@ def store_predictions(
     """Read, filter (threshold, region) and store `collection` for the task."""
     import pyarrow.parquet as pq
 
-    from functions.inference.merge import merge_regions
-
     started = time.monotonic()
     declared = list(service.output.get("classes") or [])
     objects, classes, measured = read_features(collection, classes=declared, mpp=slide["mpp"])
@@ -44,17 +42,8 @@ def store_predictions(
         tmp = Path(folder)
         table = objects_table(objects, classes, ("centroid_x", "centroid_y", *measured))
         pq.write_table(table, tmp / "region-0.parquet")
-        report = merge_regions(
-            [tmp / "region-0.parquet"], tmp / "objects.parquet", tmp / "objects.geojson", colors
-        )
-        with (tmp / "objects.parquet").open("rb") as f:
-            parquet = ctx.save_file(
-                f"{stem}.objects.parquet", f, content_type=PARQUET, kind="inference-objects"
-            )
-        with (tmp / "objects.geojson").open("rb") as f:
-            geojson = ctx.save_file(
-                f"{stem}.geojson", f, content_type=GEOJSON, kind="inference-geojson"
-            )
+        stored = store_objects(ctx, [tmp / "region-0.parquet"], tmp, stem, colors)
+    report = stored.report
     counts = dict(sorted(report.per_class.items()))
     summary = {
         "model": {
@@ -74,18 +63,4 @@ def store_predictions(
         "row_groups": report.row_groups,
         "store_s": round(time.monotonic() - started, 3),
     }
-    summary_file = ctx.save_file(
-        f"{stem}.summary.json",
-        json.dumps(summary, indent=2).encode(),
-        content_type="application/json",
-        kind="inference-summary",
-    )
-    ctx.progress(1.0, f"{report.objects} objects")
-    return InferenceResult(
-        summary=summary,
-        geojson_file_id=geojson.id,
-        parquet_file_id=parquet.id,
-        summary_file_id=summary_file.id,
-        tissue_file_id=None,
-        objects=report.objects,
-    )
+    return store_result(ctx, stem, stored, summary, None)

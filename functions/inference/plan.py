@@ -4,7 +4,6 @@ and the merged outputs with their summary (`finish`)."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,40 +171,17 @@ def finish(
     started: float,
 ) -> InferenceResult:
     """Merge the regions, store the outputs and the summary."""
-    from functions.inference.merge import merge_regions
-    from functions.inference.outputs import GEOJSON, PARQUET
+    from functions.inference.stored import store_objects, store_result
 
     stem = Path(slide.name).stem or "slide"
     merged = time.monotonic()
     colors = {name: setup.io.color(i) for i, name in enumerate(setup.io.classes)}
-    report = merge_regions(regions, tmp / "objects.parquet", tmp / "objects.geojson", colors)
-    with (tmp / "objects.parquet").open("rb") as f:
-        parquet = ctx.save_file(
-            f"{stem}.objects.parquet", f, content_type=PARQUET, kind="inference-objects"
-        )
-    with (tmp / "objects.geojson").open("rb") as f:
-        geojson = ctx.save_file(
-            f"{stem}.geojson", f, content_type=GEOJSON, kind="inference-geojson"
-        )
+    stored = store_objects(ctx, regions, tmp, stem, colors)
     done = time.monotonic()
     seconds = {
         **setup.timing,
         "merge_s": round(done - merged, 3),
         "total_s": round(done - started, 3),
     }
-    summary = summarize(params, setup, report, seconds)
-    summary_file = ctx.save_file(
-        f"{stem}.summary.json",
-        json.dumps(summary, indent=2).encode(),
-        content_type="application/json",
-        kind="inference-summary",
-    )
-    ctx.progress(1.0, f"{report.objects} objects")
-    return InferenceResult(
-        summary=summary,
-        geojson_file_id=geojson.id,
-        parquet_file_id=parquet.id,
-        summary_file_id=summary_file.id,
-        tissue_file_id=tissue_id,
-        objects=report.objects,
-    )
+    summary = summarize(params, setup, stored.report, seconds)
+    return store_result(ctx, stem, stored, summary, tissue_id)
