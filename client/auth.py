@@ -91,11 +91,23 @@ class BearerToken:
 
 
 class _Renewing:
-    """Shared logic of token credentials: one renewal at a time, and none when another
-    request already renewed the token that was refused."""
+    """Shared logic of token credentials (an email and password, or a refresh token kept
+    from an earlier sign-in): one renewal at a time, and none when another request
+    already renewed the token that was refused."""
 
-    def __init__(self, on_tokens: TokensCallback | None) -> None:
+    def __init__(
+        self,
+        on_tokens: TokensCallback | None,
+        email: str | None,
+        password: str | None,
+        refresh_token: str | None,
+    ) -> None:
+        if not (email and password) and not refresh_token:
+            raise ValueError("give an email and password, or a refresh token")
         self.tokens: Tokens | None = None
+        self.email = email
+        self._password = password
+        self._refresh_token = refresh_token
         self._on_tokens = on_tokens
         self._lock: asyncio.Lock | None = None
 
@@ -143,12 +155,7 @@ class PasswordLogin(_Renewing):
         refresh_token: str | None = None,
         on_tokens: TokensCallback | None = None,
     ) -> None:
-        if not (email and password) and not refresh_token:
-            raise ValueError("give an email and password, or a refresh token")
-        super().__init__(on_tokens)
-        self.email = email
-        self._password = password
-        self._refresh_token = refresh_token
+        super().__init__(on_tokens, email, password, refresh_token)
 
     def __repr__(self) -> str:
         return f"PasswordLogin(email={self.email!r})"
@@ -188,14 +195,9 @@ class SupabaseLogin(_Renewing):
         refresh_token: str | None = None,
         on_tokens: TokensCallback | None = None,
     ) -> None:
-        if not (email and password) and not refresh_token:
-            raise ValueError("give an email and password, or a refresh token")
-        super().__init__(on_tokens)
+        super().__init__(on_tokens, email, password, refresh_token)
         self.supabase_url = supabase_url
-        self.email = email
         self._key = supabase_key
-        self._password = password
-        self._refresh_token = refresh_token
         self._client: Any = None
 
     def __repr__(self) -> str:
