@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.errors import Conflict, NotFound
 from common.jobs.models import JobRecord
 from common.jobs.status import TERMINAL, Status
-from common.records import File, Job, transaction
+from common.records import File, Job, insert_unique, transaction
 from common.records.models import (
     InferenceCallback,
     InferenceModel,
@@ -119,11 +119,7 @@ class InferenceRecords:
             created_at=now,
             updated_at=now,
         )
-        try:
-            with transaction(self.db) as session:
-                session.add(row)
-        except IntegrityError:
-            raise Conflict(f"you already have a model named {name!r}") from None
+        insert_unique(self.db, row, f"you already have a model named {name!r}")
         return ModelRecord.model_validate(row)
 
     def models(self, owner_id: uuid.UUID | None) -> list[ModelRecord]:
@@ -184,11 +180,7 @@ class InferenceRecords:
             created_at=now,
             updated_at=now,
         )
-        try:
-            with transaction(self.db) as session:
-                session.add(row)
-        except IntegrityError:
-            raise Conflict(f"a service named {name!r} exists already") from None
+        insert_unique(self.db, row, f"a service named {name!r} exists already")
         return ServiceRecord.model_validate(row)
 
     def services(self) -> list[ServiceRecord]:

@@ -15,7 +15,7 @@ from common.errors import Conflict, InvalidInput, NotFound, RateLimited, Unautho
 from common.identity import passwords, tokens
 from common.identity.audit import Audit
 from common.identity.principal import Principal
-from common.records import AuthSession, RefreshToken, User, transaction
+from common.records import AuthSession, RefreshToken, User, insert_unique, transaction
 from common.records.types import utcnow
 from common.settings import Settings
 from common.text import check_label, is_email
@@ -78,11 +78,7 @@ class Accounts:
             created_at=now,
             updated_at=now,
         )
-        try:
-            with transaction(self.db) as session:
-                session.add(user)
-        except IntegrityError:
-            raise Conflict("an account with that email exists") from None
+        insert_unique(self.db, user, "an account with that email exists")
         return user
 
     def user(self, user_id: uuid.UUID) -> User:

@@ -1,6 +1,12 @@
 """Records: SQLAlchemy models, engines and migrations (SQLite default, PostgreSQL in production)."""
 
-from common.records.engine import make_engine, make_sessionmaker, normalise_url, transaction
+from common.records.engine import (
+    insert_unique,
+    make_engine,
+    make_sessionmaker,
+    normalise_url,
+    transaction,
+)
 from common.records.migrate import migrate
 from common.records.models import (
     ApiKey,
@@ -24,6 +30,7 @@ __all__ = [
     "JobEvent",
     "RefreshToken",
     "User",
+    "insert_unique",
     "make_engine",
     "make_sessionmaker",
     "migrate",

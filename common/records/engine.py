@@ -11,8 +11,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from common.errors import Conflict
 
 log = logging.getLogger("aperture.records")
 
@@ -70,6 +72,15 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits together on success and rolls back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def insert_unique(factory: sessionmaker[Session], row: Any, conflict: str) -> None:
+    """Insert `row`; Conflict(`conflict`) when a unique constraint already holds it."""
+    try:
+        with transaction(factory) as session:
+            session.add(row)
+    except IntegrityError:
+        raise Conflict(conflict) from None
 
 
 def connection_lost(error: BaseException) -> bool:
