@@ -25,14 +25,12 @@ import base64
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.bench.http_upload import upload
 from tests.support.app import REPO, LiveServer, register
 from tests.support.s3 import S3Server, run_seaweedfs, s3_settings_env, unique_bucket
 
@@ -115,25 +114,6 @@ def write_source(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def multipart_body(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
-    """A multipart/form-data body with the file as field `file`, streamed from disk, and
-    its length."""
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{path.name}"\r\nContent-Type: text/csv\r\n\r\n'
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-
-    def chunks() -> Iterator[bytes]:
-        yield head
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                yield chunk
-        yield tail
-
-    return chunks(), len(head) + path.stat().st_size + len(tail)
-
-
 def curl_upload(url: str, headers: dict[str, str], path: Path) -> dict[str, Any]:
     """`POST /files` by curl (-F: multipart/form-data streamed from the file)."""
     command = ["curl", "-sS", "--fail-with-body", "-X", "POST", f"{url}/api/v1/files"]
@@ -152,22 +132,6 @@ def curl_download(url: str, headers: dict[str, str], file_id: str, dest: Path) -
         command += ["-H", f"{name}: {value}"]
     subprocess.run([*command, f"{url}/api/v1/files/{file_id}/download"], check=True)
     return dest.stat().st_size
-
-
-def upload(client: httpx.Client, path: Path) -> dict[str, Any]:
-    boundary = secrets.token_hex(16)
-    body, length = multipart_body(path, boundary)
-    response = client.post(
-        "/api/v1/files",
-        content=body,
-        headers={
-            "content-type": f"multipart/form-data; boundary={boundary}",
-            "content-length": str(length),
-        },
-    )
-    if response.status_code != 201:
-        raise RuntimeError(f"upload failed: {response.status_code} {response.text[:500]}")
-    return dict(response.json())
 
 
 def download(client: httpx.Client, file_id: str, dest: Path) -> int:
@@ -204,7 +168,7 @@ def through_server(work: Path, server: LiveServer, source: Path, sha: str) -> di
         client.headers.update(register(client))
         warm = work / "warm.csv"
         write_source(warm, WARM_UP_MIB * MIB)
-        download(client, upload(client, warm)["id"], work / "warm.down")
+        download(client, upload(client, warm, "text/csv")["id"], work / "warm.down")
         assert server.process is not None
         sampler = RssSampler(server.process.pid)
         baseline = sampler.current()
@@ -213,7 +177,7 @@ def through_server(work: Path, server: LiveServer, source: Path, sha: str) -> di
             if CLIENT[0] == "curl":
                 up_s, stored = timed(curl_upload, server.url, auth, source)
             else:
-                up_s, stored = timed(upload, client, source)
+                up_s, stored = timed(upload, client, source, "text/csv")
         upload_peak = sampler.peak
         if stored["sha256"] != sha or stored["size"] != source.stat().st_size:
             raise RuntimeError("the server stored other bytes than were sent")

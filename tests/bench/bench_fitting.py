@@ -52,11 +52,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
-import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +68,7 @@ from functions.fitting.fit import FitArrays, fit_traces
 from functions.fitting.reference import ReferenceFit, parity
 from functions.fitting.spec import FitSpec, resolve_spec
 from functions.fitting.synthetic import synthetic_traces, to_long_csv
+from tests.bench.http_upload import upload
 
 
 def emit(**fields: Any) -> None:
@@ -257,44 +257,12 @@ def main() -> None:
 # --- end to end through the HTTP API ----------------------------------------------------
 
 API = "/api/v1/analysis"
-CHUNK = 1 << 20
-
-
-def _multipart(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
-    """The file as form field `file`, streamed from disk, and the body's length."""
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{path.name}"\r\nContent-Type: text/csv\r\n\r\n'
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-
-    def chunks() -> Iterator[bytes]:
-        yield head
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                yield chunk
-        yield tail
-
-    return chunks(), len(head) + path.stat().st_size + len(tail)
-
-
-def _upload(client: httpx.Client, path: Path) -> str:
-    boundary = secrets.token_hex(16)
-    body, length = _multipart(path, boundary)
-    headers = {
-        "content-type": f"multipart/form-data; boundary={boundary}",
-        "content-length": str(length),
-    }
-    response = client.post("/api/v1/files", content=body, headers=headers)
-    if response.status_code != 201:
-        raise RuntimeError(f"upload failed: {response.status_code} {response.text[:500]}")
-    return str(response.json()["id"])
 
 
 def _fit_over_http(client: httpx.Client, path: Path, database: Path) -> dict[str, Any]:
     """Upload → start → poll → download the results CSV; seconds of each step."""
     start = time.perf_counter()
-    file_id = _upload(client, path)
+    file_id = str(upload(client, path, "text/csv")["id"])
     uploaded = time.perf_counter()
     started = client.post(f"{API}/fitting/start", json={"file_id": file_id})
     if started.status_code not in (200, 201, 202):

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from functions.microscopy.pipeline import WorkflowOptions, run_fov
 from functions.microscopy.readers import open_reader
 from functions.microscopy.synthetic import write_timelapse
+from tests.bench import http_upload
 from tests.functions.microscopy.truth import accuracy_figures, match_truth
 
 UNIT = "scipy.ndimage.uniform_filter(size=3) over each 2-D float32 frame of one channel"
@@ -222,37 +222,8 @@ def _flagged(summary: dict[str, Any]) -> int | None:
 API = "/api/v1/processing"
 
 
-def _multipart(path: Path, boundary: str) -> tuple[Iterator[bytes], int]:
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-
-    def chunks() -> Iterator[bytes]:
-        yield head
-        with path.open("rb") as f:
-            while chunk := f.read(8 << 20):
-                yield chunk
-        yield tail
-
-    return chunks(), len(head) + path.stat().st_size + len(tail)
-
-
 def upload(client: Any, path: Path) -> str:
-    boundary = secrets.token_hex(16)
-    body, length = _multipart(path, boundary)
-    response = client.post(
-        "/api/v1/files",
-        content=body,
-        headers={
-            "content-type": f"multipart/form-data; boundary={boundary}",
-            "content-length": str(length),
-        },
-    )
-    if response.status_code != 201:
-        raise RuntimeError(f"upload failed: {response.status_code} {response.text[:500]}")
-    return str(response.json()["id"])
+    return str(http_upload.upload(client, path)["id"])
 
 
 #: status polling interval: fine enough for runs of seconds, and cheap for the server
