@@ -26,6 +26,7 @@ from tests.faults.conftest import (
     FAULT_CAPABILITIES,
     TERMINAL,
     job_status,
+    resume_parts_and_complete,
     sha256,
     signed_in,
     text_payload,
@@ -133,17 +134,7 @@ def test_an_upload_resumes_after_the_server_is_killed(tmp_path: Path) -> None:
         server.start(workers=1)  # same data directory, same port: the URLs still work
         stored = client.get(f"/api/v1/files/uploads/{plan['id']}").json()
         assert [p["number"] for p in stored["parts"]] == [1]  # the cut part is not a part
-        for number in (2, 3):
-            chunk = payload[(number - 1) * part_size : number * part_size]
-            assert httpx.put(urls[number], content=chunk, timeout=30).status_code == 200
-        parts = client.get(f"/api/v1/files/uploads/{plan['id']}").json()["parts"]
-        done = client.post(
-            f"/api/v1/files/uploads/{plan['id']}/complete",
-            json={"parts": [{"number": p["number"], "etag": p["etag"]} for p in parts]},
-        )
-        assert done.status_code == 201, done.text
-        assert done.json()["sha256"] == sha256(payload)
-        assert client.get(f"/api/v1/files/{done.json()['id']}/download").content == payload
+        resume_parts_and_complete(client, plan["id"], urls, payload, part_size)
     finally:
         client.close()
         server.stop()

@@ -20,7 +20,14 @@ import pytest
 from sqlalchemy import create_engine
 
 from common.records import migrate, normalise_url
-from tests.faults.conftest import TERMINAL, sha256, signed_in, text_payload, wait_for
+from tests.faults.conftest import (
+    TERMINAL,
+    resume_parts_and_complete,
+    sha256,
+    signed_in,
+    text_payload,
+    wait_for,
+)
 from tests.support.app import LiveServer
 from tests.support.s3 import SeaweedFS, s3_settings_env, unique_bucket
 
@@ -138,18 +145,7 @@ def test_seaweedfs_stopped_mid_upload(tmp_path: Path) -> None:
         stored = client.get(f"/api/v1/files/uploads/{plan['id']}")
         assert stored.status_code == 200, stored.text
         assert [p["number"] for p in stored.json()["parts"]] == [1]
-        for number in (2, 3):
-            chunk = payload[(number - 1) * part_size : number * part_size]
-            assert httpx.put(urls[number], content=chunk, timeout=30).status_code == 200
-        parts = client.get(f"/api/v1/files/uploads/{plan['id']}").json()["parts"]
-        done = client.post(
-            f"/api/v1/files/uploads/{plan['id']}/complete",
-            json={"parts": [{"number": p["number"], "etag": p["etag"]} for p in parts]},
-        )
-        assert done.status_code == 201, done.text
-        assert done.json()["sha256"] == sha256(payload)
-        download = client.get(f"/api/v1/files/{done.json()['id']}/download", follow_redirects=True)
-        assert download.content == payload
+        resume_parts_and_complete(client, plan["id"], urls, payload, part_size)
     finally:
         client.close()
         server.stop()
