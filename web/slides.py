@@ -94,6 +94,10 @@ class SlideService:
                 self._paths[slide.id] = path
         return path
 
+    def known_path(self, slide_id: uuid.UUID) -> Path | None:
+        """The slide's local file if this process has looked it up (no I/O)."""
+        return self._paths.get(slide_id)
+
     async def apath(self, slide: SlideRecord) -> Path:
         path = self._paths.get(slide.id)
         return path if path is not None else await run_in_threadpool(self.path, slide)

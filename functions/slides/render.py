@@ -73,10 +73,15 @@ def resize(pixels: np.ndarray, size: Size) -> np.ndarray:
 
         image = Image.fromarray(data).resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
         return np.asarray(image)
-    import pyvips
+    from functions.slides.vips import pyvips
 
-    image = pyvips.Image.new_from_memory(data.data, width, height, data.shape[2], "uchar")
-    out = image.resize(size[0] / width, vscale=size[1] / height, kernel="lanczos3")
+    vips = pyvips()
+    image = vips.Image.new_from_memory(data.data, width, height, data.shape[2], "uchar")
+    # Operation.call, not image.resize: the attribute lookup first asks libvips for an
+    # image property of that name, and builds an error when there is none
+    out = vips.Operation.call(
+        "resize", image, size[0] / width, vscale=size[1] / height, kernel="lanczos3"
+    )
     if (out.width, out.height) != size:  # a rounding pixel short or over
         out = out.embed(
             0, 0, max(size[0], out.width), max(size[1], out.height), extend="copy"
