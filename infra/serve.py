@@ -273,9 +273,11 @@ def web_process_main(
 
     from common.executors.link import SupervisorLink
     from common.logs import configure_logging
+    from functions.slides.vips import one_thread_per_operation
     from web.app import create_app
 
     configure_logging(settings.log_format, settings.log_level)
+    one_thread_per_operation()  # tiles render one per request thread; jobs run elsewhere
     executor = None
     if link is not None:
         ringer, board = link
