@@ -12,9 +12,14 @@ object storage if need be) and passes both in.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +30,8 @@ from functions.slides.geometry import DeepZoomGeometry, parse_tile_format
 from functions.slides.handles import HandleCache, SlideHandle
 from functions.slides.render import MEDIA_TYPES, encode, render_tile, resize
 from functions.slides.tile_cache import ByteLRU
+
+T = TypeVar("T")
 
 #: Tiles of a slide never change under a given URL (settings are part of the ETag).
 CACHE_CONTROL = "public, max-age=31536000, immutable"
@@ -52,6 +59,8 @@ class SlideTiles:
             s.max_handles, decoded_cache=ByteLRU(s.decoded_cache_bytes, size_of=lambda a: a.nbytes)
         )
         self.cache: ByteLRU[Tile] = ByteLRU(s.cache_bytes, size_of=lambda t: len(t.content))
+        self._threads = render_threads()
+        self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"SlideTiles({self.handles!r}, {self.cache!r})"
@@ -142,6 +151,9 @@ class SlideTiles:
 
     def close(self) -> None:
         """Close every open slide and drop the cached tiles (at shutdown)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.handles.close()
         self.cache.clear()
 
@@ -150,19 +162,33 @@ class SlideTiles:
         self.handles.evict(str(slide_id))
         self.cache.discard_where(lambda k: isinstance(k, tuple) and k[0] == str(slide_id))
 
+    async def _off_loop(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` on the render threads, never on the event loop."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="tiles")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(work, *args))
+
     async def atile(
         self, slide_id: str, path: str | Path, level: int, col: int, row: int, fmt: str
     ) -> Tile:
-        return await asyncio.to_thread(self.tile, slide_id, path, level, col, row, fmt)
+        return await self._off_loop(self.tile, slide_id, path, level, col, row, fmt)
 
     async def athumbnail(self, slide_id: str, path: str | Path, max_size: int = 512) -> Tile:
-        return await asyncio.to_thread(self.thumbnail, slide_id, path, max_size)
+        return await self._off_loop(self.thumbnail, slide_id, path, max_size)
 
     async def aassociated_image(self, slide_id: str, path: str | Path, name: str) -> Tile:
-        return await asyncio.to_thread(self.associated_image, slide_id, path, name)
+        return await self._off_loop(self.associated_image, slide_id, path, name)
 
     async def adescriptor(self, slide_id: str, path: str | Path) -> DziDescriptor:
-        return await asyncio.to_thread(self.descriptor, slide_id, path)
+        return await self._off_loop(self.descriptor, slide_id, path)
+
+
+def render_threads() -> int:
+    """Threads that render tiles: as many as cores, at least four. Decoding, resizing and
+    encoding release the GIL, so they run in parallel; a pool of its own keeps a burst of
+    tiles from queueing the app's other blocking work (its record lookups) behind it."""
+    return max(4, os.cpu_count() or 1)
 
 
 def _thumbnail_pixels(handle: SlideHandle, max_size: int) -> np.ndarray:
