@@ -38,6 +38,12 @@ class TileSettings(BaseModel):
     limit_bounds: bool = False
     max_handles: int = Field(default=32, ge=1, description="Open slides kept in the handle LRU.")
     cache_bytes: int = Field(default=256 << 20, ge=0, description="Rendered-tile cache budget.")
+    shared_cache_bytes: int = Field(
+        default=1 << 30,
+        ge=0,
+        description="Rendered tiles kept on disk in the data directory, shared by the web "
+        "processes (0: none).",
+    )
     decoded_cache_bytes: int = Field(
         default=128 << 20, ge=0, description="Decoded stored-tile cache budget."
     )

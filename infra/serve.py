@@ -49,11 +49,13 @@ GRACEFUL_S = 10
 
 
 def default_web_workers() -> int:
-    """Half the CPUs, 1 to 8. The job workers need the other half; and each web process
-    keeps its own rendered-tile cache, so a tile rendered in one process is rendered
-    again when another is asked for it: on a small machine one web process serves a
-    viewer faster than two (measured with tests/bench/bench_tiles.py --http)."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    """Half the CPUs, 2 to 8. The job workers need the other half. Two at least, because
+    one process's event loop and GIL cannot keep two cores busy with tiles (the rendering
+    itself runs without the GIL, the HTTP work around it does not); the processes share
+    rendered tiles through the data directory (`functions.slides.tile_files`), so a tile
+    one of them rendered is not rendered again by the other (measured with
+    tests/bench/bench_tiles.py --http)."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
 
 
 def public_url_for(host: str, port: int) -> str:

@@ -18,7 +18,8 @@ from common.runtime import Runtime
 from common.slides import LocalSlideFiles, SlideRecord
 from functions.slides.capability import dzi_prefix, pyramid_dzi_key
 from functions.slides.dzi import DziDescriptor
-from functions.slides.service import SlideTiles
+from functions.slides.service import SlideTiles, settings_tag
+from functions.slides.tile_files import TileFiles
 from web.deps import CurrentUser, visible_to
 
 #: Tiles need a signed-in user, so only their browser may keep them (`private`); under a
@@ -47,7 +48,13 @@ class SlideService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.records = runtime.slides
-        self.tiles = SlideTiles(runtime.settings.tiles)
+        settings = runtime.settings.tiles
+        # every web process of the server reads and writes the same rendered tiles
+        shared = TileFiles(
+            Path(runtime.settings.data_dir) / "cache" / "tiles" / settings_tag(settings),
+            settings.shared_cache_bytes,
+        )
+        self.tiles = SlideTiles(settings, files=shared)
         self.local = LocalSlideFiles(
             runtime.objects,
             Path(runtime.settings.data_dir) / "cache" / "slides",

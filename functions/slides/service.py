@@ -30,6 +30,7 @@ from functions.slides.geometry import DeepZoomGeometry, parse_tile_format
 from functions.slides.handles import HandleCache, SlideHandle
 from functions.slides.render import MEDIA_TYPES, encode, render_tile, resize
 from functions.slides.tile_cache import ByteLRU
+from functions.slides.tile_files import TileFiles
 
 T = TypeVar("T")
 
@@ -52,8 +53,11 @@ class Tile:
 class SlideTiles:
     """Deep Zoom descriptors, tiles, thumbnails and associated images of slides."""
 
-    def __init__(self, settings: TileSettings | None = None) -> None:
+    def __init__(
+        self, settings: TileSettings | None = None, files: TileFiles | None = None
+    ) -> None:
         self.settings = settings or Settings().tiles  # APERTURE_TILES_* when not given
+        self.files = files  # rendered tiles shared with other processes, if any
         s = self.settings
         self.handles = HandleCache(
             s.max_handles, decoded_cache=ByteLRU(s.decoded_cache_bytes, size_of=lambda a: a.nbytes)
@@ -105,6 +109,11 @@ class SlideTiles:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        stored = self.files.get(*key) if self.files is not None else None
+        if stored is not None:
+            tile = Tile(stored[0], MEDIA_TYPES[fmt], stored[1])
+            self.cache.put(key, tile)
+            return tile
         handle = self.handle(slide_id, path)
         geometry = self.geometry(slide_id, path)
         content = render_tile(
@@ -112,6 +121,8 @@ class SlideTiles:
         )
         tile = Tile(content, MEDIA_TYPES[fmt], self._etag(handle, level, col, row, fmt))
         self.cache.put(key, tile)
+        if self.files is not None:
+            self.files.put(*key, tile.content, tile.etag)
         return tile
 
     def cached_tile(self, slide_id: str, level: int, col: int, row: int, fmt: str) -> Tile | None:
@@ -160,6 +171,8 @@ class SlideTiles:
     def evict(self, slide_id: str) -> None:
         """Forget a deleted or replaced slide."""
         self.handles.evict(str(slide_id))
+        if self.files is not None:
+            self.files.evict(str(slide_id))
         self.cache.discard_where(lambda k: isinstance(k, tuple) and k[0] == str(slide_id))
 
     async def _off_loop(self, work: Callable[..., T], *args: object) -> T:
@@ -182,6 +195,14 @@ class SlideTiles:
 
     async def adescriptor(self, slide_id: str, path: str | Path) -> DziDescriptor:
         return await self._off_loop(self.descriptor, slide_id, path)
+
+
+def settings_tag(settings: TileSettings) -> str:
+    """Names what a tile's bytes depend on besides the slide and its address: the
+    renderer version and the tile settings (tiles made with others are other tiles)."""
+    s = settings
+    text = f"{RENDERER_VERSION}|{s.tile_size}|{s.overlap}|{s.limit_bounds}|{s.quality}"
+    return f"r{RENDERER_VERSION}-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def render_threads() -> int:
