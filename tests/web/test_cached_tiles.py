@@ -3,6 +3,7 @@ answers it, and only when the route would answer it the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.app import register, signed_in
 from tests.web.test_slides_api import API, slide_of, upload
-from web.cached_tiles import TILE_PATH, _from_memory
+from web.cached_tiles import TILE_PATH, _from_memory, _known_tile, _TileRequest
 
 SAME = ("content-type", "content-length", "etag", "cache-control")
 
@@ -93,3 +94,39 @@ def test_a_deleted_slide_has_no_cached_tiles(client: TestClient) -> None:
     assert client.delete(f"{API}/slides/{doomed['id']}").status_code == 204
     assert not _answered_from_memory(client, url, {})
     assert client.get(url).status_code == 404
+
+
+def _known(client: TestClient, url: str) -> _TileRequest | None:
+    match = TILE_PATH.fullmatch(url)
+    assert match is not None
+    raw = [(k.lower().encode(), v.encode()) for k, v in client.headers.items()]
+    scope = {"type": "http", "method": "GET", "path": url, "headers": raw, "app": client.app}
+    return _known_tile(scope, match)
+
+
+def test_a_cold_tile_of_a_viewed_slide_renders_before_routing_as_the_route_would(
+    slide: dict[str, Any], client: TestClient
+) -> None:
+    assert client.get(_tile_url(slide)).status_code == 200  # the route looked the slide up
+    url = _tile_url(slide, below_top=2)
+    wanted = _known(client, url)
+    assert wanted is not None and wanted.path is not None and wanted.cached() is None
+    tile = asyncio.run(wanted.tile())  # rendered off the loop, as the middleware does
+    assert tile is not None
+    answered = client.get(url)
+    assert answered.status_code == 200 and answered.content == tile.content
+    assert answered.headers["etag"] == tile.etag
+    assert answered.headers["cache-control"] == "private, max-age=31536000, immutable"
+
+
+def test_a_tile_out_of_range_is_left_to_the_route(
+    slide: dict[str, Any], client: TestClient
+) -> None:
+    assert client.get(_tile_url(slide)).status_code == 200
+    url = f"{API}/viewer/{slide['id']}_files/3/99_0.jpeg"
+    wanted = _known(client, url)
+    assert wanted is not None and asyncio.run(wanted.tile()) is None
+    refused = client.get(url)
+    assert refused.status_code == 404
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "out of range" in refused.json()["detail"]

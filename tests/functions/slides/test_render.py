@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
 from functions.slides.handles import SlideHandle
-from functions.slides.render import passthrough_tile, render_tile
+from functions.slides.render import passthrough_tile, render_tile, resize
 
 MAX_MAD = 2.0
 
@@ -87,7 +88,9 @@ def stored_jpeg(path: Path, page: int, index: int) -> bytes:
         p = tif.pages[page]
         tif.filehandle.seek(p.dataoffsets[index])
         raw = tif.filehandle.read(p.databytecounts[index])
-        return p.jpegtables[:-2] + raw[2:]
+        tables = p.jpegtables
+        assert tables is not None
+        return tables[:-2] + raw[2:]
 
 
 def test_aligned_tiles_are_the_stored_jpeg_bytes(tidy: Path) -> None:
@@ -168,3 +171,13 @@ def test_rgb_jpeg_tiles_without_adobe_marker(tmp_path: Path) -> None:
     assert stored is not None
     for pixels in (decode(stored), handle.tiff.read_region(0, 256, 0, 256, 256)):  # type: ignore[union-attr]
         assert np.abs(pixels.astype(np.int16) - reference[..., :3]).mean() < 0.5
+
+
+def test_resizing_sends_no_libvips_chatter_into_python(caplog: pytest.LogCaptureFixture) -> None:
+    """libvips says something at info level on every resize; each message would be a call
+    from its thread into Python and, with INFO logging on, a log line per message."""
+    caplog.set_level(logging.DEBUG, logger="pyvips")
+    pixels = np.random.default_rng(0).integers(0, 255, (510, 510, 3), dtype=np.uint8)
+    assert resize(pixels, (255, 255)).shape == (255, 255, 3)
+    chatter = [r.getMessage() for r in caplog.records if r.getMessage().startswith("VIPS:")]
+    assert chatter == []
