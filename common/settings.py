@@ -45,7 +45,11 @@ class TileSettings(BaseModel):
         "processes (0: none).",
     )
     decoded_cache_bytes: int = Field(
-        default=128 << 20, ge=0, description="Decoded stored-tile cache budget."
+        default=512 << 20,
+        ge=0,
+        description="Decoded stored-tile cache budget (shared out among the web processes). "
+        "A Deep Zoom tile reads 4 to 9 stored tiles its neighbours read too: at 128 MiB "
+        "a random walk over a 12,000 x 9,000 slide decoded a third more tiles than at 512.",
     )
     local_cache_bytes: int = Field(
         default=10 << 30,
