@@ -91,8 +91,11 @@ def test_a_deleted_slide_has_no_cached_tiles(client: TestClient) -> None:
     doomed = slide_of(client, upload(client, "small.svs")["id"])
     url = _tile_url(doomed)
     assert client.get(url).status_code == 200
+    shared = client.app.state.aperture.slides.tiles.files  # type: ignore[attr-defined]
+    assert (shared.root / doomed["id"]).is_dir()  # kept for the other web processes too
     assert client.delete(f"{API}/slides/{doomed['id']}").status_code == 204
     assert not _answered_from_memory(client, url, {})
+    assert not (shared.root / doomed["id"]).exists()
     assert client.get(url).status_code == 404
 
 
