@@ -49,13 +49,13 @@ GRACEFUL_S = 10
 
 
 def default_web_workers() -> int:
-    """Half the CPUs, 2 to 8. The job workers need the other half. Two at least, because
-    one process's event loop and GIL cannot keep two cores busy with tiles (the rendering
-    itself runs without the GIL, the HTTP work around it does not); the processes share
-    rendered tiles through the data directory (`functions.slides.tile_files`), so a tile
-    one of them rendered is not rendered again by the other (measured with
-    tests/bench/bench_tiles.py --http)."""
-    return max(2, min(8, (os.cpu_count() or 2) // 2))
+    """Half the CPUs, 1 to 8. The job workers need the other half. On a small machine one
+    web process serves tiles faster than two (tests/bench/bench_tiles.py --http on 2
+    busy cores: cold 3.8x and 2.6x the peer with one, 3.2x and 2.3x with two, and a worse
+    p99): the rendering runs off the GIL on a thread pool, and a second process mostly
+    adds its own decoded-tile cache to fill. With several, rendered tiles are shared
+    through the data directory (`functions.slides.tile_files`), so warm tiles stay warm."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def public_url_for(host: str, port: int) -> str:
