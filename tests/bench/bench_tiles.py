@@ -25,6 +25,8 @@ Prints one JSON line per measurement, each with its reference measured in the sa
   The two servers run side by side and take turns, one block of addresses each, so both
   see the same load from the rest of the machine. Goal: >= 2.5x the peer cold, >= 5x warm,
   p99 <= 50 ms. `--server-repo DIR` serves another checkout (the code before a change).
+  Each line also gives both servers' CPU per tile (all their processes, from /proc) and
+  its ratio: on a busy shared machine tiles/s swing with the load, CPU per tile much less.
 
     uv run python tests/bench/bench_tiles.py --http [--size 12000x9000] [--tiles 1000]
 
@@ -302,21 +304,28 @@ def cold_addresses(path: Path, n: int, seed: int = 0) -> list[Address]:
     return out
 
 
+Server = tuple[int, int, str, dict[str, str]]  # process id, port, path prefix, headers
+
+
 def alternate(
-    servers: dict[str, tuple[int, str, dict[str, str]]], addresses: list[Address], block: int
-) -> dict[str, Any]:
+    servers: dict[str, Server], addresses: list[Address], block: int
+) -> tuple[dict[str, Any], dict[str, float]]:
     """Each server fetches every address, the servers taking turns block by block (the
-    first to go alternates too); per server the merged LoadResult."""
-    from tests.bench.http_load import LoadResult, run
+    first to go alternates too); per server the merged LoadResult and the CPU seconds its
+    processes used meanwhile."""
+    from tests.bench.http_load import LoadResult, run, tree_cpu_seconds
 
     merged = {name: LoadResult(seconds=0.0) for name in servers}
+    cpu = dict.fromkeys(servers, 0.0)
     order = list(servers)
     for start in range(0, len(addresses), block):
         chunk = addresses[start : start + block]
         for name in order:
-            port, prefix, headers = servers[name]
+            pid, port, prefix, headers = servers[name]
             paths = [f"{prefix}_files/{lv}/{c}_{r}.jpeg" for lv, c, r in chunk]
+            before = tree_cpu_seconds(pid)
             result = run("127.0.0.1", port, paths, clients=HTTP_CLIENTS, headers=headers)
+            cpu[name] += tree_cpu_seconds(pid) - before
             total = merged[name]
             total.seconds += result.seconds
             total.latencies += result.latencies
@@ -324,7 +333,7 @@ def alternate(
             for status, count in result.statuses.items():
                 total.statuses[status] = total.statuses.get(status, 0) + count
         order.reverse()
-    return merged
+    return merged, cpu
 
 
 HTTP_CLIENTS = 8
@@ -338,22 +347,24 @@ def bench_http(
     server, slide_id, token = serve_slide(path, work, server_repo, web_workers)
     peer, peer_port = start_peer(path, work)
     try:
-        servers = {
+        servers: dict[str, Server] = {
             "aperture": (
+                server.process.pid,
                 server.port,
                 f"/api/v1/viewer/{slide_id}",
                 {"Authorization": f"Bearer {token}"},
             ),
-            "peer": (peer_port, "/slide", {}),
+            "peer": (peer.pid, peer_port, "/slide", {}),
         }
         from tests.bench.http_load import run
 
-        for port, prefix, headers in servers.values():  # open the slide outside the timing
+        for _, port, prefix, headers in servers.values():  # open the slide outside the timing
             run("127.0.0.1", port, [f"{prefix}.dzi"], clients=1, headers=headers)
         addresses = cold_addresses(path, n)
         for phase in ("cold", "warm"):
-            results = alternate(servers, addresses, block=max(50, n // 10))
+            results, cpu = alternate(servers, addresses, block=max(50, n // 10))
             ours, theirs = results["aperture"], results["peer"]
+            ours_cpu, theirs_cpu = (1000 * cpu[name] / len(addresses) for name in servers)
             for name, result in results.items():
                 if set(result.statuses) != {200}:
                     raise RuntimeError(f"{name} answered {result.statuses}")
@@ -375,6 +386,10 @@ def bench_http(
                 reference_p99_ms=theirs.percentile_ms(0.99),
                 ratio=round(ours.rate / theirs.rate, 2),
                 goal=">= 2.5 cold, >= 5 warm, aperture p99 <= 50 ms",
+                # CPU per tile of each server's processes: less disturbed by other load
+                aperture_cpu_ms_per_tile=round(ours_cpu, 2),
+                reference_cpu_ms_per_tile=round(theirs_cpu, 2),
+                cpu_ratio=round(theirs_cpu / ours_cpu, 2) if ours_cpu else None,
                 load_average=round(os.getloadavg()[0], 1),
             )
     finally:

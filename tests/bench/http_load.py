@@ -121,3 +121,31 @@ def run(
         return uvloop.run(fetch_all(host, port, paths, clients=clients, headers=headers))
     except ImportError:
         return asyncio.run(fetch_all(host, port, paths, clients=clients, headers=headers))
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by process `root` and its descendants that
+    are still alive (Linux /proc; 0.0 elsewhere). A server's CPU per request is a figure a
+    busy shared machine disturbs much less than its requests per second."""
+    import os
+
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return 0.0
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(name)] = int(fields[1])
+        ticks[int(name)] = int(fields[11]) + int(fields[12])
+    tree, grown = {root}, True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
