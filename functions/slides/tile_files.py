@@ -35,11 +35,13 @@ ETAG_LENGTH = 34
 class TileFiles:
     """Tiles as files under `root` (one budget for every process sharing it)."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, *, prune_every: int | None = None) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.root = Path(root)
         self.max_bytes = max_bytes
+        #: bytes this process writes between two prunings
+        self.prune_every = max_bytes // 8 if prune_every is None else prune_every
         self._written = 0
         self._lock = threading.Lock()
         self._pruning = threading.Lock()
@@ -88,7 +90,7 @@ class TileFiles:
             return
         with self._lock:
             self._written += len(content) + ETAG_LENGTH + 1
-            due = self._written > self.max_bytes // 8
+            due = self._written > self.prune_every
             if due:
                 self._written = 0
         if due:

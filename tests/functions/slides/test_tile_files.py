@@ -65,19 +65,34 @@ def test_a_file_that_is_not_a_whole_tile_is_never_served(tmp_path: Path) -> None
 
 
 def test_the_cache_stays_within_its_budget_oldest_out_first(tmp_path: Path) -> None:
-    files = TileFiles(tmp_path, 10_000)
+    files = TileFiles(tmp_path, 10_000, prune_every=1 << 40)  # prune only when told
     etag = '"' + "b" * 32 + '"'
+    folder = tmp_path / "s" / "9"
     for n in range(30):
         files.put("s", 9, n, 0, "jpeg", bytes(1000), etag)
-        path = tmp_path / "s" / "9" / f"{n}_0.jpeg"
-        os.utime(path, (n, n))  # distinct ages, oldest first
-    for thread in threading.enumerate():  # the prunings the writes started, then one more
+        os.utime(folder / f"{n}_0.jpeg", (n, n))  # distinct ages, oldest first
+    assert files.prune() > 0
+    kept = sorted(int(p.name.split("_")[0]) for p in folder.iterdir())
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 10_000 * 3 // 4
+    assert kept == list(range(30 - len(kept), 30)) and kept  # the newest stayed
+    assert files.prune() == 0  # within the budget: nothing to do
+
+
+def test_writing_prunes_in_the_background(tmp_path: Path) -> None:
+    files = TileFiles(tmp_path, 10_000)
+    etag = '"' + "c" * 32 + '"'
+    for n in range(100):
+        files.put("s", 9, n, 0, "jpeg", bytes(1000), etag)
+    for thread in threading.enumerate():
         if thread.name == "tile-files-prune":
             thread.join()
-    files.prune()
-    kept = sorted(int(p.name.split("_")[0]) for p in (tmp_path / "s" / "9").iterdir())
-    assert sum(p.stat().st_size for p in (tmp_path / "s" / "9").iterdir()) <= 10_000 * 3 // 4
-    assert kept == list(range(30 - len(kept), 30)) and kept  # the newest stayed
+    stored = sum(p.stat().st_size for p in (tmp_path / "s" / "9").iterdir())
+    # 103,500 bytes written; the budget plus what was written after the last pruning's look
+    assert stored < 30_000
+
+
+def test_a_budget_of_nothing_keeps_nothing(tmp_path: Path) -> None:
+    etag = '"' + "c" * 32 + '"'
     nothing = TileFiles(tmp_path / "off", 0)
     nothing.put("s", 9, 0, 0, "jpeg", bytes(10), etag)
     assert nothing.get("s", 9, 0, 0, "jpeg") is None and not (tmp_path / "off").exists()
