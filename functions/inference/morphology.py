@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from common.arrays import Backend
+from functions.slides.vips import pyvips as quiet_pyvips
 
 
 def disk_offsets(radius: float, *, closed: bool = True) -> np.ndarray:
@@ -25,7 +26,7 @@ def disk_offsets(radius: float, *, closed: bool = True) -> np.ndarray:
 
 def _vips_image(mask: np.ndarray) -> Any:
     """A 0/255 uchar libvips image over a boolean array (pyvips keeps the buffer alive)."""
-    import pyvips
+    pyvips = quiet_pyvips()
 
     h, w = mask.shape
     pixels = np.ascontiguousarray(mask, dtype=np.uint8) * np.uint8(255)
@@ -36,7 +37,7 @@ def _vips_image(mask: np.ndarray) -> Any:
 def _vips_op(image: Any, radius: float, op: str, *, closed: bool = True) -> Any:
     """A lazy libvips morph of a 0/255 image: padded as background (dilate) or
     foreground (erode), the disk as a 255/128 ("don't care") mask, cropped back."""
-    import pyvips
+    pyvips = quiet_pyvips()
 
     footprint = disk_offsets(radius, closed=closed)
     r = footprint.shape[0] // 2

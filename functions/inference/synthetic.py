@@ -19,6 +19,7 @@ import numpy as np
 
 from functions.inference.stains import EOSIN, HEMATOXYLIN
 from functions.inference.synthetic_layout import MASK_DOWNSAMPLE, Layout, plan_layout
+from functions.slides.vips import pyvips as quiet_pyvips
 
 MPP = 0.5
 STRIP = 512
@@ -66,7 +67,7 @@ def write_he_slide(
     --------
     >>> write_he_slide("/tmp/he.svs", width=2048, height=2048)  # doctest: +SKIP
     """
-    import pyvips
+    pyvips = quiet_pyvips()
 
     from functions.slides.synthetic import write_pyramid
 

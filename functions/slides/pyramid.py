@@ -27,6 +27,7 @@ from common.errors import JobCancelled, UnsupportedFile
 from functions.slides.dzi import DziDescriptor
 from functions.slides.geometry import DeepZoomGeometry
 from functions.slides.tiff_levels import TIFF_VENDORS
+from functions.slides.vips import pyvips as quiet_pyvips
 
 Progress = Callable[[float, str], None]
 Cancelled = Callable[[], bool]
@@ -58,7 +59,8 @@ def open_level0(path: str | Path, workdir: Path) -> Any:
     written, strip by strip, to a raw file in `workdir` (composited on the background).
     """
     import openslide
-    import pyvips
+
+    pyvips = quiet_pyvips()
 
     from functions.slides.handles import open_openslide
 
@@ -89,7 +91,8 @@ def _level0_page(path: str | Path, width: int, height: int) -> int:
 
 def _openslide_raw(osr: Any, target: Path, width: int, height: int) -> Any:
     import numpy as np
-    import pyvips
+
+    pyvips = quiet_pyvips()
 
     from functions.slides.handles import parse_background
 
@@ -113,7 +116,8 @@ def halve(image: Any, target: Path, *, strip: int = 512, cancelled: Cancelled | 
     times) and returned as a libvips image over that file.
     """
     import numpy as np
-    import pyvips
+
+    pyvips = quiet_pyvips()
 
     if strip % 2:
         raise ValueError(f"strip must be even, got {strip}")
@@ -164,7 +168,7 @@ def _dzsave(
     report: Callable[[float], None],
     **extra: Any,
 ) -> None:
-    import pyvips
+    pyvips = quiet_pyvips()
 
     if cancelled is not None or progress_wanted(report):
         image = image.copy()  # a private node, so signals and kill flags stay ours

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from functions.slides.vips import pyvips as quiet_pyvips
+
 #: The texture block repeated across the slide; its size is a multiple of 4**levels.
 TEXTURE_SIZE = 2048
 #: Tissue mask resolution: one mask pixel per MASK_STEP x MASK_STEP slide pixels.
@@ -153,7 +155,7 @@ def write_pyramid(
 
 def _texture(size: int, seed: int) -> Any:
     """A size x size RGB block of stained tissue with nuclei-like blobs, in memory."""
-    import pyvips
+    pyvips = quiet_pyvips()
 
     scale = TEXTURE_SIZE / size
     coarse = pyvips.Image.perlin(size, size, cell_size=max(2, round(64 / scale)), seed=seed)
@@ -171,7 +173,7 @@ def _texture(size: int, seed: int) -> Any:
 
 def _level_image(width: int, height: int, downsample: int, seed: int) -> Any:
     """The whole slide at 1/downsample, built lazily from the repeated texture block."""
-    import pyvips
+    pyvips = quiet_pyvips()
 
     w, h = max(1, width // downsample), max(1, height // downsample)
     block = max(1, TEXTURE_SIZE // downsample)
