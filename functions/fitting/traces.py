@@ -21,8 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.errors import InvalidInput
+from functions.fitting.blocked import Blocked, read_blocked
 from functions.fitting.trace_files import (
     check_numeric,
+    csv_batches,
     factorize,
     head,
     is_blank,
@@ -95,13 +97,19 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
     label = f"{name!r}: " if name else ""
     if is_blank(data):
         raise InvalidInput(f"{label}the traces file is empty")
-    if head(data, 4) == b"PAR1":
+    parquet = head(data, 4) == b"PAR1"
+    streamed = None if parquet else _read_blocked_csv(data, label)
+    if streamed is not None:
+        blocked, unit = streamed
+        unit = _hours_unit(unit, time_unit, label)
+        return _traces(
+            blocked.t, blocked.y, blocked.fov, blocked.cell, unit, blocked.nan_values, label
+        )
+    if parquet:
         table, unit = read_parquet(data, label)
     else:
         table, unit = read_csv(data, label, _expected_types)
-    unit = (unit or time_unit or "h").lower()
-    if unit not in UNIT_HOURS:
-        raise InvalidInput(f"{label}unknown time unit {unit!r}; use one of min, h, s")
+    unit = _hours_unit(unit, time_unit, label)
     columns = [c.strip().lower() for c in table.column_names]
     if table.num_rows == 0:
         raise InvalidInput(f"{label}the traces file has a header but no data rows")
@@ -109,13 +117,54 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
     if layout == "long":
         arrays = {c: table.column(columns.index(c)) for c in LONG_COLUMNS}
         del table  # the four columns alone live on
-        t, y, fov, cell, nan_values = _from_long(arrays, label)
+        # a CSV in blocks was streamed above: only a Parquet file is looked at for them
+        t, y, fov, cell, nan_values = _from_long(arrays, label, blocks=parquet)
     else:
         t, y, fov, cell = _from_wide(table, label)
         nan_values = int(np.isnan(y).sum())
+    return _traces(t, y, fov, cell, unit, nan_values, label, layout)
+
+
+def _hours_unit(unit: str | None, time_unit: str | None, label: str) -> str:
+    """The time unit the file names, else the one asked for, else hours; checked."""
+    unit = (unit or time_unit or "h").lower()
+    if unit not in UNIT_HOURS:
+        raise InvalidInput(f"{label}unknown time unit {unit!r}; use one of min, h, s")
+    return unit
+
+
+def _traces(
+    t: Any,
+    y: Any,
+    fov: Any,
+    cell: Any,
+    unit: str,
+    nan_values: int,
+    label: str,
+    layout: str = "long",
+) -> Traces:
     if not np.isfinite(y).any():
         raise InvalidInput(f"{label}the traces file has no values: every value is missing or NaN")
     return Traces(t * UNIT_HOURS[unit], y, fov, cell, unit, layout, nan_values)
+
+
+def _read_blocked_csv(data: bytes | Path, label: str) -> tuple[Blocked, str | None] | None:
+    """A long CSV in the merge step's layout (`blocked`), parsed a batch at a time and
+    never held whole as a table; None for any other CSV (read as a table instead)."""
+    opened = csv_batches(data, label, _expected_types)
+    if opened is None:
+        return None
+    batches, header, unit = opened
+    if layout_of([c.strip().lower() for c in header], label) != "long":
+        return None
+    size = len(data) if isinstance(data, bytes) else data.stat().st_size
+    renamed = (b.rename_columns([n.strip().lower() for n in b.schema.names]) for b in batches)
+    try:
+        # a row takes at least 6 bytes ("0,0,0,"): room for every row
+        blocked = read_blocked(renamed, capacity=size // 6 + 1)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    return (blocked, unit) if blocked is not None else None
 
 
 def _expected_types(names: list[str]) -> Any:
@@ -137,7 +186,7 @@ def _expected_types(names: list[str]) -> Any:
     return dict.fromkeys(names, pa.float64()), lambda table: True
 
 
-def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
+def _from_long(cols: dict[str, Any], label: str, *, blocks: bool = True) -> tuple[Any, ...]:
     """(t, y, fov, cell, NaN values) of long-format columns, one trace per (fov, cell).
 
     The columns are walked an Arrow chunk at a time: nothing of the file's length is
@@ -145,6 +194,10 @@ def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
 
     check_numeric(cols["time"], "time", label, allow_nan=False)
     nan_values = check_numeric(cols["value"], "value", label, allow_nan=True)
+    # the merge step's layout: reshaped, not hashed
+    blocked = read_blocked(pa.table(cols).to_batches(), len(cols["time"])) if blocks else None
+    if blocked is not None:
+        return blocked.t, blocked.y, blocked.fov, blocked.cell, nan_values
     batches = pa.table(cols).to_batches()  # the columns' chunks, aligned
     column = {c: pa.chunked_array([b.column(c) for b in batches]) for c in LONG_COLUMNS}
     time = factorize(column["time"])
