@@ -13,7 +13,7 @@ value that is not a number) is left to the general reader: `feed` says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,17 +34,26 @@ class Blocked:
     nan_values: int
 
 
-def read_blocked(batches: Iterable[Any], capacity: int) -> Blocked | None:
+def read_blocked(
+    batches: Iterable[Any],
+    capacity: int,
+    on_rows: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> Blocked | None:
     """The traces of long-format record batches (`time`, `fov`, `cell`, `value`) when
     they are laid out in blocks (see the module docstring); None when they are not.
 
     `capacity`: at least the number of rows (memory for it is reserved, and touched
-    only as far as the rows go).
+    only as far as the rows go). `on_rows`, after each batch: the time grid and every
+    trace complete so far, (n, T), a view of the values (they are the result's first n
+    traces if it is not None).
     """
     blocks = _Blocks(capacity)
     for batch in batches:
         if not blocks.feed(batch):
             return None
+        complete = blocks.rows // blocks.frames if blocks.frames else 0
+        if on_rows is not None and complete:
+            on_rows(blocks.grid, blocks.values[: complete * blocks.frames].reshape(complete, -1))
     return blocks.result()
 
 

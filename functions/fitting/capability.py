@@ -33,9 +33,6 @@ from functions.fitting.packing import merge_fits, pack_fit, unpack_fit
 from functions.fitting.spec import FitSpec, resolve_spec
 
 FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
-# A job fitting on its own CPU solves this many traces at a time: the solver's per-trace
-# temporaries stay a few hundred MB whatever the file's size.
-SLICE_TRACES = 50_000
 FIT_RESOURCES = Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600)
 # The GPU path holds up to 2^20 traces' arrays on the device; the host keeps the file's
 # traces and results.
@@ -187,21 +184,50 @@ def run_fitting_gpu(params: FittingParams, ctx: Context) -> FittingResult:
 def _fit_file(
     params: FittingParams, ctx: Context, device: Literal["cpu", "gpu"], *, fan_out: bool
 ) -> FittingResult:
+    from functions.fitting.overlap import read_and_fit
     from functions.fitting.traces import read_traces
 
     spec = params.spec
     stored = ctx.file(params.file_id)
     # the stored object's own file where there is one: parsed from disk, never held whole
     source = ctx.objects.local_path(stored.key) or ctx.objects.get_bytes(stored.key)
-    traces = read_traces(source, name=stored.name, time_unit=params.time_unit)
-    ctx.progress(0.05, f"{len(traces)} traces read")
     size = _chunk_size(params, ctx) if fan_out else None
-    if size is not None and len(traces) > size:
-        fit = _fan_out(params, traces, size, ctx)
+    if device == "cpu" and size is None:  # fitted here, while the file is read
+        traces, fit = read_and_fit(
+            spec,
+            source,
+            name=stored.name,
+            time_unit=params.time_unit,
+            threads=_threads(),
+            progress=_fit_progress(ctx),
+            cancelled=ctx.cancelled,
+        )
     else:
-        fit = _fit_here(spec, traces, device, ctx)
+        traces = read_traces(source, name=stored.name, time_unit=params.time_unit)
+        ctx.progress(0.05, f"{len(traces)} traces read")
+        if size is not None and len(traces) > size:
+            fit = _fan_out(params, traces, size, ctx)
+        else:
+            fit = _fit_here(spec, traces, device, ctx)
     ctx.progress(0.9, "writing results")
     return _save_outputs(params, spec, traces, fit, PurePosixPath(stored.name).stem, ctx)
+
+
+def _fit_progress(ctx: Context) -> Any:
+    """`read_and_fit`'s counts as the job's progress: fitting from 5 % to 90 % once the
+    file is read (its end logged), the traces fitted so far while it is read."""
+    read = [False]
+
+    def progress(fitted: int, total: int | None) -> None:
+        if total is None:
+            ctx.progress(0.0, f"reading the file; {fitted} traces fitted so far")
+            return
+        if not read[0]:
+            read[0] = True
+            ctx.log(f"{total} traces read")
+        ctx.progress(0.05 + 0.85 * fitted / max(total, 1), "fitting")
+
+    return progress
 
 
 @capability(
@@ -249,6 +275,7 @@ def _fit_here(spec: FitSpec, traces: Any, device: Literal["cpu", "gpu"], ctx: Co
     """Fit every trace in this job: on the CPU `SLICE_TRACES` at a time (a trace's fit
     does not depend on the others), on a GPU all at once."""
     from functions.fitting.fit import fit_traces
+    from functions.fitting.overlap import SLICE_TRACES
 
     n = len(traces)
     step = n if device == "gpu" else SLICE_TRACES

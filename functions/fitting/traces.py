@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -69,7 +70,13 @@ class Traces:
         return f"Traces(n={self.y.shape[0]}, T={self.y.shape[1]}, layout={self.layout!r})"
 
 
-def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = None) -> Traces:
+def read_traces(
+    data: bytes | Path,
+    *,
+    name: str = "",
+    time_unit: str | None = None,
+    on_traces: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> Traces:
     """Parse a traces file.
 
     Parameters
@@ -81,6 +88,11 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
         File name, used in error messages.
     time_unit : {"h", "min", "s"}, optional
         Unit of the time column when the file does not say; default hours.
+    on_traces : callable, optional
+        Called while a CSV in the merge step's layout is streamed (`blocked`), after
+        each batch, with the time axis (T,) in hours and every trace complete so far
+        (n, T), a view: when the result's `y` shares its memory, they are the result's
+        first n traces (else the file was read another way, and they are not).
 
     Returns
     -------
@@ -98,12 +110,11 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
     if is_blank(data):
         raise InvalidInput(f"{label}the traces file is empty")
     parquet = head(data, 4) == b"PAR1"
-    streamed = None if parquet else _read_blocked_csv(data, label)
+    streamed = None if parquet else _read_blocked_csv(data, label, time_unit, on_traces)
     if streamed is not None:
-        blocked, unit = streamed
-        unit = _hours_unit(unit, time_unit, label)
+        blocked, hours_unit = streamed
         return _traces(
-            blocked.t, blocked.y, blocked.fov, blocked.cell, unit, blocked.nan_values, label
+            blocked.t, blocked.y, blocked.fov, blocked.cell, hours_unit, blocked.nan_values, label
         )
     if parquet:
         table, unit = read_parquet(data, label)
@@ -148,20 +159,33 @@ def _traces(
     return Traces(t * UNIT_HOURS[unit], y, fov, cell, unit, layout, nan_values)
 
 
-def _read_blocked_csv(data: bytes | Path, label: str) -> tuple[Blocked, str | None] | None:
+def _read_blocked_csv(
+    data: bytes | Path,
+    label: str,
+    time_unit: str | None,
+    on_traces: Callable[[np.ndarray, np.ndarray], None] | None,
+) -> tuple[Blocked, str] | None:
     """A long CSV in the merge step's layout (`blocked`), parsed a batch at a time and
-    never held whole as a table; None for any other CSV (read as a table instead)."""
+    never held whole as a table, and its time unit; None for any other CSV (read as a
+    table instead)."""
     opened = csv_batches(data, label, _expected_types)
     if opened is None:
         return None
-    batches, header, unit = opened
+    batches, header, named = opened
     if layout_of([c.strip().lower() for c in header], label) != "long":
         return None
+    unit = _hours_unit(named, time_unit, label)
+    hours = UNIT_HOURS[unit]
+
+    def in_hours(t: np.ndarray, y: np.ndarray) -> None:
+        if on_traces is not None:
+            on_traces(t * hours, y)
+
     size = len(data) if isinstance(data, bytes) else data.stat().st_size
     renamed = (b.rename_columns([n.strip().lower() for n in b.schema.names]) for b in batches)
     try:
         # a row takes at least 6 bytes ("0,0,0,"): room for every row
-        blocked = read_blocked(renamed, capacity=size // 6 + 1)
+        blocked = read_blocked(renamed, capacity=size // 6 + 1, on_rows=in_hours)
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     return (blocked, unit) if blocked is not None else None
