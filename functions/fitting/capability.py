@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import IO, Any, Literal, Self, cast
 
@@ -340,33 +341,37 @@ def _fan_out(params: FittingParams, traces: Any, size: int, ctx: Context) -> Any
 def _save_outputs(
     params: FittingParams, spec: Any, traces: Any, fit: Any, base: str, ctx: Context
 ) -> FittingResult:
-    """Store the results (CSV, Parquet; the summary is the job's result), then start
-    the plots job, which the results route lists once it has made them."""
-    from functions.fitting.plot_job import spawn_plots
+    """Store the results (CSV, Parquet; the summary is the job's result) and what the
+    plots need, then start the plots job, which the results route lists once it has
+    made them. The files are written side by side (Arrow's writers, hashing and fsync
+    leave the GIL); the plots job starts last, so it does not compete with them."""
+    from functions.fitting.plot_job import PLOTS, store_plot_inputs
     from functions.fitting.results import results_table, summarize_fit, to_csv, to_parquet
 
     model = params.model_type
     table = results_table(fit, traces.fov, traces.cell, model)
-    csv = ctx.save_file(
-        f"{base}_{model}_fits.csv", to_csv(table), content_type="text/csv", kind="fit-results"
-    )
-    parquet = ctx.save_file(
-        f"{base}_{model}_fits.parquet",
-        to_parquet(table),
-        content_type="application/vnd.apache.parquet",
-        kind="fit-results",
-    )
-    del table
-    summary = summarize_fit(fit, model)
+
+    def save(suffix: str, encode: Any, content_type: str) -> Any:
+        data = encode(table)
+        return ctx.save_file(
+            f"{base}_{model}_fits.{suffix}", data, content_type=content_type, kind="fit-results"
+        )
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fitting-save") as pool:
+        csv = pool.submit(save, "csv", to_csv, "text/csv")
+        parquet = pool.submit(save, "parquet", to_parquet, "application/vnd.apache.parquet")
+        summary = summarize_fit(fit, model)
+        plots = store_plot_inputs(ctx, fit, traces, model, f"{base}_{model}")
+        csv_file, parquet_file = csv.result(), parquet.result()
     summary["spec"] = spec.as_dict()
     summary["time_units"] = traces.time_unit
     if ctx.cancelled():
         raise JobCancelled()
-    plots_job = spawn_plots(ctx, fit, traces, model, f"{base}_{model}")
+    plots_job = ctx.spawn(PLOTS, plots)
     ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
     return FittingResult(
         summary=summary,
-        results_file_id=csv.id,
-        parquet_file_id=parquet.id,
+        results_file_id=csv_file.id,
+        parquet_file_id=parquet_file.id,
         plots_job_id=plots_job,
     )
