@@ -11,7 +11,6 @@ missing points are NaN.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,10 @@ from functions.fitting.trace_files import (
     head,
     is_blank,
     is_text,
-    numeric,
     read_csv,
     read_parquet,
 )
+from functions.fitting.wide import from_wide
 
 LONG_COLUMNS = ("time", "fov", "cell", "value")
 UNIT_HOURS = {
@@ -131,7 +130,7 @@ def read_traces(
         # a CSV in blocks was streamed above: only a Parquet file is looked at for them
         t, y, fov, cell, nan_values = _from_long(arrays, label, blocks=parquet)
     else:
-        t, y, fov, cell = _from_wide(table, label)
+        t, y, fov, cell = from_wide(table, label)
         nan_values = int(np.isnan(y).sum())
     return _traces(t, y, fov, cell, unit, nan_values, label, layout)
 
@@ -381,84 +380,3 @@ def check_traces_head(fh: IO[bytes], *, name: str = "") -> str:
         text = lines[0].decode("utf-8", errors="replace")
         names = next(csv.reader([text]))
     return layout_of([c.strip().lower() for c in names], label)
-
-
-def _from_wide(table: Any, label: str) -> tuple[np.ndarray, ...]:
-    names = list(table.column_names)
-    t = numeric(table.column(0), names[0], label, allow_nan=False)
-    y = _wide_matrix(table)
-    if y is None:  # column by column, for the checks and messages of each
-        y = np.empty((len(names) - 1, t.size))
-        for i in range(1, len(names)):
-            y[i - 1] = numeric(table.column(i), names[i], label, allow_nan=True)
-    order = np.argsort(t, kind="stable")
-    if np.unique(t).size != t.size:
-        raise InvalidInput(f"{label}duplicate times in the time column {names[0]!r}")
-    fov, cell = _split_names(names[1:])
-    return t[order], y[:, order], fov, cell
-
-
-def _wide_matrix(table: Any) -> np.ndarray | None:
-    """(cells, T) values of a wide table whose cell columns are all floats (read to
-    the types expected) and finite or missing (NaN), converted in one Arrow call: a
-    loop over 100,000 columns costs seconds. None for any other table."""
-    values = table.select(range(1, table.num_columns))
-    if not all(pa.types.is_float64(field.type) for field in values.schema):
-        return None
-    parts = [
-        np.asarray(batch.to_tensor(null_to_nan=True, row_major=False))
-        for batch in values.to_batches()
-    ]
-    y = np.concatenate(parts, axis=0).T if parts else np.empty((values.num_columns, 0))
-    return None if np.isinf(y).any() else y
-
-
-def _split_names(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """`fov_cell` column names become integer fov and cell; anything else is fov 0."""
-    parts = [re.fullmatch(r"(\d+)[_:](\d+)", n.strip()) for n in names]
-    if all(parts):
-        return (
-            np.array([int(p.group(1)) for p in parts if p]),
-            np.array([int(p.group(2)) for p in parts if p]),
-        )
-    return np.zeros(len(names), dtype=np.int64), np.array(names, dtype=object)
-
-
-def summarize_traces(traces: Traces, *, preview: int = 5) -> dict[str, Any]:
-    """The `load-traces` answer: counts, points per cell, units, ranges, a preview."""
-    valid = np.isfinite(traces.y)
-    per_cell = valid.sum(axis=1)
-    values = traces.y[valid]
-    t_all = np.broadcast_to(traces.t, traces.y.shape)[valid]
-    items = []
-    for i in range(min(preview, len(traces))):
-        row = valid[i]
-        ti = np.broadcast_to(traces.t, traces.y.shape)[i][row]
-        items.append(
-            {
-                "fov": _plain(traces.fov[i]),
-                "cell": _plain(traces.cell[i]),
-                "time_h": [float(v) for v in ti],
-                "value": [float(v) for v in traces.y[i][row]],
-            }
-        )
-    return {
-        "cell_count": len(traces),
-        "time_points": {
-            "min": int(per_cell.min()),
-            "median": float(np.median(per_cell)),
-            "max": int(per_cell.max()),
-        },
-        "time_units": traces.time_unit,
-        "time_range_h": [float(t_all.min()), float(t_all.max())] if t_all.size else None,
-        "value_range": [float(values.min()), float(values.max())] if values.size else None,
-        "nan_count": traces.nan_values,
-        "missing_points": int((~valid).sum()),
-        "empty_cells": int((per_cell == 0).sum()),
-        "layout": traces.layout,
-        "preview": items,
-    }
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v

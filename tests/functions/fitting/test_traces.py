@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import functions.fitting.traces as traces_module
+import functions.fitting.wide as wide_module
 from common.errors import InvalidInput
 from functions.fitting.synthetic import synthetic_traces, to_long_csv, to_wide_csv
-from functions.fitting.traces import read_traces, summarize_traces
+from functions.fitting.trace_summary import summarize_traces
+from functions.fitting.traces import read_traces
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +189,7 @@ def test_wide_values_in_one_conversion_match_column_by_column(
 ) -> None:
     data = to_wide_csv(ragged)
     at_once = read_traces(data)
-    monkeypatch.setattr(traces_module, "_wide_matrix", lambda table: None)
+    monkeypatch.setattr(wide_module, "_wide_matrix", lambda table: None)
     by_column = read_traces(data)
     np.testing.assert_array_equal(at_once.y, by_column.y)
     np.testing.assert_array_equal(at_once.t, by_column.t)
