@@ -373,8 +373,9 @@ def _peak_rss_mib(server: Any) -> float:
 
 def _job_steps(client: httpx.Client, job_id: str) -> dict[str, float | None]:
     """Where the job's time went, from its record and event log (to the 0.2 s its
-    progress writes are throttled to): waiting for a worker, reading the traces,
-    fitting, then writing CSV, Parquet and summary and starting the plots job."""
+    progress writes are throttled to): waiting for a worker, reading the traces (with
+    the fit of those read so far, where the file is streamed), fitting (the rest),
+    then writing CSV, Parquet and summary and starting the plots job."""
     job = client.get(f"/api/v1/jobs/{job_id}").json()
     events = client.get(f"/api/v1/jobs/{job_id}/logs").json()
 
