@@ -6,6 +6,10 @@ Wide format has a time column first and one column per cell (named `fov_cell`, o
 name). Parquet files hold either layout; the time unit can sit in the schema metadata
 under `time_units`. Ragged traces (different lengths, missing frames) are normal:
 missing points are NaN.
+
+A long CSV laid out as the merge step writes it (a block of rows per trace on one
+frame grid, `blocked`) is streamed a batch at a time and reshaped; any other file is
+parsed whole by Arrow and its rows numbered by hashing (`_from_long`, `wide`).
 """
 
 from __future__ import annotations
