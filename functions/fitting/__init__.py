@@ -15,7 +15,8 @@ from functions.fitting.plot_job import PlotsState, plots_state
 from functions.fitting.results import load_results, results_page, results_table, summarize_fit
 from functions.fitting.solver import SolverOptions
 from functions.fitting.spec import FitSpec, resolve_spec
-from functions.fitting.traces import Traces, read_traces, summarize_traces
+from functions.fitting.trace_summary import summarize_traces
+from functions.fitting.traces import Traces, read_traces
 
 __all__ = [
     "MODELS",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import IO, Any, Literal, Self, cast
 
@@ -33,9 +34,6 @@ from functions.fitting.packing import merge_fits, pack_fit, unpack_fit
 from functions.fitting.spec import FitSpec, resolve_spec
 
 FAN_OUT_TRACES = 50_000  # above this many traces, fit in child jobs of this size
-# A job fitting on its own CPU solves this many traces at a time: the solver's per-trace
-# temporaries stay a few hundred MB whatever the file's size.
-SLICE_TRACES = 50_000
 FIT_RESOURCES = Resources(cpu=2, memory_mib=8192, timeout_s=6 * 3600)
 # The GPU path holds up to 2^20 traces' arrays on the device; the host keeps the file's
 # traces and results.
@@ -187,21 +185,50 @@ def run_fitting_gpu(params: FittingParams, ctx: Context) -> FittingResult:
 def _fit_file(
     params: FittingParams, ctx: Context, device: Literal["cpu", "gpu"], *, fan_out: bool
 ) -> FittingResult:
+    from functions.fitting.overlap import read_and_fit
     from functions.fitting.traces import read_traces
 
     spec = params.spec
     stored = ctx.file(params.file_id)
     # the stored object's own file where there is one: parsed from disk, never held whole
     source = ctx.objects.local_path(stored.key) or ctx.objects.get_bytes(stored.key)
-    traces = read_traces(source, name=stored.name, time_unit=params.time_unit)
-    ctx.progress(0.05, f"{len(traces)} traces read")
     size = _chunk_size(params, ctx) if fan_out else None
-    if size is not None and len(traces) > size:
-        fit = _fan_out(params, traces, size, ctx)
+    if device == "cpu" and size is None:  # fitted here, while the file is read
+        traces, fit = read_and_fit(
+            spec,
+            source,
+            name=stored.name,
+            time_unit=params.time_unit,
+            threads=_threads(),
+            progress=_fit_progress(ctx),
+            cancelled=ctx.cancelled,
+        )
     else:
-        fit = _fit_here(spec, traces, device, ctx)
+        traces = read_traces(source, name=stored.name, time_unit=params.time_unit)
+        ctx.progress(0.05, f"{len(traces)} traces read")
+        if size is not None and len(traces) > size:
+            fit = _fan_out(params, traces, size, ctx)
+        else:
+            fit = _fit_here(spec, traces, device, ctx)
     ctx.progress(0.9, "writing results")
     return _save_outputs(params, spec, traces, fit, PurePosixPath(stored.name).stem, ctx)
+
+
+def _fit_progress(ctx: Context) -> Any:
+    """`read_and_fit`'s counts as the job's progress: fitting from 5 % to 90 % once the
+    file is read (its end logged), the traces fitted so far while it is read."""
+    read = [False]
+
+    def progress(fitted: int, total: int | None) -> None:
+        if total is None:
+            ctx.progress(0.0, f"reading the file; {fitted} traces fitted so far")
+            return
+        if not read[0]:
+            read[0] = True
+            ctx.log(f"{total} traces read")
+        ctx.progress(0.05 + 0.85 * fitted / max(total, 1), "fitting")
+
+    return progress
 
 
 @capability(
@@ -249,6 +276,7 @@ def _fit_here(spec: FitSpec, traces: Any, device: Literal["cpu", "gpu"], ctx: Co
     """Fit every trace in this job: on the CPU `SLICE_TRACES` at a time (a trace's fit
     does not depend on the others), on a GPU all at once."""
     from functions.fitting.fit import fit_traces
+    from functions.fitting.overlap import SLICE_TRACES
 
     n = len(traces)
     step = n if device == "gpu" else SLICE_TRACES
@@ -313,33 +341,37 @@ def _fan_out(params: FittingParams, traces: Any, size: int, ctx: Context) -> Any
 def _save_outputs(
     params: FittingParams, spec: Any, traces: Any, fit: Any, base: str, ctx: Context
 ) -> FittingResult:
-    """Store the results (CSV, Parquet; the summary is the job's result), then start
-    the plots job, which the results route lists once it has made them."""
-    from functions.fitting.plot_job import spawn_plots
+    """Store the results (CSV, Parquet; the summary is the job's result) and what the
+    plots need, then start the plots job, which the results route lists once it has
+    made them. The files are written side by side (Arrow's writers, hashing and fsync
+    leave the GIL); the plots job starts last, so it does not compete with them."""
+    from functions.fitting.plot_job import PLOTS, store_plot_inputs
     from functions.fitting.results import results_table, summarize_fit, to_csv, to_parquet
 
     model = params.model_type
     table = results_table(fit, traces.fov, traces.cell, model)
-    csv = ctx.save_file(
-        f"{base}_{model}_fits.csv", to_csv(table), content_type="text/csv", kind="fit-results"
-    )
-    parquet = ctx.save_file(
-        f"{base}_{model}_fits.parquet",
-        to_parquet(table),
-        content_type="application/vnd.apache.parquet",
-        kind="fit-results",
-    )
-    del table
-    summary = summarize_fit(fit, model)
+
+    def save(suffix: str, encode: Any, content_type: str) -> Any:
+        data = encode(table)
+        return ctx.save_file(
+            f"{base}_{model}_fits.{suffix}", data, content_type=content_type, kind="fit-results"
+        )
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fitting-save") as pool:
+        csv = pool.submit(save, "csv", to_csv, "text/csv")
+        parquet = pool.submit(save, "parquet", to_parquet, "application/vnd.apache.parquet")
+        summary = summarize_fit(fit, model)
+        plots = store_plot_inputs(ctx, fit, traces, model, f"{base}_{model}")
+        csv_file, parquet_file = csv.result(), parquet.result()
     summary["spec"] = spec.as_dict()
     summary["time_units"] = traces.time_unit
     if ctx.cancelled():
         raise JobCancelled()
-    plots_job = spawn_plots(ctx, fit, traces, model, f"{base}_{model}")
+    plots_job = ctx.spawn(PLOTS, plots)
     ctx.progress(1.0, f"{summary['succeeded']}/{summary['total']} traces fitted")
     return FittingResult(
         summary=summary,
-        results_file_id=csv.id,
-        parquet_file_id=parquet.id,
+        results_file_id=csv_file.id,
+        parquet_file_id=parquet_file.id,
         plots_job_id=plots_job,
     )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from common.arrays import Device, get_backend, to_host
+from common.arrays import Device, get_backend, gpu_available, to_host
 from functions.fitting.host import one_blas_thread, tune_malloc
 from functions.fitting.linalg import inverse_spd
 from functions.fitting.solver import (
@@ -126,7 +126,7 @@ def fit_traces(
     """
     t2, y2 = _validate(t, y)
     opt = options or SolverOptions()
-    be = get_backend(device)
+    be = _backend(device)
     if be.name == "cpu":
         tune_malloc()
     if be.name == "gpu":
@@ -137,6 +137,17 @@ def fit_traces(
     if progress is not None:
         progress(1.0)
     return FitArrays(names=spec.names, free=spec.free.copy(), device=be.name, **out)
+
+
+# The solver needs arrays only: on the CPU numpy, without the scipy.ndimage that
+# `get_backend("cpu")` imports, which cost a worker's first fit 0.3-0.5 s.
+_NUMPY = SimpleNamespace(name="cpu", xp=np, asarray=np.asarray, to_numpy=np.asarray)
+
+
+def _backend(device: Device) -> Any:
+    """The array backend of `device` (numpy alone for "cpu")."""
+    on_cpu = device == "cpu" or (device == "auto" and not gpu_available())
+    return _NUMPY if on_cpu else get_backend(device)
 
 
 def _fit_on_axes(

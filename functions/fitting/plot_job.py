@@ -72,9 +72,11 @@ def run_fitting_plots(params: FittingPlotsParams, ctx: Context) -> FittingPlotsR
     return FittingPlotsResult(plot_file_ids=plots, plot_errors=made.errors)
 
 
-def spawn_plots(ctx: Context, fit: Any, traces: Any, model: str, base_name: str) -> uuid.UUID:
-    """Store what the plots need of a fit of `traces` and start a `fitting.plots` child
-    (not waited for); returns its job id."""
+def store_plot_inputs(
+    ctx: Context, fit: Any, traces: Any, model: str, base_name: str
+) -> FittingPlotsParams:
+    """Store what the plots need of a fit of `traces`: the params of the `fitting.plots`
+    child to start (not waited for) once the results are stored."""
     from functions.fitting.example_plots import pick_examples
     from functions.fitting.packing import pack_fit
 
@@ -89,14 +91,13 @@ def spawn_plots(ctx: Context, fit: Any, traces: Any, model: str, base_name: str)
         content_type="application/octet-stream",
         kind="fitting-plot-inputs",
     )
-    params = FittingPlotsParams(
+    return FittingPlotsParams(
         inputs_file_id=inputs.id,
         model_type=model,
         base_name=base_name,
         time_unit=traces.time_unit,
         examples_error=error,
     )
-    return ctx.spawn(PLOTS, params)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,16 @@ Wide format has a time column first and one column per cell (named `fov_cell`, o
 name). Parquet files hold either layout; the time unit can sit in the schema metadata
 under `time_units`. Ragged traces (different lengths, missing frames) are normal:
 missing points are NaN.
+
+A long CSV laid out as the merge step writes it (a block of rows per trace on one
+frame grid, `blocked`) is streamed a batch at a time and reshaped; any other file is
+parsed whole by Arrow and its rows numbered by hashing (`_from_long`, `wide`).
 """
 
 from __future__ import annotations
 
 import csv
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -21,16 +25,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.errors import InvalidInput
+from functions.fitting.blocked import Blocked, read_blocked
 from functions.fitting.trace_files import (
     check_numeric,
+    csv_batches,
     factorize,
     head,
     is_blank,
     is_text,
-    numeric,
     read_csv,
     read_parquet,
 )
+from functions.fitting.wide import from_wide
 
 LONG_COLUMNS = ("time", "fov", "cell", "value")
 UNIT_HOURS = {
@@ -67,7 +73,13 @@ class Traces:
         return f"Traces(n={self.y.shape[0]}, T={self.y.shape[1]}, layout={self.layout!r})"
 
 
-def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = None) -> Traces:
+def read_traces(
+    data: bytes | Path,
+    *,
+    name: str = "",
+    time_unit: str | None = None,
+    on_traces: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> Traces:
     """Parse a traces file.
 
     Parameters
@@ -79,6 +91,11 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
         File name, used in error messages.
     time_unit : {"h", "min", "s"}, optional
         Unit of the time column when the file does not say; default hours.
+    on_traces : callable, optional
+        Called while a CSV in the merge step's layout is streamed (`blocked`), after
+        each batch, with the time axis (T,) in hours and every trace complete so far
+        (n, T), a view: when the result's `y` shares its memory, they are the result's
+        first n traces (else the file was read another way, and they are not).
 
     Returns
     -------
@@ -95,13 +112,18 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
     label = f"{name!r}: " if name else ""
     if is_blank(data):
         raise InvalidInput(f"{label}the traces file is empty")
-    if head(data, 4) == b"PAR1":
+    parquet = head(data, 4) == b"PAR1"
+    streamed = None if parquet else _read_blocked_csv(data, label, time_unit, on_traces)
+    if streamed is not None:
+        blocked, hours_unit = streamed
+        return _traces(
+            blocked.t, blocked.y, blocked.fov, blocked.cell, hours_unit, blocked.nan_values, label
+        )
+    if parquet:
         table, unit = read_parquet(data, label)
     else:
         table, unit = read_csv(data, label, _expected_types)
-    unit = (unit or time_unit or "h").lower()
-    if unit not in UNIT_HOURS:
-        raise InvalidInput(f"{label}unknown time unit {unit!r}; use one of min, h, s")
+    unit = _hours_unit(unit, time_unit, label)
     columns = [c.strip().lower() for c in table.column_names]
     if table.num_rows == 0:
         raise InvalidInput(f"{label}the traces file has a header but no data rows")
@@ -109,13 +131,71 @@ def read_traces(data: bytes | Path, *, name: str = "", time_unit: str | None = N
     if layout == "long":
         arrays = {c: table.column(columns.index(c)) for c in LONG_COLUMNS}
         del table  # the four columns alone live on
-        t, y, fov, cell, nan_values = _from_long(arrays, label)
+        # a CSV in blocks was streamed above: only a Parquet file is looked at for them
+        t, y, fov, cell, nan_values = _from_long(arrays, label, blocks=parquet)
     else:
-        t, y, fov, cell = _from_wide(table, label)
+        t, y, fov, cell = from_wide(table, label)
         nan_values = int(np.isnan(y).sum())
+    return _traces(t, y, fov, cell, unit, nan_values, label, layout)
+
+
+def _hours_unit(unit: str | None, time_unit: str | None, label: str) -> str:
+    """The time unit the file names, else the one asked for, else hours; checked."""
+    unit = (unit or time_unit or "h").lower()
+    if unit not in UNIT_HOURS:
+        raise InvalidInput(f"{label}unknown time unit {unit!r}; use one of min, h, s")
+    return unit
+
+
+def _traces(
+    t: Any,
+    y: Any,
+    fov: Any,
+    cell: Any,
+    unit: str,
+    nan_values: int,
+    label: str,
+    layout: str = "long",
+) -> Traces:
     if not np.isfinite(y).any():
         raise InvalidInput(f"{label}the traces file has no values: every value is missing or NaN")
     return Traces(t * UNIT_HOURS[unit], y, fov, cell, unit, layout, nan_values)
+
+
+def _read_blocked_csv(
+    data: bytes | Path,
+    label: str,
+    time_unit: str | None,
+    on_traces: Callable[[np.ndarray, np.ndarray], None] | None,
+) -> tuple[Blocked, str] | None:
+    """A long CSV in the merge step's layout (`blocked`), parsed a batch at a time and
+    never held whole as a table, and its time unit; None for any other CSV (read as a
+    table instead)."""
+    opened = csv_batches(data, label, _expected_long_types)
+    if opened is None:
+        return None
+    batches, named = opened
+    unit = _hours_unit(named, time_unit, label)
+    hours = UNIT_HOURS[unit]
+
+    def in_hours(t: np.ndarray, y: np.ndarray) -> None:
+        if on_traces is not None:
+            on_traces(t * hours, y)
+
+    size = len(data) if isinstance(data, bytes) else data.stat().st_size
+    renamed = (b.rename_columns([n.strip().lower() for n in b.schema.names]) for b in batches)
+    try:
+        # a row takes at least 6 bytes ("0,0,0,"): room for every row
+        blocked = read_blocked(renamed, capacity=size // 6 + 1, on_rows=in_hours)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    return (blocked, unit) if blocked is not None else None
+
+
+def _expected_long_types(names: list[str]) -> Any:
+    """`_expected_types` of a long-format header; None for any other."""
+    long = set(LONG_COLUMNS) <= {n.strip().lower() for n in names}
+    return _expected_types(names) if long else None
 
 
 def _expected_types(names: list[str]) -> Any:
@@ -137,7 +217,7 @@ def _expected_types(names: list[str]) -> Any:
     return dict.fromkeys(names, pa.float64()), lambda table: True
 
 
-def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
+def _from_long(cols: dict[str, Any], label: str, *, blocks: bool = True) -> tuple[Any, ...]:
     """(t, y, fov, cell, NaN values) of long-format columns, one trace per (fov, cell).
 
     The columns are walked an Arrow chunk at a time: nothing of the file's length is
@@ -145,6 +225,10 @@ def _from_long(cols: dict[str, Any], label: str) -> tuple[Any, ...]:
 
     check_numeric(cols["time"], "time", label, allow_nan=False)
     nan_values = check_numeric(cols["value"], "value", label, allow_nan=True)
+    # the merge step's layout: reshaped, not hashed
+    blocked = read_blocked(pa.table(cols).to_batches(), len(cols["time"])) if blocks else None
+    if blocked is not None:
+        return blocked.t, blocked.y, blocked.fov, blocked.cell, nan_values
     batches = pa.table(cols).to_batches()  # the columns' chunks, aligned
     column = {c: pa.chunked_array([b.column(c) for b in batches]) for c in LONG_COLUMNS}
     time = factorize(column["time"])
@@ -300,67 +384,3 @@ def check_traces_head(fh: IO[bytes], *, name: str = "") -> str:
         text = lines[0].decode("utf-8", errors="replace")
         names = next(csv.reader([text]))
     return layout_of([c.strip().lower() for c in names], label)
-
-
-def _from_wide(table: Any, label: str) -> tuple[np.ndarray, ...]:
-    names = list(table.column_names)
-    t = numeric(table.column(0), names[0], label, allow_nan=False)
-    y = np.empty((len(names) - 1, t.size))
-    for i in range(1, len(names)):
-        y[i - 1] = numeric(table.column(i), names[i], label, allow_nan=True)
-    order = np.argsort(t, kind="stable")
-    if np.unique(t).size != t.size:
-        raise InvalidInput(f"{label}duplicate times in the time column {names[0]!r}")
-    fov, cell = _split_names(names[1:])
-    return t[order], y[:, order], fov, cell
-
-
-def _split_names(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """`fov_cell` column names become integer fov and cell; anything else is fov 0."""
-    parts = [re.fullmatch(r"(\d+)[_:](\d+)", n.strip()) for n in names]
-    if all(parts):
-        return (
-            np.array([int(p.group(1)) for p in parts if p]),
-            np.array([int(p.group(2)) for p in parts if p]),
-        )
-    return np.zeros(len(names), dtype=np.int64), np.array(names, dtype=object)
-
-
-def summarize_traces(traces: Traces, *, preview: int = 5) -> dict[str, Any]:
-    """The `load-traces` answer: counts, points per cell, units, ranges, a preview."""
-    valid = np.isfinite(traces.y)
-    per_cell = valid.sum(axis=1)
-    values = traces.y[valid]
-    t_all = np.broadcast_to(traces.t, traces.y.shape)[valid]
-    items = []
-    for i in range(min(preview, len(traces))):
-        row = valid[i]
-        ti = np.broadcast_to(traces.t, traces.y.shape)[i][row]
-        items.append(
-            {
-                "fov": _plain(traces.fov[i]),
-                "cell": _plain(traces.cell[i]),
-                "time_h": [float(v) for v in ti],
-                "value": [float(v) for v in traces.y[i][row]],
-            }
-        )
-    return {
-        "cell_count": len(traces),
-        "time_points": {
-            "min": int(per_cell.min()),
-            "median": float(np.median(per_cell)),
-            "max": int(per_cell.max()),
-        },
-        "time_units": traces.time_unit,
-        "time_range_h": [float(t_all.min()), float(t_all.max())] if t_all.size else None,
-        "value_range": [float(values.min()), float(values.max())] if values.size else None,
-        "nan_count": traces.nan_values,
-        "missing_points": int((~valid).sum()),
-        "empty_cells": int((per_cell == 0).sum()),
-        "layout": traces.layout,
-        "preview": items,
-    }
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v

@@ -28,11 +28,13 @@ parameters (`functions.fitting.synthetic`). In one run:
 With `--e2e`, what the user waits for instead, through the HTTP API of `aperture serve`
 (a child process, its default two workers, `tests.support.app.LiveServer`): the traces
 as the merge step writes them (long CSV, minutes) are uploaded, `POST
-/analysis/fitting/start` starts the fit, the status is polled until it succeeded and the
-results CSV is downloaded; the clock runs from the upload's first byte to the CSV's
-last. A small fit first warms the workers. The reference is the same scipy loop over
-the same traces, timed in this process while the server idles: every trace up to
-`--e2e-full-reference` traces, above that the `--reference` subsample, scaled.
+/analysis/fitting/start` starts the fit, and once it has succeeded the results CSV is
+downloaded; the clock runs from the upload's first byte to the CSV's last. The end of
+the job is waited for as the project's client (`client.jobs`) waits: on the job's
+Server-Sent Events, which the server reads from the database every 0.1 s. A small fit
+first warms the workers. The reference is the same scipy loop over the same traces,
+timed in this process while the server idles: every trace up to `--e2e-full-reference`
+traces, above that the `--reference` subsample, scaled.
 Reported beside it, not in the clock: when the plots (made by a `fitting.plots` child
 after the results) were listed, the longest gap between the fitting job's heartbeats
 (read from the server's SQLite file; they are written every 0.5 s, so a gap of seconds
@@ -53,6 +55,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import json
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -62,6 +65,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from httpx_sse import connect_sse
 
 from common.arrays import gpu_available
 from functions.fitting.fit import FitArrays, fit_traces
@@ -269,12 +273,9 @@ def _fit_over_http(client: httpx.Client, path: Path, database: Path) -> dict[str
         raise RuntimeError(f"start failed: {started.status_code} {started.text[:500]}")
     job_id = started.json()["job_id"]
     heartbeats = _Heartbeats(database, job_id)
-    while True:
-        status = client.get(f"{API}/fitting/status/{job_id}").json()
-        heartbeats.look()
-        if status["status"] in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(0.02)
+    _wait_for_end(client, job_id)
+    heartbeats.stop()
+    status = client.get(f"{API}/fitting/status/{job_id}").json()
     if status["status"] != "succeeded":
         raise RuntimeError(f"fitting job {job_id} {status['status']}: {status['error']}")
     succeeded = time.perf_counter()
@@ -300,17 +301,45 @@ def _fit_over_http(client: httpx.Client, path: Path, database: Path) -> dict[str
     }
 
 
+def _wait_for_end(client: httpx.Client, job_id: str) -> None:
+    """Until the job has ended, as the project's client waits for a job: on its
+    Server-Sent Events (`GET /jobs/{id}/events`), whose stream ends after the final
+    status (the server reads new events every `web.hub.POLL_S`)."""
+    with connect_sse(client, "GET", f"/api/v1/jobs/{job_id}/events") as events:
+        for sse in events.iter_sse():
+            if sse.event == "status" and json.loads(sse.data)["status"] in TERMINAL:
+                return
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
 class _Heartbeats:
     """The longest gap between successive heartbeats of a job, from the server's SQLite
-    file (read-only; the API does not show heartbeats)."""
+    file (read-only; the API does not show heartbeats), looked at every 20 ms on a
+    thread of its own until `stop`."""
 
     def __init__(self, database: Path, job_id: str) -> None:
         import sqlite3
 
-        self.db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
+        self.db = sqlite3.connect(
+            f"file:{database}?mode=ro", uri=True, timeout=5, check_same_thread=False
+        )
         self.job = uuid.UUID(job_id).hex
         self.last: datetime | None = None
         self.max_gap = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            self.look()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.look()
 
     def look(self) -> None:
         row = self.db.execute("SELECT heartbeat_at FROM jobs WHERE id = ?", (self.job,)).fetchone()
@@ -344,8 +373,9 @@ def _peak_rss_mib(server: Any) -> float:
 
 def _job_steps(client: httpx.Client, job_id: str) -> dict[str, float | None]:
     """Where the job's time went, from its record and event log (to the 0.2 s its
-    progress writes are throttled to): waiting for a worker, reading the traces,
-    fitting, then writing CSV, Parquet and summary and starting the plots job."""
+    progress writes are throttled to): waiting for a worker, reading the traces (with
+    the fit of those read so far, where the file is streamed), fitting (the rest),
+    then writing CSV, Parquet and summary and starting the plots job."""
     job = client.get(f"/api/v1/jobs/{job_id}").json()
     events = client.get(f"/api/v1/jobs/{job_id}/logs").json()
 

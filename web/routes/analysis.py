@@ -18,7 +18,8 @@ from functions.fitting.capability import FittingOptions, TraceFileOptions
 from functions.fitting.models import list_models
 from functions.fitting.plot_job import plots_state
 from functions.fitting.results import load_results, results_page
-from functions.fitting.traces import read_traces, summarize_traces
+from functions.fitting.trace_summary import summarize_traces
+from functions.fitting.traces import read_traces
 from web.deps import CurrentUser, RequestClient, Sources, State, owned_job_of
 from web.fields import Offset
 from web.http import JOB_ACCEPTED, job_location

@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import functions.fitting.traces as traces_module
+import functions.fitting.wide as wide_module
 from common.errors import InvalidInput
 from functions.fitting.synthetic import synthetic_traces, to_long_csv, to_wide_csv
-from functions.fitting.traces import read_traces, summarize_traces
+from functions.fitting.trace_summary import summarize_traces
+from functions.fitting.traces import read_traces
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +182,20 @@ def test_ids_numbered_by_hashing_read_like_those_numbered_by_table(
     np.testing.assert_array_equal(hashed.y, table.y)
     np.testing.assert_array_equal(hashed.fov, table.fov)
     np.testing.assert_array_equal(hashed.cell, table.cell)
+
+
+def test_wide_values_in_one_conversion_match_column_by_column(
+    ragged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = to_wide_csv(ragged)
+    at_once = read_traces(data)
+    monkeypatch.setattr(wide_module, "_wide_matrix", lambda table: None)
+    by_column = read_traces(data)
+    np.testing.assert_array_equal(at_once.y, by_column.y)
+    np.testing.assert_array_equal(at_once.t, by_column.t)
+    assert at_once.nan_values == by_column.nan_values > 0
+
+
+def test_an_infinite_value_in_a_wide_file_is_named_by_its_column() -> None:
+    with pytest.raises(InvalidInput, match="column 'b' has 1 infinite values"):
+        read_traces(b"time,a,b\n0,1,2\n1,3,inf\n")
