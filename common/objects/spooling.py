@@ -39,7 +39,8 @@ _DONE = object()
 
 @dataclass(frozen=True)
 class Spooled:
-    """A fully written, fsynced temporary file waiting to be published."""
+    """A fully written (and, unless asked otherwise, fsynced) temporary file waiting to
+    be published."""
 
     path: Path
     size: int
@@ -73,7 +74,7 @@ class _Sink:
             view = view[os.write(self.fd, view) :]
         self.size += len(chunk)
         if self.size - self._synced >= WRITE_BEHIND:
-            _write_behind(self.fd, self._synced, self.size - self._synced)
+            write_behind(self.fd, self._synced, self.size - self._synced)
             self._synced = self.size
 
 
@@ -115,10 +116,12 @@ def spool(
     *,
     md5_up_to: int | None = None,
     sha256: bool = False,
+    durable: bool = True,
 ) -> Spooled:
-    """Write `chunks` to a new fsynced temp file in `tmp_dir`, hashing as it goes: MD5
-    while the content is at most `md5_up_to` bytes (None: always; 0: never), SHA-256 if
-    asked."""
+    """Write `chunks` to a new temp file in `tmp_dir`, hashing as it goes: MD5 while the
+    content is at most `md5_up_to` bytes (None: always; 0: never), SHA-256 if asked.
+    The file is fsynced unless `durable` is False (a caller that can lose it in a power
+    failure and notice, such as a multipart part, which is re-sent)."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-", suffix=".tmp")
     sink = _Sink(fd, md5_up_to=md5_up_to, sha256=sha256)
@@ -136,7 +139,8 @@ def spool(
         finally:
             if pipeline is not None:
                 pipeline.close()
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
         st = os.fstat(fd)
     except BaseException:
         os.close(fd)
@@ -154,7 +158,7 @@ def spool(
     )
 
 
-def _write_behind(fd: int, offset: int, length: int) -> None:
+def write_behind(fd: int, offset: int, length: int) -> None:
     """Start writing [offset, offset + length) back to disk without waiting (Linux)."""
     function = _libc_sync_file_range()
     if function is not None:
