@@ -169,8 +169,12 @@ class DirectoryUploads:
             chain = self._running.pop(upload_id, None)
         if chain is None:
             return None
-        chain.advance(wait=True)
-        expected = {number: _checked_identity(directory, number, etag) for number, etag in wanted}
+        try:
+            chain.advance(wait=True)
+            expected = {n: _checked_identity(directory, n, etag) for n, etag in wanted}
+        except BaseException:
+            chain.discard()
+            raise
         if list(expected) != list(range(1, len(wanted) + 1)):
             chain.discard()
             return None
