@@ -109,10 +109,13 @@ class _Worker:
 
 
 class _Pipeline:
-    """Two threads: one hashes, one writes, each chunk in order."""
+    """Two threads: one hashes (if there is anything to hash), one writes, each chunk in
+    order."""
 
     def __init__(self, sink: _Sink) -> None:
-        self.workers = (_Worker(sink.hash, "spool-hasher"), _Worker(sink.store, "spool-writer"))
+        writer = _Worker(sink.store, "spool-writer")
+        hashing = sink.md5 is not None or sink.sha256 is not None
+        self.workers = (_Worker(sink.hash, "spool-hasher"), writer) if hashing else (writer,)
 
     def put(self, chunk: bytes) -> None:
         self.raise_error()
