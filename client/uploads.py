@@ -8,9 +8,9 @@ the reader still reads (and hashes) every part, but sends only those the server 
 or holds with other bytes. On S3 a part's ETag is its MD5, checked against the local
 bytes; the directory store's is an opaque token naming the stored file (it hashes each
 byte once, for the whole file's SHA-256), so a stored part of the right size is kept.
-Either way the whole file's SHA-256 goes with the completion, and the server refuses
-(and removes) a file whose bytes do not match before it is recorded; the next run then
-starts afresh.
+Then the whole file's SHA-256 goes with the completion, and the server refuses (and
+removes) a file whose bytes do not match before it is recorded; the next run then
+starts afresh. In every case the stored file's SHA-256 is checked against the client's.
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ class _Multipart:
         self.done = 0
         self.sent = 0
         self.resumed = 0
+        self.trusted = 0  # parts kept on resume without a content check
 
     async def run(self) -> UploadResult:
         pending, stored, finished = await self._resume()
@@ -152,10 +153,12 @@ class _Multipart:
             pending, stored = await self._start(), {}
         etags, sha256 = await self._send(pending, stored)
         parts = [{"number": n, "etag": etags[n]} for n in range(1, pending.part_count + 1)]
+        # The SHA-256 goes along when a stored part was kept unchecked (an opaque ETag),
+        # so the server refuses other bytes before recording them; servers older than
+        # that field never hand out opaque ETags.
+        body = {"parts": parts, **({"sha256": sha256} if self.trusted else {})}
         completed = await self.t.json(
-            "POST",
-            f"{FILES}/uploads/{pending.upload_id}/complete",
-            json={"parts": parts, "sha256": sha256},
+            "POST", f"{FILES}/uploads/{pending.upload_id}/complete", json=body
         )
         self.up.ledger.forget(self.t.base_url, self.path)
         result = FileInfo.from_json(completed)
@@ -235,6 +238,7 @@ class _Multipart:
                 if have is not None and same_size and (md5 == have[0] or not check):
                     etags[number] = have[0]
                     self.resumed += 1
+                    self.trusted += 0 if check else 1
                     self._progress(length)
                     continue
                 await queue.put((number, data))
