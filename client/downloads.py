@@ -30,11 +30,22 @@ async def download(t: Transport, info: FileInfo, target: Path) -> Path:
     digest = hashlib.sha256()
     size = 0
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb", buffering=0) as out:
             async with t.stream("GET", f"/api/v1/files/{info.id}/download") as response:
-                async for chunk in response.aiter_bytes(CHUNK):
-                    await asyncio.to_thread(_write, out, digest, chunk)
-                    size += len(chunk)
+                # Each chunk is hashed and written on a thread while the next one is
+                # received (one in flight: the writes stay in order).
+                writing: asyncio.Future[None] | None = None
+                try:
+                    async for chunk in response.aiter_bytes(CHUNK):
+                        if writing is not None:
+                            await writing
+                        writing = asyncio.ensure_future(
+                            asyncio.to_thread(_write, out, digest, chunk)
+                        )
+                        size += len(chunk)
+                finally:
+                    if writing is not None:  # never leave a write running on a closed file
+                        await writing
         if size != info.size or (info.sha256 and digest.hexdigest() != info.sha256):
             raise IntegrityError(
                 f"downloaded {size} bytes with SHA-256 {digest.hexdigest()} for file "
@@ -49,5 +60,7 @@ async def download(t: Transport, info: FileInfo, target: Path) -> Path:
 
 
 def _write(out: object, digest: hashlib._Hash, chunk: bytes) -> None:
-    out.write(chunk)  # type: ignore[attr-defined]
     digest.update(chunk)
+    view = memoryview(chunk)
+    while view:
+        view = view[out.write(view) :]  # type: ignore[attr-defined]

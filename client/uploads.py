@@ -5,7 +5,12 @@ The file is read once, in order, by one reader that hashes (SHA-256) as it goes 
 hands parts to `concurrency` senders; at most about 2 x `concurrency` parts are in memory.
 On a rerun after an interruption, the server's stored part list decides what is left:
 the reader still reads (and hashes) every part, but sends only those the server lacks
-or holds with other bytes (its ETag is the part's MD5 on S3 and the directory store).
+or holds with other bytes. On S3 a part's ETag is its MD5, checked against the local
+bytes; the directory store's is an opaque token naming the stored file (it hashes each
+byte once, for the whole file's SHA-256), so a stored part of the right size is kept.
+Then the whole file's SHA-256 goes with the completion, and the server refuses (and
+removes) a file whose bytes do not match before it is recorded; the next run then
+starts afresh. In every case the stored file's SHA-256 is checked against the client's.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import hashlib
 import mimetypes
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,8 @@ ProgressCallback = Callable[[int, int], None]
 
 SIMPLE_MAX_BYTES = 8 * 1024 * 1024
 FILES = "/api/v1/files"
+#: A part ETag that is a content MD5 (S3's); any other is a store's opaque token.
+MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,7 @@ class _Multipart:
         self.done = 0
         self.sent = 0
         self.resumed = 0
+        self.trusted = 0  # parts kept on resume without a content check
 
     async def run(self) -> UploadResult:
         pending, stored, finished = await self._resume()
@@ -144,8 +153,12 @@ class _Multipart:
             pending, stored = await self._start(), {}
         etags, sha256 = await self._send(pending, stored)
         parts = [{"number": n, "etag": etags[n]} for n in range(1, pending.part_count + 1)]
+        # The SHA-256 goes along when a stored part was kept unchecked (an opaque ETag),
+        # so the server refuses other bytes before recording them; servers older than
+        # that field never hand out opaque ETags.
+        body = {"parts": parts, **({"sha256": sha256} if self.trusted else {})}
         completed = await self.t.json(
-            "POST", f"{FILES}/uploads/{pending.upload_id}/complete", json={"parts": parts}
+            "POST", f"{FILES}/uploads/{pending.upload_id}/complete", json=body
         )
         self.up.ledger.forget(self.t.base_url, self.path)
         result = FileInfo.from_json(completed)
@@ -219,11 +232,13 @@ class _Multipart:
                 offset = (number - 1) * pending.part_size
                 length = min(pending.part_size, self.size - offset)
                 have = stored.get(number)
-                check = have is not None and have[1] == length
+                same_size = have is not None and have[1] == length
+                check = same_size and have is not None and MD5_ETAG.fullmatch(have[0]) is not None
                 data, md5 = await asyncio.to_thread(_read_part, fd, offset, length, digest, check)
-                if have is not None and check and md5 == have[0]:
+                if have is not None and same_size and (md5 == have[0] or not check):
                     etags[number] = have[0]
                     self.resumed += 1
+                    self.trusted += 0 if check else 1
                     self._progress(length)
                     continue
                 await queue.put((number, data))

@@ -173,7 +173,17 @@ class Uploads:
         self._claim(upload, "aborted")
         self.objects.abort_multipart(upload.key, upload.store_upload_id)
 
-    def complete(self, upload: Upload, parts: Sequence[tuple[int, str]]) -> StoredFile:
+    def complete(
+        self, upload: Upload, parts: Sequence[tuple[int, str]], *, sha256: str | None = None
+    ) -> StoredFile:
+        """Join the parts and record the file once it checks out; `sha256` (if given) must
+        agree with one declared at the start and is verified the same way."""
+        declared = sha256.lower() if sha256 else upload.sha256
+        if upload.sha256 and declared != upload.sha256:
+            raise InvalidInput(
+                f"the SHA-256 given at completion ({declared}) is not the one declared "
+                f"at the start ({upload.sha256})"
+            )
         numbers = [number for number, _ in parts]
         if numbers != sorted(set(numbers)):
             raise InvalidInput("parts must be listed once each, in ascending part-number order")
@@ -190,7 +200,7 @@ class Uploads:
             self._set_status(upload.id, "open")  # nothing assembled: the client may retry
             raise
         with self._removed_on_failure(upload):
-            return self._verify_and_record(upload, info)
+            return self._verify_and_record(upload, info, declared)
 
     # internals ---------------------------------------------------------------------------
 
@@ -228,8 +238,10 @@ class Uploads:
             self._set_status(upload.id, "rejected")
             raise
 
-    def _verify_and_record(self, upload: Upload, info: ObjectInfo) -> StoredFile:
-        """Size, SHA-256 (as declared, when it was), type and quota of the joined object.
+    def _verify_and_record(
+        self, upload: Upload, info: ObjectInfo, declared: str | None
+    ) -> StoredFile:
+        """Size, SHA-256 (as `declared`, when it was), type and quota of the joined object.
 
         The SHA-256 is the one the store computed from the parts as they were stored
         (the directory store, parts through this API), or else the object is read back
@@ -244,10 +256,8 @@ class Uploads:
             lambda start, end: self.objects.get_bytes(upload.key, start=start, end=end),
             info.size,
         )
-        if upload.sha256 and upload.sha256 != sha256:
-            raise InvalidInput(
-                f"the content's SHA-256 is {sha256}, not the declared {upload.sha256}"
-            )
+        if declared and declared != sha256:
+            raise InvalidInput(f"the content's SHA-256 is {sha256}, not the declared {declared}")
         kind = self.vet(upload.owner_id)(upload.name, upload.key, info.size)
         now = utcnow()
         row = File(

@@ -84,6 +84,12 @@ class UploadComplete(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     parts: list[CompletedPart] = Field(min_length=1, max_length=10_000)
+    sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-fA-F]{64}$",
+        description="The whole file's SHA-256, if known only now (a client that hashed "
+        "while sending): verified like one given at the start, before the file is recorded.",
+    )
 
 
 class FileImport(BaseModel):

@@ -2,43 +2,45 @@
 
 Each upload is a directory `<root>/.uploads/<upload_id>/` holding `upload.json`
 (key, initiation time, content type) and one `NNNNN.part` file per part with a
-`NNNNN.json` sidecar (MD5 ETag, size, and the file's inode and mtime). Parts are written
+`NNNNN.json` sidecar (ETag, size, and the file's inode and mtime). Parts are written
 atomically, so uploading a part number again replaces it (a new inode). Completion
-checks the caller's (number, ETag) list the way S3 does, then concatenates the parts
-into one temp file in the kernel (`copy_file_range`), checking that each part copied is
-the very file its ETag was computed over; the ETag is S3's multipart form,
-`md5(part digests) + "-N"`.
+checks the caller's (number, ETag) list the way S3 does; the object's ETag is S3's
+multipart form, `md5(part ETags) + "-N"`.
 
-The object's SHA-256 is computed while the parts arrive, not by reading the object
-again: this process keeps a running digest per upload, fed part 1, 2, 3, ... as soon
-as each one and all before it are stored (a part that arrives early waits on disk,
-fresh in the page cache, for its turn). At completion the digest stands if it covers
-exactly the parts being joined, the same files; otherwise (a part replaced after it
-was hashed, parts stored by another web process, a restart) the parts are hashed while
-they are joined. The digest is reported only over bytes that were hashed.
+A part's ETag is opaque, as S3 allows: a random token naming the stored file (40 hex
+digits, so never mistaken for an MD5), not a digest of its content. Each byte is
+hashed once, for the object's SHA-256: the parts are joined and hashed while they
+arrive (see `dir_join.Chain`: part 1, 2, 3, ... as soon as each one and all before it
+are stored), so completion only checks that the chain holds exactly the parts named,
+the same files, and flushes it. Otherwise (parts out of order at the end, a part
+replaced after it was joined, parts stored by another web process, a restart) the parts
+are joined and hashed in one pass at completion.
+
+Durability: parts and their sidecars are not fsynced (a power failure can lose a part
+or shorten it; the sizes and sidecars show it, and the client sends it again); a
+completed object is fsynced before it is published.
 """
 
 from __future__ import annotations
 
 import collections
-import errno
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from common.errors import Conflict, InvalidInput, NotFound
 from common.objects import fsutil, rules
-from common.objects.base import CHUNK_SIZE, ByteSource, MultipartUpload, PartInfo
+from common.objects.base import ByteSource, MultipartUpload, PartInfo
+from common.objects.dir_join import Chain, Identity, Joiner, identity_of, part_path
 from common.objects.streams import iter_chunks
 
 # What `secrets.token_urlsafe` produces; anything else cannot name an upload, and
@@ -47,11 +49,8 @@ _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _RECORD = "upload.json"
 
 
-#: Running digests kept per process (uploads in progress here at once, at most).
+#: Chains kept per process (uploads in progress here at once, at most).
 MAX_RUNNING = 256
-
-#: (inode, mtime_ns, size): which file a part was when it was hashed or copied.
-Identity = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -64,23 +63,13 @@ class Assembled:
     sha256: str | None = None
 
 
-@dataclass
-class _RunningDigest:
-    """SHA-256 over parts 1..next-1, and which files they were."""
-
-    sha256: Any = field(default_factory=hashlib.sha256)
-    next: int = 1
-    hashed: dict[int, Identity] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class DirectoryUploads:
     """The `.uploads` area of a DirectoryStore. Keys arrive already validated."""
 
     def __init__(self, root: Path, *, tmp_dir: Path) -> None:
         self._root = root
         self._tmp = tmp_dir
-        self._running: collections.OrderedDict[str, _RunningDigest] = collections.OrderedDict()
+        self._running: collections.OrderedDict[str, Chain] = collections.OrderedDict()
         self._guard = threading.Lock()
 
     def __repr__(self) -> str:
@@ -118,15 +107,24 @@ class DirectoryUploads:
     def upload_part(self, key: str, upload_id: str, number: int, stream: ByteSource) -> PartInfo:
         directory, _ = self._open(key, upload_id)
         rules.check_part_number(number)
-        spooled = fsutil.spool(iter_chunks(stream), self._tmp)
-        sidecar = fsutil.Sidecar(spooled.digest.hex(), spooled.size, spooled.mtime_ns, spooled.ino)
+        spooled = fsutil.spool(iter_chunks(stream), self._tmp, md5_up_to=0, durable=False)
+        etag = secrets.token_hex(20)  # names this stored file (see the module docstring)
+        sidecar = fsutil.Sidecar(etag, spooled.size, spooled.mtime_ns, spooled.ino)
         # No parent creation: an upload aborted meanwhile must stay gone.
         try:
             fsutil.write_sidecar(
-                directory / f"{number:05d}.json", sidecar, self._tmp, make_parents=False
+                directory / f"{number:05d}.json",
+                sidecar,
+                self._tmp,
+                make_parents=False,
+                durable=False,
             )
             fsutil.publish(
-                spooled.path, directory / f"{number:05d}.part", what="part", make_parents=False
+                spooled.path,
+                part_path(directory, number),
+                what="part",
+                make_parents=False,
+                durable=False,
             )
         except FileNotFoundError:
             fsutil.discard(spooled.path)
@@ -134,37 +132,53 @@ class DirectoryUploads:
         self._advance(upload_id, directory, start=number == 1)
         return PartInfo(number=number, etag=sidecar.etag, size=sidecar.size)
 
-    # the running SHA-256 ------------------------------------------------------------
+    # the chain: parts joined and hashed as they arrive ------------------------------------
 
     def _advance(self, upload_id: str, directory: Path, *, start: bool = False) -> None:
-        """Hash every stored part that continues this process's digest of the upload
-        (one is started when part 1 is stored here)."""
+        """Join every stored part that continues this process's chain of the upload (one
+        is started when part 1 is stored here)."""
+        dropped: list[Chain] = []
         with self._guard:
-            running = self._running.get(upload_id)
-            if running is None and start:
-                running = self._running[upload_id] = _RunningDigest()
-                while len(self._running) > MAX_RUNNING:
-                    self._running.popitem(last=False)
-        if running is None:
-            return
-        with running.lock:
-            while (identity := _hash_part(directory, running.next, running.sha256)) is not None:
-                running.hashed[running.next] = identity
-                running.next += 1
+            chain = self._running.get(upload_id)
+            if chain is None and start:
+                try:
+                    chain = self._running[upload_id] = Chain(directory)
+                except FileNotFoundError:
+                    return  # aborted meanwhile
+                dropped = self._prune()
+        for old in dropped:
+            old.discard()
+        if chain is not None:
+            chain.advance(wait=False)
 
-    def _digest(self, upload_id: str, directory: Path, joined: dict[int, Identity]) -> str | None:
-        """The running SHA-256 if it covers exactly the parts `joined` (1..N, the same
-        files), else None."""
-        self._advance(upload_id, directory)
+    def _prune(self) -> list[Chain]:
+        """Chains to drop (called under the guard): those whose upload is gone (completed
+        or aborted through another process), then the oldest past `MAX_RUNNING`."""
+        gone = [u for u, chain in self._running.items() if not chain.directory.is_dir()]
+        dropped = [self._running.pop(u) for u in gone]
+        while len(self._running) > MAX_RUNNING:
+            dropped.append(self._running.popitem(last=False)[1])
+        return dropped
+
+    def _take_chain(
+        self, upload_id: str, directory: Path, wanted: list[tuple[int, str]]
+    ) -> tuple[fsutil.Spooled, str] | None:
+        """The chain's joined file and SHA-256 if it holds exactly the parts `wanted`
+        (1..N, the very files their ETags name), else None."""
         with self._guard:
-            running = self._running.pop(upload_id, None)
-        if (
-            running is None
-            or running.hashed != joined
-            or sorted(joined) != list(range(1, len(joined) + 1))
-        ):
+            chain = self._running.pop(upload_id, None)
+        if chain is None:
             return None
-        return str(running.sha256.hexdigest())
+        try:
+            chain.advance(wait=True)
+            expected = {n: _checked_identity(directory, n, etag) for n, etag in wanted}
+        except BaseException:
+            chain.discard()
+            raise
+        if list(expected) != list(range(1, len(wanted) + 1)):
+            chain.discard()
+            return None
+        return chain.take(expected)
 
     def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
         directory, _ = self._open(key, upload_id)
@@ -175,6 +189,8 @@ class DirectoryUploads:
             except FileNotFoundError:
                 continue
             sidecar = fsutil.read_sidecar(path.with_suffix(".json"))
+            # A stale sidecar (a crash between the two renames): the content's MD5,
+            # which a client can check against its own bytes.
             etag = sidecar.etag if sidecar and sidecar.describes(st) else fsutil.file_md5(path)
             parts.append(PartInfo(number=int(path.stem), etag=etag, size=st.st_size))
         return parts
@@ -196,15 +212,17 @@ class DirectoryUploads:
                     f"part {number} is {part.size} bytes; every part but the "
                     f"last must be at least {rules.MIN_PART_SIZE} bytes (5 MiB)"
                 )
-        spooled, joined = _concatenate(directory, wanted, self._tmp)
-        sha256 = self._digest(upload_id, directory, joined) or _sha256_of(spooled.path)
+        joined = self._take_chain(upload_id, directory, wanted)
+        spooled, sha256 = joined or _join(directory, wanted, self._tmp)
         digests = b"".join(bytes.fromhex(etag) for _, etag in wanted)
         etag = f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(wanted)}"
         return Assembled(spooled, etag, record.get("content_type"), sha256)
 
     def remove(self, upload_id: str) -> None:
         with self._guard:
-            self._running.pop(upload_id, None)
+            chain = self._running.pop(upload_id, None)
+        if chain is not None:
+            chain.discard()
         shutil.rmtree(self._root / upload_id, ignore_errors=True)
 
     def abort(self, key: str, upload_id: str) -> None:
@@ -232,81 +250,44 @@ class DirectoryUploads:
         return iter(uploads)
 
 
-def _identity(st: os.stat_result) -> Identity:
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def _hash_part(directory: Path, number: int, digest: Any) -> Identity | None:
-    """Feed part `number` to `digest` if it is stored (whole: parts appear by rename);
-    its identity, or None if it is not there (yet)."""
+def _checked_identity(directory: Path, number: int, etag: str) -> Identity:
+    """The identity of part `number` as stored now, which must be the file `etag` names."""
     try:
-        f = (directory / f"{number:05d}.part").open("rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        identity = _identity(os.fstat(f.fileno()))
-        while chunk := f.read(CHUNK_SIZE * 4):
-            digest.update(chunk)
-    return identity
-
-
-def _concatenate(
-    directory: Path, parts: list[tuple[int, str]], tmp_dir: Path
-) -> tuple[fsutil.Spooled, dict[int, Identity]]:
-    """The parts joined into a new fsynced temp file by the kernel, and which file each
-    part was. Each copied file must be the one its sidecar's ETag describes: a part
-    re-uploaded while the upload completes would otherwise end up in the object under
-    the ETag of the part it replaced."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-", suffix=".tmp")
-    joined: dict[int, Identity] = {}
-    try:
-        for number, etag in parts:
-            joined[number] = _copy_part(directory, number, etag, fd)
-        os.fsync(fd)
-        st = os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        fsutil.discard(Path(name))
-        raise
-    os.close(fd)
-    spooled = fsutil.Spooled(Path(name), st.st_size, b"", st.st_mtime_ns, st.st_ino)
-    return spooled, joined
-
-
-def _copy_part(directory: Path, number: int, etag: str, out: int) -> Identity:
-    try:
-        f = (directory / f"{number:05d}.part").open("rb")
+        st = part_path(directory, number).stat()
     except FileNotFoundError:
         raise NotFound("the multipart upload was completed or aborted meanwhile") from None
-    with f:
-        st = os.fstat(f.fileno())
+    _check_part(directory, number, etag)(st)
+    return identity_of(st)
+
+
+def _check_part(directory: Path, number: int, etag: str) -> Any:
+    """A check that a part file (its stat) is the one its sidecar's ETag `etag` describes:
+    a part re-uploaded while the upload completes would otherwise end up in the object
+    under the ETag of the part it replaced."""
+
+    def check(st: os.stat_result) -> None:
         sidecar = fsutil.read_sidecar(directory / f"{number:05d}.json")
         if sidecar is None or not sidecar.describes(st) or sidecar.etag != etag:
-            raise Conflict(f"part {number} changed while the upload was being completed")
-        _copy(f.fileno(), out, st.st_size, number)
-    return _identity(st)
+            # A stale sidecar's ETag is the content's MD5 (see list_parts).
+            if sidecar is not None and sidecar.describes(st):
+                raise Conflict(f"part {number} changed while the upload was being completed")
+            if fsutil.file_md5(part_path(directory, number)) != etag:
+                raise Conflict(f"part {number} changed while the upload was being completed")
+
+    return check
 
 
-def _copy(source: int, out: int, size: int, number: int) -> None:
-    """`size` bytes from `source` appended to `out`, in the kernel where it can."""
-    left = size
-    while left > 0:
-        try:
-            copied = os.copy_file_range(source, out, left)
-        except OSError as error:
-            if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise  # ENOSPC and real I/O errors are the caller's
-            copied = os.write(out, os.read(source, min(left, CHUNK_SIZE * 4)))
-        if copied == 0:
-            raise Conflict(f"part {number} shrank while the upload was being completed")
-        left -= copied
-
-
-def _sha256_of(path: Path) -> str:
-    """The joined file's SHA-256, when the running digest could not be used."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_SIZE * 4):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _join(
+    directory: Path, parts: list[tuple[int, str]], tmp_dir: Path
+) -> tuple[fsutil.Spooled, str]:
+    """The parts joined into a new fsynced temp file and its SHA-256, in one pass."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    joiner = Joiner(tmp_dir)
+    try:
+        for number, etag in parts:
+            if joiner.append(directory, number, _check_part(directory, number, etag)) is None:
+                raise NotFound("the multipart upload was completed or aborted meanwhile")
+        return joiner.finish()
+    except BaseException:
+        joiner.discard()
+        raise

@@ -43,8 +43,11 @@ class Sidecar:
         return (self.size, self.mtime_ns, self.ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def publish(tmp: Path, dest: Path, *, what: str, make_parents: bool = True) -> None:
-    """Atomically move `tmp` to `dest`, creating parent directories if asked to.
+def publish(
+    tmp: Path, dest: Path, *, what: str, make_parents: bool = True, durable: bool = True
+) -> None:
+    """Atomically move `tmp` to `dest`, creating parent directories if asked to; the
+    rename is made durable (the directory fsynced) unless `durable` is False.
 
     Another thread deleting the last object under a directory prunes it, which can
     race with our `mkdir`; replacing is retried a few times for that reason.
@@ -65,7 +68,8 @@ def publish(tmp: Path, dest: Path, *, what: str, make_parents: bool = True) -> N
             if attempt == 4 or not make_parents:
                 discard(tmp)
                 raise
-    fsync_dir(dest.parent)
+    if durable:
+        fsync_dir(dest.parent)
 
 
 def fsync_dir(path: Path) -> None:
@@ -150,11 +154,16 @@ def prune_empty_dirs(start: Path, stop: Path) -> None:
 
 
 def write_sidecar(
-    path: Path, sidecar: Sidecar, tmp_dir: Path, *, make_parents: bool = True
+    path: Path, sidecar: Sidecar, tmp_dir: Path, *, make_parents: bool = True, durable: bool = True
 ) -> None:
     data = json.dumps(asdict(sidecar)).encode()
+    spooled = spool([data], tmp_dir, md5_up_to=0, durable=durable)
     publish(
-        spool([data], tmp_dir).path, path, what=f"metadata {path.name!r}", make_parents=make_parents
+        spooled.path,
+        path,
+        what=f"metadata {path.name!r}",
+        make_parents=make_parents,
+        durable=durable,
     )
 
 

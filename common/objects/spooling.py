@@ -1,11 +1,13 @@
 """Writing a stream to a new temporary file at disk speed, hashing it on the way.
 
 One pass over the bytes: each chunk is hashed (SHA-256 and/or MD5, as asked) and
-written as it passes, never read back. Past the first few MiB the hashing and writing
-move to a second thread, fed through a short queue, so they overlap with producing the
-next chunk (for an upload: receiving and parsing it on the event loop); hashlib and
-file writes release the GIL. Every few MiB the kernel is asked to start writing back
-what was written (`sync_file_range`), so the closing fsync has little left to flush.
+written as it passes, never read back. Past the first few MiB the hashing and the
+writing move to two more threads, each fed through a short queue, so hashing a chunk,
+writing it and producing the next one (for an upload: receiving and parsing it on the
+event loop) overlap; hashlib and file writes release the GIL. Hashing is the slowest of
+the three (SHA-256 runs about 1 GB/s), so it gets a thread of its own. Every few MiB
+the kernel is asked to start writing back what was written (`sync_file_range`), so the
+closing fsync has little left to flush.
 
 An error while writing (ENOSPC included) is raised to the caller as it was raised, and
 the temporary file is removed.
@@ -39,7 +41,8 @@ _DONE = object()
 
 @dataclass(frozen=True)
 class Spooled:
-    """A fully written, fsynced temporary file waiting to be published."""
+    """A fully written (and, unless asked otherwise, fsynced) temporary file waiting to
+    be published."""
 
     path: Path
     size: int
@@ -58,55 +61,78 @@ class _Sink:
         self.md5: Any = hashlib.md5(usedforsecurity=False) if md5_up_to != 0 else None
         self.md5_up_to = md5_up_to
         self.sha256: Any = hashlib.sha256() if sha256 else None
+        self.hashed = 0
         self._synced = 0
 
     def write(self, chunk: bytes) -> None:
+        self.hash(chunk)
+        self.store(chunk)
+
+    def hash(self, chunk: bytes) -> None:
         if self.md5 is not None:
-            if self.md5_up_to is not None and self.size + len(chunk) > self.md5_up_to:
+            if self.md5_up_to is not None and self.hashed + len(chunk) > self.md5_up_to:
                 self.md5 = None  # too long for an MD5 ETag: stop paying for it
             else:
                 self.md5.update(chunk)
         if self.sha256 is not None:
             self.sha256.update(chunk)
+        self.hashed += len(chunk)
+
+    def store(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
             view = view[os.write(self.fd, view) :]
         self.size += len(chunk)
         if self.size - self._synced >= WRITE_BEHIND:
-            _write_behind(self.fd, self._synced, self.size - self._synced)
+            write_behind(self.fd, self._synced, self.size - self._synced)
             self._synced = self.size
 
 
-class _Pipeline:
-    """A thread draining a bounded queue into a `_Sink`."""
+class _Worker:
+    """A thread applying `step` to each chunk of a bounded queue; its first error is kept
+    (and the rest of the stream drained) for the caller's thread to raise."""
 
-    def __init__(self, sink: _Sink) -> None:
-        self.sink = sink
+    def __init__(self, step: Callable[[bytes], None], name: str) -> None:
+        self.step = step
         self.queue: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (chunk := self.queue.get()) is not _DONE:
             if self.error is None:
                 try:
-                    self.sink.write(chunk)
+                    self.step(chunk)
                 except BaseException as error:  # handed to the caller's thread
                     self.error = error
 
+
+class _Pipeline:
+    """Two threads: one hashes (if there is anything to hash), one writes, each chunk in
+    order."""
+
+    def __init__(self, sink: _Sink) -> None:
+        writer = _Worker(sink.store, "spool-writer")
+        hashing = sink.md5 is not None or sink.sha256 is not None
+        self.workers = (_Worker(sink.hash, "spool-hasher"), writer) if hashing else (writer,)
+
     def put(self, chunk: bytes) -> None:
         self.raise_error()
-        self.queue.put(chunk)
+        for worker in self.workers:
+            worker.queue.put(chunk)
 
     def close(self) -> None:
-        self.queue.put(_DONE)
-        self.thread.join()
+        for worker in self.workers:
+            worker.queue.put(_DONE)
+        for worker in self.workers:
+            worker.thread.join()
         self.raise_error()
 
     def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
+        for worker in self.workers:
+            if worker.error is not None:
+                raise worker.error
 
 
 def spool(
@@ -115,10 +141,12 @@ def spool(
     *,
     md5_up_to: int | None = None,
     sha256: bool = False,
+    durable: bool = True,
 ) -> Spooled:
-    """Write `chunks` to a new fsynced temp file in `tmp_dir`, hashing as it goes: MD5
-    while the content is at most `md5_up_to` bytes (None: always; 0: never), SHA-256 if
-    asked."""
+    """Write `chunks` to a new temp file in `tmp_dir`, hashing as it goes: MD5 while the
+    content is at most `md5_up_to` bytes (None: always; 0: never), SHA-256 if asked.
+    The file is fsynced unless `durable` is False (a caller that can lose it in a power
+    failure and notice, such as a multipart part, which is re-sent)."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-", suffix=".tmp")
     sink = _Sink(fd, md5_up_to=md5_up_to, sha256=sha256)
@@ -136,7 +164,8 @@ def spool(
         finally:
             if pipeline is not None:
                 pipeline.close()
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
         st = os.fstat(fd)
     except BaseException:
         os.close(fd)
@@ -154,7 +183,7 @@ def spool(
     )
 
 
-def _write_behind(fd: int, offset: int, length: int) -> None:
+def write_behind(fd: int, offset: int, length: int) -> None:
     """Start writing [offset, offset + length) back to disk without waiting (Linux)."""
     function = _libc_sync_file_range()
     if function is not None:

@@ -6,6 +6,9 @@
   Goal: >= 0.9x.
 - upload, directory store: the same through the API's signed part endpoint, against
   `shutil.copyfile` of the same file on the same disk (ratio reported).
+- download, both stores: `Client.download` of the file just uploaded (streamed to a temp
+  file, SHA-256 checked, renamed into place), against `shutil.copyfile` of the same file
+  (directory store) or boto3's `download_file` from the same SeaweedFS (S3).
 - jobs: a batch of 100 `noop` jobs (8 in flight, like `aperture batch`); the client's
   overhead per job = submit-to-done seen by the client minus the server's own time for
   the job (created_at -> finished_at), p50 and mean.
@@ -40,9 +43,10 @@ ENV = {"APERTURE_LOG_LEVEL": "WARNING"}
 SERVER_REPO = [REPO]
 
 
-def _client_upload(url: str, source: Path, state: Path) -> tuple[float, float, str]:
-    """(seconds in all, seconds until the last part landed, stored SHA-256); the rest is
-    the server's completion (assembly, SHA-256 and type check of the stored bytes)."""
+def _client_upload(url: str, source: Path, state: Path) -> tuple[float, float, str, float]:
+    """(seconds in all, seconds until the last part landed, stored SHA-256, seconds to
+    download it again); the upload's rest is the server's completion (assembly, SHA-256
+    and type check of the stored bytes)."""
     account = new_account(url)
     landed = [0.0]
     with Client(url, ApiKey(account.api_key), state_dir=state) as aperture:
@@ -54,7 +58,11 @@ def _client_upload(url: str, source: Path, state: Path) -> tuple[float, float, s
 
         result = aperture.upload(source, force=True, progress=progress)
         elapsed = time.perf_counter() - start
-    return elapsed, landed[0], str(result.file.sha256)
+        start = time.perf_counter()
+        back = aperture.download(result.file.id, state.parent / "downloaded.csv")
+        down = time.perf_counter() - start
+    back.unlink()
+    return elapsed, landed[0], str(result.file.sha256), down
 
 
 def _line(**fields: Any) -> None:
@@ -69,10 +77,10 @@ def bench_s3(work: Path, source: Path, sha: str, size_mib: int) -> None:
         env = {**ENV, **s3_settings_env(s3, bucket)}
         server = LiveServer(work / "data", env=env, repo=SERVER_REPO[0]).start(web_workers=None)
         try:
-            took, parts, stored = _client_upload(server.url, source, work / "state")
+            took, parts, stored, down = _client_upload(server.url, source, work / "state")
         finally:
             server.stop()
-        ref_mib_s, _ = reference_boto3(s3, bucket, work, source)
+        ref_mib_s, ref_down_mib_s = reference_boto3(s3, bucket, work, source)
     if stored != sha:
         raise RuntimeError("the server stored other bytes")
     mib_s = size_mib / took
@@ -84,12 +92,21 @@ def bench_s3(work: Path, source: Path, sha: str, size_mib: int) -> None:
         ratio_parts_only=round(size_mib / parts / ref_mib_s, 3),
         server_completion_s=round(took - parts, 2),
     )  # fmt: skip
+    _download_line("s3", size_mib, down, "boto3 download_file (same SeaweedFS)", ref_down_mib_s)
+
+
+def _download_line(backend: str, size_mib: int, took: float, reference: str, ref: float) -> None:
+    _line(
+        bench="client_download", backend=backend, size_mib=size_mib,
+        client_mib_s=round(size_mib / took, 1), reference=reference,
+        reference_mib_s=round(ref, 1), ratio=round(size_mib / took / ref, 3),
+    )  # fmt: skip
 
 
 def bench_dir(work: Path, source: Path, sha: str, size_mib: int) -> None:
     server = LiveServer(work / "data", env=ENV, repo=SERVER_REPO[0]).start(web_workers=None)
     try:
-        took, parts, stored = _client_upload(server.url, source, work / "state")
+        took, parts, stored, down = _client_upload(server.url, source, work / "state")
     finally:
         server.stop()
     shutil.rmtree(work / "data", ignore_errors=True)
@@ -99,6 +116,7 @@ def bench_dir(work: Path, source: Path, sha: str, size_mib: int) -> None:
     shutil.copyfile(source, work / "copy.csv")
     ref = time.perf_counter() - start
     (work / "copy.csv").unlink()
+    _download_line("dir", size_mib, down, "shutil.copyfile (same disk)", size_mib / ref)
     _line(
         bench="client_upload", backend="dir", size_mib=size_mib,
         client_mib_s=round(size_mib / took, 1), reference="shutil.copyfile (same disk)",

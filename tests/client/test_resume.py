@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from client import ApiKey, Client
+from client import ApiKey, Client, ProblemError
 from tests.client.conftest import child_env, new_account, start_server
 from tests.support.s3 import S3Server, s3_settings_env, unique_bucket
 
@@ -71,6 +71,41 @@ def test_killed_upload_resumes_on_the_directory_store(tmp_path: Path, private_di
     server = start_server(tmp_path / "data")
     try:
         _interrupt_and_resume(server.url, tmp_path, private_dirs)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_resumed_part_changed_on_the_server_is_caught_at_completion(
+    tmp_path: Path, private_dirs: Path
+) -> None:
+    """The directory store's part ETags name files, not content, so a stored part of the
+    right size is kept on resume; the whole file's SHA-256, sent with the completion,
+    catches one whose bytes changed (here: rewritten in place, size and mtime kept, while
+    the server was down, so the parts are joined afresh from disk), the file is refused
+    before it is recorded, and the next run starts afresh."""
+    server = start_server(tmp_path / "data")
+    try:
+        account = new_account(server.url)
+        source = _source(tmp_path / "stack.csv", 4 * PART + 123)
+        _kill_after_parts(server.url, account.api_key, source, private_dirs, parts=2)
+        server.stop()
+        stored = sorted((tmp_path / "data").rglob("*.part"))
+        assert len(stored) == 2
+        st = stored[0].stat()
+        with stored[0].open("r+b") as f:
+            f.seek(100)
+            f.write(b"#corrupted#")
+        os.utime(stored[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+        server.start(workers=2)
+        with Client(server.url, ApiKey(account.api_key), part_concurrency=4) as aperture:
+            with pytest.raises(ProblemError) as refused:
+                aperture.upload(source)
+            assert 400 <= refused.value.status < 500 and "SHA-256" in str(refused.value)
+            assert aperture.files().total == 0  # nothing recorded
+            again = aperture.upload(source)
+        assert again.resumed_parts == 0 and again.sent_bytes == source.stat().st_size
+        assert again.file.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     finally:
         server.stop()
 

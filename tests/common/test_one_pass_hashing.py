@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from common.objects import DirectoryStore, ObjectStore
+from common.errors import InvalidInput
+from common.objects import DirectoryStore, ObjectStore, dir_join, dir_multipart
 from common.objects.base import MD5_ETAG_LIMIT
 from common.objects.readback import prefetched, sha256_of
 from common.objects.rules import MIN_PART_SIZE
@@ -93,6 +94,65 @@ def test_directory_multipart_sha256_from_the_parts_as_stored(tmp_path: Path) -> 
     etags += [(p.number, p.etag) for p in store.list_parts("mp/replaced", upload_id)[1:]]
     info = store.complete_multipart("mp/replaced", upload_id, etags)
     assert info.sha256 == _sha(changed + b"".join(parts[1:]))
+
+
+def test_directory_multipart_joins_each_part_once_as_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts are joined and hashed while they arrive, in any arrival order that ends with
+    every part stored: completion neither reads nor hashes them again; a part replaced
+    after it was joined makes completion join afresh, in one pass."""
+    store = DirectoryStore(tmp_path / "objects", public_url="http://x", signing_key=b"k" * 32)
+    parts = [_blob(MIN_PART_SIZE, n) for n in range(3)] + [b"tail"]
+    appended: list[int] = []
+    fresh_joins: list[int] = []
+    real_append, real_join = dir_join.Joiner.append, dir_multipart._join
+
+    def counting_append(self: dir_join.Joiner, directory: Path, number: int, *a: object) -> object:
+        identity = real_append(self, directory, number, *a)  # type: ignore[arg-type]
+        if identity is not None:
+            appended.append(number)
+        return identity
+
+    def counting_join(*args: object) -> object:
+        fresh_joins.append(1)
+        return real_join(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dir_join.Joiner, "append", counting_append)
+    monkeypatch.setattr(dir_multipart, "_join", counting_join)
+    whole = _sha(b"".join(parts))
+    for order in ([1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3]):
+        appended.clear()
+        assert _upload_in_order(store, f"mp/{order}", parts, order) == whole
+        assert sorted(appended) == [1, 2, 3, 4], order  # each part read (and hashed) once
+    assert fresh_joins == []
+    assert list((tmp_path / "objects" / ".uploads").iterdir()) == []  # nothing left behind
+
+    upload_id = store.create_multipart("mp/replaced")
+    for n, part in enumerate(parts, 1):
+        store.upload_part("mp/replaced", upload_id, n, part)
+    changed = _blob(MIN_PART_SIZE, 98)
+    etags = [(1, store.upload_part("mp/replaced", upload_id, 1, changed).etag)]
+    etags += [(p.number, p.etag) for p in store.list_parts("mp/replaced", upload_id)[1:]]
+    assert store.complete_multipart("mp/replaced", upload_id, etags).sha256 == _sha(
+        changed + b"".join(parts[1:])
+    )
+    assert fresh_joins == [1]
+    assert store.get_bytes("mp/replaced") == changed + b"".join(parts[1:])
+
+
+def test_directory_part_etags_name_the_stored_file_not_its_content(tmp_path: Path) -> None:
+    """The same bytes stored twice get two ETags, so completing with the first names a
+    file that is gone: by S3's rules, that part was not uploaded."""
+    store = DirectoryStore(tmp_path / "objects", public_url="http://x", signing_key=b"k" * 32)
+    upload_id = store.create_multipart("mp/etags")
+    first = store.upload_part("mp/etags", upload_id, 1, b"same bytes").etag
+    second = store.upload_part("mp/etags", upload_id, 1, b"same bytes").etag
+    assert first != second and len(first) == len(second) == 40
+    with pytest.raises(InvalidInput):
+        store.complete_multipart("mp/etags", upload_id, [(1, first)])
+    info = store.complete_multipart("mp/etags", upload_id, [(1, second)])
+    assert info.sha256 == _sha(b"same bytes") and store.get_bytes("mp/etags") == b"same bytes"
 
 
 def test_ranged_read_back_is_in_order(tmp_path: Path) -> None:

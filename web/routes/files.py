@@ -134,7 +134,9 @@ def complete_upload(
 ) -> FileDetail:
     """Assemble the parts and verify size, SHA-256 and type; the file record is the answer
     (for a slide, with the job that reads it: see GET /files/{id})."""
-    stored = state.runtime.uploads.complete(upload, [(p.number, p.etag) for p in body.parts])
+    stored = state.runtime.uploads.complete(
+        upload, [(p.number, p.etag) for p in body.parts], sha256=body.sha256
+    )
     return _after_store(state, stored, user, client, "multipart")
 
 
