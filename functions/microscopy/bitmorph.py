@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-Op = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Op = Any  # np.bitwise_and or np.bitwise_or (ufuncs: called with out=)
 
 #: the word layout above needs a little-endian host (every host numpy targets today)
 AVAILABLE = sys.byteorder == "little"
