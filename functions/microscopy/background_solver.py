@@ -85,9 +85,12 @@ def fit_coefficients(
     design = (ay[..., :, None] * ax[..., None, :]).reshape(t, ay.shape[1], my * mx)
     n = stats.pixels.reshape(t, -1)
     z = stats.total.reshape(t, -1) / np.maximum(n, 1)
-    weighted = (design * n[..., None]).transpose(0, 2, 1)
-    normal = np.matmul(weighted, design)  # (t, m, m), once
-    rhs = np.matmul(weighted, z[..., None])[..., 0]
+    # rows scaled by √n: the normal matrix is Sᵀ·S of one buffer, which BLAS computes
+    # as a symmetric rank-k update (half the work of a general product)
+    root = np.sqrt(n)
+    scaled = design * root[..., None]
+    normal = np.matmul(scaled.transpose(0, 2, 1), scaled)  # (t, m, m), once
+    rhs = np.matmul(scaled.transpose(0, 2, 1), (root * z)[..., None])[..., 0]
     penalty = _penalty(my, mx)
     coef = np.zeros((t, my * mx))
     step = max(window, 1)
@@ -131,17 +134,24 @@ def _outliers(resid: np.ndarray, pixels: np.ndarray, z: np.ndarray) -> np.ndarra
     the frame's level."""
     valid = pixels > 0
     root = np.sqrt(pixels)
-    out = np.zeros(resid.shape, dtype=bool)
-    for f in range(resid.shape[0]):
-        v = valid[f]
-        if not v.any():
-            continue
-        std = resid[f][v] * root[f][v]
-        scale = 1.4826 * np.median(np.abs(std - np.median(std)))
-        level = abs(float(np.median(z[f][v])))
-        reach = np.maximum(_REACH * scale / np.maximum(root[f], 1), _FLOOR * level)
-        out[f] = v & (np.abs(resid[f]) >= reach)
-    return out
+    std = resid * root
+    centre = _row_medians(std, valid)
+    scale = 1.4826 * _row_medians(np.abs(std - centre[:, None]), valid)
+    level = np.abs(_row_medians(z, valid))
+    reach = np.maximum(_REACH * scale[:, None] / np.maximum(root, 1), _FLOOR * level[:, None])
+    return valid & (np.abs(resid) >= reach)  # type: ignore[no-any-return]
+
+
+def _row_medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Median of each row's valid entries (NaN for none), all rows in one sort: the
+    invalid ones set to +inf sort last."""
+    count = valid.sum(axis=1)
+    ordered = np.sort(np.where(valid, values, np.inf), axis=1)
+    rows = np.arange(len(values))
+    lo = ordered[rows, np.maximum(count - 1, 0) // 2]
+    hi = ordered[rows, np.maximum(count, 1) // 2 - (count == 0)]
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, (lo + hi) / 2, np.nan)
 
 
 def _solve_window(
