@@ -69,6 +69,33 @@ class Foreground:
         label = flat[index]  # the image's own dtype: compared with it, never copied to int64
         return cls(padded, index, label, int(label.max()) if label.size else 0)
 
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> Foreground:
+        """The 8-connected components of each frame of a ``(T, Y, X)`` bool mask.
+
+        The same labels as ``scipy.ndimage.label`` with a 3 x 3 square in-plane (numbered
+        in raster order of their first pixel, frames never connected), found from the
+        mask's runs: runs of adjacent rows that touch (diagonally too) are joined by
+        :func:`scipy.sparse.csgraph.connected_components`, so only the few thousand
+        runs are compared and the label image is written at the labelled pixels only.
+        """
+        if mask.ndim != 3:
+            raise ValueError(f"mask must be (T, Y, X), got shape {mask.shape}")
+        padded = np.pad(mask.astype(bool, copy=False), ((0, 0), (1, 1), (1, 1)))
+        flat = padded.reshape(-1).view(np.int8)
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # zero borders: starts, stops
+        first, stop = edges[0::2], edges[1::2]
+        length = stop - first
+        run_label = _component_labels(first, stop, padded.shape[2])
+        starts = np.cumsum(length) - length
+        index = np.repeat(first - starts, length) + np.arange(int(length.sum()))
+        labels = np.zeros(padded.shape, dtype=np.int32)
+        label = np.repeat(run_label.astype(np.int32), length)
+        labels.reshape(-1)[index] = label
+        out = cls(labels, index, label, int(run_label.max()) if len(run_label) else 0)
+        out.__dict__["_run_starts"] = starts  # the runs are known: not found again
+        return out
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """Unpadded ``(T, Y, X)``."""
@@ -123,3 +150,34 @@ def runs_of(labels: np.ndarray) -> Runs:
     """Runs of a 2-D or 3-D label image (unpadded)."""
     stack = labels[None] if labels.ndim == 2 else labels
     return Foreground.from_labels(stack).runs
+
+
+def _component_labels(first: np.ndarray, stop: np.ndarray, row_length: int) -> np.ndarray:
+    """Component of every run (flat start / stop in a zero-bordered image whose rows are
+    `row_length` long), numbered from 1 in the order of each component's first run.
+
+    Runs ``a`` in row ``g`` and ``b`` in row ``g + 1`` touch (8-connected) when
+    ``a.start <= b.stop`` and ``b.start <= a.stop`` (stops exclusive); runs are in
+    raster order, so the ``a`` touching each ``b`` are a range found by two binary
+    searches. Frames are separated by their zero rows.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(first)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    row, col0 = np.divmod(first, row_length)
+    col1 = stop - row * row_length
+    lo = np.searchsorted((row << 32) | col1, ((row - 1) << 32) | col0, side="left")
+    hi = np.searchsorted((row << 32) | col0, ((row - 1) << 32) | col1, side="right")
+    count = np.maximum(hi - lo, 0)
+    b = np.repeat(np.arange(n), count)
+    a = lo[b] + np.arange(len(b)) - np.repeat(np.cumsum(count) - count, count)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    # number components by their first run, as a raster scan meets them
+    _, first_run, inverse = np.unique(component, return_index=True, return_inverse=True)
+    rank = np.empty(len(first_run), dtype=np.int64)
+    rank[np.argsort(first_run)] = np.arange(1, len(first_run) + 1)
+    return rank[inverse]  # type: ignore[no-any-return]

@@ -24,14 +24,12 @@ from functions.microscopy.extraction import (
 )
 from functions.microscopy.foreground import Foreground, Runs
 from functions.microscopy.readers import Reader
-from functions.microscopy.segmentation import _SQUARE, segment_logstd
+from functions.microscopy.segmentation import segment_logstd
 from functions.microscopy.traces import feature_column
 from functions.microscopy.tracking import IoUTracker
 
 if TYPE_CHECKING:
     from functions.microscopy.pipeline import WorkflowOptions
-
-_LABEL_STRUCTURE = _SQUARE  # 8-connected cells, frames never connected
 
 
 def process_batch(
@@ -105,14 +103,10 @@ def _track_labels(fg: Foreground, lut: np.ndarray) -> np.ndarray:
 def _label(mask: np.ndarray) -> Foreground:
     """Connected components (8-connected, per frame) labelled inside a zero border.
 
-    scipy numbers components in scan order, so each frame's labels are one contiguous
-    range, which :func:`_track` relies on.
+    Numbered as scipy numbers them, in scan order, so each frame's labels are one
+    contiguous range, which :func:`_track` relies on.
     """
-    from scipy import ndimage
-
-    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
-    labels, _ = ndimage.label(padded, structure=_LABEL_STRUCTURE)
-    return Foreground.from_padded(labels)
+    return Foreground.from_mask(mask)
 
 
 def _background(
