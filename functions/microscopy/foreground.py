@@ -153,13 +153,41 @@ def runs_of(labels: np.ndarray) -> Runs:
 
 
 def _component_labels(first: np.ndarray, stop: np.ndarray, row_length: int) -> np.ndarray:
-    """Component of every run (flat start / stop in a zero-bordered image whose rows are
-    `row_length` long), numbered from 1 in the order of each component's first run.
+    """8-connected component of every run (:func:`run_components`), numbered from 1 in
+    the order of each component's first run, as a raster scan meets them."""
+    component = run_components(first, stop, row_length, diagonal=True)
+    if not len(component):
+        return component
+    _, first_run, inverse = np.unique(component, return_index=True, return_inverse=True)
+    rank = np.empty(len(first_run), dtype=np.int64)
+    rank[np.argsort(first_run)] = np.arange(1, len(first_run) + 1)
+    return rank[inverse]  # type: ignore[no-any-return]
 
-    Runs ``a`` in row ``g`` and ``b`` in row ``g + 1`` touch (8-connected) when
-    ``a.start <= b.stop`` and ``b.start <= a.stop`` (stops exclusive); runs are in
-    raster order, so the ``a`` touching each ``b`` are a range found by two binary
-    searches. Frames are separated by their zero rows.
+
+def run_components(
+    first: np.ndarray, stop: np.ndarray, row_length: int, *, diagonal: bool
+) -> np.ndarray:
+    """Connected component id of every run of an image whose rows are `row_length` long.
+
+    Parameters
+    ----------
+    first, stop : (n,) int64 ndarray
+        Flat first and one-past-last index of each run, in raster order; runs of one
+        row never touch (something unset separates them).
+    diagonal : bool
+        8-connected when true (runs of adjacent rows touch when ``a.start <= b.stop``
+        and ``b.start <= a.stop``), else 4-connected (``<``).
+
+    Returns
+    -------
+    component : (n,) int64 ndarray
+        Equal for runs of one component (ids arbitrary).
+
+    Notes
+    -----
+    Runs are in raster order, so the runs of the row above that touch a run are a
+    range found by two binary searches; :func:`scipy.sparse.csgraph.connected_components`
+    joins them.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -169,15 +197,12 @@ def _component_labels(first: np.ndarray, stop: np.ndarray, row_length: int) -> n
         return np.zeros(0, dtype=np.int64)
     row, col0 = np.divmod(first, row_length)
     col1 = stop - row * row_length
-    lo = np.searchsorted((row << 32) | col1, ((row - 1) << 32) | col0, side="left")
-    hi = np.searchsorted((row << 32) | col0, ((row - 1) << 32) | col1, side="right")
+    above_start, above_stop = ((row - 1) << 32) | col0, ((row - 1) << 32) | col1
+    side_lo, side_hi = ("left", "right") if diagonal else ("right", "left")
+    lo = np.searchsorted((row << 32) | col1, above_start, side=side_lo)
+    hi = np.searchsorted((row << 32) | col0, above_stop, side=side_hi)
     count = np.maximum(hi - lo, 0)
     b = np.repeat(np.arange(n), count)
     a = lo[b] + np.arange(len(b)) - np.repeat(np.cumsum(count) - count, count)
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    # number components by their first run, as a raster scan meets them
-    _, first_run, inverse = np.unique(component, return_index=True, return_inverse=True)
-    rank = np.empty(len(first_run), dtype=np.int64)
-    rank[np.argsort(first_run)] = np.arange(1, len(first_run) + 1)
-    return rank[inverse]  # type: ignore[no-any-return]
+    return connected_components(graph, directed=False)[1].astype(np.int64)  # type: ignore[no-any-return]
