@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from functions.microscopy.components import component_labels
+
 
 @dataclass(frozen=True)
 class Runs:
@@ -86,7 +88,7 @@ class Foreground:
         edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # zero borders: starts, stops
         first, stop = edges[0::2], edges[1::2]
         length = stop - first
-        run_label = _component_labels(first, stop, padded.shape[2])
+        run_label = component_labels(first, stop, padded.shape[2])
         starts = np.cumsum(length) - length
         index = np.repeat(first - starts, length) + np.arange(int(length.sum()))
         labels = np.zeros(padded.shape, dtype=np.int32)
@@ -150,59 +152,3 @@ def runs_of(labels: np.ndarray) -> Runs:
     """Runs of a 2-D or 3-D label image (unpadded)."""
     stack = labels[None] if labels.ndim == 2 else labels
     return Foreground.from_labels(stack).runs
-
-
-def _component_labels(first: np.ndarray, stop: np.ndarray, row_length: int) -> np.ndarray:
-    """8-connected component of every run (:func:`run_components`), numbered from 1 in
-    the order of each component's first run, as a raster scan meets them."""
-    component = run_components(first, stop, row_length, diagonal=True)
-    if not len(component):
-        return component
-    _, first_run, inverse = np.unique(component, return_index=True, return_inverse=True)
-    rank = np.empty(len(first_run), dtype=np.int64)
-    rank[np.argsort(first_run)] = np.arange(1, len(first_run) + 1)
-    return rank[inverse]  # type: ignore[no-any-return]
-
-
-def run_components(
-    first: np.ndarray, stop: np.ndarray, row_length: int, *, diagonal: bool
-) -> np.ndarray:
-    """Connected component id of every run of an image whose rows are `row_length` long.
-
-    Parameters
-    ----------
-    first, stop : (n,) int64 ndarray
-        Flat first and one-past-last index of each run, in raster order; runs of one
-        row never touch (something unset separates them).
-    diagonal : bool
-        8-connected when true (runs of adjacent rows touch when ``a.start <= b.stop``
-        and ``b.start <= a.stop``), else 4-connected (``<``).
-
-    Returns
-    -------
-    component : (n,) int64 ndarray
-        Equal for runs of one component (ids arbitrary).
-
-    Notes
-    -----
-    Runs are in raster order, so the runs of the row above that touch a run are a
-    range found by two binary searches; :func:`scipy.sparse.csgraph.connected_components`
-    joins them.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(first)
-    if not n:
-        return np.zeros(0, dtype=np.int64)
-    row, col0 = np.divmod(first, row_length)
-    col1 = stop - row * row_length
-    above_start, above_stop = ((row - 1) << 32) | col0, ((row - 1) << 32) | col1
-    side_lo, side_hi = ("left", "right") if diagonal else ("right", "left")
-    lo = np.searchsorted((row << 32) | col1, above_start, side=side_lo)
-    hi = np.searchsorted((row << 32) | col0, above_stop, side=side_hi)
-    count = np.maximum(hi - lo, 0)
-    b = np.repeat(np.arange(n), count)
-    a = lo[b] + np.arange(len(b)) - np.repeat(np.cumsum(count) - count, count)
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
-    return connected_components(graph, directed=False)[1].astype(np.int64)  # type: ignore[no-any-return]

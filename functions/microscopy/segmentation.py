@@ -15,7 +15,7 @@ import numpy as np
 
 from common.arrays import Backend, get_backend
 from functions.microscopy import bitmorph
-from functions.microscopy.foreground import run_components
+from functions.microscopy.components import fill_holes_runs
 from functions.microscopy.histogram import uniform_histogram
 
 #: In-plane structuring elements for 3-D ``(T, Y, X)`` batches: frames never connect.
@@ -273,7 +273,7 @@ def fill_holes(mask: Any, *, backend: Backend | None = None) -> Any:
     mask = _as_stack(mask, "mask")
     xp = be.xp
     if xp is np:
-        return _fill_holes_runs(mask)
+        return fill_holes_runs(mask)
     bg, n = be.ndimage.label(~mask, structure=be.asarray(_CROSS))
     edge = xp.concatenate(
         [bg[:, 0, :].ravel(), bg[:, -1, :].ravel(), bg[:, :, 0].ravel(), bg[:, :, -1].ravel()]
@@ -288,37 +288,6 @@ def fill_holes(mask: Any, *, backend: Backend | None = None) -> Any:
     touches = xp.zeros(int(n) + 1, dtype=bool)
     touches[touching] = True
     return ~touches[bg]
-
-
-def _fill_holes_runs(mask: np.ndarray) -> np.ndarray:
-    """:func:`fill_holes` on the host from the background's runs.
-
-    The background is framed by a ring of background and each row closed by an unset
-    column, so every background region that touches a frame's border joins the rings
-    (one component: rings of consecutive frames touch) and the runs of each row stay
-    apart; the runs in any other component are holes. A thresholded phase frame has a
-    few thousand runs, so this is far cheaper than labelling every pixel.
-    """
-    t, h, w = mask.shape
-    framed = np.zeros((t, h + 2, w + 3), dtype=bool)
-    framed[:, :, : w + 2] = True
-    np.logical_not(mask, out=framed[:, 1:-1, 1 : w + 1])
-    flat = framed.reshape(-1).view(np.int8)
-    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    first = np.concatenate(([0], edges[1::2]))  # the image starts with a run
-    stop = edges[0::2]
-    component = run_components(first, stop, w + 3, diagonal=False)
-    hole = component != component[0]
-    filled = mask.copy()
-    if not hole.any():
-        return filled
-    first, length = first[hole], (stop - first)[hole]
-    row, col = np.divmod(first, w + 3)
-    frame, y = np.divmod(row, h + 2)
-    start = (frame * h + y - 1) * w + col - 1  # flat index into `mask`
-    offset = np.cumsum(length) - length
-    filled.reshape(-1)[np.repeat(start - offset, length) + np.arange(int(length.sum()))] = True
-    return filled
 
 
 def clean_mask(
