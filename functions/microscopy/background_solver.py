@@ -82,15 +82,16 @@ def fit_coefficients(
     my, mx = intervals[0] + 3, intervals[1] + 3
     ay = bspline_basis(stats.y.reshape(t, -1), height, intervals[0])
     ax = bspline_basis(stats.x.reshape(t, -1), width, intervals[1])
-    design = (ay[..., :, None] * ax[..., None, :]).reshape(t, ay.shape[1], my * mx)
     n = stats.pixels.reshape(t, -1)
     z = stats.total.reshape(t, -1) / np.maximum(n, 1)
-    # rows scaled by √n: the normal matrix is Sᵀ·S of one buffer, which BLAS computes
-    # as a symmetric rank-k update (half the work of a general product)
+    # design rows (ay ⊗ ax) scaled by √n: the normal matrix is Sᵀ·S of one buffer,
+    # which BLAS computes as a symmetric rank-k update (half the work of a general
+    # product); the unscaled design is never built (fits are evaluated from ay, ax)
     root = np.sqrt(n)
-    scaled = design * root[..., None]
+    scaled = ((ay * root[..., None])[..., :, None] * ax[..., None, :]).reshape(t, -1, my * mx)
+    rooted_z = root * z
     normal = np.matmul(scaled.transpose(0, 2, 1), scaled)  # (t, m, m), once
-    rhs = np.matmul(scaled.transpose(0, 2, 1), (root * z)[..., None])[..., 0]
+    rhs = np.matmul(scaled.transpose(0, 2, 1), rooted_z[..., None])[..., 0]
     penalty = _penalty(my, mx)
     coef = np.zeros((t, my * mx))
     step = max(window, 1)
@@ -99,11 +100,12 @@ def fit_coefficients(
         out = np.zeros(n[sl].shape, dtype=bool)
         for it in range(robust_iterations + 1):
             stiffness = smoothing * (_STIFF if it == 0 and robust_iterations else 1.0)
-            a, b = _without(normal[sl], rhs[sl], design[sl], n[sl], z[sl], out)
+            a, b = _without(normal[sl], rhs[sl], scaled[sl], rooted_z[sl], out)
             coef[sl] = _solve_window(a, b, penalty, stiffness)
             if it == robust_iterations:
                 break
-            fitted = np.matmul(design[sl], coef[sl][..., None])[..., 0]
+            grid = coef[sl].reshape(-1, my, mx)
+            fitted = (ay[sl] * np.matmul(ax[sl], grid.transpose(0, 2, 1))).sum(axis=-1)
             out = _outliers(z[sl] - fitted, n[sl], z[sl])
     return coef.reshape(t, my, mx)
 
@@ -111,20 +113,19 @@ def fit_coefficients(
 def _without(
     normal: np.ndarray,
     rhs: np.ndarray,
-    design: np.ndarray,
-    n: np.ndarray,
-    z: np.ndarray,
+    scaled: np.ndarray,
+    rooted_z: np.ndarray,
     out: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normal matrices and right-hand sides less the rows of the blocks in `out`."""
+    """Normal matrices and right-hand sides less the (√n-scaled) rows of the blocks in
+    `out`."""
     if not out.any():
         return normal, rhs
     normal, rhs = normal.copy(), rhs.copy()
     for f in np.flatnonzero(out.any(axis=1)).tolist():
-        rows = design[f][out[f]]
-        weighted = rows.T * n[f][out[f]]
-        normal[f] -= weighted @ rows
-        rhs[f] -= weighted @ z[f][out[f]]
+        rows = scaled[f][out[f]]
+        normal[f] -= rows.T @ rows
+        rhs[f] -= rows.T @ rooted_z[f][out[f]]
     return normal, rhs
 
 
