@@ -64,8 +64,11 @@ def region_residuals(
     diff *= keep
     _, h, w = keep.shape
     ry, rx = max(h // regions, 1), max(w // regions, 1)
-    sums = be.to_numpy(fold(fold(diff, 1, ry, xp.float64), 2, rx, xp.float64))
-    count = be.to_numpy(fold(fold(keep, 1, ry, xp.int64), 2, rx, xp.float64))
+    # along rows first (contiguous, no cast: float32 sums of one region row's pixels),
+    # then the few per-row sums in float64; counts over the mask's bytes in 16 bits
+    sums = be.to_numpy(fold(fold(diff, 2, rx, xp.float32), 1, ry, xp.float64))
+    ones = keep.view(xp.uint8) if keep.dtype == bool else keep
+    count = be.to_numpy(fold(fold(ones, 1, ry, xp.uint32), 2, rx, xp.float64))
     # too few background pixels to judge a region: its noise alone would flag it
     enough = count >= max(_MIN_PIXELS, _MIN_SHARE * ry * rx)
     with np.errstate(invalid="ignore", divide="ignore"):
