@@ -183,6 +183,21 @@ def _border(fg: Foreground) -> np.ndarray:
     return border  # type: ignore[no-any-return]
 
 
+def _mask_border(mask: np.ndarray) -> np.ndarray:
+    """Set pixels of a zero-bordered ``(T, Y + 2, X + 2)`` mask with an unset
+    4-neighbour, as a bool image of its shape, from shifted views (no gathers): the
+    border pixels of labels that never touch (a labelled neighbour has the pixel's own
+    label)."""
+    centre = mask[:, 1:-1, 1:-1]
+    inner = centre & mask[:, :-2, 1:-1]
+    inner &= mask[:, 2:, 1:-1]
+    inner &= mask[:, 1:-1, :-2]
+    inner &= mask[:, 1:-1, 2:]
+    out = np.zeros_like(mask)
+    np.greater(centre, inner, out=out[:, 1:-1, 1:-1])  # set and not inner
+    return out
+
+
 def perimeters(fg: Foreground) -> np.ndarray:
     """Perimeter of every component, as ``skimage.measure.perimeter(mask, 4)``.
 
@@ -191,10 +206,16 @@ def perimeters(fg: Foreground) -> np.ndarray:
     perimeter : (n + 1,) float64 ndarray
     """
     flat = fg.padded.ravel()
-    border = _border(fg)
-    bi, bl = fg.index[border], fg.label[border]
-    is_border = np.zeros(flat.shape, dtype=bool)
-    is_border[bi] = True
+    if fg.separated:  # border pixels from the mask alone, then only they are looked at
+        is_border = _mask_border(fg._cache.get("mask", fg.padded != 0))
+        bi = np.flatnonzero(is_border)
+        bl = flat[bi]
+    else:
+        border = _border(fg)
+        bi, bl = fg.index[border], fg.label[border]
+        is_border = np.zeros(flat.shape, dtype=bool)
+        is_border[bi] = True
+    is_border = is_border.reshape(-1)
     w = fg.padded.shape[2]
     code = np.ones(len(bi), dtype=np.int64)
     for d, weight in (

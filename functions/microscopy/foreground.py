@@ -52,6 +52,9 @@ class Foreground:
     index: np.ndarray  # flat indices into `padded` of labelled pixels
     label: np.ndarray  # their labels, in the label image's dtype
     n: int  # largest label
+    #: the labels are the 8-connected components of the foreground: different labels
+    #: never touch, so a labelled pixel's labelled neighbours all share its label
+    separated: bool = False
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -94,8 +97,10 @@ class Foreground:
         labels = np.zeros(padded.shape, dtype=np.int32)
         label = np.repeat(run_label.astype(np.int32), length)
         labels.reshape(-1)[index] = label
-        out = cls(labels, index, label, int(run_label.max()) if len(run_label) else 0)
+        n = int(run_label.max()) if len(run_label) else 0
+        out = cls(labels, index, label, n, separated=True)
         out.__dict__["_run_starts"] = starts  # the runs are known: not found again
+        out._cache["mask"] = padded  # the padded mask, for what needs only the mask
         return out
 
     @property
