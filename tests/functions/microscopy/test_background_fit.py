@@ -188,7 +188,9 @@ def test_window_follows_a_linear_drift_and_averages_noise() -> None:
 
 
 def test_automatic_sizes_follow_the_frame() -> None:
-    assert [auto_block(n, n) for n in (31, 256, 512, 1024, 2048, 8192)] == [4, 8, 16, 32, 64, 64]
+    sides = (31, 64, 256, 512, 700, 1024, 2048, 8192)
+    assert [auto_block(n, n) for n in sides] == [4, 4, 16, 32, 32, 32, 64, 64]
+    assert auto_block(512, 2048) == 32 and auto_block(2048, 300) == 19  # the shorter side
     assert [auto_intervals(n) for n in (31, 128, 256, 512, 2048)] == [1, 2, 4, 6, 6]
 
 
