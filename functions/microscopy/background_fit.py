@@ -307,12 +307,18 @@ def _block_means(
     centroid plus half its curvature times their spread (that of a whole block's grid:
     a concave vignetting peak would otherwise leave ~0.1 % of the level in every
     block's residual)."""
-    by, bx = bspline_basis(stats.y, h, knots[0]), bspline_basis(stats.x, w, knots[1])
-    value = np.einsum("tija,tab,tijb->tij", by, coef, bx)
+    t, ny, nx = stats.y.shape
+
+    def rows(basis: np.ndarray) -> np.ndarray:  # (T, ny * nx, a) @ (T, a, b)
+        return np.matmul(basis.reshape(t, ny * nx, -1), coef).reshape(t, ny, nx, -1)
+
+    bx = bspline_basis(stats.x, w, knots[1])
+    along_y = rows(bspline_basis(stats.y, h, knots[0]))
+    curved_y = rows(bspline_curvature(stats.y, h, knots[0]))
     spread = (sub * sub - 1) / 12 * step * step  # variance of a block's positions, px²
-    fyy = np.einsum("tija,tab,tijb->tij", bspline_curvature(stats.y, h, knots[0]), coef, bx)
-    fxx = np.einsum("tija,tab,tijb->tij", by, coef, bspline_curvature(stats.x, w, knots[1]))
-    return value + 0.5 * spread * (fyy + fxx)  # type: ignore[no-any-return]
+    mean = along_y * bx
+    mean += 0.5 * spread * (curved_y * bx + along_y * bspline_curvature(stats.x, w, knots[1]))
+    return mean.sum(axis=-1)  # type: ignore[no-any-return]
 
 
 def fit_background(frames: Any, keep: Any, **options: Any) -> tuple[Any, np.ndarray]:
