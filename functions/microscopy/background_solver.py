@@ -106,7 +106,10 @@ def fit_coefficients(
                 break
             grid = coef[sl].reshape(-1, my, mx)
             fitted = (ay[sl] * np.matmul(ax[sl], grid.transpose(0, 2, 1))).sum(axis=-1)
-            out = _outliers(z[sl] - fitted, n[sl], z[sl])
+            rejected = _outliers(z[sl] - fitted, n[sl], z[sl])
+            if it > 0 and np.array_equal(rejected, out):
+                break  # the same blocks out, same stiffness: the refit would be this fit
+            out = rejected
     return coef.reshape(t, my, mx)
 
 
