@@ -128,20 +128,28 @@ class JobContext:
         return child.id
 
     def gather(self, job_ids: Sequence[uuid.UUID]) -> list[ChildOutcome]:
-        """Wait for every child to end; a cancelled parent cancels its children first."""
+        """Wait for every child to end; a cancelled parent cancels its children first.
+
+        Each poll reads only the statuses of the children still running and of this job
+        (for a cancellation request) in one light query; the children's records are
+        loaded once, when all have ended.
+        """
         pending = list(job_ids)
         asked_to_cancel = False
         self._runtime.waiting(True)
         try:
             while True:
-                jobs = self._runtime.jobs.get_many(pending)
-                if all(job.status.terminal for job in jobs):
-                    return [_outcome(job) for job in jobs]
-                if not asked_to_cancel and self.cancelled():
+                seen = self._runtime.jobs.statuses([*pending, self.job_id])
+                # a missing child counts as ended: get_many below says it is not found
+                pending = [j for j in pending if j in seen and not seen[j].terminal]
+                if not pending:
+                    return [_outcome(job) for job in self._runtime.jobs.get_many(job_ids)]
+                if not self._cancelled:
+                    self._note_status(seen.get(self.job_id))
+                if not asked_to_cancel and self._cancelled:
                     asked_to_cancel = True
-                    for job in jobs:
-                        if not job.status.terminal:
-                            self._runtime.jobs.try_cancel(job.id)
+                    for job_id in pending:
+                        self._runtime.jobs.try_cancel(job_id)
                 time.sleep(GATHER_POLL_S)
         finally:
             self._runtime.waiting(False)

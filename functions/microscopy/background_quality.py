@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from common.arrays import Backend, get_backend
-from functions.microscopy.background_fit import fold
+from functions.microscopy.background_fit import SurfaceFit, fold
 
 #: a region is judged on at least this many background pixels and share of its pixels
 _MIN_PIXELS = 256
@@ -64,12 +64,64 @@ def region_residuals(
     diff *= keep
     _, h, w = keep.shape
     ry, rx = max(h // regions, 1), max(w // regions, 1)
-    sums = be.to_numpy(fold(fold(diff, 1, ry, xp.float64), 2, rx, xp.float64))
-    count = be.to_numpy(fold(fold(keep, 1, ry, xp.int64), 2, rx, xp.float64))
+    # along rows first (contiguous, no cast: float32 sums of one region row's pixels),
+    # then the few per-row sums in float64; counts over the mask's bytes in 16 bits
+    sums = be.to_numpy(fold(fold(diff, 2, rx, xp.float32), 1, ry, xp.float64))
+    ones = keep.view(xp.uint8) if keep.dtype == bool else keep
+    count = be.to_numpy(fold(fold(ones, 1, ry, xp.uint32), 2, rx, xp.float64))
     # too few background pixels to judge a region: its noise alone would flag it
     enough = count >= max(_MIN_PIXELS, _MIN_SHARE * ry * rx)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(enough, sums / count, np.nan), count
+
+
+def block_residuals(
+    fit: SurfaceFit, sampled: tuple[int, int], *, regions: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`region_residuals` of a fitted surface from the block sums it was fitted
+    to, without another pass over the frames.
+
+    A block's residual sum is its kept pixels' sum less their count times the surface
+    at their centroid: exact for a surface linear across the block, and off by the
+    surface's curvature times the pixels' spread (under 0.1 % of the level for a
+    vignetting bump and 32-px blocks) otherwise. Regions are made of whole blocks (a
+    block belongs to the region its first row and column fall in): the same pixels as
+    :func:`region_residuals` where blocks tile the regions, as at 256² to 2048².
+
+    Parameters
+    ----------
+    fit : SurfaceFit
+    sampled : (int, int)
+        Shape of the sampled grid the block statistics were made on.
+    regions : int, optional
+        Regions per axis.
+
+    Returns
+    -------
+    residual, count : (T, r, r) float64 ndarray
+        As :func:`region_residuals`.
+    """
+    stats = fit.stats
+    diff = stats.total - stats.pixels * fit.at_centroids
+    h, w = sampled
+    ry, rx = max(h // regions, 1), max(w // regions, 1)
+    to_y = _block_regions(stats.total.shape[1], fit.block, h, ry)
+    to_x = _block_regions(stats.total.shape[2], fit.block, w, rx)
+    sums = np.einsum("ri,tij,sj->trs", to_y, diff, to_x)
+    count = np.einsum("ri,tij,sj->trs", to_y, stats.pixels, to_x)
+    enough = count >= max(_MIN_PIXELS, _MIN_SHARE * ry * rx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(enough, sums / count, np.nan), count
+
+
+def _block_regions(blocks: int, block: int, n: int, size: int) -> np.ndarray:
+    """(regions, blocks) 0/1 matrix: which of the regions of `size` (the remainder
+    joining the last, as :func:`fold`) each block of side `block` starts in."""
+    regions = max(n // size, 1) if n > size else 1
+    owner = np.minimum(np.arange(blocks) * block // size, regions - 1)
+    out = np.zeros((regions, blocks))
+    out[owner, np.arange(blocks)] = 1.0
+    return out
 
 
 @dataclass

@@ -82,12 +82,16 @@ def fit_coefficients(
     my, mx = intervals[0] + 3, intervals[1] + 3
     ay = bspline_basis(stats.y.reshape(t, -1), height, intervals[0])
     ax = bspline_basis(stats.x.reshape(t, -1), width, intervals[1])
-    design = (ay[..., :, None] * ax[..., None, :]).reshape(t, ay.shape[1], my * mx)
     n = stats.pixels.reshape(t, -1)
     z = stats.total.reshape(t, -1) / np.maximum(n, 1)
-    weighted = (design * n[..., None]).transpose(0, 2, 1)
-    normal = np.matmul(weighted, design)  # (t, m, m), once
-    rhs = np.matmul(weighted, z[..., None])[..., 0]
+    # design rows (ay ⊗ ax) scaled by √n: the normal matrix is Sᵀ·S of one buffer,
+    # which BLAS computes as a symmetric rank-k update (half the work of a general
+    # product); the unscaled design is never built (fits are evaluated from ay, ax)
+    root = np.sqrt(n)
+    scaled = ((ay * root[..., None])[..., :, None] * ax[..., None, :]).reshape(t, -1, my * mx)
+    rooted_z = root * z
+    normal = np.matmul(scaled.transpose(0, 2, 1), scaled)  # (t, m, m), once
+    rhs = np.matmul(scaled.transpose(0, 2, 1), rooted_z[..., None])[..., 0]
     penalty = _penalty(my, mx)
     coef = np.zeros((t, my * mx))
     step = max(window, 1)
@@ -96,32 +100,35 @@ def fit_coefficients(
         out = np.zeros(n[sl].shape, dtype=bool)
         for it in range(robust_iterations + 1):
             stiffness = smoothing * (_STIFF if it == 0 and robust_iterations else 1.0)
-            a, b = _without(normal[sl], rhs[sl], design[sl], n[sl], z[sl], out)
+            a, b = _without(normal[sl], rhs[sl], scaled[sl], rooted_z[sl], out)
             coef[sl] = _solve_window(a, b, penalty, stiffness)
             if it == robust_iterations:
                 break
-            fitted = np.matmul(design[sl], coef[sl][..., None])[..., 0]
-            out = _outliers(z[sl] - fitted, n[sl], z[sl])
+            grid = coef[sl].reshape(-1, my, mx)
+            fitted = (ay[sl] * np.matmul(ax[sl], grid.transpose(0, 2, 1))).sum(axis=-1)
+            rejected = _outliers(z[sl] - fitted, n[sl], z[sl])
+            if it > 0 and np.array_equal(rejected, out):
+                break  # the same blocks out, same stiffness: the refit would be this fit
+            out = rejected
     return coef.reshape(t, my, mx)
 
 
 def _without(
     normal: np.ndarray,
     rhs: np.ndarray,
-    design: np.ndarray,
-    n: np.ndarray,
-    z: np.ndarray,
+    scaled: np.ndarray,
+    rooted_z: np.ndarray,
     out: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normal matrices and right-hand sides less the rows of the blocks in `out`."""
+    """Normal matrices and right-hand sides less the (√n-scaled) rows of the blocks in
+    `out`."""
     if not out.any():
         return normal, rhs
     normal, rhs = normal.copy(), rhs.copy()
     for f in np.flatnonzero(out.any(axis=1)).tolist():
-        rows = design[f][out[f]]
-        weighted = rows.T * n[f][out[f]]
-        normal[f] -= weighted @ rows
-        rhs[f] -= weighted @ z[f][out[f]]
+        rows = scaled[f][out[f]]
+        normal[f] -= rows.T @ rows
+        rhs[f] -= rows.T @ rooted_z[f][out[f]]
     return normal, rhs
 
 
@@ -131,17 +138,24 @@ def _outliers(resid: np.ndarray, pixels: np.ndarray, z: np.ndarray) -> np.ndarra
     the frame's level."""
     valid = pixels > 0
     root = np.sqrt(pixels)
-    out = np.zeros(resid.shape, dtype=bool)
-    for f in range(resid.shape[0]):
-        v = valid[f]
-        if not v.any():
-            continue
-        std = resid[f][v] * root[f][v]
-        scale = 1.4826 * np.median(np.abs(std - np.median(std)))
-        level = abs(float(np.median(z[f][v])))
-        reach = np.maximum(_REACH * scale / np.maximum(root[f], 1), _FLOOR * level)
-        out[f] = v & (np.abs(resid[f]) >= reach)
-    return out
+    std = resid * root
+    centre = _row_medians(std, valid)
+    scale = 1.4826 * _row_medians(np.abs(std - centre[:, None]), valid)
+    level = np.abs(_row_medians(z, valid))
+    reach = np.maximum(_REACH * scale[:, None] / np.maximum(root, 1), _FLOOR * level[:, None])
+    return valid & (np.abs(resid) >= reach)  # type: ignore[no-any-return]
+
+
+def _row_medians(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Median of each row's valid entries (NaN for none), all rows in one sort: the
+    invalid ones set to +inf sort last."""
+    count = valid.sum(axis=1)
+    ordered = np.sort(np.where(valid, values, np.inf), axis=1)
+    rows = np.arange(len(values))
+    lo = ordered[rows, np.maximum(count - 1, 0) // 2]
+    hi = ordered[rows, np.maximum(count, 1) // 2 - (count == 0)]
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, (lo + hi) / 2, np.nan)
 
 
 def _solve_window(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from functions.microscopy.foreground import Foreground
+from functions.microscopy.rank_stats import max_median
 
 __all__ = [
     "FLUORESCENCE_FEATURES",
@@ -183,6 +184,21 @@ def _border(fg: Foreground) -> np.ndarray:
     return border  # type: ignore[no-any-return]
 
 
+def _mask_border(mask: np.ndarray) -> np.ndarray:
+    """Set pixels of a zero-bordered ``(T, Y + 2, X + 2)`` mask with an unset
+    4-neighbour, as a bool image of its shape, from shifted views (no gathers): the
+    border pixels of labels that never touch (a labelled neighbour has the pixel's own
+    label)."""
+    centre = mask[:, 1:-1, 1:-1]
+    inner = centre & mask[:, :-2, 1:-1]
+    inner &= mask[:, 2:, 1:-1]
+    inner &= mask[:, 1:-1, :-2]
+    inner &= mask[:, 1:-1, 2:]
+    out = np.zeros_like(mask)
+    np.greater(centre, inner, out=out[:, 1:-1, 1:-1])  # set and not inner
+    return out
+
+
 def perimeters(fg: Foreground) -> np.ndarray:
     """Perimeter of every component, as ``skimage.measure.perimeter(mask, 4)``.
 
@@ -191,10 +207,16 @@ def perimeters(fg: Foreground) -> np.ndarray:
     perimeter : (n + 1,) float64 ndarray
     """
     flat = fg.padded.ravel()
-    border = _border(fg)
-    bi, bl = fg.index[border], fg.label[border]
-    is_border = np.zeros(flat.shape, dtype=bool)
-    is_border[bi] = True
+    if fg.separated:  # border pixels from the mask alone, then only they are looked at
+        is_border = _mask_border(fg._cache.get("mask", fg.padded != 0))
+        bi = np.flatnonzero(is_border)
+        bl = flat[bi]
+    else:
+        border = _border(fg)
+        bi, bl = fg.index[border], fg.label[border]
+        is_border = np.zeros(flat.shape, dtype=bool)
+        is_border[bi] = True
+    is_border = is_border.reshape(-1)
     w = fg.padded.shape[2]
     code = np.ones(len(bi), dtype=np.int64)
     for d, weight in (
@@ -327,7 +349,7 @@ def foreground_intensity_features(
     safe = np.maximum(area, 1)
     mean = total / safe
     var = np.maximum(sum_sq / safe - mean**2, 0)
-    mx, med = _max_median(lab, at.astype(np.float32, copy=False), area.astype(np.int64))
+    mx, med = max_median(fg, at.astype(np.float32, copy=False), area.astype(np.int64))
     if erosion > 0:
         keep = _eroded(fg, erosion)
         total = _bincount(lab[keep], n, at[keep].astype(np.float64))
@@ -348,37 +370,3 @@ def _eroded(fg: Foreground, erosion: int) -> np.ndarray:
     lo = ndimage.minimum_filter(fg.padded, size=size, mode="constant").ravel()[fg.index]
     hi = ndimage.maximum_filter(fg.padded, size=size, mode="constant").ravel()[fg.index]
     return (lo == fg.label) & (hi == fg.label)
-
-
-def _max_median(
-    lab: np.ndarray, v: np.ndarray, counts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-label max and median from one sort of (label, value) packed into int64.
-
-    A float32's bits read as int32, with the lower 31 bits flipped for negatives, order
-    like the float; ``label << 32`` on top keeps labels apart. Only the 3 ranks per
-    label that are needed are decoded after the sort.
-    """
-    bits = v.view(np.int32)
-    key32 = bits >> 31
-    key32 &= np.int32(0x7FFFFFFF)
-    key32 ^= bits
-    key = lab.astype(np.int64) << 32
-    key += key32
-    key.sort()
-    n = len(counts) - 1
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    present = np.flatnonzero(counts > 0)
-    mx = np.full(n + 1, np.nan)
-    med = np.full(n + 1, np.nan)
-    c = counts[present]
-    ranks = np.concatenate(
-        [ends[present] - 1, starts[present] + (c - 1) // 2, starts[present] + c // 2]
-    )
-    picked = key[ranks].astype(np.int32)  # the low 32 bits: the value's key
-    picked ^= (picked >> 31) & np.int32(0x7FFFFFFF)  # the map is its own inverse
-    values = picked.view(np.float32).astype(np.float64).reshape(3, -1)
-    mx[present] = values[0]
-    med[present] = (values[1] + values[2]) / 2
-    return mx, med

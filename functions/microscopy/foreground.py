@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from functions.microscopy.components import component_labels
+
 
 @dataclass(frozen=True)
 class Runs:
@@ -50,6 +52,9 @@ class Foreground:
     index: np.ndarray  # flat indices into `padded` of labelled pixels
     label: np.ndarray  # their labels, in the label image's dtype
     n: int  # largest label
+    #: the labels are the 8-connected components of the foreground: different labels
+    #: never touch, so a labelled pixel's labelled neighbours all share its label
+    separated: bool = False
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -68,6 +73,35 @@ class Foreground:
         index = np.flatnonzero(flat)
         label = flat[index]  # the image's own dtype: compared with it, never copied to int64
         return cls(padded, index, label, int(label.max()) if label.size else 0)
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> Foreground:
+        """The 8-connected components of each frame of a ``(T, Y, X)`` bool mask.
+
+        The same labels as ``scipy.ndimage.label`` with a 3 x 3 square in-plane (numbered
+        in raster order of their first pixel, frames never connected), found from the
+        mask's runs: runs of adjacent rows that touch (diagonally too) are joined by
+        :func:`scipy.sparse.csgraph.connected_components`, so only the few thousand
+        runs are compared and the label image is written at the labelled pixels only.
+        """
+        if mask.ndim != 3:
+            raise ValueError(f"mask must be (T, Y, X), got shape {mask.shape}")
+        padded = np.pad(mask.astype(bool, copy=False), ((0, 0), (1, 1), (1, 1)))
+        flat = padded.reshape(-1).view(np.int8)
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # zero borders: starts, stops
+        first, stop = edges[0::2], edges[1::2]
+        length = stop - first
+        run_label = component_labels(first, stop, padded.shape[2])
+        starts = np.cumsum(length) - length
+        index = np.repeat(first - starts, length) + np.arange(int(length.sum()))
+        labels = np.zeros(padded.shape, dtype=np.int32)
+        label = np.repeat(run_label.astype(np.int32), length)
+        labels.reshape(-1)[index] = label
+        n = int(run_label.max()) if len(run_label) else 0
+        out = cls(labels, index, label, n, separated=True)
+        out.__dict__["_run_starts"] = starts  # the runs are known: not found again
+        out._cache["mask"] = padded  # the padded mask, for what needs only the mask
+        return out
 
     @property
     def shape(self) -> tuple[int, int, int]:

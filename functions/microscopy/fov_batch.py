@@ -14,8 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from functions.microscopy.background import estimate_background, subtract_background
-from functions.microscopy.background_fit import auto_step, background_pixels, fit_background
-from functions.microscopy.background_quality import QualityLog, region_residuals
+from functions.microscopy.background_fit import auto_step, background_pixels, fit_surface
+from functions.microscopy.background_quality import (
+    QualityLog,
+    block_residuals,
+    region_residuals,
+)
 from functions.microscopy.extraction import (
     FLUORESCENCE_FEATURES,
     PHASE_FEATURES,
@@ -24,14 +28,12 @@ from functions.microscopy.extraction import (
 )
 from functions.microscopy.foreground import Foreground, Runs
 from functions.microscopy.readers import Reader
-from functions.microscopy.segmentation import _SQUARE, segment_logstd
+from functions.microscopy.segmentation import segment_logstd
 from functions.microscopy.traces import feature_column
 from functions.microscopy.tracking import IoUTracker
 
 if TYPE_CHECKING:
     from functions.microscopy.pipeline import WorkflowOptions
-
-_LABEL_STRUCTURE = _SQUARE  # 8-connected cells, frames never connected
 
 
 def process_batch(
@@ -75,8 +77,7 @@ def process_batch(
     index = be.asarray(fg.unpadded_index)
     for ch in opts.fluorescence_channels:
         raw = be.asarray(reader.read(fov, ch, start, stop, z=opts.z))
-        bg, level = _background(raw, mask, keep, step, opts, be)
-        residual, _ = region_residuals(raw, bg, keep, step=step, backend=be)
+        bg, level, residual = _background(raw, mask, keep, step, opts, be)
         quality[ch].add(residual, level)
         # I - w·B only where a cell is: the features never look anywhere else
         at = be.to_numpy(
@@ -105,22 +106,19 @@ def _track_labels(fg: Foreground, lut: np.ndarray) -> np.ndarray:
 def _label(mask: np.ndarray) -> Foreground:
     """Connected components (8-connected, per frame) labelled inside a zero border.
 
-    scipy numbers components in scan order, so each frame's labels are one contiguous
-    range, which :func:`_track` relies on.
+    Numbered as scipy numbers them, in scan order, so each frame's labels are one
+    contiguous range, which :func:`_track` relies on.
     """
-    from scipy import ndimage
-
-    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
-    labels, _ = ndimage.label(padded, structure=_LABEL_STRUCTURE)
-    return Foreground.from_padded(labels)
+    return Foreground.from_mask(mask)
 
 
 def _background(
     raw: Any, mask: Any, keep: Any, step: int, opts: WorkflowOptions, be: Any
-) -> tuple[Any, np.ndarray]:
-    """The background surface of a batch of one channel and each frame's mean level."""
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The background surface of a batch of one channel, each frame's mean level and
+    the surface's region residuals (:mod:`functions.microscopy.background_quality`)."""
     if opts.background_method == "fit":
-        return fit_background(  # type: ignore[no-any-return]
+        fit = fit_surface(
             raw,
             keep,
             step=step,
@@ -129,6 +127,7 @@ def _background(
             window=opts.background_window,
             backend=be,
         )
+        return fit.surface, fit.level, block_residuals(fit, keep.shape[1:])[0]
     bg = estimate_background(
         raw,
         mask,
@@ -137,7 +136,8 @@ def _background(
         sample_step=step,
         backend=be,
     )
-    return bg, be.to_numpy(bg[:, ::8, ::8].mean(axis=(1, 2), dtype=be.xp.float64))
+    level = be.to_numpy(bg[:, ::8, ::8].mean(axis=(1, 2), dtype=be.xp.float64))
+    return bg, level, region_residuals(raw, bg, keep, step=step, backend=be)[0]
 
 
 def _track(fg: Foreground, tracker: IoUTracker) -> np.ndarray:

@@ -48,15 +48,21 @@ def uniform_histogram(x: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]
     if lo == hi:  # numpy widens an empty range by 0.5 each side
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1, endpoint=True, dtype=np.result_type(lo, hi, flat))
-    pos = flat - lo  # numpy's own arithmetic, in the data's precision
-    pos /= hi - lo
-    pos *= bins
-    index = pos.astype(np.intp)
+    # numpy's ``(x - lo) / (hi - lo) * bins`` with one product: a position moves by an
+    # ulp or so, far below _NEAR, and positions that near an edge are re-binned exactly
+    pos = flat - lo
+    pos *= flat.dtype.type(bins / (hi - lo))
+    # bins fit a small integer: the index and the fractional part (exact: the integer
+    # part of a float is a float of the same type) stay in the data's precision, never
+    # promoted to float64 by a subtraction of intp
+    index = pos.astype(np.int16 if bins < 2**15 else np.intp)
     frac = pos
     frac -= index
-    near = np.flatnonzero((frac < _NEAR) | (frac > 1 - _NEAR))
+    frac -= 0.5  # distance from the bin's middle: near an edge when ~0.5
+    np.abs(frac, out=frac)
+    near = np.flatnonzero(frac > 0.5 - _NEAR)
     if near.size:
-        index[near] = _numpy_bins(flat[near], index[near], edges, bins)
+        index[near] = _numpy_bins(flat[near], index[near].astype(np.intp), edges, bins)
     counts = np.bincount(index, minlength=bins)
     return counts, edges
 

@@ -50,7 +50,8 @@ class WorkflowOptions(BaseModel):
         default=None,
         ge=2,
         description="block side (fit) or tile side (pyama) in px; None: 1/32 of the "
-        "frame's shorter side, 4-64 px (fit), 256 (pyama)",
+        "frame's shorter side, up to 1/16 (at most 32 px) below 1024 px, 4-64 px (fit); "
+        "256 (pyama)",
     )
     background_knots: int | None = Field(
         default=None,

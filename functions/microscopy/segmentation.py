@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from common.arrays import Backend, get_backend
+from functions.microscopy import bitmorph
+from functions.microscopy.components import fill_holes_runs
 from functions.microscopy.histogram import uniform_histogram
 
 #: In-plane structuring elements for 3-D ``(T, Y, X)`` batches: frames never connect.
@@ -58,32 +60,51 @@ def local_logstd(frames: Any, *, size: int = 3, backend: Backend | None = None) 
     x = _as_stack(be.asarray(frames))
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    xp = be.xp
-    # centred per frame (one pass, no copy first): keeps the variance accurate in
-    # float32 for 16-bit data
+    if be.name != "cpu":
+        return _logstd_batch(x, size, be.xp)
+    # frame by frame: a frame's temporaries stay in the core's cache, a batch's do not
+    out = np.empty(x.shape, dtype=np.float32)
+    for frame, target in zip(x, out, strict=True):
+        _logstd_frame(frame, size, target)
+    return out
+
+
+def _centred_sums(x: Any, size: int, xp: Any) -> Any:
+    """``k²·var`` (k = size²) of every window of a (T, Y, X) stack, float32: box sums of
+    the values centred per frame (one pass, no copy first; keeps the variance accurate
+    in float32 for 16-bit data) and of their squares, as ``k·S2 - S1²``: no division."""
     centre = x.mean(axis=(1, 2), dtype=xp.float64, keepdims=True).astype(xp.float32)
     x = xp.subtract(x, centre, dtype=xp.float32)
     s1 = _box_sum(x, size, xp)
     x *= x
     s2 = _box_sum(x, size, xp)
     del x
-    # with k = size², k²·var = k·S2 - S1²: no division; ½·ln(var) = ½·ln(k²·var) - ln k
     s1 *= s1
     s2 *= xp.float32(size * size)
     s2 -= s1
-    del s1
+    return s2
+
+
+def _logstd_frame(frame: np.ndarray, size: int, out: np.ndarray) -> None:
+    """:func:`local_logstd` of one 2-D frame into `out` (host)."""
+    s2 = _centred_sums(frame[None], size, np)[0]
+    # ½·ln(var) = ½·(ln(k²·var) - 2 ln k), only where positive (no masked scatter)
+    positive = s2 > 0
+    out[...] = 0
+    np.log(s2, out=out, where=positive)
+    np.subtract(out, np.float32(2 * np.log(np.float32(size * size))), out=out, where=positive)
+    out *= np.float32(0.5)
+
+
+def _logstd_batch(x: Any, size: int, xp: Any) -> Any:
+    """:func:`local_logstd` of a whole stack at once (GPU: cupy ufuncs take no
+    ``where=``)."""
+    s2 = _centred_sums(x, size, xp)
     shift = xp.float32(np.log(np.float32(size * size)))
-    if be.name == "cpu":  # log only where positive: no temporaries, no masked scatter
-        positive = s2 > 0
-        out = xp.zeros_like(s2)
-        xp.log(s2, out=out, where=positive)
-        out *= xp.float32(0.5)
-        xp.subtract(out, shift, out=out, where=positive)
-    else:  # cupy ufuncs take no `where=`
-        out = xp.log(xp.maximum(s2, xp.float32(1e-30)))
-        out *= xp.float32(0.5)
-        out -= shift
-        xp.copyto(out, xp.float32(0), where=s2 <= 0)
+    out = xp.log(xp.maximum(s2, xp.float32(1e-30)))
+    out *= xp.float32(0.5)
+    out -= shift
+    xp.copyto(out, xp.float32(0), where=s2 <= 0)
     return out
 
 
@@ -162,17 +183,19 @@ def logstd_threshold(logstd: Any, *, bins: int = 200, n_std: float = 3.0) -> flo
 
 
 def _std_at_most(values: np.ndarray, limit: float) -> float:
-    """Standard deviation of the values <= `limit`, from float64 sums of the values and
-    their squares masked by multiplication (no compressed copy): the log std's spread
-    is ~5 % of its level, far from where E[x²] - E[x]² would lose digits in float64."""
-    below = values <= limit
-    n = int(np.count_nonzero(below))
+    """Standard deviation of the values <= `limit`, from sums of ``min(x - limit, 0)``
+    and its square: the values above the limit add zero, no mask or compressed copy is
+    made, and centring at the limit keeps float32 sums (pairwise) as accurate as the
+    data: the log std's spread is ~5 % of its level, so E[x²] - E[x]² of the raw
+    values would lose digits."""
+    n = int(np.count_nonzero(values <= limit))
     if not n:
         return 0.0
-    kept = values * below
-    s1 = float(kept.sum(dtype=np.float64))
-    kept *= kept
-    s2 = float(kept.sum(dtype=np.float64))
+    below = np.subtract(values, values.dtype.type(limit))
+    np.minimum(below, 0, out=below)
+    s1 = float(below.sum())
+    below *= below
+    s2 = float(below.sum())
     mean = s1 / n
     return float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
 
@@ -211,13 +234,26 @@ def _run(mask: Any, axis: int, width: int, op: Any, xp: Any) -> Any:
         k *= 2
 
 
+def _packed(xp: Any) -> bool:
+    """Whether masks of this array module are eroded / dilated bit-packed (host)."""
+    return xp is np and bitmorph.AVAILABLE
+
+
 def _erode(mask: Any, width: int, xp: Any) -> Any:
     """Binary erosion by a ``width²`` square with zero border (scipy's border_value=0)."""
+    if _packed(xp):
+        return bitmorph.unpack(
+            bitmorph.erode(bitmorph.pack(mask), width, mask.shape[-1]), mask.shape[-1]
+        )
     return _run(_run(mask, 1, width, xp.logical_and, xp), 2, width, xp.logical_and, xp)
 
 
 def _dilate(mask: Any, width: int, xp: Any) -> Any:
     """Binary dilation by a ``width²`` square."""
+    if _packed(xp):
+        return bitmorph.unpack(
+            bitmorph.dilate(bitmorph.pack(mask), width, mask.shape[-1]), mask.shape[-1]
+        )
     return _run(_run(mask, 1, width, xp.logical_or, xp), 2, width, xp.logical_or, xp)
 
 
@@ -236,6 +272,8 @@ def fill_holes(mask: Any, *, backend: Backend | None = None) -> Any:
     be = backend or get_backend("cpu")
     mask = _as_stack(mask, "mask")
     xp = be.xp
+    if xp is np:
+        return fill_holes_runs(mask)
     bg, n = be.ndimage.label(~mask, structure=be.asarray(_CROSS))
     edge = xp.concatenate(
         [bg[:, 0, :].ravel(), bg[:, -1, :].ravel(), bg[:, :, 0].ravel(), bg[:, :, -1].ravel()]
@@ -285,7 +323,16 @@ def clean_mask(
     be = backend or get_backend("cpu")
     xp = be.xp
     width = iterations * (structure_size - 1) + 1
-    m = _erode(fill_holes(mask, backend=be), width, xp)
+    filled = fill_holes(mask, backend=be)
+    if _packed(xp):  # packed once for the three steps
+        x = filled.shape[-1]
+        m = bitmorph.erode(bitmorph.pack(filled), width, x)
+        if width % 2:
+            m = bitmorph.dilate(m, 2 * width - 1, x)
+        else:
+            m = bitmorph.dilate(bitmorph.dilate(m, width, x), width, x)
+        return bitmorph.unpack(bitmorph.erode(m, width, x), x)
+    m = _erode(filled, width, xp)
     # an even square is off-centre: two dilations by it do not add up to a centred one
     grown = (
         _dilate(m, 2 * width - 1, xp) if width % 2 else _dilate(_dilate(m, width, xp), width, xp)

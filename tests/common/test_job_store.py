@@ -141,6 +141,15 @@ def test_cancel_queued_is_immediate_and_running_goes_through_cancelling(stores) 
         jobs.request_cancel(running)
 
 
+def test_statuses_of_many_jobs_in_one_query(stores) -> None:  # type: ignore[no-untyped-def]
+    jobs, _ = stores
+    queued, running = _new(jobs), _new(jobs)
+    jobs.start(running, "h")
+    missing = uuid.uuid4()
+    got = jobs.statuses([queued, running, missing])
+    assert got == {queued: Status.queued, running: Status.running}  # missing: left out
+
+
 def test_claims_are_exclusive_and_releasable(stores) -> None:  # type: ignore[no-untyped-def]
     jobs, queries = stores
     job_id = _new(jobs)

@@ -39,3 +39,25 @@ def test_every_fov_when_none_are_named() -> None:
 def test_what_the_file_lacks_is_named(params: WorkflowParams, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         checked_fovs(params, FILE)
+
+
+def test_fov_jobs_report_and_poll_at_most_once_an_interval() -> None:
+    from functions.microscopy.capability import _at_most_every, _polled_every
+
+    reported: list[float] = []
+    progress = _at_most_every(3600.0, lambda f, m: reported.append(f))
+    for fraction in (0.25, 0.5, 0.75, 1.0):
+        progress(fraction, "")
+    assert reported == [0.25, 1.0]  # the first at once, the last always
+
+    answers = iter([False, True])
+    polls: list[int] = []
+
+    def check() -> bool:
+        polls.append(1)
+        return next(answers)
+
+    slow = _polled_every(3600.0, check)
+    assert [slow(), slow(), slow()] == [False, False, False] and len(polls) == 1
+    eager = _polled_every(0.0, check)
+    assert eager() is True and eager() is True and len(polls) == 2  # a yes is kept

@@ -24,10 +24,14 @@ def blobs(seed: int, shape: tuple[int, int, int] = (3, 90, 110)) -> np.ndarray:
     return ndimage.label(mask, structure=structure)[0]
 
 
+@pytest.mark.parametrize("from_mask", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_shape_features_match_regionprops(seed: int) -> None:
+def test_shape_features_match_regionprops(seed: int, from_mask: bool) -> None:
     labels = blobs(seed)
-    got = shape_features(Foreground.from_labels(labels))
+    # from_mask: the labels' own components (never touching), whose perimeters are
+    # found from the mask alone
+    fg = Foreground.from_mask(labels > 0) if from_mask else Foreground.from_labels(labels)
+    got = shape_features(fg)
     n = 0
     for t in range(labels.shape[0]):
         for p in regionprops(labels[t]):

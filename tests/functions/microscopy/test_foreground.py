@@ -47,3 +47,26 @@ def test_empty_frames() -> None:
     fg = Foreground.from_labels(np.zeros((2, 5, 6), np.int32))
     assert len(fg.runs) == 0 and fg.n == 0 and len(fg.unpadded_index) == 0
     assert len(run_overlaps(fg.runs, fg.runs)[0]) == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_from_mask_labels_as_scipy(seed: int) -> None:
+    """8-connected components from the mask's runs: scipy's labels, numbering included."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    mask = ndimage.uniform_filter(rng.random((3, 50, 67)), size=(1, 3, 3)) > 0.55
+    mask[1, :, 0] = mask[1, :, -1] = True  # runs on both edges of every row
+    mask[2, ::2, ::2] = True  # diagonal-only contacts
+    mask[0] = False  # an empty frame
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = True
+    expected, _ = ndimage.label(np.pad(mask, ((0, 0), (1, 1), (1, 1))), in_plane)
+    fg = Foreground.from_mask(mask)
+    np.testing.assert_array_equal(fg.padded, expected)
+    ref = Foreground.from_padded(expected)
+    np.testing.assert_array_equal(fg.index, ref.index)
+    np.testing.assert_array_equal(fg.label, ref.label)
+    assert fg.n == ref.n
+    np.testing.assert_array_equal(fg._run_starts, ref._run_starts)
+    assert Foreground.from_mask(np.zeros((2, 5, 6), bool)).n == 0

@@ -91,6 +91,21 @@ def test_fill_holes_per_frame() -> None:
     np.testing.assert_array_equal(fill_holes(mask), expected)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fill_holes_equals_scipy_on_noisy_masks(seed: int) -> None:
+    """Many holes, nested and diagonal-only gaps, regions open at every border."""
+    rng = np.random.default_rng(seed)
+    mask = ndimage.uniform_filter(rng.random((4, 47, 61)), size=(1, 3, 3)) > 0.5
+    mask[1] = True  # no background at all
+    mask[2] = False  # nothing but background
+    mask[3, 10:30, 10:30] = True
+    mask[3, 12:28, 12:28] = False  # a ring's hole ...
+    mask[3, 15:25, 15:25] = True  # ... around an island with a hole of its own
+    mask[3, 19, 19] = False
+    expected = np.stack([ndimage.binary_fill_holes(m) for m in mask])
+    np.testing.assert_array_equal(fill_holes(mask), expected)
+
+
 def test_segments_cells_not_background() -> None:
     frame = textured((120, 140), 3, np.uint16)
     mask = segment_logstd(frame)[0]
