@@ -30,6 +30,8 @@ _BIDI = r"\u202a-\u202e\u2066-\u2069"
 
 #: One line: names, labels, emails, filters.
 LABEL_PATTERN = rf"^[^{_CONTROLS}{_BIDI}]*$"
+#: A label with at least one character that is not a space: what a thing is named by.
+NAME_PATTERN = rf"^[^{_CONTROLS}{_BIDI}]*[^\s{_CONTROLS}{_BIDI}][^{_CONTROLS}{_BIDI}]*$"
 #: A label that is an absolute POSIX path: what `resolve_import_path` accepts.
 ABSOLUTE_PATH_PATTERN = rf"^/[^{_CONTROLS}{_BIDI}]*$"
 #: Several lines: descriptions.

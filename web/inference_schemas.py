@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.jobs.models import JobError
 from common.jobs.status import Status
+from common.text import NAME_PATTERN, label_error
 from functions.inference.params import Device, OnnxInput, OnnxOutput, Region
 
 OutputKind = Literal["segmentation", "detection", "classification"]
@@ -20,9 +21,11 @@ BUILTIN_NAMES = frozenset({"nuclei-he"})
 
 
 def _printable_name(value: str) -> str:
+    if (why := label_error(value)) is not None:
+        raise ValueError(f"a name {why}")
     value = value.strip()
-    if not value or any(ord(ch) < 32 for ch in value):
-        raise ValueError("a name must be printable characters")
+    if not value:
+        raise ValueError("a name needs a character that is not a space")
     if value in BUILTIN_NAMES:
         raise ValueError(f"{value!r} is a builtin model's name")
     try:
@@ -63,7 +66,7 @@ class OnnxModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     file_id: uuid.UUID
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, json_schema_extra={"pattern": NAME_PATTERN})
     input: OnnxInput
     output: OnnxOutput
 
@@ -83,7 +86,7 @@ class ServiceCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, json_schema_extra={"pattern": NAME_PATTERN})
     base_url: str = Field(
         min_length=8,
         max_length=2048,
