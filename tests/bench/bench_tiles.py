@@ -309,23 +309,28 @@ Server = tuple[int, int, str, dict[str, str]]  # process id, port, path prefix, 
 
 def alternate(
     servers: dict[str, Server], addresses: list[Address], block: int
-) -> tuple[dict[str, Any], dict[str, float]]:
+) -> tuple[dict[str, Any], dict[str, float], dict[str, dict[str, float]]]:
     """Each server fetches every address, the servers taking turns block by block (the
-    first to go alternates too); per server the merged LoadResult and the CPU seconds its
-    processes used meanwhile."""
-    from tests.bench.http_load import LoadResult, run, tree_cpu_seconds
+    first to go alternates too); per server the merged LoadResult, the CPU seconds its
+    processes used meanwhile, and those seconds by kind of thread (`main`: event loops,
+    `other`: thread pools such as the tile renderers, `libvips`: its workers)."""
+    from tests.bench.http_load import LoadResult, run, tree_cpu_seconds, tree_thread_cpu_seconds
 
     merged = {name: LoadResult(seconds=0.0) for name in servers}
     cpu = dict.fromkeys(servers, 0.0)
+    split: dict[str, dict[str, float]] = {name: {} for name in servers}
     order = list(servers)
     for start in range(0, len(addresses), block):
         chunk = addresses[start : start + block]
         for name in order:
             pid, port, prefix, headers = servers[name]
             paths = [f"{prefix}_files/{lv}/{c}_{r}.jpeg" for lv, c, r in chunk]
-            before = tree_cpu_seconds(pid)
+            before, threads_before = tree_cpu_seconds(pid), tree_thread_cpu_seconds(pid)
             result = run("127.0.0.1", port, paths, clients=HTTP_CLIENTS, headers=headers)
             cpu[name] += tree_cpu_seconds(pid) - before
+            for kind, seconds in tree_thread_cpu_seconds(pid).items():
+                used = seconds - threads_before.get(kind, 0.0)
+                split[name][kind] = split[name].get(kind, 0.0) + used
             total = merged[name]
             total.seconds += result.seconds
             total.latencies += result.latencies
@@ -333,7 +338,7 @@ def alternate(
             for status, count in result.statuses.items():
                 total.statuses[status] = total.statuses.get(status, 0) + count
         order.reverse()
-    return merged, cpu
+    return merged, cpu, split
 
 
 HTTP_CLIENTS = 8
@@ -362,7 +367,7 @@ def bench_http(
             run("127.0.0.1", port, [f"{prefix}.dzi"], clients=1, headers=headers)
         addresses = cold_addresses(path, n)
         for phase in ("cold", "warm"):
-            results, cpu = alternate(servers, addresses, block=max(50, n // 10))
+            results, cpu, split = alternate(servers, addresses, block=max(50, n // 10))
             ours, theirs = results["aperture"], results["peer"]
             ours_cpu, theirs_cpu = (1000 * cpu[name] / len(addresses) for name in servers)
             for name, result in results.items():
@@ -390,6 +395,11 @@ def bench_http(
                 aperture_cpu_ms_per_tile=round(ours_cpu, 2),
                 reference_cpu_ms_per_tile=round(theirs_cpu, 2),
                 cpu_ratio=round(theirs_cpu / ours_cpu, 2) if ours_cpu else None,
+                # where Aperture's CPU per tile goes: event loops vs renderers
+                aperture_cpu_ms_per_tile_by_thread={
+                    kind: round(1000 * seconds / len(addresses), 2)
+                    for kind, seconds in sorted(split["aperture"].items())
+                },
                 load_average=round(os.getloadavg()[0], 1),
             )
     finally:
