@@ -52,15 +52,15 @@ def uniform_histogram(x: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]
     # ulp or so, far below _NEAR, and positions that near an edge are re-binned exactly
     pos = flat - lo
     pos *= flat.dtype.type(bins / (hi - lo))
-    # bins fit a small integer: uint8 where they can (numpy counts uint8 a third faster
-    # than wider integers), else int16; truncation is the floor (positions are >= 0)
-    index = pos.astype(np.uint8 if bins < 2**8 else np.int16 if bins < 2**15 else np.intp)
-    # near an edge: the position within _NEAR of an integer, measured in the data's
-    # precision (rint and a subtraction of the same type, no mixed-type arithmetic)
-    frac = np.rint(pos)
-    np.subtract(pos, frac, out=frac)
+    # bins fit a small integer: the index and the fractional part (exact: the integer
+    # part of a float is a float of the same type) stay in the data's precision, never
+    # promoted to float64 by a subtraction of intp
+    index = pos.astype(np.int16 if bins < 2**15 else np.intp)
+    frac = pos
+    frac -= index
+    frac -= 0.5  # distance from the bin's middle: near an edge when ~0.5
     np.abs(frac, out=frac)
-    near = np.flatnonzero(frac < _NEAR)
+    near = np.flatnonzero(frac > 0.5 - _NEAR)
     if near.size:
         index[near] = _numpy_bins(flat[near], index[near].astype(np.intp), edges, bins)
     counts = np.bincount(index, minlength=bins)
