@@ -73,7 +73,10 @@ def _centred_sums(x: Any, size: int, xp: Any) -> Any:
     """``k²·var`` (k = size²) of every window of a (T, Y, X) stack, float32: box sums of
     the values centred per frame (one pass, no copy first; keeps the variance accurate
     in float32 for 16-bit data) and of their squares, as ``k·S2 - S1²``: no division."""
-    centre = x.mean(axis=(1, 2), dtype=xp.float64, keepdims=True).astype(xp.float32)
+    # any value near the frame's mean centres it as well: every 8th row's mean, at an
+    # eighth of the cost of the frame's (a float64 reduction)
+    rows = x[:, :: max(1, min(8, x.shape[1] // 8))]
+    centre = rows.mean(axis=(1, 2), dtype=xp.float64, keepdims=True).astype(xp.float32)
     x = xp.subtract(x, centre, dtype=xp.float32)
     s1 = _box_sum(x, size, xp)
     x *= x
