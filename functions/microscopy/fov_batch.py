@@ -97,9 +97,11 @@ def process_batch(
 
 def _track_labels(fg: Foreground, lut: np.ndarray) -> np.ndarray:
     """The batch's label frames renumbered with track ids, uint32: written at the
-    foreground pixels only (a third of a dense frame) rather than looked up at all."""
+    foreground pixels only (a third of a dense frame) rather than looked up at all; the
+    ids looked up once per run and repeated along it (a tenth of a per-pixel gather)."""
     out = np.zeros(fg.shape, dtype=np.uint32)
-    out.reshape(-1)[fg.unpadded_index] = lut.astype(np.uint32)[fg.label]
+    runs = fg.runs
+    out.reshape(-1)[fg.unpadded_index] = np.repeat(lut.astype(np.uint32)[runs.label], runs.length)
     return out
 
 

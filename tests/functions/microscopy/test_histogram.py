@@ -27,7 +27,7 @@ def on_edges(dtype: type) -> np.ndarray:
         lambda rng, d: rng.integers(0, 7, 4000).astype(d),
     ],
 )
-@pytest.mark.parametrize("bins", [2, 7, 200])
+@pytest.mark.parametrize("bins", [2, 7, 200, 255, 256, 300])
 def test_equals_numpy(dtype: type, make: object, bins: int) -> None:
     x = make(np.random.default_rng(bins), dtype)  # type: ignore[operator]
     counts, edges = uniform_histogram(x, bins)

@@ -220,3 +220,22 @@ def test_every_format_runs_through_the_same_path(real_dir: Path, tmp_path: Path,
         )
     assert result.summary["frames"] == reader.metadata.n_frames
     assert result.csv.exists() and result.labels.exists()
+
+
+def test_track_label_frames_renumber_every_labelled_pixel() -> None:
+    """The written label frames are the tracker's ids at every pixel of each component
+    (looked up per run): the same as renumbering the label image pixel by pixel."""
+    from scipy import ndimage
+
+    from functions.microscopy.fov_batch import _label, _track_labels
+
+    rng = np.random.default_rng(4)
+    mask = ndimage.uniform_filter(rng.random((3, 40, 57)), size=(1, 5, 5)) > 0.55
+    fg = _label(mask)
+    lut = rng.permutation(np.arange(1, fg.n + 1) * 7 + 2**31).astype(np.int64)
+    lut = np.r_[0, lut]
+    labels = np.stack([ndimage.label(m, structure=np.ones((3, 3)))[0] for m in mask])
+    offsets = np.cumsum([0] + [int(f.max()) for f in labels[:-1]])[:, None, None]
+    expected = lut[np.where(labels > 0, labels + offsets, 0)].astype(np.uint32)
+    assert fg.n > 3
+    np.testing.assert_array_equal(_track_labels(fg, lut), expected)

@@ -146,8 +146,21 @@ def test_clean_mask_odd_squares(structure_size: int, iterations: int) -> None:
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("size", [1, 2, 4, 5])
+@pytest.mark.parametrize("size", [1, 2, 4, 5, 9, 12])
 def test_logstd_any_window_matches_oracle(size: int) -> None:
     frame = textured((40, 52), 5, np.uint16)
     got = local_logstd(frame[None], size=size)[0]
     np.testing.assert_allclose(got, oracle_logstd(frame, size), atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_segment_thresholds_as_the_log_std_does(size: int) -> None:
+    """The host thresholds ln(k²·var), not the log std: the same raw mask either way."""
+    frames = np.stack([textured((70, 90), seed, np.uint16) for seed in (7, 8, 9)])
+    logstd = local_logstd(frames, size=size)
+    thresholds = np.array([logstd_threshold(f) for f in logstd], np.float32)
+    raw = logstd > thresholds[:, None, None]
+    expected = clean_mask(raw, structure_size=3, iterations=1)
+    got = segment_logstd(frames, size=size, structure_size=3, iterations=1)
+    assert raw.any() and not raw.all()
+    np.testing.assert_array_equal(got, expected)
