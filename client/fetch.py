@@ -85,7 +85,7 @@ def _check(response: httpx.Response) -> None:
 def _stream_into(response: httpx.Response, fd: int, stop: threading.Event) -> Fetched:
     digest = hashlib.sha256()
     offset = 0
-    for chunk in response.iter_raw(READ):
+    for chunk in response.iter_raw():
         if stop.is_set():
             raise Stopped
         digest.update(chunk)
@@ -131,7 +131,7 @@ def _piece(
         if response.status_code != 206:
             raise IntegrityError(f"the store answered {response.status_code} to a byte range")
         offset = start
-        for chunk in response.iter_raw(READ):
+        for chunk in response.iter_raw():
             if stop.is_set():
                 raise Stopped
             if offset + len(chunk) > end:

@@ -158,7 +158,9 @@ class Transport:
         attempt = 0
         while True:
             try:
-                response = await self.http.put(url, content=data)
+                # On a thread through the blocking client: one sendall of the whole part
+                # (the socket releases the GIL) instead of event-loop writes.
+                response = await asyncio.to_thread(self.blocking.put, url, content=data)
             except httpx.TransportError:
                 if attempt >= self.retries:
                     raise
