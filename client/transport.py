@@ -43,22 +43,26 @@ class Transport:
         self.base_url = base_url.rstrip("/")
         self.credential: Credential = credential or Anonymous()
         self.retries = retries
-        self.http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-            limits=httpx.Limits(
+        options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "timeout": httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            "limits": httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            cookies=httpx.Cookies(_no_cookies()),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
-        )
+            "cookies": httpx.Cookies(_no_cookies()),
+            "headers": {"User-Agent": USER_AGENT},
+            "follow_redirects": False,
+        }
+        self.http = httpx.AsyncClient(**options)
+        # Bulk bytes move on threads through a blocking client (see client.fetch).
+        self.blocking = httpx.Client(**options)
 
     def __repr__(self) -> str:
         return f"Transport({self.base_url!r}, {self.credential!r})"
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        self.blocking.close()
 
     async def request(
         self,
@@ -154,7 +158,9 @@ class Transport:
         attempt = 0
         while True:
             try:
-                response = await self.http.put(url, content=data)
+                # On a thread through the blocking client: one sendall of the whole part
+                # (the socket releases the GIL) instead of event-loop writes.
+                response = await asyncio.to_thread(self.blocking.put, url, content=data)
             except httpx.TransportError:
                 if attempt >= self.retries:
                     raise

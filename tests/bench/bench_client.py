@@ -6,9 +6,11 @@
   Goal: >= 0.9x.
 - upload, directory store: the same through the API's signed part endpoint, against
   `shutil.copyfile` of the same file on the same disk (ratio reported).
-- download, both stores: `Client.download` of the file just uploaded (streamed to a temp
-  file, SHA-256 checked, renamed into place), against `shutil.copyfile` of the same file
-  (directory store) or boto3's `download_file` from the same SeaweedFS (S3).
+- download, both stores: `Client.download` of the file just uploaded (moved on a thread
+  by a blocking httpx client into a temp file, SHA-256 checked, renamed into place; S3 is
+  streamed through the API here, as `download_redirect` is off by default), against
+  `shutil.copyfile` of the same file (directory store) or boto3's `download_file` from
+  the same SeaweedFS (S3).
 - jobs: a batch of 100 `noop` jobs (8 in flight, like `aperture batch`); the client's
   overhead per job = submit-to-done seen by the client minus the server's own time for
   the job (created_at -> finished_at), p50 and mean.
