@@ -91,13 +91,6 @@ def _answer(tile: Tile, request: Request) -> Response:
     return image_response(replace(tile, cache_control=TILE_CACHE_CONTROL), request)
 
 
-def _from_memory(scope: Scope, match: re.Match[str]) -> Response | None:
-    """The route's answer if the tile itself is cached, else None (no thread, no I/O)."""
-    wanted = _known_tile(scope, match)
-    tile = wanted.cached() if wanted is not None else None
-    return _answer(tile, wanted.request) if wanted is not None and tile is not None else None
-
-
 def _known_tile(scope: Scope, match: re.Match[str]) -> _TileRequest | None:
     """The request, if the route's every lookup is in memory and allows it, else None."""
     aperture = getattr(scope["app"].state, "aperture", None)

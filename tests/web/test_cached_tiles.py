@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.app import register, signed_in
 from tests.web.test_slides_api import API, slide_of, upload
-from web.cached_tiles import TILE_PATH, _from_memory, _known_tile, _TileRequest
+from web.cached_tiles import TILE_PATH, _known_tile, _TileRequest
 
 SAME = ("content-type", "content-length", "etag", "cache-control")
 
@@ -34,7 +34,8 @@ def _answered_from_memory(client: TestClient, url: str, headers: dict[str, str])
     assert match is not None
     raw = [(k.lower().encode(), v.encode()) for k, v in {**client.headers, **headers}.items()]
     scope = {"type": "http", "method": "GET", "path": url, "headers": raw, "app": client.app}
-    return _from_memory(scope, match) is not None
+    wanted = _known_tile(scope, match)
+    return wanted is not None and wanted.cached() is not None
 
 
 def test_a_cached_tile_is_answered_as_the_route_answers(
