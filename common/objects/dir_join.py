@@ -15,16 +15,14 @@ part to the thread already running (which looks for the next part after each one
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from common.objects import fsutil
-from common.objects.spooling import WRITE_BEHIND, write_behind
+from common.objects.spooling import Sink
 
 #: Bytes read (and hashed, and written) at a time.
 READ_BYTES = 4 * 1024 * 1024
@@ -49,9 +47,7 @@ class Joiner:
         fd, name = tempfile.mkstemp(dir=directory, prefix="joined-", suffix=".tmp")
         self.fd: int | None = fd
         self.path = Path(name)
-        self.sha256: Any = hashlib.sha256()
-        self.size = 0
-        self._synced = 0
+        self.sink = Sink(fd, md5_up_to=0, sha256=True)
 
     def append(
         self, directory: Path, number: int, check: Callable[[os.stat_result], None] | None = None
@@ -71,21 +67,11 @@ class Joiner:
             view = memoryview(buffer)
             left = st.st_size
             while left > 0 and (n := f.readinto(buffer)):
-                self._write(view[: min(n, left)])
+                self.sink.write(view[: min(n, left)])
                 left -= n
         if left != 0:
             raise OSError(f"part {number} changed size while it was being joined")
         return identity_of(st)
-
-    def _write(self, chunk: memoryview) -> None:
-        assert self.fd is not None
-        self.sha256.update(chunk)
-        self.size += len(chunk)
-        while chunk:
-            chunk = chunk[os.write(self.fd, chunk) :]
-        if self.size - self._synced >= WRITE_BEHIND:
-            write_behind(self.fd, self._synced, self.size - self._synced)
-            self._synced = self.size
 
     def finish(self) -> tuple[fsutil.Spooled, str]:
         """The joined file, fsynced, and its SHA-256."""
@@ -100,7 +86,7 @@ class Joiner:
             raise
         os.close(fd)
         spooled = fsutil.Spooled(self.path, st.st_size, b"", st.st_mtime_ns, st.st_ino)
-        return spooled, str(self.sha256.hexdigest())
+        return spooled, str(self.sink.sha256.hexdigest())
 
     def discard(self) -> None:
         if self.fd is not None:

@@ -52,8 +52,9 @@ class Spooled:
     sha256: str | None = None  # hex, when asked for
 
 
-class _Sink:
-    """Hashes and writes chunks to one open file, keeping track of write-behind."""
+class Sink:
+    """Hashes and writes chunks to one open file, keeping track of write-behind (the
+    spool's, and the directory store's part joiner)."""
 
     def __init__(self, fd: int, *, md5_up_to: int | None, sha256: bool) -> None:
         self.fd = fd
@@ -64,11 +65,11 @@ class _Sink:
         self.hashed = 0
         self._synced = 0
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self.hash(chunk)
         self.store(chunk)
 
-    def hash(self, chunk: bytes) -> None:
+    def hash(self, chunk: bytes | memoryview) -> None:
         if self.md5 is not None:
             if self.md5_up_to is not None and self.hashed + len(chunk) > self.md5_up_to:
                 self.md5 = None  # too long for an MD5 ETag: stop paying for it
@@ -78,7 +79,7 @@ class _Sink:
             self.sha256.update(chunk)
         self.hashed += len(chunk)
 
-    def store(self, chunk: bytes) -> None:
+    def store(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         while view:
             view = view[os.write(self.fd, view) :]
@@ -112,7 +113,7 @@ class _Pipeline:
     """Two threads: one hashes (if there is anything to hash), one writes, each chunk in
     order."""
 
-    def __init__(self, sink: _Sink) -> None:
+    def __init__(self, sink: Sink) -> None:
         writer = _Worker(sink.store, "spool-writer")
         hashing = sink.md5 is not None or sink.sha256 is not None
         self.workers = (_Worker(sink.hash, "spool-hasher"), writer) if hashing else (writer,)
@@ -149,7 +150,7 @@ def spool(
     failure and notice, such as a multipart part, which is re-sent)."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-", suffix=".tmp")
-    sink = _Sink(fd, md5_up_to=md5_up_to, sha256=sha256)
+    sink = Sink(fd, md5_up_to=md5_up_to, sha256=sha256)
     pipeline: _Pipeline | None = None
     queued = 0
     try:
