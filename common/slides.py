@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.capabilities import StoredFile
 from common.errors import InvalidInput, NotFound
+from common.objects import fsutil
 from common.objects.base import ObjectStore
 from common.records import File, transaction
 from common.records.models import Slide
@@ -262,15 +263,8 @@ class LocalSlideFiles:
             copies = [
                 p for p in self.cache_dir.glob("*/*") if p.is_file() and not p.name.startswith(".")
             ]
-            sizes = {p: p.stat() for p in copies}
-            total = sum(s.st_size for s in sizes.values())
-            for path in sorted(copies, key=lambda p: sizes[p].st_mtime):
-                if total <= self.max_bytes:
-                    break
-                if path == keep:
-                    continue
-                path.unlink(missing_ok=True)
-                total -= sizes[path].st_size
+            files = [(st.st_mtime, st.st_size, p) for p in copies for st in [p.stat()]]
+            fsutil.remove_oldest(files, down_to=self.max_bytes, keep=keep)
 
     def evict(self, file_id: uuid.UUID) -> None:
         """Drop the local copy of a file (its slide was deleted)."""

@@ -19,7 +19,7 @@ import mimetypes
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,6 +100,30 @@ def sweep_stale(directory: Path, *, older_than_s: float) -> None:
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     os.unlink(entry.path)
+
+
+def remove_oldest(
+    files: Iterable[tuple[float, int, str | Path]], *, down_to: int, keep: Path | None = None
+) -> int:
+    """Remove `(mtime, size, path)` files, oldest first, until the rest sum to at most
+    `down_to` bytes (never `keep`); the bytes removed. A file that cannot be removed is
+    skipped; one already gone counts as removed. For caches kept to a byte budget."""
+    listed = sorted(files)
+    excess = sum(size for _, size, _ in listed) - down_to
+    removed = 0
+    for _, size, path in listed:
+        if removed >= excess:
+            break
+        if keep is not None and Path(path) == keep:
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+        removed += size
+    return removed
 
 
 def syncfs(path: Path) -> None:

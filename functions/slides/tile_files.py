@@ -26,6 +26,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.objects import fsutil
+
 log = logging.getLogger("aperture.tiles")
 
 #: An ETag is '"' + 32 hex digits + '"'.
@@ -107,21 +109,10 @@ class TileFiles:
         if not self._pruning.acquire(blocking=False):
             return 0
         try:
-            files = sorted(_files(self.root))
-            total = sum(size for _, size, _ in files)
-            removed = 0
-            if total <= self.max_bytes:
+            files = list(_files(self.root))
+            if sum(size for _, size, _ in files) <= self.max_bytes:
                 return 0
-            target = self.max_bytes * 3 // 4
-            for _, size, path in files:
-                if total - removed <= target:
-                    break
-                try:
-                    os.unlink(path)
-                except OSError:
-                    continue
-                removed += size
-            return removed
+            return fsutil.remove_oldest(files, down_to=self.max_bytes * 3 // 4)
         finally:
             self._pruning.release()
 
