@@ -275,30 +275,21 @@ def _chunk_size(params: FittingParams, ctx: Context) -> int | None:
 def _fit_here(spec: FitSpec, traces: Any, device: Literal["cpu", "gpu"], ctx: Context) -> Any:
     """Fit every trace in this job: on the CPU `SLICE_TRACES` at a time (a trace's fit
     does not depend on the others), on a GPU all at once."""
-    from functions.fitting.fit import fit_traces
-    from functions.fitting.overlap import SLICE_TRACES
+    from functions.fitting.overlap import SLICE_TRACES, fit_slices
 
-    n = len(traces)
-    step = n if device == "gpu" else SLICE_TRACES
-    parts = []
-    for start in range(0, n, step):
-        stop = min(start + step, n)
+    def progress(fitted: int, total: int | None) -> None:
+        ctx.progress(0.05 + 0.85 * fitted / max(total or 1, 1), "fitting")
 
-        def progress(f: float, start: int = start, stop: int = stop) -> None:
-            ctx.progress(0.05 + 0.85 * (start + f * (stop - start)) / n, "fitting")
-
-        t = traces.t if traces.t.ndim == 1 else traces.t[start:stop]
-        parts.append(
-            fit_traces(
-                spec,
-                t,
-                traces.y[start:stop],
-                device=device,
-                workers=_threads(),
-                progress=progress,
-                cancelled=ctx.cancelled,
-            )
-        )
+    parts = fit_slices(
+        spec,
+        traces.t,
+        traces.y,
+        step=len(traces) if device == "gpu" else SLICE_TRACES,
+        device=device,
+        threads=_threads(),
+        progress=progress,
+        cancelled=ctx.cancelled,
+    )
     return parts[0] if len(parts) == 1 else merge_fits(parts)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -94,10 +95,15 @@ def read_and_fit(
     if done and not (shared.y is not None and np.shares_memory(traces.y, shared.y)):
         parts, done = [], 0  # read another way after all: the early fits do not apply
     progress(done, len(traces))
-    for start in range(done, len(traces), SLICE_TRACES):
-        stop = min(start + SLICE_TRACES, len(traces))
-        fitted = _fit_slice(spec, traces.t, traces.y, start, stop, threads, progress, cancelled)
-        parts.append(fitted)
+    parts += fit_slices(
+        spec,
+        traces.t,
+        traces.y,
+        start=done,
+        threads=threads,
+        progress=progress,
+        cancelled=cancelled,
+    )
     fit = parts[0] if len(parts) == 1 else merge_fits(parts)
     return traces, fit
 
@@ -128,6 +134,29 @@ def _fit_while_reading(
         progress(done, None)
 
 
+def fit_slices(
+    spec: FitSpec,
+    t: np.ndarray,
+    y: np.ndarray,
+    *,
+    start: int = 0,
+    step: int | None = None,
+    device: Literal["cpu", "gpu"] = "cpu",
+    threads: int,
+    progress: Callable[[int, int | None], None] | None,
+    cancelled: Callable[[], bool],
+) -> list[FitArrays]:
+    """Fit traces `start:` of `y`, `step` at a time (a trace's fit depends on its own data
+    and time axis alone, so the slices' fits are the whole's); `progress(fitted, total)`
+    counts against all of `y`'s traces. `step` defaults to `SLICE_TRACES`."""
+    n = int(y.shape[0])
+    step = SLICE_TRACES if step is None else step
+    return [
+        _fit_slice(spec, t, y, lo, min(lo + step, n), threads, progress, cancelled, device)
+        for lo in range(start, n, max(step, 1))
+    ]
+
+
 def _fit_slice(
     spec: FitSpec,
     t: np.ndarray,
@@ -137,9 +166,10 @@ def _fit_slice(
     threads: int,
     progress: Callable[[int, int | None], None] | None,
     cancelled: Callable[[], bool],
+    device: Literal["cpu", "gpu"] = "cpu",
 ) -> FitArrays:
-    """Fit traces `start:stop` of `y`; `progress` (when given) counts them against all
-    of `y`'s traces."""
+    """Fit traces `start:stop` of `y` (and of `t` where each trace has its own time axis);
+    `progress` (when given) counts them against all of `y`'s traces."""
 
     def report(fraction: float) -> None:
         if progress is not None:
@@ -147,9 +177,9 @@ def _fit_slice(
 
     return fit_traces(
         spec,
-        t,
+        t if t.ndim == 1 else t[start:stop],
         y[start:stop],
-        device="cpu",
+        device=device,
         workers=threads,
         progress=report,
         cancelled=cancelled,

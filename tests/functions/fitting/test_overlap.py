@@ -89,3 +89,18 @@ def test_a_bad_value_late_in_the_file_fails_after_early_fits(
         read_and_fit(b"\n".join(lines), counts)
     assert any(total is None for _, total in counts)
     assert not [t for t in threading.enumerate() if t.name == "fitting-read"]
+
+
+def test_slices_of_traces_with_their_own_time_axes_fit_as_the_whole() -> None:
+    data = synthetic_traces("maturation", n=30, n_times=40, noise=0.02, seed=9)
+    y = np.asarray(data.y, dtype=np.float64)
+    t = np.tile(np.asarray(data.t, dtype=np.float64), (len(y), 1))
+    t += np.arange(len(y))[:, None] * 0.01  # each trace its own axis
+    spec = resolve_spec("maturation")
+    whole = fit_traces(spec, t, y, device="cpu", workers=1)
+    parts = overlap_module.fit_slices(
+        spec, t, y, step=7, threads=1, progress=None, cancelled=lambda: False
+    )
+    sliced = overlap_module.merge_fits(parts)
+    for field in FIT_FIELDS:
+        np.testing.assert_array_equal(getattr(sliced, field), getattr(whole, field))
